@@ -1,0 +1,187 @@
+//! The C-ABI shims [`crate::export_plugin!`] wires a [`Plugin`] into. Not a
+//! public API: plugin authors use the macro.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+use crate::abi::{self, HostVtable, PluginDescriptor, Reply, Status, Str};
+use crate::host::Host;
+use crate::plugin::{Plugin, Role};
+
+/// The descriptor together with the strings it points into.
+pub struct Exported {
+    descriptor: PluginDescriptor,
+    _owned: [String; 3],
+}
+
+// SAFETY: the descriptor's pointers point into `_owned`, which is never
+// mutated after construction, so sharing it between threads is sound.
+unsafe impl Sync for Exported {}
+// SAFETY: as above; moving the owned strings does not move their heap bytes.
+unsafe impl Send for Exported {}
+
+/// Builds (once) and returns the descriptor of plugin `P`.
+pub fn descriptor<P: Plugin>(cell: &'static OnceLock<Exported>) -> *const PluginDescriptor {
+    let exported = cell.get_or_init(|| {
+        let info = P::info();
+        let types = serde_json::to_string(&info.event_types).expect("event types serialize");
+        let owned = [info.name, info.version, types];
+        let descriptor = PluginDescriptor {
+            struct_size: std::mem::size_of::<PluginDescriptor>(),
+            abi_major: abi::ABI_MAJOR,
+            abi_minor: abi::ABI_MINOR,
+            name: Str::new(&owned[0]),
+            version: Str::new(&owned[1]),
+            role: match info.role {
+                Role::Producer => abi::ROLE_PRODUCER,
+                Role::Sink => abi::ROLE_SINK,
+                Role::Both => abi::ROLE_BOTH,
+            },
+            event_types_json: Str::new(&owned[2]),
+            create: create::<P>,
+            start: start::<P>,
+            deliver: deliver::<P>,
+            stop: stop::<P>,
+            destroy: destroy::<P>,
+        };
+        Exported {
+            descriptor,
+            _owned: owned,
+        }
+    });
+    &exported.descriptor
+}
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &Box<dyn Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+fn write_reply(reply: *const Reply, kind: u32, text: &str) {
+    if reply.is_null() {
+        return;
+    }
+    // SAFETY: a non-null `reply` is valid for the current call (ABI rule);
+    // `text` is borrowed only for the callback, which copies it.
+    unsafe { ((*reply).write)((*reply).ctx, kind, Str::new(text)) }
+}
+
+/// Runs `body`, turning an `Err` or a panic into a status and a reply.
+fn guarded(reply: *const Reply, body: impl FnOnce() -> Result<(), String>) -> Status {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => abi::STATUS_OK,
+        Ok(Err(message)) => {
+            write_reply(reply, abi::REPLY_ERROR, &message);
+            abi::STATUS_ERROR
+        }
+        Err(panic) => {
+            write_reply(reply, abi::REPLY_ERROR, &format!("plugin panicked: {}", panic_message(&panic)));
+            abi::STATUS_PANIC
+        }
+    }
+}
+
+/// # Safety
+/// `instance` must be a live pointer created by [`create`] for the same `P`,
+/// and no other call may use it concurrently (the ABI's lifecycle rule).
+unsafe fn instance<'a, P>(instance: *mut c_void) -> &'a mut P {
+    // SAFETY: guaranteed by the caller.
+    unsafe { &mut *instance.cast::<P>() }
+}
+
+unsafe extern "C" fn create<P: Plugin>(
+    config_json: Str,
+    reply: *const Reply,
+    out_instance: *mut *mut c_void,
+) -> Status {
+    guarded(reply, || {
+        // SAFETY: the host lends `config_json` for this call.
+        let bytes = unsafe { config_json.as_bytes() };
+        let config = if bytes.is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_json::from_slice(bytes).map_err(|e| format!("config is not valid JSON: {e}"))?
+        };
+        let plugin = P::create(config)?;
+        if let Some(types) = plugin.event_types() {
+            let json = serde_json::to_string(&types).map_err(|e| e.to_string())?;
+            write_reply(reply, abi::REPLY_EVENT_TYPES, &json);
+        }
+        // SAFETY: the host passes a valid out-pointer for the instance.
+        unsafe { *out_instance = Box::into_raw(Box::new(plugin)).cast() };
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn start<P: Plugin>(
+    this: *mut c_void,
+    host: *const HostVtable,
+    reply: *const Reply,
+) -> Status {
+    guarded(reply, || {
+        if host.is_null() {
+            return Err("host passed a null vtable".to_owned());
+        }
+        // SAFETY: `this` came from `create`; the host vtable lives for the process.
+        let (plugin, host) = unsafe { (instance::<P>(this), Host::from_raw(host)) };
+        plugin.start(host)
+    })
+}
+
+unsafe extern "C" fn deliver<P: Plugin>(this: *mut c_void, event_json: Str) -> Status {
+    guarded(std::ptr::null(), || {
+        // SAFETY: `this` came from `create`; `event_json` is lent for this call.
+        let (plugin, bytes) = unsafe { (instance::<P>(this), event_json.as_bytes()) };
+        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+        plugin.deliver(text)
+    })
+}
+
+unsafe extern "C" fn stop<P: Plugin>(this: *mut c_void) -> Status {
+    guarded(std::ptr::null(), || {
+        // SAFETY: `this` came from `create`.
+        unsafe { instance::<P>(this) }.stop();
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn destroy<P: Plugin>(this: *mut c_void) {
+    let _ = guarded(std::ptr::null(), || {
+        if !this.is_null() {
+            // SAFETY: `this` came from `Box::into_raw` in `create` and is destroyed once.
+            drop(unsafe { Box::from_raw(this.cast::<P>()) });
+        }
+        Ok(())
+    });
+}
+
+/// Exports a [`Plugin`] implementation as a Switchyard plugin library: the
+/// one line a plugin author writes beside `crate-type = ["cdylib"]`.
+///
+/// Refuses to compile with `panic = "abort"`, because then a panic could not
+/// be caught at the boundary and would take the whole router down.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[cfg(panic = "abort")]
+        compile_error!(
+            "Switchyard plugins must be built with panic = \"unwind\": a panic must be caught at the plugin boundary, not abort the router"
+        );
+
+        /// The plugin's entry point (ABI major version 1).
+        #[unsafe(no_mangle)]
+        pub extern "C" fn switchyard_plugin_entry_v1() -> *const $crate::abi::PluginDescriptor {
+            static EXPORTED: ::std::sync::OnceLock<$crate::export::Exported> =
+                ::std::sync::OnceLock::new();
+            $crate::export::descriptor::<$plugin>(&EXPORTED)
+        }
+    };
+}

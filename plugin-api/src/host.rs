@@ -1,0 +1,174 @@
+//! [`Host`]: the safe handle through which a plugin emits events and logs.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::abi::{self, HostVtable, Str};
+
+/// Why the router refused an emitted event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EmitError {
+    /// The type is not one this instance declared.
+    UnknownType,
+    /// The payload breaks the type's schema or a size bound.
+    InvalidPayload,
+    /// The router cannot take more right now; retry later or drop.
+    Backpressure,
+    /// The instance was stopped.
+    Stopped,
+    /// A status this SDK does not know (a newer host).
+    Other(i32),
+}
+
+impl fmt::Display for EmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EmitError::UnknownType => f.write_str("unknown event type"),
+            EmitError::InvalidPayload => f.write_str("invalid payload"),
+            EmitError::Backpressure => f.write_str("router overloaded (backpressure)"),
+            EmitError::Stopped => f.write_str("plugin instance stopped"),
+            EmitError::Other(code) => write!(f, "emit failed with status {code}"),
+        }
+    }
+}
+
+impl std::error::Error for EmitError {}
+
+/// Severity of a log line sent to the router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Something failed.
+    Error,
+    /// Something looks wrong.
+    Warn,
+    /// Normal operation.
+    Info,
+    /// Detail for debugging.
+    Debug,
+    /// Very fine detail.
+    Trace,
+}
+
+impl LogLevel {
+    fn code(self) -> u32 {
+        match self {
+            LogLevel::Error => abi::LOG_ERROR,
+            LogLevel::Warn => abi::LOG_WARN,
+            LogLevel::Info => abi::LOG_INFO,
+            LogLevel::Debug => abi::LOG_DEBUG,
+            LogLevel::Trace => abi::LOG_TRACE,
+        }
+    }
+}
+
+/// The router's callbacks, handed to [`crate::Plugin::start`]. Cheap to clone
+/// and usable from any thread; no call blocks.
+#[derive(Clone, Copy)]
+pub struct Host {
+    vtable: &'static HostVtable,
+}
+
+// SAFETY: the ABI requires every host callback to be thread-safe, and the
+// vtable is immutable and valid for the life of the process.
+unsafe impl Send for Host {}
+// SAFETY: as above; `Host` only reads the vtable and calls thread-safe functions.
+unsafe impl Sync for Host {}
+
+impl Host {
+    /// Wraps the vtable the host passed to `start`.
+    ///
+    /// # Safety
+    /// `vtable` must be non-null and valid (with valid callbacks) for the
+    /// life of the process, as the ABI promises for the pointer given to `start`.
+    pub(crate) unsafe fn from_raw(vtable: *const HostVtable) -> Host {
+        // SAFETY: guaranteed by the caller.
+        Host {
+            vtable: unsafe { &*vtable },
+        }
+    }
+
+    /// Emits one event whose payload is any serializable value.
+    pub fn emit<T: Serialize + ?Sized>(
+        &self,
+        event_type: &str,
+        payload: &T,
+        correlation_id: Option<&str>,
+    ) -> Result<(), EmitError> {
+        let json = serde_json::to_string(payload).map_err(|_| EmitError::InvalidPayload)?;
+        self.emit_json(event_type, &json, correlation_id)
+    }
+
+    /// Emits one event whose payload is already JSON text.
+    pub fn emit_json(
+        &self,
+        event_type: &str,
+        payload_json: &str,
+        correlation_id: Option<&str>,
+    ) -> Result<(), EmitError> {
+        let cid = correlation_id.map(Str::new).unwrap_or(Str::EMPTY);
+        // SAFETY: the vtable is valid for the process (see `from_raw`); the
+        // strings are borrowed for this call only, as the ABI requires.
+        let status = unsafe {
+            (self.vtable.emit)(self.vtable.ctx, Str::new(event_type), Str::new(payload_json), cid)
+        };
+        match status {
+            abi::EMIT_OK => Ok(()),
+            abi::EMIT_UNKNOWN_TYPE => Err(EmitError::UnknownType),
+            abi::EMIT_INVALID_PAYLOAD => Err(EmitError::InvalidPayload),
+            abi::EMIT_BACKPRESSURE => Err(EmitError::Backpressure),
+            abi::EMIT_STOPPED => Err(EmitError::Stopped),
+            other => Err(EmitError::Other(other)),
+        }
+    }
+
+    /// Writes a line to the router's log (plugins' own `tracing` output goes nowhere).
+    pub fn log(&self, level: LogLevel, message: &str) {
+        // SAFETY: as in `emit_json`.
+        unsafe { (self.vtable.log)(self.vtable.ctx, level.code(), Str::new(message)) }
+    }
+
+    /// Logs at info level.
+    pub fn info(&self, message: &str) {
+        self.log(LogLevel::Info, message);
+    }
+
+    /// Logs at warn level.
+    pub fn warn(&self, message: &str) {
+        self.log(LogLevel::Warn, message);
+    }
+
+    /// Logs at error level.
+    pub fn error(&self, message: &str) {
+        self.log(LogLevel::Error, message);
+    }
+
+    /// Tells the router this instance is broken, so it is restarted with backoff.
+    pub fn report_failure(&self, message: &str) {
+        // SAFETY: as in `emit_json`.
+        unsafe { (self.vtable.report_failure)(self.vtable.ctx, Str::new(message)) }
+    }
+
+    /// Spawns a plugin thread whose panic is contained: instead of unwinding
+    /// silently, it is reported with [`Host::report_failure`].
+    pub fn spawn<F>(&self, name: &str, body: F) -> std::io::Result<std::thread::JoinHandle<()>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let host = *self;
+        std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+                host.report_failure(&format!(
+                    "plugin thread panicked: {}",
+                    crate::export::panic_message(&panic)
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Debug for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Host").finish_non_exhaustive()
+    }
+}
