@@ -82,8 +82,8 @@ impl Host {
     /// `vtable` must be non-null and valid (with valid callbacks) for the
     /// life of the process, as the ABI promises for the pointer given to `start`.
     pub(crate) unsafe fn from_raw(vtable: *const HostVtable) -> Host {
-        // SAFETY: guaranteed by the caller.
         Host {
+            // SAFETY: guaranteed by the caller.
             vtable: unsafe { &*vtable },
         }
     }

@@ -1,0 +1,325 @@
+//! The engine thread: owns the [`Batcher`], turns inputs into events and
+//! emits them; plus the [`Emitter`] seam and the shared [`Counters`].
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use switchyard_plugin_api::{EmitError, Host, LogLevel};
+
+use crate::batcher::{Batcher, Now, Out};
+use crate::events::{
+    new_id, timestamp, DetectionNew, SceneChangeDetected, BATCH_CLOSED, BATCH_OPENED,
+    BATCH_PROGRESS, DETECTION_BATCH, DETECTION_NEW, SCENE_CHANGE_DETECTED,
+};
+use crate::input::Input;
+
+/// How often the engine checks batch windows, idleness and progress.
+const TICK: Duration = Duration::from_millis(100);
+/// How often the counters are logged when they changed.
+const STATS_EVERY: Duration = Duration::from_secs(60);
+
+/// Where events and logs go: the router's [`Host`], or a fake in tests.
+pub trait Emitter: Clone + Send + Sync + 'static {
+    /// Emits one event whose payload is JSON text; never blocks.
+    fn emit_json(&self, event_type: &str, payload_json: &str) -> Result<(), EmitError>;
+
+    /// Writes a log line.
+    fn log(&self, level: LogLevel, message: &str);
+
+    /// Spawns a plugin thread (the [`Host`] reports a panic in it as a failure).
+    fn spawn<F>(&self, name: &str, body: F) -> io::Result<JoinHandle<()>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(body)
+    }
+}
+
+impl Emitter for Host {
+    fn emit_json(&self, event_type: &str, payload_json: &str) -> Result<(), EmitError> {
+        Host::emit_json(self, event_type, payload_json, None)
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        Host::log(self, level, message);
+    }
+
+    fn spawn<F>(&self, name: &str, body: F) -> io::Result<JoinHandle<()>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        Host::spawn(self, name, body)
+    }
+}
+
+/// What happened so far, shared by all of an instance's threads.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Detections received (TCP and simulator).
+    pub(crate) detections: AtomicU64,
+    /// Scene changes received.
+    pub(crate) scene_changes: AtomicU64,
+    /// Input lines that were not valid detections or scene changes.
+    pub(crate) bad_lines: AtomicU64,
+    /// Input lines over `max_line_bytes`, skipped.
+    pub(crate) oversized_lines: AtomicU64,
+    /// Connections refused by `allow_from` or `max_connections`.
+    pub(crate) refused_connections: AtomicU64,
+    /// Events dropped because the router signalled backpressure.
+    pub(crate) dropped_backpressure: AtomicU64,
+    /// Events the router refused for another reason (a bug: logged).
+    pub(crate) emit_errors: AtomicU64,
+}
+
+/// The counters of a running instance at one moment (see [`Service::counters`](crate::Service::counters)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Detections received (TCP and simulator).
+    pub detections: u64,
+    /// Scene changes received.
+    pub scene_changes: u64,
+    /// Input lines that were not valid detections or scene changes.
+    pub bad_lines: u64,
+    /// Input lines over `max_line_bytes`, skipped.
+    pub oversized_lines: u64,
+    /// Connections refused by `allow_from` or `max_connections`.
+    pub refused_connections: u64,
+    /// Events dropped because the router signalled backpressure.
+    pub dropped_backpressure: u64,
+    /// Events the router refused for another reason (schema, size): logged as errors.
+    pub emit_errors: u64,
+}
+
+impl Counters {
+    /// Adds one to `counter` and returns the new value.
+    pub(crate) fn bump(counter: &AtomicU64) -> u64 {
+        counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The current values.
+    pub(crate) fn snapshot(&self) -> CounterSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterSnapshot {
+            detections: get(&self.detections),
+            scene_changes: get(&self.scene_changes),
+            bad_lines: get(&self.bad_lines),
+            oversized_lines: get(&self.oversized_lines),
+            refused_connections: get(&self.refused_connections),
+            dropped_backpressure: get(&self.dropped_backpressure),
+            emit_errors: get(&self.emit_errors),
+        }
+    }
+}
+
+impl fmt::Display for CounterSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "detections={} scene_changes={} bad_lines={} oversized_lines={} \
+             refused_connections={} dropped_backpressure={} emit_errors={}",
+            self.detections,
+            self.scene_changes,
+            self.bad_lines,
+            self.oversized_lines,
+            self.refused_connections,
+            self.dropped_backpressure,
+            self.emit_errors
+        )
+    }
+}
+
+/// Whether the `n`th occurrence of a noisy problem should be logged: the
+/// first ten, then at powers of two, so a flood cannot flood the log.
+pub(crate) fn worth_logging(n: u64) -> bool {
+    n <= 10 || n.is_power_of_two()
+}
+
+/// A message to the engine thread.
+pub(crate) enum Msg {
+    /// A parsed input record.
+    Input(Input),
+    /// Close open batches (reason `stopped`), emit, and exit.
+    Stop,
+}
+
+/// The engine: run on its own thread by [`Engine::run`].
+pub(crate) struct Engine<E> {
+    emitter: E,
+    batcher: Batcher,
+    counters: Arc<Counters>,
+    shutdown: Arc<AtomicBool>,
+}
+
+/// The router stopped taking events: the engine must exit.
+struct Stopped;
+
+impl<E: Emitter> Engine<E> {
+    /// An engine with no open batches.
+    pub fn new(
+        emitter: E,
+        batcher: Batcher,
+        counters: Arc<Counters>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Self {
+        Engine {
+            emitter,
+            batcher,
+            counters,
+            shutdown,
+        }
+    }
+
+    /// Processes messages and ticks until [`Msg::Stop`] (or every sender
+    /// is gone), then closes the open batches with reason `stopped`.
+    pub fn run(mut self, rx: Receiver<Msg>) {
+        let mut next_tick = Instant::now() + TICK;
+        let mut next_stats = Instant::now() + STATS_EVERY;
+        let mut logged = self.counters.snapshot();
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let step = match rx.recv_timeout(wait) {
+                Ok(Msg::Input(input)) => self.on_input(input),
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => Ok(()),
+            };
+            let step = step.and_then(|()| {
+                let now = Instant::now();
+                if now < next_tick {
+                    return Ok(());
+                }
+                next_tick = now + TICK;
+                if now >= next_stats {
+                    next_stats = now + STATS_EVERY;
+                    let snapshot = self.counters.snapshot();
+                    if snapshot != logged {
+                        self.emitter
+                            .log(LogLevel::Info, &format!("detection: {snapshot}"));
+                        logged = snapshot;
+                    }
+                }
+                let out = self.batcher.tick(Now::system());
+                self.emit_outs(out)
+            });
+            if step.is_err() {
+                // The router refuses further events: stop the inputs too.
+                self.shutdown.store(true, Ordering::SeqCst);
+                self.emitter.log(
+                    LogLevel::Info,
+                    "detection: the router stopped this instance; engine exiting",
+                );
+                return;
+            }
+        }
+        let open = self.batcher.open_count();
+        let out = self.batcher.close_all(Now::system());
+        let _ = self.emit_outs(out);
+        self.emitter.log(
+            LogLevel::Info,
+            &format!(
+                "detection: stopped ({open} open batches closed); {}",
+                self.counters.snapshot()
+            ),
+        );
+    }
+
+    fn on_input(&mut self, input: Input) -> Result<(), Stopped> {
+        let now = Now::system();
+        match input {
+            Input::Detection(d) => {
+                Counters::bump(&self.counters.detections);
+                let detection_id = new_id("det");
+                let detected_at = d.detected_at.unwrap_or(now.wall);
+                let (batch_id, out) = self.batcher.on_detection(
+                    now,
+                    &d.camera_id,
+                    &detection_id,
+                    &d.label,
+                    detected_at,
+                );
+                self.emit_outs(out)?;
+                self.emit(
+                    DETECTION_NEW,
+                    &DetectionNew {
+                        detection_id,
+                        camera_id: d.camera_id,
+                        label: d.label,
+                        confidence: d.confidence,
+                        bbox: d.bbox,
+                        detected_at: timestamp(detected_at),
+                        batch_id,
+                    },
+                )
+            }
+            Input::SceneChange(s) => {
+                Counters::bump(&self.counters.scene_changes);
+                self.emit(
+                    SCENE_CHANGE_DETECTED,
+                    &SceneChangeDetected {
+                        camera_id: s.camera_id,
+                        change_type: s.change_type,
+                        similarity_score: s.similarity_score,
+                        detected_at: timestamp(s.detected_at.unwrap_or(now.wall)),
+                    },
+                )
+            }
+        }
+    }
+
+    fn emit_outs(&self, out: Vec<Out>) -> Result<(), Stopped> {
+        for o in out {
+            match &o {
+                Out::Opened(p) => self.emit(BATCH_OPENED, p),
+                Out::Progress(p) => self.emit(BATCH_PROGRESS, p),
+                Out::Batch(p) => self.emit(DETECTION_BATCH, p),
+                Out::Closed(p) => self.emit(BATCH_CLOSED, p),
+            }?;
+        }
+        Ok(())
+    }
+
+    fn emit(&self, event_type: &str, payload: &impl Serialize) -> Result<(), Stopped> {
+        let json = match serde_json::to_string(payload) {
+            Ok(json) => json,
+            Err(e) => {
+                self.emit_failed(event_type, &e.to_string());
+                return Ok(());
+            }
+        };
+        match self.emitter.emit_json(event_type, &json) {
+            Ok(()) => Ok(()),
+            Err(EmitError::Backpressure) => {
+                let n = Counters::bump(&self.counters.dropped_backpressure);
+                if worth_logging(n) {
+                    self.emitter.log(
+                        LogLevel::Warn,
+                        &format!("detection: router backpressure, dropped {event_type} ({n} dropped so far)"),
+                    );
+                }
+                Ok(())
+            }
+            Err(EmitError::Stopped) => Err(Stopped),
+            Err(e) => {
+                self.emit_failed(event_type, &e.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    fn emit_failed(&self, event_type: &str, why: &str) {
+        let n = Counters::bump(&self.counters.emit_errors);
+        if worth_logging(n) {
+            self.emitter.log(
+                LogLevel::Error,
+                &format!("detection: the router refused {event_type}: {why} ({n} refused so far)"),
+            );
+        }
+    }
+}

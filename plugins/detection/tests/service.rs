@@ -1,0 +1,415 @@
+//! End-to-end tests of a running [`Service`]: real TCP sockets on
+//! 127.0.0.1, the engine, and a fake emitter that checks every payload
+//! against the plugin's declarations the way the router does.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use switchyard_detection::{Config, Detection, Emitter, Service};
+use switchyard_plugin_api::{EmitError, EventTypeDecl, FieldType, LogLevel, Plugin};
+
+const OK: u8 = 0;
+const BACKPRESSURE: u8 = 1;
+const STOPPED: u8 = 2;
+
+#[derive(Clone)]
+struct Sink {
+    events: Arc<Mutex<Vec<(String, Value)>>>,
+    logs: Arc<Mutex<Vec<(LogLevel, String)>>>,
+    mode: Arc<AtomicU8>,
+    decls: Arc<Vec<EventTypeDecl>>,
+}
+
+impl Sink {
+    fn new() -> Sink {
+        Sink {
+            events: Arc::default(),
+            logs: Arc::default(),
+            mode: Arc::new(AtomicU8::new(OK)),
+            decls: Arc::new(Detection::info().event_types),
+        }
+    }
+
+    fn events(&self) -> Vec<(String, Value)> {
+        self.events.lock().unwrap().clone()
+    }
+
+    fn of(&self, event_type: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|(t, _)| t == event_type)
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    fn logs(&self) -> Vec<(LogLevel, String)> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Checks `payload` the way the router does; panics on a mismatch.
+    fn validate(&self, event_type: &str, payload: &Value) {
+        let decl = self
+            .decls
+            .iter()
+            .find(|d| d.name == event_type)
+            .unwrap_or_else(|| panic!("undeclared type {event_type}"));
+        let fields = decl.payload.as_ref().unwrap();
+        let obj = payload.as_object().expect("payload is an object");
+        for key in obj.keys() {
+            assert!(
+                fields.contains_key(key),
+                "{event_type}: unknown field {key}"
+            );
+        }
+        for (name, field) in fields {
+            match obj.get(name) {
+                None | Some(Value::Null) => {
+                    assert!(!field.required, "{event_type}: missing {name}")
+                }
+                Some(v) => {
+                    let ok = match field.field_type {
+                        FieldType::String => v.is_string(),
+                        FieldType::Integer => v.is_u64() || v.is_i64(),
+                        FieldType::Number => v.is_number(),
+                        FieldType::Boolean => v.is_boolean(),
+                        FieldType::Object => v.is_object(),
+                        FieldType::Array => v.is_array(),
+                    };
+                    assert!(ok, "{event_type}.{name}: wrong type {v}");
+                    if let Some(allowed) = &field.allowed {
+                        assert!(allowed.contains(v), "{event_type}.{name}: {v} not allowed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Emitter for Sink {
+    fn emit_json(&self, event_type: &str, payload_json: &str) -> Result<(), EmitError> {
+        let payload: Value = serde_json::from_str(payload_json).unwrap();
+        self.validate(event_type, &payload);
+        match self.mode.load(Ordering::SeqCst) {
+            BACKPRESSURE => Err(EmitError::Backpressure),
+            STOPPED => Err(EmitError::Stopped),
+            _ => {
+                self.events
+                    .lock()
+                    .unwrap()
+                    .push((event_type.to_owned(), payload));
+                Ok(())
+            }
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        self.logs.lock().unwrap().push((level, message.to_owned()));
+    }
+}
+
+fn config(extra: Value) -> Config {
+    let mut table = json!({"listen": "127.0.0.1:0"});
+    table
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    Config::from_value(table).unwrap()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    stream
+}
+
+/// Whether the server closed the connection (rather than leaving it open).
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        Ok(_) => false,
+    }
+}
+
+const DETECTION: &str = r#"{"camera_id":"front_door","label":"person","confidence":0.93,"bbox":{"x":10,"y":20,"width":100,"height":200},"detected_at":"2026-11-23T06:00:00Z","frame_id":"f-1"}"#;
+
+#[test]
+fn detections_flow_and_stop_closes_batches() {
+    let sink = Sink::new();
+    let service = Service::start(&config(json!({})), sink.clone()).unwrap();
+    let mut conn = connect(service.local_addr().unwrap());
+    writeln!(conn, "{DETECTION}").unwrap();
+    writeln!(
+        conn,
+        r#"{{"camera_id":"front_door","label":"car","confidence":0.5,"bbox":{{"x":1,"y":2,"width":3,"height":4}}}}"#
+    )
+    .unwrap();
+    writeln!(
+        conn,
+        r#"{{"kind":"scene_change","camera_id":"front_door","change_type":"view_blocked","similarity_score":0.31}}"#
+    )
+    .unwrap();
+    wait_for("two detections and a scene change", || {
+        sink.of("detection.new").len() == 2 && sink.of("scene_change.detected").len() == 1
+    });
+
+    let types: Vec<String> = sink.events().into_iter().map(|(t, _)| t).collect();
+    assert_eq!(
+        types,
+        [
+            "batch.opened",
+            "detection.new",
+            "detection.new",
+            "scene_change.detected"
+        ]
+    );
+    let opened = &sink.of("batch.opened")[0];
+    let new = sink.of("detection.new");
+    assert_eq!(new[0]["camera_id"], "front_door");
+    assert_eq!(new[0]["label"], "person");
+    assert_eq!(new[0]["confidence"], 0.93);
+    assert_eq!(
+        new[0]["bbox"],
+        json!({"x": 10.0, "y": 20.0, "width": 100.0, "height": 200.0})
+    );
+    assert_eq!(new[0]["detected_at"], "2026-11-23T06:00:00.000Z");
+    assert!(new[0]["detection_id"].as_str().unwrap().starts_with("det-"));
+    assert!(opened["batch_id"].as_str().unwrap().starts_with("batch-"));
+    assert_eq!(new[0]["batch_id"], opened["batch_id"]);
+    assert_eq!(new[1]["batch_id"], opened["batch_id"]);
+    assert_ne!(new[0]["detection_id"], new[1]["detection_id"]);
+    let scene = &sink.of("scene_change.detected")[0];
+    assert_eq!(scene["change_type"], "view_blocked");
+    assert_eq!(scene["similarity_score"], 0.31);
+
+    // Stop with the connection still open: prompt, and the open batch is
+    // closed with reason `stopped` before stop returns.
+    let started = Instant::now();
+    service.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let batch = &sink.of("detection.batch")[0];
+    assert_eq!(batch["batch_id"], opened["batch_id"]);
+    assert_eq!(batch["detection_count"], 2);
+    assert_eq!(
+        batch["detection_ids"],
+        json!([new[0]["detection_id"], new[1]["detection_id"]])
+    );
+    assert_eq!(batch["labels"], json!(["car", "person"]));
+    let closed = &sink.of("batch.closed")[0];
+    assert_eq!(closed["reason"], "stopped");
+    assert_eq!(closed["detection_count"], 2);
+    let last: Vec<String> = sink.events().into_iter().map(|(t, _)| t).collect();
+    assert_eq!(last[last.len() - 2..], ["detection.batch", "batch.closed"]);
+    assert!(closed_by_server(&mut conn));
+}
+
+#[test]
+fn oversized_and_bad_lines_are_skipped_and_the_connection_stays() {
+    let sink = Sink::new();
+    let service = Service::start(&config(json!({"max_line_bytes": 256})), sink.clone()).unwrap();
+    let mut conn = connect(service.local_addr().unwrap());
+    // A line far over the bound, sent in pieces, then a good line.
+    let big = format!(r#"{{"camera_id":"x","label":"{}"}}"#, "a".repeat(100_000));
+    conn.write_all(&big.as_bytes()[..50_000]).unwrap();
+    conn.write_all(&big.as_bytes()[50_000..]).unwrap();
+    conn.write_all(b"\n").unwrap();
+    writeln!(conn, "not json").unwrap();
+    writeln!(conn, r#"{{"camera_id":"x","label":"person"}}"#).unwrap();
+    writeln!(conn, "{DETECTION}").unwrap();
+    wait_for("the good line", || sink.of("detection.new").len() == 1);
+
+    let counters = service.counters();
+    assert_eq!(counters.oversized_lines, 1);
+    assert_eq!(counters.bad_lines, 2);
+    assert_eq!(counters.detections, 1);
+    let warnings: Vec<String> = sink
+        .logs()
+        .into_iter()
+        .filter(|(l, _)| *l == LogLevel::Warn)
+        .map(|(_, m)| m)
+        .collect();
+    assert!(
+        warnings.iter().any(|m| m.contains("max_line_bytes")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|m| m.contains("missing `confidence`")),
+        "{warnings:?}"
+    );
+
+    // The same connection still works.
+    writeln!(conn, "{DETECTION}").unwrap();
+    wait_for("the line after", || sink.of("detection.new").len() == 2);
+    service.stop();
+}
+
+#[test]
+fn allow_from_refuses_and_counts_peers_outside() {
+    let sink = Sink::new();
+    let service =
+        Service::start(&config(json!({"allow_from": ["10.0.0.0/8"]})), sink.clone()).unwrap();
+    let mut conn = connect(service.local_addr().unwrap());
+    assert!(closed_by_server(&mut conn));
+    wait_for("the refusal count", || {
+        service.counters().refused_connections == 1
+    });
+    service.stop();
+
+    let sink = Sink::new();
+    let service = Service::start(
+        &config(json!({"allow_from": ["127.0.0.0/8"]})),
+        sink.clone(),
+    )
+    .unwrap();
+    let mut conn = connect(service.local_addr().unwrap());
+    writeln!(conn, "{DETECTION}").unwrap();
+    wait_for("the detection", || sink.of("detection.new").len() == 1);
+    assert_eq!(service.counters().refused_connections, 0);
+    service.stop();
+}
+
+#[test]
+fn connections_over_max_connections_are_refused() {
+    let sink = Sink::new();
+    let service = Service::start(&config(json!({"max_connections": 1})), sink.clone()).unwrap();
+    let addr = service.local_addr().unwrap();
+    let mut first = connect(addr);
+    writeln!(first, "{DETECTION}").unwrap();
+    wait_for("the first connection to be served", || {
+        sink.of("detection.new").len() == 1
+    });
+    let mut second = connect(addr);
+    assert!(closed_by_server(&mut second));
+    wait_for("the refusal count", || {
+        service.counters().refused_connections == 1
+    });
+    // Once the first one leaves, a new one is accepted.
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = connect(addr);
+    writeln!(third, "{DETECTION}").unwrap();
+    wait_for("the third connection to be served", || {
+        sink.of("detection.new").len() == 2
+    });
+    service.stop();
+}
+
+#[test]
+fn batches_report_progress_and_close_when_idle() {
+    let sink = Sink::new();
+    let service = Service::start(
+        &config(json!({"batch_idle_s": 0.5, "progress_interval_ms": 100})),
+        sink.clone(),
+    )
+    .unwrap();
+    let mut conn = connect(service.local_addr().unwrap());
+    for _ in 0..3 {
+        writeln!(conn, "{DETECTION}").unwrap();
+    }
+    wait_for("idle close", || !sink.of("batch.closed").is_empty());
+    let progress = sink.of("batch.progress");
+    assert_eq!(progress.len(), 1, "{progress:?}");
+    assert_eq!(progress[0]["detection_count"], 3);
+    assert_eq!(progress[0]["last_detection_at"], "2026-11-23T06:00:00.000Z");
+    let closed = &sink.of("batch.closed")[0];
+    assert_eq!(closed["reason"], "idle");
+    assert_eq!(closed["detection_count"], 3);
+    assert_eq!(sink.of("detection.batch")[0]["detection_count"], 3);
+    service.stop();
+    // Nothing was open at stop.
+    assert_eq!(sink.of("batch.closed").len(), 1);
+}
+
+#[test]
+fn batches_close_when_the_window_passes() {
+    let sink = Sink::new();
+    let service = Service::start(
+        &config(json!({"batch_window_s": 0.4, "batch_idle_s": 60})),
+        sink.clone(),
+    )
+    .unwrap();
+    let mut conn = connect(service.local_addr().unwrap());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(700) {
+        writeln!(conn, "{DETECTION}").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for("a window close", || !sink.of("batch.closed").is_empty());
+    assert_eq!(sink.of("batch.closed")[0]["reason"], "window");
+    assert!(sink.of("batch.opened").len() >= 2, "a second batch opened");
+    service.stop();
+}
+
+#[test]
+fn backpressure_drops_and_counts_and_stopped_ends_the_engine() {
+    let sink = Sink::new();
+    let service = Service::start(&config(json!({})), sink.clone()).unwrap();
+    let mut conn = connect(service.local_addr().unwrap());
+    sink.mode.store(BACKPRESSURE, Ordering::SeqCst);
+    writeln!(conn, "{DETECTION}").unwrap();
+    // batch.opened and detection.new dropped.
+    wait_for("drops", || service.counters().dropped_backpressure == 2);
+    assert!(sink.events().is_empty());
+
+    sink.mode.store(STOPPED, Ordering::SeqCst);
+    writeln!(conn, "{DETECTION}").unwrap();
+    // The engine exits and the inputs follow: the connection is closed.
+    assert!(closed_by_server(&mut conn));
+    let started = Instant::now();
+    service.stop();
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn simulator_only() {
+    let sink = Sink::new();
+    let config = Config::from_value(json!({
+        "listen": false,
+        "simulate": {"cameras": 3, "rate_per_s": 100},
+    }))
+    .unwrap();
+    let service = Service::start(&config, sink.clone()).unwrap();
+    assert_eq!(service.local_addr(), None);
+    wait_for("simulated detections", || {
+        sink.of("detection.new").len() >= 20
+    });
+    service.stop();
+    let closed = sink.of("batch.closed");
+    assert!(!closed.is_empty());
+    assert!(closed.iter().all(|c| c["reason"] == "stopped"));
+    let opened = sink.of("batch.opened").len();
+    assert_eq!(closed.len(), opened, "every opened batch is closed");
+    for d in sink.of("detection.new") {
+        let camera = d["camera_id"].as_str().unwrap();
+        assert!(["cam-1", "cam-2", "cam-3"].contains(&camera), "{camera}");
+    }
+}
+
+#[test]
+fn a_taken_port_fails_start() {
+    let first = Service::start(&config(json!({})), Sink::new()).unwrap();
+    let addr = first.local_addr().unwrap();
+    let taken = Config::from_value(json!({"listen": addr.to_string()})).unwrap();
+    let err = Service::start(&taken, Sink::new()).err().unwrap();
+    assert!(err.contains(&addr.to_string()), "{err}");
+    first.stop();
+}
