@@ -1,1 +1,33 @@
-//! Switchyard core.
+//! Switchyard: a real-time event router.
+//!
+//! How an event travels, module by module:
+//! - it enters through a plugin ([`plugin_host`]) or `POST /api/events`
+//!   ([`server`]);
+//! - [`router`] checks it against the [`registry`] (built from [`config`]),
+//!   stamps its channel's sequence, keeps it in history, and pushes it into
+//!   the bounded queue ([`connection`]) of every connection whose
+//!   [`subscriptions`] match;
+//! - the transport ([`server`]) writes each queue to its WebSocket; the
+//!   client's own messages are read by [`protocol`] and handled by
+//!   [`session`].
+//!
+//! [`reload`] builds a configuration and swaps it in while all of this runs;
+//! [`runtime`] binds the listener, watches the file and shuts down.
+
+pub mod app;
+pub mod auth;
+pub mod check;
+pub mod config;
+pub mod connection;
+pub mod json_depth;
+pub mod logging;
+pub mod names;
+pub mod plugin_host;
+pub mod protocol;
+pub mod registry;
+pub mod reload;
+pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod session;
+pub mod subscriptions;

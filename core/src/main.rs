@@ -1,1 +1,87 @@
-fn main() {}
+//! The `switchyard` binary: run the router, or `switchyard check` a config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchyard::app::Options;
+use switchyard::{check, logging, reload, runtime};
+
+/// A real-time event router.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_CONFIG",
+        default_value = "config.toml"
+    )]
+    config: PathBuf,
+    /// Listen here instead of `server.listen` (fixed for the life of the process).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and load every enabled plugin, without starting anything.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let options = Options {
+        config_path: cli.config,
+        listen: cli.listen,
+    };
+    match cli.command {
+        Some(Command::Check) => match check::run(&options) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{} is not valid:", options.config_path.display());
+                for p in e.problems() {
+                    eprintln!("  - {p}");
+                }
+                ExitCode::FAILURE
+            }
+        },
+        None => match serve(options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("switchyard: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(options: Options) -> anyhow::Result<()> {
+    let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    tokio.block_on(async {
+        let plugins = switchyard::plugin_host::PluginHost::default();
+        let prepared = match reload::prepare(&options, &plugins) {
+            Ok(p) => p,
+            Err(e) => {
+                for p in e.problems() {
+                    eprintln!("  - {p}");
+                }
+                anyhow::bail!("{} is not valid", options.config_path.display());
+            }
+        };
+        logging::init(&prepared.config.log);
+        if let Some(w) = check::fd_warning(&prepared.config) {
+            tracing::warn!("{w}");
+        }
+        let app = reload::start(options, plugins, prepared).map_err(|e| anyhow::anyhow!("{e}"))?;
+        runtime::run(app).await.context("cannot serve")
+    })
+}

@@ -153,8 +153,11 @@ pub struct PluginDescriptor {
     ) -> Status,
     /// Acquires resources (threads, sockets, files) and returns promptly.
     /// `host` stays valid for the life of the process.
-    pub start:
-        unsafe extern "C" fn(instance: *mut c_void, host: *const HostVtable, reply: *const Reply) -> Status,
+    pub start: unsafe extern "C" fn(
+        instance: *mut c_void,
+        host: *const HostVtable,
+        reply: *const Reply,
+    ) -> Status,
     /// Hands one routed event (the client envelope, JSON) to a sink; may take its time.
     pub deliver: unsafe extern "C" fn(instance: *mut c_void, event_json: Str) -> Status,
     /// Releases what `start` acquired; must return within the instance's `stop_timeout_s`.

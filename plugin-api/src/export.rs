@@ -83,7 +83,11 @@ fn guarded(reply: *const Reply, body: impl FnOnce() -> Result<(), String>) -> St
             abi::STATUS_ERROR
         }
         Err(panic) => {
-            write_reply(reply, abi::REPLY_ERROR, &format!("plugin panicked: {}", panic_message(&panic)));
+            write_reply(
+                reply,
+                abi::REPLY_ERROR,
+                &format!("plugin panicked: {}", panic_message(&panic)),
+            );
             abi::STATUS_PANIC
         }
     }

@@ -110,7 +110,12 @@ impl Host {
         // SAFETY: the vtable is valid for the process (see `from_raw`); the
         // strings are borrowed for this call only, as the ABI requires.
         let status = unsafe {
-            (self.vtable.emit)(self.vtable.ctx, Str::new(event_type), Str::new(payload_json), cid)
+            (self.vtable.emit)(
+                self.vtable.ctx,
+                Str::new(event_type),
+                Str::new(payload_json),
+                cid,
+            )
         };
         match status {
             abi::EMIT_OK => Ok(()),
@@ -156,14 +161,16 @@ impl Host {
         F: FnOnce() + Send + 'static,
     {
         let host = *self;
-        std::thread::Builder::new().name(name.to_owned()).spawn(move || {
-            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
-                host.report_failure(&format!(
-                    "plugin thread panicked: {}",
-                    crate::export::panic_message(&panic)
-                ));
-            }
-        })
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+                    host.report_failure(&format!(
+                        "plugin thread panicked: {}",
+                        crate::export::panic_message(&panic)
+                    ));
+                }
+            })
     }
 }
 

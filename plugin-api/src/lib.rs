@@ -40,10 +40,10 @@
 
 pub mod abi;
 mod decl;
-mod host;
-mod plugin;
 #[doc(hidden)]
 pub mod export;
+mod host;
+mod plugin;
 
 pub use decl::{EventTypeDecl, Field, FieldType};
 pub use host::{EmitError, Host, LogLevel};

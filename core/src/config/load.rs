@@ -1,0 +1,169 @@
+//! Reading the file and the environment into one key tree.
+//!
+//! The `config` crate merges the file with `SWITCHYARD__SECTION__KEY`
+//! variables. The file is also parsed by `toml` directly, first: its spans
+//! give a syntax error its line and column, and every other problem the
+//! line of its key.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+use toml::de::{DeTable, DeValue};
+
+use super::build;
+use super::error::{ConfigError, Problem};
+use super::model::Config;
+use super::read::{Positions, Reader};
+
+/// Variables starting with this (in any case) override configuration keys;
+/// a single underscore (`SWITCHYARD_CONFIG`, secret variables) does not.
+const ENV_PREFIX: &str = "SWITCHYARD";
+/// Separates the prefix and the key's segments in a variable name.
+const ENV_SEPARATOR: &str = "__";
+
+/// A configuration that passed validation, with what the caller should
+/// tell the operator about it.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// Things worth an operator's attention that do not stop the config,
+    /// one sentence each.
+    pub warnings: Vec<String>,
+    /// Dotted keys set by environment variables (such as `server.listen`),
+    /// sorted; a reload leaves them as they are.
+    pub overridden_keys: Vec<String>,
+}
+
+/// Loads and validates the file at `path` with overrides from the process
+/// environment.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    // Variables that are not UTF-8 cannot be keys or values; skipping them
+    // avoids the panic of `std::env::vars`.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    load_with_env(path, env)
+}
+
+/// Loads and validates the file at `path` with overrides from `env`
+/// (name, value) pairs instead of the process environment, so tests can
+/// run side by side.
+pub fn load_with_env(path: &Path, env: Vec<(String, String)>) -> Result<Loaded, ConfigError> {
+    let source = std::path::absolute(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = std::fs::read_to_string(&source).map_err(|e| ConfigError::Read {
+        path: source.clone(),
+        source: e,
+    })?;
+    let positions = positions(&text).map_err(|p| ConfigError::Invalid(vec![p]))?;
+    let overrides: BTreeMap<String, String> = env
+        .iter()
+        .filter_map(|(name, _)| Some((override_key(name)?, name.clone())))
+        .collect();
+    let merged = merge(&text, env).map_err(|p| ConfigError::Invalid(vec![p]))?;
+    let mut reader = Reader::new(&positions, &overrides);
+    let mut warnings = Vec::new();
+    let config = build::config(&mut reader, &merged, &source, &mut warnings);
+    if !reader.problems.is_empty() {
+        return Err(ConfigError::Invalid(reader.problems));
+    }
+    Ok(Loaded {
+        config,
+        warnings,
+        overridden_keys: overrides.into_keys().collect(),
+    })
+}
+
+/// The dotted key a variable overrides, the way the `config` crate reads
+/// it (case-insensitive prefix, lower-cased key), or `None` if it is not an
+/// override.
+fn override_key(name: &str) -> Option<String> {
+    let lower = name.to_lowercase();
+    let prefix = format!("{ENV_PREFIX}{ENV_SEPARATOR}").to_lowercase();
+    let rest = lower.strip_prefix(&prefix)?;
+    Some(rest.replace(ENV_SEPARATOR, "."))
+}
+
+/// The file merged with the overrides, as one JSON tree. Values keep their
+/// TOML types and keys their case, so `[plugins.config]` reaches the plugin
+/// as written.
+fn merge(
+    text: &str,
+    env: Vec<(String, String)>,
+) -> Result<serde_json::Map<String, Value>, Problem> {
+    let env: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(name, _)| override_key(name).is_some())
+        .collect();
+    let merged = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .separator(ENV_SEPARATOR)
+                .source(Some(env)),
+        )
+        .build()
+        .and_then(|c| c.try_deserialize::<serde_json::Map<String, Value>>());
+    merged.map_err(|e| Problem {
+        key: None,
+        value: None,
+        problem: format!("cannot merge the file with the environment overrides: {e}"),
+        line: None,
+        column: None,
+    })
+}
+
+/// Where each key is written, or the syntax error.
+fn positions(text: &str) -> Result<Positions, Problem> {
+    let table = DeTable::parse(text).map_err(|e| {
+        let (line, column) = e.span().map(|span| line_column(text, span.start)).unzip();
+        Problem {
+            key: None,
+            value: None,
+            problem: format!("invalid TOML: {}", e.message().trim().replace('\n', "; ")),
+            line,
+            column,
+        }
+    })?;
+    let mut out = Positions::new();
+    walk_table(text, table.get_ref(), "", &mut out);
+    Ok(out)
+}
+
+fn walk_table(text: &str, table: &DeTable<'_>, prefix: &str, out: &mut Positions) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
+        out.insert(path.clone(), line_column(text, key.span().start));
+        walk_value(text, value.get_ref(), &path, out);
+    }
+}
+
+fn walk_value(text: &str, value: &DeValue<'_>, path: &str, out: &mut Positions) {
+    match value {
+        DeValue::Table(table) => walk_table(text, table, path, out),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("{path}[{i}]");
+                out.insert(path.clone(), line_column(text, item.span().start));
+                walk_value(text, item.get_ref(), &path, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// 1-based line and character column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    (line, before[line_start..].chars().count() + 1)
+}

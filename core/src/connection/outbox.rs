@@ -1,0 +1,347 @@
+//! A connection's bounded outbound queue.
+//!
+//! The router pushes frames here without ever waiting; the transport's writer
+//! task takes everything queued at once and writes it with one flush. The
+//! bound is in events and in bytes. When an event does not fit, queued events
+//! of `drop_oldest` channels are dropped, oldest first, until it fits; the
+//! drops are then reported by one `connection.lagged` message written before
+//! anything else.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::config::SlowConsumer;
+use crate::protocol::Positions;
+
+/// One frame to write.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// The JSON text, shared by every recipient of the same event.
+    pub text: Utf8Bytes,
+    /// For events: the channel, sequence and slow-consumer policy.
+    pub event: Option<EventMeta>,
+}
+
+/// What the queue needs to know about an event frame.
+#[derive(Clone, Debug)]
+pub struct EventMeta {
+    /// The event's channel.
+    pub channel: Arc<str>,
+    /// Its sequence there.
+    pub sequence: u64,
+    /// Its channel's policy.
+    pub policy: SlowConsumer,
+    /// The channel's epoch, for `connection.lagged`.
+    pub epoch: Arc<str>,
+}
+
+impl Frame {
+    /// A reply or control message: never dropped.
+    pub fn control(text: impl Into<Utf8Bytes>) -> Frame {
+        Frame {
+            text: text.into(),
+            event: None,
+        }
+    }
+}
+
+/// Why a connection is being closed by the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Close {
+    /// The WebSocket close code.
+    pub code: u16,
+    /// The reason text.
+    pub reason: String,
+    /// Whether queued frames are written before the close frame.
+    pub flush: bool,
+}
+
+/// The outcome of offering an event to a queue.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued (possibly after dropping older events).
+    Queued,
+    /// The event itself was dropped: the queue holds only `disconnect` events.
+    Dropped,
+    /// The connection is too slow for a `disconnect` channel: it is closing (4008).
+    Disconnected,
+    /// The connection is already closing; nothing was queued.
+    Closed,
+}
+
+/// The bounds of one queue.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// At most this many events queued.
+    pub events: usize,
+    /// At most this many bytes of events queued.
+    pub bytes: usize,
+}
+
+/// What a writer takes in one go.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Frames to write, in order.
+    pub frames: Vec<Frame>,
+    /// A close to send after them, if the connection is closing.
+    pub close: Option<Close>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Frame>,
+    event_count: usize,
+    event_bytes: usize,
+    /// Dropped since the last `connection.lagged`: count and per-channel positions.
+    lag: Option<(u64, Positions)>,
+    dropped_total: u64,
+    close: Option<Close>,
+}
+
+/// The queue itself.
+#[derive(Debug)]
+pub struct Outbox {
+    limits: Limits,
+    inner: Mutex<Inner>,
+    ready: Notify,
+}
+
+impl Outbox {
+    /// An empty queue with these bounds.
+    pub fn new(limits: Limits) -> Outbox {
+        Outbox {
+            limits,
+            inner: Mutex::new(Inner::default()),
+            ready: Notify::new(),
+        }
+    }
+
+    /// Queues a reply or control message (never dropped).
+    pub fn push_control(&self, frame: Frame) {
+        let mut inner = self.inner.lock();
+        if inner.close.is_some() {
+            return;
+        }
+        inner.queue.push_back(frame);
+        drop(inner);
+        self.ready.notify_one();
+    }
+
+    /// Offers an event, applying the slow-consumer rules. Never waits.
+    pub fn push_event(&self, frame: Frame) -> Pushed {
+        let meta = frame.event.clone().expect("push_event takes event frames");
+        let mut inner = self.inner.lock();
+        if inner.close.is_some() {
+            return Pushed::Closed;
+        }
+        let size = frame.text.len();
+        while inner.event_count + 1 > self.limits.events
+            || inner.event_bytes + size > self.limits.bytes
+        {
+            if !drop_oldest(&mut inner) {
+                inner.dropped_total += 1;
+                if meta.policy == SlowConsumer::Disconnect {
+                    inner.close = Some(Close {
+                        code: 4008,
+                        reason: "too slow".into(),
+                        flush: false,
+                    });
+                    drop(inner);
+                    self.ready.notify_one();
+                    return Pushed::Disconnected;
+                }
+                record_lag(&mut inner, &meta);
+                drop(inner);
+                self.ready.notify_one();
+                return Pushed::Dropped;
+            }
+        }
+        inner.event_count += 1;
+        inner.event_bytes += size;
+        inner.queue.push_back(frame);
+        drop(inner);
+        self.ready.notify_one();
+        Pushed::Queued
+    }
+
+    /// Asks the writer to close the connection.
+    pub fn close(&self, close: Close) {
+        let mut inner = self.inner.lock();
+        if inner.close.is_none() {
+            inner.close = Some(close);
+        }
+        drop(inner);
+        self.ready.notify_one();
+    }
+
+    /// Whether a close was requested.
+    pub fn is_closing(&self) -> bool {
+        self.inner.lock().close.is_some()
+    }
+
+    /// Events queued now, and events dropped so far.
+    pub fn depth(&self) -> (usize, u64) {
+        let inner = self.inner.lock();
+        (inner.queue.len(), inner.dropped_total)
+    }
+
+    /// Waits until there is something to write, then takes all of it.
+    pub async fn next_batch(&self) -> Batch {
+        loop {
+            if let Some(batch) = self.take() {
+                return batch;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    fn take(&self) -> Option<Batch> {
+        let mut inner = self.inner.lock();
+        if inner.queue.is_empty() && inner.close.is_none() && inner.lag.is_none() {
+            return None;
+        }
+        let mut frames = Vec::with_capacity(inner.queue.len() + 1);
+        if let Some((dropped, channels)) = inner.lag.take() {
+            frames.push(Frame::control(crate::protocol::lagged(dropped, &channels)));
+        }
+        let close = inner.close.clone();
+        if close.as_ref().is_none_or(|c| c.flush) {
+            frames.extend(inner.queue.drain(..));
+        } else {
+            inner.queue.clear();
+        }
+        inner.event_count = 0;
+        inner.event_bytes = 0;
+        Some(Batch { frames, close })
+    }
+}
+
+/// Drops the oldest queued event of a `drop_oldest` channel; false if none.
+fn drop_oldest(inner: &mut Inner) -> bool {
+    let Some(pos) = inner.queue.iter().position(|f| {
+        f.event
+            .as_ref()
+            .is_some_and(|m| m.policy == SlowConsumer::DropOldest)
+    }) else {
+        return false;
+    };
+    let frame = inner.queue.remove(pos).expect("position is in range");
+    let meta = frame.event.expect("found by its event metadata");
+    inner.event_count -= 1;
+    inner.event_bytes -= frame.text.len();
+    inner.dropped_total += 1;
+    record_lag(inner, &meta);
+    true
+}
+
+/// Notes a dropped event for the next `connection.lagged`: the position to
+/// recover from is just before the channel's first dropped event.
+fn record_lag(inner: &mut Inner, meta: &EventMeta) {
+    let (count, channels) = inner.lag.get_or_insert_with(Default::default);
+    *count += 1;
+    channels
+        .entry(meta.channel.clone())
+        .or_insert((meta.epoch.clone(), meta.sequence - 1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, policy: SlowConsumer) -> Frame {
+        Frame {
+            text: Utf8Bytes::from(format!("{{\"sequence\":{seq}}}")),
+            event: Some(EventMeta {
+                channel: "alerts".into(),
+                sequence: seq,
+                policy,
+                epoch: "E".into(),
+            }),
+        }
+    }
+
+    fn texts(batch: &Batch) -> Vec<String> {
+        batch.frames.iter().map(|f| f.text.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn frames_come_out_in_order_in_one_batch() {
+        let q = Outbox::new(Limits {
+            events: 10,
+            bytes: 1 << 20,
+        });
+        q.push_control(Frame::control("hello"));
+        assert_eq!(
+            q.push_event(event(1, SlowConsumer::DropOldest)),
+            Pushed::Queued
+        );
+        let batch = q.next_batch().await;
+        assert_eq!(texts(&batch), vec!["hello", "{\"sequence\":1}"]);
+        assert!(batch.close.is_none());
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_reports_lag_before_anything_else() {
+        let q = Outbox::new(Limits {
+            events: 2,
+            bytes: 1 << 20,
+        });
+        for seq in 1..=4 {
+            assert_eq!(
+                q.push_event(event(seq, SlowConsumer::DropOldest)),
+                Pushed::Queued
+            );
+        }
+        let batch = q.next_batch().await;
+        let texts = texts(&batch);
+        assert!(texts[0].contains("connection.lagged"), "{texts:?}");
+        assert!(texts[0].contains(r#""dropped":2"#), "{texts:?}");
+        assert!(texts[0].contains(r#""sequence":0"#), "{texts:?}");
+        assert_eq!(&texts[1..], ["{\"sequence\":3}", "{\"sequence\":4}"]);
+        assert_eq!(q.depth().1, 2);
+    }
+
+    #[tokio::test]
+    async fn disconnect_policy_closes_with_4008() {
+        let q = Outbox::new(Limits {
+            events: 1,
+            bytes: 1 << 20,
+        });
+        assert_eq!(
+            q.push_event(event(1, SlowConsumer::Disconnect)),
+            Pushed::Queued
+        );
+        assert_eq!(
+            q.push_event(event(2, SlowConsumer::Disconnect)),
+            Pushed::Disconnected
+        );
+        let batch = q.next_batch().await;
+        assert!(batch.frames.is_empty());
+        assert_eq!(batch.close.unwrap().code, 4008);
+        assert_eq!(
+            q.push_event(event(3, SlowConsumer::Disconnect)),
+            Pushed::Closed
+        );
+    }
+
+    #[tokio::test]
+    async fn byte_bound_applies_too() {
+        let q = Outbox::new(Limits {
+            events: 100,
+            bytes: 20,
+        });
+        assert_eq!(
+            q.push_event(event(1, SlowConsumer::DropOldest)),
+            Pushed::Queued
+        );
+        assert_eq!(
+            q.push_event(event(2, SlowConsumer::DropOldest)),
+            Pushed::Queued
+        );
+        assert_eq!(q.depth(), (1, 1));
+    }
+}

@@ -1,0 +1,143 @@
+//! The callbacks the router lends a started plugin instance: `emit`, `log`
+//! and `report_failure`. Each catches panics, because unwinding into a
+//! plugin's frames would abort the process.
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use switchyard_plugin_api::abi::{self, EmitStatus, HostVtable, Str};
+
+use crate::router::{Incoming, Origin, PublishError, Router};
+
+/// What the host knows about one started instance.
+pub struct HostContext {
+    /// The instance name.
+    pub instance: String,
+    router: Weak<Router>,
+    stopped: AtomicBool,
+    on_failure: Box<dyn Fn(String) + Send + Sync>,
+}
+
+impl HostContext {
+    /// Leaks a context and its vtable: the ABI promises the `host` handle
+    /// stays valid for the life of the process, and a few hundred bytes per
+    /// (re)start is the price.
+    pub fn leak(
+        instance: &str,
+        router: &Arc<Router>,
+        on_failure: Box<dyn Fn(String) + Send + Sync>,
+    ) -> (&'static HostContext, &'static HostVtable) {
+        let ctx: &'static HostContext = Box::leak(Box::new(HostContext {
+            instance: instance.to_owned(),
+            router: Arc::downgrade(router),
+            stopped: AtomicBool::new(false),
+            on_failure,
+        }));
+        let vtable = Box::leak(Box::new(HostVtable {
+            struct_size: std::mem::size_of::<HostVtable>(),
+            ctx: (ctx as *const HostContext).cast(),
+            emit,
+            log,
+            report_failure,
+        }));
+        (ctx, vtable)
+    }
+
+    /// From now on every `emit` answers `stopped`.
+    pub fn mark_stopped(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    fn emit(&self, event_type: &[u8], payload: &[u8], correlation_id: &[u8]) -> EmitStatus {
+        if self.stopped.load(Ordering::SeqCst) {
+            return abi::EMIT_STOPPED;
+        }
+        let Some(router) = self.router.upgrade() else {
+            return abi::EMIT_STOPPED;
+        };
+        let (Ok(event_type), Ok(correlation_id)) = (
+            std::str::from_utf8(event_type),
+            std::str::from_utf8(correlation_id),
+        ) else {
+            return abi::EMIT_INVALID_PAYLOAD;
+        };
+        let max_depth = router.snapshot().config.server.max_json_depth;
+        if crate::json_depth::check_depth(payload, max_depth).is_err() {
+            return abi::EMIT_INVALID_PAYLOAD;
+        }
+        let Ok(payload) = serde_json::from_slice(payload) else {
+            return abi::EMIT_INVALID_PAYLOAD;
+        };
+        let incoming = Incoming {
+            type_name: event_type.to_owned(),
+            payload,
+            correlation_id: (!correlation_id.is_empty()).then(|| correlation_id.to_owned()),
+            idempotency_key: None,
+        };
+        match router.publish(vec![incoming], &Origin::Plugin(self.instance.clone())) {
+            Ok(_) => abi::EMIT_OK,
+            Err(e @ (PublishError::UnknownType { .. } | PublishError::Forbidden { .. })) => {
+                tracing::warn!(plugin = %self.instance, "emit refused: {e}");
+                abi::EMIT_UNKNOWN_TYPE
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %self.instance, "emit refused: {e:?}");
+                abi::EMIT_INVALID_PAYLOAD
+            }
+        }
+    }
+}
+
+/// # Safety
+/// `ctx` must be the pointer stored in the vtable built by [`HostContext::leak`].
+unsafe fn context<'a>(ctx: *const c_void) -> &'a HostContext {
+    // SAFETY: guaranteed by the caller; contexts are leaked, so never freed.
+    unsafe { &*ctx.cast::<HostContext>() }
+}
+
+unsafe extern "C" fn emit(
+    ctx: *const c_void,
+    event_type: Str,
+    payload: Str,
+    correlation_id: Str,
+) -> EmitStatus {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the plugin passes back our own ctx and lends the strings for this call.
+        let (ctx, t, p, c) = unsafe {
+            (
+                context(ctx),
+                event_type.as_bytes(),
+                payload.as_bytes(),
+                correlation_id.as_bytes(),
+            )
+        };
+        ctx.emit(t, p, c)
+    }))
+    .unwrap_or(abi::EMIT_INVALID_PAYLOAD)
+}
+
+unsafe extern "C" fn log(ctx: *const c_void, level: u32, message: Str) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: as in `emit`.
+        let (ctx, bytes) = unsafe { (context(ctx), message.as_bytes()) };
+        let message = String::from_utf8_lossy(bytes);
+        let plugin = ctx.instance.as_str();
+        match level {
+            abi::LOG_ERROR => tracing::error!(plugin, "{message}"),
+            abi::LOG_WARN => tracing::warn!(plugin, "{message}"),
+            abi::LOG_INFO => tracing::info!(plugin, "{message}"),
+            abi::LOG_DEBUG => tracing::debug!(plugin, "{message}"),
+            _ => tracing::trace!(plugin, "{message}"),
+        }
+    }));
+}
+
+unsafe extern "C" fn report_failure(ctx: *const c_void, message: Str) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: as in `emit`.
+        let (ctx, bytes) = unsafe { (context(ctx), message.as_bytes()) };
+        (ctx.on_failure)(String::from_utf8_lossy(bytes).into_owned());
+    }));
+}

@@ -1,0 +1,254 @@
+//! Building a configuration and swapping it in: at start, and on every
+//! reload (file change, `SIGHUP`, `POST /api/admin/reload`).
+//!
+//! Order matters (SPEC §5, §6, §10): load and validate the file; load plugin
+//! libraries and `create` every added or changed instance; merge the
+//! registry — any failure refuses the reload whole and the old config keeps
+//! serving. Then stop the outgoing instances (their last events still go out
+//! under the old config), swap the snapshot, start the new instances.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use chrono::Utc;
+use parking_lot::Mutex;
+use serde_json::json;
+
+use crate::app::{App, Options, ReloadRecord};
+use crate::auth::ApiKeys;
+use crate::config::{self, Config, ConfigError, Loaded, Problem};
+use crate::plugin_host::{Plan, PluginHost};
+use crate::registry::Registry;
+use crate::router::{Router, Snapshot};
+
+/// A configuration that was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file could not be read.
+    #[error("{0}")]
+    Read(String),
+    /// Every problem found.
+    #[error("{} problem(s) in the configuration", .0.len())]
+    Invalid(Vec<Problem>),
+}
+
+impl ReloadError {
+    /// Every problem, for the 422 body and the log.
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ReloadError::Read(message) => vec![Problem {
+                key: None,
+                value: None,
+                problem: message.clone(),
+                line: None,
+                column: None,
+            }],
+            ReloadError::Invalid(problems) => problems.clone(),
+        }
+    }
+}
+
+impl From<ConfigError> for ReloadError {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::Invalid(problems) => ReloadError::Invalid(problems),
+            other => ReloadError::Read(other.to_string()),
+        }
+    }
+}
+
+/// What an applied reload reports.
+#[derive(Debug)]
+pub struct Report {
+    /// The new `config_version`.
+    pub config_version: u64,
+    /// Keys that changed but need a restart.
+    pub restart_required: Vec<String>,
+    /// Warnings of the new configuration.
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    /// The `POST /api/admin/reload` body.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "config_version": self.config_version,
+            "applied": true,
+            "restart_required": self.restart_required,
+            "warnings": self.warnings,
+        })
+    }
+}
+
+/// A validated configuration with its registry and planned instances.
+pub struct Prepared {
+    /// The configuration.
+    pub config: Config,
+    /// Its registry.
+    pub registry: Registry,
+    /// Config and registry warnings.
+    pub warnings: Vec<String>,
+    /// The instances to start.
+    pub plan: Plan,
+    /// Keys set by environment variables.
+    pub overridden_keys: Vec<String>,
+}
+
+/// Loads, validates and plans a configuration; starts nothing.
+pub fn prepare(options: &Options, plugins: &PluginHost) -> Result<Prepared, ReloadError> {
+    let Loaded {
+        mut config,
+        mut warnings,
+        overridden_keys,
+    } = config::load(&options.config_path)?;
+    if let Some(listen) = options.listen {
+        config.server.listen = listen;
+    }
+    let plan = plugins.plan(&config).map_err(ReloadError::Invalid)?;
+    let built = Registry::build(&config, plan.instance_types()).map_err(ReloadError::Invalid)?;
+    warnings.extend(built.warnings);
+    Ok(Prepared {
+        config,
+        registry: built.registry,
+        warnings,
+        plan,
+        overridden_keys,
+    })
+}
+
+fn load_keys(config: &Config) -> Result<ApiKeys, ReloadError> {
+    ApiKeys::load(&config.auth).map_err(|e| {
+        ReloadError::Invalid(vec![Problem {
+            key: Some("auth".into()),
+            value: None,
+            problem: e.to_string(),
+            line: None,
+            column: None,
+        }])
+    })
+}
+
+/// Starts from a configuration prepared with `plugins`: the router, then the plugins.
+pub fn start(
+    options: Options,
+    plugins: PluginHost,
+    prepared: Prepared,
+) -> Result<Arc<App>, ReloadError> {
+    let keys = load_keys(&prepared.config)?;
+    let Prepared {
+        config,
+        registry,
+        warnings,
+        plan,
+        ..
+    } = prepared;
+    let router = Arc::new(Router::new(Snapshot {
+        version: 1,
+        loaded_at: Utc::now(),
+        config: Arc::new(config),
+        registry,
+        warnings,
+    }));
+    let app = Arc::new(App {
+        router,
+        plugins,
+        options,
+        started: Instant::now(),
+        keys: ArcSwap::from_pointee(keys),
+        last_reload: Mutex::new(None),
+        reload_lock: tokio::sync::Mutex::new(()),
+    });
+    app.plugins.start_incoming(plan, &app.router);
+    Ok(app)
+}
+
+/// Reloads `config.toml` now. Reloads never overlap.
+pub async fn reload(app: &Arc<App>) -> Result<Report, ReloadError> {
+    let _serial = app.reload_lock.lock().await;
+    let started = Instant::now();
+    let worker = app.clone();
+    let result = tokio::task::spawn_blocking(move || apply(&worker))
+        .await
+        .unwrap_or_else(|e| Err(ReloadError::Read(format!("reload task failed: {e}"))));
+    let record = ReloadRecord {
+        at: Utc::now(),
+        applied: result.is_ok(),
+        errors: result
+            .as_ref()
+            .err()
+            .map(ReloadError::problems)
+            .unwrap_or_default(),
+    };
+    *app.last_reload.lock() = Some(record);
+    match &result {
+        Ok(report) => tracing::info!(
+            config_version = report.config_version,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "configuration reloaded"
+        ),
+        Err(e) => {
+            for p in e.problems() {
+                tracing::error!("reload refused: {p}");
+            }
+        }
+    }
+    result
+}
+
+fn apply(app: &App) -> Result<Report, ReloadError> {
+    let old = app.router.snapshot();
+    let mut prepared = prepare(&app.options, &app.plugins)?;
+    let keys = load_keys(&prepared.config)?;
+    let restart_required = keep_fixed(&old.config, &mut prepared, &app.options);
+    let Prepared {
+        config,
+        registry,
+        warnings,
+        plan,
+        ..
+    } = prepared;
+    app.plugins.stop_outgoing(&plan);
+    let version = old.version + 1;
+    let applied = app.router.apply(Snapshot {
+        version,
+        loaded_at: Utc::now(),
+        config: Arc::new(config),
+        registry,
+        warnings: warnings.clone(),
+    });
+    if applied.closed > 0 {
+        tracing::info!(
+            closed = applied.closed,
+            "closed connections of removed endpoints"
+        );
+    }
+    app.keys.store(Arc::new(keys));
+    app.plugins.start_incoming(plan, &app.router);
+    Ok(Report {
+        config_version: version,
+        restart_required,
+        warnings,
+    })
+}
+
+/// Keeps what cannot change live and names it in `restart_required`.
+fn keep_fixed(old: &Config, new: &mut Prepared, options: &Options) -> Vec<String> {
+    let mut restart = Vec::new();
+    if new.config.server.listen != old.server.listen {
+        if options.listen.is_some() {
+            tracing::info!("server.listen is fixed by --listen; the edit is ignored");
+        } else {
+            restart.push("server.listen".to_owned());
+        }
+        new.config.server.listen = old.server.listen;
+    }
+    if new.config.cluster != old.cluster {
+        restart.push("cluster".to_owned());
+        new.config.cluster = old.cluster.clone();
+    }
+    for key in &new.overridden_keys {
+        tracing::debug!(key = %key, "key set by an environment variable");
+    }
+    restart
+}

@@ -1,0 +1,219 @@
+//! Per-channel state that outlives reloads: epoch, sequence and history.
+//!
+//! The channel's mutex is held while an event is stamped *and* fanned out, so
+//! every recipient sees a channel's events in sequence order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
+use rand::distr::{Alphanumeric, SampleString};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::config::ChannelConfig;
+
+/// How many idempotency keys a channel remembers at most (oldest forgotten first).
+const MAX_IDEMPOTENCY_KEYS: usize = 100_000;
+
+/// A channel's live state.
+#[derive(Debug)]
+pub struct Channel {
+    /// The channel name.
+    pub name: Arc<str>,
+    /// The epoch: new whenever the channel's history is lost; never reused.
+    pub epoch: Arc<str>,
+    inner: Mutex<Inner>,
+}
+
+/// One event kept for recovery.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// Its sequence on the channel.
+    pub sequence: u64,
+    /// Its canonical type name.
+    pub type_name: Arc<str>,
+    /// The serialized envelope.
+    pub frame: Utf8Bytes,
+    /// When it was accepted.
+    pub at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sequence: u64,
+    history: VecDeque<Stored>,
+    history_bytes: usize,
+    idempotency: HashMap<String, (u64, Instant)>,
+    idempotency_order: VecDeque<(String, Instant)>,
+}
+
+/// The channel locked for stamping: sequence, history and idempotency keys.
+pub struct Stamping<'a> {
+    inner: MutexGuard<'a, Inner>,
+}
+
+impl Channel {
+    /// A channel with a fresh epoch, sequence 0 and empty history.
+    pub fn new(name: &str) -> Channel {
+        Channel {
+            name: name.into(),
+            epoch: new_epoch().into(),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// The last assigned sequence (0 if none yet).
+    pub fn sequence(&self) -> u64 {
+        self.inner.lock().sequence
+    }
+
+    /// Locks the channel to stamp events; fan out while holding it.
+    pub fn lock(&self) -> Stamping<'_> {
+        Stamping {
+            inner: self.inner.lock(),
+        }
+    }
+
+    /// The events kept in history with a sequence above `after`, oldest first.
+    pub fn history_after(&self, after: u64) -> Vec<Stored> {
+        let inner = self.inner.lock();
+        inner
+            .history
+            .iter()
+            .filter(|s| s.sequence > after)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Stamping<'_> {
+    /// The sequence the next event will get.
+    pub fn next_sequence(&mut self) -> u64 {
+        self.inner.sequence += 1;
+        self.inner.sequence
+    }
+
+    /// The first sequence stamped under `key` within `window`, if any.
+    pub fn idempotent(&mut self, key: &str, window: Duration) -> Option<u64> {
+        let now = Instant::now();
+        let inner = &mut *self.inner;
+        while let Some((old, at)) = inner.idempotency_order.front() {
+            if now.duration_since(*at) <= window
+                && inner.idempotency_order.len() <= MAX_IDEMPOTENCY_KEYS
+            {
+                break;
+            }
+            if inner.idempotency.get(old).is_some_and(|(_, t)| t == at) {
+                inner.idempotency.remove(old);
+            }
+            inner.idempotency_order.pop_front();
+        }
+        inner.idempotency.get(key).map(|(seq, _)| *seq)
+    }
+
+    /// Remembers that `key` was stamped as `sequence`.
+    pub fn remember_key(&mut self, key: &str, sequence: u64) {
+        let now = Instant::now();
+        self.inner
+            .idempotency
+            .insert(key.to_owned(), (sequence, now));
+        self.inner
+            .idempotency_order
+            .push_back((key.to_owned(), now));
+    }
+
+    /// Keeps `stored` in history within the channel's bounds.
+    pub fn keep(&mut self, stored: Stored, settings: &ChannelConfig) {
+        let inner = &mut *self.inner;
+        if settings.history == 0 {
+            return;
+        }
+        inner.history_bytes += stored.frame.len();
+        inner.history.push_back(stored);
+        let ttl = Duration::from_secs(settings.history_ttl_s);
+        while let Some(front) = inner.history.front() {
+            let too_many = inner.history.len() > settings.history;
+            let too_big = inner.history_bytes > settings.history_max_bytes;
+            let too_old = settings.history_ttl_s > 0 && front.at.elapsed() > ttl;
+            if !(too_many || too_big || too_old) {
+                break;
+            }
+            inner.history_bytes -= front.frame.len();
+            inner.history.pop_front();
+        }
+    }
+}
+
+/// A fresh epoch: 16 random alphanumerics, so never reused in practice.
+fn new_epoch() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(seq: u64) -> Stored {
+        Stored {
+            sequence: seq,
+            type_name: "alert.created".into(),
+            frame: Utf8Bytes::from(format!("event {seq}")),
+            at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn sequences_start_at_one_and_have_no_gap() {
+        let ch = Channel::new("alerts");
+        let mut s = ch.lock();
+        assert_eq!(s.next_sequence(), 1);
+        assert_eq!(s.next_sequence(), 2);
+        drop(s);
+        assert_eq!(ch.sequence(), 2);
+    }
+
+    #[test]
+    fn epochs_differ_between_channels_and_incarnations() {
+        assert_ne!(Channel::new("a").epoch, Channel::new("a").epoch);
+        assert!(Channel::new("a")
+            .epoch
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn history_keeps_the_last_n_events() {
+        let ch = Channel::new("alerts");
+        let mut settings = ChannelConfig::with_defaults("alerts");
+        settings.history = 3;
+        let mut s = ch.lock();
+        for seq in 1..=5 {
+            s.keep(stored(seq), &settings);
+        }
+        drop(s);
+        let seqs: Vec<u64> = ch.history_after(0).iter().map(|s| s.sequence).collect();
+        assert_eq!(seqs, vec![3, 4, 5]);
+        assert_eq!(ch.history_after(4).len(), 1);
+    }
+
+    #[test]
+    fn history_zero_keeps_nothing() {
+        let ch = Channel::new("alerts");
+        let mut settings = ChannelConfig::with_defaults("alerts");
+        settings.history = 0;
+        ch.lock().keep(stored(1), &settings);
+        assert!(ch.history_after(0).is_empty());
+    }
+
+    #[test]
+    fn idempotency_keys_return_the_first_sequence() {
+        let ch = Channel::new("alerts");
+        let mut s = ch.lock();
+        let window = Duration::from_secs(300);
+        assert_eq!(s.idempotent("k", window), None);
+        s.remember_key("k", 7);
+        assert_eq!(s.idempotent("k", window), Some(7));
+        assert_eq!(s.idempotent("k", Duration::ZERO), None);
+    }
+}

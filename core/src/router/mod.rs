@@ -1,0 +1,185 @@
+//! The router: where every event enters, is validated against the registry,
+//! stamped with its channel's sequence, kept in history and fanned out.
+//!
+//! The routing table (configuration snapshot, channel states, connections,
+//! their subscription sets and the per-type recipient index) sits behind one
+//! read–write lock. Events are stamped and fanned out under the *read* lock
+//! (and their channel's mutex, for order), so each event is handled wholly
+//! under one configuration. Subscription changes, connects and reloads take
+//! the *write* lock briefly, so a `subscribed` reply means the very next event
+//! is routed by the new set. Nothing here waits on a client: fan-out only
+//! pushes into bounded per-connection queues.
+
+mod channel;
+pub mod envelope;
+mod publish;
+mod table;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use parking_lot::RwLock;
+use serde_json::Value;
+
+pub use channel::{Channel, Stored};
+pub use publish::{Incoming, Origin, PublishError, Stamp};
+
+use crate::config::Config;
+use crate::connection::ConnRef;
+use crate::protocol::Position;
+use crate::registry::Registry;
+use table::Table;
+
+/// One configuration in force: what readers see through [`Router::snapshot`].
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increments with every applied reload (1 at start).
+    pub version: u64,
+    /// When it was applied.
+    pub loaded_at: DateTime<Utc>,
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The merged registry.
+    pub registry: Registry,
+    /// Warnings found while building it.
+    pub warnings: Vec<String>,
+}
+
+impl Snapshot {
+    /// The endpoint with this path, if any.
+    pub fn endpoint(&self, path: &str) -> Option<&crate::config::EndpointConfig> {
+        self.config.endpoints.iter().find(|e| e.path == path)
+    }
+}
+
+/// A request to open a connection on an endpoint.
+#[derive(Debug)]
+pub struct ConnectRequest {
+    /// The endpoint path.
+    pub endpoint: String,
+    /// The authenticated user, if any.
+    pub user: Option<String>,
+    /// The client address.
+    pub ip: IpAddr,
+    /// When the client's token expires (RFC 3339), if any.
+    pub expires_at: Option<String>,
+    /// Patterns from `?events=` (`None` = receive all).
+    pub events: Option<Vec<String>>,
+    /// Positions from `?since=`.
+    pub since: Option<BTreeMap<String, Position>>,
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No endpoint has that path (any more).
+    #[error("no endpoint at {0}")]
+    UnknownEndpoint(String),
+}
+
+/// What applying a new configuration did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Connections closed because their endpoint was removed.
+    pub closed: usize,
+}
+
+/// The router.
+pub struct Router {
+    table: RwLock<Table>,
+    current: ArcSwap<Snapshot>,
+    next_conn: AtomicU64,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("config_version", &self.snapshot().version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router serving `snapshot`, with fresh channels.
+    pub fn new(snapshot: Snapshot) -> Router {
+        let snapshot = Arc::new(snapshot);
+        Router {
+            table: RwLock::new(Table::new(snapshot.clone())),
+            current: ArcSwap::new(snapshot),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// The configuration in force (lock-free).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Swaps in a new configuration: channels kept keep their epoch,
+    /// sequence and history; connections and subscriptions survive.
+    pub fn apply(&self, snapshot: Snapshot) -> Applied {
+        let snapshot = Arc::new(snapshot);
+        let mut table = self.table.write();
+        let applied = table.apply(snapshot.clone());
+        self.current.store(snapshot);
+        applied
+    }
+
+    /// Opens a connection: queues `connection.established` (and the
+    /// `subscribed` reply for `?events=`) before any event can reach it.
+    pub fn connect(&self, req: ConnectRequest) -> Result<ConnRef, ConnectError> {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.table.write().connect(id, req)
+    }
+
+    /// Adds patterns (and recovers from `since`); queues the reply.
+    pub fn subscribe(
+        &self,
+        conn: &ConnRef,
+        events: &[String],
+        since: Option<&BTreeMap<String, Position>>,
+        id: &Option<Value>,
+    ) {
+        self.table.write().subscribe(conn, events, since, id);
+    }
+
+    /// Removes patterns (all when `None`); queues the reply.
+    pub fn unsubscribe(&self, conn: &ConnRef, events: Option<&[String]>, id: &Option<Value>) {
+        self.table.write().unsubscribe(conn, events, id);
+    }
+
+    /// Forgets a connection whose transport has ended.
+    pub fn disconnect(&self, conn: &ConnRef) {
+        self.table.write().disconnect(conn.id);
+    }
+
+    /// Every open connection with its held patterns (`None` = receives all).
+    pub fn connections(&self) -> Vec<(ConnRef, Option<Vec<String>>)> {
+        self.table.read().connections()
+    }
+
+    /// How many connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.table.read().connection_count()
+    }
+
+    /// Positions (epoch, last sequence) of every channel.
+    pub fn positions(&self) -> BTreeMap<String, (String, u64)> {
+        self.table.read().positions()
+    }
+
+    /// Validates, stamps and fans out events, all or nothing.
+    pub fn publish(
+        &self,
+        events: Vec<Incoming>,
+        origin: &Origin,
+    ) -> Result<Vec<Stamp>, PublishError> {
+        let table = self.table.read();
+        let prepared = publish::prepare(&table.snap, events, origin)?;
+        Ok(table.stamp_and_route(prepared))
+    }
+}

@@ -1,0 +1,424 @@
+//! The routing table: the one owner of subscription sets and of the index
+//! derived from them (type → recipients), changed together under the
+//! router's write lock.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rand::distr::{Alphanumeric, SampleString};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::channel::{Channel, Stored};
+use super::envelope::{self, Prepared};
+use super::{Applied, ConnectError, ConnectRequest, Snapshot, Stamp};
+use crate::connection::outbox::{EventMeta, Limits};
+use crate::connection::{ConnId, ConnRef, Connection, Frame, Outbox};
+use crate::protocol::{self, Position, Positions};
+use crate::subscriptions::{PatternLimits, Scope, SubscriptionSet};
+
+/// A connection and what it receives.
+struct Entry {
+    conn: ConnRef,
+    subs: SubscriptionSet,
+    /// Channels it may receive (its endpoint's, for now).
+    channels: HashSet<Arc<str>>,
+}
+
+pub(super) struct Table {
+    pub(super) snap: Arc<Snapshot>,
+    channels: HashMap<Arc<str>, Arc<Channel>>,
+    conns: HashMap<ConnId, Entry>,
+    /// Type name → connections that receive it.
+    recipients: HashMap<Arc<str>, HashMap<ConnId, ConnRef>>,
+}
+
+impl Table {
+    pub(super) fn new(snap: Arc<Snapshot>) -> Table {
+        let channels = snap
+            .registry
+            .channels()
+            .keys()
+            .map(|name| (name.clone(), Arc::new(Channel::new(name))))
+            .collect();
+        Table {
+            snap,
+            channels,
+            conns: HashMap::new(),
+            recipients: HashMap::new(),
+        }
+    }
+
+    fn endpoint_channels(&self, path: &str) -> Option<HashSet<Arc<str>>> {
+        let ep = self.snap.endpoint(path)?;
+        Some(
+            ep.channels
+                .iter()
+                .filter_map(|c| {
+                    self.channels
+                        .get_key_value(c.as_str())
+                        .map(|(k, _)| k.clone())
+                })
+                .collect(),
+        )
+    }
+
+    fn positions_of<'a>(&self, channels: impl IntoIterator<Item = &'a Arc<str>>) -> Positions {
+        channels
+            .into_iter()
+            .filter_map(|name| {
+                let ch = self.channels.get(name)?;
+                Some((name.clone(), (ch.epoch.clone(), ch.sequence())))
+            })
+            .collect()
+    }
+
+    pub(super) fn connect(
+        &mut self,
+        id: ConnId,
+        req: ConnectRequest,
+    ) -> Result<ConnRef, ConnectError> {
+        let channels = self
+            .endpoint_channels(&req.endpoint)
+            .ok_or_else(|| ConnectError::UnknownEndpoint(req.endpoint.clone()))?;
+        let server = &self.snap.config.server;
+        let conn = Arc::new(Connection {
+            id,
+            public_id: format!("c-{}", Alphanumeric.sample_string(&mut rand::rng(), 16)),
+            endpoint: req.endpoint.as_str().into(),
+            user: req.user,
+            ip: req.ip,
+            connected_at: Utc::now(),
+            outbox: Outbox::new(Limits {
+                events: server.send_queue,
+                bytes: server.send_queue_bytes,
+            }),
+        });
+        let positions = self.positions_of(&channels);
+        conn.outbox
+            .push_control(Frame::control(protocol::established(
+                &protocol::Established {
+                    connection_id: &conn.public_id,
+                    endpoint: &conn.endpoint,
+                    heartbeat_interval_s: server.heartbeat_interval_s,
+                    user: conn.user.as_deref(),
+                    expires_at: req.expires_at,
+                    channels: &positions,
+                },
+            )));
+        self.conns.insert(
+            id,
+            Entry {
+                conn: conn.clone(),
+                subs: SubscriptionSet::default(),
+                channels,
+            },
+        );
+        self.reindex(id);
+        if req.events.is_some() || req.since.is_some() {
+            match req.events {
+                Some(events) => self.subscribe(&conn, &events, req.since.as_ref(), &None),
+                None => self.recover_only(&conn, req.since.as_ref()),
+            }
+        }
+        Ok(conn)
+    }
+
+    /// `since` without `events`: recovery under receive-all.
+    fn recover_only(&mut self, conn: &ConnRef, since: Option<&BTreeMap<String, Position>>) {
+        let recovery = since.map(|s| self.recover(conn.id, s));
+        conn.outbox
+            .push_control(Frame::control(protocol::subscribed(
+                None,
+                &[],
+                recovery,
+                &None,
+            )));
+    }
+
+    pub(super) fn subscribe(
+        &mut self,
+        conn: &ConnRef,
+        events: &[String],
+        since: Option<&BTreeMap<String, Position>>,
+        id: &Option<Value>,
+    ) {
+        let Some(entry) = self.conns.get(&conn.id) else {
+            return;
+        };
+        let server = &self.snap.config.server;
+        let limits = PatternLimits {
+            max_patterns: server.max_patterns,
+            max_pattern_bytes: server.max_pattern_bytes,
+        };
+        let channel_names: HashSet<&str> = entry.channels.iter().map(|c| &**c).collect();
+        let endpoints: Vec<(&str, Vec<&str>)> = self
+            .snap
+            .config
+            .endpoints
+            .iter()
+            .map(|e| {
+                (
+                    e.path.as_str(),
+                    e.channels.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        let scope = Scope {
+            registry: &self.snap.registry,
+            channels: &channel_names,
+            endpoints: &endpoints,
+        };
+        let mut subs = entry.subs.clone();
+        let outcome = subs.subscribe(events, limits, &scope);
+        for message in &outcome.invalid {
+            conn.outbox.push_control(Frame::control(protocol::error(
+                "invalid_pattern",
+                message,
+                id,
+            )));
+        }
+        if let Some(message) = &outcome.too_many {
+            conn.outbox.push_control(Frame::control(protocol::error(
+                "too_many_patterns",
+                message,
+                id,
+            )));
+        }
+        if let Some(entry) = self.conns.get_mut(&conn.id) {
+            entry.subs = subs;
+        }
+        self.reindex(conn.id);
+        let recovery = since.map(|s| self.recover(conn.id, s));
+        let held = self.conns[&conn.id].subs.texts();
+        conn.outbox
+            .push_control(Frame::control(protocol::subscribed(
+                held.as_deref(),
+                &outcome.warnings,
+                recovery,
+                id,
+            )));
+    }
+
+    /// Answers recovery per channel. Replay lands in issue 4's history work;
+    /// until then every channel is answered honestly as not recovered.
+    fn recover(&self, id: ConnId, since: &BTreeMap<String, Position>) -> Value {
+        let entry = &self.conns[&id];
+        let mut out = serde_json::Map::new();
+        for (name, pos) in since {
+            let reason = match self.channels.get(name.as_str()) {
+                Some(ch) if entry.channels.contains(name.as_str()) => {
+                    if *ch.epoch != pos.epoch {
+                        "epoch_changed"
+                    } else if pos.sequence > ch.sequence() {
+                        "invalid_position"
+                    } else {
+                        let replay = self.replay(entry, ch, pos.sequence);
+                        match replay {
+                            Some(frames) => {
+                                let n = frames.len();
+                                for f in frames {
+                                    entry.conn.outbox.push_control(Frame::control(f));
+                                }
+                                out.insert(
+                                    name.clone(),
+                                    serde_json::json!({"recovered": true, "replayed": n}),
+                                );
+                                continue;
+                            }
+                            None => "too_old",
+                        }
+                    }
+                }
+                _ => "unknown_channel",
+            };
+            out.insert(
+                name.clone(),
+                serde_json::json!({"recovered": false, "reason": reason}),
+            );
+        }
+        Value::Object(out)
+    }
+
+    /// The matching events after `after`, or `None` if history no longer
+    /// reaches back that far.
+    fn replay(&self, entry: &Entry, ch: &Channel, after: u64) -> Option<Vec<Utf8Bytes>> {
+        let stored = ch.history_after(after);
+        let first = stored.first().map_or(ch.sequence() + 1, |s| s.sequence);
+        if first != after + 1 {
+            return None;
+        }
+        Some(
+            stored
+                .into_iter()
+                .filter(|s| {
+                    self.snap
+                        .registry
+                        .resolve(&s.type_name)
+                        .is_some_and(|t| entry.subs.wants(t))
+                })
+                .map(|s| s.frame)
+                .collect(),
+        )
+    }
+
+    pub(super) fn unsubscribe(
+        &mut self,
+        conn: &ConnRef,
+        events: Option<&[String]>,
+        id: &Option<Value>,
+    ) {
+        let Some(entry) = self.conns.get_mut(&conn.id) else {
+            return;
+        };
+        entry.subs.unsubscribe(events, &self.snap.registry);
+        let held = entry.subs.texts();
+        self.reindex(conn.id);
+        conn.outbox
+            .push_control(Frame::control(protocol::unsubscribed(held.as_deref(), id)));
+    }
+
+    pub(super) fn disconnect(&mut self, id: ConnId) {
+        if self.conns.remove(&id).is_some() {
+            for recipients in self.recipients.values_mut() {
+                recipients.remove(&id);
+            }
+        }
+    }
+
+    /// Recomputes which types one connection receives.
+    fn reindex(&mut self, id: ConnId) {
+        let Some(entry) = self.conns.get(&id) else {
+            return;
+        };
+        for t in self.snap.registry.routable() {
+            let wanted = entry.channels.contains(&t.channel) && entry.subs.wants(t);
+            let recipients = self.recipients.entry(t.name.clone()).or_default();
+            if wanted {
+                recipients.insert(id, entry.conn.clone());
+            } else {
+                recipients.remove(&id);
+            }
+        }
+    }
+
+    pub(super) fn connections(&self) -> Vec<(ConnRef, Option<Vec<String>>)> {
+        self.conns
+            .values()
+            .map(|e| (e.conn.clone(), e.subs.texts()))
+            .collect()
+    }
+
+    pub(super) fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub(super) fn positions(&self) -> BTreeMap<String, (String, u64)> {
+        self.channels
+            .iter()
+            .map(|(name, ch)| (name.to_string(), (ch.epoch.to_string(), ch.sequence())))
+            .collect()
+    }
+
+    /// Stamps each event on its channel and queues it for every recipient.
+    pub(super) fn stamp_and_route(&self, prepared: Vec<Prepared>) -> Vec<Stamp> {
+        let timestamp = protocol::timestamp(Utc::now());
+        let window = Duration::from_secs(self.snap.config.server.idempotency_window_s);
+        prepared
+            .into_iter()
+            .map(|p| self.stamp_one(p, &timestamp, window))
+            .collect()
+    }
+
+    fn stamp_one(&self, p: Prepared, timestamp: &str, window: Duration) -> Stamp {
+        let t = p.event_type.clone();
+        let channel = &self.channels[&t.channel];
+        let settings = &self.snap.registry.channels()[&t.channel];
+        let mut stamping = channel.lock();
+        if let Some(seq) = p
+            .idempotency_key
+            .as_deref()
+            .and_then(|k| stamping.idempotent(k, window))
+        {
+            return Stamp {
+                channel: t.channel.clone(),
+                sequence: seq,
+            };
+        }
+        let sequence = stamping.next_sequence();
+        let text = Utf8Bytes::from(envelope::render(&p, timestamp, sequence));
+        if let Some(key) = &p.idempotency_key {
+            stamping.remember_key(key, sequence);
+        }
+        stamping.keep(
+            Stored {
+                sequence,
+                type_name: t.name.clone(),
+                frame: text.clone(),
+                at: Instant::now(),
+            },
+            settings,
+        );
+        let frame = Frame {
+            text,
+            event: Some(EventMeta {
+                channel: t.channel.clone(),
+                sequence,
+                policy: settings.slow_consumer,
+                epoch: channel.epoch.clone(),
+            }),
+        };
+        if let Some(recipients) = self.recipients.get(&t.name) {
+            for conn in recipients.values() {
+                conn.outbox.push_event(frame.clone());
+            }
+        }
+        drop(stamping);
+        Stamp {
+            channel: t.channel.clone(),
+            sequence,
+        }
+    }
+
+    /// Swaps in a new configuration and re-derives everything from it.
+    pub(super) fn apply(&mut self, snap: Arc<Snapshot>) -> Applied {
+        let mut channels = HashMap::new();
+        for name in snap.registry.channels().keys() {
+            let kept = self.channels.remove(name);
+            channels.insert(
+                name.clone(),
+                kept.unwrap_or_else(|| Arc::new(Channel::new(name))),
+            );
+        }
+        self.channels = channels;
+        self.snap = snap;
+        self.recipients.clear();
+        let mut applied = Applied::default();
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let endpoint = self.conns[&id].conn.endpoint.clone();
+            let Some(now) = self.endpoint_channels(&endpoint) else {
+                let entry = self.conns.remove(&id).expect("listed above");
+                entry
+                    .conn
+                    .close(1001, "endpoint removed by a configuration reload");
+                applied.closed += 1;
+                continue;
+            };
+            let entry = self.conns.get_mut(&id).expect("listed above");
+            let gained: Vec<Arc<str>> = now.difference(&entry.channels).cloned().collect();
+            entry.channels = now;
+            if !gained.is_empty() {
+                let positions = self.positions_of(&gained);
+                self.conns[&id]
+                    .conn
+                    .outbox
+                    .push_control(Frame::control(protocol::channels(&positions)));
+            }
+            self.reindex(id);
+        }
+        applied
+    }
+}

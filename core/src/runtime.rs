@@ -1,0 +1,133 @@
+//! Running a started [`App`]: bind the listener, watch the config file,
+//! serve, and shut down gracefully.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+use crate::reload;
+
+/// How long file events are gathered into one reload (editors write in steps).
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// A router serving on a socket.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The app it serves.
+    pub app: Arc<App>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// Binds `server.listen` and starts serving, with the config file watched.
+pub async fn bind(app: Arc<App>) -> std::io::Result<Running> {
+    let addr = app.router.snapshot().config.server.listen;
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let (stop, mut stopped) = watch::channel(false);
+    let server = tokio::spawn(crate::server::serve(app.clone(), listener, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    let watcher = watch_config(app.clone());
+    tracing::info!(%addr, config = %app.options.config_path.display(), "switchyard listening");
+    Ok(Running {
+        addr,
+        app,
+        stop,
+        server,
+        _watcher: watcher,
+    })
+}
+
+impl Running {
+    /// Stops accepting, closes every connection with 1012 after flushing its
+    /// queue (for at most `server.shutdown_timeout_s`), then stops plugins.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        let timeout =
+            Duration::from_secs(self.app.router.snapshot().config.server.shutdown_timeout_s);
+        for (conn, _) in self.app.router.connections() {
+            conn.close(1012, "service restart");
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.app.router.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let app = self.app.clone();
+        let _ = tokio::task::spawn_blocking(move || app.plugins.stop_all()).await;
+    }
+}
+
+/// Runs until SIGTERM or SIGINT, reloading on SIGHUP.
+pub async fn run(app: Arc<App>) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let running = bind(app.clone()).await?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = reload::reload(&app).await;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Watches the config file's folder (editors save by rename, ConfigMaps swap
+/// symlinks) and reloads after changes settle.
+fn watch_config(app: Arc<App>) -> Option<notify::RecommendedWatcher> {
+    let path = absolute(&app.options.config_path);
+    let folder = path.parent()?.to_owned();
+    let name = path.file_name()?.to_owned();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if event.paths.iter().any(|p| p.file_name() == Some(&name)) {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .map_err(|e| {
+        tracing::warn!("cannot watch the config file: {e}; reload with SIGHUP or the admin API")
+    })
+    .ok()?;
+    if let Err(e) = watcher.watch(&folder, RecursiveMode::NonRecursive) {
+        tracing::warn!(
+            "cannot watch {}: {e}; reload with SIGHUP or the admin API",
+            folder.display()
+        );
+        return None;
+    }
+    let weak = Arc::downgrade(&app);
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            tokio::time::sleep(DEBOUNCE).await;
+            while rx.try_recv().is_ok() {}
+            let Some(app) = weak.upgrade() else { return };
+            tracing::info!("config file changed: reloading");
+            let _ = reload::reload(&app).await;
+        }
+    });
+    Some(watcher)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}

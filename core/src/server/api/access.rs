@@ -1,0 +1,163 @@
+//! Who may call the publish and admin routes (SPEC §4): API keys, the
+//! loopback-only rule where no key is configured, and `allowed_origins`.
+
+use http::{HeaderMap, StatusCode};
+use serde_json::json;
+
+use super::{error_reply, Reply};
+use crate::app::App;
+use crate::auth::{client_addr, KeyCheck};
+use crate::config::AuthMode;
+use crate::server::Peer;
+
+/// Which key a route needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// A publish (or admin) key.
+    Publish,
+    /// An admin key.
+    Admin,
+}
+
+/// Lets the request through (with the key's name, if one was used) or
+/// answers it with 401 / 403.
+pub fn authorize(
+    app: &App,
+    need: Need,
+    peer: Peer,
+    headers: &HeaderMap,
+) -> Result<Option<String>, Reply> {
+    let snap = app.router.snapshot();
+    let client = client_addr(peer.0.ip(), headers, &snap.config.server.trusted_proxies);
+    let keys = app.keys.load();
+    let loopback_only = match (snap.config.auth.mode, need) {
+        (AuthMode::None, Need::Publish) => return Ok(None),
+        (AuthMode::None, Need::Admin) => true,
+        (_, Need::Publish) => keys.publish.is_empty() && keys.admin.is_empty(),
+        (_, Need::Admin) => keys.admin.is_empty(),
+    };
+    if loopback_only {
+        return if client.loopback {
+            Ok(None)
+        } else {
+            Err(error_reply(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "no API key is configured, so this route answers only clients on this host",
+                json!({}),
+            ))
+        };
+    }
+    let authorization = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match keys.check(authorization, need == Need::Publish) {
+        KeyCheck::Valid(name) => Ok(Some(name)),
+        KeyCheck::Missing => Err(unauthorized(
+            "send an API key as `Authorization: Bearer <key>`",
+        )),
+        KeyCheck::Wrong => Err(unauthorized("the API key is not valid for this route")),
+    }
+}
+
+fn unauthorized(message: &str) -> Reply {
+    error_reply(StatusCode::UNAUTHORIZED, "unauthorized", message, json!({}))
+}
+
+/// Refuses a POST without `Content-Type: application/json` (415) or from an
+/// `Origin` that `allowed_origins` does not allow (403).
+pub fn check_post(app: &App, headers: &HeaderMap) -> Result<(), Reply> {
+    let json = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(error_reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+            json!({}),
+        ));
+    }
+    let snap = app.router.snapshot();
+    if !origin_allowed(&snap.config.auth.allowed_origins, headers) {
+        return Err(error_reply(
+            StatusCode::FORBIDDEN,
+            "forbidden_origin",
+            "this Origin is not in auth.allowed_origins",
+            json!({}),
+        ));
+    }
+    Ok(())
+}
+
+/// `allowed_origins`: empty means same origin only, `*` any; a request
+/// without `Origin` (not a browser) is allowed.
+pub fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    let Some(origin) = headers
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return true;
+    };
+    if allowed.is_empty() {
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok());
+        let origin_host = origin
+            .split_once("://")
+            .map(|(_, rest)| rest.trim_end_matches('/'));
+        return host.is_some() && origin_host == host;
+    }
+    allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/') == origin.trim_end_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn origins() {
+        let none: Vec<String> = Vec::new();
+        assert!(origin_allowed(&none, &headers(&[])));
+        assert!(origin_allowed(
+            &none,
+            &headers(&[
+                ("origin", "http://localhost:8080"),
+                ("host", "localhost:8080")
+            ])
+        ));
+        assert!(!origin_allowed(
+            &none,
+            &headers(&[
+                ("origin", "http://evil.example"),
+                ("host", "localhost:8080")
+            ])
+        ));
+        let any = vec!["*".to_owned()];
+        assert!(origin_allowed(
+            &any,
+            &headers(&[("origin", "http://evil.example")])
+        ));
+        let listed = vec!["https://dash.example.com".to_owned()];
+        assert!(origin_allowed(
+            &listed,
+            &headers(&[("origin", "https://dash.example.com")])
+        ));
+        assert!(!origin_allowed(
+            &listed,
+            &headers(&[("origin", "https://other.example.com")])
+        ));
+    }
+}

@@ -1,0 +1,120 @@
+//! The admin routes: reload, the config record and the connections list.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, StatusCode};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+use super::access::{self, Need};
+use super::{error_reply, json_reply, Reply};
+use crate::app::App;
+use crate::protocol::timestamp;
+use crate::reload;
+use crate::server::Peer;
+
+/// `POST /api/admin/reload`.
+pub async fn reload(app: Arc<App>, peer: Peer, headers: HeaderMap) -> Reply {
+    if let Err(reply) = access::check_post(&app, &headers) {
+        return reply;
+    }
+    let key = match access::authorize(&app, Need::Admin, peer, &headers) {
+        Ok(key) => key,
+        Err(reply) => return reply,
+    };
+    tracing::info!(
+        key = key.as_deref().unwrap_or("loopback"),
+        "reload requested over HTTP"
+    );
+    match reload::reload(&app).await {
+        Ok(report) => json_reply(StatusCode::OK, &report.to_json()),
+        Err(e) => error_reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_config",
+            &format!("the configuration was refused ({e}); the previous one keeps serving"),
+            json!({"errors": e.problems()}),
+        ),
+    }
+}
+
+/// `GET /api/admin/config`.
+pub fn config(app: Arc<App>, peer: Peer, headers: HeaderMap) -> Reply {
+    if let Err(reply) = access::authorize(&app, Need::Admin, peer, &headers) {
+        return reply;
+    }
+    let snap = app.router.snapshot();
+    let last = app.last_reload.lock().clone().map(|r| {
+        json!({
+            "at": timestamp(r.at),
+            "result": if r.applied { "applied" } else { "refused" },
+            "errors": r.errors,
+        })
+    });
+    json_reply(
+        StatusCode::OK,
+        &json!({
+            "config_version": snap.version,
+            "loaded_at": timestamp(snap.loaded_at),
+            "source": snap.config.source.display().to_string(),
+            "last_reload": last,
+            "warnings": snap.warnings,
+        }),
+    )
+}
+
+/// Most entries in one page.
+const MAX_PAGE: usize = 1000;
+
+/// `GET /api/websocket/connections`: paged by connection id.
+pub fn connections(
+    app: Arc<App>,
+    peer: Peer,
+    headers: HeaderMap,
+    q: HashMap<String, String>,
+) -> Reply {
+    if let Err(reply) = access::authorize(&app, Need::Admin, peer, &headers) {
+        return reply;
+    }
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => MAX_PAGE,
+        Some(Ok(n)) if n >= 1 => n.min(MAX_PAGE),
+        Some(_) => {
+            return error_reply(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("limit must be a whole number from 1 to {MAX_PAGE}"),
+                json!({}),
+            )
+        }
+    };
+    let (user, endpoint, after) = (q.get("user"), q.get("endpoint"), q.get("after"));
+    let mut all = app.router.connections();
+    all.retain(|(c, _)| {
+        user.is_none_or(|u| c.user.as_ref() == Some(u))
+            && endpoint.is_none_or(|e| *c.endpoint == **e)
+            && after.is_none_or(|a| c.public_id > *a)
+    });
+    all.sort_by(|a, b| a.0.public_id.cmp(&b.0.public_id));
+    let more = all.len() > limit;
+    all.truncate(limit);
+    let next = more
+        .then(|| all.last().map(|(c, _)| c.public_id.clone()))
+        .flatten();
+    let list: Vec<Value> = all
+        .iter()
+        .map(|(c, patterns)| {
+            let (queue_depth, dropped) = c.outbox.depth();
+            json!({
+                "id": c.public_id,
+                "endpoint": &*c.endpoint,
+                "user": c.user,
+                "ip": c.ip.to_string(),
+                "patterns": patterns,
+                "queue_depth": queue_depth,
+                "dropped": dropped,
+                "connected_at": timestamp(c.connected_at),
+            })
+        })
+        .collect();
+    json_reply(StatusCode::OK, &json!({"connections": list, "next": next}))
+}

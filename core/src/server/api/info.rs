@@ -1,0 +1,78 @@
+//! The open routes: health and the capabilities (discovery) document.
+
+use http::StatusCode;
+use serde_json::{json, Map, Value};
+
+use super::{json_reply, Reply};
+use crate::app::App;
+use crate::config::{AuthMode, ClusterEngine};
+use crate::plugin_host::State;
+
+/// `GET /health`: 200 ok / degraded (a plugin failed).
+pub fn health(app: &App) -> Reply {
+    let snap = app.router.snapshot();
+    let plugins = app.plugins.statuses();
+    let degraded = plugins.values().any(|s| s.state == State::Failed);
+    let engine = match snap.config.cluster.engine {
+        ClusterEngine::Memory => "memory",
+        ClusterEngine::Redis => "redis",
+    };
+    json_reply(
+        StatusCode::OK,
+        &json!({
+            "status": if degraded { "degraded" } else { "ok" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": app.started.elapsed().as_secs(),
+            "config_version": snap.version,
+            "plugins": plugins,
+            "cluster": {"engine": engine, "connected": true},
+        }),
+    )
+}
+
+/// `GET /api/websocket/capabilities`: every endpoint, channel and type.
+pub fn capabilities(app: &App) -> Reply {
+    let snap = app.router.snapshot();
+    let registry = &snap.registry;
+    let mode = match snap.config.auth.mode {
+        AuthMode::None => "none",
+        AuthMode::Optional => "optional",
+        AuthMode::Required => "required",
+    };
+    let endpoints: Vec<Value> = snap
+        .config
+        .endpoints
+        .iter()
+        .map(|ep| {
+            let events: Vec<&str> = registry
+                .routable()
+                .filter(|t| ep.channels.iter().any(|c| *c == *t.channel))
+                .map(|t| &*t.name)
+                .collect();
+            json!({
+                "path": ep.path,
+                "description": ep.description,
+                "channels": ep.channels,
+                "events": events,
+                "authentication": {
+                    "mode": mode,
+                    "required": mode == "required" || ep.require_auth,
+                    "token_sources": ["query:token", "header:Authorization", "subprotocol:bearer"],
+                },
+            })
+        })
+        .collect();
+    let event_registry: Map<String, Value> = registry
+        .types()
+        .map(|t| (t.name.to_string(), registry.describe(t)))
+        .collect();
+    let channels: Vec<&str> = registry.channels().keys().map(|c| &**c).collect();
+    json_reply(
+        StatusCode::OK,
+        &json!({
+            "endpoints": endpoints,
+            "event_registry": event_registry,
+            "channels": channels,
+        }),
+    )
+}

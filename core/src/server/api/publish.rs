@@ -1,0 +1,140 @@
+//! `POST /api/events`: one event or an array, validated all or nothing,
+//! stamped in array order.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, StatusCode};
+use serde_json::{json, Value};
+
+use super::access::{self, Need};
+use super::{error_reply, json_reply, Reply};
+use crate::app::App;
+use crate::json_depth;
+use crate::router::{Incoming, Origin, PublishError};
+use crate::server::Peer;
+
+/// Handles one publish request.
+pub async fn handle<S, B>(app: Arc<App>, peer: Peer, headers: HeaderMap, body: S) -> Reply
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    match publish(&app, peer, &headers, body).await {
+        Ok(reply) | Err(reply) => reply,
+    }
+}
+
+async fn publish<S, B>(app: &App, peer: Peer, headers: &HeaderMap, body: S) -> Result<Reply, Reply>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    access::check_post(app, headers)?;
+    access::authorize(app, Need::Publish, peer, headers)?;
+    let server = app.router.snapshot().config.server.clone();
+    let bytes = read_body(body, server.max_publish_bytes).await?;
+    json_depth::check_depth(&bytes, server.max_json_depth).map_err(|e| {
+        error_reply(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            &e.to_string(),
+            json!({"line": e.line, "column": e.column}),
+        )
+    })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        error_reply(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            &format!("the body is not valid JSON: {e}"),
+            json!({"line": e.line(), "column": e.column()}),
+        )
+    })?;
+    let items = match value {
+        Value::Array(items) => items,
+        single => vec![single],
+    };
+    let events = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| Incoming::from_json(v, i))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| refused(&e))?;
+    let stamps = app
+        .router
+        .publish(events, &Origin::Http)
+        .map_err(|e| refused(&e))?;
+    Ok(json_reply(
+        StatusCode::ACCEPTED,
+        &json!({"accepted": stamps.len(), "sequences": stamps}),
+    ))
+}
+
+/// Reads the body, refusing it (413) as soon as it passes `max` bytes.
+async fn read_body<S, B>(mut body: S, max: usize) -> Result<BytesMut, Reply>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let mut bytes = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| {
+            error_reply(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                &format!("the body could not be read: {e}"),
+                json!({}),
+            )
+        })?;
+        if bytes.len() + chunk.remaining() > max {
+            return Err(error_reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                &format!("the body is over server.max_publish_bytes ({max} bytes)"),
+                json!({}),
+            ));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            bytes.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(bytes)
+}
+
+/// The HTTP answer to a refused publish.
+fn refused(e: &PublishError) -> Reply {
+    let message = e.to_string();
+    match e {
+        PublishError::Malformed { index, .. } => error_reply(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            &message,
+            json!({"index": index}),
+        ),
+        PublishError::UnknownType { did_you_mean, .. } => {
+            let extra = did_you_mean
+                .as_ref()
+                .map_or_else(|| json!({}), |d| json!({"did_you_mean": d}));
+            error_reply(StatusCode::NOT_FOUND, "unknown_event_type", &message, extra)
+        }
+        PublishError::Forbidden { .. } => {
+            error_reply(StatusCode::FORBIDDEN, "forbidden", &message, json!({}))
+        }
+        PublishError::Invalid { fields } => error_reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_payload",
+            &message,
+            json!({"fields": fields}),
+        ),
+        PublishError::TooLarge { index, .. } => error_reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &message,
+            json!({"index": index}),
+        ),
+    }
+}

@@ -1,0 +1,121 @@
+//! The network edge: one listener serving HTTP (the API, through warp) and
+//! WebSocket upgrades on the configured endpoints.
+//!
+//! The accept loop is ours rather than warp's so that every socket gets
+//! `TCP_NODELAY`, handshakes are bounded in time and number, and upgrades
+//! are done with a small read buffer (warp's own WebSocket filter costs
+//! ~137 KiB per connection).
+
+mod api;
+mod reply;
+mod ws;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tower_service::Service;
+
+use crate::app::App;
+
+/// Error type of response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every response this server sends.
+pub type Response = http::Response<BoxBody<Bytes, BoxError>>;
+
+/// The TCP peer of a request, handed to the API filters.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+/// Serves `listener` until `shutdown` completes.
+pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let api = warp::service(api::routes(app.clone()));
+    let pending = Arc::new(AtomicUsize::new(0));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let server = app.router.snapshot().config.server.clone();
+        if pending.load(Ordering::Relaxed) >= server.max_pending_handshakes {
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let guard = PendingGuard::new(pending.clone());
+        let app = app.clone();
+        let api = api.clone();
+        tokio::spawn(async move {
+            let service =
+                service_fn(move |req| dispatch(app.clone(), api.clone(), Peer(peer), req));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(server.handshake_timeout_s))
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(peer = %peer, "HTTP connection ended: {e}");
+            }
+            drop(guard);
+        });
+    }
+}
+
+/// Counts a TCP connection as pending until its HTTP task ends.
+struct PendingGuard(Arc<AtomicUsize>);
+
+impl PendingGuard {
+    fn new(counter: Arc<AtomicUsize>) -> PendingGuard {
+        counter.fetch_add(1, Ordering::Relaxed);
+        PendingGuard(counter)
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn is_upgrade(req: &http::Request<Incoming>) -> bool {
+    req.headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+async fn dispatch<S>(
+    app: Arc<App>,
+    mut api: S,
+    peer: Peer,
+    mut req: http::Request<Incoming>,
+) -> Result<Response, Infallible>
+where
+    S: Service<http::Request<Incoming>, Response = warp::reply::Response, Error = Infallible>,
+{
+    if is_upgrade(&req) {
+        return Ok(ws::upgrade(app, peer, req));
+    }
+    req.extensions_mut().insert(peer);
+    let response = api.call(req).await?;
+    Ok(response.map(|body| body.map_err(BoxError::from).boxed()))
+}
