@@ -1,0 +1,307 @@
+//! Shared test harness: builds the real plugin libraries, starts a real
+//! router on 127.0.0.1:0, and talks to it with real WebSocket and HTTP
+//! clients.
+#![allow(dead_code, missing_docs)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use switchyard::app::{App, Options};
+use switchyard::plugin_host::PluginHost;
+use switchyard::runtime::{self, Running};
+use switchyard::{reload, reload::ReloadError};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for any one message.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Builds the plugin cdylibs once per test binary (`cargo test` does not
+/// build them) and returns their paths by package name.
+pub fn plugins() -> &'static HashMap<String, PathBuf> {
+    static BUILT: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "switchyard-detection",
+                "-p",
+                "switchyard-testkit-plugin",
+                "--message-format=json",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run cargo build for the plugins");
+        assert!(
+            out.status.success(),
+            "building plugins failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut found = HashMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(msg) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if msg["reason"] != "compiler-artifact" || msg["target"]["kind"][0] != "cdylib" {
+                continue;
+            }
+            let name = msg["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            for file in msg["filenames"].as_array().into_iter().flatten() {
+                let file = PathBuf::from(file.as_str().unwrap_or_default());
+                if file.extension().is_some_and(|e| e == "so") {
+                    found.insert(name.clone(), file);
+                }
+            }
+        }
+        found
+    })
+}
+
+/// The path of a built plugin library by crate name (e.g. `switchyard_testkit`).
+pub fn plugin(name: &str) -> String {
+    plugins()
+        .get(name)
+        .unwrap_or_else(|| panic!("plugin {name} was not built: {:?}", plugins().keys()))
+        .display()
+        .to_string()
+}
+
+/// Compiles a C file under tests/fixtures into a shared library.
+pub fn c_library(source: &str, dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(source);
+    let out = dir.join(format!("lib{}.so", source.trim_end_matches(".c")));
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api/include");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg("-I")
+        .arg(&include)
+        .arg(&src)
+        .status()
+        .expect("run the system C compiler (cc)");
+    assert!(status.success(), "cc failed on {source}");
+    out
+}
+
+/// A minimal config: one channel, one endpoint, two HTTP-published types.
+pub const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+
+[auth]
+mode = "none"
+
+[log]
+level = "warn"
+
+[[channels]]
+name = "alerts"
+history = 100
+
+[[channels]]
+name = "jobs"
+
+[[endpoints]]
+path = "/ws/events"
+channels = ["alerts", "jobs"]
+
+[[event_types]]
+name = "alert.created"
+channel = "alerts"
+description = "New alert"
+[event_types.payload]
+id = { type = "string", required = true }
+severity = { type = "string", required = true, enum = ["low", "medium", "high", "critical"] }
+count = { type = "integer" }
+
+[[event_types]]
+name = "alert.resolved"
+channel = "alerts"
+description = "Alert resolved"
+deprecated = "use alert.updated with status resolved"
+[event_types.payload]
+id = { type = "string", required = true }
+
+[[event_types]]
+name = "job.progress"
+channel = "jobs"
+description = "Job progress"
+aliases = ["job_progress"]
+[event_types.payload]
+job_id = { type = "string", required = true }
+percent = { type = "number" }
+"#;
+
+/// A router running in this test's runtime.
+pub struct Router {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    pub dir: tempfile::TempDir,
+    running: Option<Running>,
+}
+
+/// Writes `config` to a fresh folder and starts a router on it.
+pub async fn start(config: &str) -> Router {
+    try_start(config)
+        .await
+        .unwrap_or_else(|e| panic!("router did not start: {:?}", e.problems()))
+}
+
+/// Like [`start`], but returns the refusal.
+pub async fn try_start(config: &str) -> Result<Router, ReloadError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let options = Options {
+        config_path: path,
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+    };
+    let plugins = PluginHost::default();
+    let prepared = tokio::task::block_in_place(|| reload::prepare(&options, &plugins))?;
+    let app = reload::start(options, plugins, prepared)?;
+    let running = runtime::bind(app.clone()).await.unwrap();
+    Ok(Router {
+        addr: running.addr,
+        app,
+        dir,
+        running: Some(running),
+    })
+}
+
+impl Router {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// Rewrites the config file (the watcher may pick it up too).
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(self.config_path(), config).unwrap();
+    }
+
+    /// Connects a WebSocket client to `path_and_query`.
+    pub async fn ws(&self, path_and_query: &str) -> Client {
+        let url = format!("ws://{}{path_and_query}", self.addr);
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket connect");
+        Client { socket }
+    }
+
+    /// POSTs JSON to `/api/events`; returns status and body.
+    pub async fn publish(&self, body: &Value) -> (u16, Value) {
+        self.post("/api/events", body).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = reqwest::get(self.url(path)).await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /api/admin/reload`.
+    pub async fn reload(&self) -> (u16, Value) {
+        self.post("/api/admin/reload", &serde_json::json!({})).await
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+}
+
+/// A real WebSocket client.
+pub struct Client {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn send(&mut self, value: &Value) {
+        self.socket
+            .send(Message::Text(value.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    /// The next JSON text message (pings and pongs skipped).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("timed out waiting for a message")
+                .expect("connection ended")
+                .expect("WebSocket error");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(&t).expect("server sent JSON"),
+                Message::Close(frame) => panic!("connection closed: {frame:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Skips messages until one of `type`; returns it.
+    pub async fn recv_type(&mut self, wanted: &str) -> Value {
+        loop {
+            let msg = self.recv().await;
+            if msg["type"] == wanted {
+                return msg;
+            }
+        }
+    }
+
+    /// Asserts no text message arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(wait, self.socket.next()).await
+        {
+            panic!("expected nothing, got {t}");
+        }
+    }
+
+    /// Waits for the server's close frame; returns its code.
+    pub async fn closed(&mut self) -> u16 {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("timed out waiting for close");
+            match msg {
+                Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
+                Some(Ok(Message::Close(None))) | None => return 1005,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("error instead of close: {e}"),
+            }
+        }
+    }
+}
