@@ -149,6 +149,7 @@ pub fn start(
         config: Arc::new(config),
         registry,
         warnings,
+        sinks: plan.sinks(),
     }));
     let app = Arc::new(App {
         router,
@@ -216,6 +217,7 @@ fn apply(app: &App) -> Result<Report, ReloadError> {
         config: Arc::new(config),
         registry,
         warnings: warnings.clone(),
+        sinks: plan.sinks(),
     });
     if applied.closed > 0 {
         tracing::info!(

@@ -21,13 +21,9 @@ pub struct Held {
 }
 
 impl Held {
-    /// Whether this pattern selects `t` (an unresolved alias form matches once
-    /// a reload registers it as an alias).
+    /// Whether this pattern selects `t`.
     pub fn matches(&self, t: &EventType) -> bool {
-        match &self.pattern {
-            Pattern::Exact(n) => *n == *t.name || t.aliases.iter().any(|a| a == n),
-            p => p.matches(&t.name),
-        }
+        t.matched_by(&self.pattern)
     }
 }
 

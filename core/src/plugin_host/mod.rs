@@ -9,6 +9,7 @@
 mod host_api;
 mod instance;
 mod loader;
+mod sink;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,10 +24,12 @@ use serde_json::json;
 pub use host_api::HostContext;
 pub use instance::Instance;
 pub use loader::{Library, Loader};
+pub use sink::SinkQueue;
 
 use crate::config::{Config, PluginConfig, Problem};
 use crate::registry::InstanceTypes;
-use crate::router::Router;
+use crate::router::{Router, Sink};
+use switchyard_plugin_api::Role;
 
 /// Why a plugin could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -106,23 +109,37 @@ pub struct Status {
     pub last_error: Option<String>,
 }
 
+/// An instance shared between its delivery thread and its lifecycle calls;
+/// the mutex keeps the ABI's rule that no two calls overlap.
+type SharedInstance = Arc<Mutex<Option<Instance>>>;
+
 /// A running (or failed) instance the host manages.
 struct Managed {
     config: PluginConfig,
     library: Arc<Library>,
     types: Vec<switchyard_plugin_api::EventTypeDecl>,
-    instance: Option<Instance>,
+    instance: SharedInstance,
     context: Option<&'static HostContext>,
     status: Arc<Mutex<Status>>,
+    sink: Option<Arc<SinkQueue>>,
+    delivery: Option<std::thread::JoinHandle<()>>,
+}
+
+/// An instance created for a reload, not yet started.
+struct Created {
+    config: PluginConfig,
+    instance: Instance,
+    sink: Option<Arc<SinkQueue>>,
 }
 
 /// What a reload will do to the instances.
 #[derive(Default)]
 pub struct Plan {
-    created: Vec<(PluginConfig, Instance)>,
+    created: Vec<Created>,
     kept: Vec<String>,
     outgoing: Vec<String>,
     types: Vec<InstanceTypes>,
+    sinks: BTreeMap<String, Arc<dyn Sink>>,
 }
 
 impl Plan {
@@ -131,10 +148,14 @@ impl Plan {
         &self.types
     }
 
-    /// Names of instances that will be (re)started.
-    pub fn starting(&self) -> Vec<String> {
-        self.created.iter().map(|(c, _)| c.name.clone()).collect()
+    /// The sink of every enabled sink instance, for the routes.
+    pub fn sinks(&self) -> BTreeMap<String, Arc<dyn Sink>> {
+        self.sinks.clone()
     }
+}
+
+fn is_sink(library: &Library) -> bool {
+    matches!(library.role, Role::Sink | Role::Both)
 }
 
 /// The plugin host.
@@ -182,6 +203,9 @@ impl PluginHost {
                 .filter(|m| m.config == *pc && Arc::ptr_eq(&m.library, &library));
             if let Some(m) = unchanged {
                 plan.kept.push(pc.name.clone());
+                if let Some(sink) = &m.sink {
+                    plan.sinks.insert(pc.name.clone(), sink.clone());
+                }
                 plan.types.push(InstanceTypes {
                     index,
                     instance: pc.name.clone(),
@@ -196,7 +220,15 @@ impl PluginHost {
                         instance: pc.name.clone(),
                         types: instance.types.clone(),
                     });
-                    plan.created.push((pc.clone(), instance));
+                    let sink = is_sink(&library).then(|| SinkQueue::new(&pc.name));
+                    if let Some(sink) = &sink {
+                        plan.sinks.insert(pc.name.clone(), sink.clone());
+                    }
+                    plan.created.push(Created {
+                        config: pc.clone(),
+                        instance,
+                        sink,
+                    });
                 }
                 Err(e) => problems.push(plugin_problem(index, "config", pc, e.to_string())),
             }
@@ -234,7 +266,12 @@ impl PluginHost {
 
     /// Starts the instances a plan created.
     pub fn start_incoming(&self, plan: Plan, router: &Arc<Router>) {
-        for (config, instance) in plan.created {
+        for Created {
+            config,
+            instance,
+            sink,
+        } in plan.created
+        {
             let status = Arc::new(Mutex::new(Status {
                 state: State::Stopped,
                 restarts: 0,
@@ -244,9 +281,11 @@ impl PluginHost {
                 library: instance.library.clone(),
                 types: instance.types.clone(),
                 config,
-                instance: Some(instance),
+                instance: Arc::new(Mutex::new(Some(instance))),
                 context: None,
                 status,
+                sink,
+                delivery: None,
             };
             start_managed(&mut m, router);
             self.managed.lock().insert(m.config.name.clone(), m);
@@ -283,59 +322,88 @@ fn start_managed(m: &mut Managed, router: &Arc<Router>) {
     });
     let (context, vtable) = HostContext::leak(&m.config.name, router, on_failure);
     m.context = Some(context);
-    let Some(instance) = m.instance.as_mut() else {
-        return;
+    let result = match m.instance.lock().as_mut() {
+        Some(instance) => instance.start(vtable),
+        None => return,
     };
-    let result = instance.start(vtable);
-    let mut s = m.status.lock();
     match result {
         Ok(()) => {
             tracing::info!(plugin = %m.config.name, library = %m.library.path.display(), "plugin started");
-            s.state = State::Running;
+            m.status.lock().state = State::Running;
+            m.delivery = serve_sink(m);
         }
         Err(e) => {
             tracing::error!(plugin = %m.config.name, "plugin failed to start: {e}");
+            let mut s = m.status.lock();
             s.state = State::Failed;
             s.last_error = Some(e);
         }
     }
 }
 
-/// Calls `stop` on a thread of its own and waits at most `stop_timeout_s`;
-/// an instance that does not return in time is abandoned, never destroyed.
-fn stop_managed(mut m: Managed) {
-    let Some(mut instance) = m.instance.take() else {
-        return;
+/// Starts the delivery thread of a sink instance.
+fn serve_sink(m: &Managed) -> Option<std::thread::JoinHandle<()>> {
+    let sink = m.sink.as_ref()?;
+    let (name, status) = (m.config.name.clone(), m.status.clone());
+    let on_error = move |e: String| {
+        tracing::error!(plugin = %name, "sink failed to take an event: {e}");
+        let mut s = status.lock();
+        s.state = State::Failed;
+        s.last_error = Some(e);
     };
+    sink.serve(m.instance.clone(), on_error)
+        .map_err(|e| tracing::error!(plugin = %m.config.name, "cannot start the sink's delivery thread: {e}"))
+        .ok()
+}
+
+/// Ends delivery, then calls `stop`, on a thread of its own, waiting at
+/// most `stop_timeout_s`; an instance that does not return in time is
+/// abandoned, never destroyed.
+fn stop_managed(m: Managed) {
     let name = m.config.name.clone();
     let context = m.context;
+    let instance = m.instance.clone();
+    let (sink, delivery) = (m.sink.clone(), m.delivery);
+    let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gave_up = abandoned.clone();
     let (done, returned) = mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name(format!("stop-{name}"))
         .spawn(move || {
-            let result = instance.stop();
+            if let Some(sink) = sink {
+                sink.close();
+            }
+            if let Some(delivery) = delivery {
+                let _ = delivery.join();
+            }
+            let mut guard = instance.lock();
+            let result = guard.as_mut().map(Instance::stop);
             if let Some(ctx) = context {
                 ctx.mark_stopped();
             }
-            if let Err(mpsc::SendError((instance, _))) = done.send((instance, result)) {
+            match guard.take() {
                 // Abandoned: the host gave up waiting, so it must not be destroyed.
-                std::mem::forget(instance);
+                Some(late) if gave_up.load(std::sync::atomic::Ordering::SeqCst) => {
+                    std::mem::forget(late)
+                }
+                other => drop(other),
             }
+            let _ = done.send(result);
         });
     if spawned.is_err() {
         tracing::error!(plugin = %name, "cannot spawn a thread to stop the plugin; abandoning it");
         return;
     }
     match returned.recv_timeout(Duration::from_secs(m.config.stop_timeout_s)) {
-        Ok((instance, result)) => {
-            if let Err(e) = result {
+        Ok(result) => {
+            if let Some(Err(e)) = result {
                 tracing::warn!(plugin = %name, "plugin stop: {e}");
             }
-            drop(instance);
             m.status.lock().state = State::Stopped;
             tracing::info!(plugin = %name, "plugin stopped");
         }
         Err(_) => {
+            abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
             if let Some(ctx) = context {
                 ctx.mark_stopped();
             }

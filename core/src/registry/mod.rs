@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use switchyard_plugin_api::{EventTypeDecl, Field};
 
 use crate::config::{ChannelConfig, Config, Problem};
-use crate::names;
+use crate::names::{self, Pattern};
 use schema::PayloadSchema;
 
 /// The channel of the router-made control messages.
@@ -58,6 +58,15 @@ pub struct EventType {
 }
 
 impl EventType {
+    /// Whether `pattern` selects this type. An exact pattern may name an
+    /// alias: one held before a reload registered it still matches after.
+    pub fn matched_by(&self, pattern: &Pattern) -> bool {
+        match pattern {
+            Pattern::Exact(n) => *n == *self.name || self.aliases.iter().any(|a| a == n),
+            p => p.matches(&self.name),
+        }
+    }
+
     /// Whether this is a router-made control message.
     pub fn is_control(&self) -> bool {
         &*self.channel == CONTROL_CHANNEL

@@ -14,6 +14,8 @@ pub struct Prepared {
     pub correlation_id: Option<String>,
     /// The publisher's idempotency key.
     pub idempotency_key: Option<String>,
+    /// The plugin instance that emitted it, so its own sink skips it.
+    pub emitter: Option<String>,
 }
 
 /// Longest decimal sequence number, for the size bound before stamping.

@@ -34,6 +34,15 @@ use crate::protocol::Position;
 use crate::registry::Registry;
 use table::Table;
 
+/// Where routed events leave for a sink plugin. Offering never waits: a
+/// full sink drops the event and counts it.
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// The sink instance's name.
+    fn name(&self) -> &str;
+    /// Offers one event's envelope.
+    fn offer(&self, event: &tokio_tungstenite::tungstenite::Utf8Bytes);
+}
+
 /// One configuration in force: what readers see through [`Router::snapshot`].
 #[derive(Debug)]
 pub struct Snapshot {
@@ -47,6 +56,8 @@ pub struct Snapshot {
     pub registry: Registry,
     /// Warnings found while building it.
     pub warnings: Vec<String>,
+    /// The sink instances `[[routes]]` may name.
+    pub sinks: BTreeMap<String, Arc<dyn Sink>>,
 }
 
 impl Snapshot {

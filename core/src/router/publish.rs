@@ -224,6 +224,10 @@ pub(super) fn prepare(
             payload_json: ev.payload.to_string(),
             correlation_id: ev.correlation_id,
             idempotency_key: ev.idempotency_key,
+            emitter: match origin {
+                Origin::Http => None,
+                Origin::Plugin(instance) => Some(instance.clone()),
+            },
         });
     }
     let unknown_only = fields.iter().all(|f| f.problem == "unknown_type");

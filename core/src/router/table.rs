@@ -13,9 +13,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::channel::{Channel, Stored};
 use super::envelope::{self, Prepared};
-use super::{Applied, ConnectError, ConnectRequest, Snapshot, Stamp};
+use super::{Applied, ConnectError, ConnectRequest, Sink, Snapshot, Stamp};
 use crate::connection::outbox::{EventMeta, Limits};
 use crate::connection::{ConnId, ConnRef, Connection, Frame, Outbox};
+use crate::names::Pattern;
 use crate::protocol::{self, Position, Positions};
 use crate::subscriptions::{PatternLimits, Scope, SubscriptionSet};
 
@@ -33,6 +34,34 @@ pub(super) struct Table {
     conns: HashMap<ConnId, Entry>,
     /// Type name → connections that receive it.
     recipients: HashMap<Arc<str>, HashMap<ConnId, ConnRef>>,
+    /// Type name → sinks whose routes match it (each sink once).
+    routes: HashMap<Arc<str>, Vec<Arc<dyn Sink>>>,
+}
+
+/// Matches every route against every type, once per configuration.
+fn sink_routes(snap: &Snapshot) -> HashMap<Arc<str>, Vec<Arc<dyn Sink>>> {
+    let max = snap.config.server.max_pattern_bytes;
+    let mut routes: HashMap<Arc<str>, Vec<Arc<dyn Sink>>> = HashMap::new();
+    for route in &snap.config.routes {
+        let Some(sink) = snap.sinks.get(&route.sink) else {
+            continue;
+        };
+        let patterns: Vec<Pattern> = route
+            .events
+            .iter()
+            .filter_map(|p| Pattern::parse(p, max).ok())
+            .collect();
+        for t in snap.registry.routable() {
+            if !patterns.iter().any(|p| t.matched_by(p)) {
+                continue;
+            }
+            let sinks = routes.entry(t.name.clone()).or_default();
+            if !sinks.iter().any(|s| s.name() == sink.name()) {
+                sinks.push(sink.clone());
+            }
+        }
+    }
+    routes
 }
 
 impl Table {
@@ -44,6 +73,7 @@ impl Table {
             .map(|name| (name.clone(), Arc::new(Channel::new(name))))
             .collect();
         Table {
+            routes: sink_routes(&snap),
             snap,
             channels,
             conns: HashMap::new(),
@@ -375,6 +405,11 @@ impl Table {
                 conn.outbox.push_event(frame.clone());
             }
         }
+        for sink in self.routes.get(&t.name).into_iter().flatten() {
+            if p.emitter.as_deref() != Some(sink.name()) {
+                sink.offer(&frame.text);
+            }
+        }
         drop(stamping);
         Stamp {
             channel: t.channel.clone(),
@@ -393,6 +428,7 @@ impl Table {
             );
         }
         self.channels = channels;
+        self.routes = sink_routes(&snap);
         self.snap = snap;
         self.recipients.clear();
         let mut applied = Applied::default();
