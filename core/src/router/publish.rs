@@ -214,9 +214,7 @@ pub(super) fn prepare(
                 index,
                 field: "idempotency_key".into(),
                 problem: "wrong_type",
-                expected: json!(format!(
-                    "string of at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes"
-                )),
+                expected: json!("string"),
             });
         }
         prepared.push(Prepared {

@@ -1,0 +1,1 @@
+//! Switchyard's `audit-log` plugin (being written).

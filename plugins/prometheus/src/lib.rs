@@ -1,0 +1,1 @@
+//! Switchyard's `prometheus` plugin (being written).

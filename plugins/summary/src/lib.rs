@@ -1,0 +1,1 @@
+//! Switchyard's `summary` plugin (being written).

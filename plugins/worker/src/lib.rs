@@ -1,0 +1,1 @@
+//! Switchyard's `worker` plugin (being written).
