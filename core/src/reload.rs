@@ -93,6 +93,8 @@ pub struct Prepared {
     pub plan: Plan,
     /// Keys set by environment variables.
     pub overridden_keys: Vec<String>,
+    /// `server.listen` as the file (or environment) has it, before `--listen`.
+    pub configured_listen: std::net::SocketAddr,
 }
 
 /// Loads, validates and plans a configuration; starts nothing.
@@ -102,6 +104,7 @@ pub fn prepare(options: &Options, plugins: &PluginHost) -> Result<Prepared, Relo
         mut warnings,
         overridden_keys,
     } = config::load(&options.config_path)?;
+    let configured_listen = config.server.listen;
     if let Some(listen) = options.listen {
         config.server.listen = listen;
     }
@@ -114,6 +117,7 @@ pub fn prepare(options: &Options, plugins: &PluginHost) -> Result<Prepared, Relo
         warnings,
         plan,
         overridden_keys,
+        configured_listen,
     })
 }
 
@@ -237,12 +241,16 @@ fn apply(app: &App) -> Result<Report, ReloadError> {
 /// Keeps what cannot change live and names it in `restart_required`.
 fn keep_fixed(old: &Config, new: &mut Prepared, options: &Options) -> Vec<String> {
     let mut restart = Vec::new();
-    if new.config.server.listen != old.server.listen {
-        if options.listen.is_some() {
-            tracing::info!("server.listen is fixed by --listen; the edit is ignored");
-        } else {
-            restart.push("server.listen".to_owned());
+    if let Some(fixed) = options.listen {
+        if new.configured_listen != fixed {
+            tracing::info!(
+                configured = %new.configured_listen,
+                listening = %fixed,
+                "server.listen is fixed by --listen; the value in the file is ignored"
+            );
         }
+    } else if new.config.server.listen != old.server.listen {
+        restart.push("server.listen".to_owned());
         new.config.server.listen = old.server.listen;
     }
     if new.config.cluster != old.cluster {
