@@ -2,8 +2,149 @@
 
 mod support;
 
-use serde_json::json;
-use support::{start, BASE};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::{json, Value};
+use support::{start, Client, Router, BASE};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+/// How long "nothing arrives" is watched for.
+const QUIET: Duration = Duration::from_millis(400);
+
+/// BASE with extra `[server]` keys.
+fn with_server(extra: &str) -> String {
+    let listen = "listen = \"127.0.0.1:0\"";
+    assert!(BASE.contains(listen));
+    BASE.replacen(listen, &format!("{listen}\n{extra}"), 1)
+}
+
+/// BASE plus a `system` channel carried only by a second endpoint `/ws/system`.
+fn two_endpoints() -> String {
+    format!(
+        r#"{BASE}
+[[channels]]
+name = "system"
+history = 100
+
+[[endpoints]]
+path = "/ws/system"
+channels = ["system"]
+
+[[event_types]]
+name = "system.status"
+channel = "system"
+description = "System status"
+[event_types.payload]
+state = {{ type = "string", required = true }}
+"#
+    )
+}
+
+fn alert(id: &str) -> Value {
+    json!({"type": "alert.created", "payload": {"id": id, "severity": "low"}})
+}
+
+fn resolved(id: &str) -> Value {
+    json!({"type": "alert.resolved", "payload": {"id": id}})
+}
+
+fn job(id: &str) -> Value {
+    json!({"type": "job.progress", "payload": {"job_id": id, "percent": 10}})
+}
+
+fn status(state: &str) -> Value {
+    json!({"type": "system.status", "payload": {"state": state}})
+}
+
+async fn publish_ok(router: &Router, event: &Value) {
+    let (code, body) = router.publish(event).await;
+    assert_eq!(code, 202, "publishing {event} was refused: {body}");
+}
+
+/// Connects and returns the client with its `connection.established`.
+async fn connect(router: &Router, path: &str) -> (Client, Value) {
+    let mut c = router.ws(path).await;
+    let hello = c.recv().await;
+    assert_eq!(hello["type"], "connection.established", "{hello}");
+    (c, hello)
+}
+
+/// The epoch of `channel` as announced in `hello`.
+fn epoch(hello: &Value, channel: &str) -> String {
+    hello["payload"]["channels"][channel]["epoch"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no epoch for {channel} in {hello}"))
+        .to_owned()
+}
+
+/// A JSON array of strings, sorted, for order-free comparison.
+fn sorted(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("expected an array, got {v}"))
+        .iter()
+        .map(|s| s.as_str().expect("strings").to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = items.iter().map(|s| (*s).to_owned()).collect();
+    out.sort();
+    out
+}
+
+/// Sends a message and returns the next message (its reply).
+async fn request(c: &mut Client, msg: Value) -> Value {
+    c.send(&msg).await;
+    c.recv().await
+}
+
+/// Asserts `msg` is an `error` with `code`.
+fn assert_error(msg: &Value, code: &str) {
+    assert_eq!(msg["type"], "error", "expected an error {code}, got {msg}");
+    assert_eq!(msg["payload"]["code"], code, "{msg}");
+    assert!(
+        msg["payload"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "an error carries a message: {msg}"
+    );
+}
+
+/// Reads messages up to and including `subscribed`; returns the messages
+/// before it and the reply.
+async fn until_subscribed(c: &mut Client) -> (Vec<Value>, Value) {
+    let mut before = Vec::new();
+    loop {
+        let msg = c.recv().await;
+        if msg["type"] == "subscribed" {
+            return (before, msg);
+        }
+        before.push(msg);
+    }
+}
+
+/// The ping round trip: proves the connection is open and working.
+async fn assert_alive(c: &mut Client, id: Value) {
+    let pong = request(c, json!({"action": "ping", "id": id.clone()})).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    assert_eq!(pong["id"], id, "{pong}");
+    assert!(
+        pong["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{pong}"
+    );
+}
+
+fn assert_event(ev: &Value, ty: &str, channel: &str, sequence: u64) {
+    assert_eq!(ev["type"], ty, "{ev}");
+    assert_eq!(ev["channel"], channel, "{ev}");
+    assert_eq!(ev["sequence"], sequence, "{ev}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn established_then_receive_all_until_first_subscribe() {
@@ -14,13 +155,10 @@ async fn established_then_receive_all_until_first_subscribe() {
     assert_eq!(hello["payload"]["endpoint"], "/ws/events");
     assert_eq!(hello["payload"]["protocol_version"], 1);
     assert_eq!(hello["payload"]["channels"]["alerts"]["sequence"], 0);
-    assert!(
-        hello["payload"]["channels"]["alerts"]["epoch"]
-            .as_str()
-            .unwrap()
-            .len()
-            >= 1
-    );
+    assert!(!hello["payload"]["channels"]["alerts"]["epoch"]
+        .as_str()
+        .unwrap()
+        .is_empty());
 
     let (status, body) = router
         .publish(&json!({"type": "job_progress", "payload": {"job_id": "j1", "percent": 50}, "correlation_id": "req-1"}))
@@ -52,6 +190,1438 @@ async fn established_then_receive_all_until_first_subscribe() {
     assert_eq!(
         ev["type"], "alert.created",
         "the job event is no longer delivered: {ev}"
+    );
+    router.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// connection.established
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn established_carries_identity_and_channel_positions() {
+    let router = start(&with_server("heartbeat_interval_s = 7")).await;
+    for i in 0..3 {
+        publish_ok(&router, &alert(&format!("a{i}"))).await;
+    }
+    publish_ok(&router, &job("j0")).await;
+
+    let (mut c, hello) = connect(&router, "/ws/events").await;
+    let p = &hello["payload"];
+    let id = p["connection_id"].as_str().expect("connection_id string");
+    assert!(!id.is_empty(), "{hello}");
+    assert_eq!(p["endpoint"], "/ws/events");
+    assert_eq!(p["protocol_version"], 1);
+    assert_eq!(p["heartbeat_interval_s"], 7, "from the config: {hello}");
+    assert!(p["user"].is_null(), "anonymous: {hello}");
+    assert!(p["expires_at"].is_null(), "anonymous: {hello}");
+    assert!(p.get("user").is_some() && p.get("expires_at").is_some());
+    assert!(
+        hello["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{hello}"
+    );
+
+    let channels = p["channels"].as_object().expect("channels object");
+    let mut names: Vec<&String> = channels.keys().collect();
+    names.sort();
+    assert_eq!(names, ["alerts", "jobs"], "{hello}");
+    assert_eq!(channels["alerts"]["sequence"], 3, "last assigned: {hello}");
+    assert_eq!(channels["jobs"]["sequence"], 1, "last assigned: {hello}");
+    for name in ["alerts", "jobs"] {
+        let e = epoch(&hello, name);
+        assert!(
+            (1..=32).contains(&e.len())
+                && e.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-'),
+            "epoch {e:?} is 1-32 chars of [A-Za-z0-9_-]"
+        );
+    }
+
+    // The next event continues the announced position.
+    publish_ok(&router, &alert("a3")).await;
+    let ev = c.recv().await;
+    assert_event(&ev, "alert.created", "alerts", 4);
+
+    // Another connection gets another id, and the same epochs.
+    let (_c2, hello2) = connect(&router, "/ws/events").await;
+    assert_ne!(hello2["payload"]["connection_id"], p["connection_id"]);
+    assert_eq!(epoch(&hello2, "alerts"), epoch(&hello, "alerts"));
+    assert_eq!(hello2["payload"]["channels"]["alerts"]["sequence"], 4);
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn established_lists_only_the_endpoints_channels() {
+    let router = start(&two_endpoints()).await;
+    publish_ok(&router, &status("ok")).await;
+    let (_c, hello) = connect(&router, "/ws/system").await;
+    assert_eq!(hello["payload"]["endpoint"], "/ws/system");
+    let channels = hello["payload"]["channels"].as_object().unwrap();
+    assert_eq!(channels.keys().collect::<Vec<_>>(), ["system"], "{hello}");
+    assert_eq!(channels["system"]["sequence"], 1);
+
+    let (_e, hello) = connect(&router, "/ws/events").await;
+    let channels = hello["payload"]["channels"].as_object().unwrap();
+    assert!(!channels.contains_key("system"), "{hello}");
+    router.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// ?events= at connect
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_events_are_held_and_answered_by_subscribed() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events?events=alert.*,job_progress").await;
+    let reply = c.recv().await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    assert_eq!(reply["action"], "subscribed", "{reply}");
+    assert_eq!(
+        sorted(&reply["events"]),
+        strings(&["alert.*", "job.progress"]),
+        "aliases are held as the canonical name: {reply}"
+    );
+    assert_eq!(reply["warnings"], json!([]), "{reply}");
+    assert!(
+        reply.get("recovery").is_none(),
+        "recovery only with since: {reply}"
+    );
+
+    publish_ok(&router, &job("j1")).await;
+    let ev = c.recv().await;
+    assert_event(&ev, "job.progress", "jobs", 1);
+    publish_ok(&router, &alert("a1")).await;
+    let ev = c.recv().await;
+    assert_event(&ev, "alert.created", "alerts", 1);
+    assert_eq!(ev["payload"], json!({"id": "a1", "severity": "low"}));
+
+    // Only the held patterns: a pattern-restricted connection.
+    let (mut d, _) = connect(&router, "/ws/events?events=job.progress").await;
+    let reply = d.recv().await;
+    assert_eq!(reply["events"], json!(["job.progress"]));
+    publish_ok(&router, &alert("a2")).await;
+    publish_ok(&router, &job("j2")).await;
+    let ev = d.recv().await;
+    assert_event(&ev, "job.progress", "jobs", 2);
+    d.expect_silence(QUIET).await;
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_subscribed_comes_before_any_live_event() {
+    let router = start(BASE).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let url = router.url("/api/events");
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let r = http.post(&url).json(&alert(&format!("p{n}"))).send().await;
+                assert_eq!(r.unwrap().status().as_u16(), 202);
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..5 {
+        let (mut c, hello) = connect(&router, "/ws/events?events=alert.*").await;
+        let start_seq = hello["payload"]["channels"]["alerts"]["sequence"]
+            .as_u64()
+            .unwrap();
+        let reply = c.recv().await;
+        assert_eq!(
+            reply["type"], "subscribed",
+            "subscribed is the first message after established: {reply}"
+        );
+        assert_eq!(reply["events"], json!(["alert.*"]));
+        for k in 1..=3 {
+            let ev = c.recv().await;
+            assert_event(&ev, "alert.created", "alerts", start_seq + k);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = publisher.await.unwrap();
+    assert!(sent > 0);
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_malformed_patterns_get_one_error_each_before_subscribed() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(
+        &router,
+        "/ws/events?events=*.created,alert.*,alert*,a.b.*,ALERT.created",
+    )
+    .await;
+    let (before, reply) = until_subscribed(&mut c).await;
+    assert_eq!(
+        before.len(),
+        4,
+        "one error per malformed pattern: {before:?}"
+    );
+    for e in &before {
+        assert_error(e, "invalid_pattern");
+    }
+    assert_eq!(reply["events"], json!(["alert.*"]), "{reply}");
+
+    publish_ok(&router, &job("j1")).await;
+    publish_ok(&router, &alert("a1")).await;
+    let ev = c.recv().await;
+    assert_event(&ev, "alert.created", "alerts", 1);
+    c.expect_silence(QUIET).await;
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_empty_events_subscribes_to_none() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events?events=").await;
+    let reply = c.recv().await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    assert_eq!(reply["events"], json!([]), "{reply}");
+    publish_ok(&router, &alert("a1")).await;
+    publish_ok(&router, &job("j1")).await;
+    publish_ok(&router, &resolved("a1")).await;
+    c.expect_silence(QUIET).await;
+    assert_alive(&mut c, json!("still-open")).await;
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_patterns_beyond_max_patterns_get_too_many_patterns() {
+    let router = start(&with_server("max_patterns = 2")).await;
+    // The malformed one is not counted towards the bound.
+    let (mut c, _) = connect(
+        &router,
+        "/ws/events?events=*.x,alert.created,job.progress,alert.resolved,alert.*",
+    )
+    .await;
+    let (before, reply) = until_subscribed(&mut c).await;
+    let mut codes: Vec<&str> = before
+        .iter()
+        .map(|m| {
+            assert_eq!(m["type"], "error", "{m}");
+            m["payload"]["code"].as_str().unwrap()
+        })
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        ["invalid_pattern", "too_many_patterns"],
+        "one invalid_pattern, one too_many_patterns: {before:?}"
+    );
+    assert_eq!(
+        sorted(&reply["events"]),
+        strings(&["alert.created", "job.progress"]),
+        "{reply}"
+    );
+
+    // Over the bound later too: the error, and nothing more held.
+    let err = request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["alert.*"], "id": 9}),
+    )
+    .await;
+    assert_error(&err, "too_many_patterns");
+    assert_eq!(err["id"], 9);
+    let reply = c.recv().await;
+    assert_eq!(reply["type"], "subscribed");
+    assert_eq!(reply["id"], 9);
+    assert_eq!(
+        sorted(&reply["events"]),
+        strings(&["alert.created", "job.progress"])
+    );
+
+    publish_ok(&router, &resolved("r1")).await;
+    publish_ok(&router, &alert("a1")).await;
+    let ev = c.recv().await;
+    assert_event(&ev, "alert.created", "alerts", 2);
+    c.expect_silence(QUIET).await;
+    router.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// subscribe / unsubscribe replies
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_and_unsubscribe_replies_list_what_is_held() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["alert.created"]}),
+    )
+    .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(r["action"], "subscribed", "{r}");
+    assert_eq!(r["events"], json!(["alert.created"]));
+    assert_eq!(r["warnings"], json!([]));
+    assert!(r.get("id").is_none(), "no id asked, none echoed: {r}");
+
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["job.progress", "alert.*"]}),
+    )
+    .await;
+    assert_eq!(
+        sorted(&r["events"]),
+        strings(&["alert.*", "alert.created", "job.progress"]),
+        "all patterns now held: {r}"
+    );
+
+    let r = request(
+        &mut c,
+        json!({"action": "unsubscribe", "events": ["alert.created"]}),
+    )
+    .await;
+    assert_eq!(r["type"], "unsubscribed", "{r}");
+    assert_eq!(r["action"], "unsubscribed", "{r}");
+    assert_eq!(
+        sorted(&r["events"]),
+        strings(&["alert.*", "job.progress"]),
+        "patterns still held: {r}"
+    );
+
+    let r = request(&mut c, json!({"action": "unsubscribe"})).await;
+    assert_eq!(r["type"], "unsubscribed", "{r}");
+    assert_eq!(r["events"], json!([]), "{r}");
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_subscribe_and_unsubscribe_forms() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    let r = request(
+        &mut c,
+        json!({"type": "subscribe", "event_types": ["alert.*", "job_progress"], "id": "L1"}),
+    )
+    .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(r["action"], "subscribed", "{r}");
+    assert_eq!(r["id"], "L1");
+    assert_eq!(sorted(&r["events"]), strings(&["alert.*", "job.progress"]));
+    assert_eq!(r["warnings"], json!([]));
+
+    publish_ok(&router, &alert("a1")).await;
+    assert_event(&c.recv().await, "alert.created", "alerts", 1);
+
+    let r = request(
+        &mut c,
+        json!({"type": "unsubscribe", "event_types": ["alert.*"], "id": "L2"}),
+    )
+    .await;
+    assert_eq!(r["type"], "unsubscribed", "{r}");
+    assert_eq!(r["action"], "unsubscribed", "{r}");
+    assert_eq!(r["id"], "L2");
+    assert_eq!(r["events"], json!(["job.progress"]));
+
+    publish_ok(&router, &alert("a2")).await;
+    publish_ok(&router, &job("j1")).await;
+    assert_event(&c.recv().await, "job.progress", "jobs", 1);
+    c.expect_silence(QUIET).await;
+
+    // The legacy ping form.
+    let pong = request(&mut c, json!({"type": "ping", "id": 3})).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    assert_eq!(pong["id"], 3);
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_echoed_on_replies_and_on_errors() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["alert.*"], "id": "sub-1"}),
+    )
+    .await;
+    assert_eq!(r["type"], "subscribed");
+    assert_eq!(r["id"], "sub-1", "string id: {r}");
+
+    let r = request(
+        &mut c,
+        json!({"action": "unsubscribe", "events": ["alert.*"], "id": 12345}),
+    )
+    .await;
+    assert_eq!(r["type"], "unsubscribed");
+    assert_eq!(r["id"], 12345, "integer id: {r}");
+
+    assert_alive(&mut c, json!(0)).await;
+    assert_alive(&mut c, json!("p")).await;
+
+    // Errors caused by a message echo its id.
+    let e = request(&mut c, json!({"action": "dance", "id": "d-1"})).await;
+    assert_error(&e, "unknown_action");
+    assert_eq!(e["id"], "d-1", "{e}");
+
+    let e = request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["*.created", "job.progress"], "id": 42}),
+    )
+    .await;
+    assert_error(&e, "invalid_pattern");
+    assert_eq!(e["id"], 42, "{e}");
+    let r = c.recv().await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(r["id"], 42, "{r}");
+    assert_eq!(r["events"], json!(["job.progress"]));
+
+    // Without an id, none is echoed.
+    let pong = request(&mut c, json!({"action": "ping"})).await;
+    assert_eq!(pong["type"], "pong");
+    assert!(pong.get("id").is_none(), "{pong}");
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_with_action_and_type_is_read_by_action() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+
+    let r = request(
+        &mut c,
+        json!({"action": "ping", "type": "subscribe", "events": ["alert.*"], "id": 1}),
+    )
+    .await;
+    assert_eq!(r["type"], "pong", "read by action: {r}");
+    assert_eq!(r["id"], 1);
+
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "type": "ping", "events": ["job.progress"], "id": 2}),
+    )
+    .await;
+    assert_eq!(r["type"], "subscribed", "read by action: {r}");
+    assert_eq!(r["id"], 2);
+    assert_eq!(
+        r["events"],
+        json!(["job.progress"]),
+        "the ping before held nothing: {r}"
+    );
+
+    let r = request(
+        &mut c,
+        json!({"action": "unsubscribe", "type": "subscribe", "events": ["job.progress"]}),
+    )
+    .await;
+    assert_eq!(r["type"], "unsubscribed", "{r}");
+    assert_eq!(r["events"], json!([]));
+    router.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// warnings and aliases
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_well_formed_names_are_held_with_a_suggestion() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["alret.*"]}),
+    )
+    .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(r["events"], json!(["alret.*"]), "held: {r}");
+    assert_eq!(
+        r["warnings"],
+        json!([{"pattern": "alret.*", "message": "matches no registered event type", "did_you_mean": "alert.*"}]),
+        "{r}"
+    );
+
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["alert.craeted"]}),
+    )
+    .await;
+    assert_eq!(sorted(&r["events"]), strings(&["alert.craeted", "alret.*"]));
+    let w = r["warnings"].as_array().unwrap();
+    assert_eq!(w.len(), 1, "{r}");
+    assert_eq!(w[0]["pattern"], "alert.craeted");
+    assert_eq!(w[0]["did_you_mean"], "alert.created", "{r}");
+
+    // The three-segment alias form is well formed: held with a warning.
+    let r = request(&mut c, json!({"action": "subscribe", "events": ["a.b.c"]})).await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert!(
+        sorted(&r["events"]).contains(&"a.b.c".to_owned()),
+        "held: {r}"
+    );
+    let w = r["warnings"].as_array().unwrap();
+    assert_eq!(w.len(), 1, "{r}");
+    assert_eq!(w[0]["pattern"], "a.b.c");
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deprecated_type_warning_names_the_replacement() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["alert.resolved"]}),
+    )
+    .await;
+    assert_eq!(r["events"], json!(["alert.resolved"]), "held: {r}");
+    let w = r["warnings"].as_array().unwrap();
+    assert_eq!(w.len(), 1, "{r}");
+    assert_eq!(w[0]["pattern"], "alert.resolved");
+    let message = w[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("alert.updated"),
+        "names the replacement: {message}"
+    );
+
+    publish_ok(&router, &resolved("r1")).await;
+    assert_event(&c.recv().await, "alert.resolved", "alerts", 1);
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_of_another_endpoint_warn_with_that_endpoint() {
+    let router = start(&two_endpoints()).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["system.status", "system.*", "alert.*"]}),
+    )
+    .await;
+    assert_eq!(
+        sorted(&r["events"]),
+        strings(&["alert.*", "system.*", "system.status"]),
+        "held all the same: {r}"
+    );
+    let w = r["warnings"].as_array().unwrap();
+    let mut patterns: Vec<&str> = w.iter().map(|x| x["pattern"].as_str().unwrap()).collect();
+    patterns.sort();
+    assert_eq!(patterns, ["system.*", "system.status"], "{r}");
+    for x in w {
+        assert!(
+            x["message"].as_str().unwrap().contains("/ws/system"),
+            "names the endpoint that carries them: {x}"
+        );
+    }
+
+    // And those events never arrive here.
+    publish_ok(&router, &status("ok")).await;
+    publish_ok(&router, &alert("a1")).await;
+    assert_event(&c.recv().await, "alert.created", "alerts", 1);
+    c.expect_silence(QUIET).await;
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_message_patterns_are_not_held() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["connection.*", "alert.*", "connection.lagged"]}),
+    )
+    .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(r["events"], json!(["alert.*"]), "not held: {r}");
+    let w = r["warnings"].as_array().unwrap();
+    let mut patterns: Vec<&str> = w.iter().map(|x| x["pattern"].as_str().unwrap()).collect();
+    patterns.sort();
+    assert_eq!(patterns, ["connection.*", "connection.lagged"], "{r}");
+    for x in w {
+        assert!(x["message"].as_str().is_some_and(|m| !m.is_empty()), "{x}");
+    }
+
+    // Only connection.* asked: nothing held, and receive-all is over.
+    let (mut d, _) = connect(&router, "/ws/events").await;
+    let r = request(
+        &mut d,
+        json!({"action": "subscribe", "events": ["connection.*"]}),
+    )
+    .await;
+    assert_eq!(r["events"], json!([]), "{r}");
+    assert_eq!(r["warnings"].as_array().unwrap().len(), 1, "{r}");
+    publish_ok(&router, &alert("a1")).await;
+    assert_event(&c.recv().await, "alert.created", "alerts", 1);
+    d.expect_silence(QUIET).await;
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_are_held_as_the_canonical_name() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["job_progress"]}),
+    )
+    .await;
+    assert_eq!(r["events"], json!(["job.progress"]), "{r}");
+    assert_eq!(r["warnings"], json!([]), "a registered alias: {r}");
+
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["job.progress"]}),
+    )
+    .await;
+    assert_eq!(
+        r["events"],
+        json!(["job.progress"]),
+        "the same pattern: {r}"
+    );
+
+    publish_ok(&router, &job("j1")).await;
+    let ev = c.recv().await;
+    assert_event(&ev, "job.progress", "jobs", 1);
+    publish_ok(
+        &router,
+        &json!({"type": "job_progress", "payload": {"job_id": "j2"}}),
+    )
+    .await;
+    let ev = c.recv().await;
+    assert_event(&ev, "job.progress", "jobs", 2);
+    c.expect_silence(QUIET).await;
+    router.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// invalid patterns
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_patterns_are_refused_and_not_held() {
+    let router = start(&with_server("max_pattern_bytes = 20")).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    let long = "abcdefghij.klmnopqrst"; // 21 bytes, otherwise well formed
+    let at_limit = "abcdefghi.klmnopqrst"; // 20 bytes
+    assert_eq!((long.len(), at_limit.len()), (21, 20));
+    let bad = ["*.created", "alert*", "a.b.*", "", "Alert.created", long];
+    let mut events: Vec<&str> = bad.to_vec();
+    events.push("alert.*");
+    c.send(&json!({"action": "subscribe", "events": events, "id": "bad"}))
+        .await;
+    for _ in &bad {
+        let e = c.recv().await;
+        assert_error(&e, "invalid_pattern");
+        assert_eq!(e["id"], "bad", "{e}");
+    }
+    let r = c.recv().await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(r["id"], "bad");
+    assert_eq!(r["events"], json!(["alert.*"]), "none of them held: {r}");
+
+    // Each alone, one by one.
+    for p in bad {
+        let e = request(&mut c, json!({"action": "subscribe", "events": [p]})).await;
+        assert_error(&e, "invalid_pattern");
+        let r = c.recv().await;
+        assert_eq!(r["events"], json!(["alert.*"]), "{p:?} not held: {r}");
+    }
+
+    // At the byte limit it is fine (held, with a warning: unregistered).
+    let r = request(&mut c, json!({"action": "subscribe", "events": [at_limit]})).await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(sorted(&r["events"]), strings(&["alert.*", at_limit]));
+    router.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// delivery
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_is_delivered_once_however_many_patterns_match() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["alert.*", "alert.created", "*"]}),
+    )
+    .await;
+    assert_eq!(
+        sorted(&r["events"]),
+        strings(&["*", "alert.*", "alert.created"])
+    );
+    publish_ok(&router, &alert("a1")).await;
+    publish_ok(&router, &alert("a2")).await;
+    let ev = c.recv().await;
+    assert_event(&ev, "alert.created", "alerts", 1);
+    assert_eq!(ev["payload"]["id"], "a1");
+    let ev = c.recv().await;
+    assert_event(&ev, "alert.created", "alerts", 2);
+    assert_eq!(ev["payload"]["id"], "a2");
+    c.expect_silence(QUIET).await;
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patterns_are_removed_by_exact_text() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["alert.*", "alert.created"]}),
+    )
+    .await;
+    let r = request(
+        &mut c,
+        json!({"action": "unsubscribe", "events": ["alert.created"]}),
+    )
+    .await;
+    assert_eq!(r["events"], json!(["alert.*"]), "{r}");
+    publish_ok(&router, &alert("a1")).await;
+    assert_event(&c.recv().await, "alert.created", "alerts", 1);
+
+    // A pattern not held by that text: nothing changes.
+    let r = request(
+        &mut c,
+        json!({"action": "unsubscribe", "events": ["alert.created", "*"]}),
+    )
+    .await;
+    assert_eq!(r["events"], json!(["alert.*"]), "{r}");
+    publish_ok(&router, &alert("a2")).await;
+    assert_event(&c.recv().await, "alert.created", "alerts", 2);
+
+    let r = request(
+        &mut c,
+        json!({"action": "unsubscribe", "events": ["alert.*"]}),
+    )
+    .await;
+    assert_eq!(r["events"], json!([]), "{r}");
+    publish_ok(&router, &alert("a3")).await;
+    c.expect_silence(QUIET).await;
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_without_events_leaves_only_control_messages() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["*", "job.progress"]}),
+    )
+    .await;
+    let r = request(&mut c, json!({"action": "unsubscribe", "id": "u"})).await;
+    assert_eq!(r["type"], "unsubscribed", "{r}");
+    assert_eq!(r["id"], "u");
+    assert_eq!(r["events"], json!([]));
+    publish_ok(&router, &alert("a1")).await;
+    publish_ok(&router, &job("j1")).await;
+    c.expect_silence(QUIET).await;
+    assert_alive(&mut c, json!("x")).await;
+
+    // From receive-all too: an empty set, nothing but control messages.
+    let (mut d, _) = connect(&router, "/ws/events").await;
+    let r = request(&mut d, json!({"action": "unsubscribe"})).await;
+    assert_eq!(r["type"], "unsubscribed", "{r}");
+    assert_eq!(r["events"], json!([]), "{r}");
+    publish_ok(&router, &alert("a2")).await;
+    publish_ok(&router, &job("j2")).await;
+    d.expect_silence(QUIET).await;
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_resolves_aliases() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "events": ["job.progress", "alert.*"]}),
+    )
+    .await;
+    assert_eq!(sorted(&r["events"]), strings(&["alert.*", "job.progress"]));
+    let r = request(
+        &mut c,
+        json!({"action": "unsubscribe", "events": ["job_progress"]}),
+    )
+    .await;
+    assert_eq!(r["events"], json!(["alert.*"]), "job.progress removed: {r}");
+    publish_ok(&router, &job("j1")).await;
+    publish_ok(&router, &alert("a1")).await;
+    assert_event(&c.recv().await, "alert.created", "alerts", 1);
+    c.expect_silence(QUIET).await;
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_subscribe_even_empty_ends_receive_all() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    publish_ok(&router, &alert("a1")).await;
+    assert_event(&c.recv().await, "alert.created", "alerts", 1);
+    publish_ok(&router, &job("j1")).await;
+    assert_event(&c.recv().await, "job.progress", "jobs", 1);
+
+    let r = request(&mut c, json!({"action": "subscribe", "events": []})).await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(r["events"], json!([]), "{r}");
+    publish_ok(&router, &alert("a2")).await;
+    publish_ok(&router, &job("j2")).await;
+    c.expect_silence(QUIET).await;
+
+    // A subscribe without `events` at all is the same empty subscribe.
+    let (mut d, _) = connect(&router, "/ws/events").await;
+    let r = request(&mut d, json!({"action": "subscribe"})).await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(r["events"], json!([]), "{r}");
+    publish_ok(&router, &alert("a3")).await;
+    d.expect_silence(QUIET).await;
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_are_per_channel_without_gaps() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    publish_ok(&router, &alert("a1")).await;
+    publish_ok(&router, &job("j1")).await;
+    publish_ok(&router, &resolved("a1")).await;
+    publish_ok(&router, &job("j2")).await;
+    publish_ok(&router, &alert("a3")).await;
+
+    let mut alerts = Vec::new();
+    let mut jobs = Vec::new();
+    for _ in 0..5 {
+        let ev = c.recv().await;
+        match ev["channel"].as_str() {
+            Some("alerts") => alerts.push((
+                ev["sequence"].as_u64().unwrap(),
+                ev["type"].as_str().unwrap().to_owned(),
+                ev["payload"]["id"].as_str().unwrap().to_owned(),
+            )),
+            Some("jobs") => jobs.push((
+                ev["sequence"].as_u64().unwrap(),
+                ev["payload"]["job_id"].as_str().unwrap().to_owned(),
+            )),
+            _ => panic!("unexpected {ev}"),
+        }
+        assert!(ev.get("correlation_id").is_none(), "none given: {ev}");
+    }
+    assert_eq!(
+        alerts,
+        [
+            (1, "alert.created".to_owned(), "a1".to_owned()),
+            (2, "alert.resolved".to_owned(), "a1".to_owned()),
+            (3, "alert.created".to_owned(), "a3".to_owned()),
+        ]
+    );
+    assert_eq!(jobs, [(1, "j1".to_owned()), (2, "j2".to_owned())]);
+    c.expect_silence(QUIET).await;
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_the_endpoint_does_not_carry_are_never_delivered() {
+    let router = start(&two_endpoints()).await;
+    let (mut all, _) = connect(&router, "/ws/events").await;
+    let (mut star, _) = connect(&router, "/ws/events?events=*").await;
+    assert_eq!(star.recv().await["type"], "subscribed");
+    let (mut named, _) = connect(&router, "/ws/events?events=system.status").await;
+    assert_eq!(named.recv().await["type"], "subscribed");
+    let (mut sys, _) = connect(&router, "/ws/system").await;
+
+    publish_ok(&router, &status("degraded")).await;
+    let ev = sys.recv().await;
+    assert_event(&ev, "system.status", "system", 1);
+    assert_eq!(ev["payload"], json!({"state": "degraded"}));
+
+    publish_ok(&router, &alert("a1")).await;
+    assert_event(&all.recv().await, "alert.created", "alerts", 1);
+    assert_event(&star.recv().await, "alert.created", "alerts", 1);
+    all.expect_silence(QUIET).await;
+    star.expect_silence(Duration::from_millis(100)).await;
+    named.expect_silence(Duration::from_millis(100)).await;
+    sys.expect_silence(Duration::from_millis(100)).await;
+    router.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// one-off errors and limits
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_off_errors_keep_the_connection_open() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events?events=alert.*").await;
+    assert_eq!(c.recv().await["type"], "subscribed");
+
+    c.send_text("this is not json").await;
+    assert_error(&c.recv().await, "invalid_json");
+    c.send_text("{\"action\": \"ping\"").await;
+    assert_error(&c.recv().await, "invalid_json");
+    c.send_text("[\"ping\"]").await;
+    assert_error(&c.recv().await, "invalid_json");
+    c.send_text("42").await;
+    assert_error(&c.recv().await, "invalid_json");
+    c.send_text("\"ping\"").await;
+    assert_error(&c.recv().await, "invalid_json");
+    c.socket
+        .send(Message::Binary(br#"{"action":"ping"}"#.to_vec().into()))
+        .await
+        .unwrap();
+    assert_error(&c.recv().await, "invalid_json");
+
+    let e = request(&mut c, json!({"action": "dance", "id": 5})).await;
+    assert_error(&e, "unknown_action");
+    assert_eq!(e["id"], 5);
+    let e = request(&mut c, json!({"type": "refreshh", "id": "t"})).await;
+    assert_error(&e, "unknown_action");
+    assert_eq!(e["id"], "t");
+
+    assert_alive(&mut c, json!("after-errors")).await;
+    // The subscription is untouched and delivery goes on.
+    publish_ok(&router, &alert("a1")).await;
+    assert_event(&c.recv().await, "alert.created", "alerts", 1);
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_max_message_bytes_closes_with_1009() {
+    let router = start(&with_server("max_message_bytes = 1024")).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+
+    // Under the limit: fine.
+    let small = json!({"action": "ping", "id": "ok", "pad": "x".repeat(900)});
+    assert!(small.to_string().len() < 1024);
+    let pong = request(&mut c, small).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    assert_eq!(pong["id"], "ok");
+
+    let big = json!({"action": "ping", "id": "big", "pad": "x".repeat(2000)});
+    c.send(&big).await;
+    assert_eq!(c.closed().await, 1009);
+
+    // Other connections are unaffected.
+    let (mut d, _) = connect(&router, "/ws/events").await;
+    assert_alive(&mut d, json!(1)).await;
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_path_gets_404_unknown_endpoint() {
+    let router = start(&two_endpoints()).await;
+
+    let refused = |path: &'static str| {
+        let url = format!("ws://{}{path}", router.addr);
+        async move {
+            match tokio_tungstenite::connect_async(url).await {
+                Ok(_) => panic!("{path} was upgraded"),
+                Err(WsError::Http(response)) => {
+                    let status = response.status().as_u16();
+                    let body = response.body().clone().expect("a body");
+                    let body: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+                        panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body))
+                    });
+                    (status, body)
+                }
+                Err(e) => panic!("{path}: expected an HTTP refusal, got {e}"),
+            }
+        }
+    };
+
+    let (status, body) = refused("/ws/event").await;
+    assert_eq!(status, 404, "{body}");
+    let err = &body["error"];
+    assert_eq!(err["code"], "unknown_endpoint", "{body}");
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(
+        sorted(&err["endpoints"]),
+        strings(&["/ws/events", "/ws/system"]),
+        "{body}"
+    );
+    assert_eq!(err["did_you_mean"], "/ws/events", "{body}");
+
+    let (status, body) = refused("/ws/evnets?events=alert.*").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["did_you_mean"], "/ws/events", "{body}");
+
+    let (status, body) = refused("/completely/elsewhere/entirely").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_endpoint");
+    assert!(
+        body["error"].get("did_you_mean").is_none(),
+        "only when close: {body}"
+    );
+    router.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// recovery
+// ---------------------------------------------------------------------------
+
+/// Publishes `n` alerts (`a1`..) and returns the alerts epoch.
+async fn publish_alerts(router: &Router, n: usize) -> String {
+    for i in 1..=n {
+        publish_ok(router, &alert(&format!("a{i}"))).await;
+    }
+    let (_c, hello) = connect(router, "/ws/events?events=").await;
+    assert_eq!(hello["payload"]["channels"]["alerts"]["sequence"], n as u64);
+    epoch(&hello, "alerts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_in_the_url_replays_missed_events() {
+    let router = start(BASE).await;
+    let e = publish_alerts(&router, 5).await;
+
+    let (mut c, hello) = connect(&router, &format!("/ws/events?since=alerts:{e}:2")).await;
+    assert_eq!(hello["payload"]["channels"]["alerts"]["sequence"], 5);
+    for seq in 3..=5u64 {
+        let ev = c.recv().await;
+        assert_event(&ev, "alert.created", "alerts", seq);
+        assert_eq!(ev["payload"]["id"], format!("a{seq}"));
+        assert!(ev["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+    let r = c.recv().await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert!(r["events"].is_null(), "receive-all goes on: {r}");
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": true, "replayed": 3}}),
+        "{r}"
+    );
+
+    // Still receive-all, live continues after the replay.
+    publish_ok(&router, &job("j1")).await;
+    assert_event(&c.recv().await, "job.progress", "jobs", 1);
+    publish_ok(&router, &alert("a6")).await;
+    assert_event(&c.recv().await, "alert.created", "alerts", 6);
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_with_events_replays_only_matching_events() {
+    let router = start(BASE).await;
+    publish_ok(&router, &alert("a1")).await;
+    publish_ok(&router, &resolved("a1")).await;
+    publish_ok(&router, &alert("a3")).await;
+    publish_ok(&router, &resolved("a3")).await;
+    let (_p, hello) = connect(&router, "/ws/events?events=").await;
+    let e = epoch(&hello, "alerts");
+
+    let (mut c, _) = connect(
+        &router,
+        &format!("/ws/events?events=alert.created&since=alerts:{e}:0"),
+    )
+    .await;
+    let ev = c.recv().await;
+    assert_event(&ev, "alert.created", "alerts", 1);
+    let ev = c.recv().await;
+    assert_event(&ev, "alert.created", "alerts", 3);
+    let r = c.recv().await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(r["events"], json!(["alert.created"]));
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": true, "replayed": 2}}),
+        "{r}"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_with_a_wrong_epoch_is_epoch_changed() {
+    let router = start(BASE).await;
+    let e = publish_alerts(&router, 5).await;
+    let wrong = if e == "wrongepoch" {
+        "otherepoch"
+    } else {
+        "wrongepoch"
+    };
+    let (mut c, _) = connect(
+        &router,
+        &format!("/ws/events?events=alert.*&since=alerts:{wrong}:2"),
+    )
+    .await;
+    let r = c.recv().await;
+    assert_eq!(r["type"], "subscribed", "nothing replayed: {r}");
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": false, "reason": "epoch_changed"}}),
+        "{r}"
+    );
+    publish_ok(&router, &alert("a6")).await;
+    assert_event(&c.recv().await, "alert.created", "alerts", 6);
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_above_the_current_sequence_is_invalid_position() {
+    let router = start(BASE).await;
+    let e = publish_alerts(&router, 5).await;
+    let (mut c, _) = connect(&router, &format!("/ws/events?since=alerts:{e}:9")).await;
+    let r = c.recv().await;
+    assert_eq!(r["type"], "subscribed", "nothing replayed: {r}");
+    assert!(r["events"].is_null(), "{r}");
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": false, "reason": "invalid_position"}}),
+        "{r}"
+    );
+
+    // At the current sequence: recovered, nothing to replay.
+    let (mut d, _) = connect(&router, &format!("/ws/events?since=alerts:{e}:5")).await;
+    let r = d.recv().await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": true, "replayed": 0}}),
+        "{r}"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_for_a_channel_the_endpoint_does_not_carry_is_unknown_channel() {
+    let router = start(&two_endpoints()).await;
+    publish_ok(&router, &status("ok")).await;
+    publish_ok(&router, &alert("a1")).await;
+    publish_ok(&router, &alert("a2")).await;
+    let (_s, shello) = connect(&router, "/ws/system").await;
+    let se = epoch(&shello, "system");
+    let (_p, hello) = connect(&router, "/ws/events?events=").await;
+    let ae = epoch(&hello, "alerts");
+
+    let (mut c, _) = connect(
+        &router,
+        &format!("/ws/events?events=*&since=system:{se}:0,alerts:{ae}:1,nowhere:abc:0"),
+    )
+    .await;
+    let ev = c.recv().await;
+    assert_event(&ev, "alert.created", "alerts", 2);
+    let r = c.recv().await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(
+        r["recovery"],
+        json!({
+            "system": {"recovered": false, "reason": "unknown_channel"},
+            "nowhere": {"recovered": false, "reason": "unknown_channel"},
+            "alerts": {"recovered": true, "replayed": 1},
+        }),
+        "{r}"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_with_since_replays_then_replies() {
+    let router = start(&two_endpoints()).await;
+    let e = publish_alerts(&router, 5).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+
+    c.send(&json!({
+        "action": "subscribe",
+        "events": ["alert.*"],
+        "since": {"alerts": {"epoch": e, "sequence": 3}},
+        "id": "rec",
+    }))
+    .await;
+    for seq in 4..=5u64 {
+        let ev = c.recv().await;
+        assert_event(&ev, "alert.created", "alerts", seq);
+        assert_eq!(ev["payload"]["id"], format!("a{seq}"));
+    }
+    let r = c.recv().await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(r["action"], "subscribed");
+    assert_eq!(r["id"], "rec");
+    assert_eq!(r["events"], json!(["alert.*"]));
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": true, "replayed": 2}}),
+        "{r}"
+    );
+
+    // The failures, in the subscribe form.
+    let r = request(
+        &mut c,
+        json!({
+            "action": "subscribe",
+            "events": [],
+            "since": {
+                "alerts": {"epoch": "not-the-epoch", "sequence": 1},
+                "system": {"epoch": "x", "sequence": 0},
+            },
+        }),
+    )
+    .await;
+    assert_eq!(r["type"], "subscribed", "nothing replayed: {r}");
+    assert_eq!(
+        r["recovery"],
+        json!({
+            "alerts": {"recovered": false, "reason": "epoch_changed"},
+            "system": {"recovered": false, "reason": "unknown_channel"},
+        }),
+        "{r}"
+    );
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "since": {"alerts": {"epoch": e, "sequence": 6}}}),
+    )
+    .await;
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": false, "reason": "invalid_position"}}),
+        "{r}"
+    );
+
+    publish_ok(&router, &alert("a6")).await;
+    assert_event(&c.recv().await, "alert.created", "alerts", 6);
+    router.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// finer points
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_parameters_are_percent_decoded() {
+    let router = start(BASE).await;
+    let e = publish_alerts(&router, 3).await;
+    // As URLSearchParams writes them: `,` and `:` encoded.
+    let (mut c, _) = connect(
+        &router,
+        &format!("/ws/events?events=alert.%2A%2Cjob_progress&since=alerts%3A{e}%3A1"),
+    )
+    .await;
+    for seq in 2..=3u64 {
+        assert_event(&c.recv().await, "alert.created", "alerts", seq);
+    }
+    let r = c.recv().await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(sorted(&r["events"]), strings(&["alert.*", "job.progress"]));
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": true, "replayed": 2}}),
+        "{r}"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_warnings_arrive_in_the_connect_time_subscribed() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(
+        &router,
+        "/ws/events?events=alret.*,alert.resolved,connection.*",
+    )
+    .await;
+    let r = c.recv().await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(
+        sorted(&r["events"]),
+        strings(&["alert.resolved", "alret.*"]),
+        "{r}"
+    );
+    let w = r["warnings"].as_array().unwrap();
+    let mut patterns: Vec<&str> = w.iter().map(|x| x["pattern"].as_str().unwrap()).collect();
+    patterns.sort();
+    assert_eq!(
+        patterns,
+        ["alert.resolved", "alret.*", "connection.*"],
+        "{r}"
+    );
+    let typo = w.iter().find(|x| x["pattern"] == "alret.*").unwrap();
+    assert_eq!(typo["did_you_mean"], "alert.*", "{r}");
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_messages_are_answered_in_order() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    let mut expected = Vec::new();
+    for i in 0..30i64 {
+        let (msg, reply) = match i % 3 {
+            0 => (
+                json!({"action": "subscribe", "events": [format!("d{i}.*")], "id": i}),
+                "subscribed",
+            ),
+            1 => (
+                json!({"action": "unsubscribe", "events": [format!("d{}.*", i - 1)], "id": i}),
+                "unsubscribed",
+            ),
+            _ => (json!({"action": "ping", "id": i}), "pong"),
+        };
+        c.send(&msg).await;
+        expected.push((i, reply));
+    }
+    for (i, reply) in expected {
+        let r = c.recv().await;
+        assert_eq!(r["id"], i, "replies in order: {r}");
+        assert_eq!(r["type"], reply, "{r}");
+        if reply == "unsubscribed" {
+            assert_eq!(r["events"], json!([]), "{r}");
+        }
+    }
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_deep_messages_are_invalid_json_and_the_connection_stays() {
+    let router = start(&with_server("max_json_depth = 8")).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    let deep = format!(
+        "{{\"action\":\"ping\",\"id\":\"deep\",\"x\":{}{}}}",
+        "[".repeat(20),
+        "]".repeat(20)
+    );
+    c.send_text(&deep).await;
+    assert_error(&c.recv().await, "invalid_json");
+    // Within the depth: fine.
+    let shallow = format!(
+        "{{\"action\":\"ping\",\"id\":\"shallow\",\"x\":{}{}}}",
+        "[".repeat(5),
+        "]".repeat(5)
+    );
+    c.send_text(&shallow).await;
+    let pong = c.recv().await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    assert_eq!(pong["id"], "shallow");
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_never_replays_what_was_already_sent() {
+    let router = start(BASE).await;
+    let (mut c, hello) = connect(&router, "/ws/events?events=alert.created").await;
+    assert_eq!(c.recv().await["type"], "subscribed");
+    let e = epoch(&hello, "alerts");
+    publish_ok(&router, &alert("a1")).await;
+    publish_ok(&router, &resolved("a1")).await;
+    publish_ok(&router, &alert("a3")).await;
+    publish_ok(&router, &resolved("a3")).await;
+    assert_event(&c.recv().await, "alert.created", "alerts", 1);
+    assert_event(&c.recv().await, "alert.created", "alerts", 3);
+
+    // Widening to alert.* from 0: only the events not sent yet.
+    c.send(&json!({
+        "action": "subscribe",
+        "events": ["alert.*"],
+        "since": {"alerts": {"epoch": e, "sequence": 0}},
+    }))
+    .await;
+    let ev = c.recv().await;
+    assert_event(&ev, "alert.resolved", "alerts", 2);
+    let ev = c.recv().await;
+    assert_event(&ev, "alert.resolved", "alerts", 4);
+    let r = c.recv().await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": true, "replayed": 2}}),
+        "{r}"
+    );
+
+    // Again: everything was sent now.
+    let r = request(
+        &mut c,
+        json!({"action": "subscribe", "since": {"alerts": {"epoch": e, "sequence": 0}}}),
+    )
+    .await;
+    assert_eq!(r["type"], "subscribed", "no duplicate: {r}");
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": true, "replayed": 0}}),
+        "{r}"
+    );
+    publish_ok(&router, &alert("a5")).await;
+    assert_event(&c.recv().await, "alert.created", "alerts", 5);
+    c.expect_silence(QUIET).await;
+    router.shutdown().await;
+}
+
+/// BASE with the alerts history cut to `n` events.
+fn short_history(n: usize) -> String {
+    let key = "name = \"alerts\"\nhistory = 100";
+    assert!(BASE.contains(key));
+    BASE.replacen(key, &format!("name = \"alerts\"\nhistory = {n}"), 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_before_the_kept_history_is_too_old() {
+    let router = start(&short_history(2)).await;
+    let e = publish_alerts(&router, 5).await;
+
+    let (mut c, _) = connect(&router, &format!("/ws/events?since=alerts:{e}:1")).await;
+    let r = c.recv().await;
+    assert_eq!(r["type"], "subscribed", "never partial: {r}");
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": false, "reason": "too_old"}}),
+        "{r}"
+    );
+    publish_ok(&router, &alert("a6")).await;
+    assert_event(&c.recv().await, "alert.created", "alerts", 6);
+
+    // From within the kept history: recovered.
+    let (mut d, _) = connect(&router, &format!("/ws/events?since=alerts:{e}:4")).await;
+    assert_event(&d.recv().await, "alert.created", "alerts", 5);
+    assert_event(&d.recv().await, "alert.created", "alerts", 6);
+    let r = d.recv().await;
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": true, "replayed": 2}}),
+        "{r}"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_old_only_when_a_matching_event_is_gone() {
+    let router = start(&short_history(2)).await;
+    // 1..3 are alert.resolved (gone from history), 4..5 alert.created.
+    for i in 1..=3 {
+        publish_ok(&router, &resolved(&format!("r{i}"))).await;
+    }
+    publish_ok(&router, &alert("a4")).await;
+    publish_ok(&router, &alert("a5")).await;
+    let (_p, hello) = connect(&router, "/ws/events?events=").await;
+    let e = epoch(&hello, "alerts");
+
+    // Nothing lost matches alert.created: recovered, 4 and 5 replayed.
+    let (mut c, _) = connect(
+        &router,
+        &format!("/ws/events?events=alert.created&since=alerts:{e}:0"),
+    )
+    .await;
+    let first = c.recv().await;
+    assert_event(&first, "alert.created", "alerts", 4);
+    assert_event(&c.recv().await, "alert.created", "alerts", 5);
+    let r = c.recv().await;
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": true, "replayed": 2}}),
+        "{r}"
+    );
+
+    // alert.* does match what was lost.
+    let (mut d, _) = connect(
+        &router,
+        &format!("/ws/events?events=alert.*&since=alerts:{e}:0"),
+    )
+    .await;
+    let r = d.recv().await;
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": false, "reason": "too_old"}}),
+        "{r}"
     );
     router.shutdown().await;
 }

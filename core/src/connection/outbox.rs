@@ -7,7 +7,7 @@
 //! drops are then reported by one `connection.lagged` message written before
 //! anything else.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -99,7 +99,20 @@ struct Inner {
     /// Dropped since the last `connection.lagged`: count and per-channel positions.
     lag: Option<(u64, Positions)>,
     dropped_total: u64,
+    /// Sequences dropped per channel, for recovery's "not already sent".
+    drops: HashMap<Arc<str>, DropRecord>,
     close: Option<Close>,
+}
+
+/// How many dropped sequences are remembered per channel.
+const MAX_DROP_RECORD: usize = 4096;
+
+/// The dropped sequences of one channel.
+#[derive(Debug, Default)]
+struct DropRecord {
+    sequences: VecDeque<u64>,
+    /// Drops at or below this are no longer remembered.
+    floor: u64,
 }
 
 /// The queue itself.
@@ -189,6 +202,23 @@ impl Outbox {
         (inner.queue.len(), inner.dropped_total)
     }
 
+    /// The sequences of `channel` above `after` that were dropped, or `None`
+    /// when the record no longer reaches back that far.
+    pub fn dropped_after(&self, channel: &str, after: u64) -> Option<HashSet<u64>> {
+        let inner = self.inner.lock();
+        let Some(record) = inner.drops.get(channel) else {
+            return Some(HashSet::new());
+        };
+        (record.floor <= after).then(|| record.sequences.iter().copied().filter(|s| *s > after).collect())
+    }
+
+    /// Forgets drops that recovery has since replayed.
+    pub fn forget_drops(&self, channel: &str, replayed: &HashSet<u64>) {
+        if let Some(record) = self.inner.lock().drops.get_mut(channel) {
+            record.sequences.retain(|s| !replayed.contains(s));
+        }
+    }
+
     /// Waits until there is something to write, then takes all of it.
     pub async fn next_batch(&self) -> Batch {
         loop {
@@ -241,6 +271,11 @@ fn drop_oldest(inner: &mut Inner) -> bool {
 /// Notes a dropped event for the next `connection.lagged`: the position to
 /// recover from is just before the channel's first dropped event.
 fn record_lag(inner: &mut Inner, meta: &EventMeta) {
+    let record = inner.drops.entry(meta.channel.clone()).or_default();
+    record.sequences.push_back(meta.sequence);
+    if record.sequences.len() > MAX_DROP_RECORD {
+        record.floor = record.sequences.pop_front().unwrap_or_default();
+    }
     let (count, channels) = inner.lag.get_or_insert_with(Default::default);
     *count += 1;
     channels

@@ -15,6 +15,9 @@ use crate::config::ChannelConfig;
 
 /// How many idempotency keys a channel remembers at most (oldest forgotten first).
 const MAX_IDEMPOTENCY_KEYS: usize = 100_000;
+/// How many evicted events' types a channel remembers, so that recovery can
+/// tell whether anything a client wants was lost (beyond that: `too_old`).
+const MAX_EVICTED: usize = 65_536;
 
 /// A channel's live state.
 #[derive(Debug)]
@@ -39,11 +42,23 @@ pub struct Stored {
     pub at: Instant,
 }
 
+/// What history can say about the events after a position.
+#[derive(Debug)]
+pub struct Recoverable {
+    /// Events still kept, oldest first.
+    pub kept: Vec<Stored>,
+    /// Types of the events after the position that are no longer kept, in
+    /// order; `None` when not even their types are remembered.
+    pub lost: Option<Vec<(u64, Arc<str>)>>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     sequence: u64,
     history: VecDeque<Stored>,
     history_bytes: usize,
+    /// Sequence and type of events no longer in history, oldest first.
+    evicted: VecDeque<(u64, Arc<str>)>,
     idempotency: HashMap<String, (u64, Instant)>,
     idempotency_order: VecDeque<(String, Instant)>,
 }
@@ -75,15 +90,46 @@ impl Channel {
         }
     }
 
-    /// The events kept in history with a sequence above `after`, oldest first.
-    pub fn history_after(&self, after: u64) -> Vec<Stored> {
+    /// The oldest sequence still kept or remembered as evicted.
+    pub fn oldest_kept(&self) -> u64 {
         let inner = self.inner.lock();
         inner
-            .history
-            .iter()
-            .filter(|s| s.sequence > after)
-            .cloned()
-            .collect()
+            .evicted
+            .front()
+            .map(|(seq, _)| *seq)
+            .or_else(|| inner.history.front().map(|s| s.sequence))
+            .unwrap_or(inner.sequence)
+    }
+
+    /// The events kept in history with a sequence above `after`, oldest first.
+    pub fn history_after(&self, after: u64) -> Vec<Stored> {
+        self.recoverable(after, None).kept
+    }
+
+    /// Everything after `after`: what is kept (none older than `ttl`) and
+    /// what was lost.
+    pub fn recoverable(&self, after: u64, ttl: Option<Duration>) -> Recoverable {
+        let inner = self.inner.lock();
+        let expired = |s: &Stored| ttl.is_some_and(|ttl| s.at.elapsed() > ttl);
+        let mut lost: Vec<(u64, Arc<str>)> = inner.evicted.iter().filter(|(seq, _)| *seq > after).cloned().collect();
+        let mut kept = Vec::new();
+        for s in inner.history.iter().filter(|s| s.sequence > after) {
+            if expired(s) {
+                lost.push((s.sequence, s.type_name.clone()));
+            } else {
+                kept.push(s.clone());
+            }
+        }
+        let first_known = inner
+            .evicted
+            .front()
+            .map(|(seq, _)| *seq)
+            .or_else(|| inner.history.front().map(|s| s.sequence))
+            .unwrap_or(inner.sequence + 1);
+        Recoverable {
+            kept,
+            lost: (after + 1 >= first_known).then_some(lost),
+        }
     }
 }
 
@@ -127,6 +173,7 @@ impl Stamping<'_> {
     pub fn keep(&mut self, stored: Stored, settings: &ChannelConfig) {
         let inner = &mut *self.inner;
         if settings.history == 0 {
+            evict(inner, stored.sequence, stored.type_name);
             return;
         }
         inner.history_bytes += stored.frame.len();
@@ -140,8 +187,17 @@ impl Stamping<'_> {
                 break;
             }
             inner.history_bytes -= front.frame.len();
-            inner.history.pop_front();
+            let gone = inner.history.pop_front().expect("front exists");
+            evict(inner, gone.sequence, gone.type_name);
         }
+    }
+}
+
+/// Remembers the type of an event that left history.
+fn evict(inner: &mut Inner, sequence: u64, type_name: Arc<str>) {
+    inner.evicted.push_back((sequence, type_name));
+    if inner.evicted.len() > MAX_EVICTED {
+        inner.evicted.pop_front();
     }
 }
 
@@ -195,6 +251,26 @@ mod tests {
         let seqs: Vec<u64> = ch.history_after(0).iter().map(|s| s.sequence).collect();
         assert_eq!(seqs, vec![3, 4, 5]);
         assert_eq!(ch.history_after(4).len(), 1);
+    }
+
+    #[test]
+    fn recovery_knows_what_was_lost() {
+        let ch = Channel::new("alerts");
+        let mut settings = ChannelConfig::with_defaults("alerts");
+        settings.history = 2;
+        let mut s = ch.lock();
+        for seq in 1..=4 {
+            s.next_sequence();
+            s.keep(stored(seq), &settings);
+        }
+        drop(s);
+        let r = ch.recoverable(1, None);
+        assert_eq!(r.kept.iter().map(|s| s.sequence).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(r.lost.unwrap().iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![2]);
+        assert!(ch.recoverable(4, None).kept.is_empty());
+        let expired = ch.recoverable(0, Some(Duration::ZERO));
+        assert!(expired.kept.is_empty());
+        assert_eq!(expired.lost.unwrap().len(), 4);
     }
 
     #[test]

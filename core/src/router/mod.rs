@@ -13,6 +13,7 @@
 mod channel;
 pub mod envelope;
 mod publish;
+mod recovery;
 mod table;
 
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
 use serde_json::Value;
 
-pub use channel::{Channel, Stored};
+pub use channel::{Channel, Recoverable, Stored};
 pub use publish::{Incoming, Origin, PublishError, Stamp};
 
 use crate::config::Config;

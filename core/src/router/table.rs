@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rand::distr::{Alphanumeric, SampleString};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::channel::{Channel, Stored};
+use super::recovery::{self, SentRecord};
 use super::envelope::{self, Prepared};
 use super::{Applied, ConnectError, ConnectRequest, Sink, Snapshot, Stamp};
 use crate::connection::outbox::{EventMeta, Limits};
@@ -23,9 +24,11 @@ use crate::subscriptions::{PatternLimits, Scope, SubscriptionSet};
 /// A connection and what it receives.
 struct Entry {
     conn: ConnRef,
-    subs: SubscriptionSet,
+    subs: Arc<SubscriptionSet>,
     /// Channels it may receive (its endpoint's, for now).
     channels: HashSet<Arc<str>>,
+    /// What it was sent, for recovery.
+    sent: SentRecord,
 }
 
 pub(super) struct Table {
@@ -138,12 +141,18 @@ impl Table {
                     channels: &positions,
                 },
             )));
+        let subs = Arc::new(SubscriptionSet::default());
+        let mut sent = SentRecord::default();
+        for (name, (_, seq)) in &positions {
+            sent.open(name, *seq, &subs);
+        }
         self.conns.insert(
             id,
             Entry {
                 conn: conn.clone(),
-                subs: SubscriptionSet::default(),
+                subs,
                 channels,
+                sent,
             },
         );
         self.reindex(id);
@@ -201,7 +210,7 @@ impl Table {
             channels: &channel_names,
             endpoints: &endpoints,
         };
-        let mut subs = entry.subs.clone();
+        let mut subs = (*entry.subs).clone();
         let outcome = subs.subscribe(events, limits, &scope);
         for message in &outcome.invalid {
             conn.outbox.push_control(Frame::control(protocol::error(
@@ -217,10 +226,7 @@ impl Table {
                 id,
             )));
         }
-        if let Some(entry) = self.conns.get_mut(&conn.id) {
-            entry.subs = subs;
-        }
-        self.reindex(conn.id);
+        self.set_subs(conn.id, subs);
         let recovery = since.map(|s| self.recover(conn.id, s));
         let held = self.conns[&conn.id].subs.texts();
         conn.outbox
@@ -232,66 +238,55 @@ impl Table {
             )));
     }
 
-    /// Answers recovery per channel. Replay lands in issue 4's history work;
-    /// until then every channel is answered honestly as not recovered.
-    fn recover(&self, id: ConnId, since: &BTreeMap<String, Position>) -> Value {
-        let entry = &self.conns[&id];
-        let mut out = serde_json::Map::new();
-        for (name, pos) in since {
-            let reason = match self.channels.get(name.as_str()) {
-                Some(ch) if entry.channels.contains(name.as_str()) => {
-                    if *ch.epoch != pos.epoch {
-                        "epoch_changed"
-                    } else if pos.sequence > ch.sequence() {
-                        "invalid_position"
-                    } else {
-                        let replay = self.replay(entry, ch, pos.sequence);
-                        match replay {
-                            Some(frames) => {
-                                let n = frames.len();
-                                for f in frames {
-                                    entry.conn.outbox.push_control(Frame::control(f));
-                                }
-                                out.insert(
-                                    name.clone(),
-                                    serde_json::json!({"recovered": true, "replayed": n}),
-                                );
-                                continue;
-                            }
-                            None => "too_old",
-                        }
-                    }
-                }
-                _ => "unknown_channel",
-            };
-            out.insert(
-                name.clone(),
-                serde_json::json!({"recovered": false, "reason": reason}),
-            );
+    /// Replaces a connection's subscription set: the record of what it is
+    /// sent and the routing index change in the same step.
+    fn set_subs(&mut self, id: ConnId, subs: SubscriptionSet) {
+        let Some(entry) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let subs = Arc::new(subs);
+        for name in &entry.channels {
+            let (seq, oldest) = self.channels.get(name).map_or((0, 0), |ch| (ch.sequence(), ch.oldest_kept()));
+            entry.sent.close(name, seq);
+            entry.sent.prune(name, oldest);
+            entry.sent.open(name, seq, &subs);
         }
-        Value::Object(out)
+        entry.subs = subs;
+        self.reindex(id);
     }
 
-    /// The matching events after `after`, or `None` if history no longer
-    /// reaches back that far.
-    fn replay(&self, entry: &Entry, ch: &Channel, after: u64) -> Option<Vec<Utf8Bytes>> {
-        let stored = ch.history_after(after);
-        let first = stored.first().map_or(ch.sequence() + 1, |s| s.sequence);
-        if first != after + 1 {
-            return None;
+    /// Answers recovery for each channel named in `since`, queuing replays.
+    fn recover(&mut self, id: ConnId, since: &BTreeMap<String, Position>) -> Value {
+        let Some(entry) = self.conns.get_mut(&id) else {
+            return Value::Null;
+        };
+        let mut out = serde_json::Map::new();
+        for (name, pos) in since {
+            let ch = self
+                .channels
+                .get(name.as_str())
+                .filter(|_| entry.channels.contains(name.as_str()));
+            let settings = self.snap.registry.channels().get(name.as_str());
+            let (Some(ch), Some(settings)) = (ch, settings) else {
+                out.insert(name.clone(), json!({"recovered": false, "reason": "unknown_channel"}));
+                continue;
+            };
+            let planned = recovery::plan(ch, settings, pos, &entry.subs, &entry.sent, &entry.conn, &self.snap.registry);
+            match planned {
+                Ok(replay) => {
+                    entry.conn.outbox.forget_drops(name, &recovery::sequences(&replay));
+                    out.insert(name.clone(), json!({"recovered": true, "replayed": replay.len()}));
+                    for stored in replay {
+                        entry.conn.outbox.push_control(Frame::control(stored.frame));
+                    }
+                    entry.sent.covered(&ch.name, pos.sequence, ch.sequence(), &entry.subs);
+                }
+                Err(reason) => {
+                    out.insert(name.clone(), json!({"recovered": false, "reason": reason}));
+                }
+            }
         }
-        Some(
-            stored
-                .into_iter()
-                .filter(|s| {
-                    self.snap
-                        .registry
-                        .resolve(&s.type_name)
-                        .is_some_and(|t| entry.subs.wants(t))
-                })
-                .map(|s| s.frame)
-                .collect(),
-        )
+        Value::Object(out)
     }
 
     pub(super) fn unsubscribe(
@@ -300,12 +295,13 @@ impl Table {
         events: Option<&[String]>,
         id: &Option<Value>,
     ) {
-        let Some(entry) = self.conns.get_mut(&conn.id) else {
+        let Some(entry) = self.conns.get(&conn.id) else {
             return;
         };
-        entry.subs.unsubscribe(events, &self.snap.registry);
-        let held = entry.subs.texts();
-        self.reindex(conn.id);
+        let mut subs = (*entry.subs).clone();
+        subs.unsubscribe(events, &self.snap.registry);
+        let held = subs.texts();
+        self.set_subs(conn.id, subs);
         conn.outbox
             .push_control(Frame::control(protocol::unsubscribed(held.as_deref(), id)));
     }
@@ -445,10 +441,21 @@ impl Table {
             };
             let entry = self.conns.get_mut(&id).expect("listed above");
             let gained: Vec<Arc<str>> = now.difference(&entry.channels).cloned().collect();
+            let lost: Vec<Arc<str>> = entry.channels.difference(&now).cloned().collect();
             entry.channels = now;
+            for name in &lost {
+                match self.channels.get(name) {
+                    Some(ch) => entry.sent.close(name, ch.sequence()),
+                    None => entry.sent.forget(name),
+                }
+            }
+            let positions = self.positions_of(&gained);
+            let entry = self.conns.get_mut(&id).expect("listed above");
+            for (name, (_, seq)) in &positions {
+                entry.sent.open(name, *seq, &entry.subs);
+            }
             if !gained.is_empty() {
-                let positions = self.positions_of(&gained);
-                self.conns[&id]
+                entry
                     .conn
                     .outbox
                     .push_control(Frame::control(protocol::channels(&positions)));
