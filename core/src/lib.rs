@@ -21,6 +21,7 @@ pub mod config;
 pub mod connection;
 pub mod json_depth;
 pub mod logging;
+pub mod metrics;
 pub mod names;
 pub mod plugin_host;
 pub mod protocol;

@@ -97,28 +97,47 @@ pub struct Prepared {
     pub configured_listen: std::net::SocketAddr,
 }
 
-/// Loads, validates and plans a configuration; starts nothing.
+/// Loads, validates and plans a configuration; starts nothing. Every
+/// problem is reported at once: the file's, the plugins' and the registry's.
 pub fn prepare(options: &Options, plugins: &PluginHost) -> Result<Prepared, ReloadError> {
+    let (loaded, mut problems) = config::load_all(&options.config_path)?;
     let Loaded {
         mut config,
         mut warnings,
         overridden_keys,
-    } = config::load(&options.config_path)?;
+    } = loaded;
     let configured_listen = config.server.listen;
     if let Some(listen) = options.listen {
         config.server.listen = listen;
     }
-    let plan = plugins.plan(&config).map_err(ReloadError::Invalid)?;
-    let built = Registry::build(&config, plan.instance_types()).map_err(ReloadError::Invalid)?;
-    warnings.extend(built.warnings);
-    Ok(Prepared {
-        config,
-        registry: built.registry,
-        warnings,
-        plan,
-        overridden_keys,
-        configured_listen,
-    })
+    let plan = plugins.plan(&config);
+    // Without every plugin's types, the registry would report channels and
+    // types those plugins provide as missing: noise, not problems.
+    let registry = match &plan {
+        Ok(plan) => Some(Registry::build(&config, plan.instance_types())),
+        Err(plugin_problems) => {
+            problems.extend(plugin_problems.iter().cloned());
+            None
+        }
+    };
+    match registry {
+        Some(Ok(built)) if problems.is_empty() => {
+            warnings.extend(built.warnings);
+            Ok(Prepared {
+                config,
+                registry: built.registry,
+                warnings,
+                plan: plan.unwrap_or_default(),
+                overridden_keys,
+                configured_listen,
+            })
+        }
+        Some(Err(registry_problems)) => {
+            problems.extend(registry_problems);
+            Err(ReloadError::Invalid(problems))
+        }
+        _ => Err(ReloadError::Invalid(problems)),
+    }
 }
 
 fn load_keys(config: &Config) -> Result<ApiKeys, ReloadError> {
@@ -186,6 +205,7 @@ pub async fn reload(app: &Arc<App>) -> Result<Report, ReloadError> {
             .unwrap_or_default(),
     };
     *app.last_reload.lock() = Some(record);
+    app.router.metrics().reload(result.is_ok());
     match &result {
         Ok(report) => tracing::info!(
             config_version = report.config_version,

@@ -38,6 +38,7 @@ pub async fn bind(app: Arc<App>) -> std::io::Result<Running> {
         let _ = stopped.wait_for(|s| *s).await;
     }));
     let watcher = watch_config(app.clone());
+    tokio::spawn(supervise(Arc::downgrade(&app)));
     tracing::info!(%addr, config = %app.options.config_path.display(), "switchyard listening");
     Ok(Running {
         addr,
@@ -90,6 +91,22 @@ pub async fn run(app: Arc<App>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How often failed plugin instances are looked at for a restart.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(250);
+
+/// Restarts failed plugin instances with backoff, never during a reload.
+async fn supervise(app: std::sync::Weak<App>) {
+    let mut tick = tokio::time::interval(SUPERVISE_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(app) = app.upgrade() else { return };
+        let _serial = app.reload_lock.lock().await;
+        let worker = app.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || worker.plugins.restart_due(&worker.router)).await;
+    }
+}
+
 /// Watches the config file's folder (editors save by rename, ConfigMaps swap
 /// symlinks) and reloads after changes settle.
 fn watch_config(app: Arc<App>) -> Option<notify::RecommendedWatcher> {
@@ -99,7 +116,7 @@ fn watch_config(app: Arc<App>) -> Option<notify::RecommendedWatcher> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
-            if event.paths.iter().any(|p| p.file_name() == Some(&name)) {
+            if is_config_change(&event, &name) {
                 let _ = tx.send(());
             }
         }
@@ -126,6 +143,23 @@ fn watch_config(app: Arc<App>) -> Option<notify::RecommendedWatcher> {
         }
     });
     Some(watcher)
+}
+
+/// Whether a file event changes the config: a write, create, rename or
+/// removal of the file itself, or of Kubernetes' `..data` symlink that a
+/// ConfigMap update swaps. Reads are not changes (the reload itself reads
+/// the file, and reacting to that would reload forever).
+fn is_config_change(event: &notify::Event, name: &std::ffi::OsStr) -> bool {
+    if matches!(
+        event.kind,
+        notify::EventKind::Access(_) | notify::EventKind::Other
+    ) {
+        return false;
+    }
+    event.paths.iter().any(|p| {
+        p.file_name()
+            .is_some_and(|f| f == name || f.to_string_lossy().starts_with(".."))
+    })
 }
 
 fn absolute(path: &Path) -> PathBuf {

@@ -59,8 +59,9 @@ impl Sink for Recorder {
     fn name(&self) -> &str {
         "recorder"
     }
-    fn offer(&self, event: &Utf8Bytes) {
+    fn offer(&self, event: &Utf8Bytes) -> bool {
         self.0.lock().push(event.to_string());
+        true
     }
 }
 

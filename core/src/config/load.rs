@@ -39,18 +39,38 @@ pub struct Loaded {
 /// Loads and validates the file at `path` with overrides from the process
 /// environment.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    // Variables that are not UTF-8 cannot be keys or values; skipping them
-    // avoids the panic of `std::env::vars`.
-    let env = std::env::vars_os()
+    load_with_env(path, process_env())
+}
+
+/// Like [`load`], but a file whose values are wrong still yields a
+/// configuration (defaults in place of the wrong values) together with
+/// every problem, so later checks (plugins, registry) can report theirs
+/// too. Only an unreadable file or a TOML syntax error is an `Err`.
+pub fn load_all(path: &Path) -> Result<(Loaded, Vec<Problem>), ConfigError> {
+    read(path, process_env())
+}
+
+/// The process environment; variables that are not UTF-8 cannot be keys or
+/// values, and skipping them avoids the panic of `std::env::vars`.
+fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    load_with_env(path, env)
+        .collect()
 }
 
 /// Loads and validates the file at `path` with overrides from `env`
 /// (name, value) pairs instead of the process environment, so tests can
 /// run side by side.
 pub fn load_with_env(path: &Path, env: Vec<(String, String)>) -> Result<Loaded, ConfigError> {
+    let (loaded, problems) = read(path, env)?;
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+fn read(path: &Path, env: Vec<(String, String)>) -> Result<(Loaded, Vec<Problem>), ConfigError> {
     let source = std::path::absolute(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -68,14 +88,14 @@ pub fn load_with_env(path: &Path, env: Vec<(String, String)>) -> Result<Loaded, 
     let mut reader = Reader::new(&positions, &overrides);
     let mut warnings = Vec::new();
     let config = build::config(&mut reader, &merged, &source, &mut warnings);
-    if !reader.problems.is_empty() {
-        return Err(ConfigError::Invalid(reader.problems));
-    }
-    Ok(Loaded {
+    let problems = std::mem::take(&mut reader.problems);
+    drop(reader);
+    let loaded = Loaded {
         config,
         warnings,
         overridden_keys: overrides.into_keys().collect(),
-    })
+    };
+    Ok((loaded, problems))
 }
 
 /// The dotted key a variable overrides, the way the `config` crate reads

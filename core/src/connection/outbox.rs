@@ -37,6 +37,8 @@ pub struct EventMeta {
     pub policy: SlowConsumer,
     /// The channel's epoch, for `connection.lagged`.
     pub epoch: Arc<str>,
+    /// When the router accepted it, for the delivery latency metric.
+    pub accepted: std::time::Instant,
 }
 
 impl Frame {
@@ -63,8 +65,8 @@ pub struct Close {
 /// The outcome of offering an event to a queue.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
-    /// Queued (possibly after dropping older events).
-    Queued,
+    /// Queued, after dropping this many older events to make room.
+    Queued(u64),
     /// The event itself was dropped: the queue holds only `disconnect` events.
     Dropped,
     /// The connection is too slow for a `disconnect` channel: it is closing (4008).
@@ -123,6 +125,17 @@ pub struct Outbox {
     ready: Notify,
 }
 
+impl Pushed {
+    /// How many events this push cost the connection.
+    pub fn dropped(&self) -> u64 {
+        match self {
+            Pushed::Queued(n) => *n,
+            Pushed::Dropped | Pushed::Disconnected => 1,
+            Pushed::Closed => 0,
+        }
+    }
+}
+
 impl Outbox {
     /// An empty queue with these bounds.
     pub fn new(limits: Limits) -> Outbox {
@@ -152,33 +165,36 @@ impl Outbox {
             return Pushed::Closed;
         }
         let size = frame.text.len();
+        let mut made_room = 0;
         while inner.event_count + 1 > self.limits.events
             || inner.event_bytes + size > self.limits.bytes
         {
-            if !drop_oldest(&mut inner) {
-                inner.dropped_total += 1;
-                if meta.policy == SlowConsumer::Disconnect {
-                    inner.close = Some(Close {
-                        code: 4008,
-                        reason: "too slow".into(),
-                        flush: false,
-                    });
-                    drop(inner);
-                    self.ready.notify_one();
-                    return Pushed::Disconnected;
-                }
-                record_lag(&mut inner, &meta);
-                drop(inner);
-                self.ready.notify_one();
-                return Pushed::Dropped;
+            if drop_oldest(&mut inner) {
+                made_room += 1;
+                continue;
             }
+            inner.dropped_total += 1;
+            let pushed = if meta.policy == SlowConsumer::Disconnect {
+                inner.close = Some(Close {
+                    code: 4008,
+                    reason: "too slow".into(),
+                    flush: false,
+                });
+                Pushed::Disconnected
+            } else {
+                record_lag(&mut inner, &meta);
+                Pushed::Dropped
+            };
+            drop(inner);
+            self.ready.notify_one();
+            return pushed;
         }
         inner.event_count += 1;
         inner.event_bytes += size;
         inner.queue.push_back(frame);
         drop(inner);
         self.ready.notify_one();
-        Pushed::Queued
+        Pushed::Queued(made_room)
     }
 
     /// Asks the writer to close the connection.
@@ -209,7 +225,14 @@ impl Outbox {
         let Some(record) = inner.drops.get(channel) else {
             return Some(HashSet::new());
         };
-        (record.floor <= after).then(|| record.sequences.iter().copied().filter(|s| *s > after).collect())
+        (record.floor <= after).then(|| {
+            record
+                .sequences
+                .iter()
+                .copied()
+                .filter(|s| *s > after)
+                .collect()
+        })
     }
 
     /// Forgets drops that recovery has since replayed.
@@ -295,6 +318,7 @@ mod tests {
                 sequence: seq,
                 policy,
                 epoch: "E".into(),
+                accepted: std::time::Instant::now(),
             }),
         }
     }
@@ -312,7 +336,7 @@ mod tests {
         q.push_control(Frame::control("hello"));
         assert_eq!(
             q.push_event(event(1, SlowConsumer::DropOldest)),
-            Pushed::Queued
+            Pushed::Queued(0)
         );
         let batch = q.next_batch().await;
         assert_eq!(texts(&batch), vec!["hello", "{\"sequence\":1}"]);
@@ -326,9 +350,10 @@ mod tests {
             bytes: 1 << 20,
         });
         for seq in 1..=4 {
+            let made_room = u64::from(seq > 2);
             assert_eq!(
                 q.push_event(event(seq, SlowConsumer::DropOldest)),
-                Pushed::Queued
+                Pushed::Queued(made_room)
             );
         }
         let batch = q.next_batch().await;
@@ -348,7 +373,7 @@ mod tests {
         });
         assert_eq!(
             q.push_event(event(1, SlowConsumer::Disconnect)),
-            Pushed::Queued
+            Pushed::Queued(0)
         );
         assert_eq!(
             q.push_event(event(2, SlowConsumer::Disconnect)),
@@ -371,11 +396,11 @@ mod tests {
         });
         assert_eq!(
             q.push_event(event(1, SlowConsumer::DropOldest)),
-            Pushed::Queued
+            Pushed::Queued(0)
         );
         assert_eq!(
             q.push_event(event(2, SlowConsumer::DropOldest)),
-            Pushed::Queued
+            Pushed::Queued(1)
         );
         assert_eq!(q.depth(), (1, 1));
     }

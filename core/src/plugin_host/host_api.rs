@@ -138,6 +138,9 @@ unsafe extern "C" fn report_failure(ctx: *const c_void, message: Str) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: as in `emit`.
         let (ctx, bytes) = unsafe { (context(ctx), message.as_bytes()) };
-        (ctx.on_failure)(String::from_utf8_lossy(bytes).into_owned());
+        // A stopped instance's late failures do not concern its successor.
+        if !ctx.stopped.load(Ordering::SeqCst) {
+            (ctx.on_failure)(String::from_utf8_lossy(bytes).into_owned());
+        }
     }));
 }

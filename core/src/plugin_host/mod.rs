@@ -8,27 +8,27 @@
 
 mod host_api;
 mod instance;
+mod lifecycle;
 mod loader;
 mod sink;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::Serialize;
 use serde_json::json;
 
 pub use host_api::HostContext;
 pub use instance::Instance;
+pub use lifecycle::{State, Status};
 pub use loader::{Library, Loader};
 pub use sink::SinkQueue;
 
 use crate::config::{Config, PluginConfig, Problem};
 use crate::registry::InstanceTypes;
 use crate::router::{Router, Sink};
+use lifecycle::Managed;
 use switchyard_plugin_api::Role;
 
 /// Why a plugin could not be loaded or created.
@@ -84,45 +84,6 @@ pub enum PluginError {
         /// The plugin's reason.
         message: String,
     },
-}
-
-/// An instance's state as `/health` shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Started and working.
-    Running,
-    /// Failed (panic, `start` error, a dead thread).
-    Failed,
-    /// Stopped or not started.
-    Stopped,
-}
-
-/// What `/health` shows for one instance.
-#[derive(Clone, Debug, Serialize)]
-pub struct Status {
-    /// Its state.
-    pub state: State,
-    /// How often it was restarted.
-    pub restarts: u32,
-    /// The last error, if any.
-    pub last_error: Option<String>,
-}
-
-/// An instance shared between its delivery thread and its lifecycle calls;
-/// the mutex keeps the ABI's rule that no two calls overlap.
-type SharedInstance = Arc<Mutex<Option<Instance>>>;
-
-/// A running (or failed) instance the host manages.
-struct Managed {
-    config: PluginConfig,
-    library: Arc<Library>,
-    types: Vec<switchyard_plugin_api::EventTypeDecl>,
-    instance: SharedInstance,
-    context: Option<&'static HostContext>,
-    status: Arc<Mutex<Status>>,
-    sink: Option<Arc<SinkQueue>>,
-    delivery: Option<std::thread::JoinHandle<()>>,
 }
 
 /// An instance created for a reload, not yet started.
@@ -257,7 +218,7 @@ impl PluginHost {
         };
         let handles: Vec<_> = outgoing
             .into_iter()
-            .map(|m| std::thread::spawn(move || stop_managed(m)))
+            .map(|mut m| std::thread::spawn(move || m.stop(true)))
             .collect();
         for h in handles {
             let _ = h.join();
@@ -272,23 +233,29 @@ impl PluginHost {
             sink,
         } in plan.created
         {
-            let status = Arc::new(Mutex::new(Status {
-                state: State::Stopped,
-                restarts: 0,
-                last_error: None,
-            }));
-            let mut m = Managed {
-                library: instance.library.clone(),
-                types: instance.types.clone(),
-                config,
-                instance: Arc::new(Mutex::new(Some(instance))),
-                context: None,
-                status,
-                sink,
-                delivery: None,
-            };
-            start_managed(&mut m, router);
+            let mut m = Managed::new(config, instance, sink);
+            m.start(router);
             self.managed.lock().insert(m.config.name.clone(), m);
+        }
+    }
+
+    /// Restarts every failed instance whose backoff has passed. Call it
+    /// with reloads held off, so that the two never meet.
+    pub fn restart_due(&self, router: &Arc<Router>) {
+        let now = std::time::Instant::now();
+        let due: Vec<String> = self
+            .managed
+            .lock()
+            .iter()
+            .filter(|(_, m)| m.status.lock().restart_due(now))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            let Some(mut m) = self.managed.lock().remove(&name) else {
+                continue;
+            };
+            m.restart(router);
+            self.managed.lock().insert(name, m);
         }
     }
 
@@ -308,106 +275,5 @@ impl PluginHost {
             .iter()
             .map(|(name, m)| (name.clone(), m.status.lock().clone()))
             .collect()
-    }
-}
-
-fn start_managed(m: &mut Managed, router: &Arc<Router>) {
-    let name = m.config.name.clone();
-    let status = m.status.clone();
-    let on_failure = Box::new(move |message: String| {
-        tracing::error!(plugin = %name, "plugin failed: {message}");
-        let mut s = status.lock();
-        s.state = State::Failed;
-        s.last_error = Some(message);
-    });
-    let (context, vtable) = HostContext::leak(&m.config.name, router, on_failure);
-    m.context = Some(context);
-    let result = match m.instance.lock().as_mut() {
-        Some(instance) => instance.start(vtable),
-        None => return,
-    };
-    match result {
-        Ok(()) => {
-            tracing::info!(plugin = %m.config.name, library = %m.library.path.display(), "plugin started");
-            m.status.lock().state = State::Running;
-            m.delivery = serve_sink(m);
-        }
-        Err(e) => {
-            tracing::error!(plugin = %m.config.name, "plugin failed to start: {e}");
-            let mut s = m.status.lock();
-            s.state = State::Failed;
-            s.last_error = Some(e);
-        }
-    }
-}
-
-/// Starts the delivery thread of a sink instance.
-fn serve_sink(m: &Managed) -> Option<std::thread::JoinHandle<()>> {
-    let sink = m.sink.as_ref()?;
-    let (name, status) = (m.config.name.clone(), m.status.clone());
-    let on_error = move |e: String| {
-        tracing::error!(plugin = %name, "sink failed to take an event: {e}");
-        let mut s = status.lock();
-        s.state = State::Failed;
-        s.last_error = Some(e);
-    };
-    sink.serve(m.instance.clone(), on_error)
-        .map_err(|e| tracing::error!(plugin = %m.config.name, "cannot start the sink's delivery thread: {e}"))
-        .ok()
-}
-
-/// Ends delivery, then calls `stop`, on a thread of its own, waiting at
-/// most `stop_timeout_s`; an instance that does not return in time is
-/// abandoned, never destroyed.
-fn stop_managed(m: Managed) {
-    let name = m.config.name.clone();
-    let context = m.context;
-    let instance = m.instance.clone();
-    let (sink, delivery) = (m.sink.clone(), m.delivery);
-    let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let gave_up = abandoned.clone();
-    let (done, returned) = mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name(format!("stop-{name}"))
-        .spawn(move || {
-            if let Some(sink) = sink {
-                sink.close();
-            }
-            if let Some(delivery) = delivery {
-                let _ = delivery.join();
-            }
-            let mut guard = instance.lock();
-            let result = guard.as_mut().map(Instance::stop);
-            if let Some(ctx) = context {
-                ctx.mark_stopped();
-            }
-            match guard.take() {
-                // Abandoned: the host gave up waiting, so it must not be destroyed.
-                Some(late) if gave_up.load(std::sync::atomic::Ordering::SeqCst) => {
-                    std::mem::forget(late)
-                }
-                other => drop(other),
-            }
-            let _ = done.send(result);
-        });
-    if spawned.is_err() {
-        tracing::error!(plugin = %name, "cannot spawn a thread to stop the plugin; abandoning it");
-        return;
-    }
-    match returned.recv_timeout(Duration::from_secs(m.config.stop_timeout_s)) {
-        Ok(result) => {
-            if let Some(Err(e)) = result {
-                tracing::warn!(plugin = %name, "plugin stop: {e}");
-            }
-            m.status.lock().state = State::Stopped;
-            tracing::info!(plugin = %name, "plugin stopped");
-        }
-        Err(_) => {
-            abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
-            if let Some(ctx) = context {
-                ctx.mark_stopped();
-            }
-            tracing::error!(plugin = %name, timeout_s = m.config.stop_timeout_s, "plugin did not stop in time; abandoned");
-        }
     }
 }

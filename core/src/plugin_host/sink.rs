@@ -1,9 +1,13 @@
 //! Feeding a sink instance: a bounded queue served by one thread per
 //! instance, so a slow or stuck sink never slows the router or other sinks.
 //! What does not fit is dropped and counted (`sink_overflow`).
+//!
+//! The queue outlives the thread that serves it: when a failed instance is
+//! restarted, delivery is halted, the queue keeps filling (up to its bound),
+//! and the new instance's thread takes over where the old one stopped.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -24,9 +28,18 @@ const POLL: Duration = Duration::from_millis(50);
 pub struct SinkQueue {
     name: String,
     tx: SyncSender<Utf8Bytes>,
-    rx: Mutex<Option<mpsc::Receiver<Utf8Bytes>>>,
+    rx: Mutex<Option<Receiver<Utf8Bytes>>>,
     closed: AtomicBool,
     overflow: AtomicU64,
+}
+
+/// A running delivery thread; [`Delivery::halt`] ends it and hands the
+/// queue's receiving end back for the next one.
+#[derive(Debug)]
+pub struct Delivery {
+    queue: Arc<SinkQueue>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Receiver<Utf8Bytes>>,
 }
 
 impl SinkQueue {
@@ -47,40 +60,57 @@ impl SinkQueue {
         self.overflow.load(Ordering::Relaxed)
     }
 
-    /// Starts the delivery thread. `on_error` hears about a failed `deliver`
-    /// (a panic included); the thread carries on with the next event.
+    /// Starts a delivery thread for `instance`. `on_error` hears about a
+    /// failed `deliver` (a panic included); the thread carries on.
     pub fn serve(
         self: &Arc<Self>,
         instance: Arc<Mutex<Option<Instance>>>,
         on_error: impl Fn(String) + Send + 'static,
-    ) -> std::io::Result<JoinHandle<()>> {
-        let rx = self.rx.lock().take().expect("a sink queue is served once");
-        let queue = self.clone();
-        std::thread::Builder::new()
+    ) -> std::io::Result<Delivery> {
+        let rx = self.rx.lock().take().ok_or_else(|| {
+            std::io::Error::other(format!("sink `{}` is already being served", self.name))
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let halted = stop.clone();
+        let thread = std::thread::Builder::new()
             .name(format!("sink-{}", self.name))
-            .spawn(move || loop {
-                if queue.closed.load(Ordering::SeqCst) {
-                    return;
+            .spawn(move || {
+                while !halted.load(Ordering::SeqCst) {
+                    let event = match rx.recv_timeout(POLL) {
+                        Ok(event) => event,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
+                    let result = match instance.lock().as_mut() {
+                        Some(instance) => instance.deliver(&event),
+                        None => break,
+                    };
+                    if let Err(e) = result {
+                        on_error(e);
+                    }
                 }
-                let event = match rx.recv_timeout(POLL) {
-                    Ok(event) => event,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return,
-                };
-                let mut guard = instance.lock();
-                let Some(instance) = guard.as_mut() else {
-                    return;
-                };
-                if let Err(e) = instance.deliver(&event) {
-                    drop(guard);
-                    on_error(e);
-                }
-            })
+                rx
+            })?;
+        Ok(Delivery {
+            queue: self.clone(),
+            stop,
+            thread,
+        })
     }
 
-    /// Stops taking events; the delivery thread ends after its current one.
+    /// Stops taking events for good (the instance is going away).
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Delivery {
+    /// Ends the thread after its current event and keeps what is queued.
+    pub fn halt(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Ok(rx) = self.thread.join() {
+            *self.queue.rx.lock() = Some(rx);
+        }
     }
 }
 
@@ -89,16 +119,16 @@ impl Sink for SinkQueue {
         &self.name
     }
 
-    fn offer(&self, event: &Utf8Bytes) {
+    fn offer(&self, event: &Utf8Bytes) -> bool {
         if self.closed.load(Ordering::SeqCst) {
-            return;
+            return true;
         }
         match self.tx.try_send(event.clone()) {
-            Ok(()) => {}
+            Ok(()) | Err(TrySendError::Disconnected(_)) => true,
             Err(TrySendError::Full(_)) => {
                 self.overflow.fetch_add(1, Ordering::Relaxed);
+                false
             }
-            Err(TrySendError::Disconnected(_)) => {}
         }
     }
 }

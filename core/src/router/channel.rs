@@ -111,7 +111,12 @@ impl Channel {
     pub fn recoverable(&self, after: u64, ttl: Option<Duration>) -> Recoverable {
         let inner = self.inner.lock();
         let expired = |s: &Stored| ttl.is_some_and(|ttl| s.at.elapsed() > ttl);
-        let mut lost: Vec<(u64, Arc<str>)> = inner.evicted.iter().filter(|(seq, _)| *seq > after).cloned().collect();
+        let mut lost: Vec<(u64, Arc<str>)> = inner
+            .evicted
+            .iter()
+            .filter(|(seq, _)| *seq > after)
+            .cloned()
+            .collect();
         let mut kept = Vec::new();
         for s in inner.history.iter().filter(|s| s.sequence > after) {
             if expired(s) {
@@ -265,8 +270,18 @@ mod tests {
         }
         drop(s);
         let r = ch.recoverable(1, None);
-        assert_eq!(r.kept.iter().map(|s| s.sequence).collect::<Vec<_>>(), vec![3, 4]);
-        assert_eq!(r.lost.unwrap().iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(
+            r.kept.iter().map(|s| s.sequence).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert_eq!(
+            r.lost
+                .unwrap()
+                .iter()
+                .map(|(seq, _)| *seq)
+                .collect::<Vec<_>>(),
+            vec![2]
+        );
         assert!(ch.recoverable(4, None).kept.is_empty());
         let expired = ch.recoverable(0, Some(Duration::ZERO));
         assert!(expired.kept.is_empty());

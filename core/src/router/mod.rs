@@ -31,6 +31,7 @@ pub use publish::{Incoming, Origin, PublishError, Stamp};
 
 use crate::config::Config;
 use crate::connection::ConnRef;
+use crate::metrics::Metrics;
 use crate::protocol::Position;
 use crate::registry::Registry;
 use table::Table;
@@ -40,8 +41,9 @@ use table::Table;
 pub trait Sink: Send + Sync + std::fmt::Debug {
     /// The sink instance's name.
     fn name(&self) -> &str;
-    /// Offers one event's envelope.
-    fn offer(&self, event: &tokio_tungstenite::tungstenite::Utf8Bytes);
+    /// Offers one event's envelope; false when the sink's queue was full
+    /// and the event was dropped.
+    fn offer(&self, event: &tokio_tungstenite::tungstenite::Utf8Bytes) -> bool;
 }
 
 /// One configuration in force: what readers see through [`Router::snapshot`].
@@ -105,6 +107,7 @@ pub struct Router {
     table: RwLock<Table>,
     current: ArcSwap<Snapshot>,
     next_conn: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Router {
@@ -123,7 +126,13 @@ impl Router {
             table: RwLock::new(Table::new(snapshot.clone())),
             current: ArcSwap::new(snapshot),
             next_conn: AtomicU64::new(1),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// This router's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The configuration in force (lock-free).
@@ -191,7 +200,8 @@ impl Router {
         origin: &Origin,
     ) -> Result<Vec<Stamp>, PublishError> {
         let table = self.table.read();
-        let prepared = publish::prepare(&table.snap, events, origin)?;
-        Ok(table.stamp_and_route(prepared))
+        let prepared = publish::prepare(&table.snap, events, origin)
+            .inspect_err(|e| self.metrics.refuse(e.reason()))?;
+        Ok(table.stamp_and_route(prepared, &self.metrics))
     }
 }

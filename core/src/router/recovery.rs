@@ -46,7 +46,11 @@ impl SentRecord {
 
     /// Ends the open clause of `channel` at `at`.
     pub(super) fn close(&mut self, channel: &str, at: u64) {
-        for c in self.clauses.iter_mut().filter(|c| c.to.is_none() && *c.channel == *channel) {
+        for c in self
+            .clauses
+            .iter_mut()
+            .filter(|c| c.to.is_none() && *c.channel == *channel)
+        {
             c.to = Some(at);
         }
         self.clauses.retain(|c| c.to.is_none_or(|to| to > c.from));
@@ -54,7 +58,13 @@ impl SentRecord {
 
     /// Records that every event in (from, to] matched by `subs` was sent
     /// (live or replayed).
-    pub(super) fn covered(&mut self, channel: &Arc<str>, from: u64, to: u64, subs: &Arc<SubscriptionSet>) {
+    pub(super) fn covered(
+        &mut self,
+        channel: &Arc<str>,
+        from: u64,
+        to: u64,
+        subs: &Arc<SubscriptionSet>,
+    ) {
         if to > from {
             self.clauses.push(Clause {
                 channel: channel.clone(),
@@ -112,10 +122,14 @@ pub(super) fn plan(
     }
     let ttl = (settings.history_ttl_s > 0).then(|| Duration::from_secs(settings.history_ttl_s));
     let history = ch.recoverable(pos.sequence, ttl);
-    let dropped = conn.outbox.dropped_after(&ch.name, pos.sequence).ok_or("too_old")?;
+    let dropped = conn
+        .outbox
+        .dropped_after(&ch.name, pos.sequence)
+        .ok_or("too_old")?;
     let needed = |sequence: u64, type_name: &str| {
         let wanted = registry.resolve(type_name).is_some_and(|t| subs.wants(t));
-        let sent = record.queued(&ch.name, sequence, type_name, registry) && !dropped.contains(&sequence);
+        let sent =
+            record.queued(&ch.name, sequence, type_name, registry) && !dropped.contains(&sequence);
         wanted && !sent
     };
     let lost = history.lost.ok_or("too_old")?;

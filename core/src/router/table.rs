@@ -12,11 +12,12 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::channel::{Channel, Stored};
-use super::recovery::{self, SentRecord};
 use super::envelope::{self, Prepared};
+use super::recovery::{self, SentRecord};
 use super::{Applied, ConnectError, ConnectRequest, Sink, Snapshot, Stamp};
 use crate::connection::outbox::{EventMeta, Limits};
 use crate::connection::{ConnId, ConnRef, Connection, Frame, Outbox};
+use crate::metrics::{Metrics, TypeLabel};
 use crate::names::Pattern;
 use crate::protocol::{self, Position, Positions};
 use crate::subscriptions::{PatternLimits, Scope, SubscriptionSet};
@@ -246,7 +247,10 @@ impl Table {
         };
         let subs = Arc::new(subs);
         for name in &entry.channels {
-            let (seq, oldest) = self.channels.get(name).map_or((0, 0), |ch| (ch.sequence(), ch.oldest_kept()));
+            let (seq, oldest) = self
+                .channels
+                .get(name)
+                .map_or((0, 0), |ch| (ch.sequence(), ch.oldest_kept()));
             entry.sent.close(name, seq);
             entry.sent.prune(name, oldest);
             entry.sent.open(name, seq, &subs);
@@ -268,18 +272,37 @@ impl Table {
                 .filter(|_| entry.channels.contains(name.as_str()));
             let settings = self.snap.registry.channels().get(name.as_str());
             let (Some(ch), Some(settings)) = (ch, settings) else {
-                out.insert(name.clone(), json!({"recovered": false, "reason": "unknown_channel"}));
+                out.insert(
+                    name.clone(),
+                    json!({"recovered": false, "reason": "unknown_channel"}),
+                );
                 continue;
             };
-            let planned = recovery::plan(ch, settings, pos, &entry.subs, &entry.sent, &entry.conn, &self.snap.registry);
+            let planned = recovery::plan(
+                ch,
+                settings,
+                pos,
+                &entry.subs,
+                &entry.sent,
+                &entry.conn,
+                &self.snap.registry,
+            );
             match planned {
                 Ok(replay) => {
-                    entry.conn.outbox.forget_drops(name, &recovery::sequences(&replay));
-                    out.insert(name.clone(), json!({"recovered": true, "replayed": replay.len()}));
+                    entry
+                        .conn
+                        .outbox
+                        .forget_drops(name, &recovery::sequences(&replay));
+                    out.insert(
+                        name.clone(),
+                        json!({"recovered": true, "replayed": replay.len()}),
+                    );
                     for stored in replay {
                         entry.conn.outbox.push_control(Frame::control(stored.frame));
                     }
-                    entry.sent.covered(&ch.name, pos.sequence, ch.sequence(), &entry.subs);
+                    entry
+                        .sent
+                        .covered(&ch.name, pos.sequence, ch.sequence(), &entry.subs);
                 }
                 Err(reason) => {
                     out.insert(name.clone(), json!({"recovered": false, "reason": reason}));
@@ -349,16 +372,22 @@ impl Table {
     }
 
     /// Stamps each event on its channel and queues it for every recipient.
-    pub(super) fn stamp_and_route(&self, prepared: Vec<Prepared>) -> Vec<Stamp> {
+    pub(super) fn stamp_and_route(&self, prepared: Vec<Prepared>, metrics: &Metrics) -> Vec<Stamp> {
         let timestamp = protocol::timestamp(Utc::now());
         let window = Duration::from_secs(self.snap.config.server.idempotency_window_s);
         prepared
             .into_iter()
-            .map(|p| self.stamp_one(p, &timestamp, window))
+            .map(|p| self.stamp_one(p, &timestamp, window, metrics))
             .collect()
     }
 
-    fn stamp_one(&self, p: Prepared, timestamp: &str, window: Duration) -> Stamp {
+    fn stamp_one(
+        &self,
+        p: Prepared,
+        timestamp: &str,
+        window: Duration,
+        metrics: &Metrics,
+    ) -> Stamp {
         let t = p.event_type.clone();
         let channel = &self.channels[&t.channel];
         let settings = &self.snap.registry.channels()[&t.channel];
@@ -374,6 +403,13 @@ impl Table {
             };
         }
         let sequence = stamping.next_sequence();
+        let accepted_at = Instant::now();
+        metrics
+            .accepted
+            .get_or_create(&TypeLabel {
+                r#type: t.name.to_string(),
+            })
+            .inc();
         let text = Utf8Bytes::from(envelope::render(&p, timestamp, sequence));
         if let Some(key) = &p.idempotency_key {
             stamping.remember_key(key, sequence);
@@ -394,16 +430,19 @@ impl Table {
                 sequence,
                 policy: settings.slow_consumer,
                 epoch: channel.epoch.clone(),
+                accepted: accepted_at,
             }),
         };
         if let Some(recipients) = self.recipients.get(&t.name) {
-            for conn in recipients.values() {
-                conn.outbox.push_event(frame.clone());
-            }
+            let dropped: u64 = recipients
+                .values()
+                .map(|conn| conn.outbox.push_event(frame.clone()).dropped())
+                .sum();
+            metrics.drop_events("slow_consumer", dropped);
         }
         for sink in self.routes.get(&t.name).into_iter().flatten() {
-            if p.emitter.as_deref() != Some(sink.name()) {
-                sink.offer(&frame.text);
+            if p.emitter.as_deref() != Some(sink.name()) && !sink.offer(&frame.text) {
+                metrics.drop_events("sink_overflow", 1);
             }
         }
         drop(stamping);

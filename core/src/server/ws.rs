@@ -23,7 +23,9 @@ use tokio_tungstenite::WebSocketStream;
 use super::{reply, Peer, Response};
 use crate::app::App;
 use crate::auth::client_addr;
+use crate::connection::outbox::EventMeta;
 use crate::connection::{ConnRef, Frame};
+use crate::metrics::{ChannelLabel, Metrics};
 use crate::names;
 use crate::protocol::{self, Position};
 use crate::router::ConnectRequest;
@@ -198,7 +200,7 @@ async fn run(app: Arc<App>, on_upgrade: OnUpgrade, connect: ConnectRequest) {
     };
     tracing::debug!(connection = %conn.public_id, endpoint = %conn.endpoint, "connected");
     let (sink, stream) = socket.split();
-    let mut writer = tokio::spawn(write_loop(conn.clone(), sink));
+    let mut writer = tokio::spawn(write_loop(conn.clone(), sink, app.router.metrics().clone()));
     tokio::select! {
         end = read_loop(&app, &conn, stream) => {
             match end {
@@ -235,13 +237,19 @@ async fn read_loop(
     ReadEnd::Gone
 }
 
-async fn write_loop(conn: ConnRef, mut sink: futures_util::stream::SplitSink<Socket, Message>) {
+async fn write_loop(
+    conn: ConnRef,
+    mut sink: futures_util::stream::SplitSink<Socket, Message>,
+    metrics: Arc<Metrics>,
+) {
     loop {
         let batch = conn.outbox.next_batch().await;
-        for Frame { text, .. } in batch.frames {
+        let mut written = Vec::with_capacity(batch.frames.len());
+        for Frame { text, event } in batch.frames {
             if sink.feed(Message::Text(text)).await.is_err() {
                 return;
             }
+            written.extend(event);
         }
         if let Some(close) = batch.close {
             if close.code != 1000 || !close.reason.is_empty() {
@@ -255,6 +263,29 @@ async fn write_loop(conn: ConnRef, mut sink: futures_util::stream::SplitSink<Soc
         if sink.flush().await.is_err() {
             return;
         }
+        record_deliveries(&metrics, &written);
+    }
+}
+
+/// Counts events written to the socket, per channel, and their latency.
+fn record_deliveries(metrics: &Metrics, written: &[EventMeta]) {
+    let mut per_channel: Vec<(&Arc<str>, u64)> = Vec::new();
+    for meta in written {
+        metrics
+            .latency
+            .observe(meta.accepted.elapsed().as_secs_f64());
+        match per_channel.iter_mut().find(|(c, _)| **c == meta.channel) {
+            Some((_, n)) => *n += 1,
+            None => per_channel.push((&meta.channel, 1)),
+        }
+    }
+    for (channel, n) in per_channel {
+        metrics
+            .deliveries
+            .get_or_create(&ChannelLabel {
+                channel: channel.to_string(),
+            })
+            .inc_by(n);
     }
 }
 

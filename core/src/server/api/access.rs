@@ -10,6 +10,28 @@ use crate::auth::{client_addr, KeyCheck};
 use crate::config::AuthMode;
 use crate::server::Peer;
 
+/// A request refused at the door: the metric reason and the answer.
+pub struct Denied {
+    /// The refused-events reason (`unauthorized`, `forbidden`, …).
+    pub reason: &'static str,
+    /// The HTTP answer.
+    pub reply: Reply,
+}
+
+impl From<Denied> for Reply {
+    fn from(d: Denied) -> Reply {
+        d.reply
+    }
+}
+
+/// Refuses with `code` (also the metric reason).
+pub fn deny(status: StatusCode, code: &'static str, message: &str) -> Denied {
+    Denied {
+        reason: code,
+        reply: error_reply(status, code, message, json!({})),
+    }
+}
+
 /// Which key a route needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
@@ -26,7 +48,7 @@ pub fn authorize(
     need: Need,
     peer: Peer,
     headers: &HeaderMap,
-) -> Result<Option<String>, Reply> {
+) -> Result<Option<String>, Denied> {
     let snap = app.router.snapshot();
     let client = client_addr(peer.0.ip(), headers, &snap.config.server.trusted_proxies);
     let keys = app.keys.load();
@@ -40,11 +62,10 @@ pub fn authorize(
         return if client.loopback {
             Ok(None)
         } else {
-            Err(error_reply(
+            Err(deny(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "no API key is configured, so this route answers only clients on this host",
-                json!({}),
             ))
         };
     }
@@ -60,33 +81,31 @@ pub fn authorize(
     }
 }
 
-fn unauthorized(message: &str) -> Reply {
-    error_reply(StatusCode::UNAUTHORIZED, "unauthorized", message, json!({}))
+fn unauthorized(message: &str) -> Denied {
+    deny(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
 /// Refuses a POST without `Content-Type: application/json` (415) or from an
 /// `Origin` that `allowed_origins` does not allow (403).
-pub fn check_post(app: &App, headers: &HeaderMap) -> Result<(), Reply> {
+pub fn check_post(app: &App, headers: &HeaderMap) -> Result<(), Denied> {
     let json = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !json {
-        return Err(error_reply(
+        return Err(deny(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send the body as JSON with `Content-Type: application/json`",
-            json!({}),
         ));
     }
     let snap = app.router.snapshot();
     if !origin_allowed(&snap.config.auth.allowed_origins, headers) {
-        return Err(error_reply(
+        return Err(deny(
             StatusCode::FORBIDDEN,
             "forbidden_origin",
             "this Origin is not in auth.allowed_origins",
-            json!({}),
         ));
     }
     Ok(())

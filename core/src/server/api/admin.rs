@@ -15,12 +15,12 @@ use crate::server::Peer;
 
 /// `POST /api/admin/reload`.
 pub async fn reload(app: Arc<App>, peer: Peer, headers: HeaderMap) -> Reply {
-    if let Err(reply) = access::check_post(&app, &headers) {
-        return reply;
+    if let Err(denied) = access::check_post(&app, &headers) {
+        return denied.reply;
     }
     let key = match access::authorize(&app, Need::Admin, peer, &headers) {
         Ok(key) => key,
-        Err(reply) => return reply,
+        Err(denied) => return denied.reply,
     };
     tracing::info!(
         key = key.as_deref().unwrap_or("loopback"),
@@ -39,8 +39,8 @@ pub async fn reload(app: Arc<App>, peer: Peer, headers: HeaderMap) -> Reply {
 
 /// `GET /api/admin/config`.
 pub fn config(app: Arc<App>, peer: Peer, headers: HeaderMap) -> Reply {
-    if let Err(reply) = access::authorize(&app, Need::Admin, peer, &headers) {
-        return reply;
+    if let Err(denied) = access::authorize(&app, Need::Admin, peer, &headers) {
+        return denied.reply;
     }
     let snap = app.router.snapshot();
     let last = app.last_reload.lock().clone().map(|r| {
@@ -72,8 +72,8 @@ pub fn connections(
     headers: HeaderMap,
     q: HashMap<String, String>,
 ) -> Reply {
-    if let Err(reply) = access::authorize(&app, Need::Admin, peer, &headers) {
-        return reply;
+    if let Err(denied) = access::authorize(&app, Need::Admin, peer, &headers) {
+        return denied.reply;
     }
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => MAX_PAGE,

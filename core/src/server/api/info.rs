@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 use super::{json_reply, Reply};
 use crate::app::App;
 use crate::config::{AuthMode, ClusterEngine};
+use crate::metrics::{EndpointLabel, PluginLabel};
 use crate::plugin_host::State;
 
 /// `GET /health`: 200 ok / degraded (a plugin failed).
@@ -75,4 +76,38 @@ pub fn capabilities(app: &App) -> Reply {
             "channels": channels,
         }),
     )
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub fn metrics(app: &App) -> Reply {
+    let metrics = app.router.metrics();
+    metrics.connections.clear();
+    for ep in &app.router.snapshot().config.endpoints {
+        let label = EndpointLabel {
+            endpoint: ep.path.clone(),
+        };
+        metrics.connections.get_or_create(&label).set(0);
+    }
+    for (conn, _) in app.router.connections() {
+        let label = EndpointLabel {
+            endpoint: conn.endpoint.to_string(),
+        };
+        metrics.connections.get_or_create(&label).inc();
+    }
+    metrics.plugin_up.clear();
+    for (name, status) in app.plugins.statuses() {
+        let up = i64::from(status.state == State::Running);
+        metrics
+            .plugin_up
+            .get_or_create(&PluginLabel { plugin: name })
+            .set(up);
+    }
+    let mut response = Reply::new(metrics.encode().into());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    response
 }

@@ -50,8 +50,9 @@ fn parts() -> impl Filter<Extract = (Peer, http::HeaderMap), Error = Rejection> 
 }
 
 /// Paths served here, for 405 versus 404.
-const KNOWN: [&str; 7] = [
+const KNOWN: [&str; 8] = [
     "/health",
+    "/metrics",
     "/health/live",
     "/api/websocket/capabilities",
     "/api/events",
@@ -71,6 +72,10 @@ pub fn routes(
     let live = warp::path!("health" / "live")
         .and(warp::get())
         .map(|| json_reply(StatusCode::OK, &json!({"status": "live"})));
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .map(|app: Arc<App>| info::metrics(&app));
     let capabilities = warp::path!("api" / "websocket" / "capabilities")
         .and(warp::get())
         .and(with_app(app.clone()))
@@ -121,6 +126,8 @@ pub fn routes(
     );
     health
         .or(live)
+        .unify()
+        .or(metrics)
         .unify()
         .or(capabilities)
         .unify()

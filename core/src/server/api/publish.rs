@@ -8,7 +8,7 @@ use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
-use super::access::{self, Need};
+use super::access::{self, deny, Denied, Need};
 use super::{error_reply, json_reply, Reply};
 use crate::app::App;
 use crate::json_depth;
@@ -22,11 +22,25 @@ where
     B: Buf,
 {
     match publish(&app, peer, &headers, body).await {
-        Ok(reply) | Err(reply) => reply,
+        Ok(reply) => reply,
+        Err(denied) => {
+            app.router.metrics().refuse(denied.reason);
+            denied.reply
+        }
     }
 }
 
-async fn publish<S, B>(app: &App, peer: Peer, headers: &HeaderMap, body: S) -> Result<Reply, Reply>
+/// A refusal with extra fields in its error body.
+fn denied(status: StatusCode, reason: &'static str, message: &str, extra: Value) -> Denied {
+    Denied {
+        reason,
+        reply: error_reply(status, reason, message, extra),
+    }
+}
+
+/// `Ok` is the answer — including refusals by the router, which counts
+/// them itself; `Err` is a refusal at the door, counted by the caller.
+async fn publish<S, B>(app: &App, peer: Peer, headers: &HeaderMap, body: S) -> Result<Reply, Denied>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -36,7 +50,7 @@ where
     let server = app.router.snapshot().config.server.clone();
     let bytes = read_body(body, server.max_publish_bytes).await?;
     json_depth::check_depth(&bytes, server.max_json_depth).map_err(|e| {
-        error_reply(
+        denied(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             &e.to_string(),
@@ -44,7 +58,7 @@ where
         )
     })?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        error_reply(
+        denied(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             &format!("the body is not valid JSON: {e}"),
@@ -60,19 +74,21 @@ where
         .enumerate()
         .map(|(i, v)| Incoming::from_json(v, i))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| refused(&e))?;
-    let stamps = app
-        .router
-        .publish(events, &Origin::Http)
-        .map_err(|e| refused(&e))?;
-    Ok(json_reply(
-        StatusCode::ACCEPTED,
-        &json!({"accepted": stamps.len(), "sequences": stamps}),
-    ))
+        .map_err(|e| Denied {
+            reason: e.reason(),
+            reply: refused(&e),
+        })?;
+    Ok(match app.router.publish(events, &Origin::Http) {
+        Ok(stamps) => json_reply(
+            StatusCode::ACCEPTED,
+            &json!({"accepted": stamps.len(), "sequences": stamps}),
+        ),
+        Err(e) => refused(&e),
+    })
 }
 
 /// Reads the body, refusing it (413) as soon as it passes `max` bytes.
-async fn read_body<S, B>(mut body: S, max: usize) -> Result<BytesMut, Reply>
+async fn read_body<S, B>(mut body: S, max: usize) -> Result<BytesMut, Denied>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -80,19 +96,17 @@ where
     let mut bytes = BytesMut::new();
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|e| {
-            error_reply(
+            deny(
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
                 &format!("the body could not be read: {e}"),
-                json!({}),
             )
         })?;
         if bytes.len() + chunk.remaining() > max {
-            return Err(error_reply(
+            return Err(deny(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 &format!("the body is over server.max_publish_bytes ({max} bytes)"),
-                json!({}),
             ));
         }
         while chunk.has_remaining() {

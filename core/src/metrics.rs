@@ -1,0 +1,193 @@
+//! The router's metrics, served as Prometheus text at `GET /metrics`.
+//!
+//! Counters are incremented where things happen (the router, the transport,
+//! reloads); gauges that describe state (connections, plugin health) are
+//! read at scrape time, so they can never drift.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A metric label set with one label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    /// The event type.
+    pub r#type: String,
+}
+
+/// `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
+    pub reason: String,
+}
+
+/// `channel` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabel {
+    /// The channel.
+    pub channel: String,
+}
+
+/// `result` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `applied` or `refused`.
+    pub result: String,
+}
+
+/// `endpoint` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    /// The endpoint path.
+    pub endpoint: String,
+}
+
+/// `plugin` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    /// The plugin instance.
+    pub plugin: String,
+}
+
+/// Every metric of one router.
+pub struct Metrics {
+    registry: Registry,
+    /// `switchyard_events_accepted_total{type}`.
+    pub accepted: Family<TypeLabel, Counter>,
+    /// `switchyard_events_refused_total{reason}`.
+    pub refused: Family<ReasonLabel, Counter>,
+    /// `switchyard_deliveries_total{channel}`: events written to sockets.
+    pub deliveries: Family<ChannelLabel, Counter>,
+    /// `switchyard_dropped_total{reason}`: `slow_consumer`, `sink_overflow`.
+    pub dropped: Family<ReasonLabel, Counter>,
+    /// `switchyard_delivery_latency_seconds`: accept → written to the socket.
+    pub latency: Histogram,
+    /// `switchyard_config_reloads_total{result}`.
+    pub reloads: Family<ResultLabel, Counter>,
+    /// `switchyard_connections{endpoint}`, set at scrape time.
+    pub connections: Family<EndpointLabel, Gauge>,
+    /// `switchyard_plugin_up{plugin}`, set at scrape time.
+    pub plugin_up: Family<PluginLabel, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn label(value: &str) -> String {
+    value.to_owned()
+}
+
+impl Metrics {
+    /// A fresh set of metrics, registered under the `switchyard_` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("switchyard");
+        let accepted = Family::<TypeLabel, Counter>::default();
+        let refused = Family::<ReasonLabel, Counter>::default();
+        let deliveries = Family::<ChannelLabel, Counter>::default();
+        let dropped = Family::<ReasonLabel, Counter>::default();
+        let latency = Histogram::new([
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ]);
+        let reloads = Family::<ResultLabel, Counter>::default();
+        let connections = Family::<EndpointLabel, Gauge>::default();
+        let plugin_up = Family::<PluginLabel, Gauge>::default();
+        registry.register(
+            "events_accepted",
+            "Events accepted, by type",
+            accepted.clone(),
+        );
+        registry.register(
+            "events_refused",
+            "Events refused, by reason",
+            refused.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Events written to WebSocket connections, by channel",
+            deliveries.clone(),
+        );
+        registry.register("dropped", "Events dropped, by reason", dropped.clone());
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from accepting an event to writing it to a socket",
+            latency.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open WebSocket connections, by endpoint",
+            connections.clone(),
+        );
+        registry.register(
+            "plugin_up",
+            "1 when the plugin instance is running",
+            plugin_up.clone(),
+        );
+        Metrics {
+            registry,
+            accepted,
+            refused,
+            deliveries,
+            dropped,
+            latency,
+            reloads,
+            connections,
+            plugin_up,
+        }
+    }
+
+    /// Counts a refused event.
+    pub fn refuse(&self, reason: &str) {
+        self.refused
+            .get_or_create(&ReasonLabel {
+                reason: label(reason),
+            })
+            .inc();
+    }
+
+    /// Counts dropped events.
+    pub fn drop_events(&self, reason: &str, n: u64) {
+        if n > 0 {
+            self.dropped
+                .get_or_create(&ReasonLabel {
+                    reason: label(reason),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// Counts a reload.
+    pub fn reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        self.reloads
+            .get_or_create(&ResultLabel {
+                result: label(result),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,228 @@
+//! One managed instance's life: start, stop (bounded), fail, and restart
+//! with exponential backoff.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::host_api::HostContext;
+use super::instance::Instance;
+use super::loader::Library;
+use super::sink::{Delivery, SinkQueue};
+use crate::config::PluginConfig;
+use crate::router::Router;
+
+/// First restart delay; doubled after each restart, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest restart delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// An instance's state as `/health` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Started and working.
+    Running,
+    /// Failed (panic, `start` error, a dead thread); restarted with backoff.
+    Failed,
+    /// Stopped or not started.
+    Stopped,
+}
+
+/// What `/health` shows for one instance.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// Its state.
+    pub state: State,
+    /// How often it was restarted.
+    pub restarts: u32,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// When a failed instance is due for its next restart.
+    #[serde(skip)]
+    pub next_restart: Option<Instant>,
+}
+
+impl Status {
+    fn fresh() -> Status {
+        Status {
+            state: State::Stopped,
+            restarts: 0,
+            last_error: None,
+            next_restart: None,
+        }
+    }
+
+    /// Marks the instance failed and schedules its restart.
+    pub fn fail(&mut self, message: String) {
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1 << self.restarts.min(6))
+            .min(MAX_BACKOFF);
+        self.state = State::Failed;
+        self.last_error = Some(message);
+        self.next_restart = Some(Instant::now() + backoff);
+    }
+
+    /// Whether a restart is due now.
+    pub fn restart_due(&self, now: Instant) -> bool {
+        self.state == State::Failed && self.next_restart.is_some_and(|at| at <= now)
+    }
+}
+
+/// An instance shared between its delivery thread and its lifecycle calls;
+/// the mutex keeps the ABI's rule that no two calls overlap.
+type SharedInstance = Arc<Mutex<Option<Instance>>>;
+
+/// A running (or failed) instance the host manages.
+pub(super) struct Managed {
+    pub(super) config: PluginConfig,
+    pub(super) library: Arc<Library>,
+    pub(super) types: Vec<switchyard_plugin_api::EventTypeDecl>,
+    pub(super) sink: Option<Arc<SinkQueue>>,
+    pub(super) status: Arc<Mutex<Status>>,
+    instance: SharedInstance,
+    context: Option<&'static HostContext>,
+    delivery: Option<Delivery>,
+}
+
+impl Managed {
+    /// A created, not yet started, instance.
+    pub(super) fn new(
+        config: PluginConfig,
+        instance: Instance,
+        sink: Option<Arc<SinkQueue>>,
+    ) -> Managed {
+        Managed {
+            library: instance.library.clone(),
+            types: instance.types.clone(),
+            config,
+            sink,
+            status: Arc::new(Mutex::new(Status::fresh())),
+            instance: Arc::new(Mutex::new(Some(instance))),
+            context: None,
+            delivery: None,
+        }
+    }
+
+    /// Calls `start` with fresh host callbacks, then serves its sink queue.
+    pub(super) fn start(&mut self, router: &Arc<Router>) {
+        let name = self.config.name.clone();
+        let status = self.status.clone();
+        let on_failure = Box::new(move |message: String| {
+            tracing::error!(plugin = %name, "plugin failed: {message}");
+            status.lock().fail(message);
+        });
+        let (context, vtable) = HostContext::leak(&self.config.name, router, on_failure);
+        self.context = Some(context);
+        // Running first: a plugin thread may fail before `start` returns.
+        self.status.lock().state = State::Running;
+        let result = match self.instance.lock().as_mut() {
+            Some(instance) => instance.start(vtable),
+            None => return,
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(plugin = %self.config.name, library = %self.library.path.display(), "plugin started");
+                self.delivery = self.serve_sink();
+            }
+            Err(e) => {
+                tracing::error!(plugin = %self.config.name, "plugin failed to start: {e}");
+                self.status.lock().fail(e);
+            }
+        }
+    }
+
+    fn serve_sink(&self) -> Option<Delivery> {
+        let sink = self.sink.as_ref()?;
+        let (name, status) = (self.config.name.clone(), self.status.clone());
+        let on_error = move |e: String| {
+            tracing::error!(plugin = %name, "sink failed to take an event: {e}");
+            status.lock().fail(e);
+        };
+        sink.serve(self.instance.clone(), on_error)
+            .map_err(|e| tracing::error!(plugin = %self.config.name, "cannot start the sink's delivery thread: {e}"))
+            .ok()
+    }
+
+    /// Ends delivery, then calls `stop` on a thread of its own, waiting at
+    /// most `stop_timeout_s`; an instance that does not return in time is
+    /// abandoned, never destroyed. `for_good` also closes the sink queue.
+    pub(super) fn stop(&mut self, for_good: bool) {
+        if for_good {
+            if let Some(sink) = &self.sink {
+                sink.close();
+            }
+        }
+        let name = self.config.name.clone();
+        let context = self.context.take();
+        let instance = std::mem::replace(&mut self.instance, Arc::new(Mutex::new(None)));
+        let delivery = self.delivery.take();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let gave_up = abandoned.clone();
+        let (done, returned) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("stop-{name}"))
+            .spawn(move || {
+                if let Some(delivery) = delivery {
+                    delivery.halt();
+                }
+                let mut guard = instance.lock();
+                let result = guard.as_mut().map(Instance::stop);
+                if let Some(ctx) = context {
+                    ctx.mark_stopped();
+                }
+                match guard.take() {
+                    // Abandoned: the host gave up waiting, so it must not be destroyed.
+                    Some(late) if gave_up.load(Ordering::SeqCst) => std::mem::forget(late),
+                    other => drop(other),
+                }
+                let _ = done.send(result);
+            });
+        if spawned.is_err() {
+            tracing::error!(plugin = %name, "cannot spawn a thread to stop the plugin; abandoning it");
+            return;
+        }
+        match returned.recv_timeout(Duration::from_secs(self.config.stop_timeout_s)) {
+            Ok(result) => {
+                if let Some(Err(e)) = result {
+                    tracing::warn!(plugin = %name, "plugin stop: {e}");
+                }
+                tracing::info!(plugin = %name, "plugin stopped");
+            }
+            Err(_) => {
+                abandoned.store(true, Ordering::SeqCst);
+                if let Some(ctx) = context {
+                    ctx.mark_stopped();
+                }
+                tracing::error!(plugin = %name, timeout_s = self.config.stop_timeout_s, "plugin did not stop in time; abandoned");
+            }
+        }
+        let mut status = self.status.lock();
+        if status.state == State::Running {
+            status.state = State::Stopped;
+        }
+    }
+
+    /// Replaces a failed instance with a new one from the same library and
+    /// config, and starts it. Its sink queue carries over.
+    pub(super) fn restart(&mut self, router: &Arc<Router>) {
+        self.stop(false);
+        let restarts = {
+            let mut status = self.status.lock();
+            status.restarts += 1;
+            status.restarts
+        };
+        tracing::info!(plugin = %self.config.name, restarts, "restarting failed plugin");
+        match Instance::create(&self.library, &self.config.name, &self.config.config) {
+            Ok(instance) => {
+                self.instance = Arc::new(Mutex::new(Some(instance)));
+                self.start(router);
+            }
+            Err(e) => self.status.lock().fail(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The event types this plugin emits: their declarations (the schemas the
+//! router validates against) and the one payload shape they share.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use switchyard_plugin_api::{EventTypeDecl, Field};
+
+use crate::config::WorkerType;
+use crate::machine::{EventKind, State};
+
+/// The channel of every `worker.*` event.
+pub(crate) const WORKERS: &str = "workers";
+
+/// The payload of every `worker.*` event.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct WorkerPayload {
+    pub worker_name: String,
+    pub worker_type: WorkerType,
+    pub state: State,
+    pub timestamp: String,
+    pub error: Option<String>,
+    pub consecutive_failures: u32,
+}
+
+/// An RFC 3339 UTC timestamp with milliseconds, e.g. `2026-11-23T06:00:00.000Z`.
+pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The declarations of every event type this plugin emits, in
+/// [`EventKind::ALL`] order.
+pub(crate) fn declarations() -> Vec<EventTypeDecl> {
+    EventKind::ALL
+        .iter()
+        .map(|kind| {
+            EventTypeDecl::new(kind.name(), WORKERS, kind.description())
+                .field(
+                    "worker_name",
+                    Field::string()
+                        .required()
+                        .describe("The worker's `name` in the plugin config"),
+                )
+                .field(
+                    "worker_type",
+                    Field::string()
+                        .required()
+                        .one_of(&WorkerType::NAMES)
+                        .describe("The worker's `type` in the plugin config"),
+                )
+                .field(
+                    "state",
+                    Field::string()
+                        .required()
+                        .one_of(&State::NAMES)
+                        .describe("The worker's state after this event"),
+                )
+                .field(
+                    "timestamp",
+                    Field::string()
+                        .required()
+                        .describe("When the health check behind this event ended (RFC 3339, UTC)"),
+                )
+                .field(
+                    "error",
+                    Field::string()
+                        .describe("Why the latest health check failed; null when it succeeded"),
+                )
+                .field(
+                    "consecutive_failures",
+                    Field::integer().required().describe(
+                        "Failed health checks in a row, this one included (0 when healthy)",
+                    ),
+                )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use switchyard_plugin_api::FieldType;
+
+    /// Checks `payload` against `decl` the way the router does: no unknown
+    /// fields, required ones present and non-null, types and enums right.
+    fn check(decl: &EventTypeDecl, payload: &impl Serialize) {
+        let value = serde_json::to_value(payload).unwrap();
+        let obj = value.as_object().unwrap();
+        let fields = decl.payload.as_ref().unwrap();
+        for key in obj.keys() {
+            assert!(fields.contains_key(key), "{}: undeclared {key}", decl.name);
+        }
+        for (name, field) in fields {
+            assert!(field.description.is_some(), "{}.{name}", decl.name);
+            let v = obj.get(name).unwrap_or(&Value::Null);
+            if v.is_null() {
+                assert!(!field.required, "{}.{name} is required", decl.name);
+                continue;
+            }
+            let ok = match field.field_type {
+                FieldType::String => v.is_string(),
+                FieldType::Integer => v.is_u64() || v.is_i64(),
+                _ => false,
+            };
+            assert!(
+                ok,
+                "{}.{name}: {v} is not {:?}",
+                decl.name, field.field_type
+            );
+            if let Some(allowed) = &field.allowed {
+                assert!(allowed.contains(v), "{}.{name}: {v} not in enum", decl.name);
+            }
+        }
+    }
+
+    #[test]
+    fn payloads_match_their_declarations() {
+        let decls = declarations();
+        let names: Vec<&str> = decls.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "worker.started",
+                "worker.stopped",
+                "worker.health_check_failed",
+                "worker.restarting",
+                "worker.recovered",
+                "worker.error"
+            ]
+        );
+        for decl in &decls {
+            assert_eq!(decl.channel.as_deref(), Some(WORKERS));
+            assert!(!decl.description.is_empty());
+            for worker_type in WorkerType::ALL {
+                for state in State::ALL {
+                    for error in [None, Some("HTTP 503".to_owned())] {
+                        check(
+                            decl,
+                            &WorkerPayload {
+                                worker_name: "w".into(),
+                                worker_type,
+                                state,
+                                timestamp: timestamp(Utc::now()),
+                                error,
+                                consecutive_failures: 2,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_have_milliseconds_and_z() {
+        let t = DateTime::parse_from_rfc3339("2026-11-23T06:00:00Z").unwrap();
+        assert_eq!(timestamp(t.with_timezone(&Utc)), "2026-11-23T06:00:00.000Z");
+    }
+}
