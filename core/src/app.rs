@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use crate::auth::ApiKeys;
 use crate::config::Problem;
-use crate::plugin_host::PluginHost;
+use crate::plugin_host::{Plan, PluginHost};
 use crate::router::Router;
 
 /// How the router was started.
@@ -52,6 +52,17 @@ pub struct App {
     pub last_reload: Mutex<Option<ReloadRecord>>,
     /// Serializes reloads: they never run concurrently.
     pub(crate) reload_lock: tokio::sync::Mutex<()>,
+    /// The first configuration's plugin instances, until they are started.
+    pub(crate) unstarted: Mutex<Option<Plan>>,
+}
+
+impl App {
+    /// Starts the first configuration's plugin instances (once).
+    pub fn start_plugins(&self) {
+        if let Some(plan) = self.unstarted.lock().take() {
+            self.plugins.start_incoming(plan, &self.router);
+        }
+    }
 }
 
 impl std::fmt::Debug for App {

@@ -152,7 +152,10 @@ fn load_keys(config: &Config) -> Result<ApiKeys, ReloadError> {
     })
 }
 
-/// Starts from a configuration prepared with `plugins`: the router, then the plugins.
+/// Builds the app from a configuration prepared with `plugins`. Its plugin
+/// instances are started by [`App::start_plugins`] once the listener is
+/// bound, so that nothing they do at start (a health check of the router
+/// itself, say) finds the port closed.
 pub fn start(
     options: Options,
     plugins: PluginHost,
@@ -182,8 +185,8 @@ pub fn start(
         keys: ArcSwap::from_pointee(keys),
         last_reload: Mutex::new(None),
         reload_lock: tokio::sync::Mutex::new(()),
+        unstarted: Mutex::new(Some(plan)),
     });
-    app.plugins.start_incoming(plan, &app.router);
     Ok(app)
 }
 

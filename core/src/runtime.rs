@@ -37,6 +37,8 @@ pub async fn bind(app: Arc<App>) -> std::io::Result<Running> {
     let server = tokio::spawn(crate::server::serve(app.clone(), listener, async move {
         let _ = stopped.wait_for(|s| *s).await;
     }));
+    let starter = app.clone();
+    let _ = tokio::task::spawn_blocking(move || starter.start_plugins()).await;
     let watcher = watch_config(app.clone());
     tokio::spawn(supervise(Arc::downgrade(&app)));
     tracing::info!(%addr, config = %app.options.config_path.display(), "switchyard listening");

@@ -70,6 +70,11 @@ impl SubscriptionSet {
         self.held.is_none()
     }
 
+    /// The patterns held (none when receiving everything).
+    pub fn held(&self) -> &[Held] {
+        self.held.as_deref().unwrap_or_default()
+    }
+
     /// The patterns held, `None` when receiving everything.
     pub fn texts(&self) -> Option<Vec<String>> {
         self.held

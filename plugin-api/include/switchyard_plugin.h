@@ -97,7 +97,10 @@ typedef struct SyPluginDescriptor {
 
 typedef const SyPluginDescriptor *(*SyEntryFn)(void);
 
-/* Builds an SyStr from a NUL-terminated literal or string. */
+/* The one function a plugin exports (ABI major version 1). */
+const SyPluginDescriptor *switchyard_plugin_entry_v1(void);
+
+/* Builds an SyStr from a string literal (C99 compound literal: C only). */
 #define SY_STR(s) ((SyStr){(const uint8_t *)(s), sizeof(s) - 1})
 
 #ifdef __cplusplus

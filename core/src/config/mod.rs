@@ -832,24 +832,42 @@ require_auth = true
         let system = c.endpoint("/ws/system").unwrap();
         assert_eq!(system.channels, ["system", "workers", "infrastructure"]);
         assert_eq!(c.auth.mode, AuthMode::Optional);
-        assert_eq!(c.server, ok("").config.server);
+        let mut defaults = ok("").config.server;
+        defaults.max_connections = 15000;
+        assert_eq!(
+            c.server, defaults,
+            "only max_connections differs from the defaults"
+        );
         let detection = c.plugin("detection").unwrap();
         assert!(detection.enabled);
         assert_eq!(
             detection.config,
             json!({"listen": "127.0.0.1:9101", "simulate": {"cameras": 4, "rate_per_s": 2}})
         );
-        assert!(c.routes.is_empty());
-        // Every catalogue type not declared by the detection plugin is here,
-        // with a description, a channel, and a payload.
+        let sinks: Vec<&str> = c.routes.iter().map(|r| r.sink.as_str()).collect();
+        assert_eq!(sinks, ["summary", "audit-log"]);
+        let plugins: Vec<&str> = c.plugins.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            plugins,
+            ["detection", "worker", "prometheus", "summary", "audit-log"]
+        );
+        // Every catalogue type that no plugin declares is here, with a
+        // description, a channel, and a payload.
         let declared: Vec<&str> = c.event_types.iter().map(|t| t.name.as_str()).collect();
-        for name in ["detection.new", "batch.opened", "scene_change.detected"] {
+        for name in [
+            "detection.new",
+            "batch.opened",
+            "scene_change.detected",
+            "worker.started",
+            "infrastructure.alert",
+            "summary.hourly",
+        ] {
             assert!(
                 !declared.contains(&name),
                 "{name} is the plugin's to declare"
             );
         }
-        assert_eq!(declared.len(), 36, "{declared:?}");
+        assert_eq!(declared.len(), 27, "{declared:?}");
         for t in &c.event_types {
             assert!(!t.description.is_empty(), "{}", t.name);
             assert!(

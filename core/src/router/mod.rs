@@ -11,6 +11,7 @@
 //! pushes into bounded per-connection queues.
 
 mod channel;
+pub mod coverage;
 pub mod envelope;
 mod publish;
 mod recovery;
@@ -34,6 +35,7 @@ use crate::connection::ConnRef;
 use crate::metrics::Metrics;
 use crate::protocol::Position;
 use crate::registry::Registry;
+use coverage::Coverage;
 use table::Table;
 
 /// Where routed events leave for a sink plugin. Offering never waits: a
@@ -108,6 +110,7 @@ pub struct Router {
     current: ArcSwap<Snapshot>,
     next_conn: AtomicU64,
     metrics: Arc<Metrics>,
+    coverage: Coverage,
 }
 
 impl std::fmt::Debug for Router {
@@ -127,7 +130,19 @@ impl Router {
             current: ArcSwap::new(snapshot),
             next_conn: AtomicU64::new(1),
             metrics: Arc::new(Metrics::new()),
+            coverage: Coverage::default(),
         }
+    }
+
+    /// This router's gap-report counters.
+    pub fn coverage(&self) -> &Coverage {
+        &self.coverage
+    }
+
+    /// The live gap report.
+    pub fn coverage_report(&self) -> serde_json::Value {
+        let live = self.table.read().live_coverage();
+        self.coverage.report(&live)
     }
 
     /// This router's metrics.
@@ -202,6 +217,6 @@ impl Router {
         let table = self.table.read();
         let prepared = publish::prepare(&table.snap, events, origin)
             .inspect_err(|e| self.metrics.refuse(e.reason()))?;
-        Ok(table.stamp_and_route(prepared, &self.metrics))
+        Ok(table.stamp_and_route(prepared, &self.metrics, &self.coverage))
     }
 }

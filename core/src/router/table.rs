@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::channel::{Channel, Stored};
+use super::coverage::{Coverage, Live};
 use super::envelope::{self, Prepared};
 use super::recovery::{self, SentRecord};
 use super::{Applied, ConnectError, ConnectRequest, Sink, Snapshot, Stamp};
@@ -360,6 +361,32 @@ impl Table {
             .collect()
     }
 
+    /// Subscriber counts and dead patterns, for the gap report.
+    pub(super) fn live_coverage(&self) -> Live {
+        let registry = &self.snap.registry;
+        let subscribers = registry
+            .routable()
+            .map(|t| {
+                (
+                    t.name.to_string(),
+                    self.recipients.get(&t.name).map_or(0, HashMap::len),
+                )
+            })
+            .collect();
+        let mut dead_patterns: HashMap<String, usize> = HashMap::new();
+        for entry in self.conns.values() {
+            for held in entry.subs.held() {
+                if !registry.routable().any(|t| held.matches(t)) {
+                    *dead_patterns.entry(held.text.clone()).or_default() += 1;
+                }
+            }
+        }
+        Live {
+            subscribers,
+            dead_patterns,
+        }
+    }
+
     pub(super) fn connection_count(&self) -> usize {
         self.conns.len()
     }
@@ -372,57 +399,57 @@ impl Table {
     }
 
     /// Stamps each event on its channel and queues it for every recipient.
-    pub(super) fn stamp_and_route(&self, prepared: Vec<Prepared>, metrics: &Metrics) -> Vec<Stamp> {
+    pub(super) fn stamp_and_route(
+        &self,
+        prepared: Vec<Prepared>,
+        metrics: &Metrics,
+        coverage: &Coverage,
+    ) -> Vec<Stamp> {
         let timestamp = protocol::timestamp(Utc::now());
         let window = Duration::from_secs(self.snap.config.server.idempotency_window_s);
         prepared
             .into_iter()
-            .map(|p| self.stamp_one(p, &timestamp, window, metrics))
+            .map(|p| self.stamp_one(p, &timestamp, window, metrics, coverage))
             .collect()
     }
 
+    /// Stamps one event and fans it out, holding its channel's lock so that
+    /// every recipient sees the channel in sequence order.
     fn stamp_one(
         &self,
         p: Prepared,
         timestamp: &str,
         window: Duration,
         metrics: &Metrics,
+        coverage: &Coverage,
     ) -> Stamp {
         let t = p.event_type.clone();
         let channel = &self.channels[&t.channel];
         let settings = &self.snap.registry.channels()[&t.channel];
         let mut stamping = channel.lock();
-        if let Some(seq) = p
+        let repeated = p
             .idempotency_key
             .as_deref()
-            .and_then(|k| stamping.idempotent(k, window))
-        {
+            .and_then(|k| stamping.idempotent(k, window));
+        if let Some(sequence) = repeated {
             return Stamp {
                 channel: t.channel.clone(),
-                sequence: seq,
+                sequence,
             };
         }
         let sequence = stamping.next_sequence();
-        let accepted_at = Instant::now();
-        metrics
-            .accepted
-            .get_or_create(&TypeLabel {
-                r#type: t.name.to_string(),
-            })
-            .inc();
+        let accepted = Instant::now();
         let text = Utf8Bytes::from(envelope::render(&p, timestamp, sequence));
         if let Some(key) = &p.idempotency_key {
             stamping.remember_key(key, sequence);
         }
-        stamping.keep(
-            Stored {
-                sequence,
-                type_name: t.name.clone(),
-                frame: text.clone(),
-                at: Instant::now(),
-            },
-            settings,
-        );
+        let stored = Stored {
+            sequence,
+            type_name: t.name.clone(),
+            frame: text.clone(),
+            at: accepted,
+        };
+        stamping.keep(stored, settings);
         let frame = Frame {
             text,
             event: Some(EventMeta {
@@ -430,25 +457,43 @@ impl Table {
                 sequence,
                 policy: settings.slow_consumer,
                 epoch: channel.epoch.clone(),
-                accepted: accepted_at,
+                accepted,
             }),
         };
-        if let Some(recipients) = self.recipients.get(&t.name) {
+        self.fan_out(&t.name, &frame, p.emitter.as_deref(), metrics);
+        drop(stamping);
+        let label = TypeLabel {
+            r#type: t.name.to_string(),
+        };
+        metrics.accepted.get_or_create(&label).inc();
+        let queued = self.recipients.get(&t.name).map_or(0, |r| r.len() as u64);
+        coverage.produced(&t.name, queued);
+        Stamp {
+            channel: t.channel.clone(),
+            sequence,
+        }
+    }
+
+    /// Queues a stamped event for every connection and sink that takes its
+    /// type (a sink never gets what its own instance emitted).
+    fn fan_out(
+        &self,
+        type_name: &Arc<str>,
+        frame: &Frame,
+        emitter: Option<&str>,
+        metrics: &Metrics,
+    ) {
+        if let Some(recipients) = self.recipients.get(type_name) {
             let dropped: u64 = recipients
                 .values()
                 .map(|conn| conn.outbox.push_event(frame.clone()).dropped())
                 .sum();
             metrics.drop_events("slow_consumer", dropped);
         }
-        for sink in self.routes.get(&t.name).into_iter().flatten() {
-            if p.emitter.as_deref() != Some(sink.name()) && !sink.offer(&frame.text) {
+        for sink in self.routes.get(type_name).into_iter().flatten() {
+            if emitter != Some(sink.name()) && !sink.offer(&frame.text) {
                 metrics.drop_events("sink_overflow", 1);
             }
-        }
-        drop(stamping);
-        Stamp {
-            channel: t.channel.clone(),
-            sequence,
         }
     }
 

@@ -73,6 +73,7 @@ pub fn upgrade(app: Arc<App>, peer: Peer, mut req: http::Request<Incoming>) -> R
     let snap = app.router.snapshot();
     let path = req.uri().path().to_owned();
     if snap.endpoint(&path).is_none() {
+        app.router.coverage().unknown_endpoint(&path);
         return unknown_endpoint(&snap, &path);
     }
     let key = req

@@ -50,7 +50,8 @@ fn parts() -> impl Filter<Extract = (Peer, http::HeaderMap), Error = Rejection> 
 }
 
 /// Paths served here, for 405 versus 404.
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 9] = [
+    "/api/websocket/coverage",
     "/health",
     "/metrics",
     "/health/live",
@@ -76,6 +77,10 @@ pub fn routes(
         .and(warp::get())
         .and(with_app(app.clone()))
         .map(|app: Arc<App>| info::metrics(&app));
+    let coverage = warp::path!("api" / "websocket" / "coverage")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .map(|app: Arc<App>| json_reply(StatusCode::OK, &app.router.coverage_report()));
     let capabilities = warp::path!("api" / "websocket" / "capabilities")
         .and(warp::get())
         .and(with_app(app.clone()))
@@ -130,6 +135,8 @@ pub fn routes(
         .or(metrics)
         .unify()
         .or(capabilities)
+        .unify()
+        .or(coverage)
         .unify()
         .or(events)
         .unify()
