@@ -2,8 +2,10 @@
 //! in force and the record of reloads. Built once at start; every transport
 //! holds an `Arc<App>`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,9 +13,11 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
+use crate::auth::jwt::Verifier;
 use crate::auth::ApiKeys;
 use crate::config::Problem;
 use crate::plugin_host::{Plan, PluginHost};
+use crate::ratelimit::TokenBucket;
 use crate::router::Router;
 
 /// How the router was started.
@@ -48,6 +52,12 @@ pub struct App {
     pub started: Instant,
     /// API keys in force (re-read on every reload).
     pub keys: ArcSwap<ApiKeys>,
+    /// JWT keys and rules in force (key files re-read on every reload).
+    pub verifier: ArcSwap<Verifier>,
+    /// Set when a graceful shutdown begins: new requests get 503.
+    pub shutting_down: AtomicBool,
+    /// Publish rate limits, per API key name (or client IP without auth).
+    pub publish_buckets: Mutex<HashMap<String, TokenBucket>>,
     /// The last reload's outcome.
     pub last_reload: Mutex<Option<ReloadRecord>>,
     /// Serializes reloads: they never run concurrently.
@@ -56,7 +66,32 @@ pub struct App {
     pub(crate) unstarted: Mutex<Option<Plan>>,
 }
 
+/// Most publish buckets kept; past it, the idle ones are forgotten.
+const MAX_PUBLISH_BUCKETS: usize = 10_000;
+
 impl App {
+    /// Whether a graceful shutdown is under way.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Takes one publish token for `who`; `Err` holds the seconds to wait.
+    pub fn publish_allowed(&self, who: &str) -> Result<(), u64> {
+        let limit = self.router.snapshot().config.server.publish_rate_limit;
+        let mut buckets = self.publish_buckets.lock();
+        if buckets.len() >= MAX_PUBLISH_BUCKETS && !buckets.contains_key(who) {
+            buckets.retain(|_, b| !b.is_full(limit.requests_per_s, limit.burst));
+        }
+        let bucket = buckets
+            .entry(who.to_owned())
+            .or_insert_with(|| TokenBucket::full(limit.burst));
+        if bucket.take(limit.requests_per_s, limit.burst) {
+            Ok(())
+        } else {
+            Err(bucket.wait_s(limit.requests_per_s))
+        }
+    }
+
     /// Starts the first configuration's plugin instances (once).
     pub fn start_plugins(&self) {
         if let Some(plan) = self.unstarted.lock().take() {

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod names;
 pub mod plugin_host;
 pub mod protocol;
+pub mod ratelimit;
 pub mod registry;
 pub mod reload;
 pub mod router;

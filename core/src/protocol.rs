@@ -20,6 +20,11 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// RFC 3339 of a Unix time in seconds (token expiry).
+pub fn unix_timestamp(seconds: i64) -> String {
+    DateTime::from_timestamp(seconds, 0).map_or_else(String::new, timestamp)
+}
+
 /// A channel position: where a client is, or where to recover from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Position {
@@ -323,6 +328,14 @@ pub fn subscribed(
 pub fn unsubscribed(events: Option<&[String]>, id: &Option<Value>) -> String {
     with_id(
         json!({"type": "unsubscribed", "action": "unsubscribed", "events": events}),
+        id,
+    )
+}
+
+/// The `refreshed` reply.
+pub fn refreshed(expires_at: &str, id: &Option<Value>) -> String {
+    with_id(
+        json!({"type": "refreshed", "action": "refreshed", "expires_at": expires_at}),
         id,
     )
 }

@@ -16,8 +16,9 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::app::{App, Options, ReloadRecord};
+use crate::auth::jwt::{JwtConfigError, Verifier};
 use crate::auth::ApiKeys;
-use crate::config::{self, Config, ConfigError, Loaded, Problem};
+use crate::config::{self, AuthMode, Config, ConfigError, Loaded, Problem};
 use crate::plugin_host::{Plan, PluginHost};
 use crate::registry::Registry;
 use crate::router::{Router, Snapshot};
@@ -140,16 +141,43 @@ pub fn prepare(options: &Options, plugins: &PluginHost) -> Result<Prepared, Relo
     }
 }
 
-fn load_keys(config: &Config) -> Result<ApiKeys, ReloadError> {
-    ApiKeys::load(&config.auth).map_err(|e| {
-        ReloadError::Invalid(vec![Problem {
-            key: Some("auth".into()),
-            value: None,
-            problem: e.to_string(),
-            line: None,
-            column: None,
-        }])
-    })
+/// The credentials a configuration names: API keys and JWT keys, read now
+/// from their variables and files.
+fn load_keys(config: &Config) -> Result<(ApiKeys, Verifier), ReloadError> {
+    let problem = |key: &str, why: String| Problem {
+        key: Some(key.into()),
+        value: None,
+        problem: why,
+        line: None,
+        column: None,
+    };
+    let keys = ApiKeys::load(&config.auth);
+    let verifier = match Verifier::load(&config.auth) {
+        // Out of the box (`optional`, no secret set) the router still serves
+        // anonymous clients; a presented token is then refused, never trusted.
+        Err(JwtConfigError::MissingVariable { key, var })
+            if key == "auth.jwt" && config.auth.mode == AuthMode::Optional =>
+        {
+            tracing::warn!(
+                "{var} is not set: no JWT key, so only anonymous connections are possible"
+            );
+            Ok(Verifier::default())
+        }
+        other => other,
+    };
+    match (keys, verifier) {
+        (Ok(keys), Ok(verifier)) => Ok((keys, verifier)),
+        (keys, verifier) => {
+            let mut problems = Vec::new();
+            if let Err(e) = keys {
+                problems.push(problem("auth", e.to_string()));
+            }
+            if let Err(e) = verifier {
+                problems.push(problem("auth.jwt", e.to_string()));
+            }
+            Err(ReloadError::Invalid(problems))
+        }
+    }
 }
 
 /// Builds the app from a configuration prepared with `plugins`. Its plugin
@@ -161,7 +189,7 @@ pub fn start(
     plugins: PluginHost,
     prepared: Prepared,
 ) -> Result<Arc<App>, ReloadError> {
-    let keys = load_keys(&prepared.config)?;
+    let (keys, verifier) = load_keys(&prepared.config)?;
     let Prepared {
         config,
         registry,
@@ -183,6 +211,9 @@ pub fn start(
         options,
         started: Instant::now(),
         keys: ArcSwap::from_pointee(keys),
+        verifier: ArcSwap::from_pointee(verifier),
+        shutting_down: Default::default(),
+        publish_buckets: Default::default(),
         last_reload: Mutex::new(None),
         reload_lock: tokio::sync::Mutex::new(()),
         unstarted: Mutex::new(Some(plan)),
@@ -227,7 +258,7 @@ pub async fn reload(app: &Arc<App>) -> Result<Report, ReloadError> {
 fn apply(app: &App) -> Result<Report, ReloadError> {
     let old = app.router.snapshot();
     let mut prepared = prepare(&app.options, &app.plugins)?;
-    let keys = load_keys(&prepared.config)?;
+    let (keys, verifier) = load_keys(&prepared.config)?;
     let restart_required = keep_fixed(&old.config, &mut prepared, &app.options);
     let Prepared {
         config,
@@ -253,6 +284,7 @@ fn apply(app: &App) -> Result<Report, ReloadError> {
         );
     }
     app.keys.store(Arc::new(keys));
+    app.verifier.store(Arc::new(verifier));
     app.plugins.start_incoming(plan, &app.router);
     Ok(Report {
         config_version: version,

@@ -52,11 +52,14 @@ pub async fn bind(app: Arc<App>) -> std::io::Result<Running> {
 }
 
 impl Running {
-    /// Stops accepting, closes every connection with 1012 after flushing its
-    /// queue (for at most `server.shutdown_timeout_s`), then stops plugins.
+    /// Shuts down gracefully: new requests and upgrades get 503
+    /// `shutting_down`; every connection's queue is flushed and the
+    /// connection closed with 1012 (for at most `server.shutdown_timeout_s`);
+    /// then plugins stop and the listener closes.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.server.await;
+        self.app
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let timeout =
             Duration::from_secs(self.app.router.snapshot().config.server.shutdown_timeout_s);
         for (conn, _) in self.app.router.connections() {
@@ -68,6 +71,8 @@ impl Running {
         }
         let app = self.app.clone();
         let _ = tokio::task::spawn_blocking(move || app.plugins.stop_all()).await;
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
     }
 }
 

@@ -88,6 +88,7 @@ fn connect(router: &Router, endpoint: &str, events: Option<&[&str]>) -> ConnRef 
             user: None,
             ip: "127.0.0.1".parse().unwrap(),
             expires_at: None,
+            channel_claim: None,
             events: events.map(|e| e.iter().map(|s| s.to_string()).collect()),
             since: None,
         })

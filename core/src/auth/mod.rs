@@ -2,6 +2,7 @@
 //! client address rules (loopback, trusted proxies) they depend on.
 
 pub mod client_addr;
+pub mod jwt;
 pub mod keys;
 
 pub use client_addr::client_addr;

@@ -150,11 +150,20 @@ fn positions(text: &str) -> Result<Positions, Problem> {
         }
     })?;
     let mut out = Positions::new();
-    walk_table(text, table.get_ref(), "", &mut out);
-    Ok(out)
+    let mut problems = Vec::new();
+    walk_table(text, table.get_ref(), "", &mut out, &mut problems);
+    // Only the first is returned: like a syntax error, it stops the load
+    // before the values are read.
+    problems.into_iter().next().map_or(Ok(out), Err)
 }
 
-fn walk_table(text: &str, table: &DeTable<'_>, prefix: &str, out: &mut Positions) {
+fn walk_table(
+    text: &str,
+    table: &DeTable<'_>,
+    prefix: &str,
+    out: &mut Positions,
+    problems: &mut Vec<Problem>,
+) {
     for (key, value) in table {
         let path = if prefix.is_empty() {
             key.get_ref().to_string()
@@ -162,19 +171,37 @@ fn walk_table(text: &str, table: &DeTable<'_>, prefix: &str, out: &mut Positions
             format!("{prefix}.{}", key.get_ref())
         };
         out.insert(path.clone(), line_column(text, key.span().start));
-        walk_value(text, value.get_ref(), &path, out);
+        walk_value(text, value.get_ref(), &path, out, problems);
     }
 }
 
-fn walk_value(text: &str, value: &DeValue<'_>, path: &str, out: &mut Positions) {
+fn walk_value(
+    text: &str,
+    value: &DeValue<'_>,
+    path: &str,
+    out: &mut Positions,
+    problems: &mut Vec<Problem>,
+) {
     match value {
-        DeValue::Table(table) => walk_table(text, table, path, out),
+        DeValue::Table(table) => walk_table(text, table, path, out, problems),
         DeValue::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 let path = format!("{path}[{i}]");
                 out.insert(path.clone(), line_column(text, item.span().start));
-                walk_value(text, item.get_ref(), &path, out);
+                walk_value(text, item.get_ref(), &path, out, problems);
             }
+        }
+        // The parser keeps integers as text; one outside i64 would only be
+        // refused later, by the merge, without saying where.
+        DeValue::Integer(n) if i64::from_str_radix(n.as_str(), n.radix()).is_err() => {
+            let (line, column) = out.get(path).copied().unzip();
+            problems.push(Problem {
+                key: Some(path.to_owned()),
+                value: Some(Value::String(n.as_str().to_owned())),
+                problem: "integer out of range: TOML integers are 64-bit signed".into(),
+                line,
+                column,
+            });
         }
         _ => {}
     }

@@ -5,6 +5,7 @@
 pub mod outbox;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -31,9 +32,50 @@ pub struct Connection {
     pub connected_at: DateTime<Utc>,
     /// Its outbound queue.
     pub outbox: Outbox,
+    /// The channels its token allows (`None` = all).
+    pub channel_claim: Option<Vec<String>>,
+    /// When its token expires, Unix seconds (0 = no token).
+    expires_at: AtomicI64,
 }
 
 impl Connection {
+    /// A connection with an empty outbox.
+    pub fn new(
+        id: ConnId,
+        public_id: String,
+        endpoint: &str,
+        identity: Identity,
+        outbox: Outbox,
+    ) -> Connection {
+        Connection {
+            id,
+            public_id,
+            endpoint: endpoint.into(),
+            user: identity.user,
+            ip: identity.ip,
+            connected_at: Utc::now(),
+            outbox,
+            channel_claim: identity.channel_claim,
+            expires_at: AtomicI64::new(identity.expires_at.unwrap_or(0)),
+        }
+    }
+
+    /// When its token expires (Unix seconds), if it has one.
+    pub fn expires_at(&self) -> Option<i64> {
+        Some(self.expires_at.load(Ordering::Relaxed)).filter(|t| *t != 0)
+    }
+
+    /// Moves the expiry after a successful `refresh`.
+    pub fn refreshed(&self, expires_at: i64) {
+        self.expires_at.store(expires_at, Ordering::Relaxed);
+    }
+
+    /// Whether the connection may receive `channel` under its token.
+    pub fn claim_allows(&self, channel: &str) -> bool {
+        self.channel_claim
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|n| n == channel))
+    }
     /// Asks the transport to close this connection.
     pub fn close(&self, code: u16, reason: &str) {
         self.outbox.close(Close {
@@ -42,6 +84,19 @@ impl Connection {
             flush: true,
         });
     }
+}
+
+/// Who a connection is.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The user (`sub`), if authenticated.
+    pub user: Option<String>,
+    /// The client address.
+    pub ip: IpAddr,
+    /// Token expiry, Unix seconds.
+    pub expires_at: Option<i64>,
+    /// The token's `channels` claim (`None` = all).
+    pub channel_claim: Option<Vec<String>>,
 }
 
 /// A shared connection handle.

@@ -91,6 +91,8 @@ pub struct Batch {
     pub frames: Vec<Frame>,
     /// A close to send after them, if the connection is closing.
     pub close: Option<Close>,
+    /// Whether to send a WebSocket Ping (keep-alive).
+    pub ping: bool,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +106,7 @@ struct Inner {
     /// Sequences dropped per channel, for recovery's "not already sent".
     drops: HashMap<Arc<str>, DropRecord>,
     close: Option<Close>,
+    ping: bool,
 }
 
 /// How many dropped sequences are remembered per channel.
@@ -207,6 +210,12 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Asks the writer to send a keep-alive Ping.
+    pub fn request_ping(&self) {
+        self.inner.lock().ping = true;
+        self.ready.notify_one();
+    }
+
     /// Whether a close was requested.
     pub fn is_closing(&self) -> bool {
         self.inner.lock().close.is_some()
@@ -254,7 +263,7 @@ impl Outbox {
 
     fn take(&self) -> Option<Batch> {
         let mut inner = self.inner.lock();
-        if inner.queue.is_empty() && inner.close.is_none() && inner.lag.is_none() {
+        if inner.queue.is_empty() && inner.close.is_none() && inner.lag.is_none() && !inner.ping {
             return None;
         }
         let mut frames = Vec::with_capacity(inner.queue.len() + 1);
@@ -269,7 +278,12 @@ impl Outbox {
         }
         inner.event_count = 0;
         inner.event_bytes = 0;
-        Some(Batch { frames, close })
+        let ping = std::mem::take(&mut inner.ping);
+        Some(Batch {
+            frames,
+            close,
+            ping,
+        })
     }
 }
 

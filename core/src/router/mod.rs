@@ -10,6 +10,7 @@
 //! is routed by the new set. Nothing here waits on a client: fan-out only
 //! pushes into bounded per-connection queues.
 
+mod census;
 mod channel;
 pub mod coverage;
 pub mod envelope;
@@ -81,8 +82,10 @@ pub struct ConnectRequest {
     pub user: Option<String>,
     /// The client address.
     pub ip: IpAddr,
-    /// When the client's token expires (RFC 3339), if any.
-    pub expires_at: Option<String>,
+    /// When the client's token expires (Unix seconds), if any.
+    pub expires_at: Option<i64>,
+    /// The token's `channels` claim: only these channels (`None` = all).
+    pub channel_claim: Option<Vec<String>>,
     /// Patterns from `?events=` (`None` = receive all).
     pub events: Option<Vec<String>>,
     /// Positions from `?since=`.
@@ -95,6 +98,15 @@ pub enum ConnectError {
     /// No endpoint has that path (any more).
     #[error("no endpoint at {0}")]
     UnknownEndpoint(String),
+    /// The endpoint (or every channel it carries) needs authentication.
+    #[error("{0} requires authentication")]
+    AuthRequired(String),
+    /// `auth.max_anonymous_per_ip` reached for this address.
+    #[error("too many anonymous connections from this address")]
+    TooManyAnonymous,
+    /// `auth.max_connections_per_user` reached with `on_user_limit = "refuse"`.
+    #[error("too many connections for this user")]
+    TooManyForUser,
 }
 
 /// What applying a new configuration did.

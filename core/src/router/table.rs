@@ -11,17 +11,29 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::census::Census;
 use super::channel::{Channel, Stored};
 use super::coverage::{Coverage, Live};
 use super::envelope::{self, Prepared};
 use super::recovery::{self, SentRecord};
 use super::{Applied, ConnectError, ConnectRequest, Sink, Snapshot, Stamp};
+use crate::config::{AuthMode, OnUserLimit};
 use crate::connection::outbox::{EventMeta, Limits};
-use crate::connection::{ConnId, ConnRef, Connection, Frame, Outbox};
+use crate::connection::{ConnId, ConnRef, Connection, Frame, Identity, Outbox};
 use crate::metrics::{Metrics, TypeLabel};
 use crate::names::Pattern;
 use crate::protocol::{self, Position, Positions};
 use crate::subscriptions::{PatternLimits, Scope, SubscriptionSet};
+
+/// What a connection may receive.
+enum Access {
+    /// Its endpoint no longer exists.
+    Gone,
+    /// It may no longer use its endpoint (anonymous on a `require_auth` one).
+    Withdrawn,
+    /// These channels.
+    Channels(HashSet<Arc<str>>),
+}
 
 /// A connection and what it receives.
 struct Entry {
@@ -37,6 +49,8 @@ pub(super) struct Table {
     pub(super) snap: Arc<Snapshot>,
     channels: HashMap<Arc<str>, Arc<Channel>>,
     conns: HashMap<ConnId, Entry>,
+    /// Connections by user and anonymous address, for the limits.
+    census: Census,
     /// Type name → connections that receive it.
     recipients: HashMap<Arc<str>, HashMap<ConnId, ConnRef>>,
     /// Type name → sinks whose routes match it (each sink once).
@@ -82,20 +96,38 @@ impl Table {
             snap,
             channels,
             conns: HashMap::new(),
+            census: Census::default(),
             recipients: HashMap::new(),
         }
     }
 
-    fn endpoint_channels(&self, path: &str) -> Option<HashSet<Arc<str>>> {
-        let ep = self.snap.endpoint(path)?;
-        Some(
-            ep.channels
-                .iter()
-                .filter_map(|c| {
-                    self.channels
-                        .get_key_value(c.as_str())
-                        .map(|(k, _)| k.clone())
-                })
+    /// What a connection may receive under the configuration in force:
+    /// its endpoint's channels, less `require_auth` ones when anonymous and
+    /// those outside its token's `channels` claim.
+    fn access(&self, endpoint: &str, user: Option<&str>, claim: Option<&[String]>) -> Access {
+        let Some(ep) = self.snap.endpoint(endpoint) else {
+            return Access::Gone;
+        };
+        let anonymous = user.is_none();
+        if anonymous && ep.require_auth {
+            return Access::Withdrawn;
+        }
+        let settings = self.snap.registry.channels();
+        let declared: Vec<&Arc<str>> = ep
+            .channels
+            .iter()
+            .filter_map(|c| self.channels.get_key_value(c.as_str()).map(|(k, _)| k))
+            .collect();
+        let protected = |c: &Arc<str>| anonymous && settings.get(c).is_some_and(|s| s.require_auth);
+        if !declared.is_empty() && declared.iter().all(|c| protected(c)) {
+            return Access::Withdrawn;
+        }
+        let claimed = |c: &Arc<str>| claim.is_none_or(|names| names.iter().any(|n| **n == **c));
+        Access::Channels(
+            declared
+                .into_iter()
+                .filter(|c| !protected(c) && claimed(c))
+                .cloned()
                 .collect(),
         )
     }
@@ -115,22 +147,35 @@ impl Table {
         id: ConnId,
         req: ConnectRequest,
     ) -> Result<ConnRef, ConnectError> {
-        let channels = self
-            .endpoint_channels(&req.endpoint)
-            .ok_or_else(|| ConnectError::UnknownEndpoint(req.endpoint.clone()))?;
+        self.make_room(&req)?;
+        let channels = match self.access(
+            &req.endpoint,
+            req.user.as_deref(),
+            req.channel_claim.as_deref(),
+        ) {
+            Access::Channels(channels) => channels,
+            Access::Gone => return Err(ConnectError::UnknownEndpoint(req.endpoint)),
+            Access::Withdrawn => return Err(ConnectError::AuthRequired(req.endpoint)),
+        };
         let server = &self.snap.config.server;
-        let conn = Arc::new(Connection {
-            id,
-            public_id: format!("c-{}", Alphanumeric.sample_string(&mut rand::rng(), 16)),
-            endpoint: req.endpoint.as_str().into(),
+        let identity = Identity {
             user: req.user,
             ip: req.ip,
-            connected_at: Utc::now(),
-            outbox: Outbox::new(Limits {
-                events: server.send_queue,
-                bytes: server.send_queue_bytes,
-            }),
+            expires_at: req.expires_at,
+            channel_claim: req.channel_claim,
+        };
+        let outbox = Outbox::new(Limits {
+            events: server.send_queue,
+            bytes: server.send_queue_bytes,
         });
+        let public_id = format!("c-{}", Alphanumeric.sample_string(&mut rand::rng(), 16));
+        let conn = Arc::new(Connection::new(
+            id,
+            public_id,
+            &req.endpoint,
+            identity,
+            outbox,
+        ));
         let positions = self.positions_of(&channels);
         conn.outbox
             .push_control(Frame::control(protocol::established(
@@ -139,7 +184,7 @@ impl Table {
                     endpoint: &conn.endpoint,
                     heartbeat_interval_s: server.heartbeat_interval_s,
                     user: conn.user.as_deref(),
-                    expires_at: req.expires_at,
+                    expires_at: conn.expires_at().map(protocol::unix_timestamp),
                     channels: &positions,
                 },
             )));
@@ -148,6 +193,7 @@ impl Table {
         for (name, (_, seq)) in &positions {
             sent.open(name, *seq, &subs);
         }
+        self.census.add(&conn);
         self.conns.insert(
             id,
             Entry {
@@ -331,11 +377,43 @@ impl Table {
     }
 
     pub(super) fn disconnect(&mut self, id: ConnId) {
-        if self.conns.remove(&id).is_some() {
+        if let Some(entry) = self.conns.remove(&id) {
+            self.census.remove(&entry.conn);
             for recipients in self.recipients.values_mut() {
                 recipients.remove(&id);
             }
         }
+    }
+
+    /// Applies `max_anonymous_per_ip` and `max_connections_per_user`
+    /// (refusing, or closing the user's oldest connections with "replaced").
+    fn make_room(&mut self, req: &ConnectRequest) -> Result<(), ConnectError> {
+        let auth = &self.snap.config.auth;
+        if auth.mode == AuthMode::None {
+            return Ok(());
+        }
+        let Some(user) = &req.user else {
+            if self.census.anonymous_from(req.ip) >= auth.max_anonymous_per_ip {
+                return Err(ConnectError::TooManyAnonymous);
+            }
+            return Ok(());
+        };
+        let held = self.census.of_user(user);
+        let Some(excess) = (held.len() + 1)
+            .checked_sub(auth.max_connections_per_user)
+            .filter(|n| *n > 0)
+        else {
+            return Ok(());
+        };
+        if auth.on_user_limit == OnUserLimit::Refuse {
+            return Err(ConnectError::TooManyForUser);
+        }
+        let oldest: Vec<ConnRef> = held.iter().take(excess).cloned().collect();
+        for conn in oldest {
+            self.disconnect(conn.id);
+            conn.close(1008, "replaced");
+        }
+        Ok(())
     }
 
     /// Recomputes which types one connection receives.
@@ -514,14 +592,24 @@ impl Table {
         let mut applied = Applied::default();
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
-            let endpoint = self.conns[&id].conn.endpoint.clone();
-            let Some(now) = self.endpoint_channels(&endpoint) else {
-                let entry = self.conns.remove(&id).expect("listed above");
-                entry
-                    .conn
-                    .close(1001, "endpoint removed by a configuration reload");
-                applied.closed += 1;
-                continue;
+            let conn = self.conns[&id].conn.clone();
+            let now = match self.access(
+                &conn.endpoint,
+                conn.user.as_deref(),
+                conn.channel_claim.as_deref(),
+            ) {
+                Access::Channels(now) => now,
+                gone_or_withdrawn => {
+                    self.disconnect(id);
+                    match gone_or_withdrawn {
+                        Access::Gone => {
+                            conn.close(1001, "endpoint removed by a configuration reload")
+                        }
+                        _ => conn.close(1008, "access withdrawn by a configuration reload"),
+                    }
+                    applied.closed += 1;
+                    continue;
+                }
             };
             let entry = self.conns.get_mut(&id).expect("listed above");
             let gained: Vec<Arc<str>> = now.difference(&entry.channels).cloned().collect();

@@ -115,6 +115,14 @@ where
     if is_upgrade(&req) {
         return Ok(ws::upgrade(app, peer, req));
     }
+    if app.is_shutting_down() && !req.uri().path().starts_with("/health") {
+        return Ok(reply::error(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the router is shutting down; retry on another node or shortly",
+            serde_json::json!({}),
+        ));
+    }
     req.extensions_mut().insert(peer);
     let response = api.call(req).await?;
     Ok(response.map(|body| body.map_err(BoxError::from).boxed()))

@@ -85,6 +85,12 @@ fn unauthorized(message: &str) -> Denied {
     deny(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
+/// The client address of a request (through trusted proxies).
+pub fn client_ip(app: &App, peer: Peer, headers: &HeaderMap) -> std::net::IpAddr {
+    let proxies = &app.router.snapshot().config.server.trusted_proxies;
+    client_addr(peer.0.ip(), headers, proxies).ip
+}
+
 /// Refuses a POST without `Content-Type: application/json` (415) or from an
 /// `Origin` that `allowed_origins` does not allow (403).
 pub fn check_post(app: &App, headers: &HeaderMap) -> Result<(), Denied> {

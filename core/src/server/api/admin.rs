@@ -118,3 +118,41 @@ pub fn connections(
         .collect();
     json_reply(StatusCode::OK, &json!({"connections": list, "next": next}))
 }
+
+/// `POST /api/admin/disconnect`: `{"connection_id"}` or `{"user"}`; closes
+/// those connections with 1008 "disconnected by operator".
+pub fn disconnect(app: Arc<App>, peer: Peer, headers: HeaderMap, body: bytes::Bytes) -> Reply {
+    if let Err(denied) = access::check_post(&app, &headers) {
+        return denied.reply;
+    }
+    let key = match access::authorize(&app, Need::Admin, peer, &headers) {
+        Ok(key) => key,
+        Err(denied) => return denied.reply,
+    };
+    let target: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (id, user) = (target["connection_id"].as_str(), target["user"].as_str());
+    if id.is_none() == user.is_none() {
+        return error_reply(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "send {\"connection_id\": \"…\"} or {\"user\": \"…\"}",
+            json!({}),
+        );
+    }
+    let closed = app
+        .router
+        .connections()
+        .into_iter()
+        .filter(|(c, _)| {
+            id.is_some_and(|id| c.public_id == id)
+                || user.is_some_and(|u| c.user.as_deref() == Some(u))
+        })
+        .inspect(|(c, _)| c.close(1008, "disconnected by operator"))
+        .count();
+    tracing::info!(
+        key = key.as_deref().unwrap_or("loopback"),
+        closed,
+        "operator disconnect"
+    );
+    json_reply(StatusCode::OK, &json!({ "closed": closed }))
+}

@@ -14,14 +14,21 @@ pub fn health(app: &App) -> Reply {
     let snap = app.router.snapshot();
     let plugins = app.plugins.statuses();
     let degraded = plugins.values().any(|s| s.state == State::Failed);
+    let (code, status) = if app.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+    } else if degraded {
+        (StatusCode::OK, "degraded")
+    } else {
+        (StatusCode::OK, "ok")
+    };
     let engine = match snap.config.cluster.engine {
         ClusterEngine::Memory => "memory",
         ClusterEngine::Redis => "redis",
     };
     json_reply(
-        StatusCode::OK,
+        code,
         &json!({
-            "status": if degraded { "degraded" } else { "ok" },
+            "status": status,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": app.started.elapsed().as_secs(),
             "config_version": snap.version,

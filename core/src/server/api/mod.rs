@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 mod access;
+pub(super) use access::origin_allowed;
 mod admin;
 mod info;
 mod publish;
@@ -50,7 +51,8 @@ fn parts() -> impl Filter<Extract = (Peer, http::HeaderMap), Error = Rejection> 
 }
 
 /// Paths served here, for 405 versus 404.
-const KNOWN: [&str; 9] = [
+const KNOWN: [&str; 10] = [
+    "/api/admin/disconnect",
     "/api/websocket/coverage",
     "/health",
     "/metrics",
@@ -96,6 +98,13 @@ pub fn routes(
         .and(with_app(app.clone()))
         .and(parts())
         .then(admin::reload);
+    let disconnect = warp::path!("api" / "admin" / "disconnect")
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(parts())
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::bytes())
+        .map(admin::disconnect);
     let config = warp::path!("api" / "admin" / "config")
         .and(warp::get())
         .and(with_app(app.clone()))
@@ -143,6 +152,8 @@ pub fn routes(
         .or(reload)
         .unify()
         .or(config)
+        .unify()
+        .or(disconnect)
         .unify()
         .or(connections)
         .unify()

@@ -46,7 +46,20 @@ where
     B: Buf,
 {
     access::check_post(app, headers)?;
-    access::authorize(app, Need::Publish, peer, headers)?;
+    let key = access::authorize(app, Need::Publish, peer, headers)?;
+    let who = key.unwrap_or_else(|| access::client_ip(app, peer, headers).to_string());
+    if let Err(wait_s) = app.publish_allowed(&who) {
+        let mut denied = deny(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "over server.publish_rate_limit for this key (or address); retry after the time in Retry-After",
+        );
+        denied
+            .reply
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(wait_s));
+        return Err(denied);
+    }
     let server = app.router.snapshot().config.server.clone();
     let bytes = read_body(body, server.max_publish_bytes).await?;
     json_depth::check_depth(&bytes, server.max_json_depth).map_err(|e| {
