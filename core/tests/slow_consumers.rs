@@ -1,0 +1,264 @@
+//! Slow consumers: a stalled client never slows a healthy one; its queue is
+//! bounded; `drop_oldest` reports `connection.lagged` with positions that
+//! recover exactly what was dropped; `disconnect` closes with 4008.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{client_async, WebSocketStream};
+
+const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+send_queue = 500
+send_queue_bytes = 1048576
+
+[auth]
+mode = "none"
+
+[log]
+level = "warn"
+
+[[channels]]
+name = "alerts"
+history = 10000
+history_max_bytes = 67108864
+slow_consumer = "drop_oldest"
+
+[[channels]]
+name = "jobs"
+history = 10000
+slow_consumer = "disconnect"
+
+[[endpoints]]
+path = "/ws/events"
+channels = ["alerts", "jobs"]
+
+[[event_types]]
+name = "alert.created"
+channel = "alerts"
+[event_types.payload]
+n = { type = "integer", required = true }
+pad = { type = "string" }
+
+[[event_types]]
+name = "job.progress"
+channel = "jobs"
+[event_types.payload]
+n = { type = "integer", required = true }
+pad = { type = "string" }
+"#;
+
+/// A client whose socket buffers are tiny, so that a client that does not
+/// read fills the router's queue for it quickly.
+async fn stalled(router: &support::Router, query: &str) -> WebSocketStream<tokio::net::TcpStream> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(router.addr).await.unwrap();
+    let url = format!("ws://{}/ws/events{query}", router.addr);
+    let (ws, _) = client_async(url, stream).await.unwrap();
+    ws
+}
+
+/// Publishes `count` events of `type_name` in batches of 100.
+async fn publish(router: &support::Router, type_name: &str, count: u64) {
+    let pad = "x".repeat(4000);
+    for start in (1..=count).step_by(100) {
+        let batch: Vec<Value> = (start..(start + 100).min(count + 1))
+            .map(|n| json!({"type": type_name, "payload": {"n": n, "pad": pad}}))
+            .collect();
+        let (status, body) = router.publish(&Value::Array(batch)).await;
+        assert_eq!(status, 202, "{body}");
+    }
+}
+
+async fn next_json(ws: &mut WebSocketStream<tokio::net::TcpStream>) -> Value {
+    loop {
+        match tokio::time::timeout(support::WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_never_slows_a_healthy_one_and_recovers_what_it_lost() {
+    let router = support::start(CONFIG).await;
+    let mut healthy = router.ws("/ws/events").await;
+    let hello = healthy.recv_type("connection.established").await;
+    let epoch = hello["payload"]["channels"]["alerts"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut slow = stalled(&router, "").await;
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < 5000 {
+            let ev = healthy.recv_type("alert.created").await;
+            seen.push(ev["sequence"].as_u64().unwrap());
+        }
+        seen
+    });
+    publish(&router, "alert.created", 5000).await;
+    let seen = reader.await.unwrap();
+    assert_eq!(
+        seen,
+        (1..=5000).collect::<Vec<u64>>(),
+        "the healthy client got everything, in order"
+    );
+
+    let (_, list) = router.get("/api/websocket/connections").await;
+    let depths: Vec<u64> = list["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["queue_depth"].as_u64().unwrap())
+        .collect();
+    assert!(
+        depths.iter().all(|d| *d <= 500),
+        "queues stay bounded: {depths:?}"
+    );
+
+    // The stalled client now reads: what was queued, with one
+    // connection.lagged first telling it where to recover from.
+    assert_eq!(next_json(&mut slow).await["type"], "connection.established");
+    let mut received = Vec::new();
+    let mut lagged = None;
+    while received.last() != Some(&5000) {
+        let msg = next_json(&mut slow).await;
+        match msg["type"].as_str().unwrap() {
+            "connection.lagged" => {
+                assert!(lagged.is_none(), "drops are merged into one message");
+                lagged = Some(msg);
+            }
+            "alert.created" => received.push(msg["sequence"].as_u64().unwrap()),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let lagged = lagged.expect("a connection.lagged");
+    let dropped = lagged["payload"]["dropped"].as_u64().unwrap();
+    let from = lagged["payload"]["channels"]["alerts"]["sequence"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(lagged["payload"]["channels"]["alerts"]["epoch"], epoch);
+    assert!(dropped > 0);
+    assert_eq!(
+        received.len() as u64 + dropped,
+        5000,
+        "every event was either delivered or counted as dropped"
+    );
+
+    // Recover from the lagged position on a new connection: exactly the
+    // events this client did not get.
+    let mut again = router
+        .ws(&format!("/ws/events?since=alerts:{epoch}:{from}"))
+        .await;
+    again.recv_type("connection.established").await;
+    let mut replayed = Vec::new();
+    loop {
+        let msg = again.recv().await;
+        if msg["type"] == "subscribed" {
+            assert_eq!(msg["recovery"]["alerts"]["recovered"], true, "{msg}");
+            break;
+        }
+        replayed.push(msg["sequence"].as_u64().unwrap());
+    }
+    let mut union: Vec<u64> = received.iter().copied().filter(|s| *s > from).collect();
+    union.extend(&replayed);
+    union.sort_unstable();
+    union.dedup();
+    assert_eq!(
+        union,
+        ((from + 1)..=5000).collect::<Vec<u64>>(),
+        "no gap once recovered"
+    );
+
+    let metrics = reqwest::get(router.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "switchyard_dropped_total{{reason=\"slow_consumer\"}} {dropped}"
+        )),
+        "{metrics}"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_on_a_disconnect_channel_is_closed_with_4008() {
+    let router = support::start(CONFIG).await;
+    let mut healthy = router.ws("/ws/events").await;
+    healthy.recv_type("connection.established").await;
+    let mut slow = stalled(&router, "?events=job.*").await;
+    let reader = tokio::spawn(async move {
+        for n in 1..=2000u64 {
+            assert_eq!(healthy.recv_type("job.progress").await["sequence"], n);
+        }
+        healthy
+    });
+    publish(&router, "job.progress", 2000).await;
+    let _healthy = reader.await.unwrap();
+    let code = loop {
+        match tokio::time::timeout(support::WAIT, slow.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 4008);
+    let (_, list) = router.get("/api/websocket/connections").await;
+    assert_eq!(
+        list["connections"].as_array().unwrap().len(),
+        1,
+        "only the healthy client is left"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_stalled_clients_keep_memory_bounded() {
+    let router = support::start(CONFIG).await;
+    let mut stalled_clients = Vec::new();
+    for _ in 0..200 {
+        stalled_clients.push(stalled(&router, "?events=alert.*").await);
+    }
+    let mut healthy = router.ws("/ws/events?events=alert.*").await;
+    healthy.recv_type("subscribed").await;
+    let reader = tokio::spawn(async move {
+        for n in 1..=1000u64 {
+            assert_eq!(healthy.recv_type("alert.created").await["sequence"], n);
+        }
+        healthy
+    });
+    publish(&router, "alert.created", 1000).await;
+    let _healthy = reader.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, list) = router.get("/api/websocket/connections").await;
+    let conns = list["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 201);
+    for c in conns {
+        assert!(c["queue_depth"].as_u64().unwrap() <= 500, "{c}");
+    }
+    let dropped: u64 = conns.iter().map(|c| c["dropped"].as_u64().unwrap()).sum();
+    assert!(dropped > 0, "stalled clients had to drop");
+    drop(stalled_clients);
+    router.shutdown().await;
+}
