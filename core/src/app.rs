@@ -54,6 +54,8 @@ pub struct App {
     pub keys: ArcSwap<ApiKeys>,
     /// JWT keys and rules in force (key files re-read on every reload).
     pub verifier: ArcSwap<Verifier>,
+    /// The TLS acceptor when `server.tls` is set (files re-read on every reload).
+    pub tls: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
     /// Set when a graceful shutdown begins: new requests get 503.
     pub shutting_down: AtomicBool,
     /// Publish rate limits, per API key name (or client IP without auth).

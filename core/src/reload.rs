@@ -141,9 +141,16 @@ pub fn prepare(options: &Options, plugins: &PluginHost) -> Result<Prepared, Relo
     }
 }
 
-/// The credentials a configuration names: API keys and JWT keys, read now
-/// from their variables and files.
-fn load_keys(config: &Config) -> Result<(ApiKeys, Verifier), ReloadError> {
+/// What a configuration's key material reads into.
+struct Credentials {
+    keys: ApiKeys,
+    verifier: Verifier,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// The credentials a configuration names — API keys, JWT keys, the TLS
+/// certificate — read now from their variables and files.
+fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
     let problem = |key: &str, why: String| Problem {
         key: Some(key.into()),
         value: None,
@@ -165,15 +172,28 @@ fn load_keys(config: &Config) -> Result<(ApiKeys, Verifier), ReloadError> {
         }
         other => other,
     };
-    match (keys, verifier) {
-        (Ok(keys), Ok(verifier)) => Ok((keys, verifier)),
-        (keys, verifier) => {
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::server::tls::acceptor)
+        .transpose();
+    match (keys, verifier, tls) {
+        (Ok(keys), Ok(verifier), Ok(tls)) => Ok(Credentials {
+            keys,
+            verifier,
+            tls,
+        }),
+        (keys, verifier, tls) => {
             let mut problems = Vec::new();
             if let Err(e) = keys {
                 problems.push(problem("auth", e.to_string()));
             }
             if let Err(e) = verifier {
                 problems.push(problem("auth.jwt", e.to_string()));
+            }
+            if let Err(e) = tls {
+                problems.push(problem("server.tls", e.to_string()));
             }
             Err(ReloadError::Invalid(problems))
         }
@@ -189,7 +209,7 @@ pub fn start(
     plugins: PluginHost,
     prepared: Prepared,
 ) -> Result<Arc<App>, ReloadError> {
-    let (keys, verifier) = load_keys(&prepared.config)?;
+    let credentials = load_credentials(&prepared.config)?;
     let Prepared {
         config,
         registry,
@@ -210,8 +230,9 @@ pub fn start(
         plugins,
         options,
         started: Instant::now(),
-        keys: ArcSwap::from_pointee(keys),
-        verifier: ArcSwap::from_pointee(verifier),
+        keys: ArcSwap::from_pointee(credentials.keys),
+        verifier: ArcSwap::from_pointee(credentials.verifier),
+        tls: arc_swap::ArcSwapOption::from(credentials.tls.map(Arc::new)),
         shutting_down: Default::default(),
         publish_buckets: Default::default(),
         last_reload: Mutex::new(None),
@@ -258,7 +279,7 @@ pub async fn reload(app: &Arc<App>) -> Result<Report, ReloadError> {
 fn apply(app: &App) -> Result<Report, ReloadError> {
     let old = app.router.snapshot();
     let mut prepared = prepare(&app.options, &app.plugins)?;
-    let (keys, verifier) = load_keys(&prepared.config)?;
+    let credentials = load_credentials(&prepared.config)?;
     let restart_required = keep_fixed(&old.config, &mut prepared, &app.options);
     let Prepared {
         config,
@@ -283,8 +304,9 @@ fn apply(app: &App) -> Result<Report, ReloadError> {
             "closed connections of removed endpoints"
         );
     }
-    app.keys.store(Arc::new(keys));
-    app.verifier.store(Arc::new(verifier));
+    app.keys.store(Arc::new(credentials.keys));
+    app.verifier.store(Arc::new(credentials.verifier));
+    app.tls.store(credentials.tls.map(Arc::new));
     app.plugins.start_incoming(plan, &app.router);
     Ok(Report {
         config_version: version,

@@ -8,6 +8,7 @@
 
 mod api;
 mod reply;
+pub mod tls;
 mod ws;
 
 use std::convert::Infallible;
@@ -62,21 +63,43 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         }
         let _ = stream.set_nodelay(true);
         let guard = PendingGuard::new(pending.clone());
-        let app = app.clone();
-        let api = api.clone();
+        let tls = app.tls.load_full();
+        let (app, api) = (app.clone(), api.clone());
         tokio::spawn(async move {
-            let service =
-                service_fn(move |req| dispatch(app.clone(), api.clone(), Peer(peer), req));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(server.handshake_timeout_s))
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(peer = %peer, "HTTP connection ended: {e}");
+            let handshake = Duration::from_secs(server.handshake_timeout_s);
+            match tls.as_ref() {
+                None => serve_io(app, api, Peer(peer), stream, handshake).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_io(app, api, Peer(peer), stream, handshake).await,
+                        Ok(Err(e)) => tracing::debug!(peer = %peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                    }
+                }
             }
             drop(guard);
         });
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one accepted connection.
+async fn serve_io<I, S>(app: Arc<App>, api: S, peer: Peer, io: I, handshake: Duration)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Service<http::Request<Incoming>, Response = warp::reply::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let service = service_fn(move |req| dispatch(app.clone(), api.clone(), peer, req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(peer = %peer.0, "HTTP connection ended: {e}");
     }
 }
 
