@@ -78,8 +78,13 @@ fn serve(options: Options) -> anyhow::Result<()> {
             }
         };
         logging::init(&prepared.config.log);
-        if let Some(w) = check::fd_warning(&prepared.config) {
-            tracing::warn!("{w}");
+        for warning in prepared
+            .warnings
+            .iter()
+            .cloned()
+            .chain(check::fd_warning(&prepared.config))
+        {
+            tracing::warn!("{warning}");
         }
         let app = reload::start(options, plugins, prepared).map_err(|e| anyhow::anyhow!("{e}"))?;
         runtime::run(app).await.context("cannot serve")

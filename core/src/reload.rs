@@ -210,6 +210,13 @@ pub fn start(
     prepared: Prepared,
 ) -> Result<Arc<App>, ReloadError> {
     let credentials = load_credentials(&prepared.config)?;
+    let keyless = credentials.keys.publish.is_empty() && credentials.keys.admin.is_empty();
+    if prepared.config.auth.mode != AuthMode::None && keyless {
+        tracing::warn!(
+            "no API key is configured ({}): publish and admin routes answer only clients on this host",
+            prepared.config.auth.api_keys_env.as_deref().unwrap_or("auth.api_keys_env")
+        );
+    }
     let Prepared {
         config,
         registry,

@@ -1,0 +1,544 @@
+//! A healthy client: subscribes, keeps an exact record of the sequences it
+//! received on the published channel, drops its connection at random times
+//! and reconnects with `since`, and recovers in-connection after
+//! `connection.lagged`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::{Phase, Report, Shared};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Whether a subscription pattern (`*`, `domain.*`, exact) matches `name`.
+pub(crate) fn pattern_matches(pattern: &str, name: &str) -> bool {
+    if pattern == "*" || pattern == name {
+        return true;
+    }
+    match pattern.strip_suffix(".*") {
+        Some(domain) => name.split('.').next() == Some(domain),
+        None => false,
+    }
+}
+
+/// What one healthy client saw, over all its connections.
+pub(crate) struct Record {
+    index: usize,
+    channel: String,
+    epoch: Option<String>,
+    /// The channel position announced to the first connection: events above
+    /// it had to be received.
+    start: Option<u64>,
+    /// Every event of the channel up to `pos` that matched was received (or
+    /// lies in a recorded gap); the next `since`.
+    pos: u64,
+    /// Highest sequence received.
+    max_seen: u64,
+    /// Receipts per sequence (index = sequence).
+    counts: Vec<u8>,
+    /// Unrecoverable ranges `(lo, hi]`.
+    gaps: Vec<(u64, u64)>,
+    delivered: u64,
+    replayed: u64,
+    out_of_order: u64,
+    recoveries: u64,
+    unrecoverable_gaps: u64,
+    recovery_failures: BTreeMap<String, u64>,
+    lagged: u64,
+    dropped: u64,
+    connect_errors: u64,
+    server_closes: BTreeMap<u16, u64>,
+    epoch_changes: u64,
+    errors: BTreeMap<String, u64>,
+    /// The last few connection events, for the report of a failing client.
+    log: Vec<String>,
+    /// Every connection id the router gave this client.
+    pub(crate) ids: Vec<String>,
+}
+
+impl Record {
+    fn new(index: usize, channel: String) -> Record {
+        Record {
+            index,
+            channel,
+            epoch: None,
+            start: None,
+            pos: 0,
+            max_seen: 0,
+            counts: Vec::new(),
+            gaps: Vec::new(),
+            delivered: 0,
+            replayed: 0,
+            out_of_order: 0,
+            recoveries: 0,
+            unrecoverable_gaps: 0,
+            recovery_failures: BTreeMap::new(),
+            lagged: 0,
+            dropped: 0,
+            connect_errors: 0,
+            server_closes: BTreeMap::new(),
+            epoch_changes: 0,
+            errors: BTreeMap::new(),
+            log: Vec::new(),
+            ids: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, text: String) {
+        if self.log.len() >= 24 {
+            self.log.remove(0);
+        }
+        self.log.push(text);
+    }
+
+    fn count(&self, seq: u64) -> u8 {
+        self.counts.get(seq as usize).copied().unwrap_or(0)
+    }
+
+    fn bump(&mut self, seq: u64) {
+        let i = seq as usize;
+        if i >= self.counts.len() {
+            self.counts.resize((i + 1).max(self.counts.len() * 2), 0);
+        }
+        self.counts[i] = self.counts[i].saturating_add(1);
+    }
+
+    /// Adds this client's figures to the report. `accepted` is sorted.
+    pub(crate) fn tally(&self, accepted: &[u64], report: &mut Report) {
+        let start = self.start.unwrap_or(0);
+        let mut lost = Vec::new();
+        let mut expected = 0;
+        let mut unrecoverable = 0;
+        for &s in accepted.iter().filter(|&&s| s > start) {
+            expected += 1;
+            if self.count(s) == 0 {
+                if self.gaps.iter().any(|&(lo, hi)| s > lo && s <= hi) {
+                    unrecoverable += 1;
+                } else {
+                    lost.push(s);
+                }
+            }
+        }
+        let dups: Vec<(u64, u8)> = self
+            .counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 1)
+            .map(|(s, c)| (s as u64, *c))
+            .collect();
+        let duplicated: u64 = dups.iter().map(|(_, c)| u64::from(*c) - 1).sum();
+        report.expected += expected;
+        report.lost += lost.len() as u64;
+        report.duplicated += duplicated;
+        report.unrecoverable_events += unrecoverable;
+        report.delivered += self.delivered;
+        report.replayed += self.replayed;
+        report.out_of_order += self.out_of_order;
+        report.recoveries += self.recoveries;
+        report.unrecoverable_gaps += self.unrecoverable_gaps;
+        report.healthy_lagged += self.lagged;
+        report.healthy_dropped += self.dropped;
+        report.connect_errors += self.connect_errors;
+        report.epoch_changes += self.epoch_changes;
+        for (k, v) in &self.recovery_failures {
+            *report.recovery_failures.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &self.server_closes {
+            *report.server_closes.entry(*k).or_default() += v;
+        }
+        for (k, v) in &self.errors {
+            *report.client_errors.entry(k.clone()).or_default() += v;
+        }
+        if self.start.is_none() {
+            report
+                .notes
+                .push(format!("client {} never connected", self.index));
+        }
+        if !lost.is_empty() || !dups.is_empty() || self.out_of_order > 0 {
+            let head = |v: Vec<String>| v.into_iter().take(12).collect::<Vec<_>>().join(",");
+            report.notes.push(format!(
+                "client {}: start {} lost [{}]{} duplicated [{}] out_of_order {}; \
+                 last connections: {}",
+                self.index,
+                start,
+                head(lost.iter().map(u64::to_string).collect()),
+                if lost.len() > 12 { "…" } else { "" },
+                head(dups.iter().map(|(s, c)| format!("{s}×{c}")).collect()),
+                self.out_of_order,
+                self.log.join(" | ")
+            ));
+        }
+    }
+}
+
+/// A message's head, read without building a tree (events are most messages).
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(borrow, default)]
+    channel: Option<&'a str>,
+    #[serde(default)]
+    sequence: Option<u64>,
+    #[serde(borrow, default)]
+    timestamp: Option<&'a str>,
+}
+
+/// State of one connection.
+#[derive(Default)]
+struct Conn {
+    /// `since` this connection was opened with, if any.
+    url_since: Option<u64>,
+    /// Position of the channel in `connection.established`.
+    established: Option<u64>,
+    /// The `subscribed` answering the URL's `events` has arrived.
+    subscribed: bool,
+    /// In-connection recoveries sent and not yet answered, by id → since.
+    pending: HashMap<String, u64>,
+    /// Sequences in `(lo, hi]` already received on an earlier connection
+    /// are legitimately sent again once (this connection asked from `lo`).
+    window: Option<(u64, u64)>,
+    window_seen: HashSet<u64>,
+    recover_ids: u64,
+}
+
+enum End {
+    /// The connection dropped (either side); reconnect.
+    Dropped,
+    /// Caught up during the drain, or told to stop.
+    Done,
+}
+
+/// Runs one healthy client until the drain is complete or the run stops.
+pub(crate) async fn run(shared: Arc<Shared>, index: usize) -> Record {
+    let seed = shared
+        .options
+        .seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(index as u64);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rec = Record::new(index, shared.channel.clone());
+    let mut first = true;
+    let mut failures = 0u32;
+    loop {
+        let phase = *shared.phase.borrow();
+        if phase == Phase::Stop {
+            break;
+        }
+        let url = ws_url(&shared, &rec);
+        let connected = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await;
+        let ws = match connected {
+            Ok(Ok((ws, _))) => ws,
+            Ok(Err(e)) => {
+                rec.connect_errors += 1;
+                failures += 1;
+                if rec.connect_errors <= 3 {
+                    shared
+                        .live
+                        .notes
+                        .push(format!("client {index}: connect failed: {e}"));
+                }
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(failures.min(20)))).await;
+                continue;
+            }
+            Err(_) => {
+                rec.connect_errors += 1;
+                failures += 1;
+                continue;
+            }
+        };
+        failures = 0;
+        if first {
+            shared.live.connected_once.fetch_add(1, Ordering::Relaxed);
+        } else {
+            shared.live.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        first = false;
+        match session(&shared, &mut rec, ws, &mut rng).await {
+            End::Done => break,
+            End::Dropped => {
+                let delay = rng.random_range(0..100);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+        }
+    }
+    rec
+}
+
+fn ws_url(shared: &Shared, rec: &Record) -> String {
+    let base = &shared.base;
+    let host = base.host_str().unwrap_or("127.0.0.1");
+    let port = base.port_or_known_default().unwrap_or(80);
+    let mut url = format!(
+        "ws://{host}:{port}{}?events={}",
+        shared.options.endpoint,
+        shared.patterns.join(",")
+    );
+    if let Some(epoch) = &rec.epoch {
+        url.push_str(&format!("&since={}:{epoch}:{}", rec.channel, rec.pos));
+    }
+    url
+}
+
+async fn session(shared: &Shared, rec: &mut Record, mut ws: Ws, rng: &mut StdRng) -> End {
+    let mut conn = Conn::default();
+    if rec.epoch.is_some() {
+        conn.url_since = Some(rec.pos);
+        if rec.max_seen > rec.pos {
+            conn.window = Some((rec.pos, rec.max_seen));
+        }
+    }
+    let mean = shared.options.reconnect_every;
+    let mut storm = (!mean.is_zero()).then(|| {
+        let ms = rng.random_range(0..=2 * mean.as_millis() as u64).max(20);
+        tokio::time::Instant::now() + Duration::from_millis(ms)
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    if let Err(e) = handle(shared, rec, &mut conn, &mut ws, text.as_str()).await {
+                        rec.note(format!("send failed: {e}"));
+                        return End::Dropped;
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                    *rec.server_closes.entry(code).or_default() += 1;
+                    rec.note(format!("router closed {code}"));
+                    return End::Dropped;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    rec.note(format!("read error: {e}"));
+                    return End::Dropped;
+                }
+                None => {
+                    rec.note("eof".into());
+                    return End::Dropped;
+                }
+            },
+            _ = sleep_until(storm) => {
+                let phase = *shared.phase.borrow();
+                if phase != Phase::Run {
+                    storm = None;
+                } else if !conn.subscribed || !conn.pending.is_empty() {
+                    // Never leave in the middle of a recovery: try again shortly.
+                    storm = Some(tokio::time::Instant::now() + Duration::from_millis(50));
+                } else {
+                    let clean = rng.random_bool(0.5);
+                    rec.note(format!("drop at {} ({})", rec.pos, if clean { "close" } else { "abrupt" }));
+                    if clean {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                    }
+                    drop(ws);
+                    return End::Dropped;
+                }
+            }
+            _ = tick.tick() => {
+                let phase = *shared.phase.borrow();
+                match phase {
+                    Phase::Stop => {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                        return End::Done;
+                    }
+                    Phase::Drain { last } if last > 0 => {
+                        storm = None;
+                        if conn.subscribed && conn.pending.is_empty() && rec.pos >= last {
+                            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                            return End::Done;
+                        }
+                    }
+                    Phase::Drain { .. } => storm = None,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn handle(
+    shared: &Shared,
+    rec: &mut Record,
+    conn: &mut Conn,
+    ws: &mut Ws,
+    text: &str,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    if let Ok(head) = serde_json::from_str::<Head>(text) {
+        if let (Some(channel), Some(seq)) = (head.channel, head.sequence) {
+            if !head.kind.starts_with("connection.") {
+                if channel == rec.channel {
+                    event(shared, rec, conn, seq, head.timestamp);
+                }
+                return Ok(());
+            }
+        }
+    }
+    let Ok(msg) = serde_json::from_str::<Value>(text) else {
+        *rec.errors.entry("unparsable_message".into()).or_default() += 1;
+        return Ok(());
+    };
+    let kind = msg["type"].as_str().unwrap_or_default();
+    let ch = rec.channel.clone();
+    match kind {
+        "connection.established" | "connection.channels" => {
+            let Some(pos) = msg["payload"]["channels"].get(&ch) else {
+                if kind == "connection.established" {
+                    *rec.errors
+                        .entry("channel_not_announced".into())
+                        .or_default() += 1;
+                }
+                return Ok(());
+            };
+            let epoch = pos["epoch"].as_str().unwrap_or_default().to_owned();
+            let seq = pos["sequence"].as_u64().unwrap_or(0);
+            if kind == "connection.established" {
+                conn.established = Some(seq);
+                if let Some(id) = msg["payload"]["connection_id"].as_str() {
+                    rec.ids.push(id.to_owned());
+                }
+            }
+            match rec.epoch.clone() {
+                None => {
+                    rec.epoch = Some(epoch);
+                    rec.start = Some(seq);
+                    rec.pos = seq;
+                    rec.max_seen = seq;
+                }
+                Some(old) if old != epoch => {
+                    rec.epoch_changes += 1;
+                    rec.note(format!("epoch changed {old} -> {epoch}"));
+                    shared.live.notes.push(format!(
+                        "client {}: epoch of `{ch}` changed from {old} to {epoch}",
+                        rec.index
+                    ));
+                    rec.epoch = Some(epoch);
+                }
+                Some(_) => {}
+            }
+            if kind == "connection.established" {
+                rec.note(format!("connect since {:?} at {seq}", conn.url_since));
+            }
+        }
+        "connection.lagged" => {
+            rec.lagged += 1;
+            shared.live.lagged.fetch_add(1, Ordering::Relaxed);
+            rec.dropped += msg["payload"]["dropped"].as_u64().unwrap_or(0);
+            let Some(pos) = msg["payload"]["channels"].get(&ch) else {
+                return Ok(());
+            };
+            let since = pos["sequence"].as_u64().unwrap_or(0);
+            let epoch = pos["epoch"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| rec.epoch.clone())
+                .unwrap_or_default();
+            if conn.pending.is_empty() && since != rec.pos {
+                rec.note(format!("lagged at {since} while at {}", rec.pos));
+            }
+            if conn.pending.is_empty() {
+                rec.pos = rec.pos.min(since);
+            }
+            conn.recover_ids += 1;
+            let id = format!("recover-{}", conn.recover_ids);
+            conn.pending.insert(id.clone(), since);
+            rec.note(format!("lagged: recover from {since}"));
+            let request = json!({
+                "action": "subscribe",
+                "events": shared.patterns,
+                "since": { ch: { "epoch": epoch, "sequence": since } },
+                "id": id,
+            });
+            ws.send(Message::text(request.to_string())).await?;
+        }
+        "subscribed" => {
+            let id = msg["id"].as_str().map(str::to_owned);
+            let range = match id.as_deref().and_then(|id| conn.pending.remove(id)) {
+                Some(since) => Some((since, rec.max_seen)),
+                None => {
+                    if id.is_some() {
+                        return Ok(());
+                    }
+                    conn.subscribed = true;
+                    conn.url_since
+                        .map(|since| (since, conn.established.unwrap_or(since)))
+                }
+            };
+            if let (Some((lo, hi)), Some(result)) = (range, msg["recovery"].get(&ch)) {
+                if result["recovered"].as_bool() == Some(true) {
+                    rec.recoveries += 1;
+                    rec.replayed += result["replayed"].as_u64().unwrap_or(0);
+                } else {
+                    let reason = result["reason"].as_str().unwrap_or("unknown").to_owned();
+                    if reason == "too_old" {
+                        rec.unrecoverable_gaps += 1;
+                    }
+                    rec.note(format!(
+                        "recovery from {lo} refused: {reason} (gap to {hi})"
+                    ));
+                    *rec.recovery_failures.entry(reason).or_default() += 1;
+                    rec.gaps.push((lo, hi));
+                }
+            }
+            if conn.pending.is_empty() && rec.max_seen > rec.pos {
+                rec.pos = rec.max_seen;
+            }
+        }
+        "error" => {
+            let code = msg["payload"]["code"].as_str().unwrap_or("unknown");
+            *rec.errors.entry(code.to_owned()).or_default() += 1;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn event(shared: &Shared, rec: &mut Record, conn: &mut Conn, seq: u64, timestamp: Option<&str>) {
+    rec.delivered += 1;
+    shared.live.delivered.fetch_add(1, Ordering::Relaxed);
+    let again = rec.count(seq) > 0
+        && conn
+            .window
+            .is_some_and(|(lo, hi)| seq > lo && seq <= hi && conn.window_seen.insert(seq));
+    if !again {
+        rec.bump(seq);
+    }
+    if conn.pending.is_empty() {
+        if seq <= rec.pos && !again {
+            rec.out_of_order += 1;
+            rec.note(format!("{seq} after {}", rec.pos));
+        } else {
+            rec.pos = rec.pos.max(seq);
+        }
+    }
+    rec.max_seen = rec.max_seen.max(seq);
+    if conn.subscribed && conn.pending.is_empty() {
+        if let Some(ts) = timestamp.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+            let ms = chrono::Utc::now().timestamp_millis() - ts.timestamp_millis();
+            shared.live.latency.record(ms);
+        }
+    }
+}
