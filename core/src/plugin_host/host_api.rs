@@ -78,6 +78,7 @@ impl HostContext {
         };
         match router.publish(vec![incoming], &Origin::Plugin(self.instance.clone())) {
             Ok(_) => abi::EMIT_OK,
+            Err(PublishError::Overloaded) => abi::EMIT_BACKPRESSURE,
             Err(e @ (PublishError::UnknownType { .. } | PublishError::Forbidden { .. })) => {
                 tracing::warn!(plugin = %self.instance, "emit refused: {e}");
                 abi::EMIT_UNKNOWN_TYPE

@@ -49,6 +49,9 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     fn offer(&self, event: &tokio_tungstenite::tungstenite::Utf8Bytes) -> bool;
 }
 
+/// The longest a publisher waits for the routing table.
+pub const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// One configuration in force: what readers see through [`Router::snapshot`].
 #[derive(Debug)]
 pub struct Snapshot {
@@ -221,14 +224,75 @@ impl Router {
     }
 
     /// Validates, stamps and fans out events, all or nothing.
+    ///
+    /// Never waits more than [`PUBLISH_WAIT`] for the routing table: past
+    /// that (a reload or subscribe burst holding it) the answer is
+    /// [`PublishError::Overloaded`] — 503 over HTTP, `backpressure` to a plugin.
     pub fn publish(
         &self,
         events: Vec<Incoming>,
         origin: &Origin,
     ) -> Result<Vec<Stamp>, PublishError> {
-        let table = self.table.read();
+        let Some(table) = self.table.try_read_for(PUBLISH_WAIT) else {
+            self.metrics.refuse(PublishError::Overloaded.reason());
+            return Err(PublishError::Overloaded);
+        };
         let prepared = publish::prepare(&table.snap, events, origin)
             .inspect_err(|e| self.metrics.refuse(e.reason()))?;
         Ok(table.stamp_and_route(prepared, &self.metrics, &self.coverage))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let toml = "[[channels]]\nname = \"alerts\"\n[[endpoints]]\npath = \"/ws\"\nchannels = [\"alerts\"]\n[[event_types]]\nname = \"alert.created\"\nchannel = \"alerts\"\n[event_types.payload]\nid = { type = \"string\" }\n";
+        std::fs::write(&path, toml).unwrap();
+        let config = crate::config::load_with_env(&path, Vec::new())
+            .unwrap()
+            .config;
+        let built = Registry::build(&config, &[]).unwrap();
+        Router::new(Snapshot {
+            version: 1,
+            loaded_at: Utc::now(),
+            config: Arc::new(config),
+            registry: built.registry,
+            warnings: Vec::new(),
+            sinks: BTreeMap::new(),
+        })
+    }
+
+    fn alert() -> Incoming {
+        Incoming {
+            type_name: "alert.created".into(),
+            payload: serde_json::json!({"id": "a"}),
+            correlation_id: None,
+            idempotency_key: None,
+        }
+    }
+
+    #[test]
+    fn a_table_held_too_long_makes_publishing_overloaded() {
+        let router = router();
+        let held = router.table.write();
+        let started = std::time::Instant::now();
+        let refused = router.publish(vec![alert()], &Origin::Http);
+        assert!(
+            matches!(refused, Err(PublishError::Overloaded)),
+            "{refused:?}"
+        );
+        assert!(
+            started.elapsed() < PUBLISH_WAIT * 10,
+            "a publisher never waits long"
+        );
+        drop(held);
+        assert_eq!(
+            router.publish(vec![alert()], &Origin::Http).unwrap()[0].sequence,
+            1
+        );
     }
 }

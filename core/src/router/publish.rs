@@ -90,6 +90,10 @@ pub enum PublishError {
         /// Every problem found.
         fields: Vec<FieldReport>,
     },
+    /// The routing table stayed locked (a reload or a burst of subscribes)
+    /// for longer than a publisher may wait: retry shortly.
+    #[error("the router is busy and cannot take events right now; retry shortly")]
+    Overloaded,
     /// An envelope over `server.max_event_bytes`.
     #[error("event {index} would be {size} bytes; the limit is {max}")]
     TooLarge {
@@ -111,6 +115,7 @@ impl PublishError {
             PublishError::Forbidden { .. } => "forbidden",
             PublishError::Invalid { .. } => "invalid_payload",
             PublishError::TooLarge { .. } => "too_large",
+            PublishError::Overloaded => "overloaded",
         }
     }
 }

@@ -163,5 +163,17 @@ fn refused(e: &PublishError) -> Reply {
             &message,
             json!({"index": index}),
         ),
+        PublishError::Overloaded => {
+            let mut reply = error_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                &message,
+                json!({}),
+            );
+            reply
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(1));
+            reply
+        }
     }
 }
