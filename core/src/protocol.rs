@@ -189,6 +189,22 @@ fn since(
     }
 }
 
+/// The `id` of a message that is refused before it is handled, so that
+/// the refusal can still echo it (`None` when there is no readable id).
+pub fn request_id(text: &str) -> Option<Value> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<Value>,
+    }
+    let id = serde_json::from_str::<IdOnly>(text).ok()?.id?;
+    let valid = match &id {
+        Value::String(s) => s.len() <= MAX_ID_BYTES,
+        Value::Number(n) => n.is_i64() || n.is_u64(),
+        _ => false,
+    };
+    valid.then_some(id)
+}
+
 /// Parses the URL form of `since`: `alerts:EPOCH:41,cameras:EPOCH:7`.
 pub fn parse_since_param(text: &str) -> Result<BTreeMap<String, Position>, String> {
     text.split(',')
@@ -439,6 +455,21 @@ mod tests {
                 .unwrap_err()
                 .code,
             "invalid_json"
+        );
+    }
+
+    #[test]
+    fn ids_are_read_from_messages_refused_before_handling() {
+        assert_eq!(
+            request_id(r#"{"action":"ping","id":"r1"}"#),
+            Some(json!("r1"))
+        );
+        assert_eq!(request_id(r#"{"id":7}"#), Some(json!(7)));
+        assert_eq!(request_id(r#"{"id":[1]}"#), None);
+        assert_eq!(request_id("not json"), None);
+        assert_eq!(
+            request_id(&format!("{{\"id\":\"{}\"}}", "x".repeat(65))),
+            None
         );
     }
 

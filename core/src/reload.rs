@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::app::{App, Options, ReloadRecord};
 use crate::auth::jwt::{JwtConfigError, Verifier};
 use crate::auth::ApiKeys;
-use crate::config::{self, AuthMode, Config, ConfigError, Loaded, Problem};
+use crate::config::{self, AuthMode, ClusterEngine, Config, ConfigError, Loaded, Problem};
 use crate::plugin_host::{Plan, PluginHost};
 use crate::registry::Registry;
 use crate::router::{Router, Snapshot};
@@ -110,6 +110,15 @@ pub fn prepare(options: &Options, plugins: &PluginHost) -> Result<Prepared, Relo
     let configured_listen = config.server.listen;
     if let Some(listen) = options.listen {
         config.server.listen = listen;
+    }
+    if config.cluster.engine == ClusterEngine::Redis {
+        problems.push(Problem {
+            key: Some("cluster.engine".into()),
+            value: Some(serde_json::json!("redis")),
+            problem: "the redis engine is not available in this build yet; use \"memory\"".into(),
+            line: None,
+            column: None,
+        });
     }
     let plan = plugins.plan(&config);
     // Without every plugin's types, the registry would report channels and

@@ -55,7 +55,7 @@ impl Session {
 
     /// Handles one text frame from the client.
     pub fn handle_text(&mut self, cx: &Context<'_>, conn: &ConnRef, text: &str) -> Outcome {
-        if let Some(outcome) = self.rate_limited(cx.router, conn) {
+        if let Some(outcome) = self.rate_limited(cx.router, conn, text) {
             return outcome;
         }
         let max_depth = cx.router.snapshot().config.server.max_json_depth;
@@ -85,7 +85,7 @@ impl Session {
 
     /// Handles a binary frame: the protocol is JSON text only.
     pub fn handle_binary(&mut self, router: &Router, conn: &ConnRef) -> Outcome {
-        if let Some(outcome) = self.rate_limited(router, conn) {
+        if let Some(outcome) = self.rate_limited(router, conn, "") {
             return outcome;
         }
         reply(
@@ -101,7 +101,7 @@ impl Session {
 
     /// Refuses a message over `server.client_rate_limit`; closes after too
     /// many refusals within a minute.
-    fn rate_limited(&mut self, router: &Router, conn: &ConnRef) -> Option<Outcome> {
+    fn rate_limited(&mut self, router: &Router, conn: &ConnRef, text: &str) -> Option<Outcome> {
         let limit = router.snapshot().config.server.client_rate_limit;
         if self.bucket.take(limit.messages_per_s, limit.burst) {
             return None;
@@ -122,7 +122,10 @@ impl Session {
             "more than {} messages per second (burst {}): this message was not handled",
             limit.messages_per_s, limit.burst
         );
-        reply(conn, protocol::error("rate_limited", &message, &None));
+        reply(
+            conn,
+            protocol::error("rate_limited", &message, &protocol::request_id(text)),
+        );
         Some(Outcome::Continue)
     }
 }

@@ -685,6 +685,25 @@ async fn reload_making_endpoint_require_auth_closes_anonymous_with_1008() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_to_required_mode_closes_anonymous_with_1008() {
+    let var = "SY_TEST_JWT_MODE_RELOAD";
+    let key = secret(var);
+    let cfg = config("", &jwt_auth("optional", var, "", ""));
+    let router = start(&cfg).await;
+    let (mut anon, _) = connect_anonymous(&router).await;
+    let (mut authed, _) = connect_token(&router, &hs256(&key, &claims("alice", 600))).await;
+    router.write_config(&cfg.replacen("mode = \"optional\"", "mode = \"required\"", 1));
+    let (status, body) = router.reload().await;
+    assert_eq!(status, 200, "{body}");
+    let (code, reason) = close_of(&mut anon).await;
+    assert_eq!(
+        code, 1008,
+        "anonymous connection after the switch to required ({reason})"
+    );
+    assert_alive(&mut authed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_making_channels_require_auth_withholds_then_closes_anonymous() {
     let var = "SY_TEST_JWT_REQAUTH_CH_RELOAD";
     let key = secret(var);

@@ -20,6 +20,8 @@ use crate::router::Router;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest restart delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// An instance that ran this long before failing starts its backoff afresh.
+const HEALTHY_AFTER: Duration = Duration::from_secs(300);
 
 /// An instance's state as `/health` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -40,6 +42,12 @@ pub struct Status {
     pub state: State,
     /// How often it was restarted.
     pub restarts: u32,
+    /// Restarts since it last ran well for [`HEALTHY_AFTER`]; sets the backoff.
+    #[serde(skip)]
+    pub failures_in_a_row: u32,
+    /// When it was last started.
+    #[serde(skip)]
+    pub started_at: Option<Instant>,
     /// The last error, if any.
     pub last_error: Option<String>,
     /// When a failed instance is due for its next restart.
@@ -52,6 +60,8 @@ impl Status {
         Status {
             state: State::Stopped,
             restarts: 0,
+            failures_in_a_row: 0,
+            started_at: None,
             last_error: None,
             next_restart: None,
         }
@@ -59,9 +69,16 @@ impl Status {
 
     /// Marks the instance failed and schedules its restart.
     pub fn fail(&mut self, message: String) {
+        if self
+            .started_at
+            .is_some_and(|at| at.elapsed() >= HEALTHY_AFTER)
+        {
+            self.failures_in_a_row = 0;
+        }
         let backoff = FIRST_BACKOFF
-            .saturating_mul(1 << self.restarts.min(6))
+            .saturating_mul(1 << self.failures_in_a_row.min(6))
             .min(MAX_BACKOFF);
+        self.failures_in_a_row += 1;
         self.state = State::Failed;
         self.last_error = Some(message);
         self.next_restart = Some(Instant::now() + backoff);
@@ -119,7 +136,11 @@ impl Managed {
         let (context, vtable) = HostContext::leak(&self.config.name, router, on_failure);
         self.context = Some(context);
         // Running first: a plugin thread may fail before `start` returns.
-        self.status.lock().state = State::Running;
+        {
+            let mut status = self.status.lock();
+            status.state = State::Running;
+            status.started_at = Some(Instant::now());
+        }
         let result = match self.instance.lock().as_mut() {
             Some(instance) => instance.start(vtable),
             None => return,
@@ -224,5 +245,30 @@ impl Managed {
             }
             Err(e) => self.status.lock().fail(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_starts_afresh_after_a_healthy_run() {
+        let mut status = Status::fresh();
+        let delays: Vec<u64> = (0..8)
+            .map(|_| {
+                status.fail("boom".into());
+                (status.next_restart.unwrap() - Instant::now())
+                    .as_secs_f64()
+                    .round() as u64
+            })
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
+        status.started_at = Instant::now().checked_sub(HEALTHY_AFTER);
+        status.fail("boom".into());
+        let delay = (status.next_restart.unwrap() - Instant::now())
+            .as_secs_f64()
+            .round() as u64;
+        assert_eq!(delay, 1, "a long healthy run resets the backoff");
     }
 }

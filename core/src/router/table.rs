@@ -109,7 +109,7 @@ impl Table {
             return Access::Gone;
         };
         let anonymous = user.is_none();
-        if anonymous && ep.require_auth {
+        if anonymous && (ep.require_auth || self.snap.config.auth.mode == AuthMode::Required) {
             return Access::Withdrawn;
         }
         let settings = self.snap.registry.channels();

@@ -23,6 +23,7 @@ use crate::router::Snapshot;
 pub fn upgrade(app: Arc<App>, peer: Peer, mut req: http::Request<Incoming>) -> Response {
     let snap = app.router.snapshot();
     let path = req.uri().path().to_owned();
+    tracing::debug!(peer = %peer.0, uri = %crate::auth::jwt::redact(&req.uri().to_string()), "upgrade requested");
     let Some(endpoint) = snap.endpoint(&path) else {
         app.router.coverage().unknown_endpoint(&path);
         return unknown_endpoint(&snap, &path);
