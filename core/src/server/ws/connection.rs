@@ -23,8 +23,9 @@ use crate::metrics::{ChannelLabel, Metrics};
 use crate::session::{Context, Outcome, Session};
 
 /// Read buffer per connection: small, because idle connections are the
-/// common case and memory per connection is a budget.
-const READ_BUFFER_BYTES: usize = 4096;
+/// common case, client messages are small, and memory per connection is a
+/// budget (4096 here cost 3.4 KiB more per idle connection: BENCHMARKS.md).
+const READ_BUFFER_BYTES: usize = 512;
 /// How long the writer may take to flush a closing connection.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
