@@ -73,6 +73,8 @@ pub struct Metrics {
     pub connections: Family<EndpointLabel, Gauge>,
     /// `switchyard_plugin_up{plugin}`, set at scrape time.
     pub plugin_up: Family<PluginLabel, Gauge>,
+    /// `switchyard_plugin_restarts{plugin}`, set at scrape time.
+    pub plugin_restarts: Family<PluginLabel, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -105,6 +107,7 @@ impl Metrics {
         let reloads = Family::<ResultLabel, Counter>::default();
         let connections = Family::<EndpointLabel, Gauge>::default();
         let plugin_up = Family::<PluginLabel, Gauge>::default();
+        let plugin_restarts = Family::<PluginLabel, Gauge>::default();
         registry.register(
             "events_accepted",
             "Events accepted, by type",
@@ -141,6 +144,11 @@ impl Metrics {
             "1 when the plugin instance is running",
             plugin_up.clone(),
         );
+        registry.register(
+            "plugin_restarts",
+            "How often the plugin instance was restarted after failing",
+            plugin_restarts.clone(),
+        );
         Metrics {
             registry,
             accepted,
@@ -151,6 +159,7 @@ impl Metrics {
             reloads,
             connections,
             plugin_up,
+            plugin_restarts,
         }
     }
 

@@ -1111,3 +1111,69 @@ fn check_reports_a_plugin_that_cannot_load_with_its_key() {
     assert!(all.contains("plugins[0].library"), "{all}");
     assert!(all.contains(&missing.display().to_string()), "{all}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_panicked_is_restarted_and_its_events_flow_again() {
+    let marker = tempfile::tempdir().unwrap();
+    let once = marker.path().join("panicked");
+    let (router, mut c) = add_testkit_live(&format!(
+        "emit_on_start = 3\npanic_in = \"emit\"\npanic_once_file = {:?}",
+        once.display().to_string()
+    ))
+    .await;
+    // The first instance panics before emitting; the restarted one emits.
+    for n in 1..=3 {
+        let tick = c.recv().await;
+        assert_eq!(tick["type"], "testkit.tick", "{tick}");
+        assert_eq!(tick["payload"]["n"], n);
+    }
+    let health = health_with_plugin_state(&router, "tk", "running").await;
+    assert_eq!(health["plugins"]["tk"]["restarts"], 1, "{health}");
+    assert!(once.exists());
+    let metrics = reqwest::get(router.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_plugin_restarts{plugin=\"tk\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_plugin_up{plugin=\"tk\"} 1"),
+        "{metrics}"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_panicked_is_restarted_and_keeps_receiving() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.jsonl");
+    let once = dir.path().join("panicked");
+    let sink_config = format!(
+        "record_to = {:?}\npanic_in = \"deliver\"\npanic_once_file = {:?}",
+        record.display().to_string(),
+        once.display().to_string()
+    );
+    let cfg = config(&[
+        &plugin_block("tk", &testkit(), "", &sink_config),
+        &route("tk", &["alert.*"]),
+    ]);
+    let router = start(&cfg).await;
+    router.publish(&alert("lost-in-the-panic")).await;
+    health_with_plugin_state(&router, "tk", "failed").await;
+    health_with_plugin_state(&router, "tk", "running").await;
+    for id in ["a1", "a2"] {
+        let (status, body) = router.publish(&alert(id)).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let lines = recorded(&record, 2).await;
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|l| l["payload"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a1", "a2"], "the restarted sink takes what follows");
+    router.shutdown().await;
+}

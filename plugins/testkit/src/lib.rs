@@ -8,6 +8,7 @@
 //! | `emit_every_ms` (0 = off) | keep emitting `testkit.tick` at this interval |
 //! | `probe_undeclared` (false) | try to emit `alert.created` (not declared) and report the status as `testkit.status` |
 //! | `panic_in` | `create`, `start`, `emit` (the emitting thread panics), `deliver` or `stop` |
+//! | `panic_once_file` | with `panic_in`: panic only while this file does not exist (it is created first), so a restarted instance works |
 //! | `fail_start` | `start` returns this error |
 //! | `stop_delay_ms` (0) | `stop` sleeps this long (to test abandonment) |
 //! | `record_to` | a sink: append each delivered event to this file, one per line |
@@ -35,6 +36,7 @@ struct Config {
     #[serde(default)]
     probe_undeclared: bool,
     panic_in: Option<String>,
+    panic_once_file: Option<String>,
     fail_start: Option<String>,
     #[serde(default)]
     stop_delay_ms: u64,
@@ -75,9 +77,28 @@ fn status_name(result: &Result<(), EmitError>) -> String {
     }
 }
 
+/// Whether to panic now: always, or once per `panic_once_file`.
+fn should_panic(panic_in: Option<&str>, once_file: Option<&str>, step: &str) -> bool {
+    if panic_in != Some(step) {
+        return false;
+    }
+    match once_file {
+        None => true,
+        Some(path) => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .is_ok(),
+    }
+}
+
 impl Testkit {
     fn panics_in(&self, step: &str) -> bool {
-        self.config.panic_in.as_deref() == Some(step)
+        should_panic(
+            self.config.panic_in.as_deref(),
+            self.config.panic_once_file.as_deref(),
+            step,
+        )
     }
 }
 

@@ -102,12 +102,15 @@ pub fn metrics(app: &App) -> Reply {
         metrics.connections.get_or_create(&label).inc();
     }
     metrics.plugin_up.clear();
+    metrics.plugin_restarts.clear();
     for (name, status) in app.plugins.statuses() {
+        let label = PluginLabel { plugin: name };
         let up = i64::from(status.state == State::Running);
+        metrics.plugin_up.get_or_create(&label).set(up);
         metrics
-            .plugin_up
-            .get_or_create(&PluginLabel { plugin: name })
-            .set(up);
+            .plugin_restarts
+            .get_or_create(&label)
+            .set(i64::from(status.restarts));
     }
     let mut response = Reply::new(metrics.encode().into());
     response.headers_mut().insert(
