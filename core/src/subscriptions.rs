@@ -215,7 +215,7 @@ fn warning_for(text: &str, held: &Held, scope: &Scope<'_>) -> Option<Warning> {
             .map(|(path, _)| *path)
             .collect();
         let message = if carriers.is_empty() {
-            "matches only event types that no endpoint carries".to_owned()
+            "matches only event types on channels this connection does not receive".to_owned()
         } else {
             format!(
                 "matches only event types this endpoint does not carry; connect to {} for them",

@@ -246,6 +246,7 @@ impl Table {
             .config
             .endpoints
             .iter()
+            .filter(|e| *e.path != *conn.endpoint)
             .map(|e| {
                 (
                     e.path.as_str(),
