@@ -11,6 +11,9 @@
 //! - the SDK ([`Plugin`], [`Host`], [`export_plugin!`]): safe Rust on top of
 //!   the ABI. A plugin author implements [`Plugin`] and invokes
 //!   [`export_plugin!`] once; they write no `unsafe`.
+//! - helpers plugins share: the [`Emitter`] seam over [`Host`] (with
+//!   [`bump`], [`worth_logging`], [`emit_counted`] and [`join_until`]) and [`config`], for
+//!   reading a `[plugins.config]` table with uniform error messages.
 //!
 //! ```no_run
 //! use switchyard_plugin_api::{export_plugin, EventTypeDecl, Field, Host, Plugin, PluginInfo, Role};
@@ -39,13 +42,18 @@
 //! ```
 
 pub mod abi;
+pub mod config;
 mod decl;
+mod emitter;
 #[doc(hidden)]
 pub mod export;
 mod host;
 mod plugin;
 
 pub use decl::{EventTypeDecl, Field, FieldType};
+pub use emitter::{
+    bump, emit_counted, join_until, worth_logging, EmitCounters, Emitter, RouterStopped,
+};
 pub use host::{EmitError, Host, LogLevel};
 pub use plugin::{Plugin, PluginInfo, Role};
 

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+use switchyard_plugin_api::config::Table;
 
 const KEYS: &[&str] = &["path", "max_bytes", "keep", "fsync", "fsync_interval_ms"];
 
@@ -63,22 +64,8 @@ pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 1000;
 impl Config {
     /// Parses and validates a `[plugins.config]` table.
     pub fn from_value(value: Value) -> Result<Config, String> {
-        let table = match value {
-            Value::Null => Map::new(),
-            Value::Object(table) => table,
-            other => {
-                return Err(format!(
-                    "the audit-log config must be a table, got {}",
-                    kind_of(&other)
-                ))
-            }
-        };
-        if let Some(key) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(format!(
-                "unknown config key `{key}` (known keys: {})",
-                KEYS.join(", ")
-            ));
-        }
+        // `3.0` counts as a whole number here.
+        let table = Table::new(value, "audit-log", KEYS)?.integral_floats();
         let path = match table.get("path") {
             Some(Value::String(s)) if !s.trim().is_empty() => {
                 if s.ends_with('/') {
@@ -100,12 +87,11 @@ impl Config {
                 )
             }
         };
-        let max_bytes = match table.get("max_bytes") {
-            Some(v) => whole(v, "max_bytes", 1, i64::MAX as u64)?,
-            None => DEFAULT_MAX_BYTES,
-        };
-        let keep = match table.get("keep") {
-            Some(v) => whole(v, "keep", 0, MAX_KEEP)? as u32,
+        let max_bytes = table
+            .whole("max_bytes", 1, i64::MAX as u64)?
+            .unwrap_or(DEFAULT_MAX_BYTES);
+        let keep = match table.whole("keep", 0, MAX_KEEP)? {
+            Some(n) => n as u32,
             None => DEFAULT_KEEP,
         };
         let fsync = match table.get("fsync") {
@@ -114,10 +100,9 @@ impl Config {
             })?,
             None => Fsync::Interval,
         };
-        let fsync_interval = Duration::from_millis(match table.get("fsync_interval_ms") {
-            Some(v) => whole(v, "fsync_interval_ms", 1, u64::from(u32::MAX))?,
-            None => DEFAULT_FSYNC_INTERVAL_MS,
-        });
+        let fsync_interval = table
+            .millis("fsync_interval_ms", 1, u64::from(u32::MAX))?
+            .unwrap_or(Duration::from_millis(DEFAULT_FSYNC_INTERVAL_MS));
         Ok(Config {
             path,
             max_bytes,
@@ -125,33 +110,6 @@ impl Config {
             fsync,
             fsync_interval,
         })
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "a table",
-    }
-}
-
-/// A whole number in `min..=max`; `3.0` counts as whole.
-fn whole(value: &Value, key: &str, min: u64, max: u64) -> Result<u64, String> {
-    let n = value.as_u64().or_else(|| {
-        value
-            .as_f64()
-            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= max as f64)
-            .map(|f| f as u64)
-    });
-    match n {
-        Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "`{key}` must be a whole number from {min} to {max}, got {value}"
-        )),
     }
 }
 

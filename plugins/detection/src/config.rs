@@ -6,7 +6,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+use switchyard_plugin_api::config::{kind_of, Table};
 
 /// The default TCP listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9101";
@@ -81,32 +82,16 @@ impl Default for Config {
 impl Config {
     /// Parses and validates a `[plugins.config]` table (`null` = all defaults).
     pub fn from_value(value: Value) -> Result<Config, String> {
-        let table = match value {
-            Value::Null => Map::new(),
-            Value::Object(table) => table,
-            other => {
-                return Err(format!(
-                    "the detection config must be a table, got {}",
-                    kind_of(&other)
-                ))
-            }
-        };
-        if let Some(key) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(format!(
-                "unknown config key `{key}` (known keys: {})",
-                KEYS.join(", ")
-            ));
-        }
+        let table = Table::new(value, "detection", KEYS)?;
         let mut config = Config::default();
-        if let Some(v) = table.get("listen") {
-            config.listen = parse_listen(v)?;
+        if let Some(listen) = table.listen("listen", DEFAULT_LISTEN, "TCP input")? {
+            config.listen = listen;
         }
-        if let Some(v) = table.get("max_line_bytes") {
-            config.max_line_bytes = whole(v, "max_line_bytes", 1, MAX_LINE_BYTES_LIMIT)? as usize;
+        if let Some(n) = table.whole("max_line_bytes", 1, MAX_LINE_BYTES_LIMIT)? {
+            config.max_line_bytes = n as usize;
         }
-        if let Some(v) = table.get("max_connections") {
-            config.max_connections =
-                whole(v, "max_connections", 1, MAX_CONNECTIONS_LIMIT)? as usize;
+        if let Some(n) = table.whole("max_connections", 1, MAX_CONNECTIONS_LIMIT)? {
+            config.max_connections = n as usize;
         }
         if let Some(v) = table.get("allow_from") {
             config.allow_from = Some(parse_allow_from(v)?);
@@ -114,15 +99,14 @@ impl Config {
         if let Some(v) = table.get("simulate") {
             config.simulate = Some(parse_simulate(v)?);
         }
-        if let Some(v) = table.get("batch_window_s") {
-            config.batch_window = seconds(v, "batch_window_s")?;
+        if let Some(d) = table.seconds("batch_window_s")? {
+            config.batch_window = d;
         }
-        if let Some(v) = table.get("batch_idle_s") {
-            config.batch_idle = seconds(v, "batch_idle_s")?;
+        if let Some(d) = table.seconds("batch_idle_s")? {
+            config.batch_idle = d;
         }
-        if let Some(v) = table.get("progress_interval_ms") {
-            config.progress_interval =
-                Duration::from_millis(whole(v, "progress_interval_ms", 1, u32::MAX.into())?);
+        if let Some(d) = table.millis("progress_interval_ms", 1, u32::MAX.into())? {
+            config.progress_interval = d;
         }
         if config.listen.is_none() && config.simulate.is_none() {
             return Err(
@@ -133,57 +117,6 @@ impl Config {
         }
         Ok(config)
     }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "a table",
-    }
-}
-
-fn parse_listen(value: &Value) -> Result<Option<SocketAddr>, String> {
-    match value {
-        Value::Bool(false) => Ok(None),
-        Value::String(s) if s.trim().is_empty() => Ok(None),
-        Value::String(s) => s.trim().parse().map(Some).map_err(|_| {
-            format!(
-                "`listen` must be an IP address and port such as \"{DEFAULT_LISTEN}\" \
-                 (host names are not resolved), or \"\" / false to turn TCP input off; got {s:?}"
-            )
-        }),
-        other => Err(format!(
-            "`listen` must be a string such as \"{DEFAULT_LISTEN}\", or \"\" / false to turn \
-             TCP input off; got {}",
-            kind_of(other)
-        )),
-    }
-}
-
-fn whole(value: &Value, key: &str, min: u64, max: u64) -> Result<u64, String> {
-    match value.as_u64() {
-        Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "`{key}` must be a whole number from {min} to {max}, got {value}"
-        )),
-    }
-}
-
-fn seconds(value: &Value, key: &str) -> Result<Duration, String> {
-    value
-        .as_f64()
-        .filter(|s| *s > 0.0)
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .filter(|d| *d <= Duration::from_secs(365 * 24 * 3600))
-        .ok_or_else(|| {
-            format!(
-                "`{key}` must be a number of seconds greater than 0 (at most a year), got {value}"
-            )
-        })
 }
 
 fn parse_allow_from(value: &Value) -> Result<Vec<Cidr>, String> {
@@ -218,14 +151,9 @@ fn parse_simulate(value: &Value) -> Result<SimulateConfig, String> {
             kind_of(value)
         )
     })?;
-    if let Some(key) = table.keys().find(|k| !SIMULATE_KEYS.contains(&k.as_str())) {
-        return Err(format!(
-            "unknown config key `simulate.{key}` (known keys: {})",
-            SIMULATE_KEYS.join(", ")
-        ));
-    }
-    let cameras = match table.get("cameras") {
-        Some(v) => whole(v, "simulate.cameras", 1, MAX_CAMERAS)? as u32,
+    let table = Table::nested(table, "simulate", SIMULATE_KEYS)?;
+    let cameras = match table.whole("cameras", 1, MAX_CAMERAS)? {
+        Some(n) => n as u32,
         None => return Err("`simulate.cameras` is missing (a whole number ≥ 1)".to_owned()),
     };
     let rate_per_s = match table.get("rate_per_s") {

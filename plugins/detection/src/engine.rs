@@ -1,16 +1,14 @@
 //! The engine thread: owns the [`Batcher`], turns inputs into events and
-//! emits them; plus the [`Emitter`] seam and the shared [`Counters`].
+//! emits them; plus the shared [`Counters`].
 
 use std::fmt;
-use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use switchyard_plugin_api::{EmitError, Host, LogLevel};
+use switchyard_plugin_api::{bump, emit_counted, EmitCounters, Emitter, LogLevel};
 
 use crate::batcher::{Batcher, Now, Out};
 use crate::events::{
@@ -23,42 +21,6 @@ use crate::input::Input;
 const TICK: Duration = Duration::from_millis(100);
 /// How often the counters are logged when they changed.
 const STATS_EVERY: Duration = Duration::from_secs(60);
-
-/// Where events and logs go: the router's [`Host`], or a fake in tests.
-pub trait Emitter: Clone + Send + Sync + 'static {
-    /// Emits one event whose payload is JSON text; never blocks.
-    fn emit_json(&self, event_type: &str, payload_json: &str) -> Result<(), EmitError>;
-
-    /// Writes a log line.
-    fn log(&self, level: LogLevel, message: &str);
-
-    /// Spawns a plugin thread (the [`Host`] reports a panic in it as a failure).
-    fn spawn<F>(&self, name: &str, body: F) -> io::Result<JoinHandle<()>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(body)
-    }
-}
-
-impl Emitter for Host {
-    fn emit_json(&self, event_type: &str, payload_json: &str) -> Result<(), EmitError> {
-        Host::emit_json(self, event_type, payload_json, None)
-    }
-
-    fn log(&self, level: LogLevel, message: &str) {
-        Host::log(self, level, message);
-    }
-
-    fn spawn<F>(&self, name: &str, body: F) -> io::Result<JoinHandle<()>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        Host::spawn(self, name, body)
-    }
-}
 
 /// What happened so far, shared by all of an instance's threads.
 #[derive(Debug, Default)]
@@ -73,10 +35,8 @@ pub(crate) struct Counters {
     pub(crate) oversized_lines: AtomicU64,
     /// Connections refused by `allow_from` or `max_connections`.
     pub(crate) refused_connections: AtomicU64,
-    /// Events dropped because the router signalled backpressure.
-    pub(crate) dropped_backpressure: AtomicU64,
-    /// Events the router refused for another reason (a bug: logged).
-    pub(crate) emit_errors: AtomicU64,
+    /// Events not sent: dropped on backpressure, or refused (logged).
+    pub(crate) emit: EmitCounters,
 }
 
 /// The counters of a running instance at one moment (see [`Service::counters`](crate::Service::counters)).
@@ -99,11 +59,6 @@ pub struct CounterSnapshot {
 }
 
 impl Counters {
-    /// Adds one to `counter` and returns the new value.
-    pub(crate) fn bump(counter: &AtomicU64) -> u64 {
-        counter.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
     /// The current values.
     pub(crate) fn snapshot(&self) -> CounterSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -113,8 +68,8 @@ impl Counters {
             bad_lines: get(&self.bad_lines),
             oversized_lines: get(&self.oversized_lines),
             refused_connections: get(&self.refused_connections),
-            dropped_backpressure: get(&self.dropped_backpressure),
-            emit_errors: get(&self.emit_errors),
+            dropped_backpressure: get(&self.emit.dropped_backpressure),
+            emit_errors: get(&self.emit.emit_errors),
         }
     }
 }
@@ -134,12 +89,6 @@ impl fmt::Display for CounterSnapshot {
             self.emit_errors
         )
     }
-}
-
-/// Whether the `n`th occurrence of a noisy problem should be logged: the
-/// first ten, then at powers of two, so a flood cannot flood the log.
-pub(crate) fn worth_logging(n: u64) -> bool {
-    n <= 10 || n.is_power_of_two()
 }
 
 /// A message to the engine thread.
@@ -234,7 +183,7 @@ impl<E: Emitter> Engine<E> {
         let now = Now::system();
         match input {
             Input::Detection(d) => {
-                Counters::bump(&self.counters.detections);
+                bump(&self.counters.detections);
                 let detection_id = new_id("det");
                 let detected_at = d.detected_at.unwrap_or(now.wall);
                 let (batch_id, out) = self.batcher.on_detection(
@@ -259,7 +208,7 @@ impl<E: Emitter> Engine<E> {
                 )
             }
             Input::SceneChange(s) => {
-                Counters::bump(&self.counters.scene_changes);
+                bump(&self.counters.scene_changes);
                 self.emit(
                     SCENE_CHANGE_DETECTED,
                     &SceneChangeDetected {
@@ -286,40 +235,14 @@ impl<E: Emitter> Engine<E> {
     }
 
     fn emit(&self, event_type: &str, payload: &impl Serialize) -> Result<(), Stopped> {
-        let json = match serde_json::to_string(payload) {
-            Ok(json) => json,
-            Err(e) => {
-                self.emit_failed(event_type, &e.to_string());
-                return Ok(());
-            }
-        };
-        match self.emitter.emit_json(event_type, &json) {
-            Ok(()) => Ok(()),
-            Err(EmitError::Backpressure) => {
-                let n = Counters::bump(&self.counters.dropped_backpressure);
-                if worth_logging(n) {
-                    self.emitter.log(
-                        LogLevel::Warn,
-                        &format!("detection: router backpressure, dropped {event_type} ({n} dropped so far)"),
-                    );
-                }
-                Ok(())
-            }
-            Err(EmitError::Stopped) => Err(Stopped),
-            Err(e) => {
-                self.emit_failed(event_type, &e.to_string());
-                Ok(())
-            }
-        }
-    }
-
-    fn emit_failed(&self, event_type: &str, why: &str) {
-        let n = Counters::bump(&self.counters.emit_errors);
-        if worth_logging(n) {
-            self.emitter.log(
-                LogLevel::Error,
-                &format!("detection: the router refused {event_type}: {why} ({n} refused so far)"),
-            );
-        }
+        emit_counted(
+            &self.emitter,
+            &self.counters.emit,
+            "detection",
+            event_type,
+            "",
+            payload,
+        )
+        .map_err(|_| Stopped)
     }
 }

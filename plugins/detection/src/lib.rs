@@ -78,10 +78,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use switchyard_plugin_api::{export_plugin, Host, LogLevel, Plugin, PluginInfo, Role};
+use switchyard_plugin_api::{export_plugin, join_until, Host, LogLevel, Plugin, PluginInfo, Role};
 
 pub use config::{Cidr, Config, SimulateConfig, DEFAULT_LISTEN};
-pub use engine::{CounterSnapshot, Emitter};
+pub use engine::CounterSnapshot;
+/// The seam the service runs on, shared by all plugins (re-exported from the SDK).
+pub use switchyard_plugin_api::Emitter;
 
 use batcher::{Batcher, Timing};
 use engine::{Counters, Engine, Msg};
@@ -279,20 +281,6 @@ fn spawn<E: Emitter>(
     emitter
         .spawn(name, body)
         .map_err(|e| format!("cannot start thread {name}: {e}"))
-}
-
-/// Joins `handle` if it finishes by `deadline`; otherwise leaves it running
-/// and returns false.
-pub(crate) fn join_until(handle: JoinHandle<()>, deadline: Instant) -> bool {
-    while !handle.is_finished() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // A panic was already reported by the thread's wrapper.
-    let _ = handle.join();
-    true
 }
 
 #[cfg(test)]

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use switchyard_plugin_api::LogLevel;
+use switchyard_plugin_api::{bump, join_until, worth_logging, Emitter, LogLevel};
 
 use crate::config::Cidr;
-use crate::engine::{worth_logging, Counters, Emitter, Msg};
+use crate::engine::{Counters, Msg};
 use crate::input::parse_line;
 
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
@@ -88,7 +88,7 @@ pub(crate) fn serve<E: Emitter>(listener: TcpListener, limits: Limits, shared: A
         };
         if let Some(why) = refusal {
             drop(stream);
-            let n = Counters::bump(&shared.counters.refused_connections);
+            let n = bump(&shared.counters.refused_connections);
             if worth_logging(n) {
                 shared.emitter.log(
                     LogLevel::Warn,
@@ -117,7 +117,7 @@ pub(crate) fn serve<E: Emitter>(listener: TcpListener, limits: Limits, shared: A
     drop(listener);
     let deadline = Instant::now() + Duration::from_secs(1);
     for handle in connections {
-        crate::join_until(handle, deadline);
+        join_until(handle, deadline);
     }
 }
 
@@ -175,7 +175,7 @@ fn handle_line<E: Emitter>(line: Line<'_>, peer: SocketAddr, shared: &Shared<E>)
         Line::Complete(bytes) => match parse_line(bytes) {
             Ok(input) => shared.tx.send(Msg::Input(input)).is_ok(),
             Err(why) => {
-                let n = Counters::bump(&shared.counters.bad_lines);
+                let n = bump(&shared.counters.bad_lines);
                 if worth_logging(n) {
                     shared.emitter.log(
                         LogLevel::Warn,
@@ -186,7 +186,7 @@ fn handle_line<E: Emitter>(line: Line<'_>, peer: SocketAddr, shared: &Shared<E>)
             }
         },
         Line::Oversized => {
-            let n = Counters::bump(&shared.counters.oversized_lines);
+            let n = bump(&shared.counters.oversized_lines);
             if worth_logging(n) {
                 shared.emitter.log(
                     LogLevel::Warn,

@@ -8,7 +8,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+use switchyard_plugin_api::config::{kind_of, refuse_unknown_keys, Table};
 
 use crate::scrape::Selector;
 
@@ -109,32 +110,16 @@ impl Config {
         value: Value,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, String> {
-        let table = match value {
-            Value::Null => Map::new(),
-            Value::Object(table) => table,
-            other => {
-                return Err(format!(
-                    "the prometheus config must be a table, got {}",
-                    kind_of(&other)
-                ))
-            }
-        };
-        if let Some(key) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(format!(
-                "unknown config key `{key}` (known keys: {})",
-                KEYS.join(", ")
-            ));
-        }
+        let table = Table::new(value, "prometheus", KEYS)?;
         let mut config = Config::default();
-        if let Some(v) = table.get("listen") {
-            config.listen = parse_listen(v)?;
+        if let Some(listen) = table.listen("listen", DEFAULT_LISTEN, "the alert input")? {
+            config.listen = listen;
         }
-        if let Some(v) = table.get("max_body_bytes") {
-            config.max_body_bytes = whole(v, "max_body_bytes", 1, MAX_BODY_BYTES_LIMIT)? as usize;
+        if let Some(n) = table.whole("max_body_bytes", 1, MAX_BODY_BYTES_LIMIT)? {
+            config.max_body_bytes = n as usize;
         }
-        if let Some(v) = table.get("max_connections") {
-            config.max_connections =
-                whole(v, "max_connections", 1, MAX_CONNECTIONS_LIMIT)? as usize;
+        if let Some(n) = table.whole("max_connections", 1, MAX_CONNECTIONS_LIMIT)? {
+            config.max_connections = n as usize;
         }
         if let Some(v) = table.get("token_env") {
             let name = v.as_str().map(str::trim).ok_or_else(|| {
@@ -171,45 +156,6 @@ impl Config {
     }
 }
 
-pub(crate) fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "a table",
-    }
-}
-
-fn parse_listen(value: &Value) -> Result<Option<SocketAddr>, String> {
-    match value {
-        Value::Bool(false) => Ok(None),
-        Value::String(s) if s.trim().is_empty() => Ok(None),
-        Value::String(s) => s.trim().parse().map(Some).map_err(|_| {
-            format!(
-                "`listen` must be an IP address and port such as \"{DEFAULT_LISTEN}\" \
-                 (host names are not resolved), or \"\" / false to turn the alert input off; \
-                 got {s:?}"
-            )
-        }),
-        other => Err(format!(
-            "`listen` must be a string such as \"{DEFAULT_LISTEN}\", or \"\" / false to turn \
-             the alert input off; got {}",
-            kind_of(other)
-        )),
-    }
-}
-
-fn whole(value: &Value, key: &str, min: u64, max: u64) -> Result<u64, String> {
-    match value.as_u64() {
-        Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "`{key}` must be a whole number from {min} to {max}, got {value}"
-        )),
-    }
-}
-
 fn parse_scrape_list(value: &Value) -> Result<Vec<ScrapeConfig>, String> {
     let items = value.as_array().ok_or_else(|| {
         format!(
@@ -230,36 +176,18 @@ fn parse_scrape(value: &Value, i: usize) -> Result<ScrapeConfig, String> {
     let table = value
         .as_object()
         .ok_or_else(|| format!("`{at}` must be a table, got {}", kind_of(value)))?;
-    if let Some(key) = table.keys().find(|k| !SCRAPE_KEYS.contains(&k.as_str())) {
-        return Err(format!(
-            "unknown config key `{at}.{key}` (known keys: {})",
-            SCRAPE_KEYS.join(", ")
-        ));
-    }
-    let url = match table.get("url") {
-        Some(Value::String(s)) => s.trim().to_owned(),
-        Some(other) => {
-            return Err(format!(
-                "`{at}.url` must be a string, got {}",
-                kind_of(other)
-            ))
-        }
+    let table = Table::nested(table, &at, SCRAPE_KEYS)?;
+    let url = match table.string("url")? {
+        Some(s) => s.trim().to_owned(),
         None => return Err(format!("`{at}.url` is missing")),
     };
     check_url(&url).map_err(|why| format!("`{at}.url`: {why}"))?;
-    let interval_ms = match table.get("interval_ms") {
-        Some(v) => whole(
-            v,
-            &format!("{at}.interval_ms"),
-            MIN_INTERVAL_MS,
-            MAX_INTERVAL_MS,
-        )?,
-        None => DEFAULT_INTERVAL_MS,
-    };
-    let timeout_ms = match table.get("timeout_ms") {
-        Some(v) => whole(v, &format!("{at}.timeout_ms"), 1, MAX_INTERVAL_MS)?,
-        None => DEFAULT_TIMEOUT_MS.min(interval_ms),
-    };
+    let interval_ms = table
+        .whole("interval_ms", MIN_INTERVAL_MS, MAX_INTERVAL_MS)?
+        .unwrap_or(DEFAULT_INTERVAL_MS);
+    let timeout_ms = table
+        .whole("timeout_ms", 1, MAX_INTERVAL_MS)?
+        .unwrap_or(DEFAULT_TIMEOUT_MS.min(interval_ms));
     let metrics_table = match table.get("metrics") {
         Some(Value::Object(m)) => m,
         Some(other) => {
@@ -276,15 +204,7 @@ fn parse_scrape(value: &Value, i: usize) -> Result<ScrapeConfig, String> {
             ))
         }
     };
-    if let Some(key) = metrics_table
-        .keys()
-        .find(|k| !METRIC_FIELDS.contains(&k.as_str()))
-    {
-        return Err(format!(
-            "unknown config key `{at}.metrics.{key}` (known keys: {})",
-            METRIC_FIELDS.join(", ")
-        ));
-    }
+    refuse_unknown_keys(metrics_table, &format!("{at}.metrics"), &METRIC_FIELDS)?;
     let mut metrics = Vec::new();
     for field in METRIC_FIELDS {
         let Some(v) = metrics_table.get(field) else {

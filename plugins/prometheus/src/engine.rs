@@ -1,48 +1,9 @@
-//! The [`Emitter`] seam (the router's [`Host`], or a fake in tests), the
-//! shared [`Counters`], and emitting with counting.
+//! The shared [`Counters`], and emitting with counting.
 
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
 
 use serde::Serialize;
-use switchyard_plugin_api::{EmitError, Host, LogLevel};
-
-/// Where events and logs go: the router's [`Host`], or a fake in tests.
-pub trait Emitter: Clone + Send + Sync + 'static {
-    /// Emits one event whose payload is JSON text; never blocks.
-    fn emit_json(&self, event_type: &str, payload_json: &str) -> Result<(), EmitError>;
-
-    /// Writes a log line.
-    fn log(&self, level: LogLevel, message: &str);
-
-    /// Spawns a plugin thread (the [`Host`] reports a panic in it as a failure).
-    fn spawn<F>(&self, name: &str, body: F) -> io::Result<JoinHandle<()>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(body)
-    }
-}
-
-impl Emitter for Host {
-    fn emit_json(&self, event_type: &str, payload_json: &str) -> Result<(), EmitError> {
-        Host::emit_json(self, event_type, payload_json, None)
-    }
-
-    fn log(&self, level: LogLevel, message: &str) {
-        Host::log(self, level, message);
-    }
-
-    fn spawn<F>(&self, name: &str, body: F) -> io::Result<JoinHandle<()>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        Host::spawn(self, name, body)
-    }
-}
+use switchyard_plugin_api::{bump, EmitCounters, EmitError, Emitter, LogLevel};
 
 /// What happened so far, shared by all of an instance's threads.
 #[derive(Debug, Default)]
@@ -57,8 +18,8 @@ pub(crate) struct Counters {
     pub(crate) scrapes: AtomicU64,
     pub(crate) scrapes_empty: AtomicU64,
     pub(crate) scrape_failures: AtomicU64,
-    pub(crate) dropped_backpressure: AtomicU64,
-    pub(crate) emit_errors: AtomicU64,
+    /// Events not sent: dropped on backpressure, or refused (logged).
+    pub(crate) emit: EmitCounters,
 }
 
 /// The counters of a running instance at one moment (see
@@ -92,11 +53,6 @@ pub struct CounterSnapshot {
 }
 
 impl Counters {
-    /// Adds one to `counter` and returns the new value.
-    pub(crate) fn bump(counter: &AtomicU64) -> u64 {
-        counter.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
     /// The current values.
     pub(crate) fn snapshot(&self) -> CounterSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -111,8 +67,8 @@ impl Counters {
             scrapes: get(&self.scrapes),
             scrapes_empty: get(&self.scrapes_empty),
             scrape_failures: get(&self.scrape_failures),
-            dropped_backpressure: get(&self.dropped_backpressure),
-            emit_errors: get(&self.emit_errors),
+            dropped_backpressure: get(&self.emit.dropped_backpressure),
+            emit_errors: get(&self.emit.emit_errors),
         }
     }
 }
@@ -151,7 +107,7 @@ pub(crate) fn emit<E: Emitter, T: Serialize + ?Sized>(
     match emitter.emit_json(event_type, &json) {
         Ok(()) => Ok(()),
         Err(EmitError::Backpressure) => {
-            let n = Counters::bump(&counters.dropped_backpressure);
+            let n = bump(&counters.emit.dropped_backpressure);
             if n == 1 || n % 1000 == 0 {
                 emitter.log(
                     LogLevel::Warn,
@@ -162,7 +118,7 @@ pub(crate) fn emit<E: Emitter, T: Serialize + ?Sized>(
         }
         Err(EmitError::Stopped) => Err(EmitError::Stopped),
         Err(e) => {
-            Counters::bump(&counters.emit_errors);
+            bump(&counters.emit.emit_errors);
             emitter.log(
                 LogLevel::Error,
                 &format!("prometheus: the router refused {event_type}: {e}; payload {json}"),

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use switchyard_plugin_api::{EmitError, LogLevel};
+use switchyard_plugin_api::{bump, EmitError, Emitter, LogLevel};
 
 use crate::alerts::{parse_body, Shape};
-use crate::engine::{emit, Counters, Emitter};
+use crate::engine::{emit, Counters};
 use crate::events::INFRASTRUCTURE_ALERT;
 
 /// The one path served.
@@ -88,7 +88,7 @@ pub(crate) fn serve<E: Emitter>(listener: TcpListener, shared: Arc<Shared<E>>) {
         let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
         let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
         if active.load(Ordering::SeqCst) >= shared.limits.max_connections {
-            Counters::bump(&shared.counters.refused_connections);
+            bump(&shared.counters.refused_connections);
             let mut stream = stream;
             let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
             let _ = respond(
@@ -109,7 +109,7 @@ pub(crate) fn serve<E: Emitter>(listener: TcpListener, shared: Arc<Shared<E>>) {
         });
         if let Err(e) = spawned {
             // The closure (and the guard inside it) was dropped: the count is back.
-            Counters::bump(&shared.counters.refused_connections);
+            bump(&shared.counters.refused_connections);
             shared.emitter.log(
                 LogLevel::Warn,
                 &format!("prometheus: cannot start a connection thread: {e}"),
@@ -230,7 +230,7 @@ fn handle<E: Emitter>(stream: TcpStream, shared: &Shared<E>) {
         Ok(Some(head)) => head,
         Ok(None) => return, // closed, timed out or broke before a request: nothing to answer
         Err(refusal) => {
-            Counters::bump(&shared.counters.bad_requests);
+            bump(&shared.counters.bad_requests);
             finish(conn, &refusal, shared);
             return;
         }
@@ -247,13 +247,13 @@ fn handle<E: Emitter>(stream: TcpStream, shared: &Shared<E>) {
                 _ => None,
             };
             if let Some(counter) = counter {
-                Counters::bump(counter);
+                bump(counter);
             }
             finish(conn, &refusal, shared);
             return;
         }
     };
-    Counters::bump(&shared.counters.requests);
+    bump(&shared.counters.requests);
     let _ = respond(&mut conn.stream, status, &body, &[]);
     let _ = conn.stream.shutdown(Shutdown::Write);
 }
@@ -421,7 +421,7 @@ fn answer<E: Emitter>(
         ) {
             Ok(()) => {
                 accepted += 1;
-                Counters::bump(&shared.counters.alerts);
+                bump(&shared.counters.alerts);
             }
             Err(EmitError::Backpressure | EmitError::Stopped) => {
                 return Err(refuse(
@@ -498,7 +498,7 @@ fn read_body(conn: &mut Conn, head: &Head, max: usize) -> Result<Vec<u8>, BodyEr
 /// Answers a refusal, then reads and discards a bounded amount of what the
 /// client is still sending, so it sees the answer rather than a reset.
 fn finish<E: Emitter>(mut conn: Conn, refusal: &Refusal, shared: &Shared<E>) {
-    Counters::bump(&shared.counters.requests);
+    bump(&shared.counters.requests);
     let mut extra: Vec<(&str, &str)> = Vec::new();
     match refusal.status {
         401 => extra.push(("WWW-Authenticate", "Bearer")),

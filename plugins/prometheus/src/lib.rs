@@ -101,15 +101,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use switchyard_plugin_api::{
-    export_plugin, EventTypeDecl, Host, LogLevel, Plugin, PluginInfo, Role,
+    export_plugin, join_until, EventTypeDecl, Host, LogLevel, Plugin, PluginInfo, Role,
 };
 
 pub use alerts::{fingerprint, parse_body, InfrastructureAlert, Shape, Status};
 pub use config::{Config, ScrapeConfig, DEFAULT_LISTEN, METRIC_FIELDS};
-pub use engine::{CounterSnapshot, Emitter};
+pub use engine::CounterSnapshot;
 pub use events::{declarations, INFRASTRUCTURE_ALERT, QUEUE_METRICS};
 pub use http::ALERTS_PATH;
 pub use scrape::{parse_page, queue_metrics, Page, Selector, Series};
+/// The seam the service runs on, shared by all plugins (re-exported from the SDK).
+pub use switchyard_plugin_api::Emitter;
 
 use engine::Counters;
 
@@ -335,20 +337,6 @@ pub(crate) fn sleep_until(until: Instant, shutdown: &AtomicBool) -> bool {
         }
         std::thread::sleep((until - now).min(TICK));
     }
-}
-
-/// Joins `handle` if it finishes by `deadline`; otherwise leaves it running
-/// and returns false.
-fn join_until(handle: JoinHandle<()>, deadline: Instant) -> bool {
-    while !handle.is_finished() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // A panic was already reported by the thread's wrapper.
-    let _ = handle.join();
-    true
 }
 
 #[cfg(test)]

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Map, Value};
-use switchyard_plugin_api::LogLevel;
+use switchyard_plugin_api::{bump, Emitter, LogLevel};
 
 use crate::config::{redact_url, ScrapeConfig};
-use crate::engine::{emit, Counters, Emitter};
+use crate::engine::{emit, Counters};
 use crate::events::QUEUE_METRICS;
 
 /// Largest scrape response body read.
@@ -367,7 +367,7 @@ pub(crate) fn run<E: Emitter>(
                     );
                     failing = false;
                 }
-                Counters::bump(&counters.scrapes);
+                bump(&counters.scrapes);
                 let page = parse_page(&text);
                 if page.bad_lines > 0 && !warned_bad_lines {
                     warned_bad_lines = true;
@@ -381,7 +381,7 @@ pub(crate) fn run<E: Emitter>(
                 }
                 let payload = queue_metrics(&target.metrics, &page);
                 if payload.is_empty() {
-                    Counters::bump(&counters.scrapes_empty);
+                    bump(&counters.scrapes_empty);
                     if !warned_empty {
                         warned_empty = true;
                         let selectors: Vec<String> = target
@@ -403,7 +403,7 @@ pub(crate) fn run<E: Emitter>(
                 }
             }
             Err(why) => {
-                let n = Counters::bump(&counters.scrape_failures);
+                let n = bump(&counters.scrape_failures);
                 // Log the first failure of a run of failures, then every 100th.
                 if !failing || n % 100 == 0 {
                     emitter.log(

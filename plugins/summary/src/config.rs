@@ -3,7 +3,8 @@
 //! Parsing is pure (no threads, files or clocks), so `create` can call it for
 //! `switchyard check`. Every error names the offending key and says why.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+use switchyard_plugin_api::config::Table;
 
 const KEYS: &[&str] = &["hourly_period_s", "daily_period_s", "max_keys"];
 
@@ -39,60 +40,19 @@ impl Default for Config {
 impl Config {
     /// Parses and validates a `[plugins.config]` table (`null` = all defaults).
     pub fn from_value(value: Value) -> Result<Config, String> {
-        let table = match value {
-            Value::Null => Map::new(),
-            Value::Object(table) => table,
-            other => {
-                return Err(format!(
-                    "the summary config must be a table, got {}",
-                    kind_of(&other)
-                ))
-            }
-        };
-        if let Some(key) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(format!(
-                "unknown config key `{key}` (known keys: {})",
-                KEYS.join(", ")
-            ));
-        }
+        // `3.0` counts as a whole number here.
+        let table = Table::new(value, "summary", KEYS)?.integral_floats();
         let mut config = Config::default();
-        if let Some(v) = table.get("hourly_period_s") {
-            config.hourly_period_s = whole(v, "hourly_period_s", 1, MAX_PERIOD_S)?;
+        if let Some(n) = table.whole("hourly_period_s", 1, MAX_PERIOD_S)? {
+            config.hourly_period_s = n;
         }
-        if let Some(v) = table.get("daily_period_s") {
-            config.daily_period_s = whole(v, "daily_period_s", 1, MAX_PERIOD_S)?;
+        if let Some(n) = table.whole("daily_period_s", 1, MAX_PERIOD_S)? {
+            config.daily_period_s = n;
         }
-        if let Some(v) = table.get("max_keys") {
-            config.max_keys = whole(v, "max_keys", 1, MAX_KEYS_LIMIT)? as usize;
+        if let Some(n) = table.whole("max_keys", 1, MAX_KEYS_LIMIT)? {
+            config.max_keys = n as usize;
         }
         Ok(config)
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "a table",
-    }
-}
-
-/// A whole number in `min..=max`; `3.0` counts as whole.
-fn whole(value: &Value, key: &str, min: u64, max: u64) -> Result<u64, String> {
-    let n = value.as_u64().or_else(|| {
-        value
-            .as_f64()
-            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= max as f64)
-            .map(|f| f as u64)
-    });
-    match n {
-        Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "`{key}` must be a whole number from {min} to {max}, got {value}"
-        )),
     }
 }
 

@@ -79,7 +79,6 @@ mod config;
 mod tally;
 
 use std::collections::VecDeque;
-use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -87,8 +86,11 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
+/// The seam the service runs on, shared by all plugins (re-exported from the SDK).
+pub use switchyard_plugin_api::Emitter;
 use switchyard_plugin_api::{
-    export_plugin, EmitError, EventTypeDecl, Field, Host, LogLevel, Plugin, PluginInfo, Role,
+    export_plugin, join_until, EmitError, EventTypeDecl, Field, Host, LogLevel, Plugin, PluginInfo,
+    Role,
 };
 
 pub use config::{Config, MAX_KEYS_LIMIT, MAX_PERIOD_S};
@@ -215,42 +217,6 @@ impl Plugin for SummaryPlugin {
 }
 
 export_plugin!(SummaryPlugin);
-
-/// Where summaries and logs go: the router's [`Host`], or a fake in tests.
-pub trait Emitter: Clone + Send + Sync + 'static {
-    /// Emits one event whose payload is JSON text; never blocks.
-    fn emit_json(&self, event_type: &str, payload_json: &str) -> Result<(), EmitError>;
-
-    /// Writes a log line.
-    fn log(&self, level: LogLevel, message: &str);
-
-    /// Spawns a plugin thread (the [`Host`] reports a panic in it as a failure).
-    fn spawn<F>(&self, name: &str, body: F) -> io::Result<JoinHandle<()>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(body)
-    }
-}
-
-impl Emitter for Host {
-    fn emit_json(&self, event_type: &str, payload_json: &str) -> Result<(), EmitError> {
-        Host::emit_json(self, event_type, payload_json, None)
-    }
-
-    fn log(&self, level: LogLevel, message: &str) {
-        Host::log(self, level, message);
-    }
-
-    fn spawn<F>(&self, name: &str, body: F) -> io::Result<JoinHandle<()>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        Host::spawn(self, name, body)
-    }
-}
 
 /// The current time in milliseconds since the Unix epoch; injected so that
 /// tests can drive periods without waiting for them.
@@ -542,20 +508,6 @@ fn run<E: Emitter>(shared: &Shared, emitter: &E, clock: &Clock) {
         let wait = u64::try_from(next_due.saturating_sub(now)).unwrap_or(0);
         std::thread::sleep(TICK.min(Duration::from_millis(wait.max(1))));
     }
-}
-
-/// Joins `handle` if it finishes by `deadline`; otherwise leaves it running
-/// and returns false.
-fn join_until(handle: JoinHandle<()>, deadline: Instant) -> bool {
-    while !handle.is_finished() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // A panic was already reported by the thread's wrapper.
-    let _ = handle.join();
-    true
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use switchyard_plugin_api::config::{kind_of, Table};
 
 const KEYS: &[&str] = &["workers"];
 const WORKER_KEYS: &[&str] = &[
@@ -246,22 +247,7 @@ fn authority_parts(authority: &str, default_port: Option<u16>) -> Result<(String
 impl Config {
     /// Parses and validates a `[plugins.config]` table.
     pub fn from_value(value: Value) -> Result<Config, String> {
-        let table = match value {
-            Value::Object(table) => table,
-            Value::Null => Map::new(),
-            other => {
-                return Err(format!(
-                    "the worker config must be a table, got {}",
-                    kind_of(&other)
-                ))
-            }
-        };
-        if let Some(key) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(format!(
-                "unknown config key `{key}` (known keys: {})",
-                KEYS.join(", ")
-            ));
-        }
+        let table = Table::new(value, "worker", KEYS)?;
         let list = match table.get("workers") {
             None => {
                 return Err("`workers` is missing: list the workers to check, e.g. \
@@ -302,12 +288,7 @@ fn parse_worker(at: &str, value: &Value) -> Result<WorkerConfig, String> {
             kind_of(value)
         )
     })?;
-    if let Some(key) = table.keys().find(|k| !WORKER_KEYS.contains(&k.as_str())) {
-        return Err(format!(
-            "unknown config key `{at}.{key}` (known keys: {})",
-            WORKER_KEYS.join(", ")
-        ));
-    }
+    let table = Table::nested(table, at, WORKER_KEYS)?;
     let required_str = |key: &str, example: &str| -> Result<&str, String> {
         match table.get(key) {
             None => Err(format!("`{at}.{key}` is missing (e.g. {example})")),
@@ -335,10 +316,7 @@ fn parse_worker(at: &str, value: &Value) -> Result<WorkerConfig, String> {
     let check =
         Check::parse(check_text).map_err(|why| format!("`{at}.check` {check_text:?}: {why}"))?;
     let ms = |key: &str, default: u64, (min, max): (u64, u64)| -> Result<u64, String> {
-        match table.get(key) {
-            None => Ok(default),
-            Some(v) => whole(v, &format!("{at}.{key}"), min, max),
-        }
+        Ok(table.whole(key, min, max)?.unwrap_or(default))
     };
     let interval = Duration::from_millis(ms("interval_ms", DEFAULT_INTERVAL_MS, INTERVAL_MS)?);
     let timeout = Duration::from_millis(ms("timeout_ms", DEFAULT_TIMEOUT_MS, TIMEOUT_MS)?);
@@ -404,26 +382,6 @@ fn parse_argv(key: &str, value: &Value) -> Result<Vec<String>, String> {
         return Err(format!("`{key}`: the program (first entry) is empty"));
     }
     Ok(argv)
-}
-
-fn whole(value: &Value, key: &str, min: u64, max: u64) -> Result<u64, String> {
-    match value.as_u64() {
-        Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "`{key}` must be a whole number from {min} to {max}, got {value}"
-        )),
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a table",
-    }
 }
 
 #[cfg(test)]

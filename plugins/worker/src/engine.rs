@@ -1,18 +1,16 @@
 //! The worker threads: one per configured worker, each running its checks
 //! on schedule, feeding the [`Machine`], emitting its events and running
-//! its `restart_command`; plus the [`Emitter`] seam and the shared counters.
+//! its `restart_command`; plus the shared counters.
 
 use std::fmt;
-use std::io;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use switchyard_plugin_api::{EmitError, Host, LogLevel};
+use switchyard_plugin_api::{bump, emit_counted, EmitCounters, Emitter, LogLevel};
 
 use crate::config::WorkerConfig;
 use crate::events::{timestamp, WorkerPayload};
@@ -24,50 +22,14 @@ use crate::probe;
 /// timed out anyway (e.g. a hung name lookup).
 const CHECK_GRACE: Duration = Duration::from_millis(250);
 
-/// Where events and logs go: the router's [`Host`], or a fake in tests.
-pub trait Emitter: Clone + Send + Sync + 'static {
-    /// Emits one event whose payload is JSON text; never blocks.
-    fn emit_json(&self, event_type: &str, payload_json: &str) -> Result<(), EmitError>;
-
-    /// Writes a log line.
-    fn log(&self, level: LogLevel, message: &str);
-
-    /// Spawns a plugin thread (the [`Host`] reports a panic in it as a failure).
-    fn spawn<F>(&self, name: &str, body: F) -> io::Result<JoinHandle<()>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(body)
-    }
-}
-
-impl Emitter for Host {
-    fn emit_json(&self, event_type: &str, payload_json: &str) -> Result<(), EmitError> {
-        Host::emit_json(self, event_type, payload_json, None)
-    }
-
-    fn log(&self, level: LogLevel, message: &str) {
-        Host::log(self, level, message);
-    }
-
-    fn spawn<F>(&self, name: &str, body: F) -> io::Result<JoinHandle<()>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        Host::spawn(self, name, body)
-    }
-}
-
 /// What happened so far, shared by all of an instance's threads.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     checks: AtomicU64,
     failed_checks: AtomicU64,
     restarts: AtomicU64,
-    dropped_backpressure: AtomicU64,
-    emit_errors: AtomicU64,
+    /// Events not sent: dropped on backpressure, or refused (logged).
+    emit: EmitCounters,
 }
 
 /// The counters of a running instance at one moment (see
@@ -87,18 +49,14 @@ pub struct CounterSnapshot {
 }
 
 impl Counters {
-    fn bump(counter: &AtomicU64) -> u64 {
-        counter.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
     pub(crate) fn snapshot(&self) -> CounterSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CounterSnapshot {
             checks: get(&self.checks),
             failed_checks: get(&self.failed_checks),
             restarts: get(&self.restarts),
-            dropped_backpressure: get(&self.dropped_backpressure),
-            emit_errors: get(&self.emit_errors),
+            dropped_backpressure: get(&self.emit.dropped_backpressure),
+            emit_errors: get(&self.emit.emit_errors),
         }
     }
 }
@@ -115,11 +73,6 @@ impl fmt::Display for CounterSnapshot {
             self.emit_errors
         )
     }
-}
-
-/// Whether the `n`th occurrence of a noisy problem should be logged.
-fn worth_logging(n: u64) -> bool {
-    n <= 10 || n.is_power_of_two()
 }
 
 /// A message to a worker thread.
@@ -252,9 +205,9 @@ impl<E: Emitter> WorkerLoop<E> {
     }
 
     fn on_outcome(&mut self, outcome: Outcome) -> Result<(), Stopped> {
-        Counters::bump(&self.counters.checks);
+        bump(&self.counters.checks);
         if matches!(outcome, Outcome::Failed(_)) {
-            Counters::bump(&self.counters.failed_checks);
+            bump(&self.counters.failed_checks);
         }
         let busy = self.restart_busy.load(Ordering::SeqCst);
         let step = self.machine.on_check(Instant::now(), outcome, busy);
@@ -314,45 +267,15 @@ impl<E: Emitter> WorkerLoop<E> {
             error: e.error.clone(),
             consecutive_failures: e.consecutive_failures,
         };
-        let event_type = e.kind.name();
-        let json = match serde_json::to_string(&payload) {
-            Ok(json) => json,
-            Err(err) => {
-                self.emit_failed(event_type, &err.to_string());
-                return Ok(());
-            }
-        };
-        match self.emitter.emit_json(event_type, &json) {
-            Ok(()) => Ok(()),
-            Err(EmitError::Stopped) => Err(Stopped),
-            Err(EmitError::Backpressure) => {
-                let n = Counters::bump(&self.counters.dropped_backpressure);
-                if worth_logging(n) {
-                    self.emitter.log(
-                        LogLevel::Warn,
-                        &format!(
-                            "worker: router backpressure, dropped {event_type} of {} ({n} dropped so far)",
-                            self.worker.name
-                        ),
-                    );
-                }
-                Ok(())
-            }
-            Err(err) => {
-                self.emit_failed(event_type, &err.to_string());
-                Ok(())
-            }
-        }
-    }
-
-    fn emit_failed(&self, event_type: &str, why: &str) {
-        let n = Counters::bump(&self.counters.emit_errors);
-        if worth_logging(n) {
-            self.emitter.log(
-                LogLevel::Error,
-                &format!("worker: the router refused {event_type}: {why} ({n} refused so far)"),
-            );
-        }
+        emit_counted(
+            &self.emitter,
+            &self.counters.emit,
+            "worker",
+            e.kind.name(),
+            &format!(" of {}", self.worker.name),
+            &payload,
+        )
+        .map_err(|_| Stopped)
     }
 
     /// Starts the worker's `restart_command` (no shell, no stdin, output
@@ -363,7 +286,7 @@ impl<E: Emitter> WorkerLoop<E> {
         };
         let name = self.worker.name.clone();
         let program = argv[0].clone();
-        Counters::bump(&self.counters.restarts);
+        bump(&self.counters.restarts);
         let started = Instant::now();
         let child = Command::new(&argv[0])
             .args(&argv[1..])

@@ -96,14 +96,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use switchyard_plugin_api::{export_plugin, Host, LogLevel, Plugin, PluginInfo, Role};
+use switchyard_plugin_api::{export_plugin, join_until, Host, LogLevel, Plugin, PluginInfo, Role};
 
 pub use config::{
     Check, Config, WorkerConfig, WorkerType, DEFAULT_FAILURE_THRESHOLD, DEFAULT_INTERVAL_MS,
     DEFAULT_RESTART_BACKOFF_S, DEFAULT_TIMEOUT_MS,
 };
-pub use engine::{CounterSnapshot, Emitter};
+pub use engine::CounterSnapshot;
 pub use machine::{EventKind, Machine, Outcome, State, Step};
+/// The seam the service runs on, shared by all plugins (re-exported from the SDK).
+pub use switchyard_plugin_api::Emitter;
 
 use engine::{Counters, Msg, WorkerLoop};
 
@@ -237,20 +239,6 @@ impl<E: Emitter> Drop for Service<E> {
     fn drop(&mut self) {
         self.signal_stop();
     }
-}
-
-/// Joins `handle` if it finishes by `deadline`; otherwise leaves it running
-/// and returns false.
-fn join_until(handle: JoinHandle<()>, deadline: Instant) -> bool {
-    while !handle.is_finished() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    // A panic was already reported by the thread's wrapper.
-    let _ = handle.join();
-    true
 }
 
 #[cfg(test)]
