@@ -993,7 +993,7 @@ fn drain_now(conn: &ConnRef) -> Vec<String> {
     conn.outbox
         .next_batch()
         .now_or_never()
-        .map(|b| b.frames.iter().map(|f| f.text.to_string()).collect())
+        .map(|b| b.frames.iter().map(|f| f.text().to_string()).collect())
         .unwrap_or_default()
 }
 

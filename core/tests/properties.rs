@@ -528,7 +528,7 @@ impl Model {
         );
         let mut reply = None;
         for frame in &batch.frames {
-            let msg: Value = serde_json::from_str(&frame.text).unwrap();
+            let msg: Value = serde_json::from_str(frame.text()).unwrap();
             let ty = msg["type"].as_str().unwrap_or_default().to_owned();
             let client = &mut self.clients[c];
             match ty.as_str() {

@@ -101,7 +101,7 @@ async fn drain(conn: &ConnRef) -> Vec<Value> {
     batch
         .frames
         .iter()
-        .map(|f| serde_json::from_str(&f.text).unwrap())
+        .map(|f| serde_json::from_str(f.text()).unwrap())
         .collect()
 }
 

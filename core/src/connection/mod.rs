@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-pub use outbox::{Close, Frame, Outbox};
+pub use outbox::{Close, Event, Frame, Outbox};
 
 /// The router's internal connection number.
 pub type ConnId = u64;

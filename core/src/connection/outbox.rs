@@ -1,7 +1,8 @@
 //! A connection's bounded outbound queue.
 //!
-//! The router pushes frames here without ever waiting; the transport's writer
-//! task takes everything queued at once and writes it with one flush. The
+//! The router pushes frames here without ever waiting; the transport's
+//! connection task takes everything queued at once and writes it with one
+//! system call. The
 //! bound is in events and in bytes. When an event does not fit, queued events
 //! of `drop_oldest` channels are dropped, oldest first, until it fits; the
 //! drops are then reported by one `connection.lagged` message written before
@@ -10,8 +11,12 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use std::future::poll_fn;
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use prometheus_client::metrics::counter::Counter;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::config::SlowConsumer;
@@ -19,16 +24,19 @@ use crate::protocol::Positions;
 
 /// One frame to write.
 #[derive(Clone, Debug)]
-pub struct Frame {
-    /// The JSON text, shared by every recipient of the same event.
-    pub text: Utf8Bytes,
-    /// For events: the channel, sequence and slow-consumer policy.
-    pub event: Option<EventMeta>,
+pub enum Frame {
+    /// A reply, control message or replayed event: never dropped.
+    Control(Utf8Bytes),
+    /// A routed event. One `Arc` is shared by every recipient, so queueing
+    /// it for one more connection costs one reference count.
+    Event(Arc<Event>),
 }
 
-/// What the queue needs to know about an event frame.
-#[derive(Clone, Debug)]
-pub struct EventMeta {
+/// A routed event as every recipient's queue holds it.
+#[derive(Debug)]
+pub struct Event {
+    /// The envelope's JSON text, serialized once.
+    pub text: Utf8Bytes,
     /// The event's channel.
     pub channel: Arc<str>,
     /// Its sequence there.
@@ -39,14 +47,30 @@ pub struct EventMeta {
     pub epoch: Arc<str>,
     /// When the router accepted it, for the delivery latency metric.
     pub accepted: std::time::Instant,
+    /// The channel's `switchyard_deliveries_total` counter, resolved once
+    /// per channel so that counting a delivery costs one atomic add.
+    pub delivered: Counter,
 }
 
 impl Frame {
     /// A reply or control message: never dropped.
     pub fn control(text: impl Into<Utf8Bytes>) -> Frame {
-        Frame {
-            text: text.into(),
-            event: None,
+        Frame::Control(text.into())
+    }
+
+    /// The JSON text to send.
+    pub fn text(&self) -> &Utf8Bytes {
+        match self {
+            Frame::Control(text) => text,
+            Frame::Event(event) => &event.text,
+        }
+    }
+
+    /// The routed event, if this frame is one.
+    pub fn event(&self) -> Option<&Arc<Event>> {
+        match self {
+            Frame::Control(_) => None,
+            Frame::Event(event) => Some(event),
         }
     }
 }
@@ -125,7 +149,8 @@ struct DropRecord {
 pub struct Outbox {
     limits: Limits,
     inner: Mutex<Inner>,
-    ready: Notify,
+    /// The transport task to wake when something is queued.
+    ready: AtomicWaker,
 }
 
 impl Pushed {
@@ -145,7 +170,7 @@ impl Outbox {
         Outbox {
             limits,
             inner: Mutex::new(Inner::default()),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
         }
     }
 
@@ -157,17 +182,16 @@ impl Outbox {
         }
         inner.queue.push_back(frame);
         drop(inner);
-        self.ready.notify_one();
+        self.ready.wake();
     }
 
     /// Offers an event, applying the slow-consumer rules. Never waits.
-    pub fn push_event(&self, frame: Frame) -> Pushed {
-        let meta = frame.event.clone().expect("push_event takes event frames");
+    pub fn push_event(&self, event: &Arc<Event>) -> Pushed {
         let mut inner = self.inner.lock();
         if inner.close.is_some() {
             return Pushed::Closed;
         }
-        let size = frame.text.len();
+        let size = event.text.len();
         let mut made_room = 0;
         while inner.event_count + 1 > self.limits.events
             || inner.event_bytes + size > self.limits.bytes
@@ -177,7 +201,7 @@ impl Outbox {
                 continue;
             }
             inner.dropped_total += 1;
-            let pushed = if meta.policy == SlowConsumer::Disconnect {
+            let pushed = if event.policy == SlowConsumer::Disconnect {
                 inner.close = Some(Close {
                     code: 4008,
                     reason: "too slow".into(),
@@ -185,18 +209,18 @@ impl Outbox {
                 });
                 Pushed::Disconnected
             } else {
-                record_lag(&mut inner, &meta);
+                record_lag(&mut inner, event);
                 Pushed::Dropped
             };
             drop(inner);
-            self.ready.notify_one();
+            self.ready.wake();
             return pushed;
         }
         inner.event_count += 1;
         inner.event_bytes += size;
-        inner.queue.push_back(frame);
+        inner.queue.push_back(Frame::Event(event.clone()));
         drop(inner);
-        self.ready.notify_one();
+        self.ready.wake();
         Pushed::Queued(made_room)
     }
 
@@ -207,13 +231,13 @@ impl Outbox {
             inner.close = Some(close);
         }
         drop(inner);
-        self.ready.notify_one();
+        self.ready.wake();
     }
 
     /// Asks the writer to send a keep-alive Ping.
     pub fn request_ping(&self) {
         self.inner.lock().ping = true;
-        self.ready.notify_one();
+        self.ready.wake();
     }
 
     /// Whether a close was requested.
@@ -253,34 +277,42 @@ impl Outbox {
 
     /// Waits until there is something to write, then takes all of it.
     pub async fn next_batch(&self) -> Batch {
-        loop {
-            if let Some(batch) = self.take() {
-                return batch;
-            }
-            self.ready.notified().await;
+        poll_fn(|cx| self.poll_batch(cx)).await
+    }
+
+    /// Takes everything queued, or registers the task in `cx` to be woken
+    /// when something is. Only one task (the connection's) may poll.
+    pub fn poll_batch(&self, cx: &mut Context<'_>) -> Poll<Batch> {
+        if let Some(batch) = self.take() {
+            return Poll::Ready(batch);
+        }
+        self.ready.register(cx.waker());
+        match self.take() {
+            Some(batch) => Poll::Ready(batch),
+            None => Poll::Pending,
         }
     }
 
+    /// Moves the queue out whole (its buffer becomes the batch), so an idle
+    /// connection holds no queue capacity.
     fn take(&self) -> Option<Batch> {
         let mut inner = self.inner.lock();
         if inner.queue.is_empty() && inner.close.is_none() && inner.lag.is_none() && !inner.ping {
             return None;
         }
-        let mut frames = Vec::with_capacity(inner.queue.len() + 1);
-        if let Some((dropped, channels)) = inner.lag.take() {
-            frames.push(Frame::control(crate::protocol::lagged(dropped, &channels)));
-        }
         let close = inner.close.clone();
-        if close.as_ref().is_none_or(|c| c.flush) {
-            frames.extend(inner.queue.drain(..));
-        } else {
-            inner.queue.clear();
+        let mut queue = std::mem::take(&mut inner.queue);
+        if close.as_ref().is_some_and(|c| !c.flush) {
+            queue = VecDeque::new();
+        }
+        if let Some((dropped, channels)) = inner.lag.take() {
+            queue.push_front(Frame::control(crate::protocol::lagged(dropped, &channels)));
         }
         inner.event_count = 0;
         inner.event_bytes = 0;
         let ping = std::mem::take(&mut inner.ping);
         Some(Batch {
-            frames,
+            frames: Vec::from(queue),
             close,
             ping,
         })
@@ -290,24 +322,24 @@ impl Outbox {
 /// Drops the oldest queued event of a `drop_oldest` channel; false if none.
 fn drop_oldest(inner: &mut Inner) -> bool {
     let Some(pos) = inner.queue.iter().position(|f| {
-        f.event
-            .as_ref()
-            .is_some_and(|m| m.policy == SlowConsumer::DropOldest)
+        f.event()
+            .is_some_and(|e| e.policy == SlowConsumer::DropOldest)
     }) else {
         return false;
     };
-    let frame = inner.queue.remove(pos).expect("position is in range");
-    let meta = frame.event.expect("found by its event metadata");
+    let Some(Frame::Event(event)) = inner.queue.remove(pos) else {
+        unreachable!("found by its event metadata");
+    };
     inner.event_count -= 1;
-    inner.event_bytes -= frame.text.len();
+    inner.event_bytes -= event.text.len();
     inner.dropped_total += 1;
-    record_lag(inner, &meta);
+    record_lag(inner, &event);
     true
 }
 
 /// Notes a dropped event for the next `connection.lagged`: the position to
 /// recover from is just before the channel's first dropped event.
-fn record_lag(inner: &mut Inner, meta: &EventMeta) {
+fn record_lag(inner: &mut Inner, meta: &Event) {
     let record = inner.drops.entry(meta.channel.clone()).or_default();
     record.sequences.push_back(meta.sequence);
     if record.sequences.len() > MAX_DROP_RECORD {
@@ -324,21 +356,20 @@ fn record_lag(inner: &mut Inner, meta: &EventMeta) {
 mod tests {
     use super::*;
 
-    fn event(seq: u64, policy: SlowConsumer) -> Frame {
-        Frame {
+    fn event(seq: u64, policy: SlowConsumer) -> Arc<Event> {
+        Arc::new(Event {
             text: Utf8Bytes::from(format!("{{\"sequence\":{seq}}}")),
-            event: Some(EventMeta {
-                channel: "alerts".into(),
-                sequence: seq,
-                policy,
-                epoch: "E".into(),
-                accepted: std::time::Instant::now(),
-            }),
-        }
+            channel: "alerts".into(),
+            sequence: seq,
+            policy,
+            epoch: "E".into(),
+            accepted: std::time::Instant::now(),
+            delivered: Counter::default(),
+        })
     }
 
     fn texts(batch: &Batch) -> Vec<String> {
-        batch.frames.iter().map(|f| f.text.to_string()).collect()
+        batch.frames.iter().map(|f| f.text().to_string()).collect()
     }
 
     #[tokio::test]
@@ -349,7 +380,7 @@ mod tests {
         });
         q.push_control(Frame::control("hello"));
         assert_eq!(
-            q.push_event(event(1, SlowConsumer::DropOldest)),
+            q.push_event(&event(1, SlowConsumer::DropOldest)),
             Pushed::Queued(0)
         );
         let batch = q.next_batch().await;
@@ -366,7 +397,7 @@ mod tests {
         for seq in 1..=4 {
             let made_room = u64::from(seq > 2);
             assert_eq!(
-                q.push_event(event(seq, SlowConsumer::DropOldest)),
+                q.push_event(&event(seq, SlowConsumer::DropOldest)),
                 Pushed::Queued(made_room)
             );
         }
@@ -386,18 +417,18 @@ mod tests {
             bytes: 1 << 20,
         });
         assert_eq!(
-            q.push_event(event(1, SlowConsumer::Disconnect)),
+            q.push_event(&event(1, SlowConsumer::Disconnect)),
             Pushed::Queued(0)
         );
         assert_eq!(
-            q.push_event(event(2, SlowConsumer::Disconnect)),
+            q.push_event(&event(2, SlowConsumer::Disconnect)),
             Pushed::Disconnected
         );
         let batch = q.next_batch().await;
         assert!(batch.frames.is_empty());
         assert_eq!(batch.close.unwrap().code, 4008);
         assert_eq!(
-            q.push_event(event(3, SlowConsumer::Disconnect)),
+            q.push_event(&event(3, SlowConsumer::Disconnect)),
             Pushed::Closed
         );
     }
@@ -409,11 +440,11 @@ mod tests {
             bytes: 20,
         });
         assert_eq!(
-            q.push_event(event(1, SlowConsumer::DropOldest)),
+            q.push_event(&event(1, SlowConsumer::DropOldest)),
             Pushed::Queued(0)
         );
         assert_eq!(
-            q.push_event(event(2, SlowConsumer::DropOldest)),
+            q.push_event(&event(2, SlowConsumer::DropOldest)),
             Pushed::Queued(1)
         );
         assert_eq!(q.depth(), (1, 1));

@@ -4,14 +4,17 @@
 //! every recipient sees a channel's events in sequence order.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 use rand::distr::{Alphanumeric, SampleString};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::config::ChannelConfig;
+use crate::metrics::{ChannelLabel, Metrics};
 
 /// How many idempotency keys a channel remembers at most (oldest forgotten first).
 const MAX_IDEMPOTENCY_KEYS: usize = 100_000;
@@ -26,6 +29,8 @@ pub struct Channel {
     pub name: Arc<str>,
     /// The epoch: new whenever the channel's history is lost; never reused.
     pub epoch: Arc<str>,
+    /// Its `switchyard_deliveries_total` child, looked up once.
+    delivered: OnceLock<Counter>,
     inner: Mutex<Inner>,
 }
 
@@ -74,8 +79,20 @@ impl Channel {
         Channel {
             name: name.into(),
             epoch: new_epoch().into(),
+            delivered: OnceLock::new(),
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// The channel's delivery counter in `metrics`: a label lookup the
+    /// first time, a shared handle after that.
+    pub fn delivered(&self, metrics: &Metrics) -> &Counter {
+        self.delivered.get_or_init(|| {
+            let label = ChannelLabel {
+                channel: self.name.to_string(),
+            };
+            metrics.deliveries.get_or_create(&label).clone()
+        })
     }
 
     /// The last assigned sequence (0 if none yet).

@@ -18,8 +18,8 @@ use super::envelope::{self, Prepared};
 use super::recovery::{self, SentRecord};
 use super::{Applied, ConnectError, ConnectRequest, Sink, Snapshot, Stamp};
 use crate::config::{AuthMode, OnUserLimit};
-use crate::connection::outbox::{EventMeta, Limits};
-use crate::connection::{ConnId, ConnRef, Connection, Frame, Identity, Outbox};
+use crate::connection::outbox::Limits;
+use crate::connection::{ConnId, ConnRef, Connection, Event, Frame, Identity, Outbox};
 use crate::metrics::{Metrics, TypeLabel};
 use crate::names::Pattern;
 use crate::protocol::{self, Position, Positions};
@@ -529,17 +529,16 @@ impl Table {
             at: accepted,
         };
         stamping.keep(stored, settings);
-        let frame = Frame {
+        let event = Arc::new(Event {
             text,
-            event: Some(EventMeta {
-                channel: t.channel.clone(),
-                sequence,
-                policy: settings.slow_consumer,
-                epoch: channel.epoch.clone(),
-                accepted,
-            }),
-        };
-        self.fan_out(&t.name, &frame, p.emitter.as_deref(), metrics);
+            channel: t.channel.clone(),
+            sequence,
+            policy: settings.slow_consumer,
+            epoch: channel.epoch.clone(),
+            accepted,
+            delivered: channel.delivered(metrics).clone(),
+        });
+        self.fan_out(&t.name, &event, p.emitter.as_deref(), metrics);
         drop(stamping);
         let label = TypeLabel {
             r#type: t.name.to_string(),
@@ -558,19 +557,19 @@ impl Table {
     fn fan_out(
         &self,
         type_name: &Arc<str>,
-        frame: &Frame,
+        event: &Arc<Event>,
         emitter: Option<&str>,
         metrics: &Metrics,
     ) {
         if let Some(recipients) = self.recipients.get(type_name) {
             let dropped: u64 = recipients
                 .values()
-                .map(|conn| conn.outbox.push_event(frame.clone()).dropped())
+                .map(|conn| conn.outbox.push_event(event).dropped())
                 .sum();
             metrics.drop_events("slow_consumer", dropped);
         }
         for sink in self.routes.get(type_name).into_iter().flatten() {
-            if emitter != Some(sink.name()) && !sink.offer(&frame.text) {
+            if emitter != Some(sink.name()) && !sink.offer(&event.text) {
                 metrics.drop_events("sink_overflow", 1);
             }
         }

@@ -1,44 +1,60 @@
-//! One WebSocket connection's task: a reader feeding [`crate::session`], a
-//! writer draining the outbox with one flush per batch, and a watchdog for
-//! keep-alive pings, the heartbeat timeout (4000) and token expiry (4001).
+//! One WebSocket connection, served by one task: it reads client messages
+//! into [`crate::session`], writes the outbox with [`Writer`] and keeps the
+//! [`Watchdog`]'s clocks. One task (not a reader and a writer) because an
+//! idle connection's memory is the budget: a second task, the lock that
+//! splitting a socket needs and a write buffer cost more than the rest of
+//! the connection.
+//!
+//! Reads go through tungstenite (unmasking, fragments, control frames,
+//! limits); writes bypass it so that events need no per-connection framing.
+//! Tungstenite itself writes only the replies to a client's Ping or Close;
+//! those are flushed only between our batches, so frames never interleave.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, Stream};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::admission::Admission;
+use super::watchdog::{Due, Watchdog};
+use super::writer::{Flushed, Writer};
 use crate::app::App;
-use crate::connection::outbox::EventMeta;
-use crate::connection::{Close, ConnRef, Frame};
-use crate::metrics::{ChannelLabel, Metrics};
-use crate::session::{Context, Outcome, Session};
+use crate::connection::ConnRef;
+use crate::session::{Context as SessionContext, Outcome, Session};
 
 /// Read buffer per connection: small, because idle connections are the
 /// common case, client messages are small, and memory per connection is a
 /// budget (4096 here cost 3.4 KiB more per idle connection: BENCHMARKS.md).
 const READ_BUFFER_BYTES: usize = 512;
-/// How long the writer may take to flush a closing connection.
+/// How long a closing connection may take to write what is left, and how
+/// long the client then has to answer the close.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Steps taken before yielding to other tasks, so that one busy client
+/// cannot hold a worker thread.
+const STEPS_PER_POLL: usize = 32;
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// Why the reader stopped.
-enum ReadEnd {
-    /// The client closed, or the socket failed.
+/// How serving a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The client went away (or closed first): nothing more to send.
     Gone,
-    /// The client sent a message over `server.max_message_bytes`.
-    TooBig,
-    /// The session asked to close (rate limit).
-    Policy(u16, &'static str),
+    /// Our close frame is written: wait briefly for the client's answer.
+    Closed,
+    /// The client did not take what was left within [`CLOSE_GRACE`].
+    Abandoned,
 }
 
 /// Serves one upgraded connection until it closes.
@@ -50,11 +66,11 @@ pub async fn run(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) {
             return;
         }
     };
-    let server = app.router.snapshot().config.server.clone();
+    let max_message = app.router.snapshot().config.server.max_message_bytes;
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
-        .max_message_size(Some(server.max_message_bytes))
-        .max_frame_size(Some(server.max_message_bytes));
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
     let mut socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let connected = admission
@@ -69,40 +85,16 @@ pub async fn run(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) {
         }
     };
     tracing::debug!(connection = %conn.public_id, endpoint = %conn.endpoint, user = ?conn.user, "connected");
-    let (sink, stream) = socket.split();
-    let last_seen = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut writer = tokio::spawn(write_loop(conn.clone(), sink, app.router.metrics().clone()));
-    let heartbeat = Duration::from_secs(server.heartbeat_interval_s);
-    let leeway = app.router.snapshot().config.auth.jwt.leeway_s;
-    let _registered = Registered {
-        app: app.clone(),
-        conn: conn.clone(),
-    };
-    let ended = tokio::select! {
-        end = read_loop(&app, &conn, stream, &last_seen, started) => Some(end),
-        () = watchdog(&conn, heartbeat, leeway, &last_seen, started) => None,
-        _ = &mut writer => return,
-    };
-    match ended {
-        Some(ReadEnd::TooBig) => conn.close(1009, "message too big"),
-        Some(ReadEnd::Policy(code, reason)) => conn.close(code, reason),
-        Some(ReadEnd::Gone) => conn.outbox.close(Close {
-            code: 1000,
-            reason: String::new(),
-            flush: false,
-        }),
-        None => {}
-    }
-    if tokio::time::timeout(CLOSE_GRACE, &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
+    let registered = Registered { app, conn };
+    let end = serve(&registered.app, &registered.conn, &mut socket).await;
+    drop(registered);
+    if end == End::Closed {
+        linger(socket.get_mut()).await;
     }
 }
 
-/// Removes the connection from the router however its task ends.
+/// Removes the connection from the router however its task ends (even by
+/// a panic or the runtime shutting down).
 struct Registered {
     app: Arc<App>,
     conn: ConnRef,
@@ -115,137 +107,212 @@ impl Drop for Registered {
     }
 }
 
-/// Milliseconds since `started`, for the last-seen clock.
-fn millis_since(started: Instant) -> u64 {
-    started.elapsed().as_millis() as u64
+/// After our close frame: half-close, then read until the client closes
+/// too, so that its unread bytes do not turn our FIN into a reset that
+/// could destroy the close frame before the client reads it.
+async fn linger(io: &mut TokioIo<hyper::upgrade::Upgraded>) {
+    let drain = async {
+        io.shutdown().await?;
+        let mut scrap = [0u8; 256];
+        while io.read(&mut scrap).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
 }
 
-async fn read_loop(
-    app: &App,
-    conn: &ConnRef,
-    mut stream: SplitStream<Socket>,
-    last_seen: &AtomicU64,
-    started: Instant,
-) -> ReadEnd {
-    let mut session = Session::new(&app.router);
-    while let Some(message) = stream.next().await {
-        last_seen.store(millis_since(started), Ordering::Relaxed);
+/// Drives the connection until it ends.
+async fn serve(app: &App, conn: &ConnRef, socket: &mut Socket) -> End {
+    let snap = app.router.snapshot();
+    let heartbeat = Duration::from_secs(snap.config.server.heartbeat_interval_s);
+    let leeway = snap.config.auth.jwt.leeway_s;
+    drop(snap);
+    let now = Instant::now();
+    let mut served = Served {
+        app,
+        conn,
+        socket,
+        writer: Writer::default(),
+        session: Session::new(&app.router),
+        watchdog: Watchdog::new(heartbeat, leeway, now),
+        reading: true,
+        replying: false,
+        peer_closed: false,
+        deadline: None,
+        rearm: false,
+    };
+    let mut timer = pin!(tokio::time::sleep_until(served.next_wake(now).into()));
+    poll_fn(|cx| served.poll(cx, timer.as_mut())).await
+}
+
+/// One connection's state while it is served.
+struct Served<'a> {
+    app: &'a App,
+    conn: &'a ConnRef,
+    socket: &'a mut Socket,
+    writer: Writer,
+    session: Session,
+    watchdog: Watchdog,
+    /// Whether client messages are still read.
+    reading: bool,
+    /// Tungstenite holds a reply (Pong or Close) of its own to write.
+    replying: bool,
+    /// The client sent Close: end once the reply is written.
+    peer_closed: bool,
+    /// When a closing connection is given up.
+    deadline: Option<Instant>,
+    /// The timer must be set again (a deadline appeared).
+    rearm: bool,
+}
+
+impl Served<'_> {
+    fn poll(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<End> {
+        for _ in 0..STEPS_PER_POLL {
+            if timer.as_mut().poll(cx).is_ready() {
+                if let Some(end) = self.on_timer() {
+                    return Poll::Ready(end);
+                }
+                self.rearm = true;
+            }
+            let stepped = self.step(cx);
+            if let Poll::Ready(Some(end)) = stepped {
+                return Poll::Ready(end);
+            }
+            if std::mem::take(&mut self.rearm) {
+                // A timer that is reset must be polled again to be registered.
+                timer.as_mut().reset(self.next_wake(Instant::now()).into());
+                continue;
+            }
+            if stepped.is_pending() {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// One round of writing and reading: `Ready(None)` when something
+    /// happened (go round again), `Pending` when everything waits.
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
+        let mut progressed = false;
+        if self.replying && self.writer.is_idle() {
+            match Pin::new(&mut *self.socket).poll_flush(cx) {
+                Poll::Ready(Ok(())) if self.peer_closed => return Poll::Ready(Some(End::Gone)),
+                Poll::Ready(Ok(())) => {
+                    self.replying = false;
+                    progressed = true;
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
+                Poll::Pending => {}
+            }
+        }
+        if self.writer.is_idle() && !self.replying && !self.writer.is_closing() {
+            if let Poll::Ready(batch) = self.conn.outbox.poll_batch(cx) {
+                self.writer.load(batch);
+                if self.writer.is_closing() {
+                    self.close_within_grace();
+                }
+            }
+        }
+        if !self.writer.is_idle() {
+            let metrics = self.app.router.metrics();
+            match self.writer.poll_write(cx, self.socket.get_mut(), metrics) {
+                Poll::Ready(Ok(Flushed::Closed)) => return Poll::Ready(Some(End::Closed)),
+                Poll::Ready(Ok(Flushed::Batch)) => progressed = true,
+                Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
+                Poll::Pending => {}
+            }
+        }
+        if self.reading && !self.replying {
+            if let Poll::Ready(message) = Pin::new(&mut *self.socket).poll_next(cx) {
+                if let Some(end) = self.on_message(message) {
+                    return Poll::Ready(Some(end));
+                }
+                progressed = true;
+            }
+        }
+        if progressed {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Handles one read result; `Some` when the connection is over.
+    fn on_message(&mut self, message: Option<Result<Message, WsError>>) -> Option<End> {
+        self.watchdog.heard(Instant::now());
         let outcome = match message {
-            Ok(Message::Text(text)) => {
-                let verifier = app.verifier.load();
-                let cx = Context {
-                    router: &app.router,
+            Some(Ok(Message::Text(text))) => {
+                let verifier = self.app.verifier.load();
+                let cx = SessionContext {
+                    router: &self.app.router,
                     verifier: &verifier,
                 };
-                session.handle_text(&cx, conn, &text)
+                self.session.handle_text(&cx, self.conn, &text)
             }
-            Ok(Message::Binary(_)) => session.handle_binary(&app.router, conn),
-            Ok(Message::Close(_)) => return ReadEnd::Gone,
-            Ok(_) => Outcome::Continue,
-            Err(WsError::Capacity(_)) => return ReadEnd::TooBig,
-            Err(e) => {
-                tracing::debug!(connection = %conn.public_id, "read failed: {e}");
-                return ReadEnd::Gone;
+            Some(Ok(Message::Binary(_))) => self.session.handle_binary(&self.app.router, self.conn),
+            Some(Ok(Message::Ping(_))) => {
+                self.replying = true;
+                Outcome::Continue
             }
+            Some(Ok(Message::Close(_))) => {
+                self.replying = true;
+                self.peer_closed = true;
+                self.reading = false;
+                self.close_within_grace();
+                Outcome::Continue
+            }
+            Some(Ok(_)) => Outcome::Continue,
+            Some(Err(WsError::Capacity(_))) => Outcome::Close(1009, "message too big"),
+            Some(Err(e)) => {
+                tracing::debug!(connection = %self.conn.public_id, "read failed: {e}");
+                return Some(End::Gone);
+            }
+            None => return Some(End::Gone),
         };
         if let Outcome::Close(code, reason) = outcome {
-            return ReadEnd::Policy(code, reason);
+            self.reading = false;
+            self.conn.close(code, reason);
         }
+        None
     }
-    ReadEnd::Gone
-}
 
-/// Pings every `heartbeat`; closes with 4000 after two silent intervals and
-/// with 4001 when the token expires (plus leeway) without a refresh.
-async fn watchdog(
-    conn: &ConnRef,
-    heartbeat: Duration,
-    leeway_s: u64,
-    last_seen: &AtomicU64,
-    started: Instant,
-) {
-    let mut next_ping = Instant::now() + heartbeat;
-    loop {
-        let silent_until =
-            started + Duration::from_millis(last_seen.load(Ordering::Relaxed)) + heartbeat * 2;
-        let expires = conn.expires_at().map(|exp| {
-            let now_s = chrono::Utc::now().timestamp();
-            let left = (exp + leeway_s as i64 - now_s).max(0) as u64;
-            Instant::now() + Duration::from_secs(left)
-        });
-        let wake = [Some(next_ping), Some(silent_until), expires]
-            .into_iter()
-            .flatten()
-            .min()
-            .expect("non-empty");
-        tokio::time::sleep_until(wake.into()).await;
+    /// The timer fired: ping, close for silence or expiry, or give up a
+    /// close that takes too long.
+    fn on_timer(&mut self) -> Option<End> {
         let now = Instant::now();
-        let silent_until =
-            started + Duration::from_millis(last_seen.load(Ordering::Relaxed)) + heartbeat * 2;
-        if now >= silent_until {
-            conn.close(4000, "heartbeat timeout");
-            return;
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Some(End::Abandoned);
         }
-        let expired = conn
-            .expires_at()
-            .is_some_and(|exp| chrono::Utc::now().timestamp() >= exp + leeway_s as i64);
-        if expired {
-            conn.close(4001, "token expired");
-            return;
-        }
-        if now >= next_ping {
-            conn.outbox.request_ping();
-            next_ping = now + heartbeat;
-        }
-    }
-}
-
-async fn write_loop(conn: ConnRef, mut sink: SplitSink<Socket, Message>, metrics: Arc<Metrics>) {
-    loop {
-        let batch = conn.outbox.next_batch().await;
-        let mut written = Vec::with_capacity(batch.frames.len());
-        for Frame { text, event } in batch.frames {
-            if sink.feed(Message::Text(text)).await.is_err() {
-                return;
+        let unix_now = chrono::Utc::now().timestamp();
+        let (code, reason) = match self.watchdog.check(now, self.conn.expires_at(), unix_now) {
+            Due::Nothing => return None,
+            Due::Ping => {
+                self.conn.outbox.request_ping();
+                return None;
             }
-            written.extend(event);
-        }
-        if let Some(close) = batch.close {
-            if close.code != 1000 || !close.reason.is_empty() {
-                let _ = sink
-                    .send(Message::Close(Some(close_frame(close.code, &close.reason))))
-                    .await;
-            }
-            let _ = sink.close().await;
-            return;
-        }
-        if batch.ping && sink.feed(Message::Ping(Default::default())).await.is_err() {
-            return;
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
-        record_deliveries(&metrics, &written);
-    }
-}
-
-/// Counts events written to the socket, per channel, and their latency.
-fn record_deliveries(metrics: &Metrics, written: &[EventMeta]) {
-    let mut per_channel: Vec<(&Arc<str>, u64)> = Vec::new();
-    for meta in written {
-        metrics
-            .latency
-            .observe(meta.accepted.elapsed().as_secs_f64());
-        match per_channel.iter_mut().find(|(c, _)| **c == meta.channel) {
-            Some((_, n)) => *n += 1,
-            None => per_channel.push((&meta.channel, 1)),
-        }
-    }
-    for (channel, n) in per_channel {
-        let label = ChannelLabel {
-            channel: channel.to_string(),
+            Due::Silent => (4000, "heartbeat timeout"),
+            Due::Expired => (4001, "token expired"),
         };
-        metrics.deliveries.get_or_create(&label).inc_by(n);
+        self.conn.close(code, reason);
+        self.close_within_grace();
+        None
+    }
+
+    /// When the timer should fire next: the watchdog's next due time, or,
+    /// once the connection is closing, only the deadline.
+    fn next_wake(&self, now: Instant) -> Instant {
+        self.deadline.unwrap_or_else(|| {
+            let unix_now = chrono::Utc::now().timestamp();
+            self.watchdog
+                .next_due(now, self.conn.expires_at(), unix_now)
+        })
+    }
+
+    fn close_within_grace(&mut self) {
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + CLOSE_GRACE);
+            self.rearm = true;
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 
 mod admission;
 mod connection;
+mod watchdog;
+mod writer;
 
 use std::sync::Arc;
 

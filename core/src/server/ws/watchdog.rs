@@ -1,0 +1,113 @@
+//! A connection's clocks: when to ping, when a silent client is dead (4000)
+//! and when its token has expired (4001). Pure arithmetic on instants, so the
+//! rules are tested without sockets or sleeping.
+
+use std::time::{Duration, Instant};
+
+/// What is due when the timer fires.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Due {
+    /// Nothing yet.
+    Nothing,
+    /// Send a keep-alive Ping.
+    Ping,
+    /// Nothing heard for two intervals: close with 4000.
+    Silent,
+    /// The token expired (plus leeway) without a refresh: close with 4001.
+    Expired,
+}
+
+/// The heartbeat and expiry clocks of one connection.
+#[derive(Debug)]
+pub(super) struct Watchdog {
+    heartbeat: Duration,
+    leeway_s: i64,
+    last_heard: Instant,
+    next_ping: Instant,
+}
+
+impl Watchdog {
+    /// Clocks starting at `now`.
+    pub fn new(heartbeat: Duration, leeway_s: u64, now: Instant) -> Watchdog {
+        Watchdog {
+            heartbeat,
+            leeway_s: i64::try_from(leeway_s).unwrap_or(i64::MAX),
+            last_heard: now,
+            next_ping: now + heartbeat,
+        }
+    }
+
+    /// Any frame from the client counts as a sign of life.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
+    /// When something may next be due. `expires_at` is the token's expiry
+    /// (Unix seconds) and `unix_now` the wall clock matching `now`.
+    pub fn next_due(&self, now: Instant, expires_at: Option<i64>, unix_now: i64) -> Instant {
+        let silent = self.last_heard + self.heartbeat * 2;
+        let expiry = expires_at.map(|exp| {
+            let left = exp.saturating_add(self.leeway_s).saturating_sub(unix_now);
+            now + Duration::from_secs(left.max(0) as u64)
+        });
+        [self.next_ping, silent]
+            .into_iter()
+            .chain(expiry)
+            .min()
+            .expect("non-empty")
+    }
+
+    /// What is due at `now`; a due ping moves the next one an interval on.
+    pub fn check(&mut self, now: Instant, expires_at: Option<i64>, unix_now: i64) -> Due {
+        if now >= self.last_heard + self.heartbeat * 2 {
+            return Due::Silent;
+        }
+        if expires_at.is_some_and(|exp| unix_now >= exp.saturating_add(self.leeway_s)) {
+            return Due::Expired;
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + self.heartbeat;
+            return Due::Ping;
+        }
+        Due::Nothing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEAT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn pings_every_interval_while_the_client_answers() {
+        let t0 = Instant::now();
+        let mut dog = Watchdog::new(BEAT, 0, t0);
+        assert_eq!(dog.next_due(t0, None, 0), t0 + BEAT);
+        assert_eq!(dog.check(t0 + BEAT, None, 0), Due::Ping);
+        dog.heard(t0 + BEAT + Duration::from_secs(1));
+        assert_eq!(dog.check(t0 + BEAT * 2, None, 0), Due::Ping);
+        assert_eq!(dog.check(t0 + BEAT * 2, None, 0), Due::Nothing);
+    }
+
+    #[test]
+    fn two_silent_intervals_end_the_connection() {
+        let t0 = Instant::now();
+        let mut dog = Watchdog::new(BEAT, 0, t0);
+        assert_eq!(dog.check(t0 + BEAT, None, 0), Due::Ping);
+        assert_eq!(dog.next_due(t0 + BEAT, None, 0), t0 + BEAT * 2);
+        assert_eq!(dog.check(t0 + BEAT * 2, None, 0), Due::Silent);
+    }
+
+    #[test]
+    fn expiry_counts_the_leeway() {
+        let t0 = Instant::now();
+        let mut dog = Watchdog::new(BEAT, 2, t0);
+        assert_eq!(
+            dog.next_due(t0, Some(1_003), 1_000),
+            t0 + Duration::from_secs(5)
+        );
+        assert_eq!(dog.check(t0, Some(1_003), 1_004), Due::Nothing);
+        assert_eq!(dog.check(t0, Some(1_003), 1_005), Due::Expired);
+    }
+}

@@ -1,0 +1,328 @@
+//! Writes a connection's queued frames straight to its socket.
+//!
+//! Server frames are not masked, so a frame is a 2–10 byte header followed
+//! by the payload as is: every recipient of an event shares its bytes, and
+//! only the header is made per connection. A batch goes out in one vectored
+//! write (more only when the socket takes part of it), with no copy into a
+//! per-connection buffer and no buffer kept between batches.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::AsyncWrite;
+
+use crate::connection::outbox::Batch;
+use crate::connection::{Close, Frame};
+use crate::metrics::Metrics;
+
+/// Frames handed to one `writev`: far below `IOV_MAX` (1024), and enough
+/// that a burst needs few system calls.
+const FRAMES_PER_WRITE: usize = 64;
+/// The longest header: opcode byte, length marker, 64-bit length.
+const MAX_HEADER: usize = 10;
+/// Close reasons are cut to fit a control frame (125 bytes with the code).
+const MAX_CLOSE_REASON: usize = 123;
+
+const OP_TEXT: u8 = 0x81;
+const OP_CLOSE: u8 = 0x88;
+const OP_PING: u8 = 0x89;
+
+/// What a finished batch asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Flushed {
+    /// Everything is written; the connection goes on.
+    Batch,
+    /// The close frame is written; the connection is over.
+    Closed,
+}
+
+/// The batch being written, and how far it got.
+#[derive(Debug, Default)]
+pub(super) struct Writer {
+    frames: Vec<Frame>,
+    /// Ping and close frames, written after the frames.
+    trailer: Vec<u8>,
+    /// The first frame not completely written (`frames.len()`: the trailer).
+    next: usize,
+    /// Bytes of that frame (header included), or of the trailer, written.
+    offset: usize,
+    closing: bool,
+}
+
+impl Writer {
+    /// Whether nothing is left to write.
+    pub fn is_idle(&self) -> bool {
+        self.next >= self.frames.len() && self.offset >= self.trailer.len()
+    }
+
+    /// Whether the last batch taken ends the connection.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Takes a batch to write; the previous one must be finished.
+    pub fn load(&mut self, batch: Batch) {
+        debug_assert!(self.is_idle());
+        self.frames = batch.frames;
+        self.trailer = Vec::new();
+        self.next = 0;
+        self.offset = 0;
+        if batch.ping {
+            self.trailer.extend_from_slice(&[OP_PING, 0]);
+        }
+        if let Some(close) = batch.close {
+            self.trailer.extend_from_slice(&close_frame(&close));
+            self.closing = true;
+        }
+    }
+
+    /// Writes until the batch is done or the socket is full. Each event
+    /// fully written is counted in `metrics` as delivered.
+    pub fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut W,
+        metrics: &Metrics,
+    ) -> Poll<io::Result<Flushed>> {
+        let mut now = None;
+        while !self.is_idle() {
+            let mut headers = [[0u8; MAX_HEADER]; FRAMES_PER_WRITE];
+            let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE + 1];
+            let used = self.slices(&mut headers, &mut slices);
+            let n = match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..used]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            self.advance(n, |frame| delivered(frame, metrics, &mut now));
+        }
+        self.frames = Vec::new();
+        self.trailer = Vec::new();
+        self.next = 0;
+        self.offset = 0;
+        Poll::Ready(Ok(if self.closing {
+            Flushed::Closed
+        } else {
+            Flushed::Batch
+        }))
+    }
+
+    /// Lays out what is left (up to [`FRAMES_PER_WRITE`] frames, then the
+    /// trailer) as slices; returns how many slices are used.
+    fn slices<'a>(
+        &'a self,
+        headers: &'a mut [[u8; MAX_HEADER]; FRAMES_PER_WRITE],
+        slices: &mut [IoSlice<'a>],
+    ) -> usize {
+        let pending = self.frames.get(self.next..).unwrap_or_default();
+        let mut header_lens = [0; FRAMES_PER_WRITE];
+        for ((frame, header), len) in pending.iter().zip(headers.iter_mut()).zip(&mut header_lens) {
+            *len = encode_header(header, OP_TEXT, frame.text().len());
+        }
+        let mut used = 0;
+        let mut skip = self.offset;
+        for ((frame, header), len) in pending.iter().zip(headers.iter()).zip(header_lens) {
+            let header_skip = skip.min(len);
+            if header_skip < len {
+                slices[used] = IoSlice::new(&header[header_skip..len]);
+                used += 1;
+            }
+            slices[used] = IoSlice::new(&frame.text().as_bytes()[skip - header_skip..]);
+            used += 1;
+            skip = 0;
+        }
+        if pending.len() <= FRAMES_PER_WRITE && !self.trailer.is_empty() {
+            let from = if pending.is_empty() { self.offset } else { 0 };
+            slices[used] = IoSlice::new(&self.trailer[from..]);
+            used += 1;
+        }
+        used
+    }
+
+    /// Moves past `n` written bytes, calling `done` for each finished frame.
+    fn advance(&mut self, mut n: usize, mut done: impl FnMut(&Frame)) {
+        while n > 0 {
+            let Some(frame) = self.frames.get(self.next) else {
+                self.offset += n;
+                return;
+            };
+            let len = frame.text().len();
+            let left = header_len(len) + len - self.offset;
+            if n < left {
+                self.offset += n;
+                return;
+            }
+            n -= left;
+            done(frame);
+            self.next += 1;
+            self.offset = 0;
+        }
+    }
+}
+
+/// Counts one written event and its latency from acceptance.
+fn delivered(frame: &Frame, metrics: &Metrics, now: &mut Option<Instant>) {
+    if let Some(event) = frame.event() {
+        let now = *now.get_or_insert_with(Instant::now);
+        event.delivered.inc();
+        metrics
+            .latency
+            .observe(now.saturating_duration_since(event.accepted).as_secs_f64());
+    }
+}
+
+/// The header length for a payload of `len` bytes.
+fn header_len(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=0xFFFF => 4,
+        _ => 10,
+    }
+}
+
+/// Writes an unmasked, final frame header into `out`; returns its length.
+fn encode_header(out: &mut [u8; MAX_HEADER], opcode: u8, len: usize) -> usize {
+    out[0] = opcode;
+    match header_len(len) {
+        2 => out[1] = len as u8,
+        4 => {
+            out[1] = 126;
+            out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out[1] = 127;
+            out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    header_len(len)
+}
+
+/// A complete close frame: code, then the reason cut at a character
+/// boundary to fit.
+fn close_frame(close: &Close) -> Vec<u8> {
+    let mut end = close.reason.len().min(MAX_CLOSE_REASON);
+    while !close.reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let reason = &close.reason.as_bytes()[..end];
+    let mut frame = vec![OP_CLOSE, (2 + reason.len()) as u8];
+    frame.extend_from_slice(&close.code.to_be_bytes());
+    frame.extend_from_slice(reason);
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+    /// A socket that takes at most `chunk` bytes a write.
+    struct Trickle {
+        out: Vec<u8>,
+        chunk: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.chunk);
+            self.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Parses `bytes` back into (opcode, payload) pairs with tungstenite.
+    fn parse(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut cursor = io::Cursor::new(bytes);
+        let mut frames = Vec::new();
+        while (cursor.position() as usize) < bytes.len() {
+            let start = cursor.position() as usize;
+            let (header, len) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+            assert!(header.is_final && header.mask.is_none());
+            let at = cursor.position() as usize;
+            let payload = bytes[at..at + len as usize].to_vec();
+            cursor.set_position((at + len as usize) as u64);
+            frames.push((bytes[start] & 0x0F, payload));
+        }
+        frames
+    }
+
+    fn write_all(batch: Batch, chunk: usize) -> (Vec<u8>, Flushed) {
+        let mut writer = Writer::default();
+        writer.load(batch);
+        let mut socket = Trickle {
+            out: Vec::new(),
+            chunk,
+        };
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let metrics = Metrics::new();
+        match writer.poll_write(&mut cx, &mut socket, &metrics) {
+            Poll::Ready(Ok(flushed)) => {
+                assert!(writer.is_idle());
+                (socket.out, flushed)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn batch(sizes: &[usize], ping: bool, close: Option<Close>) -> Batch {
+        Batch {
+            frames: sizes
+                .iter()
+                .map(|n| Frame::control("x".repeat(*n)))
+                .collect(),
+            close,
+            ping,
+        }
+    }
+
+    #[test]
+    fn frames_of_every_header_size_survive_any_split() {
+        let sizes = [0, 1, 125, 126, 65_535, 65_536, 70_000];
+        for chunk in [1, 3, 7, 100, 1 << 20] {
+            let (bytes, flushed) = write_all(batch(&sizes, true, None), chunk);
+            assert_eq!(flushed, Flushed::Batch);
+            let frames = parse(&bytes);
+            let lens: Vec<usize> = frames.iter().map(|(_, p)| p.len()).collect();
+            assert_eq!(lens, [&sizes[..], &[0]].concat(), "chunk {chunk}");
+            assert!(frames[..sizes.len()].iter().all(|(op, _)| *op == 1));
+            assert_eq!(frames.last().unwrap().0, 9, "ping last");
+        }
+    }
+
+    #[test]
+    fn more_frames_than_one_write_takes() {
+        let sizes = vec![10; FRAMES_PER_WRITE * 3 + 5];
+        let (bytes, _) = write_all(batch(&sizes, false, None), 1 << 20);
+        assert_eq!(parse(&bytes).len(), sizes.len());
+    }
+
+    #[test]
+    fn close_frame_carries_code_and_a_cut_reason() {
+        let close = Close {
+            code: 4008,
+            reason: "é".repeat(100),
+            flush: true,
+        };
+        let (bytes, flushed) = write_all(batch(&[5], false, Some(close)), 2);
+        assert_eq!(flushed, Flushed::Closed);
+        let frames = parse(&bytes);
+        let (op, payload) = &frames[1];
+        assert_eq!(*op, 8);
+        assert!(payload.len() <= 125);
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4008);
+        assert!(std::str::from_utf8(&payload[2..]).is_ok());
+    }
+}
