@@ -1,7 +1,7 @@
 //! The [`Emitter`] seam between a plugin's threads and the router, and small
 //! helpers every plugin needs around it: counting ([`bump`]), log throttling
-//! ([`worth_logging`]), emitting with counting ([`emit_counted`]) and
-//! bounded joins ([`join_until`]).
+//! ([`worth_logging`], and both at once: [`bump_and_log`]), emitting with counting ([`emit_counted`]), starting
+//! threads ([`spawn_thread`]) and bounded joins ([`join_until`]).
 //!
 //! A plugin writes its services against `E: Emitter`; the router's [`Host`]
 //! implements it, and tests implement it with a fake that records events.
@@ -64,6 +64,21 @@ pub fn worth_logging(n: u64) -> bool {
     n <= 10 || n.is_power_of_two()
 }
 
+/// Counts one more occurrence of a noisy problem in `counter` and logs it
+/// when [`worth_logging`] says so; `message` is given the new count (for a
+/// "… ({n} so far)" suffix) and is only formatted when logged.
+pub fn bump_and_log<E: Emitter>(
+    emitter: &E,
+    counter: &AtomicU64,
+    level: LogLevel,
+    message: impl FnOnce(u64) -> String,
+) {
+    let n = bump(counter);
+    if worth_logging(n) {
+        emitter.log(level, &message(n));
+    }
+}
+
 /// The counters of events a plugin did not get to the router, kept by
 /// [`emit_counted`] (a plugin embeds them in its own counters).
 #[derive(Debug, Default)]
@@ -96,13 +111,9 @@ pub fn emit_counted<E: Emitter, T: Serialize + ?Sized>(
     payload: &T,
 ) -> Result<(), RouterStopped> {
     let refused = |why: &str| {
-        let n = bump(&counters.emit_errors);
-        if worth_logging(n) {
-            emitter.log(
-                LogLevel::Error,
-                &format!("{plugin}: the router refused {event_type}: {why} ({n} refused so far)"),
-            );
-        }
+        bump_and_log(emitter, &counters.emit_errors, LogLevel::Error, |n| {
+            format!("{plugin}: the router refused {event_type}: {why} ({n} refused so far)")
+        });
     };
     let json = match serde_json::to_string(payload) {
         Ok(json) => json,
@@ -115,15 +126,16 @@ pub fn emit_counted<E: Emitter, T: Serialize + ?Sized>(
         Ok(()) => Ok(()),
         Err(EmitError::Stopped) => Err(RouterStopped),
         Err(EmitError::Backpressure) => {
-            let n = bump(&counters.dropped_backpressure);
-            if worth_logging(n) {
-                emitter.log(
-                    LogLevel::Warn,
-                    &format!(
-                        "{plugin}: router backpressure, dropped {event_type}{detail} ({n} dropped so far)"
-                    ),
-                );
-            }
+            bump_and_log(
+                emitter,
+                &counters.dropped_backpressure,
+                LogLevel::Warn,
+                |n| {
+                    format!(
+                    "{plugin}: router backpressure, dropped {event_type}{detail} ({n} dropped so far)"
+                )
+                },
+            );
             Ok(())
         }
         Err(e) => {
@@ -131,6 +143,19 @@ pub fn emit_counted<E: Emitter, T: Serialize + ?Sized>(
             Ok(())
         }
     }
+}
+
+/// Starts a plugin thread through `emitter` ([`Emitter::spawn`]); the error
+/// names the thread (`cannot start thread {name}: {why}`), ready to be
+/// returned from `start`.
+pub fn spawn_thread<E: Emitter>(
+    emitter: &E,
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, String> {
+    emitter
+        .spawn(name, body)
+        .map_err(|e| format!("cannot start thread {name}: {e}"))
 }
 
 /// Joins `handle` if it finishes by `deadline`; otherwise leaves it running
@@ -188,6 +213,17 @@ mod tests {
     }
 
     #[test]
+    fn spawn_thread_runs_the_body() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = spawn_thread(&Fake::default(), "seam-spawn", move || {
+            tx.send(()).unwrap();
+        })
+        .unwrap();
+        handle.join().unwrap();
+        assert_eq!(rx.recv(), Ok(()));
+    }
+
+    #[test]
     fn emit_counted_counts_and_logs_what_is_not_sent() {
         let fake = Fake::default();
         let counters = EmitCounters::default();
@@ -214,6 +250,21 @@ mod tests {
                     EmitError::InvalidPayload
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn bump_and_log_logs_what_worth_logging_lets_through() {
+        let fake = Fake::default();
+        let counter = AtomicU64::new(0);
+        for _ in 0..16 {
+            bump_and_log(&fake, &counter, LogLevel::Warn, |n| format!("#{n}"));
+        }
+        assert_eq!(counter.load(Ordering::Relaxed), 16);
+        let logs = fake.logs.lock().unwrap().clone();
+        assert_eq!(
+            logs,
+            ["#1", "#2", "#3", "#4", "#5", "#6", "#7", "#8", "#9", "#10", "#16"]
         );
     }
 

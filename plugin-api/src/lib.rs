@@ -12,8 +12,11 @@
 //!   the ABI. A plugin author implements [`Plugin`] and invokes
 //!   [`export_plugin!`] once; they write no `unsafe`.
 //! - helpers plugins share: the [`Emitter`] seam over [`Host`] (with
-//!   [`bump`], [`worth_logging`], [`emit_counted`] and [`join_until`]) and [`config`], for
-//!   reading a `[plugins.config]` table with uniform error messages.
+//!   [`bump`], [`worth_logging`], [`bump_and_log`], [`emit_counted`], [`spawn_thread`] and
+//!   [`join_until`]); [`counters!`] for a service's counters and their
+//!   snapshot; [`bind_polled`] for an input's listener; [`timestamp`], the
+//!   one time format of events; and [`config`], for reading a
+//!   `[plugins.config]` table with uniform error messages.
 //!
 //! ```no_run
 //! use switchyard_plugin_api::{export_plugin, EventTypeDecl, Field, Host, Plugin, PluginInfo, Role};
@@ -43,19 +46,25 @@
 
 pub mod abi;
 pub mod config;
+mod counters;
 mod decl;
 mod emitter;
 #[doc(hidden)]
 pub mod export;
 mod host;
+mod net;
 mod plugin;
+mod time;
 
 pub use decl::{EventTypeDecl, Field, FieldType};
 pub use emitter::{
-    bump, emit_counted, join_until, worth_logging, EmitCounters, Emitter, RouterStopped,
+    bump, bump_and_log, emit_counted, join_until, spawn_thread, worth_logging, EmitCounters,
+    Emitter, RouterStopped,
 };
 pub use host::{EmitError, Host, LogLevel};
+pub use net::bind_polled;
 pub use plugin::{Plugin, PluginInfo, Role};
+pub use time::timestamp;
 
 /// Re-exported so that plugins and the export macro agree on one `serde_json`.
 pub use serde_json;

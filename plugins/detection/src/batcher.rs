@@ -15,10 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use switchyard_plugin_api::timestamp;
 
-use crate::events::{
-    new_id, timestamp, BatchClosed, BatchOpened, BatchProgress, CloseReason, DetectionBatch,
-};
+use crate::events::{new_id, BatchClosed, BatchOpened, BatchProgress, CloseReason, DetectionBatch};
 
 /// A moment: the monotonic clock for timing, the wall clock for timestamps.
 #[derive(Clone, Copy, Debug)]

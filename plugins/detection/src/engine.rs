@@ -1,19 +1,18 @@
 //! The engine thread: owns the [`Batcher`], turns inputs into events and
 //! emits them; plus the shared [`Counters`].
 
-use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use switchyard_plugin_api::{bump, emit_counted, EmitCounters, Emitter, LogLevel};
+use switchyard_plugin_api::{bump, counters, emit_counted, timestamp, Emitter, LogLevel};
 
 use crate::batcher::{Batcher, Now, Out};
 use crate::events::{
-    new_id, timestamp, DetectionNew, SceneChangeDetected, BATCH_CLOSED, BATCH_OPENED,
-    BATCH_PROGRESS, DETECTION_BATCH, DETECTION_NEW, SCENE_CHANGE_DETECTED,
+    new_id, DetectionNew, SceneChangeDetected, BATCH_CLOSED, BATCH_OPENED, BATCH_PROGRESS,
+    DETECTION_BATCH, DETECTION_NEW, SCENE_CHANGE_DETECTED,
 };
 use crate::input::Input;
 
@@ -22,72 +21,21 @@ const TICK: Duration = Duration::from_millis(100);
 /// How often the counters are logged when they changed.
 const STATS_EVERY: Duration = Duration::from_secs(60);
 
-/// What happened so far, shared by all of an instance's threads.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    /// Detections received (TCP and simulator).
-    pub(crate) detections: AtomicU64,
-    /// Scene changes received.
-    pub(crate) scene_changes: AtomicU64,
-    /// Input lines that were not valid detections or scene changes.
-    pub(crate) bad_lines: AtomicU64,
-    /// Input lines over `max_line_bytes`, skipped.
-    pub(crate) oversized_lines: AtomicU64,
-    /// Connections refused by `allow_from` or `max_connections`.
-    pub(crate) refused_connections: AtomicU64,
-    /// Events not sent: dropped on backpressure, or refused (logged).
-    pub(crate) emit: EmitCounters,
-}
-
-/// The counters of a running instance at one moment (see [`Service::counters`](crate::Service::counters)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CounterSnapshot {
-    /// Detections received (TCP and simulator).
-    pub detections: u64,
-    /// Scene changes received.
-    pub scene_changes: u64,
-    /// Input lines that were not valid detections or scene changes.
-    pub bad_lines: u64,
-    /// Input lines over `max_line_bytes`, skipped.
-    pub oversized_lines: u64,
-    /// Connections refused by `allow_from` or `max_connections`.
-    pub refused_connections: u64,
-    /// Events dropped because the router signalled backpressure.
-    pub dropped_backpressure: u64,
-    /// Events the router refused for another reason (schema, size): logged as errors.
-    pub emit_errors: u64,
-}
-
-impl Counters {
-    /// The current values.
-    pub(crate) fn snapshot(&self) -> CounterSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        CounterSnapshot {
-            detections: get(&self.detections),
-            scene_changes: get(&self.scene_changes),
-            bad_lines: get(&self.bad_lines),
-            oversized_lines: get(&self.oversized_lines),
-            refused_connections: get(&self.refused_connections),
-            dropped_backpressure: get(&self.emit.dropped_backpressure),
-            emit_errors: get(&self.emit.emit_errors),
-        }
-    }
-}
-
-impl fmt::Display for CounterSnapshot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "detections={} scene_changes={} bad_lines={} oversized_lines={} \
-             refused_connections={} dropped_backpressure={} emit_errors={}",
-            self.detections,
-            self.scene_changes,
-            self.bad_lines,
-            self.oversized_lines,
-            self.refused_connections,
-            self.dropped_backpressure,
-            self.emit_errors
-        )
+counters! {
+    /// What happened so far, shared by all of an instance's threads.
+    pub(crate) struct Counters;
+    /// The counters of a running instance at one moment (see [`Service::counters`](crate::Service::counters)).
+    pub struct CounterSnapshot {
+        /// Detections received (TCP and simulator).
+        detections,
+        /// Scene changes received.
+        scene_changes,
+        /// Input lines that were not valid detections or scene changes.
+        bad_lines,
+        /// Input lines over `max_line_bytes`, skipped.
+        oversized_lines,
+        /// Connections refused by `allow_from` or `max_connections`.
+        refused_connections,
     }
 }
 

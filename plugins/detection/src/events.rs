@@ -1,7 +1,6 @@
 //! The event types this plugin emits: their declarations (the schemas the
 //! router validates against) and the payload structs that must match them.
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
 use serde::Serialize;
 use switchyard_plugin_api::{EventTypeDecl, Field};
@@ -97,11 +96,6 @@ pub(crate) struct SceneChangeDetected {
     pub change_type: ChangeType,
     pub similarity_score: f64,
     pub detected_at: String,
-}
-
-/// An RFC 3339 UTC timestamp with milliseconds, e.g. `2026-11-23T06:00:00.000Z`.
-pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// A fresh random id such as `det-3f2a…` (128 random bits, UUID-shaped).
@@ -241,8 +235,9 @@ pub(crate) fn declarations() -> Vec<EventTypeDecl> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
     use serde_json::Value;
-    use switchyard_plugin_api::FieldType;
+    use switchyard_plugin_api::{timestamp, FieldType};
 
     /// Checks `payload` against `decl` the way the router does: no unknown
     /// fields, required ones present and non-null, types and enums right.
@@ -374,11 +369,9 @@ mod tests {
     }
 
     #[test]
-    fn ids_and_timestamps() {
+    fn ids_are_prefixed_and_fresh() {
         let a = new_id("det");
         assert!(a.starts_with("det-") && a.len() == 4 + 36, "{a}");
         assert_ne!(a, new_id("det"));
-        let t = DateTime::parse_from_rfc3339("2026-11-23T06:00:00Z").unwrap();
-        assert_eq!(timestamp(t.with_timezone(&Utc)), "2026-11-23T06:00:00.000Z");
     }
 }

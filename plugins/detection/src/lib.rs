@@ -78,7 +78,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use switchyard_plugin_api::{export_plugin, join_until, Host, LogLevel, Plugin, PluginInfo, Role};
+use switchyard_plugin_api::{
+    bind_polled, export_plugin, join_until, spawn_thread, Host, LogLevel, Plugin, PluginInfo, Role,
+};
 
 pub use config::{Cidr, Config, SimulateConfig, DEFAULT_LISTEN};
 pub use engine::CounterSnapshot;
@@ -149,17 +151,7 @@ pub struct Service<E: Emitter> {
 impl<E: Emitter> Service<E> {
     /// Binds the listener and starts the threads; returns promptly.
     pub fn start(config: &Config, emitter: E) -> Result<Service<E>, String> {
-        let listener = match config.listen {
-            Some(addr) => {
-                let listener =
-                    tcp::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                let local = listener
-                    .local_addr()
-                    .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                Some((listener, local))
-            }
-            None => None,
-        };
+        let listener = config.listen.map(bind_polled).transpose()?;
         let (tx, rx) = sync_channel(QUEUE);
         let mut service = Service {
             emitter: emitter.clone(),
@@ -180,7 +172,9 @@ impl<E: Emitter> Service<E> {
             Arc::clone(&service.counters),
             Arc::clone(&service.shutdown),
         );
-        service.engine = Some(spawn(&emitter, "detection-engine", move || engine.run(rx))?);
+        service.engine = Some(spawn_thread(&emitter, "detection-engine", move || {
+            engine.run(rx)
+        })?);
         if let Some((listener, local)) = listener {
             let limits = tcp::Limits {
                 max_line_bytes: config.max_line_bytes,
@@ -193,7 +187,7 @@ impl<E: Emitter> Service<E> {
                 counters: Arc::clone(&service.counters),
                 shutdown: Arc::clone(&service.shutdown),
             });
-            let accept = spawn(&emitter, "detection-tcp", move || {
+            let accept = spawn_thread(&emitter, "detection-tcp", move || {
                 tcp::serve(listener, limits, shared)
             })?;
             service.inputs.push(accept);
@@ -211,7 +205,7 @@ impl<E: Emitter> Service<E> {
                     sim.cameras, sim.rate_per_s
                 ),
             );
-            let thread = spawn(&emitter, "detection-sim", move || {
+            let thread = spawn_thread(&emitter, "detection-sim", move || {
                 simulate::run(sim, tx, &shutdown)
             })?;
             service.inputs.push(thread);
@@ -271,16 +265,6 @@ impl<E: Emitter> Drop for Service<E> {
         self.shutdown.store(true, Ordering::SeqCst);
         let _ = self.tx.try_send(Msg::Stop);
     }
-}
-
-fn spawn<E: Emitter>(
-    emitter: &E,
-    name: &str,
-    body: impl FnOnce() + Send + 'static,
-) -> Result<JoinHandle<()>, String> {
-    emitter
-        .spawn(name, body)
-        .map_err(|e| format!("cannot start thread {name}: {e}"))
 }
 
 #[cfg(test)]

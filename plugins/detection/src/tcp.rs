@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use switchyard_plugin_api::{bump, join_until, worth_logging, Emitter, LogLevel};
+use switchyard_plugin_api::{bump_and_log, join_until, worth_logging, Emitter, LogLevel};
 
 use crate::config::Cidr;
 use crate::engine::{Counters, Msg};
@@ -44,13 +44,6 @@ pub(crate) struct Shared<E> {
     pub tx: SyncSender<Msg>,
     pub counters: Arc<Counters>,
     pub shutdown: Arc<AtomicBool>,
-}
-
-/// Binds the listener (non-blocking, so the accept loop can poll).
-pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
 }
 
 /// The accept loop: runs until shutdown, then joins its connection threads
@@ -88,15 +81,10 @@ pub(crate) fn serve<E: Emitter>(listener: TcpListener, limits: Limits, shared: A
         };
         if let Some(why) = refusal {
             drop(stream);
-            let n = bump(&shared.counters.refused_connections);
-            if worth_logging(n) {
-                shared.emitter.log(
-                    LogLevel::Warn,
-                    &format!(
-                        "detection: refused connection from {peer}: {why} ({n} refused so far)"
-                    ),
-                );
-            }
+            let refused = &shared.counters.refused_connections;
+            bump_and_log(&shared.emitter, refused, LogLevel::Warn, |n| {
+                format!("detection: refused connection from {peer}: {why} ({n} refused so far)")
+            });
             continue;
         }
         let conn_shared = Arc::clone(&shared);
@@ -175,26 +163,20 @@ fn handle_line<E: Emitter>(line: Line<'_>, peer: SocketAddr, shared: &Shared<E>)
         Line::Complete(bytes) => match parse_line(bytes) {
             Ok(input) => shared.tx.send(Msg::Input(input)).is_ok(),
             Err(why) => {
-                let n = bump(&shared.counters.bad_lines);
-                if worth_logging(n) {
-                    shared.emitter.log(
-                        LogLevel::Warn,
-                        &format!("detection: bad line from {peer}: {why} ({n} bad lines so far)"),
-                    );
-                }
+                let bad = &shared.counters.bad_lines;
+                bump_and_log(&shared.emitter, bad, LogLevel::Warn, |n| {
+                    format!("detection: bad line from {peer}: {why} ({n} bad lines so far)")
+                });
                 true
             }
         },
         Line::Oversized => {
-            let n = bump(&shared.counters.oversized_lines);
-            if worth_logging(n) {
-                shared.emitter.log(
-                    LogLevel::Warn,
-                    &format!(
-                        "detection: skipped a line over max_line_bytes from {peer} ({n} skipped so far)"
-                    ),
-                );
-            }
+            let oversized = &shared.counters.oversized_lines;
+            bump_and_log(&shared.emitter, oversized, LogLevel::Warn, |n| {
+                format!(
+                    "detection: skipped a line over max_line_bytes from {peer} ({n} skipped so far)"
+                )
+            });
             true
         }
     }

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use switchyard_plugin_api::timestamp;
 
 /// An alert's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -267,11 +268,6 @@ fn time(value: Option<&Value>, at: &str) -> Result<Option<DateTime<Utc>>, String
             "`{at}` must be an RFC 3339 time string, got {other}"
         )),
     }
-}
-
-/// RFC 3339 UTC with milliseconds, e.g. `2026-11-23T06:00:00.000Z`.
-pub fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

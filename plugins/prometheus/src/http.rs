@@ -11,7 +11,7 @@
 //! large as the declared `Content-Length`.)
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,13 +54,6 @@ pub(crate) struct Shared<E: Emitter> {
     pub(crate) counters: Arc<Counters>,
     pub(crate) shutdown: Arc<AtomicBool>,
     pub(crate) limits: Limits,
-}
-
-/// Binds the listener (non-blocking, so the accept loop can notice shutdown).
-pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
 }
 
 /// Accepts connections until shutdown; each gets its own thread.

@@ -101,7 +101,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use switchyard_plugin_api::{
-    export_plugin, join_until, EventTypeDecl, Host, LogLevel, Plugin, PluginInfo, Role,
+    bind_polled, export_plugin, join_until, spawn_thread, EventTypeDecl, Host, LogLevel, Plugin,
+    PluginInfo, Role,
 };
 
 pub use alerts::{fingerprint, parse_body, InfrastructureAlert, Shape, Status};
@@ -190,17 +191,7 @@ pub struct Service<E: Emitter> {
 impl<E: Emitter> Service<E> {
     /// Binds the listener and starts the threads; returns promptly.
     pub fn start(config: &Config, emitter: E) -> Result<Service<E>, String> {
-        let listener = match config.listen {
-            Some(addr) => {
-                let listener =
-                    http::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                let local = listener
-                    .local_addr()
-                    .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                Some((listener, local))
-            }
-            None => None,
-        };
+        let listener = config.listen.map(bind_polled).transpose()?;
         let mut service = Service {
             emitter: emitter.clone(),
             shutdown: Arc::new(AtomicBool::new(false)),
@@ -219,7 +210,7 @@ impl<E: Emitter> Service<E> {
                     token: config.token.clone(),
                 },
             });
-            let thread = spawn(&emitter, "prometheus-http", move || {
+            let thread = spawn_thread(&emitter, "prometheus-http", move || {
                 http::serve(listener, shared)
             })?;
             service.threads.push(thread);
@@ -247,7 +238,7 @@ impl<E: Emitter> Service<E> {
                 Arc::clone(&service.counters),
                 Arc::clone(&service.shutdown),
             );
-            let thread = spawn(&emitter, "prometheus-scrape", move || {
+            let thread = spawn_thread(&emitter, "prometheus-scrape", move || {
                 scrape::run(target, em, counters, shutdown)
             })?;
             service.threads.push(thread);
@@ -257,12 +248,12 @@ impl<E: Emitter> Service<E> {
             Arc::clone(&service.counters),
             Arc::clone(&service.shutdown),
         );
-        let stats = spawn(&emitter, "prometheus-stats", move || {
+        let stats = spawn_thread(&emitter, "prometheus-stats", move || {
             let mut last = counters.snapshot();
             while sleep_until(Instant::now() + STATS_EVERY, &shutdown) {
                 let now = counters.snapshot();
                 if now != last {
-                    em.log(LogLevel::Info, &format!("prometheus: {}", now.summary()));
+                    em.log(LogLevel::Info, &format!("prometheus: {now}"));
                     last = now;
                 }
             }
@@ -299,10 +290,7 @@ impl<E: Emitter> Service<E> {
         }
         self.emitter.log(
             LogLevel::Info,
-            &format!(
-                "prometheus: stopped; {}",
-                self.counters.snapshot().summary()
-            ),
+            &format!("prometheus: stopped; {}", self.counters.snapshot()),
         );
     }
 }
@@ -313,16 +301,6 @@ impl<E: Emitter> Drop for Service<E> {
     fn drop(&mut self) {
         self.shutdown.store(true, Ordering::SeqCst);
     }
-}
-
-fn spawn<E: Emitter>(
-    emitter: &E,
-    name: &str,
-    body: impl FnOnce() + Send + 'static,
-) -> Result<JoinHandle<()>, String> {
-    emitter
-        .spawn(name, body)
-        .map_err(|e| format!("cannot start thread {name}: {e}"))
 }
 
 /// Sleeps until `until` in short steps; false as soon as `shutdown` is set.

@@ -12,8 +12,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::DateTime;
 use serde_json::{json, Value};
+use switchyard_plugin_api::timestamp;
 
 use crate::config::Config;
 use crate::OTHER_KEY;
@@ -122,11 +123,11 @@ impl Summary {
     }
 }
 
-/// RFC 3339 UTC with milliseconds and `Z`, like the envelope's `timestamp`.
+/// Milliseconds since the Unix epoch as an event [`timestamp`] (RFC 3339
+/// UTC with milliseconds and `Z`, like the envelope's `timestamp`); one out
+/// of chrono's range reads as the epoch.
 pub fn rfc3339(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
+    timestamp(DateTime::from_timestamp_millis(ms).unwrap_or_default())
 }
 
 /// The start of the period holding `t`.

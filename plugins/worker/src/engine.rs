@@ -2,18 +2,17 @@
 //! on schedule, feeding the [`Machine`], emitting its events and running
 //! its `restart_command`; plus the shared counters.
 
-use std::fmt;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use switchyard_plugin_api::{bump, emit_counted, EmitCounters, Emitter, LogLevel};
+use switchyard_plugin_api::{bump, counters, emit_counted, timestamp, Emitter, LogLevel};
 
 use crate::config::WorkerConfig;
-use crate::events::{timestamp, WorkerPayload};
+use crate::events::WorkerPayload;
 use crate::machine::{Emitted, EventKind, Machine, Outcome};
 use crate::probe;
 
@@ -22,56 +21,18 @@ use crate::probe;
 /// timed out anyway (e.g. a hung name lookup).
 const CHECK_GRACE: Duration = Duration::from_millis(250);
 
-/// What happened so far, shared by all of an instance's threads.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    checks: AtomicU64,
-    failed_checks: AtomicU64,
-    restarts: AtomicU64,
-    /// Events not sent: dropped on backpressure, or refused (logged).
-    emit: EmitCounters,
-}
-
-/// The counters of a running instance at one moment (see
-/// [`Service::counters`](crate::Service::counters)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CounterSnapshot {
-    /// Health checks completed, over all workers.
-    pub checks: u64,
-    /// Health checks that failed.
-    pub failed_checks: u64,
-    /// Times a `restart_command` was started.
-    pub restarts: u64,
-    /// Events dropped because the router signalled backpressure.
-    pub dropped_backpressure: u64,
-    /// Events the router refused for another reason (a bug: logged).
-    pub emit_errors: u64,
-}
-
-impl Counters {
-    pub(crate) fn snapshot(&self) -> CounterSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        CounterSnapshot {
-            checks: get(&self.checks),
-            failed_checks: get(&self.failed_checks),
-            restarts: get(&self.restarts),
-            dropped_backpressure: get(&self.emit.dropped_backpressure),
-            emit_errors: get(&self.emit.emit_errors),
-        }
-    }
-}
-
-impl fmt::Display for CounterSnapshot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "checks={} failed_checks={} restarts={} dropped_backpressure={} emit_errors={}",
-            self.checks,
-            self.failed_checks,
-            self.restarts,
-            self.dropped_backpressure,
-            self.emit_errors
-        )
+counters! {
+    /// What happened so far, shared by all of an instance's threads.
+    pub(crate) struct Counters;
+    /// The counters of a running instance at one moment (see
+    /// [`Service::counters`](crate::Service::counters)).
+    pub struct CounterSnapshot {
+        /// Health checks completed, over all workers.
+        checks,
+        /// Health checks that failed.
+        failed_checks,
+        /// Times a `restart_command` was started.
+        restarts,
     }
 }
 

@@ -1,7 +1,6 @@
 //! The event types this plugin emits: their declarations (the schemas the
 //! router validates against) and the one payload shape they share.
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use switchyard_plugin_api::{EventTypeDecl, Field};
 
@@ -20,11 +19,6 @@ pub(crate) struct WorkerPayload {
     pub timestamp: String,
     pub error: Option<String>,
     pub consecutive_failures: u32,
-}
-
-/// An RFC 3339 UTC timestamp with milliseconds, e.g. `2026-11-23T06:00:00.000Z`.
-pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// The declarations of every event type this plugin emits, in
@@ -78,8 +72,9 @@ pub(crate) fn declarations() -> Vec<EventTypeDecl> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
     use serde_json::Value;
-    use switchyard_plugin_api::FieldType;
+    use switchyard_plugin_api::{timestamp, FieldType};
 
     /// Checks `payload` against `decl` the way the router does: no unknown
     /// fields, required ones present and non-null, types and enums right.
@@ -149,11 +144,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn timestamps_have_milliseconds_and_z() {
-        let t = DateTime::parse_from_rfc3339("2026-11-23T06:00:00Z").unwrap();
-        assert_eq!(timestamp(t.with_timezone(&Utc)), "2026-11-23T06:00:00.000Z");
     }
 }
