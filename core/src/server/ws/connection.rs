@@ -10,16 +10,17 @@
 //! Tungstenite itself writes only the replies to a client's Ping or Close;
 //! those are flushed only between our batches, so frames never interleave.
 
-use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::ready;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::{Sink, Stream};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -57,13 +58,68 @@ enum End {
     Abandoned,
 }
 
-/// Serves one upgraded connection until it closes.
-pub async fn run(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) {
+/// Serves one upgraded connection until it closes: the connection's task.
+pub fn run(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) -> Task {
+    Task::Admitting(Box::pin(admit(app, on_upgrade, admission)))
+}
+
+/// A connection's task, written as a state machine by hand rather than as
+/// an `async fn`: an `async fn` keeps a copy of every large value it moves
+/// (the socket, the connection state), and this task is most of an idle
+/// connection's memory. The short-lived handshake is boxed, so an
+/// established connection holds only [`Served`].
+pub enum Task {
+    /// Upgrading and asking the router to take the connection.
+    Admitting(Pin<Box<dyn Future<Output = Option<Served>> + Send>>),
+    /// Open: reading, writing, keeping the clocks.
+    Serving(Served),
+    /// Our close frame is out; waiting briefly for the client's.
+    Lingering(Served),
+    /// Over.
+    Done,
+}
+
+impl Future for Task {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let task = self.get_mut();
+        loop {
+            match task {
+                Task::Admitting(admitting) => match ready!(admitting.as_mut().poll(cx)) {
+                    Some(served) => *task = Task::Serving(served),
+                    None => *task = Task::Done,
+                },
+                Task::Serving(served) => {
+                    let end = ready!(served.poll(cx));
+                    tracing::debug!(connection = %served.conn.public_id, ?end, "ended");
+                    served.leave();
+                    let Task::Serving(mut served) = std::mem::replace(task, Task::Done) else {
+                        unreachable!("matched above");
+                    };
+                    if end == End::Closed {
+                        served.start_linger();
+                        *task = Task::Lingering(served);
+                    }
+                }
+                Task::Lingering(served) => {
+                    let _ = ready!(served.poll_linger(cx));
+                    *task = Task::Done;
+                }
+                Task::Done => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+/// Waits for the upgrade, wraps the connection in a WebSocket and asks the
+/// router to take it; a refused connection is closed with 1008.
+async fn admit(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) -> Option<Served> {
     let upgraded = match on_upgrade.await {
         Ok(u) => u,
         Err(e) => {
             tracing::debug!("upgrade failed: {e}");
-            return;
+            return None;
         }
     };
     let max_message = app.router.snapshot().config.server.max_message_bytes;
@@ -71,87 +127,36 @@ pub async fn run(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) {
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
-    let mut socket =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let io = TokioIo::new(upgraded);
+    let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let connected = admission
         .verdict
         .and_then(|request| app.router.connect(request).map_err(|e| e.to_string()));
-    let conn = match connected {
-        Ok(conn) => conn,
+    match connected {
+        Ok(conn) => Some(Served::new(app, conn, socket)),
         Err(reason) => {
             tracing::debug!("connection refused: {reason}");
             let _ = socket.close(Some(close_frame(1008, &reason))).await;
-            return;
+            None
         }
-    };
-    tracing::debug!(connection = %conn.public_id, endpoint = %conn.endpoint, user = ?conn.user, "connected");
-    let registered = Registered { app, conn };
-    let end = serve(&registered.app, &registered.conn, &mut socket).await;
-    drop(registered);
-    if end == End::Closed {
-        linger(socket.get_mut()).await;
     }
 }
 
-/// Removes the connection from the router however its task ends (even by
-/// a panic or the runtime shutting down).
-struct Registered {
+/// One admitted connection: everything its task holds.
+///
+/// Built synchronously and driven by `poll` rather than written as nested
+/// `async fn`s, because moving a socket between async frames keeps a copy
+/// of it in each, and this task is most of an idle connection's memory.
+pub struct Served {
     app: Arc<App>,
     conn: ConnRef,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.app.router.disconnect(&self.conn);
-        tracing::debug!(connection = %self.conn.public_id, "disconnected");
-    }
-}
-
-/// After our close frame: half-close, then read until the client closes
-/// too, so that its unread bytes do not turn our FIN into a reset that
-/// could destroy the close frame before the client reads it.
-async fn linger(io: &mut TokioIo<hyper::upgrade::Upgraded>) {
-    let drain = async {
-        io.shutdown().await?;
-        let mut scrap = [0u8; 256];
-        while io.read(&mut scrap).await? > 0 {}
-        Ok::<_, std::io::Error>(())
-    };
-    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
-}
-
-/// Drives the connection until it ends.
-async fn serve(app: &App, conn: &ConnRef, socket: &mut Socket) -> End {
-    let snap = app.router.snapshot();
-    let heartbeat = Duration::from_secs(snap.config.server.heartbeat_interval_s);
-    let leeway = snap.config.auth.jwt.leeway_s;
-    drop(snap);
-    let now = Instant::now();
-    let mut served = Served {
-        app,
-        conn,
-        socket,
-        writer: Writer::default(),
-        session: Session::new(&app.router),
-        watchdog: Watchdog::new(heartbeat, leeway, now),
-        reading: true,
-        replying: false,
-        peer_closed: false,
-        deadline: None,
-        rearm: false,
-    };
-    let mut timer = pin!(tokio::time::sleep_until(served.next_wake(now).into()));
-    poll_fn(|cx| served.poll(cx, timer.as_mut())).await
-}
-
-/// One connection's state while it is served.
-struct Served<'a> {
-    app: &'a App,
-    conn: &'a ConnRef,
-    socket: &'a mut Socket,
+    socket: Socket,
     writer: Writer,
     session: Session,
     watchdog: Watchdog,
+    /// The watchdog's (or, once closing, the deadline's) timer; boxed so
+    /// that the whole state can move freely until it is polled.
+    timer: Pin<Box<Sleep>>,
     /// Whether client messages are still read.
     reading: bool,
     /// Tungstenite holds a reply (Pong or Close) of its own to write.
@@ -162,12 +167,85 @@ struct Served<'a> {
     deadline: Option<Instant>,
     /// The timer must be set again (a deadline appeared).
     rearm: bool,
+    /// Whether the router has forgotten the connection.
+    left: bool,
 }
 
-impl Served<'_> {
-    fn poll(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<End> {
+impl Drop for Served {
+    /// Removes the connection from the router however its task ends (even
+    /// by a panic or the runtime shutting down).
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl Served {
+    fn new(app: Arc<App>, conn: ConnRef, socket: Socket) -> Served {
+        tracing::debug!(connection = %conn.public_id, endpoint = %conn.endpoint, user = ?conn.user, "connected");
+        let snap = app.router.snapshot();
+        let heartbeat = Duration::from_secs(snap.config.server.heartbeat_interval_s);
+        let leeway = snap.config.auth.jwt.leeway_s;
+        drop(snap);
+        let now = Instant::now();
+        let session = Session::new(&app.router);
+        let mut served = Served {
+            app,
+            conn,
+            socket,
+            writer: Writer::default(),
+            session,
+            watchdog: Watchdog::new(heartbeat, leeway, now),
+            timer: Box::pin(tokio::time::sleep_until(now.into())),
+            reading: true,
+            replying: false,
+            peer_closed: false,
+            deadline: None,
+            rearm: false,
+            left: false,
+        };
+        let first = served.next_wake(now);
+        served.timer.as_mut().reset(first.into());
+        served
+    }
+
+    /// Removes the connection from the router (once).
+    fn leave(&mut self) {
+        if !std::mem::replace(&mut self.left, true) {
+            self.app.router.disconnect(&self.conn);
+            tracing::debug!(connection = %self.conn.public_id, "disconnected");
+        }
+    }
+
+    /// Gives the client [`CLOSE_GRACE`] to answer our close.
+    fn start_linger(&mut self) {
+        let deadline = Instant::now() + CLOSE_GRACE;
+        self.deadline = Some(deadline);
+        self.timer.as_mut().reset(deadline.into());
+    }
+
+    /// After our close frame: half-close, then read until the client
+    /// closes too (or the deadline), so that its unread bytes do not turn
+    /// our FIN into a reset that could destroy the close frame before the
+    /// client reads it.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        let io = Pin::new(self.socket.get_mut());
+        ready!(io.poll_shutdown(cx))?;
+        let mut scrap = [0u8; 256];
+        loop {
+            let mut buf = ReadBuf::new(&mut scrap);
+            ready!(Pin::new(self.socket.get_mut()).poll_read(cx, &mut buf))?;
+            if buf.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         for _ in 0..STEPS_PER_POLL {
-            if timer.as_mut().poll(cx).is_ready() {
+            if self.timer.as_mut().poll(cx).is_ready() {
                 if let Some(end) = self.on_timer() {
                     return Poll::Ready(end);
                 }
@@ -179,7 +257,8 @@ impl Served<'_> {
             }
             if std::mem::take(&mut self.rearm) {
                 // A timer that is reset must be polled again to be registered.
-                timer.as_mut().reset(self.next_wake(Instant::now()).into());
+                let wake = self.next_wake(Instant::now());
+                self.timer.as_mut().reset(wake.into());
                 continue;
             }
             if stepped.is_pending() {
@@ -195,7 +274,7 @@ impl Served<'_> {
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
         let mut progressed = false;
         if self.replying && self.writer.is_idle() {
-            match Pin::new(&mut *self.socket).poll_flush(cx) {
+            match Pin::new(&mut self.socket).poll_flush(cx) {
                 Poll::Ready(Ok(())) if self.peer_closed => return Poll::Ready(Some(End::Gone)),
                 Poll::Ready(Ok(())) => {
                     self.replying = false;
@@ -223,7 +302,7 @@ impl Served<'_> {
             }
         }
         if self.reading && !self.replying {
-            if let Poll::Ready(message) = Pin::new(&mut *self.socket).poll_next(cx) {
+            if let Poll::Ready(message) = Pin::new(&mut self.socket).poll_next(cx) {
                 if let Some(end) = self.on_message(message) {
                     return Poll::Ready(Some(end));
                 }
@@ -247,9 +326,11 @@ impl Served<'_> {
                     router: &self.app.router,
                     verifier: &verifier,
                 };
-                self.session.handle_text(&cx, self.conn, &text)
+                self.session.handle_text(&cx, &self.conn, &text)
             }
-            Some(Ok(Message::Binary(_))) => self.session.handle_binary(&self.app.router, self.conn),
+            Some(Ok(Message::Binary(_))) => {
+                self.session.handle_binary(&self.app.router, &self.conn)
+            }
             Some(Ok(Message::Ping(_))) => {
                 self.replying = true;
                 Outcome::Continue
@@ -320,5 +401,20 @@ fn close_frame(code: u16, reason: &str) -> CloseFrame {
     CloseFrame {
         code: CloseCode::from(code),
         reason: reason.chars().take(120).collect::<String>().into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The task is most of an idle connection's memory (BENCHMARKS.md):
+    /// this fails when a change makes it grow, e.g. by holding the socket
+    /// across an `.await` again (which made it twice as large).
+    #[test]
+    fn an_established_connection_task_stays_small() {
+        let task = std::mem::size_of::<Task>();
+        let socket = std::mem::size_of::<Socket>();
+        assert!(task <= socket + 300, "task {task} B, socket {socket} B");
     }
 }
