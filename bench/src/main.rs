@@ -10,7 +10,12 @@
 //!
 //! `switchyard-bench table a.json b.json …` prints the Markdown comparison of
 //! several reports, with each figure's ratio to the first report.
+//!
+//! `switchyard-bench floor …` measures the kernel's floor for a fan-out on
+//! this machine: one thread writing a pre-built frame to N loopback sockets,
+//! the least any server must do to broadcast one event to N subscribers.
 
+mod floor;
 mod proc_stats;
 mod report;
 
@@ -48,6 +53,12 @@ enum Command {
         /// Reports written by `run --json`.
         files: Vec<PathBuf>,
     },
+    /// Measure the kernel's floor for a fan-out: one thread writing a
+    /// pre-built frame to each of N loopback sockets in turn.
+    Floor(floor::FloorArgs),
+    /// The receiving side of `floor`, started by it as a child process.
+    #[command(hide = true)]
+    FloorReader(floor::ReaderArgs),
 }
 
 /// What one benchmark run does.
@@ -135,6 +146,19 @@ fn main() -> Result<()> {
             print!("{}", report::comparison_table(&reports));
             Ok(())
         }
+        Command::Floor(args) => {
+            let report = floor::floor(&args)?;
+            let text = serde_json::to_string_pretty(&report)?;
+            if let Some(path) = &args.json {
+                std::fs::write(path, &text).with_context(|| format!("write {}", path.display()))?;
+            }
+            println!("{text}");
+            if args.markdown {
+                eprint!("{}", floor::markdown(&report));
+            }
+            Ok(())
+        }
+        Command::FloorReader(args) => floor::reader(&args),
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

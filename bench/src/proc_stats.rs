@@ -4,14 +4,18 @@
 /// Clock ticks per second of /proc/PID/stat (USER_HZ, 100 on Linux).
 pub const TICKS_PER_S: f64 = 100.0;
 
-fn ticks_of(stat: &str) -> Option<u64> {
+fn user_system_of(stat: &str) -> Option<(u64, u64)> {
     // The command name (field 2) is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state); utime is field 14, stime field 15.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
+}
+
+fn ticks_of(stat: &str) -> Option<u64> {
+    user_system_of(stat).map(|(u, s)| u + s)
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -22,6 +26,56 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
 /// utime + stime of this process, in clock ticks.
 pub fn self_cpu_ticks() -> Option<u64> {
     ticks_of(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// The calling thread's id (the TID that names it under /proc/PID/task/).
+pub fn current_tid() -> Option<u32> {
+    // /proc/thread-self is a link to PID/task/TID.
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// utime and stime of one thread, in clock ticks, kept apart because the
+/// kernel's share (socket writes) is what a fan-out floor is made of.
+pub fn thread_user_system_ticks(pid: u32, tid: u32) -> Option<(u64, u64)> {
+    user_system_of(&std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?)
+}
+
+/// Time one thread has spent on a CPU, in ns (first field of
+/// /proc/PID/task/TID/schedstat): the tick counters of `stat` move in 10 ms
+/// steps, too coarse for one round of a few writes.
+pub fn thread_run_ns(pid: u32, tid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Time the calling thread has spent on a CPU, in ns, up to now.
+///
+/// The kernel brings a thread's run time up to date only when it schedules
+/// (or at a timer tick), so a running thread reading its own schedstat sees
+/// a figure up to a tick old: yielding first makes it current. The yield and
+/// the read cost a few µs, which a caller timing short spans should
+/// subtract (see `floor`).
+pub fn own_thread_run_ns() -> Option<u64> {
+    std::thread::yield_now();
+    let tid = current_tid()?;
+    thread_run_ns(std::process::id(), tid)
+}
+
+/// The soft limit on open files of this process (`ulimit -n`), from
+/// /proc/self/limits; `None` when unlimited or unreadable.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Busy time of the whole machine (every core: user, nice, system, irq,
@@ -35,6 +89,23 @@ pub fn machine_busy_ticks() -> Option<u64> {
         .collect();
     // user nice system idle iowait irq softirq steal
     Some(f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?)
+}
+
+/// Busy and softirq time of one core, in clock ticks, from its `cpuN` line
+/// of /proc/stat. On loopback the receiving socket's TCP processing runs as
+/// softirq on the sending core, and is charged to no thread: only the
+/// core's counters show the whole cost of a send.
+pub fn core_busy_softirq_ticks(cpu: usize) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let prefix = format!("cpu{cpu} ");
+    let line = stat.lines().find_map(|l| l.strip_prefix(&prefix))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    Some((busy, *f.get(6)?))
 }
 
 /// VmRSS of a process, in KiB.
@@ -61,5 +132,17 @@ mod tests {
         assert!(self_cpu_ticks().is_some());
         assert!(machine_busy_ticks().is_some());
         assert!(rss_kib(std::process::id()).unwrap() > 0);
+        let (pid, tid) = (std::process::id(), current_tid().unwrap());
+        assert!(thread_user_system_ticks(pid, tid).is_some());
+        assert!(thread_run_ns(pid, tid).is_some());
+        let ran = own_thread_run_ns().unwrap();
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(2) {}
+        // Up to date at once, not a tick later.
+        let spun = own_thread_run_ns().unwrap() - ran;
+        assert!(spun >= 1_500_000, "{spun} ns");
+        assert!(open_files_limit().unwrap() > 0);
+        let (busy, softirq) = core_busy_softirq_ticks(0).unwrap();
+        assert!(busy >= softirq);
     }
 }

@@ -2,49 +2,15 @@
 //! subscribers, M = 50 events. Checks that nothing is lost or duplicated and
 //! that the report has every field. Speed is never asserted.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench/ is inside the repository")
-        .to_path_buf()
-}
-
-/// Builds the router binary (`cargo test` of this package does not) and
-/// returns its path, read from cargo's JSON messages.
-fn router_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "-p",
-            "switchyard",
-            "--bin",
-            "switchyard",
-            "--message-format=json",
-        ])
-        .current_dir(repo_root())
-        .output()
-        .expect("run cargo build for the router");
-    assert!(
-        out.status.success(),
-        "building the router failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "switchyard")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reported no switchyard executable")
-}
+use support::{repo_root, router_binary};
 
 /// The router process; killed when dropped.
 struct Router {
