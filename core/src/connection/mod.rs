@@ -86,6 +86,20 @@ impl Connection {
     }
 }
 
+/// A connection is its transport's read-side waker: waking it marks the
+/// socket readable and wakes the connection's task (see
+/// [`Outbox::wake_readable`]), so that the task reads only when there may
+/// be something to read.
+impl std::task::Wake for Connection {
+    fn wake(self: Arc<Self>) {
+        self.outbox.wake_readable();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.outbox.wake_readable();
+    }
+}
+
 /// Who a connection is.
 #[derive(Clone, Debug)]
 pub struct Identity {

@@ -9,6 +9,7 @@
 //! anything else.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use std::future::poll_fn;
@@ -151,6 +152,10 @@ pub struct Outbox {
     inner: Mutex<Inner>,
     /// The transport task to wake when something is queued.
     ready: AtomicWaker,
+    /// Set by the transport's read-side waker: the socket may have
+    /// something to read. Kept here, beside the task's waker, so that a
+    /// connection needs no allocation of its own for it.
+    readable: AtomicBool,
 }
 
 impl Pushed {
@@ -171,6 +176,7 @@ impl Outbox {
             limits,
             inner: Mutex::new(Inner::default()),
             ready: AtomicWaker::new(),
+            readable: AtomicBool::new(true),
         }
     }
 
@@ -275,6 +281,25 @@ impl Outbox {
         }
     }
 
+    /// Marks the socket readable and wakes the transport task: what the
+    /// read side's waker does.
+    pub fn wake_readable(&self) {
+        self.readable.store(true, Ordering::Release);
+        self.ready.wake();
+    }
+
+    /// Whether the socket may be readable since the last call; registers
+    /// the task in `cx` to be woken when it becomes so.
+    pub fn take_readable(&self, cx: &Context<'_>) -> bool {
+        self.ready.register(cx.waker());
+        self.readable.swap(false, Ordering::Acquire)
+    }
+
+    /// Marks the socket readable again (more may be buffered).
+    pub fn keep_readable(&self) {
+        self.readable.store(true, Ordering::Release);
+    }
+
     /// Waits until there is something to write, then takes all of it.
     pub async fn next_batch(&self) -> Batch {
         poll_fn(|cx| self.poll_batch(cx)).await
@@ -366,6 +391,21 @@ mod tests {
             accepted: std::time::Instant::now(),
             delivered: Counter::default(),
         })
+    }
+
+    #[test]
+    fn readable_is_taken_once_until_the_read_waker_marks_it_again() {
+        let q = Outbox::new(Limits {
+            events: 1,
+            bytes: 1,
+        });
+        let cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        assert!(q.take_readable(&cx), "a new socket is read once");
+        assert!(!q.take_readable(&cx), "then skipped until woken");
+        q.wake_readable();
+        assert!(q.take_readable(&cx));
+        q.keep_readable();
+        assert!(q.take_readable(&cx), "kept after a message");
     }
 
     fn texts(batch: &Batch) -> Vec<String> {

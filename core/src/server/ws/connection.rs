@@ -28,6 +28,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::admission::Admission;
+use super::readiness::poll_read;
 use super::watchdog::{Due, Watchdog};
 use super::writer::{Flushed, Writer};
 use crate::app::App;
@@ -200,7 +201,7 @@ impl Served {
             replying: false,
             peer_closed: false,
             deadline: None,
-            rearm: false,
+            rearm: true,
             left: false,
         };
         let first = served.next_wake(now);
@@ -245,7 +246,7 @@ impl Served {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         for _ in 0..STEPS_PER_POLL {
-            if self.timer.as_mut().poll(cx).is_ready() {
+            if self.timer.is_elapsed() {
                 if let Some(end) = self.on_timer() {
                     return Poll::Ready(end);
                 }
@@ -256,9 +257,11 @@ impl Served {
                 return Poll::Ready(end);
             }
             if std::mem::take(&mut self.rearm) {
-                // A timer that is reset must be polled again to be registered.
+                // Polled only when set: a registered timer stays registered,
+                // and polling it on every wake-up is not free.
                 let wake = self.next_wake(Instant::now());
                 self.timer.as_mut().reset(wake.into());
+                let _ = self.timer.as_mut().poll(cx);
                 continue;
             }
             if stepped.is_pending() {
@@ -302,7 +305,9 @@ impl Served {
             }
         }
         if self.reading && !self.replying {
-            if let Poll::Ready(message) = Pin::new(&mut self.socket).poll_next(cx) {
+            let socket = &mut self.socket;
+            let read = poll_read(&self.conn, cx, |rcx| Pin::new(socket).poll_next(rcx));
+            if let Poll::Ready(message) = read {
                 if let Some(end) = self.on_message(message) {
                     return Poll::Ready(Some(end));
                 }

@@ -5,6 +5,7 @@
 
 mod admission;
 mod connection;
+mod readiness;
 mod watchdog;
 mod writer;
 

@@ -1,0 +1,31 @@
+//! Reading a connection's socket only when it may have something to read.
+//!
+//! A connection task is woken to write far more often than to read, and
+//! walking tungstenite's read path only to learn that nothing arrived cost
+//! more than writing the frame (callgrind, BENCHMARKS.md). The read side is
+//! therefore polled with the connection itself as its waker
+//! (`impl Wake for Connection`), which marks the socket readable before
+//! waking the task, and is skipped while it is not.
+
+use std::task::{Context, Poll, Waker};
+
+use crate::connection::ConnRef;
+
+/// Calls `read` if `conn`'s socket may be readable, with a context whose
+/// waker marks it readable again and wakes the task in `cx`.
+pub(super) fn poll_read<T>(
+    conn: &ConnRef,
+    cx: &mut Context<'_>,
+    read: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
+    if !conn.outbox.take_readable(cx) {
+        return Poll::Pending;
+    }
+    let waker = Waker::from(conn.clone());
+    let polled = read(&mut Context::from_waker(&waker));
+    if polled.is_ready() {
+        // More may already be buffered: look again next time.
+        conn.outbox.keep_readable();
+    }
+    polled
+}
