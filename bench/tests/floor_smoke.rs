@@ -3,22 +3,14 @@
 //! together (a round is received no sooner than it is written). Speed is
 //! never asserted.
 
+mod support;
+
 use std::process::Command;
 
 use serde_json::Value;
 
 fn floor(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
-        .arg("floor")
-        .args(args)
-        .output()
-        .expect("run switchyard-bench floor");
-    assert!(
-        out.status.success(),
-        "switchyard-bench floor {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("floor prints its JSON report")
+    support::generator(&[&["floor"], args].concat())
 }
 
 fn number(report: &Value, path: &str) -> f64 {

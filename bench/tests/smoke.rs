@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{repo_root, router_binary};
+use support::{generator, repo_root, router_binary};
 
 /// The router process; killed when dropped.
 struct Router {
@@ -58,19 +58,6 @@ fn start_router() -> Router {
         .recv_timeout(Duration::from_secs(30))
         .expect("the router logged its listen address");
     Router { child, addr }
-}
-
-fn generator(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
-        .args(args)
-        .output()
-        .expect("run switchyard-bench");
-    assert!(
-        out.status.success(),
-        "switchyard-bench failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the generator prints its JSON report")
 }
 
 fn field<'a>(report: &'a Value, path: &str) -> &'a Value {

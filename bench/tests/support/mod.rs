@@ -80,3 +80,18 @@ pub fn free_port_run(count: u16) -> u16 {
         LOW + SPAN
     );
 }
+
+/// Runs `switchyard-bench` with `args` and returns the JSON report it
+/// prints, failing with its stderr when it fails.
+pub fn generator(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
+        .args(args)
+        .output()
+        .expect("run switchyard-bench");
+    assert!(
+        out.status.success(),
+        "switchyard-bench {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("switchyard-bench prints its JSON report")
+}
