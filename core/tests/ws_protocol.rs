@@ -1625,3 +1625,87 @@ async fn too_old_only_when_a_matching_event_is_gone() {
     );
     router.shutdown().await;
 }
+
+/// The client's own Pings are answered (by tungstenite) between the
+/// router's event frames, never inside one: every event arrives whole and
+/// in order, every Ping gets its Pong, and a client Close is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_pings_interleave_cleanly_with_events_and_close_is_answered() {
+    let router = start(BASE).await;
+    let mut c = router.ws("/ws/events?events=alert.*").await;
+    c.recv_type("subscribed").await;
+    let pad = "p".repeat(3000);
+    let publisher = {
+        let url = router.url("/api/events");
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for batch in 0..20u64 {
+                let events: Vec<Value> = (0..50)
+                    .map(|i| {
+                        let id = format!("{}-{pad}", batch * 50 + i);
+                        json!({"type": "alert.created", "payload": {"id": id, "severity": "low"}})
+                    })
+                    .collect();
+                let status = http.post(&url).json(&events).send().await.unwrap().status();
+                assert_eq!(status, 202);
+            }
+        })
+    };
+    let mut pongs = Vec::new();
+    let mut next_sequence = 1u64;
+    let mut pinged = 0u8;
+    while next_sequence <= 1000 {
+        if pinged < 50 && next_sequence > u64::from(pinged) * 15 {
+            c.socket
+                .send(Message::Ping(vec![pinged].into()))
+                .await
+                .unwrap();
+            pinged += 1;
+        }
+        let msg = tokio::time::timeout(support::WAIT, futures_util::StreamExt::next(&mut c.socket))
+            .await
+            .expect("events keep coming")
+            .expect("the connection stays open")
+            .expect("every frame is well formed");
+        match msg {
+            Message::Text(text) => {
+                let event: Value = serde_json::from_str(&text).expect("whole JSON events");
+                assert_eq!(event["sequence"], next_sequence, "in order, none lost");
+                next_sequence += 1;
+            }
+            Message::Pong(payload) => pongs.push(payload[0]),
+            Message::Ping(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    publisher.await.unwrap();
+    while pongs.len() < usize::from(pinged) {
+        match tokio::time::timeout(support::WAIT, futures_util::StreamExt::next(&mut c.socket))
+            .await
+            .expect("the remaining pongs arrive")
+        {
+            Some(Ok(Message::Pong(payload))) => pongs.push(payload[0]),
+            Some(Ok(Message::Ping(_))) => {}
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        pongs,
+        (0..pinged).collect::<Vec<u8>>(),
+        "one pong per ping, in order"
+    );
+
+    c.socket.close(None).await.unwrap();
+    let answered = tokio::time::timeout(support::WAIT, async {
+        loop {
+            match futures_util::StreamExt::next(&mut c.socket).await {
+                Some(Ok(Message::Close(_))) | None => return true,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("close handshake failed: {e}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(answered, Ok(true), "the router answers the close");
+    router.shutdown().await;
+}
