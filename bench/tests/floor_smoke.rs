@@ -51,15 +51,18 @@ fn check(r: &Value, n: u64, k: u64) {
     );
     let wall = number(r, "per_send_us.wall");
     assert!(wall > 0.0, "{r:#}");
-    // Per send = the median round ÷ N (rounded to the ns).
+    // Per send = the median round ÷ N. The round is reported in ms with
+    // three decimals, so it carries up to 0.5 µs of rounding, ÷ N here.
     let from_round = number(r, "fanout_ms.p50") * 1000.0 / n as f64;
+    let rounding = 0.5 / n as f64 + 0.002;
     assert!(
-        (wall - from_round).abs() < 0.01 * from_round + 0.002,
+        (wall - from_round).abs() < 0.01 * from_round + rounding,
         "{r:#}"
     );
+    // Per frame = per send ÷ K, each rounded to the ns.
     let per_frame = number(r, "per_frame_us.wall");
     assert!(
-        (per_frame * k as f64 - wall).abs() < 0.01 * wall + 0.002,
+        (per_frame * k as f64 - wall).abs() < 0.01 * wall + 0.0005 * k as f64 + 0.001,
         "{r:#}"
     );
     for path in [
