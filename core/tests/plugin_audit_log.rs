@@ -234,3 +234,22 @@ async fn an_unknown_key_is_refused_naming_it() {
     assert!(problems.contains("kept"), "{problems}");
     assert!(!path.exists(), "create touched no file");
 }
+
+/// A relative `path` in the plugin's table is relative to the config
+/// file's folder (SPEC §5), not to the router's working directory: the
+/// router hands the folder to the plugin (ABI 1.1, `Host::resolve`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_path_is_relative_to_the_config_folder() {
+    let library = plugin("switchyard_audit_log");
+    let relative = Path::new("relative-audit/audit.log");
+    let router = start(&config(&library, relative, 1 << 20, 2, &["alert.*"])).await;
+    let path = router.dir.path().join(relative);
+    let (status, body) = router.publish(&Value::Array(vec![alert(7)])).await;
+    assert_eq!(status, 202, "{body}");
+    wait_for_line(&path, "a-007").await;
+    assert!(
+        !std::env::current_dir().unwrap().join(relative).exists(),
+        "nothing written under the working directory"
+    );
+    router.shutdown().await;
+}

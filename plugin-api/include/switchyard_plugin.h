@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define SY_ABI_MAJOR 1
-#define SY_ABI_MINOR 0
+#define SY_ABI_MINOR 1
 
 /* Lifecycle call results. */
 #define SY_STATUS_OK 0
@@ -74,6 +74,10 @@ typedef struct SyHostVtable {
     int32_t (*emit)(const void *ctx, SyStr event_type, SyStr payload_json, SyStr correlation_id);
     void (*log)(const void *ctx, uint32_t level, SyStr message);
     void (*report_failure)(const void *ctx, SyStr message);
+    /* Since 1.1: the config file's folder (absolute); relative file paths in
+     * the plugin's table resolve against it. Read it only when struct_size
+     * covers it. */
+    SyStr config_dir;
 } SyHostVtable;
 
 /* What the entry function returns; must live as long as the library. */

@@ -23,7 +23,7 @@ use std::ffi::c_void;
 /// Major ABI version: a host refuses a plugin whose major version differs.
 pub const ABI_MAJOR: u32 = 1;
 /// Minor ABI version: additions at the end of the structs; any minor loads.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// Name of the entry function every plugin exports (carries [`ABI_MAJOR`]).
 pub const ENTRY_SYMBOL: &str = "switchyard_plugin_entry_v1";
 /// Prefix of the entry symbol; the host probes other majors to name them in errors.
@@ -187,6 +187,12 @@ pub struct HostVtable {
     /// Tells the host that the instance is broken (e.g. one of its threads
     /// died): the host marks it failed and restarts it with backoff.
     pub report_failure: unsafe extern "C" fn(ctx: *const c_void, message: Str),
+    /// Since 1.1: the folder of the router's configuration file (absolute).
+    /// Relative file paths in the plugin's `[plugins.config]` table resolve
+    /// against it (SPEC §5); the table itself is passed verbatim. Valid as
+    /// long as the vtable. Read it only when `struct_size` covers it: a 1.0
+    /// host does not have it.
+    pub config_dir: Str,
 }
 
 /// Signature of the entry symbol.

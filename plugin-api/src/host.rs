@@ -1,6 +1,7 @@
 //! [`Host`]: the safe handle through which a plugin emits events and logs.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -85,6 +86,35 @@ impl Host {
         Host {
             // SAFETY: guaranteed by the caller.
             vtable: unsafe { &*vtable },
+        }
+    }
+
+    /// The folder of the router's configuration file: relative file paths
+    /// in the plugin's `[plugins.config]` table are relative to it (SPEC
+    /// §5), but the table reaches the plugin verbatim, so the plugin
+    /// resolves them (see [`Host::resolve`]). `None` from a router built
+    /// before ABI 1.1.
+    pub fn config_dir(&self) -> Option<&'static Path> {
+        let end = std::mem::offset_of!(HostVtable, config_dir) + std::mem::size_of::<Str>();
+        if self.vtable.struct_size < end {
+            return None;
+        }
+        // SAFETY: the host's `struct_size` covers the field, and the ABI
+        // keeps its text valid as long as the vtable, i.e. the process.
+        let bytes: &'static [u8] = unsafe { self.vtable.config_dir.as_bytes() };
+        std::str::from_utf8(bytes)
+            .ok()
+            .filter(|dir| !dir.is_empty())
+            .map(Path::new)
+    }
+
+    /// A file path from the plugin's table, resolved against
+    /// [`Host::config_dir`] when relative (unchanged when absolute, or when
+    /// the router does not say).
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        match self.config_dir() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
         }
     }
 
@@ -177,5 +207,49 @@ impl Host {
 impl fmt::Debug for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Host").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::c_void;
+
+    unsafe extern "C" fn emit(_: *const c_void, _: Str, _: Str, _: Str) -> abi::EmitStatus {
+        abi::EMIT_OK
+    }
+    unsafe extern "C" fn log(_: *const c_void, _: u32, _: Str) {}
+    unsafe extern "C" fn report_failure(_: *const c_void, _: Str) {}
+
+    fn host(struct_size: usize, dir: &'static str) -> Host {
+        let vtable: &'static HostVtable = Box::leak(Box::new(HostVtable {
+            struct_size,
+            ctx: std::ptr::null(),
+            emit,
+            log,
+            report_failure,
+            config_dir: Str::new(dir),
+        }));
+        // SAFETY: the vtable is leaked, so valid for the process, and its
+        // callbacks are valid functions.
+        unsafe { Host::from_raw(vtable) }
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let h = host(std::mem::size_of::<HostVtable>(), "/etc/switchyard");
+        assert_eq!(h.config_dir(), Some(Path::new("/etc/switchyard")));
+        assert_eq!(
+            h.resolve(Path::new("var/audit.log")),
+            Path::new("/etc/switchyard/var/audit.log")
+        );
+        assert_eq!(h.resolve(Path::new("/abs.log")), Path::new("/abs.log"));
+    }
+
+    #[test]
+    fn a_1_0_host_has_no_config_folder_and_paths_stay_as_given() {
+        let h = host(std::mem::offset_of!(HostVtable, config_dir), "/ignored");
+        assert_eq!(h.config_dir(), None);
+        assert_eq!(h.resolve(Path::new("a.log")), Path::new("a.log"));
     }
 }

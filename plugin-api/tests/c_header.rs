@@ -108,7 +108,7 @@ fn rust_facts() -> (Facts, Vec<FieldList>) {
         rust_layout!(facts, Str as "SyStr" { ptr, len }),
         rust_layout!(facts, Reply as "SyReply" { ctx, write }),
         rust_layout!(facts, HostVtable as "SyHostVtable" {
-            struct_size, ctx, emit, log, report_failure,
+            struct_size, ctx, emit, log, report_failure, config_dir,
         }),
         rust_layout!(facts, PluginDescriptor as "SyPluginDescriptor" {
             struct_size, abi_major, abi_minor, name, version, role, event_types_json,

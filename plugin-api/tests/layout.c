@@ -49,6 +49,7 @@ int main(void) {
     FIELD(SyHostVtable, emit);
     FIELD(SyHostVtable, log);
     FIELD(SyHostVtable, report_failure);
+    FIELD(SyHostVtable, config_dir);
 
     STRUCT(SyPluginDescriptor);
     FIELD(SyPluginDescriptor, struct_size);

@@ -35,12 +35,16 @@ impl HostContext {
             stopped: AtomicBool::new(false),
             on_failure,
         }));
+        let source = router.snapshot().config.source.clone();
+        let folder = source.parent().unwrap_or(std::path::Path::new("/"));
+        let config_dir: &'static str = Box::leak(folder.to_string_lossy().into_owned().into());
         let vtable = Box::leak(Box::new(HostVtable {
             struct_size: std::mem::size_of::<HostVtable>(),
             ctx: (ctx as *const HostContext).cast(),
             emit,
             log,
             report_failure,
+            config_dir: Str::new(config_dir),
         }));
         (ctx, vtable)
     }

@@ -102,11 +102,13 @@ impl Plugin for AuditLogPlugin {
         if self.log.is_some() {
             return Err("audit-log is already started".to_owned());
         }
-        let mut log = AuditLog::new(self.config.clone());
+        // A relative `path` is relative to the config file's folder (SPEC §5).
+        let mut config = self.config.clone();
+        config.path = host.resolve(&config.path);
+        let mut log = AuditLog::new(config.clone());
         log.open(Instant::now())
-            .map_err(|e| format!("audit-log: cannot open {}: {e}", self.config.path.display()))?;
-        let shown =
-            std::path::absolute(&self.config.path).unwrap_or_else(|_| self.config.path.clone());
+            .map_err(|e| format!("audit-log: cannot open {}: {e}", config.path.display()))?;
+        let shown = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
         host.info(&format!(
             "audit-log: appending routed events to {} (rotating at {} bytes, keeping {}, fsync {:?})",
             shown.display(),
