@@ -1055,3 +1055,40 @@ async fn unknown_path_is_404_and_wrong_method_is_405() {
     assert_eq!(status, 405, "{body}");
     router.shutdown().await;
 }
+
+/// A body that does not arrive within `server.handshake_timeout_s` is
+/// answered 408 `request_timeout` (SPEC §5: request bodies are within the
+/// handshake timeout too), on the publish and the admin routes, and the
+/// router goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_is_cut_at_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = BASE.replacen(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nhandshake_timeout_s = 1",
+        1,
+    );
+    let router = start(&config).await;
+    for path in ["/api/events", "/api/admin/disconnect"] {
+        let mut tcp = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"type\":"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut answer = Vec::new();
+        tokio::time::timeout(support::WAIT, tcp.read_to_end(&mut answer))
+            .await
+            .expect("answered and closed, not left hanging")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains("\"request_timeout\""), "{path}: {answer}");
+        assert!(started.elapsed() >= Duration::from_millis(900), "{path}");
+    }
+    let (status, body) = router
+        .publish(&json!({"type": "job.progress", "payload": {"job_id": "j"}}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    router.shutdown().await;
+}

@@ -119,14 +119,26 @@ pub fn connections(
     json_reply(StatusCode::OK, &json!({"connections": list, "next": next}))
 }
 
+/// The largest `POST /api/admin/disconnect` body: a connection id or a user.
+const DISCONNECT_BODY_BYTES: usize = 64 * 1024;
+
 /// `POST /api/admin/disconnect`: `{"connection_id"}` or `{"user"}`; closes
 /// those connections with 1008 "disconnected by operator".
-pub fn disconnect(app: Arc<App>, peer: Peer, headers: HeaderMap, body: bytes::Bytes) -> Reply {
+pub async fn disconnect<S, B>(app: Arc<App>, peer: Peer, headers: HeaderMap, body: S) -> Reply
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: bytes::Buf,
+{
     if let Err(denied) = access::check_post(&app, &headers) {
         return denied.reply;
     }
     let key = match access::authorize(&app, Need::Admin, peer, &headers) {
         Ok(key) => key,
+        Err(denied) => return denied.reply,
+    };
+    let server = app.router.snapshot().config.server.clone();
+    let body = match super::body::read(body, DISCONNECT_BODY_BYTES, &server).await {
+        Ok(body) => body,
         Err(denied) => return denied.reply,
     };
     let target: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);

@@ -8,6 +8,7 @@
 mod access;
 pub(super) use access::origin_allowed;
 mod admin;
+mod body;
 mod info;
 mod publish;
 
@@ -102,9 +103,8 @@ pub fn routes(
         .and(warp::post())
         .and(with_app(app.clone()))
         .and(parts())
-        .and(warp::body::content_length_limit(64 * 1024))
-        .and(warp::body::bytes())
-        .map(admin::disconnect);
+        .and(warp::body::stream())
+        .then(admin::disconnect);
     let config = warp::path!("api" / "admin" / "config")
         .and(warp::get())
         .and(with_app(app.clone()))

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
-use futures_util::{Stream, StreamExt};
+use bytes::Buf;
+use futures_util::Stream;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
 use super::access::{self, deny, Denied, Need};
+use super::body;
 use super::{error_reply, json_reply, Reply};
 use crate::app::App;
 use crate::json_depth;
@@ -61,7 +62,7 @@ where
         return Err(denied);
     }
     let server = app.router.snapshot().config.server.clone();
-    let bytes = read_body(body, server.max_publish_bytes).await?;
+    let bytes = body::read(body, server.max_publish_bytes, &server).await?;
     json_depth::check_depth(&bytes, server.max_json_depth).map_err(|e| {
         denied(
             StatusCode::BAD_REQUEST,
@@ -98,38 +99,6 @@ where
         ),
         Err(e) => refused(&e),
     })
-}
-
-/// Reads the body, refusing it (413) as soon as it passes `max` bytes.
-async fn read_body<S, B>(mut body: S, max: usize) -> Result<BytesMut, Denied>
-where
-    S: Stream<Item = Result<B, warp::Error>> + Unpin,
-    B: Buf,
-{
-    let mut bytes = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|e| {
-            deny(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                &format!("the body could not be read: {e}"),
-            )
-        })?;
-        if bytes.len() + chunk.remaining() > max {
-            return Err(deny(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                &format!("the body is over server.max_publish_bytes ({max} bytes)"),
-            ));
-        }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            let n = part.len();
-            bytes.extend_from_slice(part);
-            chunk.advance(n);
-        }
-    }
-    Ok(bytes)
 }
 
 /// The HTTP answer to a refused publish.
