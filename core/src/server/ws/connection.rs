@@ -30,7 +30,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::admission::Admission;
 use super::readiness::poll_read;
 use super::watchdog::{Due, Watchdog};
-use super::writer::{Flushed, Writer};
+use super::writer::{close_reason, Flushed, Writer};
 use crate::app::App;
 use crate::connection::ConnRef;
 use crate::session::{Context as SessionContext, Outcome, Session};
@@ -405,7 +405,7 @@ impl Served {
 fn close_frame(code: u16, reason: &str) -> CloseFrame {
     CloseFrame {
         code: CloseCode::from(code),
-        reason: reason.chars().take(120).collect::<String>().into(),
+        reason: close_reason(reason).to_owned().into(),
     }
 }
 

@@ -200,14 +200,19 @@ fn encode_header(out: &mut [u8; MAX_HEADER], opcode: u8, len: usize) -> usize {
     header_len(len)
 }
 
-/// A complete close frame: code, then the reason cut at a character
-/// boundary to fit.
-fn close_frame(close: &Close) -> Vec<u8> {
-    let mut end = close.reason.len().min(MAX_CLOSE_REASON);
-    while !close.reason.is_char_boundary(end) {
+/// A close reason cut at a character boundary to fit a control frame with
+/// its code (every close the server sends goes through this).
+pub(super) fn close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    let reason = &close.reason.as_bytes()[..end];
+    &reason[..end]
+}
+
+/// A complete close frame: code, then the reason cut to fit.
+fn close_frame(close: &Close) -> Vec<u8> {
+    let reason = close_reason(&close.reason).as_bytes();
     let mut frame = vec![OP_CLOSE, (2 + reason.len()) as u8];
     frame.extend_from_slice(&close.code.to_be_bytes());
     frame.extend_from_slice(reason);
