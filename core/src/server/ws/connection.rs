@@ -189,7 +189,8 @@ impl Served {
         drop(snap);
         let now = Instant::now();
         let session = Session::new(&app.router);
-        let mut served = Served {
+        // The timer is set (and registered) by the first poll: `rearm`.
+        Served {
             app,
             conn,
             socket,
@@ -203,10 +204,7 @@ impl Served {
             deadline: None,
             rearm: true,
             left: false,
-        };
-        let first = served.next_wake(now);
-        served.timer.as_mut().reset(first.into());
-        served
+        }
     }
 
     /// Removes the connection from the router (once).
