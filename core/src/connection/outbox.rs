@@ -246,11 +246,6 @@ impl Outbox {
         self.ready.wake();
     }
 
-    /// Whether a close was requested.
-    pub fn is_closing(&self) -> bool {
-        self.inner.lock().close.is_some()
-    }
-
     /// Events queued now, and events dropped so far.
     pub fn depth(&self) -> (usize, u64) {
         let inner = self.inner.lock();
