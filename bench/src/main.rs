@@ -11,10 +11,14 @@
 //! `switchyard-bench table a.json b.json …` prints the Markdown comparison of
 //! several reports, with each figure's ratio to the first report.
 //!
+//! `switchyard-bench abuse replies|stalled|churn …` measures what
+//! misbehaving clients cost the router (see `abuse`).
+//!
 //! `switchyard-bench floor …` measures the kernel's floor for a fan-out on
 //! this machine: one thread writing a pre-built frame to N loopback sockets,
 //! the least any server must do to broadcast one event to N subscribers.
 
+mod abuse;
 mod floor;
 mod proc_stats;
 mod report;
@@ -56,6 +60,9 @@ enum Command {
     /// Measure the kernel's floor for a fan-out: one thread writing a
     /// pre-built frame to each of N loopback sockets in turn.
     Floor(floor::FloorArgs),
+    /// What misbehaving clients cost: memory (replies, stalled) and a
+    /// publisher's latency (churn).
+    Abuse(abuse::AbuseArgs),
     /// The receiving side of `floor`, started by it as a child process.
     #[command(hide = true)]
     FloorReader(floor::ReaderArgs),
@@ -159,6 +166,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::FloorReader(args) => floor::reader(&args),
+        Command::Abuse(args) => tokio::runtime::Runtime::new()?.block_on(abuse::run(args)),
         Command::Run(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

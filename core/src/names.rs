@@ -225,8 +225,17 @@ pub fn did_you_mean<'a, I: IntoIterator<Item = &'a str>>(
     candidates: I,
 ) -> Option<&'a str> {
     let limit = (input.chars().count() / 3).max(1);
+    let letters = Letters::of(input);
     let mut best: Option<(usize, &'a str)> = None;
     for candidate in candidates {
+        // A cheap lower bound first: the edit distance is never below the
+        // letter-count difference, and most candidates are far off. Exact
+        // distances are costly (a client may send 128 unregistered
+        // patterns a message), so only plausible candidates get one.
+        let bound = best.map_or(limit, |(d, _)| d.saturating_sub(1));
+        if letters.distance_bound(&Letters::of(candidate)) > bound {
+            continue;
+        }
         let distance = strsim::damerau_levenshtein(input, candidate);
         if distance > limit {
             continue;
@@ -239,11 +248,60 @@ pub fn did_you_mean<'a, I: IntoIterator<Item = &'a str>>(
     best.map(|(_, candidate)| candidate)
 }
 
+/// How many times each character occurs in a name, for a lower bound of the
+/// edit distance between two names (names are ASCII in practice; any other
+/// character counts in one shared bucket, which keeps the bound sound).
+struct Letters([u16; 128]);
+
+impl Letters {
+    fn of(text: &str) -> Letters {
+        let mut counts = [0u16; 128];
+        for c in text.chars() {
+            let i = usize::try_from(u32::from(c)).map_or(127, |i| i.min(127));
+            counts[i] = counts[i].saturating_add(1);
+        }
+        Letters(counts)
+    }
+
+    /// A lower bound of the Damerau-Levenshtein distance: an insertion,
+    /// deletion or substitution changes the surplus of each side by at most
+    /// one, and a transposition changes neither.
+    fn distance_bound(&self, other: &Letters) -> usize {
+        let (mut more, mut fewer) = (0usize, 0usize);
+        for (a, b) in self.0.iter().zip(&other.0) {
+            more += usize::from(a.saturating_sub(*b));
+            fewer += usize::from(b.saturating_sub(*a));
+        }
+        more.max(fewer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const MAX: usize = 256;
+
+    #[test]
+    fn the_letter_bound_never_exceeds_the_edit_distance() {
+        let words = [
+            "alert.created",
+            "alret.created",
+            "alert.*",
+            "cam.status",
+            "camera.status_changed",
+            "",
+            "x",
+            "nothing12.p12",
+            "détection.new",
+        ];
+        for a in words {
+            for b in words {
+                let bound = Letters::of(a).distance_bound(&Letters::of(b));
+                assert!(bound <= strsim::damerau_levenshtein(a, b), "{a} {b}");
+            }
+        }
+    }
 
     #[test]
     fn type_names_follow_the_two_segment_form() {
