@@ -7,6 +7,7 @@ use std::path::Path;
 use subtle::ConstantTimeEq;
 
 use crate::config::AuthConfig;
+use crate::files::{self, FileError};
 
 /// One key.
 #[derive(Clone)]
@@ -50,8 +51,8 @@ pub enum KeyCheck {
 pub struct KeyFileError {
     /// The file.
     pub path: String,
-    /// The I/O error.
-    pub source: std::io::Error,
+    /// Why it could not be read.
+    pub source: FileError,
 }
 
 fn parse(text: &str) -> Vec<Key> {
@@ -74,10 +75,11 @@ fn parse(text: &str) -> Vec<Key> {
 
 fn read(env_var: Option<&str>, file: Option<&Path>) -> Result<Vec<Key>, KeyFileError> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text =
+            files::read_text(path, files::MAX_KEY_FILE_BYTES).map_err(|source| KeyFileError {
+                path: path.display().to_string(),
+                source,
+            })?;
         return Ok(parse(&text));
     }
     Ok(env_var
