@@ -285,3 +285,54 @@ fn a_fifo_as_config_or_library_is_refused_at_start_and_in_check() {
         );
     }
 }
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        &support::BASE.replace("level = \"warn\"", "level = \"info\""),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _router = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("switchyard listening"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!(
+                "no \"switchyard listening\" line; stderr so far:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+    for line in &seen {
+        assert!(!line.contains('\x1b'), "ANSI escape in {line:?}");
+        assert!(!line.contains("Some("), "Debug form in {line:?}");
+    }
+}
