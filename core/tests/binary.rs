@@ -336,3 +336,50 @@ fn logs_written_to_a_pipe_carry_no_colour() {
         assert!(!line.contains("Some("), "Debug form in {line:?}");
     }
 }
+
+/// What the binary writes to a terminal (a pseudo-terminal made by
+/// util-linux `script`) when it logs a warning at start and then exits,
+/// its address being taken; `no_color` sets `NO_COLOR=1`.
+fn terminal_output(no_color: bool) -> String {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        &support::BASE.replace(
+            "mode = \"none\"",
+            "mode = \"optional\"\n[auth.jwt]\nsecret_env = \"SWITCHYARD_TEST_NEVER_SET_JWT\"",
+        ),
+    );
+    let command = format!(
+        "{} --config {} --listen {}",
+        env!("CARGO_BIN_EXE_switchyard"),
+        config.display(),
+        taken.local_addr().unwrap()
+    );
+    let mut script = Command::new("script");
+    script.args(["-q", "-e", "-c", &command, "/dev/null"]);
+    script.env_remove("NO_COLOR").env_remove("RUST_LOG");
+    if no_color {
+        script.env("NO_COLOR", "1");
+    }
+    let out = script
+        .stdin(Stdio::null())
+        .output()
+        .expect("run util-linux script");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("SWITCHYARD_TEST_NEVER_SET_JWT is not set"),
+        "no warning on the terminal: {text:?}"
+    );
+    text
+}
+
+#[test]
+fn logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
+    assert!(
+        terminal_output(false).contains("\x1b["),
+        "a terminal gets colour"
+    );
+    let plain = terminal_output(true);
+    assert!(!plain.contains('\x1b'), "NO_COLOR: {plain:?}");
+}
