@@ -235,7 +235,7 @@ pub fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
         (keys, verifier, tls) => {
             let mut problems = Vec::new();
             if let Err(e) = keys {
-                problems.push(problem("auth", e.to_string()));
+                problems.push(problem(e.key, e.to_string()));
             }
             if let Err(e) = verifier {
                 // Its message is "key: why", the key naming the entry.

@@ -196,6 +196,7 @@ fn start_and_check_print_every_credential_problem() {
         assert!(!out.stdout.contains("is valid"), "{}", out.stdout);
         for expected in [
             "auth.jwt: environment variable SWITCHYARD_TEST_NEVER_SET_JWT is not set",
+            "auth.api_keys_file: cannot read API keys from",
             "missing-keys.txt: No such file",
         ] {
             assert!(

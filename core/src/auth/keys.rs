@@ -49,6 +49,8 @@ pub enum KeyCheck {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read API keys from {path}: {source}")]
 pub struct KeyFileError {
+    /// The key naming the file: `auth.api_keys_file` or `auth.admin_keys_file`.
+    pub key: &'static str,
     /// The file.
     pub path: String,
     /// Why it could not be read.
@@ -73,10 +75,15 @@ fn parse(text: &str) -> Vec<Key> {
         .collect()
 }
 
-fn read(env_var: Option<&str>, file: Option<&Path>) -> Result<Vec<Key>, KeyFileError> {
+fn read(
+    env_var: Option<&str>,
+    file: Option<&Path>,
+    key: &'static str,
+) -> Result<Vec<Key>, KeyFileError> {
     if let Some(path) = file {
         let text =
             files::read_text(path, files::MAX_KEY_FILE_BYTES).map_err(|source| KeyFileError {
+                key,
                 path: path.display().to_string(),
                 source,
             })?;
@@ -91,12 +98,17 @@ fn read(env_var: Option<&str>, file: Option<&Path>) -> Result<Vec<Key>, KeyFileE
 impl ApiKeys {
     /// Reads the keys `[auth]` points at (a file wins over its variable).
     pub fn load(auth: &AuthConfig) -> Result<ApiKeys, KeyFileError> {
-        let publish = read(auth.api_keys_env.as_deref(), auth.api_keys_file.as_deref())?;
+        let publish = read(
+            auth.api_keys_env.as_deref(),
+            auth.api_keys_file.as_deref(),
+            "auth.api_keys_file",
+        )?;
         let admin_set = auth.admin_keys_env.is_some() || auth.admin_keys_file.is_some();
         let admin = if admin_set {
             read(
                 auth.admin_keys_env.as_deref(),
                 auth.admin_keys_file.as_deref(),
+                "auth.admin_keys_file",
             )?
         } else {
             publish.clone()
