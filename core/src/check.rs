@@ -1,5 +1,6 @@
 //! `switchyard check`: validate the config, load every enabled plugin
-//! (calling `create` and `destroy`, never `start`) and describe the result.
+//! (calling `create` and `destroy`, never `start`), read the credentials it
+//! names, and describe the result.
 
 use std::fmt::Write as _;
 
@@ -27,6 +28,8 @@ pub fn fd_warning(config: &Config) -> Option<String> {
 pub fn run(options: &Options) -> Result<String, ReloadError> {
     let plugins = PluginHost::default();
     let prepared = reload::prepare(options, &plugins)?;
+    // Read like start does, so `check` never calls valid what start refuses.
+    let credentials = reload::load_credentials(&prepared.config)?;
     let mut out = String::new();
     let config = &prepared.config;
     let _ = writeln!(out, "configuration {} is valid", config.source.display());
@@ -58,6 +61,7 @@ pub fn run(options: &Options) -> Result<String, ReloadError> {
         let _ = writeln!(out, "{line}");
     }
     let mut warnings = prepared.warnings.clone();
+    warnings.extend(credentials.warnings);
     warnings.extend(fd_warning(config));
     let _ = writeln!(
         out,

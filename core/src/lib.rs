@@ -19,6 +19,7 @@ pub mod auth;
 pub mod check;
 pub mod config;
 pub mod connection;
+pub mod files;
 pub mod json_depth;
 pub mod logging;
 pub mod metrics;

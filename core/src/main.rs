@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchyard::app::Options;
+use switchyard::reload::ReloadError;
 use switchyard::{check, logging, reload, runtime};
 
 /// A real-time event router.
@@ -47,10 +48,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{} is not valid:", options.config_path.display());
-                for p in e.problems() {
-                    eprintln!("  - {p}");
-                }
+                print_refusal(&options, &e);
                 ExitCode::FAILURE
             }
         },
@@ -68,15 +66,7 @@ fn serve(options: Options) -> anyhow::Result<()> {
     let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     tokio.block_on(async {
         let plugins = switchyard::plugin_host::PluginHost::default();
-        let prepared = match reload::prepare(&options, &plugins) {
-            Ok(p) => p,
-            Err(e) => {
-                for p in e.problems() {
-                    eprintln!("  - {p}");
-                }
-                anyhow::bail!("{} is not valid", options.config_path.display());
-            }
-        };
+        let prepared = reload::prepare(&options, &plugins).map_err(|e| refused(&options, &e))?;
         logging::init(&prepared.config.log);
         for warning in prepared
             .warnings
@@ -86,7 +76,26 @@ fn serve(options: Options) -> anyhow::Result<()> {
         {
             tracing::warn!("{warning}");
         }
-        let app = reload::start(options, plugins, prepared).map_err(|e| anyhow::anyhow!("{e}"))?;
-        runtime::run(app).await.context("cannot serve")
+        let refusal = options.clone();
+        let app = reload::start(options, plugins, prepared).map_err(|e| refused(&refusal, &e))?;
+        Ok(runtime::run(app).await?)
     })
+}
+
+/// Prints every problem of a refused configuration, one a line, as a
+/// reload logs them.
+fn print_refusal(options: &Options, e: &ReloadError) {
+    eprintln!("{} is not valid:", options.config_path.display());
+    for p in e.problems() {
+        eprintln!("  - {p}");
+    }
+}
+
+/// [`print_refusal`], then the error that ends the process.
+fn refused(options: &Options, e: &ReloadError) -> anyhow::Error {
+    print_refusal(options, e);
+    anyhow::anyhow!(
+        "not started: {} is not valid",
+        options.config_path.display()
+    )
 }

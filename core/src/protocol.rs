@@ -247,7 +247,28 @@ fn with_id(mut msg: Value, id: &Option<Value>) -> String {
     if let (Some(id), Value::Object(obj)) = (id, &mut msg) {
         obj.insert("id".into(), id.clone());
     }
-    msg.to_string()
+    text(msg)
+}
+
+/// A control message's text with `type` first, as events have it, so the
+/// raw frame says what it is in its first bytes (serde_json alone sorts the
+/// keys); the other keys follow in sorted order.
+fn text(msg: Value) -> String {
+    let Value::Object(mut fields) = msg else {
+        return msg.to_string();
+    };
+    let mut out = String::from("{");
+    let first = fields.remove("type").map(|t| ("type".to_owned(), t));
+    for (i, (key, value)) in first.into_iter().chain(fields).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::from(key).to_string());
+        out.push(':');
+        out.push_str(&value.to_string());
+    }
+    out.push('}');
+    out
 }
 
 /// Channel positions as the protocol shows them.
@@ -285,7 +306,7 @@ pub struct Established<'a> {
 
 /// `connection.established`.
 pub fn established(e: &Established<'_>) -> String {
-    json!({
+    text(json!({
         "type": "connection.established",
         "payload": {
             "connection_id": e.connection_id,
@@ -297,28 +318,25 @@ pub fn established(e: &Established<'_>) -> String {
             "channels": positions_json(e.channels),
         },
         "timestamp": timestamp(Utc::now()),
-    })
-    .to_string()
+    }))
 }
 
 /// `connection.channels`: channels newly receivable, or whose epoch changed.
 pub fn channels(channels: &Positions) -> String {
-    json!({
+    text(json!({
         "type": "connection.channels",
         "payload": {"channels": positions_json(channels)},
         "timestamp": timestamp(Utc::now()),
-    })
-    .to_string()
+    }))
 }
 
 /// `connection.lagged`: events were dropped; `since` = these positions recovers them.
 pub fn lagged(dropped: u64, channels: &Positions) -> String {
-    json!({
+    text(json!({
         "type": "connection.lagged",
         "payload": {"dropped": dropped, "channels": positions_json(channels)},
         "timestamp": timestamp(Utc::now()),
-    })
-    .to_string()
+    }))
 }
 
 /// The `subscribed` reply.

@@ -18,7 +18,9 @@ use serde_json::json;
 use crate::app::{App, Options, ReloadRecord};
 use crate::auth::jwt::{JwtConfigError, Verifier};
 use crate::auth::ApiKeys;
-use crate::config::{self, AuthMode, ClusterEngine, Config, ConfigError, Loaded, Problem};
+use crate::config::{
+    self, AuthConfig, AuthMode, ClusterEngine, Config, ConfigError, Loaded, Problem,
+};
 use crate::plugin_host::{Plan, PluginHost};
 use crate::registry::Registry;
 use crate::router::{Router, Snapshot};
@@ -32,6 +34,26 @@ pub enum ReloadError {
     /// Every problem found.
     #[error("{} problem(s) in the configuration", .0.len())]
     Invalid(Vec<Problem>),
+    /// A change of the watched file would close every open connection
+    /// (their endpoints are gone): most likely a write still in progress.
+    #[error(
+        "the changed file would close all {open} open connection(s), as their endpoints are gone; \
+         not applied: if that is meant, reload with SIGHUP or POST /api/admin/reload"
+    )]
+    ClosesEveryConnection {
+        /// How many connections are open.
+        open: usize,
+    },
+}
+
+/// What asked for a reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// The watched file changed: nobody may have meant it yet, so a change
+    /// that would close every connection is refused.
+    FileChange,
+    /// An operator: `SIGHUP` or `POST /api/admin/reload`.
+    Operator,
 }
 
 impl ReloadError {
@@ -46,6 +68,13 @@ impl ReloadError {
                 column: None,
             }],
             ReloadError::Invalid(problems) => problems.clone(),
+            ReloadError::ClosesEveryConnection { .. } => vec![Problem {
+                key: Some("endpoints".into()),
+                value: None,
+                problem: self.to_string(),
+                line: None,
+                column: None,
+            }],
         }
     }
 }
@@ -151,15 +180,20 @@ pub fn prepare(options: &Options, plugins: &PluginHost) -> Result<Prepared, Relo
 }
 
 /// What a configuration's key material reads into.
-struct Credentials {
+pub struct Credentials {
     keys: ApiKeys,
     verifier: Verifier,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Credentials that are missing without stopping the configuration
+    /// (an unset variable), one sentence each.
+    pub warnings: Vec<String>,
 }
 
 /// The credentials a configuration names — API keys, JWT keys, the TLS
-/// certificate — read now from their variables and files.
-fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
+/// certificate — read now from their variables and files. Start, reload and
+/// `switchyard check` all read them here, so `check` refuses exactly what
+/// start would.
+pub fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
     let problem = |key: &str, why: String| Problem {
         key: Some(key.into()),
         value: None,
@@ -167,6 +201,7 @@ fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
         line: None,
         column: None,
     };
+    let mut warnings = Vec::new();
     let keys = ApiKeys::load(&config.auth);
     let verifier = match Verifier::load(&config.auth) {
         // Out of the box (`optional`, no secret set) the router still serves
@@ -174,13 +209,16 @@ fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
         Err(JwtConfigError::MissingVariable { key, var })
             if key == "auth.jwt" && config.auth.mode == AuthMode::Optional =>
         {
-            tracing::warn!(
+            warnings.push(format!(
                 "{var} is not set: no JWT key, so only anonymous connections are possible"
-            );
+            ));
             Ok(Verifier::default())
         }
         other => other,
     };
+    if let Ok(keys) = &keys {
+        warnings.extend(keyless_warning(&config.auth, keys));
+    }
     let tls = config
         .server
         .tls
@@ -192,14 +230,18 @@ fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
             keys,
             verifier,
             tls,
+            warnings,
         }),
         (keys, verifier, tls) => {
             let mut problems = Vec::new();
             if let Err(e) = keys {
-                problems.push(problem("auth", e.to_string()));
+                problems.push(problem(e.key, e.to_string()));
             }
             if let Err(e) = verifier {
-                problems.push(problem("auth.jwt", e.to_string()));
+                // Its message is "key: why", the key naming the entry.
+                let text = e.to_string();
+                let (key, why) = text.split_once(": ").unwrap_or(("auth.jwt", &text));
+                problems.push(problem(key, why.to_owned()));
             }
             if let Err(e) = tls {
                 problems.push(problem("server.tls", e.to_string()));
@@ -207,6 +249,22 @@ fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
             Err(ReloadError::Invalid(problems))
         }
     }
+}
+
+/// The warning when auth is on and no API key is configured.
+fn keyless_warning(auth: &AuthConfig, keys: &ApiKeys) -> Option<String> {
+    let keyless = keys.publish.is_empty() && keys.admin.is_empty();
+    (auth.mode != AuthMode::None && keyless).then(|| {
+        let source = match (&auth.api_keys_file, &auth.api_keys_env) {
+            (Some(file), _) => format!("{} holds none", file.display()),
+            (None, Some(var)) if std::env::var_os(var).is_none() => format!("{var} is not set"),
+            (None, Some(var)) => format!("{var} holds none"),
+            (None, None) => "auth.api_keys_env is empty".to_owned(),
+        };
+        format!(
+            "no API key is configured ({source}): publish and admin routes answer only clients on this host"
+        )
+    })
 }
 
 /// Builds the app from a configuration prepared with `plugins`. Its plugin
@@ -219,12 +277,8 @@ pub fn start(
     prepared: Prepared,
 ) -> Result<Arc<App>, ReloadError> {
     let credentials = load_credentials(&prepared.config)?;
-    let keyless = credentials.keys.publish.is_empty() && credentials.keys.admin.is_empty();
-    if prepared.config.auth.mode != AuthMode::None && keyless {
-        tracing::warn!(
-            "no API key is configured ({}): publish and admin routes answer only clients on this host",
-            prepared.config.auth.api_keys_env.as_deref().unwrap_or("auth.api_keys_env")
-        );
+    for warning in &credentials.warnings {
+        tracing::warn!("{warning}");
     }
     let Prepared {
         config,
@@ -258,12 +312,17 @@ pub fn start(
     Ok(app)
 }
 
-/// Reloads `config.toml` now. Reloads never overlap.
+/// Reloads `config.toml` now, as an operator asked. Reloads never overlap.
 pub async fn reload(app: &Arc<App>) -> Result<Report, ReloadError> {
+    reload_by(app, Trigger::Operator).await
+}
+
+/// Reloads `config.toml` now for `trigger`. Reloads never overlap.
+pub async fn reload_by(app: &Arc<App>, trigger: Trigger) -> Result<Report, ReloadError> {
     let _serial = app.reload_lock.lock().await;
     let started = Instant::now();
     let worker = app.clone();
-    let result = tokio::task::spawn_blocking(move || apply(&worker))
+    let result = tokio::task::spawn_blocking(move || apply(&worker, trigger))
         .await
         .unwrap_or_else(|e| Err(ReloadError::Read(format!("reload task failed: {e}"))));
     let record = ReloadRecord {
@@ -283,6 +342,9 @@ pub async fn reload(app: &Arc<App>) -> Result<Report, ReloadError> {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "configuration reloaded"
         ),
+        Err(e @ ReloadError::ClosesEveryConnection { .. }) => {
+            tracing::warn!("reload refused: {e}");
+        }
         Err(e) => {
             for p in e.problems() {
                 tracing::error!("reload refused: {p}");
@@ -292,10 +354,16 @@ pub async fn reload(app: &Arc<App>) -> Result<Report, ReloadError> {
     result
 }
 
-fn apply(app: &App) -> Result<Report, ReloadError> {
+fn apply(app: &App, trigger: Trigger) -> Result<Report, ReloadError> {
     let old = app.router.snapshot();
     let mut prepared = prepare(&app.options, &app.plugins)?;
     let credentials = load_credentials(&prepared.config)?;
+    for warning in &credentials.warnings {
+        tracing::warn!("{warning}");
+    }
+    if trigger == Trigger::FileChange {
+        refuse_closing_everything(&app.router, &prepared.config)?;
+    }
     let restart_required = keep_fixed(&old.config, &mut prepared, &app.options);
     let Prepared {
         config,
@@ -329,6 +397,21 @@ fn apply(app: &App) -> Result<Report, ReloadError> {
         restart_required,
         warnings,
     })
+}
+
+/// Refuses a configuration under which no open connection keeps its
+/// endpoint (a file emptied or cut short by a write in progress looks like
+/// that), when at least one connection is open.
+fn refuse_closing_everything(router: &Router, config: &Config) -> Result<(), ReloadError> {
+    let open = router.connections();
+    let kept = open
+        .iter()
+        .any(|(conn, _)| config.endpoint(&conn.endpoint).is_some());
+    if open.is_empty() || kept {
+        Ok(())
+    } else {
+        Err(ReloadError::ClosesEveryConnection { open: open.len() })
+    }
 }
 
 /// Keeps what cannot change live and names it in `restart_required`.

@@ -14,9 +14,6 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::reload;
 
-/// How long file events are gathered into one reload (editors write in steps).
-const DEBOUNCE: Duration = Duration::from_millis(250);
-
 /// A router serving on a socket.
 pub struct Running {
     /// Where it listens.
@@ -31,7 +28,9 @@ pub struct Running {
 /// Binds `server.listen` and starts serving, with the config file watched.
 pub async fn bind(app: Arc<App>) -> std::io::Result<Running> {
     let addr = app.router.snapshot().config.server.listen;
-    let listener = TcpListener::bind(addr).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let addr = listener.local_addr()?;
     let (stop, mut stopped) = watch::channel(false);
     let server = tokio::spawn(crate::server::serve(app.clone(), listener, async move {
@@ -142,14 +141,28 @@ fn watch_config(app: Arc<App>) -> Option<notify::RecommendedWatcher> {
     let weak = Arc::downgrade(&app);
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
-            tokio::time::sleep(DEBOUNCE).await;
-            while rx.try_recv().is_ok() {}
+            let Some(settings) = weak.upgrade().map(|app| reload_settings(&app)) else {
+                return;
+            };
+            // Editors, `>` and `cp` write in steps: wait until the file has
+            // been quiet for the whole debounce, so a half-written file is
+            // never read.
+            while let Ok(Some(())) = tokio::time::timeout(settings.debounce, rx.recv()).await {}
             let Some(app) = weak.upgrade() else { return };
+            if !reload_settings(&app).watch {
+                tracing::debug!("config file changed; reload.watch is false: not reloading");
+                continue;
+            }
             tracing::info!("config file changed: reloading");
-            let _ = reload::reload(&app).await;
+            let _ = reload::reload_by(&app, reload::Trigger::FileChange).await;
         }
     });
     Some(watcher)
+}
+
+/// `[reload]` of the configuration in force.
+fn reload_settings(app: &App) -> crate::config::ReloadConfig {
+    app.router.snapshot().config.reload.clone()
 }
 
 /// Whether a file event changes the config: a write, create, rename or

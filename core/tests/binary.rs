@@ -106,3 +106,281 @@ async fn sighup_reloads_and_sigterm_closes_clients_with_1012() {
     };
     assert!(status.success(), "exit status {status}");
 }
+
+/// What a finished run of the binary printed.
+struct Exited {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary with `args` (no secrets in its environment) and waits
+/// for it to exit: within 30 s, or the test fails (a hang is the bug).
+fn run(args: &[&std::ffi::OsStr]) -> Exited {
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env_remove("SWITCHYARD_JWT_SECRET")
+        .env_remove("SWITCHYARD_API_KEYS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+            panic!("switchyard {args:?} did not exit within 30 s");
+        }
+    };
+    Exited {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `switchyard --config <path> --listen 127.0.0.1:0` and `switchyard check --config <path>`.
+fn start_and_check(config: &std::path::Path) -> [Exited; 2] {
+    let config = config.as_os_str();
+    [
+        run(&[
+            "--config".as_ref(),
+            config,
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ]),
+        run(&["check".as_ref(), "--config".as_ref(), config]),
+    ]
+}
+
+fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn start_and_check_print_every_credential_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        &support::BASE.replace(
+            "mode = \"none\"",
+            "mode = \"required\"\napi_keys_file = \"missing-keys.txt\"\n\
+             [auth.jwt]\nsecret_env = \"SWITCHYARD_TEST_NEVER_SET_JWT\"",
+        ),
+    );
+    for (i, out) in start_and_check(&config).iter().enumerate() {
+        assert!(
+            !out.success,
+            "run {i} succeeded:\n{}{}",
+            out.stdout, out.stderr
+        );
+        assert!(!out.stdout.contains("is valid"), "{}", out.stdout);
+        for expected in [
+            "auth.jwt: environment variable SWITCHYARD_TEST_NEVER_SET_JWT is not set",
+            "auth.api_keys_file: cannot read API keys from",
+            "missing-keys.txt: No such file",
+        ] {
+            assert!(
+                out.stderr.contains(expected),
+                "run {i}: no {expected:?} in:\n{}",
+                out.stderr
+            );
+        }
+    }
+}
+
+#[test]
+fn check_warns_about_credentials_it_sees_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        &support::BASE.replace(
+            "mode = \"none\"",
+            "mode = \"optional\"\napi_keys_env = \"SWITCHYARD_TEST_NEVER_SET_KEYS\"\n\
+             [auth.jwt]\nsecret_env = \"SWITCHYARD_TEST_NEVER_SET_JWT\"",
+        ),
+    );
+    let out = run(&["check".as_ref(), "--config".as_ref(), config.as_os_str()]);
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    let warnings = out.stdout.split("\nwarnings:").nth(1).unwrap_or_default();
+    assert!(
+        warnings.contains("SWITCHYARD_TEST_NEVER_SET_JWT is not set: no JWT key"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        warnings.contains("no API key is configured (SWITCHYARD_TEST_NEVER_SET_KEYS is not set)"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn an_address_in_use_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&dir, support::BASE);
+    let out = run(&[
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--listen".as_ref(),
+        addr.as_ref(),
+    ]);
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains(&format!("cannot listen on {addr}")) && out.stderr.contains("in use"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_fifo_as_config_or_library_is_refused_at_start_and_in_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    mkfifo(&fifo);
+    for (i, out) in start_and_check(&fifo).iter().enumerate() {
+        assert!(!out.success, "run {i}");
+        assert!(
+            out.stderr.contains("named pipe (FIFO), not a regular file"),
+            "run {i}: {}",
+            out.stderr
+        );
+    }
+    let library = dir.path().join("libfifo.so");
+    mkfifo(&library);
+    let config = write_config(
+        &dir,
+        &format!(
+            "{}\n[[plugins]]\nname = \"fifo\"\nlibrary = {:?}\n",
+            support::BASE,
+            library.display().to_string()
+        ),
+    );
+    for (i, out) in start_and_check(&config).iter().enumerate() {
+        assert!(!out.success, "run {i}");
+        assert!(
+            out.stderr.contains("libfifo.so") && out.stderr.contains("named pipe (FIFO)"),
+            "run {i}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        &support::BASE.replace("level = \"warn\"", "level = \"info\""),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _router = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("switchyard listening"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!(
+                "no \"switchyard listening\" line; stderr so far:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+    for line in &seen {
+        assert!(!line.contains('\x1b'), "ANSI escape in {line:?}");
+        assert!(!line.contains("Some("), "Debug form in {line:?}");
+    }
+}
+
+/// What the binary writes to a terminal (a pseudo-terminal made by
+/// util-linux `script`) when it logs a warning at start and then exits,
+/// its address being taken; `no_color` sets `NO_COLOR=1`.
+fn terminal_output(no_color: bool) -> String {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        &support::BASE.replace(
+            "mode = \"none\"",
+            "mode = \"optional\"\n[auth.jwt]\nsecret_env = \"SWITCHYARD_TEST_NEVER_SET_JWT\"",
+        ),
+    );
+    let command = format!(
+        "{} --config {} --listen {}",
+        env!("CARGO_BIN_EXE_switchyard"),
+        config.display(),
+        taken.local_addr().unwrap()
+    );
+    let mut script = Command::new("script");
+    script.args(["-q", "-e", "-c", &command, "/dev/null"]);
+    script.env_remove("NO_COLOR").env_remove("RUST_LOG");
+    if no_color {
+        script.env("NO_COLOR", "1");
+    }
+    let out = script
+        .stdin(Stdio::null())
+        .output()
+        .expect("run util-linux script");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("SWITCHYARD_TEST_NEVER_SET_JWT is not set"),
+        "no warning on the terminal: {text:?}"
+    );
+    text
+}
+
+#[test]
+fn logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
+    assert!(
+        terminal_output(false).contains("\x1b["),
+        "a terminal gets colour"
+    );
+    let plain = terminal_output(true);
+    assert!(!plain.contains('\x1b'), "NO_COLOR: {plain:?}");
+}

@@ -1264,6 +1264,15 @@ fn check_config(bytes: &[u8], env: Vec<(String, String)>) -> Result<bool, TestCa
             prop_assert!(std::str::from_utf8(bytes).is_err(), "read error: {}", e);
             Ok(false)
         }
+        Err(e @ ConfigError::Empty { .. }) => {
+            // Only a file of white space is empty.
+            prop_assert!(
+                std::str::from_utf8(bytes).is_ok_and(|t| t.trim().is_empty()),
+                "empty: {}",
+                e
+            );
+            Ok(false)
+        }
     }
 }
 

@@ -242,3 +242,107 @@ async fn the_guide_plugin_is_loaded_by_a_reload_and_its_beats_arrive() {
 
     router.shutdown().await;
 }
+
+/// The one-line dependency the guide shows after `<!-- dependency: {form} -->`.
+fn guide_dependency(guide: &str, form: &str) -> String {
+    let marker = format!("<!-- dependency: {form} -->");
+    let mut lines = guide
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != marker)
+        .skip(1);
+    assert_eq!(
+        lines.next().map(|l| l.starts_with("```")),
+        Some(true),
+        "docs/plugins.md has no code block after `{marker}`"
+    );
+    let line = lines.next().expect("a dependency line").to_owned();
+    assert_eq!(lines.next(), Some("```"), "one line in the `{form}` block");
+    assert!(line.starts_with("switchyard-plugin-api = {"), "{line}");
+    line
+}
+
+/// The example crate copied out of the repository, with its SDK dependency
+/// replaced by `dependency`; returns the folder.
+fn copy_outside(dependency: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::copy(example().join("src/lib.rs"), dir.path().join("src/lib.rs")).unwrap();
+    std::fs::copy(example().join("Cargo.lock"), dir.path().join("Cargo.lock")).unwrap();
+    let inside = "switchyard-plugin-api = { path = \"../../plugin-api\" }";
+    let manifest = read(&example().join("Cargo.toml"));
+    assert!(manifest.contains(inside), "{manifest}");
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        manifest.replace(inside, dependency),
+    )
+    .unwrap();
+    dir
+}
+
+/// Builds the crate at `dir` and returns its `.so`.
+fn build_at(dir: &Path) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--message-format=json"])
+        .current_dir(dir)
+        // Shared by the runs of this test, so later ones are incremental.
+        .env(
+            "CARGO_TARGET_DIR",
+            repo().join("target/plugin-guide-outside"),
+        )
+        .output()
+        .expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "building the example outside the repository failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f.as_str().map(PathBuf::from))
+        .find(|f| f.file_name().is_some_and(|n| n == "libheartbeat.so"))
+        .expect("cargo reported no libheartbeat.so")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_builds_outside_the_repository_both_ways_the_guide_shows() {
+    let guide = read(&repo().join("docs/plugins.md"));
+    let commit = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(repo())
+        .output()
+        .expect("run git: the repository is a git checkout");
+    assert!(commit.status.success(), "git rev-parse HEAD failed");
+    let commit = String::from_utf8_lossy(&commit.stdout).trim().to_owned();
+    let checkout = repo().display().to_string();
+    let forms = [
+        guide_dependency(&guide, "git")
+            .replace(
+                "https://git.example.com/switchyard.git",
+                &format!("file://{checkout}"),
+            )
+            .replace("<commit>", &commit),
+        guide_dependency(&guide, "path").replace("/home/you/src/switchyard", &checkout),
+    ];
+    for dependency in forms {
+        let crate_dir = copy_outside(&dependency);
+        let library = build_at(crate_dir.path());
+        let config = format!(
+            "{}\n[[channels]]\nname = \"heartbeat\"\n\n[[plugins]]\nname = \"heartbeat\"\nlibrary = \"{}\"\n[plugins.config]\ninterval_ms = 100\n",
+            BASE.replace(
+                r#"channels = ["alerts", "jobs"]"#,
+                r#"channels = ["alerts", "jobs", "heartbeat"]"#,
+            ),
+            library.display()
+        );
+        let router = start(&config).await;
+        let mut client = router.ws("/ws/events?events=heartbeat.*").await;
+        let beat = client.recv_type("heartbeat.beat").await;
+        assert_eq!(beat["channel"], "heartbeat", "{dependency}: {beat}");
+        router.shutdown().await;
+    }
+}

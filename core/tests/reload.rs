@@ -925,3 +925,175 @@ async fn concurrent_reloads_run_one_at_a_time() {
     assert_eq!(config_version(&router).await, 6);
     router.shutdown().await;
 }
+
+/// BASE with the watcher's debounce set to `ms`.
+fn with_debounce(config: &str, ms: u64) -> String {
+    format!("[reload]\ndebounce_ms = {ms}\n{config}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_reads_only_once_the_file_is_quiet() {
+    let router = start(&with_debounce(BASE, 1500)).await;
+    let mut client = router.ws("/ws/events").await;
+    established(&mut client).await;
+    let full = with_debounce(&with_incidents(), 1500);
+    let cut = full
+        .find("[[endpoints]]")
+        .expect("the config has endpoints");
+    // Written in steps as `>` then a slow copy would: emptied, cut at a line
+    // boundary before the endpoints, completed; each step well inside the
+    // debounce.
+    for text in ["", &full[..cut], &full] {
+        let mut file = std::fs::File::create(router.config_path()).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        drop(file);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(wait_for_version_change(&router, 1).await, 2);
+    let msg = client.recv().await;
+    assert_eq!(msg["type"], "connection.channels", "{msg}");
+    assert!(msg["payload"]["channels"]["incidents"].is_object(), "{msg}");
+    let (_, admin) = router.get("/api/admin/config").await;
+    assert_eq!(admin["last_reload"]["result"], "applied", "{admin}");
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_change_closing_every_connection_waits_for_an_operator() {
+    let logs = captured_logs();
+    let router = start(BASE).await;
+    let mut client = router.ws("/ws/events").await;
+    established(&mut client).await;
+    let moved = BASE.replace("path = \"/ws/events\"", "path = \"/ws/moved\"");
+    write_atomically(&router, &moved);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, admin) = router.get("/api/admin/config").await;
+        if admin["last_reload"]["result"] == "refused" {
+            let errors = admin["last_reload"]["errors"].to_string();
+            assert!(
+                errors.contains("would close all 1 open connection"),
+                "{admin}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refused: {admin}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        logged.contains("WARN") && logged.contains("would close all 1 open connection"),
+        "{logged}"
+    );
+    assert_eq!(config_version(&router).await, 1);
+    client.send(&json!({"action": "ping", "id": "still"})).await;
+    assert_eq!(client.recv_type("pong").await["id"], "still");
+
+    let (status, body) = router.reload().await;
+    assert_eq!(status, 200, "the admin route applies it: {body}");
+    assert_eq!(client.closed().await, 1001);
+    router.shutdown().await;
+}
+
+/// Replaces the router's config file with what `make` puts at the path.
+fn replace_config(router: &Router, make: impl FnOnce(&std::path::Path)) {
+    let path = router.config_path();
+    std::fs::remove_file(&path).unwrap();
+    make(&path);
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+fn symlink_to(target: &'static str) -> impl FnOnce(&std::path::Path) {
+    move |path| std::os::unix::fs::symlink(target, path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_refuse_empty_special_and_endless_files_at_once() {
+    let router = start(BASE).await;
+    let mut client = router.ws("/ws/events").await;
+    established(&mut client).await;
+    let fifo_library = router.dir.path().join("libfifo.so");
+    mkfifo(&fifo_library);
+    let with_fifo_plugin = format!(
+        "{BASE}\n[[plugins]]\nname = \"fifo\"\nlibrary = {:?}\n",
+        fifo_library.display().to_string()
+    );
+    type Make = Box<dyn FnOnce(&std::path::Path)>;
+    let cases: Vec<(&str, Make, &str)> = vec![
+        (
+            "an empty file",
+            Box::new(|p| std::fs::write(p, "").unwrap()),
+            "is empty",
+        ),
+        (
+            "/dev/null",
+            Box::new(symlink_to("/dev/null")),
+            "not a regular file",
+        ),
+        (
+            "/dev/zero",
+            Box::new(symlink_to("/dev/zero")),
+            "not a regular file",
+        ),
+        (
+            "a FIFO",
+            Box::new(mkfifo),
+            "named pipe (FIFO), not a regular file",
+        ),
+        (
+            "a FIFO as a plugin library",
+            Box::new(move |p| std::fs::write(p, with_fifo_plugin).unwrap()),
+            "named pipe (FIFO), not a regular file",
+        ),
+    ];
+    for (what, make, why) in cases {
+        replace_config(&router, make);
+        let (status, body) = tokio::time::timeout(Duration::from_secs(30), router.reload())
+            .await
+            .unwrap_or_else(|_| panic!("the reload of {what} hung"));
+        let problems = refused_problems(status, &body);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p["problem"].as_str().unwrap().contains(why)),
+            "{what}: {body}"
+        );
+        assert_eq!(config_version(&router).await, 1, "{what}");
+    }
+    // Nothing is stuck: the watcher's own reloads of those files ended too.
+    replace_config(&router, |p| std::fs::write(p, with_incidents()).unwrap());
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), router.reload())
+        .await
+        .expect("a reload after the refused ones");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        client.recv_type("connection.channels").await["type"],
+        "connection.channels"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_over_16_mib_is_refused() {
+    let router = start(BASE).await;
+    let mut big = BASE.to_owned();
+    big.push_str(&format!("# {}\n", "x".repeat(16 * 1024 * 1024)));
+    write_atomically(&router, &big);
+    let (status, body) = router.reload().await;
+    let problems = refused_problems(status, &body);
+    assert!(
+        problems[0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 16 MiB"),
+        "{body}"
+    );
+    router.shutdown().await;
+}

@@ -25,6 +25,10 @@ fn the_shipped_config_checks_clean_with_every_plugin() {
         .arg("check")
         .arg("--config")
         .arg(&config)
+        // As deployed: with the credentials the file names, so that `check`
+        // has no missing credential to warn about.
+        .env("SWITCHYARD_JWT_SECRET", "a-secret-for-the-shipped-config")
+        .env("SWITCHYARD_API_KEYS", "ci:a-key-for-the-shipped-config")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -36,5 +40,174 @@ fn the_shipped_config_checks_clean_with_every_plugin() {
             stdout.contains(&format!("producer {producer}")),
             "{producer} types missing:\n{stdout}"
         );
+    }
+}
+
+/// The shipped file's text.
+fn shipped() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml")).unwrap()
+}
+
+/// The comment block at the top of the shipped file.
+fn header(text: &str) -> String {
+    text.lines()
+        .take_while(|l| l.starts_with('#') || l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every value of the shipped file that depends on where it runs: the
+/// router's address, the plugins' listeners, checks and files.
+fn placed_values(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let loaded = switchyard::config::load_with_env(&path, Vec::new()).expect("shipped loads");
+    let config = loaded.config;
+    let mut values = vec![
+        "target/release".to_owned(),
+        config.server.listen.to_string(),
+    ];
+    for plugin in &config.plugins {
+        let c = &plugin.config;
+        values.extend(c["listen"].as_str().map(str::to_owned));
+        values.extend(c["path"].as_str().map(str::to_owned));
+        for worker in c["workers"].as_array().into_iter().flatten() {
+            values.extend(worker["check"].as_str().map(str::to_owned));
+        }
+    }
+    values
+}
+
+#[test]
+fn the_top_of_the_shipped_config_names_every_value_that_depends_on_the_machine() {
+    let text = shipped();
+    let top = header(&text);
+    let values = placed_values(&text);
+    assert!(values.len() >= 6, "{values:?}");
+    for value in &values {
+        assert!(
+            top.contains(value.as_str()),
+            "{value} is not named at the top of config.toml:\n{top}"
+        );
+        let marked = text
+            .lines()
+            .skip_while(|l| l.starts_with('#') || l.trim().is_empty())
+            .filter(|l| l.contains(value.as_str()))
+            .count();
+        assert!(marked >= 1, "{value} is not set below the top block");
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    for value in [
+        "plugin_dir",
+        "127.0.0.1:8080",
+        "/health",
+        "127.0.0.1:9101",
+        "127.0.0.1:9102",
+    ] {
+        let section = readme
+            .split("**Copying `config.toml`**")
+            .nth(1)
+            .expect("README says what to change in a copy");
+        assert!(
+            section.contains(value),
+            "README's copy section misses {value}"
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the router if the test fails before it is done.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn get_json(url: &str) -> Option<serde_json::Value> {
+    reqwest::get(url).await.ok()?.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_with_the_listed_values_changed_runs_every_plugin() {
+    let plugin_dir = std::path::Path::new(&support::plugin("switchyard_detection"))
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let (router, detection, prometheus) = (free_port(), free_port(), free_port());
+    // What the top of the file and the README say to change, nothing else.
+    let copy = shipped()
+        .replace(
+            "plugin_dir = \"target/release\"",
+            &format!("plugin_dir = {plugin_dir:?}"),
+        )
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{router}"))
+        .replace("127.0.0.1:9101", &format!("127.0.0.1:{detection}"))
+        .replace("127.0.0.1:9102", &format!("127.0.0.1:{prometheus}"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, copy).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&config)
+        .current_dir(dir.path())
+        .env("SWITCHYARD_JWT_SECRET", "a-secret-for-the-copied-config")
+        .env("SWITCHYARD_API_KEYS", "ci:a-key-for-the-copied-config")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _router = Running(child);
+    let base = format!("http://127.0.0.1:{router}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (health, worker_started) = loop {
+        let health = get_json(&format!("{base}/health")).await;
+        let coverage = get_json(&format!("{base}/api/websocket/coverage")).await;
+        let started = coverage
+            .as_ref()
+            .and_then(|c| c["types"]["worker.started"]["produced"].as_u64())
+            .unwrap_or(0);
+        let running = health.as_ref().is_some_and(|h| {
+            h["plugins"]
+                .as_object()
+                .is_some_and(|p| p.len() == 5 && p.values().all(|s| s["state"] == "running"))
+        });
+        if running && started > 0 {
+            break (health, coverage);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every plugin ran, or the worker never saw the router healthy:\n{health:?}\n{coverage:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(health.unwrap()["status"], "ok");
+    let failed = worker_started.unwrap()["types"]["worker.health_check_failed"]["produced"].clone();
+    assert_eq!(failed, 0, "the worker's router check failed");
+    for port in [detection, prometheus] {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("nothing listens on the copy's port {port}: {e}"));
+    }
+    let audit = dir.path().join("var/audit/audit.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !audit.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {}",
+            audit.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

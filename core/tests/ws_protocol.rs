@@ -1737,3 +1737,61 @@ async fn client_pings_interleave_cleanly_with_events_and_close_is_answered() {
     assert_eq!(answered, Ok(true), "the router answers the close");
     router.shutdown().await;
 }
+
+/// The next text frame exactly as sent (pings and pongs skipped).
+async fn raw_text(c: &mut Client) -> String {
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(support::WAIT, c.socket.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("connection ended")
+            .expect("WebSocket error");
+        match msg {
+            Message::Text(t) => return t.to_string(),
+            Message::Close(frame) => panic!("connection closed: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_messages_put_type_first() {
+    let router = start(BASE).await;
+    let mut c = router.ws("/ws/events").await;
+    let mut texts = vec![raw_text(&mut c).await];
+    for msg in [
+        json!({"action": "subscribe", "events": ["alert.*"], "id": 1}),
+        json!({"action": "unsubscribe", "events": ["alert.*"], "id": 2}),
+        json!({"action": "ping", "id": 3}),
+        json!({"action": "no_such_action", "id": 4}),
+    ] {
+        c.send(&msg).await;
+        texts.push(raw_text(&mut c).await);
+    }
+    let grown = BASE.replace(
+        r#"channels = ["alerts", "jobs"]"#,
+        r#"channels = ["alerts", "jobs", "extra"]"#,
+    ) + "\n[[channels]]\nname = \"extra\"\n";
+    router.write_config(&grown);
+    let (status, body) = router.reload().await;
+    assert_eq!(status, 200, "{body}");
+    texts.push(raw_text(&mut c).await);
+    let types = [
+        "connection.established",
+        "subscribed",
+        "unsubscribed",
+        "pong",
+        "error",
+        "connection.channels",
+    ];
+    for (text, ty) in texts.iter().zip(types) {
+        assert!(
+            text.starts_with(&format!("{{\"type\":\"{ty}\",")),
+            "{ty} does not start with its type: {text}"
+        );
+        let parsed: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(parsed["type"], ty, "{text}");
+    }
+    router.shutdown().await;
+}

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::config::{AuthConfig, AuthMode, JwtAlgorithm, KeySource};
+use crate::files::{self, FileError};
 
 /// Longest token accepted, in bytes; longer ones are malformed.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -132,8 +133,8 @@ pub enum JwtConfigError {
         key: String,
         /// The file.
         path: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// Why it could not be read.
+        source: FileError,
     },
     /// A secret is empty once trimmed.
     #[error("{key}: the secret in {from} is empty")]
@@ -261,7 +262,7 @@ impl Verifier {
         }
         let mut by_kid = HashMap::with_capacity(jwt.keys.len());
         for entry in &jwt.keys {
-            let label = format!("auth.jwt.keys[kid={:?}]", entry.kid);
+            let label = format!("auth.jwt.keys[kid={}]", Value::from(entry.kid.as_str()));
             let key = match (&entry.source, entry.algorithm) {
                 (KeySource::SecretEnv(var), JwtAlgorithm::Hs256) => {
                     secret_key(&secret_from_env(&label, var)?)
@@ -540,7 +541,7 @@ fn secret_from_env(label: &str, var: &str) -> Result<String, JwtConfigError> {
 }
 
 fn read_file(label: &str, path: &Path) -> Result<String, JwtConfigError> {
-    std::fs::read_to_string(path).map_err(|source| JwtConfigError::ReadFile {
+    files::read_text(path, files::MAX_KEY_FILE_BYTES).map_err(|source| JwtConfigError::ReadFile {
         key: label.to_owned(),
         path: path.display().to_string(),
         source,

@@ -7,6 +7,7 @@ use std::path::Path;
 use subtle::ConstantTimeEq;
 
 use crate::config::AuthConfig;
+use crate::files::{self, FileError};
 
 /// One key.
 #[derive(Clone)]
@@ -48,10 +49,12 @@ pub enum KeyCheck {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read API keys from {path}: {source}")]
 pub struct KeyFileError {
+    /// The key naming the file: `auth.api_keys_file` or `auth.admin_keys_file`.
+    pub key: &'static str,
     /// The file.
     pub path: String,
-    /// The I/O error.
-    pub source: std::io::Error,
+    /// Why it could not be read.
+    pub source: FileError,
 }
 
 fn parse(text: &str) -> Vec<Key> {
@@ -72,12 +75,18 @@ fn parse(text: &str) -> Vec<Key> {
         .collect()
 }
 
-fn read(env_var: Option<&str>, file: Option<&Path>) -> Result<Vec<Key>, KeyFileError> {
+fn read(
+    env_var: Option<&str>,
+    file: Option<&Path>,
+    key: &'static str,
+) -> Result<Vec<Key>, KeyFileError> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text =
+            files::read_text(path, files::MAX_KEY_FILE_BYTES).map_err(|source| KeyFileError {
+                key,
+                path: path.display().to_string(),
+                source,
+            })?;
         return Ok(parse(&text));
     }
     Ok(env_var
@@ -89,12 +98,17 @@ fn read(env_var: Option<&str>, file: Option<&Path>) -> Result<Vec<Key>, KeyFileE
 impl ApiKeys {
     /// Reads the keys `[auth]` points at (a file wins over its variable).
     pub fn load(auth: &AuthConfig) -> Result<ApiKeys, KeyFileError> {
-        let publish = read(auth.api_keys_env.as_deref(), auth.api_keys_file.as_deref())?;
+        let publish = read(
+            auth.api_keys_env.as_deref(),
+            auth.api_keys_file.as_deref(),
+            "auth.api_keys_file",
+        )?;
         let admin_set = auth.admin_keys_env.is_some() || auth.admin_keys_file.is_some();
         let admin = if admin_set {
             read(
                 auth.admin_keys_env.as_deref(),
                 auth.admin_keys_file.as_deref(),
+                "auth.admin_keys_file",
             )?
         } else {
             publish.clone()

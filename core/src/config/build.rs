@@ -54,6 +54,7 @@ pub(super) fn config(
     let server = server(r, &mut top, folder, warnings);
     let auth = auth(r, &mut top, folder, &server, warnings);
     let log = log(r, &mut top);
+    let reload = reload(r, &mut top);
     let cluster = cluster(r, &mut top, warnings);
     let channels = channels(r, &mut top, &auth, warnings);
     let endpoints = endpoints(r, &mut top, &auth, warnings);
@@ -67,6 +68,7 @@ pub(super) fn config(
         server,
         auth,
         log,
+        reload,
         cluster,
         channels,
         endpoints,
@@ -455,6 +457,20 @@ fn log(r: &mut Reader<'_>, top: &mut Tab<'_>) -> LogConfig {
     );
     r.finish(t);
     LogConfig { level, format }
+}
+
+/// Longest `reload.debounce_ms`: past a minute a change would look lost.
+const MAX_DEBOUNCE_MS: u64 = 60_000;
+
+fn reload(r: &mut Reader<'_>, top: &mut Tab<'_>) -> ReloadConfig {
+    let mut t = r.table(top, "reload");
+    let watch = r.boolean(&mut t, "watch", true);
+    let debounce_ms = r.uint(&mut t, "debounce_ms", 300, 0, MAX_DEBOUNCE_MS);
+    r.finish(t);
+    ReloadConfig {
+        watch,
+        debounce: std::time::Duration::from_millis(debounce_ms),
+    }
 }
 
 /// Whether `text` is a level or comma-separated `target=level` directives.

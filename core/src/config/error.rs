@@ -9,16 +9,28 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use crate::files::FileError;
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read at all (missing, unreadable, not UTF-8).
+    /// The file could not be read at all (missing, unreadable, not a
+    /// regular file, too large, not UTF-8).
     #[error("cannot read {path}: {source}")]
     Read {
         /// The file that was asked for, made absolute.
         path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
+        /// Why.
+        source: FileError,
+    },
+    /// The file is empty (or only white space): refused, since an emptied
+    /// file is far more often a write in progress than a wish for defaults.
+    #[error(
+        "{path} is empty: refused, as an emptied file is most often a write still in progress"
+    )]
+    Empty {
+        /// The file, made absolute.
+        path: PathBuf,
     },
     /// The file was read but is not a valid configuration.
     #[error("{} problem(s) in the configuration", .0.len())]
@@ -27,10 +39,10 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// Every problem found, for the reload reply and `switchyard check`;
-    /// empty for a read error, which has no key to name.
+    /// empty for a read error or an empty file, which have no key to name.
     pub fn problems(&self) -> &[Problem] {
         match self {
-            ConfigError::Read { .. } => &[],
+            ConfigError::Read { .. } | ConfigError::Empty { .. } => &[],
             ConfigError::Invalid(problems) => problems,
         }
     }

@@ -15,6 +15,7 @@ use super::build;
 use super::error::{ConfigError, Problem};
 use super::model::Config;
 use super::read::{Positions, Reader};
+use crate::files;
 
 /// Variables starting with this (in any case) override configuration keys;
 /// a single underscore (`SWITCHYARD_CONFIG`, secret variables) does not.
@@ -73,12 +74,16 @@ pub fn load_with_env(path: &Path, env: Vec<(String, String)>) -> Result<Loaded, 
 fn read(path: &Path, env: Vec<(String, String)>) -> Result<(Loaded, Vec<Problem>), ConfigError> {
     let source = std::path::absolute(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        source: source.into(),
     })?;
-    let text = std::fs::read_to_string(&source).map_err(|e| ConfigError::Read {
-        path: source.clone(),
-        source: e,
-    })?;
+    let text =
+        files::read_text(&source, files::MAX_CONFIG_BYTES).map_err(|e| ConfigError::Read {
+            path: source.clone(),
+            source: e,
+        })?;
+    if text.trim().is_empty() {
+        return Err(ConfigError::Empty { path: source });
+    }
     let positions = positions(&text).map_err(|p| ConfigError::Invalid(vec![p]))?;
     let overrides: BTreeMap<String, String> = env
         .iter()

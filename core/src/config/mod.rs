@@ -20,8 +20,8 @@ pub use load::{load, load_all, load_with_env, Loaded};
 pub use model::{
     AuthConfig, AuthMode, ChannelConfig, ClientRateLimit, ClusterConfig, ClusterEngine, Config,
     EndpointConfig, EventTypeConfig, JwtAlgorithm, JwtConfig, JwtKeyConfig, KeySource, LogConfig,
-    LogFormat, OnUserLimit, PluginConfig, PublishRateLimit, RouteConfig, ServerConfig,
-    SlowConsumer, TlsConfig,
+    LogFormat, OnUserLimit, PluginConfig, PublishRateLimit, ReloadConfig, RouteConfig,
+    ServerConfig, SlowConsumer, TlsConfig,
 };
 
 #[cfg(test)]
@@ -77,9 +77,22 @@ mod tests {
             .unwrap_or_else(|| panic!("no problem on {key}: {problems:#?}"))
     }
 
+    /// A file that sets nothing; an empty one is refused.
+    const NOTHING_SET: &str = "# every key takes its default\n";
+
     #[test]
-    fn an_empty_file_takes_every_default() {
-        let loaded = ok("");
+    fn an_empty_file_is_refused() {
+        for text in ["", " \n\n"] {
+            let (_dir, loaded) = load_text_env(text, &[]);
+            let e = loaded.unwrap_err();
+            assert!(matches!(e, ConfigError::Empty { .. }), "{e}");
+            assert!(e.to_string().contains("is empty"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_file_of_comments_takes_every_default() {
+        let loaded = ok(NOTHING_SET);
         let c = &loaded.config;
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         assert!(loaded.overridden_keys.is_empty());
@@ -347,7 +360,7 @@ AnythingGoes = 1
     #[test]
     fn single_underscore_variables_are_not_keys() {
         let (_dir, loaded) = load_text_env(
-            "",
+            NOTHING_SET,
             &[
                 ("SWITCHYARD_CONFIG", "x"),
                 ("SWITCHYARD_SERVER_LISTEN", "0.0.0.0:1"),
@@ -360,14 +373,14 @@ AnythingGoes = 1
 
     #[test]
     fn a_bad_override_names_its_variable() {
-        let ps = problems_env("", &[("SWITCHYARD__SERVER__SEND_QUEUE", "lots")]);
+        let ps = problems_env(NOTHING_SET, &[("SWITCHYARD__SERVER__SEND_QUEUE", "lots")]);
         let p = on(&ps, "server.send_queue");
         assert_eq!(
             p.problem,
             "must be a whole number (set by the environment variable SWITCHYARD__SERVER__SEND_QUEUE)"
         );
         assert_eq!(p.line, None);
-        let ps = problems_env("", &[("SWITCHYARD__SERVER__LISTN", "x")]);
+        let ps = problems_env(NOTHING_SET, &[("SWITCHYARD__SERVER__LISTN", "x")]);
         assert!(on(&ps, "server.listn")
             .problem
             .contains("did you mean listen?"));
@@ -492,7 +505,7 @@ library = "thing"
 
     #[test]
     fn a_relative_config_path_is_made_absolute() {
-        let (_dir, loaded) = load_text_env("", &[]);
+        let (_dir, loaded) = load_text_env(NOTHING_SET, &[]);
         let c = loaded.unwrap().config;
         assert!(c.source.is_absolute() && c.plugin_dir.is_absolute());
         let err = load_with_env(Path::new("no/such/config.toml"), Vec::new()).unwrap_err();
@@ -832,7 +845,7 @@ require_auth = true
         let system = c.endpoint("/ws/system").unwrap();
         assert_eq!(system.channels, ["system", "workers", "infrastructure"]);
         assert_eq!(c.auth.mode, AuthMode::Optional);
-        let mut defaults = ok("").config.server;
+        let mut defaults = ok(NOTHING_SET).config.server;
         defaults.max_connections = 15000;
         assert_eq!(
             c.server, defaults,

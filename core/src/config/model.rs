@@ -26,6 +26,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[reload]`.
+    pub reload: ReloadConfig,
     /// `[cluster]`.
     pub cluster: ClusterConfig,
     /// `[[channels]]`, in file order.
@@ -254,6 +256,15 @@ pub struct LogConfig {
     pub level: String,
     /// Line format.
     pub format: LogFormat,
+}
+
+/// `[reload]`: how the watched file is picked up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReloadConfig {
+    /// Reload when the file changes (`false`: `SIGHUP` and the admin route only).
+    pub watch: bool,
+    /// How long the file must be quiet (no further change) before it is read.
+    pub debounce: std::time::Duration,
 }
 
 /// `cluster.engine`.

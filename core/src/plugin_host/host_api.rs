@@ -84,14 +84,28 @@ impl HostContext {
             Ok(_) => abi::EMIT_OK,
             Err(PublishError::Overloaded) => abi::EMIT_BACKPRESSURE,
             Err(e @ (PublishError::UnknownType { .. } | PublishError::Forbidden { .. })) => {
-                tracing::warn!(plugin = %self.instance, "emit refused: {e}");
+                tracing::warn!(plugin = %self.instance, "emit refused: {}", refusal(&e));
                 abi::EMIT_UNKNOWN_TYPE
             }
             Err(e) => {
-                tracing::warn!(plugin = %self.instance, "emit refused: {e:?}");
+                tracing::warn!(plugin = %self.instance, "emit refused: {}", refusal(&e));
                 abi::EMIT_INVALID_PAYLOAD
             }
         }
+    }
+}
+
+/// Why an emitted event was refused, each invalid field named, for the log.
+fn refusal(e: &PublishError) -> String {
+    match e {
+        PublishError::Invalid { fields } => {
+            let each: Vec<String> = fields
+                .iter()
+                .map(|f| format!("{} {} (expected {})", f.field, f.problem, f.expected))
+                .collect();
+            format!("{e}: {}", each.join("; "))
+        }
+        other => other.to_string(),
     }
 }
 

@@ -16,6 +16,7 @@ use switchyard_plugin_api::abi::{self, EntryFn, PluginDescriptor, Str};
 use switchyard_plugin_api::{EventTypeDecl, Role};
 
 use super::PluginError;
+use crate::files::{self, FileError};
 
 /// A loaded plugin library and what its descriptor says.
 pub struct Library {
@@ -70,6 +71,14 @@ impl Loader {
     /// The library at `path`: the one already loaded if the file is
     /// unchanged, otherwise loaded (anew) now.
     pub fn load(&self, path: &Path) -> Result<Arc<Library>, PluginError> {
+        // The dynamic loader (and the copy of a rebuilt library) would block
+        // forever on a named pipe; a missing file is reported just below.
+        if let Err(e @ FileError::NotRegular { .. }) = files::regular(path) {
+            return Err(PluginError::Load {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            });
+        }
         let meta = std::fs::metadata(path).map_err(|e| PluginError::NotFound {
             path: path.to_owned(),
             reason: e.to_string(),

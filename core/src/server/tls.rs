@@ -11,6 +11,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
+use crate::files;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -38,10 +39,15 @@ fn pem_error(what: &'static str, path: &Path, why: impl ToString) -> TlsError {
     }
 }
 
+/// The bytes of a PEM file, through the checks every named file gets.
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    files::read_bytes(path, files::MAX_KEY_FILE_BYTES).map_err(|e| pem_error(what, path, e))
+}
+
 /// Builds an acceptor from `server.tls`, reading its files now.
 pub fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert_file)
-        .map_err(|e| pem_error("certificate chain", &tls.cert_file, e))?
+    let chain = read("certificate chain", &tls.cert_file)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain)
         .collect::<Result<_, _>>()
         .map_err(|e| pem_error("certificate chain", &tls.cert_file, e))?;
     if certs.is_empty() {
@@ -51,7 +57,7 @@ pub fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
             "no CERTIFICATE block",
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
+    let key = PrivateKeyDer::from_pem_slice(&read("private key", &tls.key_file)?)
         .map_err(|e| pem_error("private key", &tls.key_file, e))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)

@@ -183,7 +183,7 @@ impl Drop for Served {
 
 impl Served {
     fn new(app: Arc<App>, conn: ConnRef, socket: Socket) -> Served {
-        tracing::debug!(connection = %conn.public_id, endpoint = %conn.endpoint, user = ?conn.user, "connected");
+        tracing::debug!(connection = %conn.public_id, endpoint = %conn.endpoint, user = conn.user.as_deref().unwrap_or("anonymous"), "connected");
         let snap = app.router.snapshot();
         let heartbeat = Duration::from_secs(snap.config.server.heartbeat_interval_s);
         let leeway = snap.config.auth.jwt.leeway_s;
