@@ -2,7 +2,8 @@
 //! memory and as latency for everyone else (issue 9's attacks, measured).
 //!
 //! - `replies`: clients that never read but keep sending subscribes whose
-//!   replies are large; the server's RSS is sampled while they run and again
+//!   replies are large (16,000 malformed patterns each, under the client
+//!   rate limit); the server's RSS is sampled while they run and again
 //!   after they are gone (is the memory given back?).
 //! - `stalled`: clients that stop reading while events stream to them; the
 //!   kernel's TCP memory (`/proc/net/sockstat`, which RSS does not show) is
@@ -86,8 +87,9 @@ fn rss(pid: u32) -> u64 {
 
 async fn replies(args: &AbuseArgs) -> Result<Value> {
     let before = rss(args.pid);
-    let patterns: Vec<String> = (0..128).map(|i| format!("nothing.p{i}")).collect();
-    let subscribe = json!({"action": "subscribe", "events": patterns}).to_string();
+    // 16,000 empty patterns in one 48 KB message: each is malformed, and
+    // each once cost an error reply of its own.
+    let subscribe = json!({"action": "subscribe", "events": vec![""; 16_000]}).to_string();
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.clients {
@@ -102,6 +104,8 @@ async fn replies(args: &AbuseArgs) -> Result<Value> {
                     Ok(Err(_)) => return (sent, true),
                     Err(_) => {} // the server stopped reading: keep trying
                 }
+                // 40 messages a second: under the default client rate limit.
+                tokio::time::sleep(Duration::from_millis(25)).await;
             }
             (sent, false)
         });
