@@ -625,8 +625,13 @@ async fn removed_endpoint_closes_its_connections_with_1001() {
 
     let body = apply(&router, BASE).await;
     assert_eq!(body["config_version"], 2, "{body}");
-    assert_eq!(gone.closed().await, 1001);
-    assert_eq!(gone_too.closed().await, 1001);
+    for c in [&mut gone, &mut gone_too] {
+        let (code, reason) = c.close_frame().await;
+        assert_eq!(
+            (code, reason.as_str()),
+            (1001, "endpoint removed by a configuration reload")
+        );
+    }
 
     publish_one(&router, &job("j1")).await;
     let ev = stays.recv().await;

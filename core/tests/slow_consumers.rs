@@ -213,17 +213,19 @@ async fn a_stalled_client_on_a_disconnect_channel_is_closed_with_4008() {
     });
     publish(&router, "job.progress", 2000).await;
     let _healthy = reader.await.unwrap();
-    let code = loop {
+    let close = loop {
         match tokio::time::timeout(support::WAIT, slow.next())
             .await
             .unwrap()
         {
-            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(Message::Close(Some(frame)))) => {
+                break (u16::from(frame.code), frame.reason.to_string())
+            }
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
         }
     };
-    assert_eq!(code, 4008);
+    assert_eq!(close, (4008, "too slow".to_owned()));
     let (_, list) = router.get("/api/websocket/connections").await;
     assert_eq!(
         list["connections"].as_array().unwrap().len(),

@@ -1102,7 +1102,8 @@ async fn a_message_over_max_message_bytes_closes_with_1009() {
 
     let big = json!({"action": "ping", "id": "big", "pad": "x".repeat(2000)});
     c.send(&big).await;
-    assert_eq!(c.closed().await, 1009);
+    let (code, reason) = c.close_frame().await;
+    assert_eq!((code, reason.as_str()), (1009, "message too big"));
 
     // Other connections are unaffected.
     let (mut d, _) = connect(&router, "/ws/events").await;

@@ -290,23 +290,37 @@ impl Client {
         }
     }
 
-    /// Asserts no text message arrives within `wait`.
+    /// Asserts that nothing but WebSocket Ping/Pong frames arrives within
+    /// `wait`: any text or binary message, a close or the end of the
+    /// connection fails the test.
     pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(wait, self.socket.next()).await
-        {
-            panic!("expected nothing, got {t}");
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let Ok(msg) = tokio::time::timeout_at(deadline, self.socket.next()).await else {
+                return;
+            };
+            match msg {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Text(t))) => panic!("expected nothing, got {t}"),
+                Some(Ok(other)) => panic!("expected nothing, got {other:?}"),
+                Some(Err(e)) => panic!("expected nothing, got the error {e}"),
+                None => panic!("expected nothing, but the connection ended"),
+            }
         }
     }
 
-    /// Waits for the server's close frame; returns its code.
-    pub async fn closed(&mut self) -> u16 {
+    /// Waits for the server's close frame; returns its code and reason
+    /// (1005 and an empty reason when the server sent none).
+    pub async fn close_frame(&mut self) -> (u16, String) {
         loop {
             let msg = tokio::time::timeout(WAIT, self.socket.next())
                 .await
                 .expect("timed out waiting for close");
             match msg {
-                Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
-                Some(Ok(Message::Close(None))) | None => return 1005,
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (frame.code.into(), frame.reason.to_string())
+                }
+                Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => panic!("error instead of close: {e}"),
             }
