@@ -1047,12 +1047,16 @@ async fn client_rate_limit_refuses_then_closes_1008() {
     ))
     .await;
     let (mut c, _) = connect_anonymous(&router).await;
-    for _ in 0..5 {
-        c.send(&json!({"action": "ping"})).await;
+    for i in 0..5 {
+        c.send(&json!({"action": "ping", "id": i})).await;
     }
     let mut replies = Vec::new();
-    for _ in 0..5 {
-        replies.push(c.recv().await);
+    for i in 0..5 {
+        let reply = c.recv().await;
+        // Refused or not, each reply echoes its message's id
+        // (docs/protocol.md, errors).
+        assert_eq!(reply["id"], i, "{reply}");
+        replies.push(reply);
     }
     let pongs = replies.iter().filter(|r| r["type"] == "pong").count();
     let limited: Vec<&Value> = replies.iter().filter(|r| r["type"] == "error").collect();
