@@ -240,11 +240,65 @@ impl Router {
         self.post("/api/admin/reload", &serde_json::json!({})).await
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::get(self.url("/metrics")).await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "GET /metrics");
+        response.text().await.unwrap()
+    }
+
+    /// One series of `/metrics` (`name{labels}` exactly as printed); 0 when
+    /// it is not printed (yet).
+    pub async fn metric(&self, series: &str) -> f64 {
+        sample(&self.metrics().await, series).unwrap_or(0.0)
+    }
+
+    /// Reloads tried so far, applied or refused, whatever started them.
+    pub async fn reload_attempts(&self) -> f64 {
+        let text = self.metrics().await;
+        ["applied", "refused"]
+            .iter()
+            .map(|r| {
+                sample(
+                    &text,
+                    &format!("switchyard_config_reloads_total{{result=\"{r}\"}}"),
+                )
+                .unwrap_or(0.0)
+            })
+            .sum()
+    }
+
+    /// Runs `write` (a change to the config file) and waits (up to [`WAIT`])
+    /// until the file watcher has tried the change, applied or refused. A
+    /// test that then reloads through the admin route, or checks an exact
+    /// `config_version` or reload count, no longer races the watcher's
+    /// debounce.
+    pub async fn settle_after(&self, write: impl FnOnce()) {
+        let before = self.reload_attempts().await;
+        write();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.reload_attempts().await <= before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the file watcher did not try the changed config within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown().await;
         }
     }
+}
+
+/// The value of one sample line (`series` exactly as printed, then a space)
+/// of a Prometheus text exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// A real WebSocket client.
