@@ -6,22 +6,15 @@
 
 mod support;
 
-use std::net::TcpListener as StdListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{plugin, start, Client, Router};
+use support::{free_port, plugin, start, Client, Router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
-
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    let listener = StdListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 /// A router with channels `infrastructure` and `system` on `/ws/system`
 /// and one prometheus instance with `plugin_config`. The plugin declares

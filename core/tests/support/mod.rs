@@ -105,6 +105,12 @@ pub fn c_library(source: &str, dir: &Path) -> PathBuf {
     out
 }
 
+/// A loopback port free at the time of the call.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
 /// A minimal config: one channel, one endpoint, two HTTP-published types.
 pub const BASE: &str = r#"
 [server]
@@ -171,12 +177,17 @@ pub async fn start(config: &str) -> Router {
 
 /// Like [`start`], but returns the refusal.
 pub async fn try_start(config: &str) -> Result<Router, ReloadError> {
+    try_start_on(config, "127.0.0.1:0".parse().unwrap()).await
+}
+
+/// Like [`try_start`], listening on `listen` (as `--listen` would).
+pub async fn try_start_on(config: &str, listen: SocketAddr) -> Result<Router, ReloadError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
     let options = Options {
         config_path: path,
-        listen: Some("127.0.0.1:0".parse().unwrap()),
+        listen: Some(listen),
     };
     let plugins = PluginHost::default();
     let prepared = tokio::task::block_in_place(|| reload::prepare(&options, &plugins))?;
