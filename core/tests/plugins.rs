@@ -1108,6 +1108,127 @@ fn check_reports_a_plugin_that_cannot_load_with_its_key() {
     assert!(all.contains(&missing.display().to_string()), "{all}");
 }
 
+/// One warning of docs/configuration.md ("Warnings"): the config that
+/// causes it, and the text `switchyard check` must print for it.
+struct WarningCase {
+    what: &'static str,
+    config: String,
+    printed: &'static str,
+}
+
+fn warning_cases() -> Vec<WarningCase> {
+    let on_a_new_channel = |channel: &str| {
+        format!(
+            "\n[[event_types]]\nname = \"incident.opened\"\nchannel = \"{channel}\"\n\
+             description = \"Incident\"\n[event_types.payload]\nid = {{ type = \"string\" }}\n"
+        )
+    };
+    vec![
+        WarningCase {
+            what: "a channel named by a type but not declared",
+            config: config(&[&on_a_new_channel("incidents")]),
+            printed: "channel `incidents` (named by event type `incident.opened`) is not declared \
+                      under [[channels]]; it was created with the default settings",
+        },
+        WarningCase {
+            what: "a type whose channel no endpoint carries",
+            config: config(&[&channel("incidents"), &on_a_new_channel("incidents")]),
+            printed: "event type `incident.opened` is on channel `incidents`, which no endpoint \
+                      carries: its events reach only sinks",
+        },
+        WarningCase {
+            what: "an event type without payload that no enabled plugin declares",
+            config: config(&["\n[[event_types]]\nname = \"ghost.appeared\"\n"]),
+            printed: "`ghost.appeared` has no `payload` and no enabled plugin declares it, so it \
+                      registers nothing",
+        },
+        WarningCase {
+            what: "require_auth on a channel with auth.mode = none",
+            config: BASE.replace(
+                "name = \"jobs\"\n",
+                "name = \"jobs\"\nrequire_auth = true\n",
+            ),
+            printed: "(jobs): require_auth has no effect while auth.mode = \"none\"",
+        },
+        WarningCase {
+            what: "require_auth on an endpoint with auth.mode = none",
+            config: BASE.replace(
+                "path = \"/ws/events\"\n",
+                "path = \"/ws/events\"\nrequire_auth = true\n",
+            ),
+            printed: "(/ws/events): require_auth has no effect while auth.mode = \"none\"",
+        },
+        WarningCase {
+            what: "a route to a disabled sink",
+            config: config(&[
+                &route("tk", &["alert.*"]),
+                &plugin_block("tk", &testkit(), "enabled = false", ""),
+            ]),
+            printed: "sink tk is disabled, so these events go nowhere",
+        },
+        WarningCase {
+            what: "send_queue_bytes below max_event_bytes",
+            config: BASE.replace(
+                "[server]\n",
+                "[server]\nsend_queue_bytes = 4096\nmax_event_bytes = 8192\n",
+            ),
+            printed: "server.send_queue_bytes (4096) is below server.max_event_bytes (8192): an \
+                      event larger than the queue can never be delivered",
+        },
+        WarningCase {
+            what: "redis_url with engine = memory",
+            config: format!(
+                "{BASE}\n[cluster]\nengine = \"memory\"\nredis_url = \"redis://127.0.0.1:6379\"\n"
+            ),
+            printed: "cluster.redis_url is ignored while cluster.engine = \"memory\"",
+        },
+        WarningCase {
+            what: "a non-loopback listen with auth on and no TLS",
+            config: BASE
+                .replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"")
+                .replace("mode = \"none\"", "mode = \"optional\""),
+            printed: "server.listen = \"0.0.0.0:0\" is not loopback and auth is on without \
+                      server.tls",
+        },
+        WarningCase {
+            what: "max_connections + 256 over the open-file limit",
+            config: BASE.replace("[server]\n", "[server]\nmax_connections = 100000000\n"),
+            printed: "server.max_connections (100000000) plus 256 of headroom exceeds the \
+                      open-file limit",
+        },
+    ]
+}
+
+#[test]
+fn check_prints_every_config_warning_and_passes() {
+    // The control: BASE, within this machine's open-file limit, warns of
+    // nothing.
+    let quiet = BASE.replace("[server]\n", "[server]\nmax_connections = 1000\n");
+    let (out, _dir) = run_check(&quiet);
+    assert!(out.stdout.contains("warnings: none"), "{}", out.stdout);
+    for case in warning_cases() {
+        let (out, _dir) = run_check(&case.config);
+        let all = format!("{}\n{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{}: a warning does not fail check:\n{all}",
+            case.what
+        );
+        let warnings = out
+            .stdout
+            .split_once("\nwarnings:")
+            .map(|(_, w)| w)
+            .unwrap_or_else(|| panic!("{}: no warnings section:\n{all}", case.what));
+        assert!(
+            warnings.contains(case.printed),
+            "{}: expected a warning containing {:?}:\n{all}",
+            case.what,
+            case.printed
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_that_panicked_is_restarted_and_its_events_flow_again() {
     let marker = tempfile::tempdir().unwrap();
