@@ -4,8 +4,11 @@
 
 mod support;
 
+use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -1262,6 +1265,165 @@ async fn a_plugin_that_panicked_is_restarted_and_its_events_flow_again() {
         "{metrics}"
     );
     router.shutdown().await;
+}
+
+/// A sink instance's queue bound, in events (docs/plugins.md).
+const SINK_QUEUE: usize = 4096;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_keeps_its_queue_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.jsonl");
+    // The first deliver panics; the restart (1 s of backoff) then stops the
+    // failed instance for 2 s, during which delivery is halted and what is
+    // published waits in the queue for the new instance.
+    let sink_config = format!(
+        "record_to = {:?}\npanic_in = \"deliver\"\npanic_once_file = {:?}\nstop_delay_ms = 2000",
+        record.display().to_string(),
+        dir.path().join("panicked").display().to_string()
+    );
+    let cfg = config(&[
+        &plugin_block("tk", &testkit(), "stop_timeout_s = 30", &sink_config),
+        &route("tk", &["alert.*"]),
+    ]);
+    let router = start(&cfg).await;
+    router.publish(&alert("lost-in-the-panic")).await;
+    health_with_plugin_state(&router, "tk", "failed").await;
+
+    // Publish steadily until the restarted instance runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut published = Vec::new();
+    loop {
+        let id = format!("q{}", published.len() + 1);
+        let (status, body) = router.publish(&alert(&id)).await;
+        assert_eq!(status, 202, "{body}");
+        published.push(id);
+        let (_, health) = router.get("/health").await;
+        let tk = &health["plugins"]["tk"];
+        if tk["state"] == "running" && tk["restarts"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tk was not restarted: {health}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lines = recorded(&record, published.len()).await;
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|l| l["payload"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids, published,
+        "every event published around the restart reaches the sink, once, in order"
+    );
+    router.shutdown().await;
+}
+
+/// Reads `fifo` on a thread of its own, counting lines, until
+/// [`FifoReader::finish`]. It opens the FIFO read-write, so it never sees an
+/// end of file between two writers (each `deliver` of the testkit opens,
+/// writes and closes it) and no writer ever waits for it.
+struct FifoReader {
+    fifo: std::path::PathBuf,
+    done: Arc<AtomicBool>,
+    lines: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl FifoReader {
+    fn start(fifo: &Path) -> FifoReader {
+        let done = Arc::new(AtomicBool::new(false));
+        let lines = Arc::new(AtomicUsize::new(0));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(fifo)
+            .unwrap();
+        let (stop, count) = (done.clone(), lines.clone());
+        let thread = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(file).lines() {
+                if line.unwrap().is_empty() && stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        FifoReader {
+            fifo: fifo.to_owned(),
+            done,
+            lines,
+            thread,
+        }
+    }
+
+    /// Waits (up to 20 s) until `n` lines were read.
+    async fn wait_for_lines(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.lines.load(Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < deadline,
+                "read {} lines, expected {n}",
+                self.lines.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops reading (an empty line wakes the reader); returns the lines
+    /// read.
+    fn finish(self) -> usize {
+        self.done.store(true, Ordering::SeqCst);
+        let mut wake = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.fifo)
+            .unwrap();
+        wake.write_all(b"\n").unwrap();
+        self.thread.join().unwrap();
+        self.lines.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_overflows_a_sink_queue_is_counted_as_sink_overflow() {
+    // The sink records to a FIFO nobody reads yet: its first deliver blocks
+    // in open(), so nothing serves the queue.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("record.fifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let sink_config = format!("record_to = {:?}", fifo.display().to_string());
+    let cfg = config(&[
+        &plugin_block("tk", &testkit(), "", &sink_config),
+        &route("tk", &["alert.*"]),
+    ]);
+    let router = start(&cfg).await;
+    let (batches, per_batch) = (5, 1000);
+    for b in 0..batches {
+        let events: Vec<Value> = (0..per_batch)
+            .map(|i| alert(&format!("o{b}-{i}")))
+            .collect();
+        let (status, body) = router.publish(&Value::Array(events)).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let published = batches * per_batch;
+    let overflow = router
+        .metric(r#"switchyard_dropped_total{reason="sink_overflow"}"#)
+        .await as usize;
+    // The queue keeps SINK_QUEUE events; the blocked deliver holds one more
+    // if its thread took the first event before the queue filled.
+    let kept = published - overflow;
+    assert!(
+        kept == SINK_QUEUE || kept == SINK_QUEUE + 1,
+        "{published} offered, {overflow} counted as sink_overflow, so {kept} kept \
+         by a queue of {SINK_QUEUE}"
+    );
+    // What was kept is delivered once the FIFO is read, and nothing more.
+    let reader = FifoReader::start(&fifo);
+    reader.wait_for_lines(kept).await;
+    router.shutdown().await;
+    assert_eq!(reader.finish(), kept, "the kept events reach the sink");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
