@@ -450,6 +450,44 @@ async fn file_watcher_picks_up_a_rename_over_the_file() {
     router.shutdown().await;
 }
 
+/// Writes `config` into a new Kubernetes-style data folder `..<stamp>` of
+/// `dir`, then points `..data` at it with an atomic rename of a fresh
+/// symlink over it, as the kubelet updates a mounted ConfigMap.
+fn configmap_update(dir: &std::path::Path, stamp: &str, config: &str) {
+    let data = dir.join(format!("..{stamp}"));
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("config.toml"), config).unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..{stamp}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_symlink_swap_is_picked_up() {
+    // config.toml -> ..data/config.toml, ..data -> ..2026_12_06_first.
+    let dir = tempfile::tempdir().unwrap();
+    configmap_update(dir.path(), "2026_12_06_first", BASE);
+    std::os::unix::fs::symlink("..data/config.toml", dir.path().join("config.toml")).unwrap();
+    let router = support::try_start_in(dir, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("router did not start: {:?}", e.problems()));
+    let mut client = router.ws("/ws/events").await;
+    established(&mut client).await;
+    let before = config_version(&router).await;
+
+    // Only ..data changes: config.toml itself is never written.
+    configmap_update(router.dir.path(), "2026_12_06_second", &with_incidents());
+    wait_for_version_change(&router, before).await;
+    let msg = client.recv().await;
+    assert_eq!(msg["type"], "connection.channels", "{msg}");
+    let (_, caps) = router.get("/api/websocket/capabilities").await;
+    assert_eq!(
+        caps["event_registry"]["incident.opened"]["channel"], "incidents",
+        "{caps}"
+    );
+    router.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_reloads_during_continuous_publishing_lose_nothing() {
     // A queue large enough that a reader on loopback never lags.

@@ -183,10 +183,18 @@ pub async fn try_start(config: &str) -> Result<Router, ReloadError> {
 /// Like [`try_start`], listening on `listen` (as `--listen` would).
 pub async fn try_start_on(config: &str, listen: SocketAddr) -> Result<Router, ReloadError> {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    try_start_in(dir, listen).await
+}
+
+/// Starts a router on `dir/config.toml`, which the caller has made (a
+/// file, or a symlink to one), listening on `listen`.
+pub async fn try_start_in(
+    dir: tempfile::TempDir,
+    listen: SocketAddr,
+) -> Result<Router, ReloadError> {
     let options = Options {
-        config_path: path,
+        config_path: dir.path().join("config.toml"),
         listen: Some(listen),
     };
     let plugins = PluginHost::default();
