@@ -945,6 +945,60 @@ async fn max_connections_refuses_the_upgrade_with_503() {
     assert_alive(&mut c2).await;
 }
 
+/// Sends a plain `GET /health` on a fresh TCP connection; returns what came
+/// back before the server closed or `wait` passed.
+async fn raw_health(router: &Router, wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    let request = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    // The write may fail on a connection the server has already closed.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_pending_handshakes_closes_extra_connections_without_a_response() {
+    let router = start(&config("max_pending_handshakes = 2", AUTH_NONE)).await;
+    // Two connections that never send a request hold both places.
+    let idle: Vec<tokio::net::TcpStream> = vec![
+        tokio::net::TcpStream::connect(router.addr).await.unwrap(),
+        tokio::net::TcpStream::connect(router.addr).await.unwrap(),
+    ];
+    // Accepting is asynchronous: wait until the server holds both, which
+    // shows as a third connection being closed without a response.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = raw_health(&router, WAIT).await;
+        if answer.is_empty() {
+            break;
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            Instant::now() < deadline,
+            "a third connection kept being served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // They leave: new connections are served again.
+    drop(idle);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = raw_health(&router, WAIT).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(answer.is_empty(), "{answer}");
+        assert!(
+            Instant::now() < deadline,
+            "no connection served after the idle ones left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    router.shutdown().await;
+}
+
 // ------------------------------------------------------------------ Origin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
