@@ -280,7 +280,7 @@ async fn token_and_body_bounds_are_enforced() {
             .unwrap();
     }
     let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer))
+    tokio::time::timeout(support::WAIT, tcp.read_to_string(&mut answer))
         .await
         .expect("an answer")
         .unwrap();
@@ -299,7 +299,7 @@ async fn token_and_body_bounds_are_enforced() {
     );
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer))
+    tokio::time::timeout(support::WAIT, tcp.read_to_string(&mut answer))
         .await
         .expect("an answer")
         .unwrap();
