@@ -86,7 +86,7 @@ fn hs256_kid(secret: &str, kid: &str, claims: &Value) -> String {
 /// `sub` with `exp` `exp_in` seconds from now.
 /// How long the short-lived tokens of the expiry tests live: long enough
 /// that a slow connect on a loaded machine still finds them valid.
-const TOKEN_LIFE_S: i64 = 3;
+const TOKEN_LIFE_S: i64 = 5;
 
 fn claims(sub: &str, exp_in: i64) -> Value {
     json!({"sub": sub, "exp": now() + exp_in})
