@@ -175,12 +175,18 @@ impl Metrics {
     /// Counts dropped events.
     pub fn drop_events(&self, reason: &str, n: u64) {
         if n > 0 {
-            self.dropped
-                .get_or_create(&ReasonLabel {
-                    reason: label(reason),
-                })
-                .inc_by(n);
+            self.dropped_counter(reason).inc_by(n);
         }
+    }
+
+    /// The `switchyard_dropped_total` counter of one reason, for a holder
+    /// that counts its own drops.
+    pub fn dropped_counter(&self, reason: &str) -> Counter {
+        self.dropped
+            .get_or_create(&ReasonLabel {
+                reason: label(reason),
+            })
+            .clone()
     }
 
     /// Counts a reload.

@@ -372,6 +372,31 @@ pub fn error(code: &str, message: &str, id: &Option<Value>) -> String {
     )
 }
 
+/// The one `invalid_pattern` error for every malformed pattern of a
+/// message: `patterns` names the first few as written, `refused` counts
+/// them all, and the message says why each named one was refused.
+/// `named` holds (pattern, why) pairs; `count` may exceed its length.
+pub fn invalid_patterns(count: usize, named: &[(String, String)], id: &Option<Value>) -> String {
+    let whys: Vec<&str> = named.iter().map(|(_, why)| why.as_str()).collect();
+    let mut message = match count {
+        1 => whys.join(""),
+        n => format!("{n} patterns refused: {}", whys.join("; ")),
+    };
+    if count > named.len() {
+        message.push_str(&format!("; and {} more not named", count - named.len()));
+    }
+    let patterns: Vec<&str> = named.iter().map(|(p, _)| p.as_str()).collect();
+    with_id(
+        json!({"type": "error", "payload": {
+            "code": "invalid_pattern",
+            "message": message,
+            "patterns": patterns,
+            "refused": count,
+        }}),
+        id,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,12 +46,36 @@ pub struct PatternLimits {
 /// What one subscribe did, for the reply.
 #[derive(Debug, Default)]
 pub struct SubscribeOutcome {
-    /// One `invalid_pattern` message per malformed pattern.
-    pub invalid: Vec<String>,
+    /// The malformed patterns, answered by one `invalid_pattern` error.
+    pub invalid: Refused,
     /// Set when patterns beyond the bound were not held.
     pub too_many: Option<String>,
     /// Warnings for the `subscribed` reply.
     pub warnings: Vec<Warning>,
+}
+
+/// How many refused patterns one `invalid_pattern` error names: enough to
+/// fix a typo, while a message of thousands of bad patterns still gets one
+/// short reply (a reply is queued memory the client makes the router hold).
+pub const MAX_REFUSED_NAMED: usize = 16;
+
+/// The malformed patterns of one message: how many, and the first
+/// [`MAX_REFUSED_NAMED`] with why each was refused.
+#[derive(Debug, Default)]
+pub struct Refused {
+    /// Every malformed pattern, named or not.
+    pub count: usize,
+    /// The first ones, as written, with why.
+    pub named: Vec<(String, String)>,
+}
+
+impl Refused {
+    fn add(&mut self, pattern: &str, why: String) {
+        self.count += 1;
+        if self.named.len() < MAX_REFUSED_NAMED {
+            self.named.push((pattern.to_owned(), why));
+        }
+    }
 }
 
 /// Where the connection came in, for warnings about other endpoints.
@@ -104,7 +128,7 @@ impl SubscriptionSet {
             let pattern = match Pattern::parse(text, limits.max_pattern_bytes) {
                 Ok(p) => p,
                 Err(e) => {
-                    out.invalid.push(e.to_string());
+                    out.invalid.add(text, e.to_string());
                     continue;
                 }
             };

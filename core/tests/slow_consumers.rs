@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
@@ -262,5 +262,87 @@ async fn many_stalled_clients_keep_memory_bounded() {
     let dropped: u64 = conns.iter().map(|c| c["dropped"].as_u64().unwrap()).sum();
     assert!(dropped > 0, "stalled clients had to drop");
     drop(stalled_clients);
+    router.shutdown().await;
+}
+
+/// Issue 9 item 1: replies count against the queue's bounds. A client that
+/// never reads but keeps asking for large replies is closed with 4008 and
+/// let go, instead of growing the router's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_replies_is_closed_4008() {
+    let config = CONFIG.replace(
+        "send_queue_bytes = 1048576",
+        "send_queue_bytes = 262144\nmax_event_bytes = 65536\n\
+         client_rate_limit = { messages_per_s = 100000, burst = 100000 }",
+    );
+    let router = support::start(&config).await;
+    let mut greedy = stalled(&router, "").await;
+    // Well-formed but unregistered patterns: each `subscribed` reply echoes
+    // every held pattern and warns about each new one.
+    let patterns: Vec<String> = (0..128).map(|i| format!("nothing.p{i}")).collect();
+    let subscribe = json!({"action": "subscribe", "events": patterns}).to_string();
+    let mut sent = 0;
+    while sent < 20_000 {
+        let send = greedy.send(Message::text(subscribe.clone()));
+        match tokio::time::timeout(Duration::from_secs(2), send).await {
+            Ok(Ok(())) => sent += 1,
+            _ => break, // the router stopped reading: it is closing us
+        }
+    }
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let (_, list) = router.get("/api/websocket/connections").await;
+        let conns = list["connections"].as_array().unwrap();
+        if conns.is_empty() {
+            break;
+        }
+        for c in conns {
+            assert!(c["queue_depth"].as_u64().unwrap() <= 500, "bounded: {c}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still open after {sent} messages: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sent > 10, "the router read messages first ({sent})");
+    router.shutdown().await;
+}
+
+/// Issue 9 item 5: `server.socket_send_buffer` bounds what the kernel holds
+/// for a client that stops reading, so the slow-consumer policy meets it
+/// after about `send_queue_bytes` + `socket_send_buffer` bytes — not after
+/// the megabytes that send-buffer autotuning would otherwise absorb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kernel_send_buffer_is_bounded_so_a_stalled_client_meets_the_policy() {
+    let config = CONFIG.replace(
+        "send_queue_bytes = 1048576",
+        "send_queue_bytes = 262144\nsocket_send_buffer = 16384",
+    );
+    let router = support::start(&config).await;
+    let mut slow = stalled(&router, "?events=job.*").await;
+    // 2 MB in 1 KB events over about two seconds: an autotuned send buffer
+    // grows to take it all (the router's queue would never fill), a 16 KB
+    // one cannot.
+    let pad = "x".repeat(1000);
+    for batch in 0..20u64 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| json!({"type": "job.progress", "payload": {"n": batch * 100 + i, "pad": pad}}))
+            .collect();
+        let (status, body) = router.publish(&Value::Array(events)).await;
+        assert_eq!(status, 202, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let code = loop {
+        match tokio::time::timeout(support::WAIT, slow.next())
+            .await
+            .expect("a close within the wait")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 4008);
     router.shutdown().await;
 }

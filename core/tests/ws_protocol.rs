@@ -353,7 +353,7 @@ async fn query_subscribed_comes_before_any_live_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn query_malformed_patterns_get_one_error_each_before_subscribed() {
+async fn query_malformed_patterns_get_one_error_before_subscribed() {
     let router = start(BASE).await;
     let (mut c, _) = connect(
         &router,
@@ -363,12 +363,15 @@ async fn query_malformed_patterns_get_one_error_each_before_subscribed() {
     let (before, reply) = until_subscribed(&mut c).await;
     assert_eq!(
         before.len(),
-        4,
-        "one error per malformed pattern: {before:?}"
+        1,
+        "one error names every malformed pattern: {before:?}"
     );
-    for e in &before {
-        assert_error(e, "invalid_pattern");
-    }
+    assert_error(&before[0], "invalid_pattern");
+    assert_eq!(
+        before[0]["payload"]["patterns"],
+        json!(["*.created", "alert*", "a.b.*", "ALERT.created"])
+    );
+    assert_eq!(before[0]["payload"]["refused"], 4);
     assert_eq!(reply["events"], json!(["alert.*"]), "{reply}");
 
     publish_ok(&router, &job("j1")).await;
@@ -799,6 +802,26 @@ async fn aliases_are_held_as_the_canonical_name() {
 // invalid patterns
 // ---------------------------------------------------------------------------
 
+/// Issue 9 item 1: one message's malformed patterns cost one reply of
+/// bounded size, however many there are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_malformed_patterns_get_one_short_error() {
+    let router = start(BASE).await;
+    let (mut c, _) = connect(&router, "/ws/events").await;
+    let empties = vec![""; 16_000];
+    c.send(&json!({"action": "subscribe", "events": empties, "id": 7}))
+        .await;
+    let e = c.recv().await;
+    assert_error(&e, "invalid_pattern");
+    assert_eq!(e["id"], 7);
+    assert_eq!(e["payload"]["refused"], 16_000);
+    assert_eq!(e["payload"]["patterns"].as_array().unwrap().len(), 16);
+    assert!(e.to_string().len() < 4096, "short: {e}");
+    let r = c.recv().await;
+    assert_eq!(r["type"], "subscribed", "then the reply: {r}");
+    assert_eq!(r["events"], json!([]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_patterns_are_refused_and_not_held() {
     let router = start(&with_server("max_pattern_bytes = 20")).await;
@@ -811,11 +834,16 @@ async fn invalid_patterns_are_refused_and_not_held() {
     events.push("alert.*");
     c.send(&json!({"action": "subscribe", "events": events, "id": "bad"}))
         .await;
-    for _ in &bad {
-        let e = c.recv().await;
-        assert_error(&e, "invalid_pattern");
-        assert_eq!(e["id"], "bad", "{e}");
-    }
+    let e = c.recv().await;
+    assert_error(&e, "invalid_pattern");
+    assert_eq!(e["id"], "bad", "{e}");
+    assert_eq!(e["payload"]["patterns"], json!(bad), "{e}");
+    let message = e["payload"]["message"].as_str().unwrap();
+    assert!(message.starts_with("6 patterns refused: "), "{message}");
+    assert!(
+        message.contains("at most 20 bytes"),
+        "each says why: {message}"
+    );
     let r = c.recv().await;
     assert_eq!(r["type"], "subscribed", "{r}");
     assert_eq!(r["id"], "bad");

@@ -113,6 +113,7 @@ fn server(
     let max_json_depth = r.uint(&mut t, "max_json_depth", 32, 1, SERDE_JSON_MAX_DEPTH);
     let send_queue = r.size(&mut t, "send_queue", 1024, 1);
     let send_queue_bytes = r.size(&mut t, "send_queue_bytes", 8_388_608, 1);
+    let socket_send_buffer = r.size(&mut t, "socket_send_buffer", 65_536, 0);
     let max_patterns = r.size(&mut t, "max_patterns", 128, 1);
     let max_pattern_bytes = r.size(&mut t, "max_pattern_bytes", 128, 1);
     let heartbeat_interval_s = r.uint(&mut t, "heartbeat_interval_s", 30, 1, u64::MAX);
@@ -150,6 +151,7 @@ fn server(
         max_json_depth: usize::try_from(max_json_depth).unwrap_or(32),
         send_queue,
         send_queue_bytes,
+        socket_send_buffer,
         max_patterns,
         max_pattern_bytes,
         heartbeat_interval_s,

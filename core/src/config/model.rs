@@ -84,6 +84,9 @@ pub struct ServerConfig {
     pub send_queue: usize,
     /// Per-connection outbound queue bound, in bytes.
     pub send_queue_bytes: usize,
+    /// `SO_SNDBUF` of each client socket (0: the kernel's autotuned
+    /// buffer, which may grow to megabytes for a client that stalls).
+    pub socket_send_buffer: usize,
     /// Patterns held per connection.
     pub max_patterns: usize,
     /// Longest pattern, in bytes.

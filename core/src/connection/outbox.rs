@@ -2,11 +2,15 @@
 //!
 //! The router pushes frames here without ever waiting; the transport's
 //! connection task takes everything queued at once and writes it with one
-//! system call. The
-//! bound is in events and in bytes. When an event does not fit, queued events
-//! of `drop_oldest` channels are dropped, oldest first, until it fits; the
-//! drops are then reported by one `connection.lagged` message written before
-//! anything else.
+//! system call. The bound is in frames and in bytes, and every frame counts
+//! against it — replies, errors, warnings and replayed events as well as live
+//! events — so that no client, however it behaves, can make the router hold
+//! more for it than `server.send_queue` / `server.send_queue_bytes`
+//! (docs/protocol.md, "Slow clients"). When a frame does not fit, queued
+//! events of `drop_oldest` channels are dropped, oldest first, until it fits;
+//! the drops are then reported by one `connection.lagged` message written
+//! before anything else. A reply that still does not fit closes the
+//! connection with 4008: replies are never dropped.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,8 +30,13 @@ use crate::protocol::Positions;
 /// One frame to write.
 #[derive(Clone, Debug)]
 pub enum Frame {
-    /// A reply, control message or replayed event: never dropped.
+    /// A reply or control message: never dropped, counted in the bounds.
     Control(Utf8Bytes),
+    /// A replayed event (recovery): never dropped, and not counted in the
+    /// bounds, because its bytes are the channel history's own and its
+    /// number is bounded by that history; one recovery at a time is
+    /// replayed (see [`Outbox::is_replaying`]).
+    Replay(Utf8Bytes),
     /// A routed event. One `Arc` is shared by every recipient, so queueing
     /// it for one more connection costs one reference count.
     Event(Arc<Event>),
@@ -62,7 +71,7 @@ impl Frame {
     /// The JSON text to send.
     pub fn text(&self) -> &Utf8Bytes {
         match self {
-            Frame::Control(text) => text,
+            Frame::Control(text) | Frame::Replay(text) => text,
             Frame::Event(event) => &event.text,
         }
     }
@@ -70,7 +79,7 @@ impl Frame {
     /// The routed event, if this frame is one.
     pub fn event(&self) -> Option<&Arc<Event>> {
         match self {
-            Frame::Control(_) => None,
+            Frame::Control(_) | Frame::Replay(_) => None,
             Frame::Event(event) => Some(event),
         }
     }
@@ -100,16 +109,50 @@ pub enum Pushed {
     Closed,
 }
 
+/// The close that a connection too slow for what it is sent gets.
+fn too_slow() -> Close {
+    Close {
+        code: 4008,
+        reason: "too slow".into(),
+        flush: false,
+    }
+}
+
 /// The bounds of one queue.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// At most this many events queued.
+    /// At most this many frames queued (`server.send_queue`).
     pub events: usize,
-    /// At most this many bytes of events queued.
+    /// At most this many bytes of frames queued (`server.send_queue_bytes`).
     pub bytes: usize,
 }
 
-/// What a writer takes in one go.
+/// Frames the writer has fully written, to [release](Outbox::release).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Counted frames (controls and events).
+    pub frames: usize,
+    /// Their bytes.
+    pub bytes: usize,
+    /// Replayed frames.
+    pub replays: usize,
+}
+
+impl Written {
+    /// Adds one written frame.
+    pub fn add(&mut self, frame: &Frame) {
+        match frame {
+            Frame::Replay(_) => self.replays += 1,
+            _ => {
+                self.frames += 1;
+                self.bytes += frame.text().len();
+            }
+        }
+    }
+}
+
+/// What a writer takes in one go. Its frames still count against the
+/// queue's bounds until the writer [releases](Outbox::release) them.
 #[derive(Debug, Default)]
 pub struct Batch {
     /// Frames to write, in order.
@@ -123,8 +166,14 @@ pub struct Batch {
 #[derive(Debug, Default)]
 struct Inner {
     queue: VecDeque<Frame>,
-    event_count: usize,
-    event_bytes: usize,
+    /// Frames not yet written, of every kind, and their bytes: what the
+    /// bounds apply to. A batch taken by the writer counts until the writer
+    /// [releases](Outbox::release) it, so what a client has not read is
+    /// bounded whether it sits here or in the writer.
+    count: usize,
+    bytes: usize,
+    /// Replayed frames not yet written.
+    replaying: usize,
     /// Dropped since the last `connection.lagged`: count and per-channel positions.
     lag: Option<(u64, Positions)>,
     dropped_total: u64,
@@ -149,6 +198,9 @@ struct DropRecord {
 #[derive(Debug)]
 pub struct Outbox {
     limits: Limits,
+    /// `switchyard_dropped_total{reason="slow_consumer"}`, counted here so
+    /// that drops made room for by any kind of frame are counted alike.
+    dropped: Counter,
     inner: Mutex<Inner>,
     /// The transport task to wake when something is queued.
     ready: AtomicWaker,
@@ -158,37 +210,58 @@ pub struct Outbox {
     readable: AtomicBool,
 }
 
-impl Pushed {
-    /// How many events this push cost the connection.
-    pub fn dropped(&self) -> u64 {
-        match self {
-            Pushed::Queued(n) => *n,
-            Pushed::Dropped | Pushed::Disconnected => 1,
-            Pushed::Closed => 0,
-        }
-    }
-}
-
 impl Outbox {
-    /// An empty queue with these bounds.
-    pub fn new(limits: Limits) -> Outbox {
+    /// An empty queue with these bounds, counting its drops in `dropped`.
+    pub fn new(limits: Limits, dropped: Counter) -> Outbox {
         Outbox {
             limits,
+            dropped,
             inner: Mutex::new(Inner::default()),
             ready: AtomicWaker::new(),
             readable: AtomicBool::new(true),
         }
     }
 
-    /// Queues a reply or control message (never dropped).
-    pub fn push_control(&self, frame: Frame) {
+    /// Queues a reply or control message. It is never dropped: when it does
+    /// not fit even after `drop_oldest` events made room, the connection is
+    /// closed with 4008 instead ([`Pushed::Disconnected`]).
+    pub fn push_control(&self, frame: Frame) -> Pushed {
+        let mut inner = self.inner.lock();
+        if inner.close.is_some() {
+            return Pushed::Closed;
+        }
+        let pushed = match self.make_room(&mut inner, frame.text().len()) {
+            Some(made_room) => {
+                self.enqueue(&mut inner, frame);
+                Pushed::Queued(made_room)
+            }
+            None => {
+                inner.close = Some(too_slow());
+                Pushed::Disconnected
+            }
+        };
+        drop(inner);
+        self.ready.wake();
+        pushed
+    }
+
+    /// Queues a recovery's replayed events, in order, outside the bounds.
+    pub fn push_replay(&self, frames: impl IntoIterator<Item = Utf8Bytes>) {
         let mut inner = self.inner.lock();
         if inner.close.is_some() {
             return;
         }
-        inner.queue.push_back(frame);
+        let before = inner.queue.len();
+        inner.queue.extend(frames.into_iter().map(Frame::Replay));
+        inner.replaying += inner.queue.len() - before;
         drop(inner);
         self.ready.wake();
+    }
+
+    /// Whether an earlier recovery's replay is not all written yet: a
+    /// client that does not read cannot stack replays up.
+    pub fn is_replaying(&self) -> bool {
+        self.inner.lock().replaying > 0
     }
 
     /// Offers an event, applying the slow-consumer rules. Never waits.
@@ -197,37 +270,51 @@ impl Outbox {
         if inner.close.is_some() {
             return Pushed::Closed;
         }
-        let size = event.text.len();
-        let mut made_room = 0;
-        while inner.event_count + 1 > self.limits.events
-            || inner.event_bytes + size > self.limits.bytes
-        {
-            if drop_oldest(&mut inner) {
-                made_room += 1;
-                continue;
+        let pushed = match self.make_room(&mut inner, event.text.len()) {
+            Some(made_room) => {
+                self.enqueue(&mut inner, Frame::Event(event.clone()));
+                Pushed::Queued(made_room)
             }
-            inner.dropped_total += 1;
-            let pushed = if event.policy == SlowConsumer::Disconnect {
-                inner.close = Some(Close {
-                    code: 4008,
-                    reason: "too slow".into(),
-                    flush: false,
-                });
+            None if event.policy == SlowConsumer::Disconnect => {
+                self.count_drop(&mut inner);
+                inner.close = Some(too_slow());
                 Pushed::Disconnected
-            } else {
+            }
+            None => {
+                self.count_drop(&mut inner);
                 record_lag(&mut inner, event);
                 Pushed::Dropped
-            };
-            drop(inner);
-            self.ready.wake();
-            return pushed;
-        }
-        inner.event_count += 1;
-        inner.event_bytes += size;
-        inner.queue.push_back(Frame::Event(event.clone()));
+            }
+        };
         drop(inner);
         self.ready.wake();
-        Pushed::Queued(made_room)
+        pushed
+    }
+
+    /// Drops `drop_oldest` events, oldest first, until `size` more bytes and
+    /// one more frame fit; how many it dropped, or `None` if they cannot fit.
+    fn make_room(&self, inner: &mut Inner, size: usize) -> Option<u64> {
+        let mut made_room = 0;
+        while inner.count + 1 > self.limits.events || inner.bytes + size > self.limits.bytes {
+            let event = drop_oldest(inner)?;
+            inner.count -= 1;
+            inner.bytes -= event.text.len();
+            self.count_drop(inner);
+            record_lag(inner, &event);
+            made_room += 1;
+        }
+        Some(made_room)
+    }
+
+    fn enqueue(&self, inner: &mut Inner, frame: Frame) {
+        inner.count += 1;
+        inner.bytes += frame.text().len();
+        inner.queue.push_back(frame);
+    }
+
+    fn count_drop(&self, inner: &mut Inner) {
+        inner.dropped_total += 1;
+        self.dropped.inc();
     }
 
     /// Asks the writer to close the connection.
@@ -238,6 +325,22 @@ impl Outbox {
         }
         drop(inner);
         self.ready.wake();
+    }
+
+    /// Frees room for frames that the writer has written (see [`Batch`]).
+    pub fn release(&self, written: Written) {
+        if written != Written::default() {
+            let mut inner = self.inner.lock();
+            inner.count = inner.count.saturating_sub(written.frames);
+            inner.bytes = inner.bytes.saturating_sub(written.bytes);
+            inner.replaying = inner.replaying.saturating_sub(written.replays);
+        }
+    }
+
+    /// Whether a close has been asked for (the writer may not have taken it
+    /// yet, e.g. while the socket is full).
+    pub fn is_closing(&self) -> bool {
+        self.inner.lock().close.is_some()
     }
 
     /// Asks the writer to send a keep-alive Ping.
@@ -326,10 +429,11 @@ impl Outbox {
             queue = VecDeque::new();
         }
         if let Some((dropped, channels)) = inner.lag.take() {
-            queue.push_front(Frame::control(crate::protocol::lagged(dropped, &channels)));
+            let lagged = Frame::control(crate::protocol::lagged(dropped, &channels));
+            inner.count += 1;
+            inner.bytes += lagged.text().len();
+            queue.push_front(lagged);
         }
-        inner.event_count = 0;
-        inner.event_bytes = 0;
         let ping = std::mem::take(&mut inner.ping);
         Some(Batch {
             frames: Vec::from(queue),
@@ -339,22 +443,16 @@ impl Outbox {
     }
 }
 
-/// Drops the oldest queued event of a `drop_oldest` channel; false if none.
-fn drop_oldest(inner: &mut Inner) -> bool {
-    let Some(pos) = inner.queue.iter().position(|f| {
+/// Takes the oldest queued event of a `drop_oldest` channel out of the queue.
+fn drop_oldest(inner: &mut Inner) -> Option<Arc<Event>> {
+    let pos = inner.queue.iter().position(|f| {
         f.event()
             .is_some_and(|e| e.policy == SlowConsumer::DropOldest)
-    }) else {
-        return false;
-    };
-    let Some(Frame::Event(event)) = inner.queue.remove(pos) else {
-        unreachable!("found by its event metadata");
-    };
-    inner.event_count -= 1;
-    inner.event_bytes -= event.text.len();
-    inner.dropped_total += 1;
-    record_lag(inner, &event);
-    true
+    })?;
+    match inner.queue.remove(pos) {
+        Some(Frame::Event(event)) => Some(event),
+        _ => unreachable!("found by its event metadata"),
+    }
 }
 
 /// Notes a dropped event for the next `connection.lagged`: the position to
@@ -390,10 +488,13 @@ mod tests {
 
     #[test]
     fn readable_is_taken_once_until_the_read_waker_marks_it_again() {
-        let q = Outbox::new(Limits {
-            events: 1,
-            bytes: 1,
-        });
+        let q = Outbox::new(
+            Limits {
+                events: 1,
+                bytes: 1,
+            },
+            Counter::default(),
+        );
         let cx = Context::from_waker(futures_util::task::noop_waker_ref());
         assert!(q.take_readable(&cx), "a new socket is read once");
         assert!(!q.take_readable(&cx), "then skipped until woken");
@@ -403,16 +504,23 @@ mod tests {
         assert!(q.take_readable(&cx), "kept after a message");
     }
 
+    fn outbox(events: usize, bytes: usize) -> Outbox {
+        Outbox::new(Limits { events, bytes }, Counter::default())
+    }
+
+    fn written(batch: &Batch) -> Written {
+        let mut written = Written::default();
+        batch.frames.iter().for_each(|f| written.add(f));
+        written
+    }
+
     fn texts(batch: &Batch) -> Vec<String> {
         batch.frames.iter().map(|f| f.text().to_string()).collect()
     }
 
     #[tokio::test]
     async fn frames_come_out_in_order_in_one_batch() {
-        let q = Outbox::new(Limits {
-            events: 10,
-            bytes: 1 << 20,
-        });
+        let q = outbox(10, 1 << 20);
         q.push_control(Frame::control("hello"));
         assert_eq!(
             q.push_event(&event(1, SlowConsumer::DropOldest)),
@@ -425,10 +533,7 @@ mod tests {
 
     #[tokio::test]
     async fn drop_oldest_reports_lag_before_anything_else() {
-        let q = Outbox::new(Limits {
-            events: 2,
-            bytes: 1 << 20,
-        });
+        let q = outbox(2, 1 << 20);
         for seq in 1..=4 {
             let made_room = u64::from(seq > 2);
             assert_eq!(
@@ -447,10 +552,7 @@ mod tests {
 
     #[tokio::test]
     async fn disconnect_policy_closes_with_4008() {
-        let q = Outbox::new(Limits {
-            events: 1,
-            bytes: 1 << 20,
-        });
+        let q = outbox(1, 1 << 20);
         assert_eq!(
             q.push_event(&event(1, SlowConsumer::Disconnect)),
             Pushed::Queued(0)
@@ -470,10 +572,7 @@ mod tests {
 
     #[tokio::test]
     async fn byte_bound_applies_too() {
-        let q = Outbox::new(Limits {
-            events: 100,
-            bytes: 20,
-        });
+        let q = outbox(100, 20);
         assert_eq!(
             q.push_event(&event(1, SlowConsumer::DropOldest)),
             Pushed::Queued(0)
@@ -483,5 +582,59 @@ mod tests {
             Pushed::Queued(1)
         );
         assert_eq!(q.depth(), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn replies_count_against_the_bounds_and_close_4008_when_they_cannot_fit() {
+        let q = outbox(3, 1 << 20);
+        assert_eq!(
+            q.push_event(&event(1, SlowConsumer::DropOldest)),
+            Pushed::Queued(0)
+        );
+        assert_eq!(q.push_control(Frame::control("a")), Pushed::Queued(0));
+        assert_eq!(q.push_control(Frame::control("b")), Pushed::Queued(0));
+        assert_eq!(
+            q.push_control(Frame::control("c")),
+            Pushed::Queued(1),
+            "a drop_oldest event makes room for a reply"
+        );
+        assert_eq!(
+            q.push_control(Frame::control("d")),
+            Pushed::Disconnected,
+            "replies are never dropped: the connection is closed instead"
+        );
+        assert_eq!(q.push_control(Frame::control("e")), Pushed::Closed);
+        let batch = q.next_batch().await;
+        assert_eq!(
+            texts(&batch).len(),
+            1,
+            "nothing queued is written, only the drop is told"
+        );
+        assert!(texts(&batch)[0].contains("connection.lagged"));
+        let close = batch.close.unwrap();
+        assert_eq!((close.code, close.reason.as_str()), (4008, "too slow"));
+    }
+
+    #[tokio::test]
+    async fn a_batch_counts_until_the_writer_releases_it() {
+        let q = outbox(2, 1 << 20);
+        q.push_control(Frame::control("a"));
+        q.push_control(Frame::control("b"));
+        let batch = q.next_batch().await;
+        assert_eq!(batch.frames.len(), 2);
+        assert_eq!(
+            q.push_event(&event(1, SlowConsumer::DropOldest)),
+            Pushed::Dropped,
+            "the batch being written still fills the queue"
+        );
+        q.release(written(&batch));
+        let lagged = q.next_batch().await;
+        assert!(texts(&lagged)[0].contains("connection.lagged"));
+        q.release(written(&lagged));
+        assert_eq!(
+            q.push_event(&event(2, SlowConsumer::DropOldest)),
+            Pushed::Queued(0),
+            "released room is usable again"
+        );
     }
 }

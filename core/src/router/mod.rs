@@ -184,7 +184,8 @@ impl Router {
     /// `subscribed` reply for `?events=`) before any event can reach it.
     pub fn connect(&self, req: ConnectRequest) -> Result<ConnRef, ConnectError> {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        self.table.write().connect(id, req)
+        let dropped = self.metrics.dropped_counter("slow_consumer");
+        self.table.write().connect(id, req, dropped)
     }
 
     /// Adds patterns (and recovers from `since`); queues the reply.

@@ -24,6 +24,7 @@ use crate::metrics::{Metrics, TypeLabel};
 use crate::names::Pattern;
 use crate::protocol::{self, Position, Positions};
 use crate::subscriptions::{PatternLimits, Scope, SubscriptionSet};
+use prometheus_client::metrics::counter::Counter;
 
 /// What a connection may receive.
 enum Access {
@@ -146,6 +147,7 @@ impl Table {
         &mut self,
         id: ConnId,
         req: ConnectRequest,
+        dropped: Counter,
     ) -> Result<ConnRef, ConnectError> {
         self.make_room(&req)?;
         let channels = match self.access(
@@ -164,10 +166,11 @@ impl Table {
             expires_at: req.expires_at,
             channel_claim: req.channel_claim,
         };
-        let outbox = Outbox::new(Limits {
+        let limits = Limits {
             events: server.send_queue,
             bytes: server.send_queue_bytes,
-        });
+        };
+        let outbox = Outbox::new(limits, dropped);
         let public_id = format!("c-{}", Alphanumeric.sample_string(&mut rand::rng(), 16));
         let conn = Arc::new(Connection::new(
             id,
@@ -261,12 +264,13 @@ impl Table {
         };
         let mut subs = (*entry.subs).clone();
         let outcome = subs.subscribe(events, limits, &scope);
-        for message in &outcome.invalid {
-            conn.outbox.push_control(Frame::control(protocol::error(
-                "invalid_pattern",
-                message,
-                id,
-            )));
+        if outcome.invalid.count > 0 {
+            conn.outbox
+                .push_control(Frame::control(protocol::invalid_patterns(
+                    outcome.invalid.count,
+                    &outcome.invalid.named,
+                    id,
+                )));
         }
         if let Some(message) = &outcome.too_many {
             conn.outbox.push_control(Frame::control(protocol::error(
@@ -313,7 +317,18 @@ impl Table {
             return Value::Null;
         };
         let mut out = serde_json::Map::new();
+        // A replay is held outside the send queue's bounds (its bytes are the
+        // history's), so one not yet read blocks the next: a client cannot
+        // stack replays up by asking again without reading.
+        let replaying = entry.conn.outbox.is_replaying();
         for (name, pos) in since {
+            if replaying {
+                out.insert(
+                    name.clone(),
+                    json!({"recovered": false, "reason": "too_old"}),
+                );
+                continue;
+            }
             let ch = self
                 .channels
                 .get(name.as_str())
@@ -345,9 +360,10 @@ impl Table {
                         name.clone(),
                         json!({"recovered": true, "replayed": replay.len()}),
                     );
-                    for stored in replay {
-                        entry.conn.outbox.push_control(Frame::control(stored.frame));
-                    }
+                    entry
+                        .conn
+                        .outbox
+                        .push_replay(replay.into_iter().map(|stored| stored.frame));
                     entry
                         .sent
                         .covered(&ch.name, pos.sequence, ch.sequence(), &entry.subs);
@@ -562,11 +578,9 @@ impl Table {
         metrics: &Metrics,
     ) {
         if let Some(recipients) = self.recipients.get(type_name) {
-            let dropped: u64 = recipients
-                .values()
-                .map(|conn| conn.outbox.push_event(event).dropped())
-                .sum();
-            metrics.drop_events("slow_consumer", dropped);
+            for conn in recipients.values() {
+                conn.outbox.push_event(event);
+            }
         }
         for sink in self.routes.get(type_name).into_iter().flatten() {
             if emitter != Some(sink.name()) && !sink.offer(&event.text) {

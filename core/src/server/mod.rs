@@ -62,6 +62,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             continue;
         }
         let _ = stream.set_nodelay(true);
+        limit_send_buffer(&stream, server.socket_send_buffer);
         let guard = PendingGuard::new(pending.clone());
         let tls = app.tls.load_full();
         let (app, api) = (app.clone(), api.clone());
@@ -100,6 +101,18 @@ where
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(peer = %peer.0, "HTTP connection ended: {e}");
+    }
+}
+
+/// Caps the kernel's send buffer of a client socket (`server.socket_send_buffer`,
+/// 0 = leave it to the kernel). Autotuning would let a client that stops
+/// reading park megabytes in the kernel, out of sight of the send queue's
+/// bounds and of the slow-consumer policy (docs/operations.md, "Slow clients").
+fn limit_send_buffer(stream: &tokio::net::TcpStream, bytes: usize) {
+    if bytes > 0 {
+        if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(bytes) {
+            tracing::debug!("setting SO_SNDBUF to {bytes} failed: {e}");
+        }
     }
 }
 

@@ -32,6 +32,7 @@ use super::readiness::poll_read;
 use super::watchdog::{Due, Watchdog};
 use super::writer::{close_reason, Flushed, Writer};
 use crate::app::App;
+use crate::connection::outbox::Written;
 use crate::connection::ConnRef;
 use crate::session::{Context as SessionContext, Outcome, Session};
 
@@ -295,11 +296,16 @@ impl Served {
         }
         if !self.writer.is_idle() {
             let metrics = self.app.router.metrics();
-            match self.writer.poll_write(cx, self.socket.get_mut(), metrics) {
+            let mut written = Written::default();
+            let wrote = self
+                .writer
+                .poll_write(cx, self.socket.get_mut(), metrics, &mut written);
+            self.conn.outbox.release(written);
+            match wrote {
                 Poll::Ready(Ok(Flushed::Closed)) => return Poll::Ready(Some(End::Closed)),
                 Poll::Ready(Ok(Flushed::Batch)) => progressed = true,
                 Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
-                Poll::Pending => {}
+                Poll::Pending => self.closing_while_blocked(),
             }
         }
         if self.reading && !self.replying {
@@ -390,6 +396,17 @@ impl Served {
             self.watchdog
                 .next_due(now, self.conn.expires_at(), unix_now)
         })
+    }
+
+    /// The socket is full and the outbox was closed meanwhile (4008: the
+    /// client does not read what it asks for): stop reading, and give the
+    /// batch under way [`CLOSE_GRACE`] to go out before the close frame, so
+    /// that a client that never reads is let go.
+    fn closing_while_blocked(&mut self) {
+        if self.deadline.is_none() && self.conn.outbox.is_closing() {
+            self.reading = false;
+            self.close_within_grace();
+        }
     }
 
     fn close_within_grace(&mut self) {

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio::io::AsyncWrite;
 
-use crate::connection::outbox::Batch;
+use crate::connection::outbox::{Batch, Written};
 use crate::connection::{Close, Frame};
 use crate::metrics::Metrics;
 
@@ -79,12 +79,15 @@ impl Writer {
     }
 
     /// Writes until the batch is done or the socket is full. Each event
-    /// fully written is counted in `metrics` as delivered.
+    /// fully written is counted in `metrics` as delivered, and each frame
+    /// fully written is added to `written`, whatever the outcome, so that
+    /// the outbox can release it from its bounds.
     pub fn poll_write<W: AsyncWrite + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
         io: &mut W,
         metrics: &Metrics,
+        written: &mut Written,
     ) -> Poll<io::Result<Flushed>> {
         let mut now = None;
         while !self.is_idle() {
@@ -97,7 +100,10 @@ impl Writer {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             };
-            self.advance(n, |frame| delivered(frame, metrics, &mut now));
+            self.advance(n, |frame| {
+                delivered(frame, metrics, &mut now);
+                written.add(frame);
+            });
         }
         self.frames = Vec::new();
         self.trailer = Vec::new();
@@ -273,7 +279,7 @@ mod tests {
         };
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         let metrics = Metrics::new();
-        match writer.poll_write(&mut cx, &mut socket, &metrics) {
+        match writer.poll_write(&mut cx, &mut socket, &metrics, &mut Written::default()) {
             Poll::Ready(Ok(flushed)) => {
                 assert!(writer.is_idle());
                 (socket.out, flushed)
