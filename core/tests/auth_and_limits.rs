@@ -84,6 +84,10 @@ fn hs256_kid(secret: &str, kid: &str, claims: &Value) -> String {
 }
 
 /// `sub` with `exp` `exp_in` seconds from now.
+/// How long the short-lived tokens of the expiry tests live: long enough
+/// that a slow connect on a loaded machine still finds them valid.
+const TOKEN_LIFE_S: i64 = 5;
+
 fn claims(sub: &str, exp_in: i64) -> Value {
     json!({"sub": sub, "exp": now() + exp_in})
 }
@@ -148,37 +152,18 @@ async fn connect_anonymous(router: &Router) -> (Client, Value) {
     (client, hello)
 }
 
-/// The next close frame, skipping anything else; (code, reason).
-async fn close_of(client: &mut Client) -> (u16, String) {
-    loop {
-        let msg = tokio::time::timeout(WAIT, client.socket.next())
-            .await
-            .expect("timed out waiting for a close");
-        match msg {
-            Some(Ok(Message::Close(Some(frame)))) => {
-                return (frame.code.into(), frame.reason.to_string())
-            }
-            Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => panic!("error instead of a close frame: {e}"),
-        }
-    }
-}
-
-/// Asserts the socket (upgraded) is closed with 1008 and a reason before any
-/// text message; returns the reason.
-async fn assert_refused(client: &mut Client, what: &str) -> String {
+/// Asserts the socket (upgraded) is closed with 1008 and `reason` before any
+/// text message.
+async fn assert_refused(client: &mut Client, what: &str, reason: &str) {
     loop {
         let msg = tokio::time::timeout(WAIT, client.socket.next())
             .await
             .unwrap_or_else(|_| panic!("{what}: timed out waiting for close 1008"));
         match msg {
             Some(Ok(Message::Close(Some(frame)))) => {
-                let code: u16 = frame.code.into();
-                let reason = frame.reason.to_string();
-                assert_eq!(code, 1008, "{what}: close code (reason {reason:?})");
-                assert!(!reason.is_empty(), "{what}: close 1008 carries a reason");
-                return reason;
+                let got = (u16::from(frame.code), frame.reason.as_str());
+                assert_eq!(got, (1008, reason), "{what}: close code and reason");
+                return;
             }
             Some(Ok(Message::Text(t))) => panic!("{what}: expected close 1008, got {t}"),
             Some(Ok(Message::Close(None))) | None => {
@@ -190,15 +175,16 @@ async fn assert_refused(client: &mut Client, what: &str) -> String {
     }
 }
 
-/// Upgrades with `?token=` (or none) and expects accept-then-close 1008.
-async fn assert_token_refused(router: &Router, path_and_query: &str, what: &str) -> String {
+/// Upgrades with `?token=` (or none) and expects accept-then-close 1008 with
+/// `reason`.
+async fn assert_token_refused(router: &Router, path_and_query: &str, what: &str, reason: &str) {
     let (mut client, response) = connect_with(router, path_and_query, &[]).await;
     assert_eq!(
         response.status(),
         101,
         "{what}: the upgrade itself succeeds"
     );
-    assert_refused(&mut client, what).await
+    assert_refused(&mut client, what, reason).await
 }
 
 /// Sends a message and returns the next message (its reply).
@@ -223,18 +209,6 @@ fn assert_error(msg: &Value, code: &str) {
             .is_some_and(|m| !m.is_empty()),
         "an error carries a message: {msg}"
     );
-}
-
-/// Asserts no frame at all (no text, no close) arrives within `wait`.
-async fn assert_nothing(client: &mut Client, wait: Duration) {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match tokio::time::timeout_at(deadline, client.socket.next()).await {
-            Err(_) => return,
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-            Ok(other) => panic!("expected nothing, got {other:?}"),
-        }
-    }
 }
 
 /// The sorted keys of an object.
@@ -315,7 +289,13 @@ fn assert_retry_after(retry: &Option<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_mode_no_token_is_accepted_then_closed_1008() {
     let (router, _) = start_jwt("required", "SY_TEST_JWT_REQ_NONE", "", "", "").await;
-    assert_token_refused(&router, "/ws/events", "no token").await;
+    assert_token_refused(
+        &router,
+        "/ws/events",
+        "no token",
+        "authentication required: send a token",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,13 +344,20 @@ async fn required_mode_token_from_query_header_and_subprotocol() {
 async fn required_mode_refuses_invalid_tokens_with_1008() {
     let (router, key) = start_jwt("required", "SY_TEST_JWT_REQ_INVALID", "", "", "").await;
     let expired = hs256(&key, &claims("alice", -600));
-    assert_token_refused(&router, &format!("/ws/events?token={expired}"), "expired").await;
+    assert_token_refused(
+        &router,
+        &format!("/ws/events?token={expired}"),
+        "expired",
+        "invalid token: token expired",
+    )
+    .await;
 
     let bad_sig = hs256("not-the-secret", &claims("alice", 600));
     assert_token_refused(
         &router,
         &format!("/ws/events?token={bad_sig}"),
         "bad signature",
+        "invalid token: invalid token signature",
     )
     .await;
 
@@ -378,12 +365,30 @@ async fn required_mode_refuses_invalid_tokens_with_1008() {
     let good = hs256(&key, &claims("alice", 600));
     let payload = good.split('.').nth(1).unwrap();
     let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
-    assert_token_refused(&router, &format!("/ws/events?token={none}"), "alg none").await;
+    assert_token_refused(
+        &router,
+        &format!("/ws/events?token={none}"),
+        "alg none",
+        "invalid token: token algorithm not allowed",
+    )
+    .await;
 
     let no_exp = hs256(&key, &json!({"sub": "alice"}));
-    assert_token_refused(&router, &format!("/ws/events?token={no_exp}"), "no exp").await;
+    assert_token_refused(
+        &router,
+        &format!("/ws/events?token={no_exp}"),
+        "no exp",
+        "invalid token: token has no exp claim",
+    )
+    .await;
 
-    assert_token_refused(&router, "/ws/events?token=garbage", "garbage").await;
+    assert_token_refused(
+        &router,
+        "/ws/events?token=garbage",
+        "garbage",
+        "invalid token: malformed token",
+    )
+    .await;
 
     // An invalid token in the Authorization header is refused the same way.
     let (mut c, _) = connect_with(
@@ -392,7 +397,12 @@ async fn required_mode_refuses_invalid_tokens_with_1008() {
         &[("authorization", &format!("Bearer {bad_sig}"))],
     )
     .await;
-    assert_refused(&mut c, "bad signature in Authorization").await;
+    assert_refused(
+        &mut c,
+        "bad signature in Authorization",
+        "invalid token: invalid token signature",
+    )
+    .await;
 
     // The router still serves valid tokens.
     let (mut c, _) = connect_token(&router, &good).await;
@@ -414,10 +424,17 @@ async fn optional_mode_anonymous_works_and_invalid_token_is_never_downgraded() {
         &router,
         &format!("/ws/events?token={bad_sig}"),
         "bad signature",
+        "invalid token: invalid token signature",
     )
     .await;
     let expired = hs256(&key, &claims("alice", -600));
-    assert_token_refused(&router, &format!("/ws/events?token={expired}"), "expired").await;
+    assert_token_refused(
+        &router,
+        &format!("/ws/events?token={expired}"),
+        "expired",
+        "invalid token: token expired",
+    )
+    .await;
 
     let exp = now() + 600;
     let good = hs256(&key, &json!({"sub": "alice", "exp": exp}));
@@ -473,6 +490,7 @@ async fn issuer_and_audience_are_checked_when_configured() {
         &router,
         &format!("/ws/events?token={wrong_iss}"),
         "wrong iss",
+        "invalid token: wrong token issuer",
     )
     .await;
     let wrong_aud = hs256(
@@ -483,6 +501,7 @@ async fn issuer_and_audience_are_checked_when_configured() {
         &router,
         &format!("/ws/events?token={wrong_aud}"),
         "wrong aud",
+        "invalid token: wrong token audience",
     )
     .await;
     let neither = hs256(&key, &json!({"sub": "alice", "exp": exp}));
@@ -490,6 +509,7 @@ async fn issuer_and_audience_are_checked_when_configured() {
         &router,
         &format!("/ws/events?token={neither}"),
         "no iss/aud",
+        "invalid token: token has no iss claim",
     )
     .await;
 }
@@ -520,6 +540,7 @@ async fn kid_selects_one_of_several_keys() {
         &router,
         &format!("/ws/events?token={crossed}"),
         "kid a, key b",
+        "invalid token: invalid token signature",
     )
     .await;
     let unknown = hs256_kid(&a, "c", &claims("alice", 600));
@@ -527,10 +548,17 @@ async fn kid_selects_one_of_several_keys() {
         &router,
         &format!("/ws/events?token={unknown}"),
         "unknown kid",
+        "invalid token: unknown key id \"c\"",
     )
     .await;
     let no_kid = hs256(&a, &claims("alice", 600));
-    assert_token_refused(&router, &format!("/ws/events?token={no_kid}"), "no kid").await;
+    assert_token_refused(
+        &router,
+        &format!("/ws/events?token={no_kid}"),
+        "no kid",
+        "invalid token: token has no key id (kid)",
+    )
+    .await;
 }
 
 // -------------------------------------------------------- channels claim
@@ -650,6 +678,7 @@ async fn require_auth_endpoint_refuses_anonymous_with_1008() {
         &router,
         "/ws/events",
         "anonymous on a require_auth endpoint",
+        "this endpoint requires authentication: send a token",
     )
     .await;
     let (mut c, hello) = connect_token(&router, &hs256(&key, &claims("alice", 600))).await;
@@ -674,14 +703,23 @@ async fn reload_making_endpoint_require_auth_closes_anonymous_with_1008() {
     let (status, body) = router.reload().await;
     assert_eq!(status, 200, "{body}");
 
-    let (code, reason) = close_of(&mut anon).await;
-    assert_eq!(code, 1008, "anonymous connection after reload ({reason})");
-    assert!(!reason.is_empty());
+    let (code, reason) = anon.close_frame().await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1008, "access withdrawn by a configuration reload"),
+        "anonymous connection after reload"
+    );
     assert_alive(&mut authed).await;
     publish_ok(&router, &alert("a1")).await;
     assert_eq!(authed.recv().await["type"], "alert.created");
     // New anonymous connections are refused too.
-    assert_token_refused(&router, "/ws/events", "anonymous after reload").await;
+    assert_token_refused(
+        &router,
+        "/ws/events",
+        "anonymous after reload",
+        "this endpoint requires authentication: send a token",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -695,10 +733,11 @@ async fn reload_to_required_mode_closes_anonymous_with_1008() {
     router.write_config(&cfg.replacen("mode = \"optional\"", "mode = \"required\"", 1));
     let (status, body) = router.reload().await;
     assert_eq!(status, 200, "{body}");
-    let (code, reason) = close_of(&mut anon).await;
+    let (code, reason) = anon.close_frame().await;
     assert_eq!(
-        code, 1008,
-        "anonymous connection after the switch to required ({reason})"
+        (code, reason.as_str()),
+        (1008, "access withdrawn by a configuration reload"),
+        "anonymous connection after the switch to required"
     );
     assert_alive(&mut authed).await;
 }
@@ -740,10 +779,11 @@ async fn reload_making_channels_require_auth_withholds_then_closes_anonymous() {
     ));
     let (status, body) = router.reload().await;
     assert_eq!(status, 200, "{body}");
-    let (code, reason) = close_of(&mut anon).await;
+    let (code, reason) = anon.close_frame().await;
     assert_eq!(
-        code, 1008,
-        "anonymous connection with no channel left ({reason})"
+        (code, reason.as_str()),
+        (1008, "access withdrawn by a configuration reload"),
+        "anonymous connection with no channel left"
     );
     assert_alive(&mut authed).await;
 }
@@ -753,32 +793,32 @@ async fn reload_making_channels_require_auth_withholds_then_closes_anonymous() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_expiry_closes_4001() {
     let (router, key) = start_jwt("required", "SY_TEST_JWT_EXPIRY", "", "", "leeway_s = 0").await;
-    let exp = now() + 2;
+    // A few seconds of validity, so a slow connect still sees it valid; the
+    // close is waited for (close_frame's generous bound), not timed.
+    let exp = now() + TOKEN_LIFE_S;
     let (mut c, hello) =
         connect_token(&router, &hs256(&key, &json!({"sub": "alice", "exp": exp}))).await;
     assert_time(&hello["expires_at"], exp);
-    let started = Instant::now();
-    let (code, _) = close_of(&mut c).await;
-    assert_eq!(code, 4001, "token expiry");
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(500) && took <= Duration::from_secs(4),
-        "closed after {took:?} for a token expiring within 2 s"
-    );
+    let (code, reason) = c.close_frame().await;
+    assert_eq!((code, reason.as_str()), (4001, "token expired"));
+    assert!(now() >= exp, "closed before the token's exp ({exp})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_with_a_later_token_moves_the_expiry() {
     let (router, key) = start_jwt("required", "SY_TEST_JWT_REFRESH", "", "", "leeway_s = 0").await;
-    let (mut c, _) = connect_token(&router, &hs256(&key, &claims("alice", 2))).await;
+    let old_exp = now() + TOKEN_LIFE_S;
+    let alice = hs256(&key, &json!({"sub": "alice", "exp": old_exp}));
+    let (mut c, _) = connect_token(&router, &alice).await;
     let later = now() + 600;
     let token = hs256(&key, &json!({"sub": "alice", "exp": later}));
     let reply = request(&mut c, json!({"action": "refresh", "token": token})).await;
     assert_eq!(reply["type"], "refreshed", "{reply}");
     assert_eq!(reply["action"], "refreshed", "{reply}");
     assert_time(&reply["expires_at"], later);
-    // No close at the old time.
-    assert_nothing(&mut c, Duration::from_millis(3500)).await;
+    // No close at the old time: quiet until a second past it.
+    let until_past_old = (old_exp + 1 - now()).max(0) as u64;
+    c.expect_silence(Duration::from_secs(until_past_old)).await;
     assert_alive(&mut c).await;
 }
 
@@ -792,7 +832,7 @@ async fn refresh_with_another_users_token_is_invalid_and_changes_nothing() {
         "leeway_s = 0",
     )
     .await;
-    let (mut c, _) = connect_token(&router, &hs256(&key, &claims("alice", 2))).await;
+    let (mut c, _) = connect_token(&router, &hs256(&key, &claims("alice", TOKEN_LIFE_S))).await;
     let bob = hs256(&key, &claims("bob", 600));
     let reply = request(&mut c, json!({"action": "refresh", "token": bob, "id": 7})).await;
     assert_error(&reply, "invalid_token");
@@ -801,8 +841,12 @@ async fn refresh_with_another_users_token_is_invalid_and_changes_nothing() {
     let reply = request(&mut c, json!({"action": "refresh", "token": bad})).await;
     assert_error(&reply, "invalid_token");
     // Unchanged: still expires at the old time.
-    let (code, _) = close_of(&mut c).await;
-    assert_eq!(code, 4001, "the connection keeps its old expiry");
+    let (code, reason) = c.close_frame().await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (4001, "token expired"),
+        "the connection keeps its old expiry"
+    );
 
     // An anonymous connection cannot refresh.
     let (mut anon, _) = connect_anonymous(&router).await;
@@ -831,6 +875,7 @@ async fn per_user_limit_refuse_closes_the_new_connection_1008() {
         &router,
         &format!("/ws/events?token={token}"),
         "third of alice",
+        "too many connections for this user",
     )
     .await;
     assert_alive(&mut c1).await;
@@ -855,7 +900,7 @@ async fn per_user_limit_evict_oldest_replaces_the_oldest() {
     let (mut c2, _) = connect_token(&router, &token).await;
     let (mut c3, hello) = connect_token(&router, &token).await;
     assert_eq!(hello["user"], "alice");
-    let (code, reason) = close_of(&mut c1).await;
+    let (code, reason) = c1.close_frame().await;
     assert_eq!((code, reason.as_str()), (1008, "replaced"));
     assert_alive(&mut c2).await;
     assert_alive(&mut c3).await;
@@ -873,7 +918,13 @@ async fn anonymous_per_ip_limit_closes_the_extra_connection_1008() {
     .await;
     let (mut a1, _) = connect_anonymous(&router).await;
     let (mut a2, _) = connect_anonymous(&router).await;
-    assert_token_refused(&router, "/ws/events", "third anonymous").await;
+    assert_token_refused(
+        &router,
+        "/ws/events",
+        "third anonymous",
+        "too many anonymous connections from this address",
+    )
+    .await;
     assert_alive(&mut a1).await;
     assert_alive(&mut a2).await;
     // An authenticated connection from the same address is not counted.
@@ -892,6 +943,60 @@ async fn max_connections_refuses_the_upgrade_with_503() {
     assert_retry_after(&retry);
     assert_alive(&mut c1).await;
     assert_alive(&mut c2).await;
+}
+
+/// Sends a plain `GET /health` on a fresh TCP connection; returns what came
+/// back before the server closed or `wait` passed.
+async fn raw_health(router: &Router, wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    let request = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    // The write may fail on a connection the server has already closed.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_pending_handshakes_closes_extra_connections_without_a_response() {
+    let router = start(&config("max_pending_handshakes = 2", AUTH_NONE)).await;
+    // Two connections that never send a request hold both places.
+    let idle: Vec<tokio::net::TcpStream> = vec![
+        tokio::net::TcpStream::connect(router.addr).await.unwrap(),
+        tokio::net::TcpStream::connect(router.addr).await.unwrap(),
+    ];
+    // Accepting is asynchronous: wait until the server holds both, which
+    // shows as a third connection being closed without a response.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = raw_health(&router, WAIT).await;
+        if answer.is_empty() {
+            break;
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            Instant::now() < deadline,
+            "a third connection kept being served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // They leave: new connections are served again.
+    drop(idle);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = raw_health(&router, WAIT).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(answer.is_empty(), "{answer}");
+        assert!(
+            Instant::now() < deadline,
+            "no connection served after the idle ones left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    router.shutdown().await;
 }
 
 // ------------------------------------------------------------------ Origin
@@ -919,15 +1024,17 @@ async fn server_sends_ping_frames_every_heartbeat_interval() {
     let router = start(&config("heartbeat_interval_s = 1", AUTH_NONE)).await;
     let (mut c, hello) = connect_anonymous(&router).await;
     assert_eq!(hello["heartbeat_interval_s"], 1, "{hello}");
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(2600);
-    let mut pings = 0;
-    while let Ok(msg) = tokio::time::timeout_at(deadline, c.socket.next()).await {
+    // Waits for two pings (a loaded machine may be late, so no count in a
+    // fixed window); nothing else may arrive meanwhile.
+    for ping in 1..=2 {
+        let msg = tokio::time::timeout(WAIT, c.socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("ping {ping} did not come within {WAIT:?}"));
         match msg {
-            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Ping(_))) => {}
             other => panic!("expected only pings, got {other:?}"),
         }
     }
-    assert!(pings >= 2, "{pings} ping frames in 2.6 s at 1 s intervals");
     assert_alive(&mut c).await;
 }
 
@@ -945,7 +1052,11 @@ async fn a_silent_client_is_closed_4000() {
         match msg {
             Some(Ok(Message::Ping(_))) => frames.push("ping"),
             Some(Ok(Message::Close(Some(frame)))) => {
-                assert_eq!(u16::from(frame.code), 4000, "after {frames:?}: {frame:?}");
+                assert_eq!(
+                    (u16::from(frame.code), frame.reason.as_str()),
+                    (4000, "heartbeat timeout"),
+                    "after {frames:?}"
+                );
                 break;
             }
             other => panic!("expected pings then close 4000, got {other:?} after {frames:?}"),
@@ -990,12 +1101,16 @@ async fn client_rate_limit_refuses_then_closes_1008() {
     ))
     .await;
     let (mut c, _) = connect_anonymous(&router).await;
-    for _ in 0..5 {
-        c.send(&json!({"action": "ping"})).await;
+    for i in 0..5 {
+        c.send(&json!({"action": "ping", "id": i})).await;
     }
     let mut replies = Vec::new();
-    for _ in 0..5 {
-        replies.push(c.recv().await);
+    for i in 0..5 {
+        let reply = c.recv().await;
+        // Refused or not, each reply echoes its message's id
+        // (docs/protocol.md, errors).
+        assert_eq!(reply["id"], i, "{reply}");
+        replies.push(reply);
     }
     let pongs = replies.iter().filter(|r| r["type"] == "pong").count();
     let limited: Vec<&Value> = replies.iter().filter(|r| r["type"] == "error").collect();
@@ -1023,8 +1138,10 @@ async fn client_rate_limit_refuses_then_closes_1008() {
                 }
             }
             Some(Ok(Message::Close(Some(frame)))) => {
-                assert_eq!(u16::from(frame.code), 1008, "{frame:?}");
-                assert!(!frame.reason.is_empty(), "{frame:?}");
+                assert_eq!(
+                    (u16::from(frame.code), frame.reason.as_str()),
+                    (1008, "rate limit exceeded")
+                );
                 assert_eq!(refusals, 10, "close after the 11th refusal");
                 return;
             }
@@ -1095,7 +1212,7 @@ async fn admin_disconnect_by_connection_id() {
         (200, json!({"closed": 1})),
         "{body}"
     );
-    let (code, reason) = close_of(&mut a).await;
+    let (code, reason) = a.close_frame().await;
     assert_eq!((code, reason.as_str()), (1008, "disconnected by operator"));
     assert_alive(&mut b).await;
 
@@ -1143,7 +1260,7 @@ async fn admin_disconnect_by_user() {
         "{body}"
     );
     for c in [&mut a1, &mut a2] {
-        let (code, reason) = close_of(c).await;
+        let (code, reason) = c.close_frame().await;
         assert_eq!((code, reason.as_str()), (1008, "disconnected by operator"));
     }
     assert_alive(&mut bob).await;
@@ -1193,7 +1310,8 @@ async fn shutdown_flushes_every_queued_event_then_closes_1012() {
                     sequences.push(v["sequence"].as_u64().expect("sequence"));
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    return (sequences, frame.map(|f| u16::from(f.code)));
+                    let frame = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                    return (sequences, frame);
                 }
                 Some(Ok(_)) => {}
                 other => panic!("after {} events: {other:?}", sequences.len()),
@@ -1206,7 +1324,11 @@ async fn shutdown_flushes_every_queued_event_then_closes_1012() {
         .expect("shutdown finished")
         .unwrap();
     assert_eq!(sequences, (1..=200).collect::<Vec<u64>>());
-    assert_eq!(close, Some(1012), "close after the flushed events");
+    assert_eq!(
+        close,
+        Some((1012, "service restart".to_owned())),
+        "close after the flushed events"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1215,7 +1337,7 @@ async fn during_shutdown_health_is_503_and_new_requests_get_shutting_down() {
     // buffers hold, keeps the flush (and so the shutdown window) open for
     // shutdown_timeout_s.
     let router = start(&config(
-        "shutdown_timeout_s = 2\nmax_event_bytes = 1048576\nmax_publish_bytes = 8388608",
+        "shutdown_timeout_s = 5\nmax_event_bytes = 1048576\nmax_publish_bytes = 8388608",
         AUTH_NONE,
     ))
     .await;
@@ -1275,12 +1397,13 @@ async fn during_shutdown_health_is_503_and_new_requests_get_shutting_down() {
         Ok((_, response)) => panic!("upgrade during shutdown got {}", response.status()),
     }
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(5),
         "the window was observed within shutdown_timeout_s"
     );
 
-    // The flush is bounded by shutdown_timeout_s.
-    tokio::time::timeout(Duration::from_secs(6), shutdown)
+    // The flush is bounded by shutdown_timeout_s (the margin is for a loaded
+    // machine).
+    tokio::time::timeout(Duration::from_secs(15), shutdown)
         .await
         .expect("shutdown finished within shutdown_timeout_s (+ margin)")
         .unwrap();

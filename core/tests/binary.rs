@@ -82,17 +82,19 @@ async fn sighup_reloads_and_sigterm_closes_clients_with_1012() {
         "connection.established"
     );
     signal(&router.0, "TERM");
-    let code = loop {
+    let close = loop {
         match tokio::time::timeout(support::WAIT, ws.next())
             .await
             .unwrap()
         {
-            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(Message::Close(Some(frame)))) => {
+                break (u16::from(frame.code), frame.reason.to_string())
+            }
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
         }
     };
-    assert_eq!(code, 1012);
+    assert_eq!(close, (1012, "service restart".to_owned()));
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
         if let Some(status) = router.0.try_wait().unwrap() {

@@ -3,7 +3,7 @@
 mod support;
 
 use serde_json::json;
-use support::{start, BASE};
+use support::{sample, start, BASE};
 
 /// Upgrades on a path that is not an endpoint (refused with 404).
 async fn knock(router: &support::Router, path: &str) {
@@ -61,13 +61,6 @@ async fn coverage_reports_the_gaps() {
     router.shutdown().await;
 }
 
-/// The value of one sample line of a Prometheus text exposition.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_happened() {
     let router = start(BASE).await;
@@ -83,7 +76,11 @@ async fn metrics_count_what_happened() {
         .publish(&json!({"type": "nope.nothing", "payload": {}}))
         .await;
     client.recv_type("alert.created").await;
-    std::fs::write(router.config_path(), "not = [toml").unwrap();
+    // The watcher tries the broken file too: wait for it, so that the count
+    // below is exact (its refusal and the admin route's).
+    router
+        .settle_after(|| router.write_config("not = [toml"))
+        .await;
     let (status, _) = router.reload().await;
     assert_eq!(status, 422);
 
@@ -111,7 +108,7 @@ async fn metrics_count_what_happened() {
     );
     expect(r#"switchyard_deliveries_total{channel="alerts"}"#, 1.0);
     expect(r#"switchyard_connections{endpoint="/ws/events"}"#, 1.0);
-    expect(r#"switchyard_config_reloads_total{result="refused"}"#, 1.0);
+    expect(r#"switchyard_config_reloads_total{result="refused"}"#, 2.0);
     expect("switchyard_delivery_latency_seconds_count", 1.0);
     router.shutdown().await;
 }

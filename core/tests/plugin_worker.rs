@@ -33,7 +33,7 @@ channels = [\"workers\"]
 [[plugins]]
 name = \"health\"
 library = \"{}\"
-stop_timeout_s = 5
+stop_timeout_s = 30
 [plugins.config]
 {config}
 ",
@@ -234,10 +234,11 @@ async fn http_check_started_failed_error_stopped_recovered() {
     let (_, health) = router.get("/health").await;
     assert_eq!(health["plugins"]["health"]["state"], "running", "{health}");
 
-    // Stop is prompt and bounded (the router's stop_timeout_s is 5).
+    // The plugin's stop returns on its own: well within stop_timeout_s (30),
+    // so the instance was not abandoned.
     let t = Instant::now();
     router.shutdown().await;
-    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     stop_server(server).await;
 }
 

@@ -4,24 +4,21 @@
 
 mod support;
 
+use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{c_library, plugin, start, try_start, Client, Router, BASE};
+use support::{c_library, free_port, plugin, start, try_start, Client, Router, BASE};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 fn testkit() -> String {
     plugin("switchyard_testkit")
@@ -849,19 +846,21 @@ async fn a_hanging_stop_does_not_block_a_reload() {
         "slow",
         &testkit(),
         "stop_timeout_s = 1",
-        "stop_delay_ms = 30000",
+        "stop_delay_ms = 60000",
     )]);
     let router = start(&cfg).await;
     health_with_plugin_state(&router, "slow", "running").await;
     router.write_config(BASE);
+    // Far above stop_timeout_s plus scheduling delays, far below the 60 s
+    // the stop hangs for.
     let began = Instant::now();
-    let (status, body) = tokio::time::timeout(Duration::from_secs(15), router.reload())
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), router.reload())
         .await
         .expect("the reload answered");
     let took = began.elapsed();
     assert_eq!(status, 200, "{body}");
     assert!(
-        took < Duration::from_secs(4),
+        took < Duration::from_secs(20),
         "stop_timeout_s = 1, yet the reload took {took:?}"
     );
     let (status, body) = router.publish(&alert("a1")).await;
@@ -1112,6 +1111,127 @@ fn check_reports_a_plugin_that_cannot_load_with_its_key() {
     assert!(all.contains(&missing.display().to_string()), "{all}");
 }
 
+/// One warning of docs/configuration.md ("Warnings"): the config that
+/// causes it, and the text `switchyard check` must print for it.
+struct WarningCase {
+    what: &'static str,
+    config: String,
+    printed: &'static str,
+}
+
+fn warning_cases() -> Vec<WarningCase> {
+    let on_a_new_channel = |channel: &str| {
+        format!(
+            "\n[[event_types]]\nname = \"incident.opened\"\nchannel = \"{channel}\"\n\
+             description = \"Incident\"\n[event_types.payload]\nid = {{ type = \"string\" }}\n"
+        )
+    };
+    vec![
+        WarningCase {
+            what: "a channel named by a type but not declared",
+            config: config(&[&on_a_new_channel("incidents")]),
+            printed: "channel `incidents` (named by event type `incident.opened`) is not declared \
+                      under [[channels]]; it was created with the default settings",
+        },
+        WarningCase {
+            what: "a type whose channel no endpoint carries",
+            config: config(&[&channel("incidents"), &on_a_new_channel("incidents")]),
+            printed: "event type `incident.opened` is on channel `incidents`, which no endpoint \
+                      carries: its events reach only sinks",
+        },
+        WarningCase {
+            what: "an event type without payload that no enabled plugin declares",
+            config: config(&["\n[[event_types]]\nname = \"ghost.appeared\"\n"]),
+            printed: "`ghost.appeared` has no `payload` and no enabled plugin declares it, so it \
+                      registers nothing",
+        },
+        WarningCase {
+            what: "require_auth on a channel with auth.mode = none",
+            config: BASE.replace(
+                "name = \"jobs\"\n",
+                "name = \"jobs\"\nrequire_auth = true\n",
+            ),
+            printed: "(jobs): require_auth has no effect while auth.mode = \"none\"",
+        },
+        WarningCase {
+            what: "require_auth on an endpoint with auth.mode = none",
+            config: BASE.replace(
+                "path = \"/ws/events\"\n",
+                "path = \"/ws/events\"\nrequire_auth = true\n",
+            ),
+            printed: "(/ws/events): require_auth has no effect while auth.mode = \"none\"",
+        },
+        WarningCase {
+            what: "a route to a disabled sink",
+            config: config(&[
+                &route("tk", &["alert.*"]),
+                &plugin_block("tk", &testkit(), "enabled = false", ""),
+            ]),
+            printed: "sink tk is disabled, so these events go nowhere",
+        },
+        WarningCase {
+            what: "send_queue_bytes below max_event_bytes",
+            config: BASE.replace(
+                "[server]\n",
+                "[server]\nsend_queue_bytes = 4096\nmax_event_bytes = 8192\n",
+            ),
+            printed: "server.send_queue_bytes (4096) is below server.max_event_bytes (8192): an \
+                      event larger than the queue can never be delivered",
+        },
+        WarningCase {
+            what: "redis_url with engine = memory",
+            config: format!(
+                "{BASE}\n[cluster]\nengine = \"memory\"\nredis_url = \"redis://127.0.0.1:6379\"\n"
+            ),
+            printed: "cluster.redis_url is ignored while cluster.engine = \"memory\"",
+        },
+        WarningCase {
+            what: "a non-loopback listen with auth on and no TLS",
+            config: BASE
+                .replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"")
+                .replace("mode = \"none\"", "mode = \"optional\""),
+            printed: "server.listen = \"0.0.0.0:0\" is not loopback and auth is on without \
+                      server.tls",
+        },
+        WarningCase {
+            what: "max_connections + 256 over the open-file limit",
+            config: BASE.replace("[server]\n", "[server]\nmax_connections = 100000000\n"),
+            printed: "server.max_connections (100000000) plus 256 of headroom exceeds the \
+                      open-file limit",
+        },
+    ]
+}
+
+#[test]
+fn check_prints_every_config_warning_and_passes() {
+    // The control: BASE, within this machine's open-file limit, warns of
+    // nothing.
+    let quiet = BASE.replace("[server]\n", "[server]\nmax_connections = 1000\n");
+    let (out, _dir) = run_check(&quiet);
+    assert!(out.stdout.contains("warnings: none"), "{}", out.stdout);
+    for case in warning_cases() {
+        let (out, _dir) = run_check(&case.config);
+        let all = format!("{}\n{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{}: a warning does not fail check:\n{all}",
+            case.what
+        );
+        let warnings = out
+            .stdout
+            .split_once("\nwarnings:")
+            .map(|(_, w)| w)
+            .unwrap_or_else(|| panic!("{}: no warnings section:\n{all}", case.what));
+        assert!(
+            warnings.contains(case.printed),
+            "{}: expected a warning containing {:?}:\n{all}",
+            case.what,
+            case.printed
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_that_panicked_is_restarted_and_its_events_flow_again() {
     let marker = tempfile::tempdir().unwrap();
@@ -1145,6 +1265,165 @@ async fn a_plugin_that_panicked_is_restarted_and_its_events_flow_again() {
         "{metrics}"
     );
     router.shutdown().await;
+}
+
+/// A sink instance's queue bound, in events (docs/plugins.md).
+const SINK_QUEUE: usize = 4096;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_keeps_its_queue_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record.jsonl");
+    // The first deliver panics; the restart (1 s of backoff) then stops the
+    // failed instance for 2 s, during which delivery is halted and what is
+    // published waits in the queue for the new instance.
+    let sink_config = format!(
+        "record_to = {:?}\npanic_in = \"deliver\"\npanic_once_file = {:?}\nstop_delay_ms = 2000",
+        record.display().to_string(),
+        dir.path().join("panicked").display().to_string()
+    );
+    let cfg = config(&[
+        &plugin_block("tk", &testkit(), "stop_timeout_s = 30", &sink_config),
+        &route("tk", &["alert.*"]),
+    ]);
+    let router = start(&cfg).await;
+    router.publish(&alert("lost-in-the-panic")).await;
+    health_with_plugin_state(&router, "tk", "failed").await;
+
+    // Publish steadily until the restarted instance runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut published = Vec::new();
+    loop {
+        let id = format!("q{}", published.len() + 1);
+        let (status, body) = router.publish(&alert(&id)).await;
+        assert_eq!(status, 202, "{body}");
+        published.push(id);
+        let (_, health) = router.get("/health").await;
+        let tk = &health["plugins"]["tk"];
+        if tk["state"] == "running" && tk["restarts"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tk was not restarted: {health}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lines = recorded(&record, published.len()).await;
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|l| l["payload"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids, published,
+        "every event published around the restart reaches the sink, once, in order"
+    );
+    router.shutdown().await;
+}
+
+/// Reads `fifo` on a thread of its own, counting lines, until
+/// [`FifoReader::finish`]. It opens the FIFO read-write, so it never sees an
+/// end of file between two writers (each `deliver` of the testkit opens,
+/// writes and closes it) and no writer ever waits for it.
+struct FifoReader {
+    fifo: std::path::PathBuf,
+    done: Arc<AtomicBool>,
+    lines: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl FifoReader {
+    fn start(fifo: &Path) -> FifoReader {
+        let done = Arc::new(AtomicBool::new(false));
+        let lines = Arc::new(AtomicUsize::new(0));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(fifo)
+            .unwrap();
+        let (stop, count) = (done.clone(), lines.clone());
+        let thread = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(file).lines() {
+                if line.unwrap().is_empty() && stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        FifoReader {
+            fifo: fifo.to_owned(),
+            done,
+            lines,
+            thread,
+        }
+    }
+
+    /// Waits (up to 20 s) until `n` lines were read.
+    async fn wait_for_lines(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.lines.load(Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < deadline,
+                "read {} lines, expected {n}",
+                self.lines.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops reading (an empty line wakes the reader); returns the lines
+    /// read.
+    fn finish(self) -> usize {
+        self.done.store(true, Ordering::SeqCst);
+        let mut wake = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.fifo)
+            .unwrap();
+        wake.write_all(b"\n").unwrap();
+        self.thread.join().unwrap();
+        self.lines.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_overflows_a_sink_queue_is_counted_as_sink_overflow() {
+    // The sink records to a FIFO nobody reads yet: its first deliver blocks
+    // in open(), so nothing serves the queue.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("record.fifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let sink_config = format!("record_to = {:?}", fifo.display().to_string());
+    let cfg = config(&[
+        &plugin_block("tk", &testkit(), "", &sink_config),
+        &route("tk", &["alert.*"]),
+    ]);
+    let router = start(&cfg).await;
+    let (batches, per_batch) = (5, 1000);
+    for b in 0..batches {
+        let events: Vec<Value> = (0..per_batch)
+            .map(|i| alert(&format!("o{b}-{i}")))
+            .collect();
+        let (status, body) = router.publish(&Value::Array(events)).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let published = batches * per_batch;
+    let overflow = router
+        .metric(r#"switchyard_dropped_total{reason="sink_overflow"}"#)
+        .await as usize;
+    // The queue keeps SINK_QUEUE events; the blocked deliver holds one more
+    // if its thread took the first event before the queue filled.
+    let kept = published - overflow;
+    assert!(
+        kept == SINK_QUEUE || kept == SINK_QUEUE + 1,
+        "{published} offered, {overflow} counted as sink_overflow, so {kept} kept \
+         by a queue of {SINK_QUEUE}"
+    );
+    // What was kept is delivered once the FIFO is read, and nothing more.
+    let reader = FifoReader::start(&fifo);
+    reader.wait_for_lines(kept).await;
+    router.shutdown().await;
+    assert_eq!(reader.finish(), kept, "the kept events reach the sink");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,25 +1,20 @@
 //! The shipped `config.toml` passes `switchyard check` with every plugin
-//! loaded (built here, so the debug artifacts stand in for target/release).
+//! loaded, and serves with all five plugins running (built here, so the
+//! debug artifacts stand in for target/release).
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
 
 #[test]
 fn the_shipped_config_checks_clean_with_every_plugin() {
-    let plugin_dir = std::path::Path::new(&support::plugin("switchyard_detection"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml")).unwrap();
-    assert!(shipped.contains("plugin_dir = \"target/release\""));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    let local = shipped.replace(
-        "plugin_dir = \"target/release\"",
-        &format!("plugin_dir = {:?}", plugin_dir.display().to_string()),
-    );
+    let (local, _) = shipped_on_free_ports(support::free_port());
     std::fs::write(&config, local).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("check")
@@ -41,6 +36,48 @@ fn the_shipped_config_checks_clean_with_every_plugin() {
             "{producer} types missing:\n{stdout}"
         );
     }
+}
+
+/// The shipped `config.toml` with the built plugins and free loopback ports
+/// in place of its fixed ones (8080 for the router and the worker's health
+/// check, 9101 for detection, 9102 for prometheus). Each replaced text must
+/// be in the file, so an edit of the shipped file that moves them fails
+/// here rather than testing something else.
+/// Returns the text and the (detection, prometheus) listener ports.
+fn shipped_on_free_ports(router_port: u16) -> (String, [u16; 2]) {
+    let plugin_dir = Path::new(&support::plugin("switchyard_detection"))
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let mut config = shipped();
+    let listeners = [support::free_port(), support::free_port()];
+    let replacements = [
+        (
+            "plugin_dir = \"target/release\"".to_owned(),
+            format!("plugin_dir = {plugin_dir:?}"),
+        ),
+        (
+            "127.0.0.1:8080".to_owned(),
+            format!("127.0.0.1:{router_port}"),
+        ),
+        (
+            "127.0.0.1:9101".to_owned(),
+            format!("127.0.0.1:{}", listeners[0]),
+        ),
+        (
+            "127.0.0.1:9102".to_owned(),
+            format!("127.0.0.1:{}", listeners[1]),
+        ),
+    ];
+    for (from, to) in replacements {
+        assert!(
+            config.contains(&from),
+            "the shipped config.toml has no {from}"
+        );
+        config = config.replace(&from, &to);
+    }
+    (config, listeners)
 }
 
 /// The shipped file's text.
@@ -117,14 +154,6 @@ fn the_top_of_the_shipped_config_names_every_value_that_depends_on_the_machine()
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Kills the router if the test fails before it is done.
 struct Running(std::process::Child);
 
@@ -141,21 +170,9 @@ async fn get_json(url: &str) -> Option<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_with_the_listed_values_changed_runs_every_plugin() {
-    let plugin_dir = std::path::Path::new(&support::plugin("switchyard_detection"))
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
-    let (router, detection, prometheus) = (free_port(), free_port(), free_port());
+    let router = support::free_port();
     // What the top of the file and the README say to change, nothing else.
-    let copy = shipped()
-        .replace(
-            "plugin_dir = \"target/release\"",
-            &format!("plugin_dir = {plugin_dir:?}"),
-        )
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{router}"))
-        .replace("127.0.0.1:9101", &format!("127.0.0.1:{detection}"))
-        .replace("127.0.0.1:9102", &format!("127.0.0.1:{prometheus}"));
+    let (copy, [detection, prometheus]) = shipped_on_free_ports(router);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, copy).unwrap();
@@ -210,4 +227,62 @@ async fn a_copy_with_the_listed_values_changed_runs_every_plugin() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_config_serves_with_all_five_plugins_running() {
+    let port = support::free_port();
+    let router = support::try_start_on(
+        &shipped_on_free_ports(port).0,
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the shipped config did not start: {:?}", e.problems()));
+
+    let plugins = ["detection", "worker", "prometheus", "summary", "audit-log"];
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        let (status, health) = router.get("/health").await;
+        let running = plugins
+            .iter()
+            .all(|p| health["plugins"][*p]["state"] == "running");
+        if running {
+            assert_eq!(status, 200, "{health}");
+            assert_eq!(health["status"], "ok", "{health}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every plugin is running: {status} {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Events flow: the detection simulator's, and one published over HTTP,
+    // reach a client; the published alert also reaches the audit-log sink.
+    let mut client = router.ws("/ws/events").await;
+    client.recv_type("connection.established").await;
+    let detection = client.recv_type("detection.new").await;
+    assert_eq!(detection["channel"], "detections", "{detection}");
+    let alert = json!({"type": "alert.created",
+        "payload": {"id": "shipped-1", "severity": "high"}});
+    let (status, body) = router.publish(&alert).await;
+    assert_eq!(status, 202, "{body}");
+    let delivered = client.recv_type("alert.created").await;
+    assert_eq!(delivered["payload"]["id"], "shipped-1", "{delivered}");
+
+    let audit = router.dir.path().join("var/audit/audit.log");
+    let deadline = Instant::now() + support::WAIT;
+    while !std::fs::read_to_string(&audit)
+        .unwrap_or_default()
+        .contains("shipped-1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the alert never reached {}",
+            audit.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    router.shutdown().await;
 }

@@ -199,6 +199,22 @@ async fn a_stalled_client_never_slows_a_healthy_one_and_recovers_what_it_lost() 
     router.shutdown().await;
 }
 
+/// Skips to the server's close frame; returns its code and reason.
+async fn close_frame(ws: &mut WebSocketStream<tokio::net::TcpStream>) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(support::WAIT, ws.next())
+            .await
+            .expect("a close within the wait")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_on_a_disconnect_channel_is_closed_with_4008() {
     let router = support::start(CONFIG).await;
@@ -213,17 +229,7 @@ async fn a_stalled_client_on_a_disconnect_channel_is_closed_with_4008() {
     });
     publish(&router, "job.progress", 2000).await;
     let _healthy = reader.await.unwrap();
-    let code = loop {
-        match tokio::time::timeout(support::WAIT, slow.next())
-            .await
-            .unwrap()
-        {
-            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(code, 4008);
+    assert_eq!(close_frame(&mut slow).await, (4008, "too slow".to_owned()));
     let (_, list) = router.get("/api/websocket/connections").await;
     assert_eq!(
         list["connections"].as_array().unwrap().len(),
@@ -331,16 +337,6 @@ async fn the_kernel_send_buffer_is_bounded_so_a_stalled_client_meets_the_policy(
         assert_eq!(status, 202, "{body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let code = loop {
-        match tokio::time::timeout(support::WAIT, slow.next())
-            .await
-            .expect("a close within the wait")
-        {
-            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(code, 4008);
+    assert_eq!(close_frame(&mut slow).await, (4008, "too slow".to_owned()));
     router.shutdown().await;
 }

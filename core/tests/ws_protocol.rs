@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use support::{start, Client, Router, BASE};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -1130,7 +1130,8 @@ async fn a_message_over_max_message_bytes_closes_with_1009() {
 
     let big = json!({"action": "ping", "id": "big", "pad": "x".repeat(2000)});
     c.send(&big).await;
-    assert_eq!(c.closed().await, 1009);
+    let (code, reason) = c.close_frame().await;
+    assert_eq!((code, reason.as_str()), (1009, "message too big"));
 
     // Other connections are unaffected.
     let (mut d, _) = connect(&router, "/ws/events").await;
@@ -1607,6 +1608,77 @@ async fn since_before_the_kept_history_is_too_old() {
         r["recovery"],
         json!({"alerts": {"recovered": true, "replayed": 2}}),
         "{r}"
+    );
+    router.shutdown().await;
+}
+
+/// The next text frame's length in bytes (the envelope as serialized).
+async fn next_text_len(c: &mut Client) -> usize {
+    loop {
+        let msg = tokio::time::timeout(support::WAIT, c.socket.next())
+            .await
+            .expect("timed out waiting for an event")
+            .expect("connection ended")
+            .expect("WebSocket error");
+        if let Message::Text(t) = msg {
+            return t.len();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_max_bytes_keeps_only_the_newest_envelopes_that_fit() {
+    const MAX_BYTES: usize = 1000;
+    let key = "name = \"alerts\"\nhistory = 100";
+    let config = BASE.replacen(key, &format!("{key}\nhistory_max_bytes = {MAX_BYTES}"), 1);
+    let router = start(&config).await;
+    let (mut live, hello) = connect(&router, "/ws/events").await;
+    let e = epoch(&hello, "alerts");
+    let mut sizes = Vec::new();
+    for i in 1..=10 {
+        publish_ok(&router, &alert(&format!("a{i}"))).await;
+        sizes.push(next_text_len(&mut live).await);
+    }
+    // Far below `history` (100): the byte bound decides what is kept, the
+    // newest envelopes whose sizes add up to at most MAX_BYTES.
+    let mut total = 0;
+    let kept = sizes
+        .iter()
+        .rev()
+        .take_while(|size| {
+            total += **size;
+            total <= MAX_BYTES
+        })
+        .count() as u64;
+    assert!((1..10).contains(&kept), "envelopes of {sizes:?} bytes");
+    let oldest = 10 - kept + 1;
+
+    let (mut d, _) = connect(
+        &router,
+        &format!("/ws/events?since=alerts:{e}:{}", oldest - 1),
+    )
+    .await;
+    for sequence in oldest..=10 {
+        assert_event(&d.recv().await, "alert.created", "alerts", sequence);
+    }
+    let r = d.recv().await;
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": true, "replayed": kept}}),
+        "{r}"
+    );
+
+    let (mut c, _) = connect(
+        &router,
+        &format!("/ws/events?since=alerts:{e}:{}", oldest - 2),
+    )
+    .await;
+    let r = c.recv().await;
+    assert_eq!(
+        r["recovery"],
+        json!({"alerts": {"recovered": false, "reason": "too_old"}}),
+        "event {} is gone: {r}",
+        oldest - 1
     );
     router.shutdown().await;
 }

@@ -105,6 +105,12 @@ pub fn c_library(source: &str, dir: &Path) -> PathBuf {
     out
 }
 
+/// A loopback port free at the time of the call.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
 /// A minimal config: one channel, one endpoint, two HTTP-published types.
 pub const BASE: &str = r#"
 [server]
@@ -171,12 +177,25 @@ pub async fn start(config: &str) -> Router {
 
 /// Like [`start`], but returns the refusal.
 pub async fn try_start(config: &str) -> Result<Router, ReloadError> {
+    try_start_on(config, "127.0.0.1:0".parse().unwrap()).await
+}
+
+/// Like [`try_start`], listening on `listen` (as `--listen` would).
+pub async fn try_start_on(config: &str, listen: SocketAddr) -> Result<Router, ReloadError> {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    try_start_in(dir, listen).await
+}
+
+/// Starts a router on `dir/config.toml`, which the caller has made (a
+/// file, or a symlink to one), listening on `listen`.
+pub async fn try_start_in(
+    dir: tempfile::TempDir,
+    listen: SocketAddr,
+) -> Result<Router, ReloadError> {
     let options = Options {
-        config_path: path,
-        listen: Some("127.0.0.1:0".parse().unwrap()),
+        config_path: dir.path().join("config.toml"),
+        listen: Some(listen),
     };
     let plugins = PluginHost::default();
     let prepared = tokio::task::block_in_place(|| reload::prepare(&options, &plugins))?;
@@ -240,11 +259,65 @@ impl Router {
         self.post("/api/admin/reload", &serde_json::json!({})).await
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::get(self.url("/metrics")).await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "GET /metrics");
+        response.text().await.unwrap()
+    }
+
+    /// One series of `/metrics` (`name{labels}` exactly as printed); 0 when
+    /// it is not printed (yet).
+    pub async fn metric(&self, series: &str) -> f64 {
+        sample(&self.metrics().await, series).unwrap_or(0.0)
+    }
+
+    /// Reloads tried so far, applied or refused, whatever started them.
+    pub async fn reload_attempts(&self) -> f64 {
+        let text = self.metrics().await;
+        ["applied", "refused"]
+            .iter()
+            .map(|r| {
+                sample(
+                    &text,
+                    &format!("switchyard_config_reloads_total{{result=\"{r}\"}}"),
+                )
+                .unwrap_or(0.0)
+            })
+            .sum()
+    }
+
+    /// Runs `write` (a change to the config file) and waits (up to [`WAIT`])
+    /// until the file watcher has tried the change, applied or refused. A
+    /// test that then reloads through the admin route, or checks an exact
+    /// `config_version` or reload count, no longer races the watcher's
+    /// debounce.
+    pub async fn settle_after(&self, write: impl FnOnce()) {
+        let before = self.reload_attempts().await;
+        write();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.reload_attempts().await <= before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the file watcher did not try the changed config within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown().await;
         }
     }
+}
+
+/// The value of one sample line (`series` exactly as printed, then a space)
+/// of a Prometheus text exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// A real WebSocket client.
@@ -290,23 +363,37 @@ impl Client {
         }
     }
 
-    /// Asserts no text message arrives within `wait`.
+    /// Asserts that nothing but WebSocket Ping/Pong frames arrives within
+    /// `wait`: any text or binary message, a close or the end of the
+    /// connection fails the test.
     pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(wait, self.socket.next()).await
-        {
-            panic!("expected nothing, got {t}");
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let Ok(msg) = tokio::time::timeout_at(deadline, self.socket.next()).await else {
+                return;
+            };
+            match msg {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Text(t))) => panic!("expected nothing, got {t}"),
+                Some(Ok(other)) => panic!("expected nothing, got {other:?}"),
+                Some(Err(e)) => panic!("expected nothing, got the error {e}"),
+                None => panic!("expected nothing, but the connection ended"),
+            }
         }
     }
 
-    /// Waits for the server's close frame; returns its code.
-    pub async fn closed(&mut self) -> u16 {
+    /// Waits for the server's close frame; returns its code and reason
+    /// (1005 and an empty reason when the server sent none).
+    pub async fn close_frame(&mut self) -> (u16, String) {
         loop {
             let msg = tokio::time::timeout(WAIT, self.socket.next())
                 .await
                 .expect("timed out waiting for close");
             match msg {
-                Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
-                Some(Ok(Message::Close(None))) | None => return 1005,
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (frame.code.into(), frame.reason.to_string())
+                }
+                Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => panic!("error instead of close: {e}"),
             }

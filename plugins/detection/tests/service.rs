@@ -120,8 +120,15 @@ fn config(extra: Value) -> Config {
     Config::from_value(table).unwrap()
 }
 
+/// How long a test waits for a condition: generous, for a loaded machine.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A bound on `stop()`: far above scheduling delays on a loaded machine, far
+/// below anything that waits for a peer or a timeout.
+const STOP_PROMPTLY: Duration = Duration::from_secs(5);
+
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + WAIT;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
@@ -130,9 +137,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
     stream
 }
 
@@ -197,15 +202,11 @@ fn detections_flow_and_stop_closes_batches() {
     assert_eq!(scene["change_type"], "view_blocked");
     assert_eq!(scene["similarity_score"], 0.31);
 
-    // Stop with the connection still open: prompt, and the open batch is
-    // closed with reason `stopped` before stop returns.
+    // Stop with the connection still open: it does not wait for the peer,
+    // and the open batch is closed with reason `stopped` before stop returns.
     let started = Instant::now();
     service.stop();
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < STOP_PROMPTLY, "{:?}", started.elapsed());
     let batch = &sink.of("detection.batch")[0];
     assert_eq!(batch["batch_id"], opened["batch_id"]);
     assert_eq!(batch["detection_count"], 2);
@@ -302,13 +303,14 @@ fn connections_over_max_connections_are_refused() {
     wait_for("the refusal count", || {
         service.counters().refused_connections == 1
     });
-    // Once the first one leaves, a new one is accepted.
+    // Once the first one leaves, a new one is accepted (retried until the
+    // service has noticed the departure, however slowly).
     drop(first);
-    std::thread::sleep(Duration::from_millis(300));
-    let mut third = connect(addr);
-    writeln!(third, "{DETECTION}").unwrap();
-    wait_for("the third connection to be served", || {
-        sink.of("detection.new").len() == 2
+    wait_for("a new connection to be served", || {
+        let mut next = connect(addr);
+        let _ = writeln!(next, "{DETECTION}");
+        std::thread::sleep(Duration::from_millis(50));
+        sink.of("detection.new").len() >= 2
     });
     service.stop();
 }
@@ -326,9 +328,19 @@ fn batches_report_progress_and_close_when_idle() {
         writeln!(conn, "{DETECTION}").unwrap();
     }
     wait_for("idle close", || !sink.of("batch.closed").is_empty());
+    // How many progress events depends on how the three lines fall into
+    // 100 ms intervals (a loaded machine may spread them): at least one,
+    // counts rising, the last one at 3.
     let progress = sink.of("batch.progress");
-    assert_eq!(progress.len(), 1, "{progress:?}");
-    assert_eq!(progress[0]["detection_count"], 3);
+    let counts: Vec<u64> = progress
+        .iter()
+        .map(|p| p["detection_count"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !counts.is_empty() && counts.windows(2).all(|w| w[0] < w[1]),
+        "{progress:?}"
+    );
+    assert_eq!(counts.last(), Some(&3), "{progress:?}");
     assert_eq!(progress[0]["last_detection_at"], "2026-11-23T06:00:00.000Z");
     let closed = &sink.of("batch.closed")[0];
     assert_eq!(closed["reason"], "idle");
@@ -355,7 +367,9 @@ fn batches_close_when_the_window_passes() {
     }
     wait_for("a window close", || !sink.of("batch.closed").is_empty());
     assert_eq!(sink.of("batch.closed")[0]["reason"], "window");
-    assert!(sink.of("batch.opened").len() >= 2, "a second batch opened");
+    // A detection after the close opens the next batch.
+    writeln!(conn, "{DETECTION}").unwrap();
+    wait_for("a second batch", || sink.of("batch.opened").len() >= 2);
     service.stop();
 }
 
@@ -376,7 +390,7 @@ fn backpressure_drops_and_counts_and_stopped_ends_the_engine() {
     assert!(closed_by_server(&mut conn));
     let started = Instant::now();
     service.stop();
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < STOP_PROMPTLY, "{:?}", started.elapsed());
 }
 
 #[test]

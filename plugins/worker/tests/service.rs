@@ -213,13 +213,11 @@ fn stop_returns_at_once_even_mid_check() {
     )
     .unwrap();
     thread::sleep(Duration::from_millis(200));
+    // Far below the checks' 30 s timeout, far above scheduling delays on a
+    // loaded machine: stop did not wait for the hanging checks.
     let t = Instant::now();
     service.stop();
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert!(sink.events().is_empty());
     assert!(
         !sink.logs().iter().any(|(_, m)| m.contains("left behind")),
@@ -243,7 +241,7 @@ fn a_refused_emit_ends_the_worker_thread() {
         sink.clone(),
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while !sink
         .logs()
         .iter()
