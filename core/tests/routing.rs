@@ -8,6 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use switchyard::config;
+use switchyard::connection::outbox::Written;
 use switchyard::connection::ConnRef;
 use switchyard::registry::Registry;
 use switchyard::router::{ConnectRequest, Incoming, Origin, Router, Sink, Snapshot};
@@ -98,6 +99,8 @@ fn connect(router: &Router, endpoint: &str, events: Option<&[&str]>) -> ConnRef 
 /// Everything queued for a connection right now, as JSON.
 async fn drain(conn: &ConnRef) -> Vec<Value> {
     let batch = conn.outbox.next_batch().await;
+    // This test is the transport: what it took is written.
+    conn.outbox.release(Written::all(&batch.frames));
     batch
         .frames
         .iter()

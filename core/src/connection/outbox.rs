@@ -139,6 +139,13 @@ pub struct Written {
 }
 
 impl Written {
+    /// All of `frames`, written: what a transport releases after a batch.
+    pub fn all(frames: &[Frame]) -> Written {
+        let mut written = Written::default();
+        frames.iter().for_each(|f| written.add(f));
+        written
+    }
+
     /// Adds one written frame.
     pub fn add(&mut self, frame: &Frame) {
         match frame {
@@ -508,12 +515,6 @@ mod tests {
         Outbox::new(Limits { events, bytes }, Counter::default())
     }
 
-    fn written(batch: &Batch) -> Written {
-        let mut written = Written::default();
-        batch.frames.iter().for_each(|f| written.add(f));
-        written
-    }
-
     fn texts(batch: &Batch) -> Vec<String> {
         batch.frames.iter().map(|f| f.text().to_string()).collect()
     }
@@ -627,10 +628,10 @@ mod tests {
             Pushed::Dropped,
             "the batch being written still fills the queue"
         );
-        q.release(written(&batch));
+        q.release(Written::all(&batch.frames));
         let lagged = q.next_batch().await;
         assert!(texts(&lagged)[0].contains("connection.lagged"));
-        q.release(written(&lagged));
+        q.release(Written::all(&lagged.frames));
         assert_eq!(
             q.push_event(&event(2, SlowConsumer::DropOldest)),
             Pushed::Queued(0),
