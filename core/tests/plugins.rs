@@ -913,6 +913,59 @@ async fn a_missing_library_is_one_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelt_library_quotes_it_with_the_path_tried_and_a_close_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin_dir = dir.path().join("plugins");
+    std::fs::create_dir(&plugin_dir).unwrap();
+    std::fs::copy(testkit(), plugin_dir.join("libswitchyard_testkit.so")).unwrap();
+    let cfg = format!(
+        "plugin_dir = \"{}\"\n{}",
+        plugin_dir.display(),
+        config(&[&plugin_block("kit", "switchyard_testkt", "", "")])
+    );
+    let problems = refused(try_start(&cfg).await);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let problem = &problems[0];
+    assert_eq!(problem.key.as_deref(), Some("plugins[0].library"));
+    assert_eq!(
+        problem.value,
+        Some(json!("switchyard_testkt")),
+        "{problem:?}"
+    );
+    let tried = plugin_dir.join("libswitchyard_testkt.so");
+    for quoted in [
+        "`switchyard_testkt`".to_owned(),
+        tried.display().to_string(),
+        "did you mean `switchyard_testkit`?".to_owned(),
+    ] {
+        assert!(
+            problem.problem.contains(&quoted),
+            "quotes {quoted}: {problem:?}"
+        );
+    }
+
+    // A path is suggested as a path, with the close file name.
+    let written = format!("{}/libswitchyard_testkits.so", plugin_dir.display());
+    let cfg = config(&[&plugin_block("kit", &written, "", "")]);
+    let why = problem_keyed(&refused(try_start(&cfg).await), "plugins[0].library");
+    let close = format!(
+        "did you mean `{}/libswitchyard_testkit.so`?",
+        plugin_dir.display()
+    );
+    assert!(why.contains(&close), "{why}");
+
+    // Nothing close: no suggestion.
+    let cfg = format!(
+        "plugin_dir = \"{}\"\n{}",
+        plugin_dir.display(),
+        config(&[&plugin_block("kit", "something_else_entirely", "", "")])
+    );
+    let why = problem_keyed(&refused(try_start(&cfg).await), "plugins[0].library");
+    assert!(why.contains("`something_else_entirely`"), "{why}");
+    assert!(!why.contains("did you mean"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_c_plugin_with_a_newer_minor_version_loads_and_emits() {
     let dir = tempfile::tempdir().unwrap();
     let lib = c_library("hello.c", dir.path());

@@ -34,13 +34,20 @@ use switchyard_plugin_api::Role;
 /// Why a plugin could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    /// The library file is not there.
-    #[error("plugin library {path} cannot be read ({reason}); build it with `cargo build --release` or fix `library`")]
+    /// The library file is not there (or cannot be read).
+    #[error(
+        "plugin library `{library}` cannot be read: tried {path} ({reason}); {advice}",
+        advice = loader::missing_library_advice(did_you_mean.as_deref())
+    )]
     NotFound {
-        /// The configured path.
+        /// `library` as written in the config.
+        library: String,
+        /// The path tried.
         path: PathBuf,
         /// The OS error.
         reason: String,
+        /// A library of a close name that is there, written as `library` would be.
+        did_you_mean: Option<String>,
     },
     /// The dynamic loader refused the file.
     #[error("cannot load plugin library {path}: {reason}")]
@@ -132,10 +139,10 @@ impl std::fmt::Debug for PluginHost {
     }
 }
 
-fn plugin_problem(index: usize, key: &str, value: &PluginConfig, why: String) -> Problem {
+fn plugin_problem(index: usize, key: &str, value: &str, why: String) -> Problem {
     Problem {
         key: Some(format!("plugins[{index}].{key}")),
-        value: Some(json!(value.name)),
+        value: Some(json!(value)),
         problem: why,
         line: None,
         column: None,
@@ -152,10 +159,11 @@ impl PluginHost {
             if !pc.enabled {
                 continue;
             }
-            let library = match self.loader.load(&pc.library) {
+            let library = match self.loader.load(&pc.library_as_written, &pc.library) {
                 Ok(lib) => lib,
                 Err(e) => {
-                    problems.push(plugin_problem(index, "library", pc, e.to_string()));
+                    let written = &pc.library_as_written;
+                    problems.push(plugin_problem(index, "library", written, e.to_string()));
                     continue;
                 }
             };
@@ -191,7 +199,7 @@ impl PluginHost {
                         sink,
                     });
                 }
-                Err(e) => problems.push(plugin_problem(index, "config", pc, e.to_string())),
+                Err(e) => problems.push(plugin_problem(index, "config", &pc.name, e.to_string())),
             }
         }
         plan.outgoing = managed
