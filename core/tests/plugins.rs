@@ -657,6 +657,76 @@ async fn panic_in_start_marks_the_plugin_failed_and_the_router_degraded() {
     router.shutdown().await;
 }
 
+/// The real `switchyard` binary, killed when dropped.
+struct Binary(std::process::Child);
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_panic_is_a_json_log_line_not_the_default_hook_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = plugin_block(
+        "tk",
+        &testkit(),
+        "",
+        "panic_in = \"emit\"\nemit_on_start = 1",
+    );
+    let cfg = config(&[&plugin]).replace("level = \"warn\"", "level = \"warn\"\nformat = \"json\"");
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, cfg).unwrap();
+    let stderr_path = dir.path().join("stderr.log");
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let _router = Binary(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let panic_line = loop {
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        let found = stderr
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| {
+                line["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("told to panic while emitting"))
+            });
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no JSON log line of the plugin's panic; stderr:\n{stderr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(panic_line["level"], "ERROR", "{panic_line}");
+    assert_eq!(panic_line["fields"]["plugin"], "tk", "{panic_line}");
+    let message = panic_line["fields"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("panicked at") && message.contains("testkit/src/lib.rs:"),
+        "names where it panicked: {message}"
+    );
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    for line in stderr.lines() {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "every stderr line is a JSON log line, not the default panic hook's: {line}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_start_is_reported_and_retried_with_backoff() {
     let cfg = config(&[&plugin_block(

@@ -185,7 +185,8 @@ impl Host {
     }
 
     /// Spawns a plugin thread whose panic is contained: instead of unwinding
-    /// silently, it is reported with [`Host::report_failure`].
+    /// silently, it is logged through the router (with its location) and
+    /// reported with [`Host::report_failure`].
     pub fn spawn<F>(&self, name: &str, body: F) -> std::io::Result<std::thread::JoinHandle<()>>
     where
         F: FnOnce() + Send + 'static,
@@ -194,11 +195,11 @@ impl Host {
         std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
-                    host.report_failure(&format!(
-                        "plugin thread panicked: {}",
-                        crate::export::panic_message(&panic)
-                    ));
+                let run =
+                    std::panic::AssertUnwindSafe(|| crate::panic::with_host(Some(host), body));
+                if let Err(payload) = std::panic::catch_unwind(run) {
+                    let message = crate::panic::caught(&*payload);
+                    host.report_failure(&format!("plugin thread {message}"));
                 }
             })
     }

@@ -53,6 +53,7 @@ mod emitter;
 pub mod export;
 mod host;
 mod net;
+mod panic;
 mod plugin;
 mod time;
 
