@@ -815,6 +815,56 @@ async fn panic_in_deliver_fails_the_sink_only() {
 // Sinks
 // ---------------------------------------------------------------------------
 
+/// A counter's value in the router's metrics (0 when absent).
+fn counter(router: &switchyard::router::Router, series: &str) -> u64 {
+    router
+        .metrics()
+        .encode()
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_sink_cannot_take_within_the_shutdown_bound_is_counted_as_sink_shutdown() {
+    let files = tempfile::tempdir().unwrap();
+    let record = files.path().join("sink.jsonl");
+    let cfg = config(&[
+        &plugin_block(
+            "slow",
+            &testkit(),
+            "",
+            &format!("record_to = {record:?}\ndeliver_delay_ms = 20"),
+        ),
+        &route("slow", &["alert.*"]),
+    ])
+    .replacen(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nshutdown_timeout_s = 0",
+        1,
+    );
+    let router = start(&cfg).await;
+    let events: Vec<Value> = (0..300).map(|i| alert(&format!("a{i}"))).collect();
+    let (status, body) = router.publish(&Value::Array(events)).await;
+    assert_eq!(status, 202, "{body}");
+    let app = router.app.clone();
+    router.shutdown().await;
+    let written = std::fs::read_to_string(&record)
+        .unwrap_or_default()
+        .lines()
+        .count() as u64;
+    let dropped = counter(
+        &app.router,
+        "switchyard_dropped_total{reason=\"sink_shutdown\"}",
+    );
+    assert!(dropped > 0, "20 ms per event cannot drain 300 in no time");
+    assert_eq!(
+        written + dropped,
+        300,
+        "{written} written, {dropped} dropped"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_receives_exactly_its_routed_events_in_order_as_envelopes() {
     let files = tempfile::tempdir().unwrap();
