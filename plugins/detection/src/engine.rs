@@ -34,8 +34,12 @@ counters! {
         bad_lines,
         /// Input lines over `max_line_bytes`, skipped.
         oversized_lines,
-        /// Connections refused by `allow_from` or `max_connections`.
+        /// Connections refused by `allow_from`.
         refused_connections,
+        /// Connections closed to make room for a new one at `max_connections`.
+        evicted_connections,
+        /// Connections closed after `idle_timeout_s` of silence.
+        idle_connections_closed,
     }
 }
 

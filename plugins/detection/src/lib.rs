@@ -9,7 +9,8 @@
 //! |-----|---------|---------|
 //! | `listen` | `"127.0.0.1:9101"` | TCP JSON-lines input address (an IP and port; host names are not resolved). `""` or `false` turns TCP input off. |
 //! | `max_line_bytes` | `65536` | Longest input line (newline excluded). A longer line is skipped up to its newline and counted; the connection stays open. |
-//! | `max_connections` | `64` | Most TCP connections at once; further ones are accepted, closed at once and counted. |
+//! | `max_connections` | `64` | Most TCP connections open at once. A new one past it is still accepted: the connection silent the longest (one that never sent a line first) is closed to make room, logged and counted. |
+//! | `idle_timeout_s` | `60` | A TCP connection silent this long (fractions allowed) is closed, logged and counted. |
 //! | `allow_from` | any peer | List of CIDRs (`"10.0.0.0/8"`, `"::1"`); a peer outside them is closed at once and counted. Must not be empty. |
 //! | `simulate` | off | `{ cameras = N, rate_per_s = R }`: N cameras `cam-1` … `cam-N` emitting R detections per second in total (R may be fractional), with random labels, confidences and boxes, and rarely a scene change. |
 //! | `batch_window_s` | `90` | A batch closes this many seconds after it opened (fractions allowed). |
@@ -180,6 +181,7 @@ impl<E: Emitter> Service<E> {
                 max_line_bytes: config.max_line_bytes,
                 max_connections: config.max_connections,
                 allow_from: config.allow_from.clone(),
+                idle_timeout: config.idle_timeout,
             };
             let shared = Arc::new(tcp::Shared {
                 emitter: emitter.clone(),

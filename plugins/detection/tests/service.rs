@@ -121,7 +121,7 @@ fn config(extra: Value) -> Config {
 }
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
@@ -288,27 +288,58 @@ fn allow_from_refuses_and_counts_peers_outside() {
 }
 
 #[test]
-fn connections_over_max_connections_are_refused() {
+fn idle_connections_never_lock_producers_out() {
     let sink = Sink::new();
-    let service = Service::start(&config(json!({"max_connections": 1})), sink.clone()).unwrap();
+    let service = Service::start(&config(json!({"max_connections": 4})), sink.clone()).unwrap();
     let addr = service.local_addr().unwrap();
-    let mut first = connect(addr);
-    writeln!(first, "{DETECTION}").unwrap();
-    wait_for("the first connection to be served", || {
+    // Every slot held by connections that never send anything.
+    let mut silent: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut producer = connect(addr);
+    writeln!(producer, "{DETECTION}").unwrap();
+    wait_for("the producer to be served", || {
         sink.of("detection.new").len() == 1
     });
-    let mut second = connect(addr);
-    assert!(closed_by_server(&mut second));
-    wait_for("the refusal count", || {
-        service.counters().refused_connections == 1
+    assert!(
+        closed_by_server(&mut silent[0]),
+        "the oldest silent connection made room"
+    );
+    assert_eq!(service.counters().evicted_connections, 1);
+    assert_eq!(service.counters().refused_connections, 0);
+
+    // More silent connections push out silent ones, never the producer.
+    let _more: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
+    wait_for("three more evictions", || {
+        service.counters().evicted_connections == 4
     });
-    // Once the first one leaves, a new one is accepted.
-    drop(first);
-    std::thread::sleep(Duration::from_millis(300));
-    let mut third = connect(addr);
-    writeln!(third, "{DETECTION}").unwrap();
-    wait_for("the third connection to be served", || {
+    writeln!(producer, "{DETECTION}").unwrap();
+    wait_for("the producer to be served again", || {
         sink.of("detection.new").len() == 2
+    });
+    service.stop();
+}
+
+#[test]
+fn a_connection_silent_for_idle_timeout_s_is_closed() {
+    let sink = Sink::new();
+    let service = Service::start(&config(json!({"idle_timeout_s": 0.5})), sink.clone()).unwrap();
+    let addr = service.local_addr().unwrap();
+    let mut silent = connect(addr);
+    let mut talking = connect(addr);
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_millis(1500) {
+        writeln!(talking, "{DETECTION}").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(closed_by_server(&mut silent), "the silent one was closed");
+    wait_for("the idle close to be counted", || {
+        service.counters().idle_connections_closed == 1
+    });
+    // The one that kept talking is still served.
+    let before = sink.of("detection.new").len();
+    writeln!(talking, "{DETECTION}").unwrap();
+    wait_for("the talking connection to be served", || {
+        sink.of("detection.new").len() == before + 1
     });
     service.stop();
 }
