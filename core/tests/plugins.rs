@@ -221,8 +221,135 @@ fn detection_config(port: u16, extra_plugin_config: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
+// prometheus: refusals are 4xx
+// ---------------------------------------------------------------------------
+
+/// A router with one prometheus instance listening on `port`; `server`
+/// holds extra `[server]` keys.
+async fn prometheus_router(port: u16, server: &str) -> Router {
+    let cfg = config(&[&plugin_block(
+        "prometheus",
+        &plugin("switchyard_prometheus"),
+        "",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    )])
+    .replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:0\"\n{server}"),
+        1,
+    );
+    start(&cfg).await
+}
+
+/// POSTs a postable-alerts array to the plugin, once its listener is up.
+async fn post_alerts(port: u16, alerts: &Value) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sent = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/api/v2/alerts"))
+            .json(alerts)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                return (status, response.json().await.unwrap_or(Value::Null));
+            }
+            Err(e) => assert!(Instant::now() < deadline, "the listener never came up: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn firing(name: &str, summary: &str) -> Value {
+    json!({"labels": {"alertname": name, "severity": "critical"},
+           "annotations": {"summary": summary}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_the_router_refuses_as_too_large_gets_413_and_the_rest_are_taken() {
+    let port = free_port();
+    let router = prometheus_router(port, "").await;
+    // Well within max_body_bytes (1 MiB), but over max_event_bytes (64 KiB).
+    let big = firing("Huge", &"x".repeat(100_000));
+    let (status, body) = post_alerts(port, &json!([big, firing("Small", "fine")])).await;
+    assert_eq!(status, 413, "{body}");
+    let message = body.to_string();
+    assert!(
+        message.contains("alert 0") && message.contains("max_event_bytes"),
+        "{body}"
+    );
+    assert!(message.contains("the other 1 were taken"), "{body}");
+    let (status, body) = post_alerts(port, &json!([firing("Small", "fine")])).await;
+    assert_eq!(status, 200, "{body}");
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_the_router_refuses_as_invalid_gets_422() {
+    let port = free_port();
+    // Depth 1: the alert's `labels` object is one level too deep.
+    let router = prometheus_router(port, "max_json_depth = 1").await;
+    let (status, body) = post_alerts(port, &json!([firing("Deep", "labels")])).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("invalid payload"), "{body}");
+    router.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
 // detection
 // ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detection_batch_over_max_event_bytes_arrives_in_parts_not_lost() {
+    let port = free_port();
+    let files = tempfile::tempdir().unwrap();
+    let record = files.path().join("batches.jsonl");
+    let router = start(&config(&[
+        &plugin_block(
+            "detection",
+            &detection(),
+            "",
+            &format!("listen = \"127.0.0.1:{port}\"\nbatch_idle_s = 0.5\nbatch_window_s = 120"),
+        ),
+        &plugin_block(
+            "recorder",
+            &testkit(),
+            "",
+            &format!("record_to = {record:?}"),
+        ),
+        &route("recorder", &["detection.batch"]),
+    ]))
+    .await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let line = detection_line("front_door", "person");
+    let lines: String = (0..5000).map(|_| format!("{line}\n")).collect();
+    tcp.write_all(lines.as_bytes()).await.unwrap();
+    tcp.flush().await.unwrap();
+
+    // 5,000 ids are ~215 KB: over the default max_event_bytes (65536).
+    let first = recorded(&record, 1).await;
+    let parts = first[0]["payload"]["parts"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("sent in parts: {}", first[0]));
+    assert!(parts > 1);
+    let all = recorded(&record, parts as usize).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for (n, event) in all.iter().enumerate() {
+        let p = &event["payload"];
+        assert_eq!(event["type"], "detection.batch");
+        assert_eq!(p["part"], n as u64 + 1, "{p}");
+        assert_eq!(p["parts"], parts);
+        assert_eq!(p["batch_id"], all[0]["payload"]["batch_id"]);
+        assert_eq!(p["detection_count"], 5000);
+        assert!(event.to_string().len() <= 65536);
+        for id in p["detection_ids"].as_array().unwrap() {
+            assert!(ids.insert(id.as_str().unwrap().to_owned()), "{id} twice");
+        }
+    }
+    assert_eq!(ids.len(), 5000, "every detection is in one part");
+    router.shutdown().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detection_over_tcp_emits_batches_and_scene_changes() {

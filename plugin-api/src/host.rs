@@ -12,8 +12,12 @@ use crate::abi::{self, HostVtable, Str};
 pub enum EmitError {
     /// The type is not one this instance declared.
     UnknownType,
-    /// The payload breaks the type's schema or a size bound.
+    /// The payload breaks the type's schema (or, from a router older than
+    /// ABI 1.2, a size bound).
     InvalidPayload,
+    /// The event's envelope would be over the router's
+    /// `server.max_event_bytes`: send less in one event.
+    TooLarge,
     /// The router cannot take more right now; retry later or drop.
     Backpressure,
     /// The instance was stopped.
@@ -27,6 +31,7 @@ impl fmt::Display for EmitError {
         match self {
             EmitError::UnknownType => f.write_str("unknown event type"),
             EmitError::InvalidPayload => f.write_str("invalid payload"),
+            EmitError::TooLarge => f.write_str("event too large (server.max_event_bytes)"),
             EmitError::Backpressure => f.write_str("router overloaded (backpressure)"),
             EmitError::Stopped => f.write_str("plugin instance stopped"),
             EmitError::Other(code) => write!(f, "emit failed with status {code}"),
@@ -153,6 +158,7 @@ impl Host {
             abi::EMIT_INVALID_PAYLOAD => Err(EmitError::InvalidPayload),
             abi::EMIT_BACKPRESSURE => Err(EmitError::Backpressure),
             abi::EMIT_STOPPED => Err(EmitError::Stopped),
+            abi::EMIT_TOO_LARGE => Err(EmitError::TooLarge),
             other => Err(EmitError::Other(other)),
         }
     }

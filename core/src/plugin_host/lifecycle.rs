@@ -149,7 +149,12 @@ impl Managed {
             tracing::error!(plugin = %name, "plugin failed: {message}");
             status.lock().fail(message);
         });
-        let (context, vtable) = HostContext::leak(&self.config.name, router, on_failure);
+        let (context, vtable) = HostContext::leak(
+            &self.config.name,
+            self.library.abi_minor,
+            router,
+            on_failure,
+        );
         self.context = Some(context);
         // Running first: a plugin thread may fail before `start` returns.
         {

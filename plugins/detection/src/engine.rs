@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use switchyard_plugin_api::{bump, counters, emit_counted, timestamp, Emitter, LogLevel};
+use switchyard_plugin_api::{
+    bump, counters, emit_counted, timestamp, EmitError, Emitter, LogLevel,
+};
 
 use crate::batcher::{Batcher, Now, Out};
 use crate::events::{
-    new_id, DetectionNew, SceneChangeDetected, BATCH_CLOSED, BATCH_OPENED, BATCH_PROGRESS,
-    DETECTION_BATCH, DETECTION_NEW, SCENE_CHANGE_DETECTED,
+    new_id, DetectionBatch, DetectionNew, SceneChangeDetected, BATCH_CLOSED, BATCH_OPENED,
+    BATCH_PROGRESS, DETECTION_BATCH, DETECTION_NEW, SCENE_CHANGE_DETECTED,
 };
 use crate::input::Input;
 
@@ -40,6 +42,8 @@ counters! {
         evicted_connections,
         /// Connections closed after `idle_timeout_s` of silence.
         idle_connections_closed,
+        /// Closed batches too large for one event, sent in parts.
+        split_batches,
     }
 }
 
@@ -179,11 +183,42 @@ impl<E: Emitter> Engine<E> {
             match &o {
                 Out::Opened(p) => self.emit(BATCH_OPENED, p),
                 Out::Progress(p) => self.emit(BATCH_PROGRESS, p),
-                Out::Batch(p) => self.emit(DETECTION_BATCH, p),
+                Out::Batch(p) => self.emit_batch(p),
                 Out::Closed(p) => self.emit(BATCH_CLOSED, p),
             }?;
         }
         Ok(())
+    }
+
+    /// Emits a closed batch as one `detection.batch`, or, when the router
+    /// finds that too large (`server.max_event_bytes`), as several: the
+    /// number of parts doubles until the first (largest) part is taken,
+    /// then the others follow. Nothing is emitted twice: the first part is
+    /// only ever taken once, and the others only after it.
+    fn emit_batch(&self, batch: &DetectionBatch) -> Result<(), Stopped> {
+        let mut parts = 1;
+        loop {
+            let pieces = batch.split(parts);
+            let Ok(first) = serde_json::to_string(&pieces[0]) else {
+                return self.emit(DETECTION_BATCH, &pieces[0]);
+            };
+            match self.emitter.emit_json(DETECTION_BATCH, &first) {
+                Ok(()) => {}
+                Err(EmitError::TooLarge) if pieces[0].detection_ids.len() > 1 => {
+                    parts *= 2;
+                    continue;
+                }
+                Err(EmitError::Stopped) => return Err(Stopped),
+                // Counted and logged the way every other refusal is.
+                Err(_) => self.emit(DETECTION_BATCH, &pieces[0])?,
+            }
+            if pieces.len() > 1 {
+                bump(&self.counters.split_batches);
+            }
+            return pieces[1..]
+                .iter()
+                .try_for_each(|piece| self.emit(DETECTION_BATCH, piece));
+        }
     }
 
     fn emit(&self, event_type: &str, payload: &impl Serialize) -> Result<(), Stopped> {

@@ -46,7 +46,10 @@
 //!   one per batch per `progress_interval_ms`;
 //! - `detection.batch` — `batch_id`, `camera_id`, `detection_ids` (arrival
 //!   order), `detection_count`, `labels` (distinct, sorted), `started_at`,
-//!   `closed_at`: a batch closed;
+//!   `closed_at`: a batch closed. A batch the router refuses as too large
+//!   (`server.max_event_bytes`) is sent as several, numbered `part` (from 1)
+//!   of `parts`, each with its share of `detection_ids`; `detection_count`
+//!   and `labels` stay the whole batch's;
 //! - `batch.closed` — `batch_id`, `camera_id`, `detection_count`, `reason`
 //!   (`window`: `batch_window_s` after it opened; `idle`: no detection for
 //!   `batch_idle_s`; `stopped`: the plugin stopped), right after its
@@ -55,7 +58,7 @@
 //! Channel `scene_changes`: `scene_change.detected` — `camera_id`,
 //! `change_type`, `similarity_score`, `detected_at`.
 //!
-//! Every field is always present. Timestamps are RFC 3339 UTC with
+//! Every field is always present, but `part` and `parts`. Timestamps are RFC 3339 UTC with
 //! milliseconds. Batch timing follows arrival time, not `detected_at`;
 //! `started_at`/`closed_at` are arrival/close times. On stop, open batches
 //! are closed with reason `stopped` before `stop` returns.

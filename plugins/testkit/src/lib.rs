@@ -74,6 +74,7 @@ fn status_name(result: &Result<(), EmitError>) -> String {
         Ok(()) => "ok".into(),
         Err(EmitError::UnknownType) => "unknown_type".into(),
         Err(EmitError::InvalidPayload) => "invalid_payload".into(),
+        Err(EmitError::TooLarge) => "too_large".into(),
         Err(EmitError::Backpressure) => "backpressure".into(),
         Err(EmitError::Stopped) => "stopped".into(),
         Err(EmitError::Other(code)) => format!("status {code}"),
