@@ -70,6 +70,9 @@ impl Running {
         while self.app.router.connection_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Held off: a reload or a restart of a failed instance meeting
+        // `stop_all` could start an instance that nothing then stops.
+        let _serial = self.app.reload_lock.lock().await;
         let app = self.app.clone();
         let _ = tokio::task::spawn_blocking(move || app.plugins.stop_all(&app.router)).await;
         let _ = self.stop.send(true);

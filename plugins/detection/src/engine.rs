@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use switchyard_plugin_api::{
-    bump, counters, emit_counted, timestamp, EmitError, Emitter, LogLevel,
+    bump, count_emit, counters, emit_counted, timestamp, EmitError, Emitter, LogLevel,
 };
 
 use crate::batcher::{Batcher, Now, Out};
@@ -203,14 +203,19 @@ impl<E: Emitter> Engine<E> {
                 return self.emit(DETECTION_BATCH, &pieces[0]);
             };
             match self.emitter.emit_json(DETECTION_BATCH, &first) {
-                Ok(()) => {}
                 Err(EmitError::TooLarge) if pieces[0].detection_ids.len() > 1 => {
                     parts *= 2;
                     continue;
                 }
-                Err(EmitError::Stopped) => return Err(Stopped),
-                // Counted and logged the way every other refusal is.
-                Err(_) => self.emit(DETECTION_BATCH, &pieces[0])?,
+                result => count_emit(
+                    &self.emitter,
+                    &self.counters.emit,
+                    "detection",
+                    DETECTION_BATCH,
+                    "",
+                    result,
+                )
+                .map_err(|_| Stopped)?,
             }
             if pieces.len() > 1 {
                 bump(&self.counters.split_batches);
