@@ -993,6 +993,40 @@ async fn what_a_sink_cannot_take_within_the_shutdown_bound_is_counted_as_sink_sh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_sink_takes_over_the_queue_even_from_a_predecessor_abandoned_mid_deliver() {
+    let files = tempfile::tempdir().unwrap();
+    let record = files.path().join("sink.jsonl");
+    let sink = |delay_ms: u64| {
+        config(&[
+            &plugin_block(
+                "slow",
+                &testkit(),
+                "stop_timeout_s = 1",
+                &format!("record_to = {record:?}\ndeliver_delay_ms = {delay_ms}"),
+            ),
+            &route("slow", &["alert.*"]),
+        ])
+    };
+    let router = start(&sink(3000)).await;
+    let events: Vec<Value> = (0..5).map(|i| alert(&format!("a{i}"))).collect();
+    let (status, body) = router.publish(&Value::Array(events)).await;
+    assert_eq!(status, 202, "{body}");
+    // The old instance is inside its first 3 s `deliver` when the reload
+    // stops it, so it is abandoned after 1 s; the new one waits for it to
+    // hand the queue back, then delivers the rest.
+    router.write_config(&sink(0));
+    let (status, body) = router.reload().await;
+    assert_eq!(status, 200, "{body}");
+    let lines = recorded(&record, 5).await;
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|e| e["payload"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a0", "a1", "a2", "a3", "a4"], "each once, in order");
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_receives_exactly_its_routed_events_in_order_as_envelopes() {
     let files = tempfile::tempdir().unwrap();
     let record = files.path().join("sink.jsonl");

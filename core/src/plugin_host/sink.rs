@@ -54,7 +54,7 @@ pub struct SinkQueue {
 pub struct Delivery {
     queue: Arc<SinkQueue>,
     mode: Arc<AtomicU8>,
-    thread: JoinHandle<Receiver<Utf8Bytes>>,
+    thread: JoinHandle<Option<Receiver<Utf8Bytes>>>,
 }
 
 impl SinkQueue {
@@ -88,14 +88,12 @@ impl SinkQueue {
         instance: Arc<Mutex<Option<Instance>>>,
         on_error: impl Fn(String) + Send + 'static,
     ) -> std::io::Result<Delivery> {
-        let rx = self.rx.lock().take().ok_or_else(|| {
-            std::io::Error::other(format!("sink `{}` is already being served", self.name))
-        })?;
         let mode = Arc::new(AtomicU8::new(RUN));
         let (told, queue) = (mode.clone(), self.clone());
         let thread = std::thread::Builder::new()
             .name(format!("sink-{}", self.name))
             .spawn(move || {
+                let rx = queue.take_over(&told)?;
                 while let Some(event) = queue.next(&rx, &told) {
                     let result = match instance.lock().as_mut() {
                         Some(instance) => instance.deliver(&event),
@@ -105,13 +103,28 @@ impl SinkQueue {
                         on_error(e);
                     }
                 }
-                rx
+                Some(rx)
             })?;
         Ok(Delivery {
             queue: self.clone(),
             mode,
             thread,
         })
+    }
+
+    /// The queue's receiving end, once the previous delivery thread gave it
+    /// back (at once, unless that one was abandoned in the middle of a
+    /// `deliver` and has not returned yet); `None` when halted first.
+    fn take_over(&self, mode: &AtomicU8) -> Option<Receiver<Utf8Bytes>> {
+        loop {
+            if let Some(rx) = self.rx.lock().take() {
+                return Some(rx);
+            }
+            if mode.load(Ordering::SeqCst) != RUN {
+                return None;
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     /// The next event for the delivery thread, or `None` when it should
@@ -166,7 +179,7 @@ impl Delivery {
     /// Ends the thread after its current event and keeps what is queued.
     pub fn halt(self) {
         self.mode.store(HALT, Ordering::SeqCst);
-        if let Ok(rx) = self.thread.join() {
+        if let Ok(Some(rx)) = self.thread.join() {
             *self.queue.rx.lock() = Some(rx);
         }
     }
