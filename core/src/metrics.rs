@@ -63,7 +63,8 @@ pub struct Metrics {
     pub refused: Family<ReasonLabel, Counter>,
     /// `switchyard_deliveries_total{channel}`: events written to sockets.
     pub deliveries: Family<ChannelLabel, Counter>,
-    /// `switchyard_dropped_total{reason}`: `slow_consumer`, `sink_overflow`.
+    /// `switchyard_dropped_total{reason}`: `slow_consumer`, `sink_overflow`,
+    /// `sink_shutdown`.
     pub dropped: Family<ReasonLabel, Counter>,
     /// `switchyard_delivery_latency_seconds`: accept → written to the socket.
     pub latency: Histogram,

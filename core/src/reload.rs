@@ -372,7 +372,7 @@ fn apply(app: &App, trigger: Trigger) -> Result<Report, ReloadError> {
         plan,
         ..
     } = prepared;
-    app.plugins.stop_outgoing(&plan);
+    app.plugins.stop_outgoing(&plan, &app.router);
     let version = old.version + 1;
     let applied = app.router.apply(Snapshot {
         version,

@@ -54,7 +54,8 @@ impl Running {
     /// Shuts down gracefully: new requests and upgrades get 503
     /// `shutting_down`; every connection's queue is flushed and the
     /// connection closed with 1012 (for at most `server.shutdown_timeout_s`);
-    /// then plugins stop and the listener closes.
+    /// then plugins stop (producers first, then sinks, each drained into
+    /// for at most `server.shutdown_timeout_s` again) and the listener closes.
     pub async fn shutdown(self) {
         self.app
             .shutting_down
@@ -68,8 +69,11 @@ impl Running {
         while self.app.router.connection_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Held off: a reload or a restart of a failed instance meeting
+        // `stop_all` could start an instance that nothing then stops.
+        let _serial = self.app.reload_lock.lock().await;
         let app = self.app.clone();
-        let _ = tokio::task::spawn_blocking(move || app.plugins.stop_all()).await;
+        let _ = tokio::task::spawn_blocking(move || app.plugins.stop_all(&app.router)).await;
         let _ = self.stop.send(true);
         let _ = self.server.await;
     }

@@ -386,3 +386,82 @@ fn logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
     let plain = terminal_output(true);
     assert!(!plain.contains('\x1b'), "NO_COLOR: {plain:?}");
 }
+
+/// Waits (generously) for the router to exit and returns its status.
+async fn exited(router: &mut Running) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = router.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the router did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_audit_log_queue_so_every_accepted_event_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[[plugins]]\nname = \"audit\"\nlibrary = \"{}\"\n[plugins.config]\npath = \"{}\"\nfsync = \"always\"\n\n[[routes]]\nsink = \"audit\"\nevents = [\"alert.*\"]\n",
+            support::BASE,
+            support::plugin("switchyard_audit_log"),
+            audit.display()
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut router = Running(child);
+    wait_for_version(port, 1).await;
+
+    // A burst the sink cannot keep up with (one fsync per line).
+    let client = reqwest::Client::new();
+    let mut accepted = 0;
+    for batch in 0..4 {
+        let events: Vec<serde_json::Value> = (0..500)
+            .map(|i| {
+                serde_json::json!({"type": "alert.created",
+                    "payload": {"id": format!("a{batch}-{i}"), "severity": "low"}})
+            })
+            .collect();
+        let response = client
+            .post(format!("http://127.0.0.1:{port}/api/events"))
+            .json(&events)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let body: serde_json::Value = response.json().await.unwrap();
+        accepted += body["accepted"].as_u64().unwrap();
+    }
+    assert_eq!(accepted, 2000);
+    signal(&router.0, "TERM");
+    let status = exited(&mut router).await;
+    assert!(status.success(), "exit status {status}");
+    let written = std::fs::read_to_string(&audit).unwrap_or_default();
+    assert_eq!(
+        written.lines().count() as u64,
+        accepted,
+        "every accepted event is in the audit log after SIGTERM"
+    );
+}

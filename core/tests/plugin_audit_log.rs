@@ -253,3 +253,88 @@ async fn a_relative_path_is_relative_to_the_config_folder() {
     );
     router.shutdown().await;
 }
+
+/// Gives sinks that go away a generous drain bound, for a loaded CI machine.
+fn with_long_drain(config: &str) -> String {
+    config.replacen(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nshutdown_timeout_s = 120",
+        1,
+    )
+}
+
+/// Publishes `n` alerts over HTTP in arrays of 500; returns how many were
+/// accepted.
+async fn burst(router: &Router, n: usize) -> usize {
+    let mut accepted = 0;
+    for first in (0..n).step_by(500) {
+        let events: Vec<Value> = (first..(first + 500).min(n)).map(alert).collect();
+        let (status, body) = router.publish(&Value::Array(events)).await;
+        assert_eq!(status, 202, "{body}");
+        accepted += body["accepted"].as_u64().unwrap() as usize;
+    }
+    accepted
+}
+
+/// The alert ids in the live file, each once, failing on a duplicate.
+fn logged_ids(path: &Path) -> std::collections::BTreeSet<String> {
+    let mut ids = std::collections::BTreeSet::new();
+    for line in lines(path) {
+        let v: Value = serde_json::from_str(&line).unwrap();
+        let id = v["payload"]["id"].as_str().unwrap().to_owned();
+        assert!(ids.insert(id.clone()), "{id} was written twice");
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changing_the_entry_hands_its_queue_to_the_new_instance() {
+    let library = plugin("switchyard_audit_log");
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("audit.log");
+    let before = with_long_drain(&config(&library, &path, 1 << 30, 5, &["alert.*"]));
+    let router = start(&before).await;
+
+    // One fsync per line: most of the burst is still queued at the reload.
+    let accepted = burst(&router, 2000).await;
+    router.write_config(&before.replace("keep = 5", "keep = 4"));
+    let (status, body) = router.reload().await;
+    assert_eq!(status, 200, "reload: {body}");
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while lines(&path).len() < accepted {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {accepted} accepted events written",
+            lines(&path).len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(logged_ids(&path).len(), accepted);
+    let metrics = router.app.router.metrics().encode();
+    assert!(!metrics.contains("reason=\"sink_shutdown\""), "{metrics}");
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_removing_the_sink_drains_its_queue_into_it_first() {
+    let library = plugin("switchyard_audit_log");
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("audit.log");
+    let router = start(&with_long_drain(&config(
+        &library,
+        &path,
+        1 << 30,
+        5,
+        &["alert.*"],
+    )))
+    .await;
+
+    let accepted = burst(&router, 2000).await;
+    router.write_config(&with_long_drain(BASE));
+    let (status, body) = router.reload().await;
+    assert_eq!(status, 200, "reload: {body}");
+    // The reload returned after the outgoing sink was drained and stopped.
+    assert_eq!(logged_ids(&path).len(), accepted);
+    router.shutdown().await;
+}

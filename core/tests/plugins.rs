@@ -218,8 +218,135 @@ fn detection_config(port: u16, extra_plugin_config: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
+// prometheus: refusals are 4xx
+// ---------------------------------------------------------------------------
+
+/// A router with one prometheus instance listening on `port`; `server`
+/// holds extra `[server]` keys.
+async fn prometheus_router(port: u16, server: &str) -> Router {
+    let cfg = config(&[&plugin_block(
+        "prometheus",
+        &plugin("switchyard_prometheus"),
+        "",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    )])
+    .replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:0\"\n{server}"),
+        1,
+    );
+    start(&cfg).await
+}
+
+/// POSTs a postable-alerts array to the plugin, once its listener is up.
+async fn post_alerts(port: u16, alerts: &Value) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sent = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/api/v2/alerts"))
+            .json(alerts)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                return (status, response.json().await.unwrap_or(Value::Null));
+            }
+            Err(e) => assert!(Instant::now() < deadline, "the listener never came up: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn firing(name: &str, summary: &str) -> Value {
+    json!({"labels": {"alertname": name, "severity": "critical"},
+           "annotations": {"summary": summary}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_the_router_refuses_as_too_large_gets_413_and_the_rest_are_taken() {
+    let port = free_port();
+    let router = prometheus_router(port, "").await;
+    // Well within max_body_bytes (1 MiB), but over max_event_bytes (64 KiB).
+    let big = firing("Huge", &"x".repeat(100_000));
+    let (status, body) = post_alerts(port, &json!([big, firing("Small", "fine")])).await;
+    assert_eq!(status, 413, "{body}");
+    let message = body.to_string();
+    assert!(
+        message.contains("alert 0") && message.contains("max_event_bytes"),
+        "{body}"
+    );
+    assert!(message.contains("the other 1 were taken"), "{body}");
+    let (status, body) = post_alerts(port, &json!([firing("Small", "fine")])).await;
+    assert_eq!(status, 200, "{body}");
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_the_router_refuses_as_invalid_gets_422() {
+    let port = free_port();
+    // Depth 1: the alert's `labels` object is one level too deep.
+    let router = prometheus_router(port, "max_json_depth = 1").await;
+    let (status, body) = post_alerts(port, &json!([firing("Deep", "labels")])).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("invalid payload"), "{body}");
+    router.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
 // detection
 // ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detection_batch_over_max_event_bytes_arrives_in_parts_not_lost() {
+    let port = free_port();
+    let files = tempfile::tempdir().unwrap();
+    let record = files.path().join("batches.jsonl");
+    let router = start(&config(&[
+        &plugin_block(
+            "detection",
+            &detection(),
+            "",
+            &format!("listen = \"127.0.0.1:{port}\"\nbatch_idle_s = 0.5\nbatch_window_s = 120"),
+        ),
+        &plugin_block(
+            "recorder",
+            &testkit(),
+            "",
+            &format!("record_to = {record:?}"),
+        ),
+        &route("recorder", &["detection.batch"]),
+    ]))
+    .await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let line = detection_line("front_door", "person");
+    let lines: String = (0..5000).map(|_| format!("{line}\n")).collect();
+    tcp.write_all(lines.as_bytes()).await.unwrap();
+    tcp.flush().await.unwrap();
+
+    // 5,000 ids are ~215 KB: over the default max_event_bytes (65536).
+    let first = recorded(&record, 1).await;
+    let parts = first[0]["payload"]["parts"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("sent in parts: {}", first[0]));
+    assert!(parts > 1);
+    let all = recorded(&record, parts as usize).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for (n, event) in all.iter().enumerate() {
+        let p = &event["payload"];
+        assert_eq!(event["type"], "detection.batch");
+        assert_eq!(p["part"], n as u64 + 1, "{p}");
+        assert_eq!(p["parts"], parts);
+        assert_eq!(p["batch_id"], all[0]["payload"]["batch_id"]);
+        assert_eq!(p["detection_count"], 5000);
+        assert!(event.to_string().len() <= 65536);
+        for id in p["detection_ids"].as_array().unwrap() {
+            assert!(ids.insert(id.as_str().unwrap().to_owned()), "{id} twice");
+        }
+    }
+    assert_eq!(ids.len(), 5000, "every detection is in one part");
+    router.shutdown().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detection_over_tcp_emits_batches_and_scene_changes() {
@@ -654,6 +781,76 @@ async fn panic_in_start_marks_the_plugin_failed_and_the_router_degraded() {
     router.shutdown().await;
 }
 
+/// The real `switchyard` binary, killed when dropped.
+struct Binary(std::process::Child);
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_panic_is_a_json_log_line_not_the_default_hook_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = plugin_block(
+        "tk",
+        &testkit(),
+        "",
+        "panic_in = \"emit\"\nemit_on_start = 1",
+    );
+    let cfg = config(&[&plugin]).replace("level = \"warn\"", "level = \"warn\"\nformat = \"json\"");
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, cfg).unwrap();
+    let stderr_path = dir.path().join("stderr.log");
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let _router = Binary(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let panic_line = loop {
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        let found = stderr
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| {
+                line["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("told to panic while emitting"))
+            });
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no JSON log line of the plugin's panic; stderr:\n{stderr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(panic_line["level"], "ERROR", "{panic_line}");
+    assert_eq!(panic_line["fields"]["plugin"], "tk", "{panic_line}");
+    let message = panic_line["fields"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("panicked at") && message.contains("testkit/src/lib.rs:"),
+        "names where it panicked: {message}"
+    );
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    for line in stderr.lines() {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "every stderr line is a JSON log line, not the default panic hook's: {line}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_start_is_reported_and_retried_with_backoff() {
     let cfg = config(&[&plugin_block(
@@ -741,6 +938,90 @@ async fn panic_in_deliver_fails_the_sink_only() {
 // ---------------------------------------------------------------------------
 // Sinks
 // ---------------------------------------------------------------------------
+
+/// A counter's value in the router's metrics (0 when absent).
+fn counter(router: &switchyard::router::Router, series: &str) -> u64 {
+    router
+        .metrics()
+        .encode()
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_sink_cannot_take_within_the_shutdown_bound_is_counted_as_sink_shutdown() {
+    let files = tempfile::tempdir().unwrap();
+    let record = files.path().join("sink.jsonl");
+    let cfg = config(&[
+        &plugin_block(
+            "slow",
+            &testkit(),
+            "",
+            &format!("record_to = {record:?}\ndeliver_delay_ms = 20"),
+        ),
+        &route("slow", &["alert.*"]),
+    ])
+    .replacen(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nshutdown_timeout_s = 0",
+        1,
+    );
+    let router = start(&cfg).await;
+    let events: Vec<Value> = (0..300).map(|i| alert(&format!("a{i}"))).collect();
+    let (status, body) = router.publish(&Value::Array(events)).await;
+    assert_eq!(status, 202, "{body}");
+    let app = router.app.clone();
+    router.shutdown().await;
+    let written = std::fs::read_to_string(&record)
+        .unwrap_or_default()
+        .lines()
+        .count() as u64;
+    let dropped = counter(
+        &app.router,
+        "switchyard_dropped_total{reason=\"sink_shutdown\"}",
+    );
+    assert!(dropped > 0, "20 ms per event cannot drain 300 in no time");
+    assert_eq!(
+        written + dropped,
+        300,
+        "{written} written, {dropped} dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_sink_takes_over_the_queue_even_from_a_predecessor_abandoned_mid_deliver() {
+    let files = tempfile::tempdir().unwrap();
+    let record = files.path().join("sink.jsonl");
+    let sink = |delay_ms: u64| {
+        config(&[
+            &plugin_block(
+                "slow",
+                &testkit(),
+                "stop_timeout_s = 1",
+                &format!("record_to = {record:?}\ndeliver_delay_ms = {delay_ms}"),
+            ),
+            &route("slow", &["alert.*"]),
+        ])
+    };
+    let router = start(&sink(3000)).await;
+    let events: Vec<Value> = (0..5).map(|i| alert(&format!("a{i}"))).collect();
+    let (status, body) = router.publish(&Value::Array(events)).await;
+    assert_eq!(status, 202, "{body}");
+    // The old instance is inside its first 3 s `deliver` when the reload
+    // stops it, so it is abandoned after 1 s; the new one waits for it to
+    // hand the queue back, then delivers the rest.
+    router.write_config(&sink(0));
+    let (status, body) = router.reload().await;
+    assert_eq!(status, 200, "{body}");
+    let lines = recorded(&record, 5).await;
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|e| e["payload"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a0", "a1", "a2", "a3", "a4"], "each once, in order");
+    router.shutdown().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_receives_exactly_its_routed_events_in_order_as_envelopes() {
@@ -909,6 +1190,59 @@ async fn a_missing_library_is_one_clear_error() {
         "names the path: {:?}",
         problems[0]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelt_library_quotes_it_with_the_path_tried_and_a_close_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin_dir = dir.path().join("plugins");
+    std::fs::create_dir(&plugin_dir).unwrap();
+    std::fs::copy(testkit(), plugin_dir.join("libswitchyard_testkit.so")).unwrap();
+    let cfg = format!(
+        "plugin_dir = \"{}\"\n{}",
+        plugin_dir.display(),
+        config(&[&plugin_block("kit", "switchyard_testkt", "", "")])
+    );
+    let problems = refused(try_start(&cfg).await);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let problem = &problems[0];
+    assert_eq!(problem.key.as_deref(), Some("plugins[0].library"));
+    assert_eq!(
+        problem.value,
+        Some(json!("switchyard_testkt")),
+        "{problem:?}"
+    );
+    let tried = plugin_dir.join("libswitchyard_testkt.so");
+    for quoted in [
+        "`switchyard_testkt`".to_owned(),
+        tried.display().to_string(),
+        "did you mean `switchyard_testkit`?".to_owned(),
+    ] {
+        assert!(
+            problem.problem.contains(&quoted),
+            "quotes {quoted}: {problem:?}"
+        );
+    }
+
+    // A path is suggested as a path, with the close file name.
+    let written = format!("{}/libswitchyard_testkits.so", plugin_dir.display());
+    let cfg = config(&[&plugin_block("kit", &written, "", "")]);
+    let why = problem_keyed(&refused(try_start(&cfg).await), "plugins[0].library");
+    let close = format!(
+        "did you mean `{}/libswitchyard_testkit.so`?",
+        plugin_dir.display()
+    );
+    assert!(why.contains(&close), "{why}");
+
+    // Nothing close: no suggestion.
+    let cfg = format!(
+        "plugin_dir = \"{}\"\n{}",
+        plugin_dir.display(),
+        config(&[&plugin_block("kit", "something_else_entirely", "", "")])
+    );
+    let why = problem_keyed(&refused(try_start(&cfg).await), "plugins[0].library");
+    assert!(why.contains("`something_else_entirely`"), "{why}");
+    assert!(!why.contains("did you mean"), "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

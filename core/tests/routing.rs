@@ -11,7 +11,7 @@ use switchyard::config;
 use switchyard::connection::outbox::Written;
 use switchyard::connection::ConnRef;
 use switchyard::registry::Registry;
-use switchyard::router::{ConnectRequest, Incoming, Origin, Router, Sink, Snapshot};
+use switchyard::router::{ConnectRequest, Incoming, Offered, Origin, Router, Sink, Snapshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 const CONFIG: &str = r#"
@@ -60,9 +60,9 @@ impl Sink for Recorder {
     fn name(&self) -> &str {
         "recorder"
     }
-    fn offer(&self, event: &Utf8Bytes) -> bool {
+    fn offer(&self, event: &Utf8Bytes) -> Offered {
         self.0.lock().push(event.to_string());
-        true
+        Offered::Queued
     }
 }
 

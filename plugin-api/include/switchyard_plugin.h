@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define SY_ABI_MAJOR 1
-#define SY_ABI_MINOR 1
+#define SY_ABI_MINOR 2
 
 /* Lifecycle call results. */
 #define SY_STATUS_OK 0
@@ -38,6 +38,9 @@ extern "C" {
 #define SY_EMIT_INVALID_PAYLOAD 2
 #define SY_EMIT_BACKPRESSURE 3
 #define SY_EMIT_STOPPED 4
+/* ABI 1.2: the envelope would be over server.max_event_bytes (plugins built
+ * for 1.0 or 1.1 get SY_EMIT_INVALID_PAYLOAD instead). */
+#define SY_EMIT_TOO_LARGE 5
 
 /* Roles. */
 #define SY_ROLE_PRODUCER 1

@@ -23,7 +23,7 @@ use std::ffi::c_void;
 /// Major ABI version: a host refuses a plugin whose major version differs.
 pub const ABI_MAJOR: u32 = 1;
 /// Minor ABI version: additions at the end of the structs; any minor loads.
-pub const ABI_MINOR: u32 = 1;
+pub const ABI_MINOR: u32 = 2;
 /// Name of the entry function every plugin exports (carries [`ABI_MAJOR`]).
 pub const ENTRY_SYMBOL: &str = "switchyard_plugin_entry_v1";
 /// Prefix of the entry symbol; the host probes other majors to name them in errors.
@@ -89,6 +89,10 @@ pub const EMIT_INVALID_PAYLOAD: EmitStatus = 2;
 pub const EMIT_BACKPRESSURE: EmitStatus = 3;
 /// The instance has been stopped; nothing more is accepted from it.
 pub const EMIT_STOPPED: EmitStatus = 4;
+/// The event's envelope would be over the router's `server.max_event_bytes`
+/// (ABI 1.2; a host answers it only to plugins built for 1.2 or later, and
+/// [`EMIT_INVALID_PAYLOAD`] to older ones).
+pub const EMIT_TOO_LARGE: EmitStatus = 5;
 
 /// The plugin emits events.
 pub const ROLE_PRODUCER: u32 = 1;

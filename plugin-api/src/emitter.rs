@@ -110,19 +110,36 @@ pub fn emit_counted<E: Emitter, T: Serialize + ?Sized>(
     detail: &str,
     payload: &T,
 ) -> Result<(), RouterStopped> {
+    let json = match serde_json::to_string(payload) {
+        Ok(json) => json,
+        Err(e) => {
+            bump_and_log(emitter, &counters.emit_errors, LogLevel::Error, |n| {
+                format!("{plugin}: cannot serialize {event_type}: {e} ({n} refused so far)")
+            });
+            return Ok(());
+        }
+    };
+    let result = emitter.emit_json(event_type, &json);
+    count_emit(emitter, counters, plugin, event_type, detail, result)
+}
+
+/// Counts and logs what [`Emitter::emit_json`] answered, as
+/// [`emit_counted`] does, for a plugin that looked at the answer first (to
+/// split an event the router found too large, say).
+pub fn count_emit<E: Emitter>(
+    emitter: &E,
+    counters: &EmitCounters,
+    plugin: &str,
+    event_type: &str,
+    detail: &str,
+    result: Result<(), EmitError>,
+) -> Result<(), RouterStopped> {
     let refused = |why: &str| {
         bump_and_log(emitter, &counters.emit_errors, LogLevel::Error, |n| {
             format!("{plugin}: the router refused {event_type}: {why} ({n} refused so far)")
         });
     };
-    let json = match serde_json::to_string(payload) {
-        Ok(json) => json,
-        Err(e) => {
-            refused(&e.to_string());
-            return Ok(());
-        }
-    };
-    match emitter.emit_json(event_type, &json) {
+    match result {
         Ok(()) => Ok(()),
         Err(EmitError::Stopped) => Err(RouterStopped),
         Err(EmitError::Backpressure) => {

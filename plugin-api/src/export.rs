@@ -1,14 +1,21 @@
 //! The C-ABI shims [`crate::export_plugin!`] wires a [`Plugin`] into. Not a
 //! public API: plugin authors use the macro.
 
-use std::any::Any;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
 use crate::abi::{self, HostVtable, PluginDescriptor, Reply, Status, Str};
 use crate::host::Host;
+use crate::panic;
 use crate::plugin::{Plugin, Role};
+
+/// An instance as the host holds it: the plugin and, once started, its
+/// host, so that a panic in any later call is logged for this instance.
+struct Hosted<P> {
+    plugin: P,
+    host: Option<Host>,
+}
 
 /// The descriptor together with the strings it points into.
 pub struct Exported {
@@ -25,6 +32,9 @@ unsafe impl Send for Exported {}
 /// Builds (once) and returns the descriptor of plugin `P`.
 pub fn descriptor<P: Plugin>(cell: &'static OnceLock<Exported>) -> *const PluginDescriptor {
     let exported = cell.get_or_init(|| {
+        // The host reads the descriptor before any other call: the first
+        // moment the library's own panic hook can be replaced.
+        panic::install_hook();
         let info = P::info();
         let types = serde_json::to_string(&info.event_types).expect("event types serialize");
         let owned = [info.name, info.version, types];
@@ -54,17 +64,6 @@ pub fn descriptor<P: Plugin>(cell: &'static OnceLock<Exported>) -> *const Plugin
     &exported.descriptor
 }
 
-/// The text of a caught panic.
-pub fn panic_message(panic: &Box<dyn Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
-}
-
 fn write_reply(reply: *const Reply, kind: u32, text: &str) {
     if reply.is_null() {
         return;
@@ -82,12 +81,9 @@ fn guarded(reply: *const Reply, body: impl FnOnce() -> Result<(), String>) -> St
             write_reply(reply, abi::REPLY_ERROR, &message);
             abi::STATUS_ERROR
         }
-        Err(panic) => {
-            write_reply(
-                reply,
-                abi::REPLY_ERROR,
-                &format!("plugin panicked: {}", panic_message(&panic)),
-            );
+        Err(payload) => {
+            let message = format!("plugin {}", panic::caught(&*payload));
+            write_reply(reply, abi::REPLY_ERROR, &message);
             abi::STATUS_PANIC
         }
     }
@@ -96,9 +92,9 @@ fn guarded(reply: *const Reply, body: impl FnOnce() -> Result<(), String>) -> St
 /// # Safety
 /// `instance` must be a live pointer created by [`create`] for the same `P`,
 /// and no other call may use it concurrently (the ABI's lifecycle rule).
-unsafe fn instance<'a, P>(instance: *mut c_void) -> &'a mut P {
+unsafe fn instance<'a, P>(instance: *mut c_void) -> &'a mut Hosted<P> {
     // SAFETY: guaranteed by the caller.
-    unsafe { &mut *instance.cast::<P>() }
+    unsafe { &mut *instance.cast::<Hosted<P>>() }
 }
 
 unsafe extern "C" fn create<P: Plugin>(
@@ -119,8 +115,9 @@ unsafe extern "C" fn create<P: Plugin>(
             let json = serde_json::to_string(&types).map_err(|e| e.to_string())?;
             write_reply(reply, abi::REPLY_EVENT_TYPES, &json);
         }
+        let hosted = Hosted { plugin, host: None };
         // SAFETY: the host passes a valid out-pointer for the instance.
-        unsafe { *out_instance = Box::into_raw(Box::new(plugin)).cast() };
+        unsafe { *out_instance = Box::into_raw(Box::new(hosted)).cast() };
         Ok(())
     })
 }
@@ -135,24 +132,27 @@ unsafe extern "C" fn start<P: Plugin>(
             return Err("host passed a null vtable".to_owned());
         }
         // SAFETY: `this` came from `create`; the host vtable lives for the process.
-        let (plugin, host) = unsafe { (instance::<P>(this), Host::from_raw(host)) };
-        plugin.start(host)
+        let (hosted, host) = unsafe { (instance::<P>(this), Host::from_raw(host)) };
+        hosted.host = Some(host);
+        panic::remember(host);
+        panic::with_host(Some(host), || hosted.plugin.start(host))
     })
 }
 
 unsafe extern "C" fn deliver<P: Plugin>(this: *mut c_void, event_json: Str) -> Status {
     guarded(std::ptr::null(), || {
         // SAFETY: `this` came from `create`; `event_json` is lent for this call.
-        let (plugin, bytes) = unsafe { (instance::<P>(this), event_json.as_bytes()) };
+        let (hosted, bytes) = unsafe { (instance::<P>(this), event_json.as_bytes()) };
         let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-        plugin.deliver(text)
+        panic::with_host(hosted.host, || hosted.plugin.deliver(text))
     })
 }
 
 unsafe extern "C" fn stop<P: Plugin>(this: *mut c_void) -> Status {
     guarded(std::ptr::null(), || {
         // SAFETY: `this` came from `create`.
-        unsafe { instance::<P>(this) }.stop();
+        let hosted = unsafe { instance::<P>(this) };
+        panic::with_host(hosted.host, || hosted.plugin.stop());
         Ok(())
     })
 }
@@ -161,7 +161,8 @@ unsafe extern "C" fn destroy<P: Plugin>(this: *mut c_void) {
     let _ = guarded(std::ptr::null(), || {
         if !this.is_null() {
             // SAFETY: `this` came from `Box::into_raw` in `create` and is destroyed once.
-            drop(unsafe { Box::from_raw(this.cast::<P>()) });
+            let hosted = unsafe { Box::from_raw(this.cast::<Hosted<P>>()) };
+            panic::with_host(hosted.host, || drop(hosted));
         }
         Ok(())
     });

@@ -12,8 +12,12 @@ use crate::abi::{self, HostVtable, Str};
 pub enum EmitError {
     /// The type is not one this instance declared.
     UnknownType,
-    /// The payload breaks the type's schema or a size bound.
+    /// The payload breaks the type's schema (or, from a router older than
+    /// ABI 1.2, a size bound).
     InvalidPayload,
+    /// The event's envelope would be over the router's
+    /// `server.max_event_bytes`: send less in one event.
+    TooLarge,
     /// The router cannot take more right now; retry later or drop.
     Backpressure,
     /// The instance was stopped.
@@ -27,6 +31,7 @@ impl fmt::Display for EmitError {
         match self {
             EmitError::UnknownType => f.write_str("unknown event type"),
             EmitError::InvalidPayload => f.write_str("invalid payload"),
+            EmitError::TooLarge => f.write_str("event too large (server.max_event_bytes)"),
             EmitError::Backpressure => f.write_str("router overloaded (backpressure)"),
             EmitError::Stopped => f.write_str("plugin instance stopped"),
             EmitError::Other(code) => write!(f, "emit failed with status {code}"),
@@ -153,6 +158,7 @@ impl Host {
             abi::EMIT_INVALID_PAYLOAD => Err(EmitError::InvalidPayload),
             abi::EMIT_BACKPRESSURE => Err(EmitError::Backpressure),
             abi::EMIT_STOPPED => Err(EmitError::Stopped),
+            abi::EMIT_TOO_LARGE => Err(EmitError::TooLarge),
             other => Err(EmitError::Other(other)),
         }
     }
@@ -185,7 +191,8 @@ impl Host {
     }
 
     /// Spawns a plugin thread whose panic is contained: instead of unwinding
-    /// silently, it is reported with [`Host::report_failure`].
+    /// silently, it is logged through the router (with its location) and
+    /// reported with [`Host::report_failure`].
     pub fn spawn<F>(&self, name: &str, body: F) -> std::io::Result<std::thread::JoinHandle<()>>
     where
         F: FnOnce() + Send + 'static,
@@ -194,11 +201,11 @@ impl Host {
         std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
-                    host.report_failure(&format!(
-                        "plugin thread panicked: {}",
-                        crate::export::panic_message(&panic)
-                    ));
+                let run =
+                    std::panic::AssertUnwindSafe(|| crate::panic::with_host(Some(host), body));
+                if let Err(payload) = std::panic::catch_unwind(run) {
+                    let message = crate::panic::caught(&*payload);
+                    host.report_failure(&format!("plugin thread {message}"));
                 }
             })
     }

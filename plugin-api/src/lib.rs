@@ -12,7 +12,7 @@
 //!   the ABI. A plugin author implements [`Plugin`] and invokes
 //!   [`export_plugin!`] once; they write no `unsafe`.
 //! - helpers plugins share: the [`Emitter`] seam over [`Host`] (with
-//!   [`bump`], [`worth_logging`], [`bump_and_log`], [`emit_counted`], [`spawn_thread`] and
+//!   [`bump`], [`worth_logging`], [`bump_and_log`], [`emit_counted`], [`count_emit`], [`spawn_thread`] and
 //!   [`join_until`]); [`counters!`] for a service's counters and their
 //!   snapshot; [`bind_polled`] for an input's listener; [`timestamp`], the
 //!   one time format of events; and [`config`], for reading a
@@ -53,13 +53,14 @@ mod emitter;
 pub mod export;
 mod host;
 mod net;
+mod panic;
 mod plugin;
 mod time;
 
 pub use decl::{EventTypeDecl, Field, FieldType};
 pub use emitter::{
-    bump, bump_and_log, emit_counted, join_until, spawn_thread, worth_logging, EmitCounters,
-    Emitter, RouterStopped,
+    bump, bump_and_log, count_emit, emit_counted, join_until, spawn_thread, worth_logging,
+    EmitCounters, Emitter, RouterStopped,
 };
 pub use host::{EmitError, Host, LogLevel};
 pub use net::bind_polled;

@@ -82,6 +82,7 @@ fn rust_constants() -> Vec<(&'static str, i64)> {
         ("SY_EMIT_INVALID_PAYLOAD", abi::EMIT_INVALID_PAYLOAD.into()),
         ("SY_EMIT_BACKPRESSURE", abi::EMIT_BACKPRESSURE.into()),
         ("SY_EMIT_STOPPED", abi::EMIT_STOPPED.into()),
+        ("SY_EMIT_TOO_LARGE", abi::EMIT_TOO_LARGE.into()),
         ("SY_ROLE_PRODUCER", abi::ROLE_PRODUCER.into()),
         ("SY_ROLE_SINK", abi::ROLE_SINK.into()),
         ("SY_ROLE_BOTH", abi::ROLE_BOTH.into()),

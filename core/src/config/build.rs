@@ -904,10 +904,12 @@ fn plugins(
                 unique(r, &mut first, &key, &name, t.path(), "plugin instance");
             }
         }
-        let library = r
-            .required(&mut t, "library")
-            .map(|lib| library_path(folder, plugin_dir, &lib))
+        let written = r.required(&mut t, "library");
+        let library = written
+            .as_deref()
+            .map(|lib| library_path(folder, plugin_dir, lib))
             .unwrap_or_default();
+        let library_as_written = written.unwrap_or_default();
         let enabled = r.boolean(&mut t, "enabled", true);
         let stop_timeout_s = r.uint(&mut t, "stop_timeout_s", 5, 1, u64::MAX);
         // Taken whole and never typed: it belongs to the plugin, which
@@ -928,6 +930,7 @@ fn plugins(
         out.push(PluginConfig {
             name,
             library,
+            library_as_written,
             enabled,
             stop_timeout_s,
             config,

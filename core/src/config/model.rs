@@ -365,6 +365,8 @@ pub struct PluginConfig {
     /// `<plugin_dir>/<prefix><stem><suffix>`, a path is taken against the
     /// config file's folder.
     pub library: PathBuf,
+    /// `library` as written in the file, for messages that quote it.
+    pub library_as_written: String,
     /// Whether the instance is loaded and started.
     pub enabled: bool,
     /// Seconds `stop` may take before the instance is abandoned.

@@ -15,6 +15,9 @@ use crate::router::{Incoming, Origin, PublishError, Router};
 pub struct HostContext {
     /// The instance name.
     pub instance: String,
+    /// The ABI minor version its library was built for: statuses newer
+    /// than it are answered in the older form.
+    abi_minor: u32,
     router: Weak<Router>,
     stopped: AtomicBool,
     on_failure: Box<dyn Fn(String) + Send + Sync>,
@@ -26,11 +29,13 @@ impl HostContext {
     /// (re)start is the price.
     pub fn leak(
         instance: &str,
+        abi_minor: u32,
         router: &Arc<Router>,
         on_failure: Box<dyn Fn(String) + Send + Sync>,
     ) -> (&'static HostContext, &'static HostVtable) {
         let ctx: &'static HostContext = Box::leak(Box::new(HostContext {
             instance: instance.to_owned(),
+            abi_minor,
             router: Arc::downgrade(router),
             stopped: AtomicBool::new(false),
             on_failure,
@@ -86,6 +91,11 @@ impl HostContext {
             Err(e @ (PublishError::UnknownType { .. } | PublishError::Forbidden { .. })) => {
                 tracing::warn!(plugin = %self.instance, "emit refused: {}", refusal(&e));
                 abi::EMIT_UNKNOWN_TYPE
+            }
+            // Told apart only for plugins that know the status (ABI 1.2).
+            Err(e @ PublishError::TooLarge { .. }) if self.abi_minor >= 2 => {
+                tracing::debug!(plugin = %self.instance, "emit refused: {e}");
+                abi::EMIT_TOO_LARGE
             }
             Err(e) => {
                 tracing::warn!(plugin = %self.instance, "emit refused: {}", refusal(&e));

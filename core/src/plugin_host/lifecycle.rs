@@ -90,6 +90,22 @@ impl Status {
     }
 }
 
+/// What becomes of a sink's queue when its instance stops.
+pub(super) enum Ending {
+    /// The queue is kept for the next instance: a restart after a failure,
+    /// or a reload that changed the entry.
+    HandOver,
+    /// The sink goes away (shutdown, or removed by a reload): its queue is
+    /// closed and drained into it until `deadline`; what is left is dropped
+    /// and counted as `sink_shutdown`.
+    Drain {
+        /// The latest moment to stop draining.
+        deadline: Instant,
+        /// Where the drops are counted.
+        router: Arc<Router>,
+    },
+}
+
 /// An instance shared between its delivery thread and its lifecycle calls;
 /// the mutex keeps the ABI's rule that no two calls overlap.
 type SharedInstance = Arc<Mutex<Option<Instance>>>;
@@ -133,7 +149,12 @@ impl Managed {
             tracing::error!(plugin = %name, "plugin failed: {message}");
             status.lock().fail(message);
         });
-        let (context, vtable) = HostContext::leak(&self.config.name, router, on_failure);
+        let (context, vtable) = HostContext::leak(
+            &self.config.name,
+            self.library.abi_minor,
+            router,
+            on_failure,
+        );
         self.context = Some(context);
         // Running first: a plugin thread may fail before `start` returns.
         {
@@ -169,19 +190,53 @@ impl Managed {
             .ok()
     }
 
-    /// Ends delivery, then calls `stop` on a thread of its own, waiting at
-    /// most `stop_timeout_s`; an instance that does not return in time is
-    /// abandoned, never destroyed. `for_good` also closes the sink queue.
-    pub(super) fn stop(&mut self, for_good: bool) {
-        if for_good {
+    /// Ends delivery (draining the sink's queue first when it goes away),
+    /// then calls `stop` on a thread of its own, waiting at most
+    /// `stop_timeout_s`; an instance that does not return in time is
+    /// abandoned, never destroyed.
+    pub(super) fn stop(&mut self, ending: Ending) {
+        let delivery = self.delivery.take();
+        if let Ending::Drain { deadline, .. } = &ending {
             if let Some(sink) = &self.sink {
                 sink.close();
             }
+            if let Some(delivery) = &delivery {
+                delivery.drain_until(*deadline);
+            }
         }
+        self.call_stop(delivery);
+        if let Ending::Drain { router, .. } = ending {
+            self.count_undelivered(&router);
+        }
+        let mut status = self.status.lock();
+        if status.state == State::Running {
+            status.state = State::Stopped;
+        }
+    }
+
+    /// Drops what a sink that went away still had queued, counting and
+    /// logging it.
+    fn count_undelivered(&self, router: &Router) {
+        let Some(sink) = &self.sink else { return };
+        let dropped = sink.discard();
+        if dropped > 0 {
+            router.metrics().drop_events("sink_shutdown", dropped);
+            tracing::warn!(
+                plugin = %self.config.name,
+                dropped,
+                "sink stopped with {dropped} queued event(s) not delivered; they are dropped \
+                 (switchyard_dropped_total{{reason=\"sink_shutdown\"}})"
+            );
+        }
+    }
+
+    /// Halts delivery and calls `stop` on a thread of its own, waiting at
+    /// most `stop_timeout_s`; an instance that does not return in time is
+    /// abandoned, never destroyed.
+    fn call_stop(&mut self, delivery: Option<Delivery>) {
         let name = self.config.name.clone();
         let context = self.context.take();
         let instance = std::mem::replace(&mut self.instance, Arc::new(Mutex::new(None)));
-        let delivery = self.delivery.take();
         let abandoned = Arc::new(AtomicBool::new(false));
         let gave_up = abandoned.clone();
         let (done, returned) = mpsc::channel();
@@ -222,16 +277,12 @@ impl Managed {
                 tracing::error!(plugin = %name, timeout_s = self.config.stop_timeout_s, "plugin did not stop in time; abandoned");
             }
         }
-        let mut status = self.status.lock();
-        if status.state == State::Running {
-            status.state = State::Stopped;
-        }
     }
 
     /// Replaces a failed instance with a new one from the same library and
     /// config, and starts it. Its sink queue carries over.
     pub(super) fn restart(&mut self, router: &Arc<Router>) {
-        self.stop(false);
+        self.stop(Ending::HandOver);
         let restarts = {
             let mut status = self.status.lock();
             status.restarts += 1;

@@ -7,6 +7,7 @@
 //! library, so a rebuilt plugin takes effect on the next reload.
 
 use std::collections::HashMap;
+use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -17,6 +18,7 @@ use switchyard_plugin_api::{EventTypeDecl, Role};
 
 use super::PluginError;
 use crate::files::{self, FileError};
+use crate::names::did_you_mean;
 
 /// A loaded plugin library and what its descriptor says.
 pub struct Library {
@@ -68,9 +70,10 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// The library at `path`: the one already loaded if the file is
-    /// unchanged, otherwise loaded (anew) now.
-    pub fn load(&self, path: &Path) -> Result<Arc<Library>, PluginError> {
+    /// The library at `path` (`written` is the config's `library` value,
+    /// quoted by errors): the one already loaded if the file is unchanged,
+    /// otherwise loaded (anew) now.
+    pub fn load(&self, written: &str, path: &Path) -> Result<Arc<Library>, PluginError> {
         // The dynamic loader (and the copy of a rebuilt library) would block
         // forever on a named pipe; a missing file is reported just below.
         if let Err(e @ FileError::NotRegular { .. }) = files::regular(path) {
@@ -80,8 +83,10 @@ impl Loader {
             });
         }
         let meta = std::fs::metadata(path).map_err(|e| PluginError::NotFound {
+            library: written.to_owned(),
             path: path.to_owned(),
             reason: e.to_string(),
+            did_you_mean: close_library(written, path),
         })?;
         let stamp = Stamp {
             modified: meta.modified().ok(),
@@ -121,6 +126,40 @@ impl Loader {
         let copy = dir.join(format!("{n}-{file}"));
         std::fs::copy(path, &copy).map_err(fail)?;
         Ok(copy)
+    }
+}
+
+/// A library next to the missing `path` whose name is close to `written`,
+/// spelled the way `written` is: a stem when `written` is a stem looked up
+/// in `plugin_dir`, a path with the close file name otherwise.
+fn close_library(written: &str, path: &Path) -> Option<String> {
+    let folder = path.parent()?;
+    let as_stem = path.file_name()? == format!("{DLL_PREFIX}{written}{DLL_SUFFIX}").as_str();
+    let files: Vec<String> = std::fs::read_dir(folder)
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|file| file.ends_with(DLL_SUFFIX))
+        .collect();
+    if as_stem {
+        let stems = files
+            .iter()
+            .filter_map(|file| file.strip_prefix(DLL_PREFIX)?.strip_suffix(DLL_SUFFIX));
+        return did_you_mean(written, stems).map(str::to_owned);
+    }
+    let (dir, file) = match written.rsplit_once('/') {
+        Some((dir, file)) => (Some(dir), file),
+        None => (None, written),
+    };
+    let close = did_you_mean(file, files.iter().map(String::as_str))?;
+    Some(dir.map_or_else(|| close.to_owned(), |dir| format!("{dir}/{close}")))
+}
+
+/// What to do about a missing library: take the close name, or build it.
+pub(super) fn missing_library_advice(close: Option<&str>) -> String {
+    let build = "build the plugins with `cargo build --release`, or fix `library` or `plugin_dir`";
+    match close {
+        Some(close) => format!("did you mean `{close}`? Otherwise {build}"),
+        None => build.to_owned(),
     }
 }
 

@@ -15,6 +15,7 @@ mod sink;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::json;
@@ -28,19 +29,26 @@ pub use sink::SinkQueue;
 use crate::config::{Config, PluginConfig, Problem};
 use crate::registry::InstanceTypes;
 use crate::router::{Router, Sink};
-use lifecycle::Managed;
+use lifecycle::{Ending, Managed};
 use switchyard_plugin_api::Role;
 
 /// Why a plugin could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    /// The library file is not there.
-    #[error("plugin library {path} cannot be read ({reason}); build it with `cargo build --release` or fix `library`")]
+    /// The library file is not there (or cannot be read).
+    #[error(
+        "plugin library `{library}` cannot be read: tried {path} ({reason}); {advice}",
+        advice = loader::missing_library_advice(did_you_mean.as_deref())
+    )]
     NotFound {
-        /// The configured path.
+        /// `library` as written in the config.
+        library: String,
+        /// The path tried.
         path: PathBuf,
         /// The OS error.
         reason: String,
+        /// A library of a close name that is there, written as `library` would be.
+        did_you_mean: Option<String>,
     },
     /// The dynamic loader refused the file.
     #[error("cannot load plugin library {path}: {reason}")]
@@ -119,6 +127,24 @@ fn is_sink(library: &Library) -> bool {
     matches!(library.role, Role::Sink | Role::Both)
 }
 
+/// Until when sinks that go away are drained into.
+fn drain_deadline(router: &Router) -> Instant {
+    let bound = router.snapshot().config.server.shutdown_timeout_s;
+    Instant::now() + Duration::from_secs(bound)
+}
+
+/// Stops instances side by side, each on a thread of its own, and waits
+/// for all of them.
+fn stop_together(instances: Vec<(Managed, Ending)>) {
+    let handles: Vec<_> = instances
+        .into_iter()
+        .map(|(mut m, ending)| std::thread::spawn(move || m.stop(ending)))
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
 /// The plugin host.
 #[derive(Default)]
 pub struct PluginHost {
@@ -132,10 +158,10 @@ impl std::fmt::Debug for PluginHost {
     }
 }
 
-fn plugin_problem(index: usize, key: &str, value: &PluginConfig, why: String) -> Problem {
+fn plugin_problem(index: usize, key: &str, value: &str, why: String) -> Problem {
     Problem {
         key: Some(format!("plugins[{index}].{key}")),
-        value: Some(json!(value.name)),
+        value: Some(json!(value)),
         problem: why,
         line: None,
         column: None,
@@ -152,10 +178,11 @@ impl PluginHost {
             if !pc.enabled {
                 continue;
             }
-            let library = match self.loader.load(&pc.library) {
+            let library = match self.loader.load(&pc.library_as_written, &pc.library) {
                 Ok(lib) => lib,
                 Err(e) => {
-                    problems.push(plugin_problem(index, "library", pc, e.to_string()));
+                    let written = &pc.library_as_written;
+                    problems.push(plugin_problem(index, "library", written, e.to_string()));
                     continue;
                 }
             };
@@ -181,7 +208,11 @@ impl PluginHost {
                         instance: pc.name.clone(),
                         types: instance.types.clone(),
                     });
-                    let sink = is_sink(&library).then(|| SinkQueue::new(&pc.name));
+                    // A changed instance takes over its predecessor's queue,
+                    // so what was accepted for it is delivered by the new one.
+                    let predecessor = managed.get(&pc.name).and_then(|m| m.sink.clone());
+                    let sink = is_sink(&library)
+                        .then(|| predecessor.unwrap_or_else(|| SinkQueue::new(&pc.name)));
                     if let Some(sink) = &sink {
                         plan.sinks.insert(pc.name.clone(), sink.clone());
                     }
@@ -191,7 +222,7 @@ impl PluginHost {
                         sink,
                     });
                 }
-                Err(e) => problems.push(plugin_problem(index, "config", pc, e.to_string())),
+                Err(e) => problems.push(plugin_problem(index, "config", &pc.name, e.to_string())),
             }
         }
         plan.outgoing = managed
@@ -207,22 +238,35 @@ impl PluginHost {
     }
 
     /// Stops the instances a plan replaces or removes (each within its
-    /// `stop_timeout_s`, or abandoned), while their types are still registered.
-    pub fn stop_outgoing(&self, plan: &Plan) {
-        let outgoing: Vec<Managed> = {
+    /// `stop_timeout_s`, or abandoned), while their types are still
+    /// registered. A replaced sink hands its queue to its successor; a
+    /// removed one is drained into first (within `server.shutdown_timeout_s`).
+    pub fn stop_outgoing(&self, plan: &Plan, router: &Arc<Router>) {
+        let deadline = drain_deadline(router);
+        let outgoing: Vec<(Managed, Ending)> = {
             let mut managed = self.managed.lock();
             plan.outgoing
                 .iter()
                 .filter_map(|n| managed.remove(n))
+                .map(|m| {
+                    let handed_over = m.sink.as_ref().is_some_and(|old| {
+                        plan.sinks.get(&m.config.name).is_some_and(|new| {
+                            std::ptr::addr_eq(Arc::as_ptr(old), Arc::as_ptr(new))
+                        })
+                    });
+                    let ending = if handed_over {
+                        Ending::HandOver
+                    } else {
+                        Ending::Drain {
+                            deadline,
+                            router: router.clone(),
+                        }
+                    };
+                    (m, ending)
+                })
                 .collect()
         };
-        let handles: Vec<_> = outgoing
-            .into_iter()
-            .map(|mut m| std::thread::spawn(move || m.stop(true)))
-            .collect();
-        for h in handles {
-            let _ = h.join();
-        }
+        stop_together(outgoing);
     }
 
     /// Starts the instances a plan created.
@@ -259,13 +303,24 @@ impl PluginHost {
         }
     }
 
-    /// Stops every instance (at shutdown).
-    pub fn stop_all(&self) {
-        let plan = Plan {
-            outgoing: self.managed.lock().keys().cloned().collect(),
-            ..Plan::default()
+    /// Stops every instance (at shutdown): producers first, so that their
+    /// last events still reach the sinks, then the sinks, each drained into
+    /// (within `server.shutdown_timeout_s`) before it stops.
+    pub fn stop_all(&self, router: &Arc<Router>) {
+        let (sinks, producers): (Vec<Managed>, Vec<Managed>) =
+            std::mem::take(&mut *self.managed.lock())
+                .into_values()
+                .partition(|m| m.sink.is_some());
+        let drain = |ms: Vec<Managed>| {
+            let deadline = drain_deadline(router);
+            let ending = || Ending::Drain {
+                deadline,
+                router: router.clone(),
+            };
+            ms.into_iter().map(|m| (m, ending())).collect::<Vec<_>>()
         };
-        self.stop_outgoing(&plan);
+        stop_together(drain(producers));
+        stop_together(drain(sinks));
     }
 
     /// Each instance's status, by name.

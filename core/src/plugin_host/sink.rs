@@ -2,26 +2,39 @@
 //! instance, so a slow or stuck sink never slows the router or other sinks.
 //! What does not fit is dropped and counted (`sink_overflow`).
 //!
-//! The queue outlives the thread that serves it: when a failed instance is
-//! restarted, delivery is halted, the queue keeps filling (up to its bound),
-//! and the new instance's thread takes over where the old one stopped.
+//! The queue outlives the thread that serves it: when an instance is
+//! restarted (after a failure) or replaced by a reload that changed its
+//! entry, delivery is halted, the queue keeps filling (up to its bound), and
+//! the next instance's thread takes over where the old one stopped. When a
+//! sink goes away for good (shutdown, or removed by a reload), its queue is
+//! closed and drained into it first, within a bound; whatever is left is
+//! dropped and counted (`sink_shutdown`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::instance::Instance;
-use crate::router::Sink;
+use crate::router::{Offered, Sink};
 
 /// Events queued per sink before overflow.
 pub const SINK_QUEUE: usize = 4096;
-/// How often the delivery thread looks at its stop flag while idle.
+/// How often the delivery thread looks at its mode while idle.
 const POLL: Duration = Duration::from_millis(50);
+/// How often a drain looks whether the delivery thread is done.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+
+/// Delivery thread modes: serve until told otherwise.
+const RUN: u8 = 0;
+/// Deliver what is queued, then end.
+const DRAIN: u8 = 1;
+/// End after the current event.
+const HALT: u8 = 2;
 
 /// The router's side of a sink: offer events without waiting.
 #[derive(Debug)]
@@ -31,6 +44,8 @@ pub struct SinkQueue {
     rx: Mutex<Option<Receiver<Utf8Bytes>>>,
     closed: AtomicBool,
     overflow: AtomicU64,
+    /// Events queued and not yet taken by a delivery thread.
+    pending: AtomicU64,
 }
 
 /// A running delivery thread; [`Delivery::halt`] ends it and hands the
@@ -38,8 +53,8 @@ pub struct SinkQueue {
 #[derive(Debug)]
 pub struct Delivery {
     queue: Arc<SinkQueue>,
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Receiver<Utf8Bytes>>,
+    mode: Arc<AtomicU8>,
+    thread: JoinHandle<Option<Receiver<Utf8Bytes>>>,
 }
 
 impl SinkQueue {
@@ -52,12 +67,18 @@ impl SinkQueue {
             rx: Mutex::new(Some(rx)),
             closed: AtomicBool::new(false),
             overflow: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
         })
     }
 
     /// Events dropped because the queue was full.
     pub fn overflow(&self) -> u64 {
         self.overflow.load(Ordering::Relaxed)
+    }
+
+    /// Events queued and not yet handed to the sink.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::SeqCst)
     }
 
     /// Starts a delivery thread for `instance`. `on_error` hears about a
@@ -67,20 +88,13 @@ impl SinkQueue {
         instance: Arc<Mutex<Option<Instance>>>,
         on_error: impl Fn(String) + Send + 'static,
     ) -> std::io::Result<Delivery> {
-        let rx = self.rx.lock().take().ok_or_else(|| {
-            std::io::Error::other(format!("sink `{}` is already being served", self.name))
-        })?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let halted = stop.clone();
+        let mode = Arc::new(AtomicU8::new(RUN));
+        let (told, queue) = (mode.clone(), self.clone());
         let thread = std::thread::Builder::new()
             .name(format!("sink-{}", self.name))
             .spawn(move || {
-                while !halted.load(Ordering::SeqCst) {
-                    let event = match rx.recv_timeout(POLL) {
-                        Ok(event) => event,
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    };
+                let rx = queue.take_over(&told)?;
+                while let Some(event) = queue.next(&rx, &told) {
                     let result = match instance.lock().as_mut() {
                         Some(instance) => instance.deliver(&event),
                         None => break,
@@ -89,26 +103,83 @@ impl SinkQueue {
                         on_error(e);
                     }
                 }
-                rx
+                Some(rx)
             })?;
         Ok(Delivery {
             queue: self.clone(),
-            stop,
+            mode,
             thread,
         })
     }
 
-    /// Stops taking events for good (the instance is going away).
+    /// The queue's receiving end, once the previous delivery thread gave it
+    /// back (at once, unless that one was abandoned in the middle of a
+    /// `deliver` and has not returned yet); `None` when halted first.
+    fn take_over(&self, mode: &AtomicU8) -> Option<Receiver<Utf8Bytes>> {
+        loop {
+            if let Some(rx) = self.rx.lock().take() {
+                return Some(rx);
+            }
+            if mode.load(Ordering::SeqCst) != RUN {
+                return None;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The next event for the delivery thread, or `None` when it should
+    /// end: halted, or draining and nothing is left.
+    fn next(&self, rx: &Receiver<Utf8Bytes>, mode: &AtomicU8) -> Option<Utf8Bytes> {
+        loop {
+            let event = match mode.load(Ordering::SeqCst) {
+                HALT => return None,
+                DRAIN => match rx.try_recv() {
+                    Ok(event) => event,
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => return None,
+                },
+                _ => match rx.recv_timeout(POLL) {
+                    Ok(event) => event,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return None,
+                },
+            };
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            return Some(event);
+        }
+    }
+
+    /// Stops taking events for good (the instance is going away): later
+    /// offers answer [`Offered::Closed`].
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Throws away what is still queued (the sink is gone) and says how
+    /// many events that was.
+    pub fn discard(&self) -> u64 {
+        if let Some(rx) = self.rx.lock().as_ref() {
+            while rx.try_recv().is_ok() {}
+        }
+        self.pending.swap(0, Ordering::SeqCst)
     }
 }
 
 impl Delivery {
+    /// Delivers what is queued until the queue is empty or `deadline`
+    /// passes, whichever is first; the thread then ends (join it with
+    /// [`Delivery::halt`]).
+    pub fn drain_until(&self, deadline: Instant) {
+        self.mode.store(DRAIN, Ordering::SeqCst);
+        while !self.thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(DRAIN_POLL);
+        }
+        self.mode.store(HALT, Ordering::SeqCst);
+    }
+
     /// Ends the thread after its current event and keeps what is queued.
     pub fn halt(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Ok(rx) = self.thread.join() {
+        self.mode.store(HALT, Ordering::SeqCst);
+        if let Ok(Some(rx)) = self.thread.join() {
             *self.queue.rx.lock() = Some(rx);
         }
     }
@@ -119,15 +190,23 @@ impl Sink for SinkQueue {
         &self.name
     }
 
-    fn offer(&self, event: &Utf8Bytes) -> bool {
+    fn offer(&self, event: &Utf8Bytes) -> Offered {
         if self.closed.load(Ordering::SeqCst) {
-            return true;
+            return Offered::Closed;
         }
+        // Counted before it is sent, so the delivery thread never sees the
+        // count go below zero.
+        self.pending.fetch_add(1, Ordering::SeqCst);
         match self.tx.try_send(event.clone()) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => true,
+            Ok(()) => Offered::Queued,
+            Err(TrySendError::Disconnected(_)) => {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+                Offered::Closed
+            }
             Err(TrySendError::Full(_)) => {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
                 self.overflow.fetch_add(1, Ordering::Relaxed);
-                false
+                Offered::Full
             }
         }
     }

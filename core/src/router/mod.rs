@@ -39,14 +39,24 @@ use crate::registry::Registry;
 use coverage::Coverage;
 use table::Table;
 
-/// Where routed events leave for a sink plugin. Offering never waits: a
-/// full sink drops the event and counts it.
+/// What became of an event offered to a sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offered {
+    /// Queued for the sink.
+    Queued,
+    /// Dropped: the sink's queue was full (`sink_overflow`).
+    Full,
+    /// Dropped: the sink is going away for good (`sink_shutdown`).
+    Closed,
+}
+
+/// Where routed events leave for a sink plugin. Offering never waits: an
+/// event a sink cannot take is dropped, and the router counts it.
 pub trait Sink: Send + Sync + std::fmt::Debug {
     /// The sink instance's name.
     fn name(&self) -> &str;
-    /// Offers one event's envelope; false when the sink's queue was full
-    /// and the event was dropped.
-    fn offer(&self, event: &tokio_tungstenite::tungstenite::Utf8Bytes) -> bool;
+    /// Offers one event's envelope.
+    fn offer(&self, event: &tokio_tungstenite::tungstenite::Utf8Bytes) -> Offered;
 }
 
 /// The longest a publisher waits for the routing table.

@@ -16,7 +16,7 @@ use super::channel::{Channel, Stored};
 use super::coverage::{Coverage, Live};
 use super::envelope::{self, Prepared};
 use super::recovery::{self, SentRecord};
-use super::{Applied, ConnectError, ConnectRequest, Sink, Snapshot, Stamp};
+use super::{Applied, ConnectError, ConnectRequest, Offered, Sink, Snapshot, Stamp};
 use crate::config::{AuthMode, OnUserLimit};
 use crate::connection::outbox::Limits;
 use crate::connection::{ConnId, ConnRef, Connection, Event, Frame, Identity, Outbox};
@@ -583,8 +583,13 @@ impl Table {
             }
         }
         for sink in self.routes.get(type_name).into_iter().flatten() {
-            if emitter != Some(sink.name()) && !sink.offer(&event.text) {
-                metrics.drop_events("sink_overflow", 1);
+            if emitter == Some(sink.name()) {
+                continue;
+            }
+            match sink.offer(&event.text) {
+                Offered::Queued => {}
+                Offered::Full => metrics.drop_events("sink_overflow", 1),
+                Offered::Closed => metrics.drop_events("sink_shutdown", 1),
             }
         }
     }

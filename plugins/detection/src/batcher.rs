@@ -191,6 +191,8 @@ fn close(camera_id: &str, b: OpenBatch, reason: CloseReason, now: Now, out: &mut
         labels: b.labels.into_iter().collect(),
         started_at: timestamp(b.started_at),
         closed_at: timestamp(now.wall),
+        part: None,
+        parts: None,
     }));
     out.push(Out::Closed(BatchClosed {
         batch_id: b.batch_id,

@@ -17,6 +17,7 @@ const KEYS: &[&str] = &[
     "max_line_bytes",
     "max_connections",
     "allow_from",
+    "idle_timeout_s",
     "simulate",
     "batch_window_s",
     "batch_idle_s",
@@ -37,8 +38,11 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     /// Longest accepted input line in bytes, newline excluded.
     pub max_line_bytes: usize,
-    /// Most TCP connections open at once; more are refused and counted.
+    /// Most TCP connections open at once; a new one past it closes the
+    /// one silent the longest.
     pub max_connections: usize,
+    /// A TCP connection silent this long is closed.
+    pub idle_timeout: Duration,
     /// Peers allowed to connect; `None` allows any peer.
     pub allow_from: Option<Vec<Cidr>>,
     /// The built-in detection simulator; `None` turns it off.
@@ -70,6 +74,7 @@ impl Default for Config {
             ),
             max_line_bytes: 65_536,
             max_connections: 64,
+            idle_timeout: Duration::from_secs(60),
             allow_from: None,
             simulate: None,
             batch_window: Duration::from_secs(90),
@@ -92,6 +97,9 @@ impl Config {
         }
         if let Some(n) = table.whole("max_connections", 1, MAX_CONNECTIONS_LIMIT)? {
             config.max_connections = n as usize;
+        }
+        if let Some(d) = table.seconds("idle_timeout_s")? {
+            config.idle_timeout = d;
         }
         if let Some(v) = table.get("allow_from") {
             config.allow_from = Some(parse_allow_from(v)?);
@@ -243,6 +251,7 @@ mod tests {
         assert_eq!(c.listen, Some("127.0.0.1:9101".parse().unwrap()));
         assert_eq!(c.max_line_bytes, 65_536);
         assert_eq!(c.max_connections, 64);
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.allow_from, None);
         assert_eq!(c.simulate, None);
         assert_eq!(c.batch_window, Duration::from_secs(90));
@@ -314,6 +323,7 @@ mod tests {
             (json!({"allow_from": ["10.0.0.0/33"]}), "`allow_from`"),
             (json!({"allow_from": ["nope"]}), "`allow_from`"),
             (json!({"allow_from": [1]}), "`allow_from`"),
+            (json!({"idle_timeout_s": 0}), "`idle_timeout_s`"),
             (json!({"batch_window_s": 0}), "`batch_window_s`"),
             (json!({"batch_window_s": -3}), "`batch_window_s`"),
             (json!({"batch_idle_s": "30"}), "`batch_idle_s`"),

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use switchyard_plugin_api::{bump, counters, emit_counted, timestamp, Emitter, LogLevel};
+use switchyard_plugin_api::{
+    bump, count_emit, counters, emit_counted, timestamp, EmitError, Emitter, LogLevel,
+};
 
 use crate::batcher::{Batcher, Now, Out};
 use crate::events::{
-    new_id, DetectionNew, SceneChangeDetected, BATCH_CLOSED, BATCH_OPENED, BATCH_PROGRESS,
-    DETECTION_BATCH, DETECTION_NEW, SCENE_CHANGE_DETECTED,
+    new_id, DetectionBatch, DetectionNew, SceneChangeDetected, BATCH_CLOSED, BATCH_OPENED,
+    BATCH_PROGRESS, DETECTION_BATCH, DETECTION_NEW, SCENE_CHANGE_DETECTED,
 };
 use crate::input::Input;
 
@@ -34,8 +36,14 @@ counters! {
         bad_lines,
         /// Input lines over `max_line_bytes`, skipped.
         oversized_lines,
-        /// Connections refused by `allow_from` or `max_connections`.
+        /// Connections refused by `allow_from`.
         refused_connections,
+        /// Connections closed to make room for a new one at `max_connections`.
+        evicted_connections,
+        /// Connections closed after `idle_timeout_s` of silence.
+        idle_connections_closed,
+        /// Closed batches too large for one event, sent in parts.
+        split_batches,
     }
 }
 
@@ -175,11 +183,47 @@ impl<E: Emitter> Engine<E> {
             match &o {
                 Out::Opened(p) => self.emit(BATCH_OPENED, p),
                 Out::Progress(p) => self.emit(BATCH_PROGRESS, p),
-                Out::Batch(p) => self.emit(DETECTION_BATCH, p),
+                Out::Batch(p) => self.emit_batch(p),
                 Out::Closed(p) => self.emit(BATCH_CLOSED, p),
             }?;
         }
         Ok(())
+    }
+
+    /// Emits a closed batch as one `detection.batch`, or, when the router
+    /// finds that too large (`server.max_event_bytes`), as several: the
+    /// number of parts doubles until the first (largest) part is taken,
+    /// then the others follow. Nothing is emitted twice: the first part is
+    /// only ever taken once, and the others only after it.
+    fn emit_batch(&self, batch: &DetectionBatch) -> Result<(), Stopped> {
+        let mut parts = 1;
+        loop {
+            let pieces = batch.split(parts);
+            let Ok(first) = serde_json::to_string(&pieces[0]) else {
+                return self.emit(DETECTION_BATCH, &pieces[0]);
+            };
+            match self.emitter.emit_json(DETECTION_BATCH, &first) {
+                Err(EmitError::TooLarge) if pieces[0].detection_ids.len() > 1 => {
+                    parts *= 2;
+                    continue;
+                }
+                result => count_emit(
+                    &self.emitter,
+                    &self.counters.emit,
+                    "detection",
+                    DETECTION_BATCH,
+                    "",
+                    result,
+                )
+                .map_err(|_| Stopped)?,
+            }
+            if pieces.len() > 1 {
+                bump(&self.counters.split_batches);
+            }
+            return pieces[1..]
+                .iter()
+                .try_for_each(|piece| self.emit(DETECTION_BATCH, piece));
+        }
     }
 
     fn emit(&self, event_type: &str, payload: &impl Serialize) -> Result<(), Stopped> {

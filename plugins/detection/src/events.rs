@@ -78,6 +78,37 @@ pub(crate) struct DetectionBatch {
     pub labels: Vec<String>,
     pub started_at: String,
     pub closed_at: String,
+    /// This part's number (1-based), when the batch is sent in parts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part: Option<u64>,
+    /// How many parts the batch is sent in, when more than one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u64>,
+}
+
+impl DetectionBatch {
+    /// The batch in about `parts` parts of consecutive detection ids (fewer
+    /// when there are fewer ids), each numbered; one part is the batch
+    /// itself. The first part is the largest, and every id has the same
+    /// length, so when the first part fits in one event every part does.
+    pub(crate) fn split(&self, parts: usize) -> Vec<DetectionBatch> {
+        if parts <= 1 || self.detection_ids.len() <= 1 {
+            return vec![self.clone()];
+        }
+        let size = self.detection_ids.len().div_ceil(parts);
+        let chunks: Vec<&[String]> = self.detection_ids.chunks(size).collect();
+        let total = chunks.len() as u64;
+        chunks
+            .into_iter()
+            .zip(1..)
+            .map(|(ids, part)| DetectionBatch {
+                detection_ids: ids.to_vec(),
+                part: Some(part),
+                parts: Some(total),
+                ..self.clone()
+            })
+            .collect()
+    }
 }
 
 /// Payload of `batch.closed`.
@@ -174,7 +205,23 @@ pub(crate) fn declarations() -> Vec<EventTypeDecl> {
                 .describe("The distinct labels detected in the batch, sorted"),
         )
         .field("started_at", at("When the batch opened"))
-        .field("closed_at", at("When the batch closed")),
+        .field("closed_at", at("When the batch closed"))
+        .field(
+            "part",
+            Field::integer().describe(
+                "When a batch is too large for one event (server.max_event_bytes) it is sent \
+                 as several detection.batch events with the same batch_id: this one's number, \
+                 from 1. Absent for a batch sent whole",
+            ),
+        )
+        .field(
+            "parts",
+            Field::integer().describe(
+                "How many detection.batch events the batch is sent in; absent for a batch \
+                 sent whole. detection_ids lists this part's ids; detection_count and labels \
+                 are always the whole batch's",
+            ),
+        ),
         EventTypeDecl::new(
             BATCH_OPENED,
             DETECTIONS,
@@ -331,6 +378,8 @@ mod tests {
                 labels: vec!["car".into()],
                 started_at: now.clone(),
                 closed_at: now.clone(),
+                part: Some(1),
+                parts: Some(2),
             },
         );
         for reason in [CloseReason::Window, CloseReason::Idle, CloseReason::Stopped] {

@@ -9,7 +9,8 @@
 //! |-----|---------|---------|
 //! | `listen` | `"127.0.0.1:9101"` | TCP JSON-lines input address (an IP and port; host names are not resolved). `""` or `false` turns TCP input off. |
 //! | `max_line_bytes` | `65536` | Longest input line (newline excluded). A longer line is skipped up to its newline and counted; the connection stays open. |
-//! | `max_connections` | `64` | Most TCP connections at once; further ones are accepted, closed at once and counted. |
+//! | `max_connections` | `64` | Most TCP connections open at once. A new one past it is still accepted: the connection silent the longest (one that never sent a line first) is closed to make room, logged and counted. |
+//! | `idle_timeout_s` | `60` | A TCP connection silent this long (fractions allowed) is closed, logged and counted. |
 //! | `allow_from` | any peer | List of CIDRs (`"10.0.0.0/8"`, `"::1"`); a peer outside them is closed at once and counted. Must not be empty. |
 //! | `simulate` | off | `{ cameras = N, rate_per_s = R }`: N cameras `cam-1` … `cam-N` emitting R detections per second in total (R may be fractional), with random labels, confidences and boxes, and rarely a scene change. |
 //! | `batch_window_s` | `90` | A batch closes this many seconds after it opened (fractions allowed). |
@@ -45,7 +46,10 @@
 //!   one per batch per `progress_interval_ms`;
 //! - `detection.batch` — `batch_id`, `camera_id`, `detection_ids` (arrival
 //!   order), `detection_count`, `labels` (distinct, sorted), `started_at`,
-//!   `closed_at`: a batch closed;
+//!   `closed_at`: a batch closed. A batch the router refuses as too large
+//!   (`server.max_event_bytes`) is sent as several, numbered `part` (from 1)
+//!   of `parts`, each with its share of `detection_ids`; `detection_count`
+//!   and `labels` stay the whole batch's;
 //! - `batch.closed` — `batch_id`, `camera_id`, `detection_count`, `reason`
 //!   (`window`: `batch_window_s` after it opened; `idle`: no detection for
 //!   `batch_idle_s`; `stopped`: the plugin stopped), right after its
@@ -54,7 +58,7 @@
 //! Channel `scene_changes`: `scene_change.detected` — `camera_id`,
 //! `change_type`, `similarity_score`, `detected_at`.
 //!
-//! Every field is always present. Timestamps are RFC 3339 UTC with
+//! Every field is always present, but `part` and `parts`. Timestamps are RFC 3339 UTC with
 //! milliseconds. Batch timing follows arrival time, not `detected_at`;
 //! `started_at`/`closed_at` are arrival/close times. On stop, open batches
 //! are closed with reason `stopped` before `stop` returns.
@@ -180,6 +184,7 @@ impl<E: Emitter> Service<E> {
                 max_line_bytes: config.max_line_bytes,
                 max_connections: config.max_connections,
                 allow_from: config.allow_from.clone(),
+                idle_timeout: config.idle_timeout,
             };
             let shared = Arc::new(tcp::Shared {
                 emitter: emitter.clone(),

@@ -3,11 +3,16 @@
 //!
 //! Every thread polls the shared shutdown flag: accept every 50 ms, reads
 //! time out every 100 ms, so stopping is prompt.
+//!
+//! Idle connections cannot lock producers out: a connection silent for
+//! `idle_timeout_s` is closed, and when `max_connections` are open a new
+//! one is still accepted — the one silent the longest is closed to make
+//! room, those that never sent a line first.
 
 use std::cell::Cell;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -28,6 +33,7 @@ pub(crate) struct Limits {
     pub max_line_bytes: usize,
     pub max_connections: usize,
     pub allow_from: Option<Vec<Cidr>>,
+    pub idle_timeout: Duration,
 }
 
 impl Limits {
@@ -46,10 +52,55 @@ pub(crate) struct Shared<E> {
     pub shutdown: Arc<AtomicBool>,
 }
 
+/// How one connection is doing, shared by its thread and the accept loop.
+#[derive(Debug)]
+struct Activity {
+    /// When the connection was accepted.
+    since: Instant,
+    /// Milliseconds after `since` of the last bytes received (0: none yet).
+    last_ms: AtomicU64,
+    /// Whether it ever sent a complete line.
+    sent_line: AtomicBool,
+    /// Set by the accept loop to close it and make room.
+    evict: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            sent_line: AtomicBool::new(false),
+            evict: AtomicBool::new(false),
+        }
+    }
+
+    fn heard(&self) {
+        let ms = self.since.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last_heard(&self) -> Instant {
+        self.since + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Eviction order: connections that never sent a line first, then the
+    /// one silent the longest.
+    fn eviction_key(&self) -> (bool, Instant) {
+        (self.sent_line.load(Ordering::Relaxed), self.last_heard())
+    }
+}
+
+/// An open connection as the accept loop sees it.
+struct Open {
+    thread: JoinHandle<()>,
+    activity: Arc<Activity>,
+}
+
 /// The accept loop: runs until shutdown, then joins its connection threads
 /// (each notices shutdown within [`READ_POLL`]) until `join_deadline`.
 pub(crate) fn serve<E: Emitter>(listener: TcpListener, limits: Limits, shared: Arc<Shared<E>>) {
-    let mut connections: Vec<JoinHandle<()>> = Vec::new();
+    let mut connections: Vec<Open> = Vec::new();
     let mut accept_errors = 0u64;
     while !shared.shutdown.load(Ordering::SeqCst) {
         let (stream, peer) = match listener.accept() {
@@ -71,31 +122,33 @@ pub(crate) fn serve<E: Emitter>(listener: TcpListener, limits: Limits, shared: A
                 continue;
             }
         };
-        connections.retain(|h| !h.is_finished());
-        let refusal = if !limits.allows(&peer) {
-            Some("not in allow_from")
-        } else if connections.len() >= limits.max_connections {
-            Some("max_connections reached")
-        } else {
-            None
-        };
-        if let Some(why) = refusal {
+        connections.retain(|c| !c.thread.is_finished());
+        if !limits.allows(&peer) {
             drop(stream);
             let refused = &shared.counters.refused_connections;
             bump_and_log(&shared.emitter, refused, LogLevel::Warn, |n| {
-                format!("detection: refused connection from {peer}: {why} ({n} refused so far)")
+                format!("detection: refused connection from {peer}: not in allow_from ({n} refused so far)")
             });
             continue;
         }
+        make_room(&connections, limits.max_connections, &shared);
+        let activity = Arc::new(Activity::new());
         let conn_shared = Arc::clone(&shared);
-        let max_line_bytes = limits.max_line_bytes;
+        let (max_line_bytes, idle_timeout) = (limits.max_line_bytes, limits.idle_timeout);
+        let watched = Arc::clone(&activity);
         let spawned = shared
             .emitter
             .spawn(&format!("detection-conn-{peer}"), move || {
-                connection(stream, peer, max_line_bytes, &conn_shared)
+                let conn = Conn {
+                    peer,
+                    max_line_bytes,
+                    idle_timeout,
+                    activity: &watched,
+                };
+                connection(stream, &conn, &conn_shared)
             });
         match spawned {
-            Ok(handle) => connections.push(handle),
+            Ok(thread) => connections.push(Open { thread, activity }),
             Err(e) => shared.emitter.log(
                 LogLevel::Warn,
                 &format!("detection: cannot start a thread for {peer}: {e}"),
@@ -104,18 +157,58 @@ pub(crate) fn serve<E: Emitter>(listener: TcpListener, limits: Limits, shared: A
     }
     drop(listener);
     let deadline = Instant::now() + Duration::from_secs(1);
-    for handle in connections {
-        join_until(handle, deadline);
+    for open in connections {
+        join_until(open.thread, deadline);
     }
 }
 
-/// Reads lines from one connection until EOF, an error or shutdown.
-fn connection<E: Emitter>(
-    mut stream: TcpStream,
+/// With `max` connections open (not counting those already told to go),
+/// tells the one to evict first to close, so that a new one fits.
+fn make_room<E: Emitter>(connections: &[Open], max: usize, shared: &Shared<E>) {
+    let staying = || {
+        connections
+            .iter()
+            .filter(|c| !c.activity.evict.load(Ordering::SeqCst))
+    };
+    if staying().count() < max {
+        return;
+    }
+    if let Some(oldest) = staying().min_by_key(|c| c.activity.eviction_key()) {
+        oldest.activity.evict.store(true, Ordering::SeqCst);
+        let evicted = &shared.counters.evicted_connections;
+        bump_and_log(&shared.emitter, evicted, LogLevel::Warn, |n| {
+            format!(
+                "detection: max_connections ({max}) reached: closed the connection silent the longest to make room ({n} so far)"
+            )
+        });
+    }
+}
+
+/// One connection's identity and bounds.
+struct Conn<'a> {
     peer: SocketAddr,
     max_line_bytes: usize,
-    shared: &Shared<E>,
-) {
+    idle_timeout: Duration,
+    activity: &'a Activity,
+}
+
+impl Conn<'_> {
+    /// Why the connection must close now, if it must.
+    fn must_close(&self) -> Option<&'static str> {
+        if self.activity.evict.load(Ordering::SeqCst) {
+            Some("evicted")
+        } else if self.activity.last_heard().elapsed() >= self.idle_timeout {
+            Some("idle")
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads lines from one connection until EOF, an error, shutdown, eviction
+/// or `idle_timeout` of silence.
+fn connection<E: Emitter>(mut stream: TcpStream, conn: &Conn<'_>, shared: &Shared<E>) {
+    let peer = conn.peer;
     // Accepted sockets inherit non-blocking mode on some platforms.
     if let Err(e) = stream
         .set_nonblocking(false)
@@ -127,10 +220,11 @@ fn connection<E: Emitter>(
         );
         return;
     }
-    let mut lines = LineSplitter::new(max_line_bytes);
+    let mut lines = LineSplitter::new(conn.max_line_bytes);
     let mut chunk = vec![0u8; 16 * 1024];
     let engine_gone = Cell::new(false);
     let mut on_line = |line: Line<'_>| {
+        conn.activity.sent_line.store(true, Ordering::Relaxed);
         if !engine_gone.get() {
             engine_gone.set(!handle_line(line, peer, shared));
         }
@@ -141,7 +235,10 @@ fn connection<E: Emitter>(
                 lines.finish(&mut on_line);
                 return;
             }
-            Ok(n) => lines.feed(&chunk[..n], &mut on_line),
+            Ok(n) => {
+                conn.activity.heard();
+                lines.feed(&chunk[..n], &mut on_line);
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -152,6 +249,18 @@ fn connection<E: Emitter>(
             Err(_) => return,
         }
         if engine_gone.get() {
+            return;
+        }
+        if let Some(why) = conn.must_close() {
+            if why == "idle" {
+                let idle = &shared.counters.idle_connections_closed;
+                bump_and_log(&shared.emitter, idle, LogLevel::Info, |n| {
+                    format!(
+                        "detection: closed the connection from {peer}: silent for idle_timeout_s ({} s; {n} closed so far)",
+                        conn.idle_timeout.as_secs_f64()
+                    )
+                });
+            }
             return;
         }
     }

@@ -4,7 +4,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,9 @@ struct Sink {
     logs: Arc<Mutex<Vec<(LogLevel, String)>>>,
     mode: Arc<AtomicU8>,
     decls: Arc<Vec<EventTypeDecl>>,
+    /// Payloads over this many bytes are refused as too large, as the
+    /// router refuses envelopes over `server.max_event_bytes`.
+    max_bytes: Arc<AtomicUsize>,
 }
 
 impl Sink {
@@ -31,6 +34,7 @@ impl Sink {
             logs: Arc::default(),
             mode: Arc::new(AtomicU8::new(OK)),
             decls: Arc::new(Detection::info().event_types),
+            max_bytes: Arc::new(AtomicUsize::new(usize::MAX)),
         }
     }
 
@@ -93,6 +97,9 @@ impl Emitter for Sink {
     fn emit_json(&self, event_type: &str, payload_json: &str) -> Result<(), EmitError> {
         let payload: Value = serde_json::from_str(payload_json).unwrap();
         self.validate(event_type, &payload);
+        if payload_json.len() > self.max_bytes.load(Ordering::SeqCst) {
+            return Err(EmitError::TooLarge);
+        }
         match self.mode.load(Ordering::SeqCst) {
             BACKPRESSURE => Err(EmitError::Backpressure),
             STOPPED => Err(EmitError::Stopped),
@@ -289,28 +296,58 @@ fn allow_from_refuses_and_counts_peers_outside() {
 }
 
 #[test]
-fn connections_over_max_connections_are_refused() {
+fn idle_connections_never_lock_producers_out() {
     let sink = Sink::new();
-    let service = Service::start(&config(json!({"max_connections": 1})), sink.clone()).unwrap();
+    let service = Service::start(&config(json!({"max_connections": 4})), sink.clone()).unwrap();
     let addr = service.local_addr().unwrap();
-    let mut first = connect(addr);
-    writeln!(first, "{DETECTION}").unwrap();
-    wait_for("the first connection to be served", || {
+    // Every slot held by connections that never send anything.
+    let mut silent: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut producer = connect(addr);
+    writeln!(producer, "{DETECTION}").unwrap();
+    wait_for("the producer to be served", || {
         sink.of("detection.new").len() == 1
     });
-    let mut second = connect(addr);
-    assert!(closed_by_server(&mut second));
-    wait_for("the refusal count", || {
-        service.counters().refused_connections == 1
+    assert!(
+        closed_by_server(&mut silent[0]),
+        "the oldest silent connection made room"
+    );
+    assert_eq!(service.counters().evicted_connections, 1);
+    assert_eq!(service.counters().refused_connections, 0);
+
+    // More silent connections push out silent ones, never the producer.
+    let _more: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
+    wait_for("three more evictions", || {
+        service.counters().evicted_connections == 4
     });
-    // Once the first one leaves, a new one is accepted (retried until the
-    // service has noticed the departure, however slowly).
-    drop(first);
-    wait_for("a new connection to be served", || {
-        let mut next = connect(addr);
-        let _ = writeln!(next, "{DETECTION}");
-        std::thread::sleep(Duration::from_millis(50));
-        sink.of("detection.new").len() >= 2
+    writeln!(producer, "{DETECTION}").unwrap();
+    wait_for("the producer to be served again", || {
+        sink.of("detection.new").len() == 2
+    });
+    service.stop();
+}
+
+#[test]
+fn a_connection_silent_for_idle_timeout_s_is_closed() {
+    let sink = Sink::new();
+    let service = Service::start(&config(json!({"idle_timeout_s": 0.5})), sink.clone()).unwrap();
+    let addr = service.local_addr().unwrap();
+    let mut silent = connect(addr);
+    let mut talking = connect(addr);
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_millis(1500) {
+        writeln!(talking, "{DETECTION}").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(closed_by_server(&mut silent), "the silent one was closed");
+    wait_for("the idle close to be counted", || {
+        service.counters().idle_connections_closed == 1
+    });
+    // The one that kept talking is still served.
+    let before = sink.of("detection.new").len();
+    writeln!(talking, "{DETECTION}").unwrap();
+    wait_for("the talking connection to be served", || {
+        sink.of("detection.new").len() == before + 1
     });
     service.stop();
 }
@@ -426,4 +463,50 @@ fn a_taken_port_fails_start() {
     let err = Service::start(&taken, Sink::new()).err().unwrap();
     assert!(err.contains(&addr.to_string()), "{err}");
     first.stop();
+}
+
+#[test]
+fn a_batch_too_large_for_one_event_is_sent_in_numbered_parts() {
+    let sink = Sink::new();
+    sink.max_bytes.store(16 * 1024, Ordering::SeqCst);
+    let service = Service::start(&config(json!({"batch_idle_s": 0.5})), sink.clone()).unwrap();
+    let mut conn = connect(service.local_addr().unwrap());
+    let lines: String = (0..5000).map(|_| format!("{DETECTION}\n")).collect();
+    conn.write_all(lines.as_bytes()).unwrap();
+    wait_for("the batch to close", || !sink.of("batch.closed").is_empty());
+    let news = sink.of("detection.new");
+    assert_eq!(news.len(), 5000);
+    let parts = sink.of("detection.batch");
+    assert!(
+        parts.len() > 1,
+        "5,000 ids do not fit in 16 KiB: {}",
+        parts.len()
+    );
+    let total = parts.len() as u64;
+    let mut ids = Vec::new();
+    for (n, part) in parts.iter().enumerate() {
+        assert_eq!(part["part"], n as u64 + 1, "numbered from 1, in order");
+        assert_eq!(part["parts"], total);
+        assert_eq!(part["batch_id"], parts[0]["batch_id"]);
+        assert_eq!(part["detection_count"], 5000, "always the whole batch's");
+        assert!(serde_json::to_string(part).unwrap().len() <= 16 * 1024);
+        ids.extend(part["detection_ids"].as_array().unwrap().iter().cloned());
+    }
+    let sent: Vec<Value> = news.iter().map(|d| d["detection_id"].clone()).collect();
+    assert_eq!(ids, sent, "every detection once, in arrival order");
+    assert_eq!(service.counters().split_batches, 1);
+    assert_eq!(service.counters().emit_errors, 0);
+
+    // A batch that fits is sent whole, without part numbers.
+    writeln!(conn, "{DETECTION}").unwrap();
+    wait_for("the second batch to close", || {
+        sink.of("batch.closed").len() == 2
+    });
+    let whole = sink.of("detection.batch").pop().unwrap();
+    assert_eq!(whole["detection_count"], 1);
+    assert!(
+        whole.get("part").is_none() && whole.get("parts").is_none(),
+        "{whole}"
+    );
+    service.stop();
 }

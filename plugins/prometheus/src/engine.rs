@@ -55,9 +55,15 @@ pub(crate) fn emit<E: Emitter, T: Serialize + ?Sized>(
         Err(EmitError::Stopped) => Err(EmitError::Stopped),
         Err(e) => {
             bump(&counters.emit.emit_errors);
+            // A payload too large for one event is too large for a log line.
+            let shown = if e == EmitError::TooLarge {
+                format!("{} bytes", json.len())
+            } else {
+                json
+            };
             emitter.log(
                 LogLevel::Error,
-                &format!("prometheus: the router refused {event_type}: {e}; payload {json}"),
+                &format!("prometheus: the router refused {event_type}: {e}; payload {shown}"),
             );
             Err(e)
         }

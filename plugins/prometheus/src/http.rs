@@ -236,7 +236,7 @@ fn handle<E: Emitter>(stream: TcpStream, shared: &Shared<E>) {
                 404 => Some(&shared.counters.not_found),
                 413 => Some(&shared.counters.too_large),
                 400 | 405 | 411 | 431 | 501 => Some(&shared.counters.bad_requests),
-                // 500 / 503: the refused emit was counted by `emit`.
+                // 422 / 503: the refused emit was counted by `emit`.
                 _ => None,
             };
             if let Some(counter) = counter {
@@ -405,7 +405,8 @@ fn answer<E: Emitter>(
     let (shape, alerts) =
         parse_body(&body, now).map_err(|why| refuse(400, "invalid_alerts", why))?;
     let mut accepted = 0usize;
-    for alert in &alerts {
+    let mut refused = Vec::new();
+    for (index, alert) in alerts.iter().enumerate() {
         match emit(
             &shared.emitter,
             &shared.counters,
@@ -426,17 +427,12 @@ fn answer<E: Emitter>(
                     ),
                 ));
             }
-            Err(e) => {
-                return Err(refuse(
-                    500,
-                    "internal",
-                    format!(
-                        "the router refused an alert: {e} ({accepted} of {} taken)",
-                        alerts.len()
-                    ),
-                ));
-            }
+            // Refused for what it is: sending it again would not help.
+            Err(e) => refused.push((index, e)),
         }
+    }
+    if !refused.is_empty() {
+        return Err(refused_alerts(&refused, accepted, alerts.len()));
     }
     let shape = match shape {
         Shape::Webhook => "alertmanager_webhook",
@@ -446,6 +442,31 @@ fn answer<E: Emitter>(
         200,
         json!({"status": "success", "accepted": accepted, "format": shape}),
     ))
+}
+
+/// The answer when the router refused some alerts for what they are:
+/// 413 when one was too large (`server.max_event_bytes`), 422 otherwise —
+/// a 4xx, so that Alertmanager does not retry what can never be taken.
+fn refused_alerts(refused: &[(usize, EmitError)], accepted: usize, total: usize) -> Refusal {
+    let too_large = refused.iter().any(|(_, e)| *e == EmitError::TooLarge);
+    let (status, error) = if too_large {
+        (413, "too_large")
+    } else {
+        (422, "invalid_alert")
+    };
+    let which: Vec<String> = refused
+        .iter()
+        .map(|(index, e)| format!("alert {index}: {e}"))
+        .collect();
+    refuse(
+        status,
+        error,
+        format!(
+            "the router refused {} of {total} alert(s) ({}); the other {accepted} were taken",
+            refused.len(),
+            which.join("; ")
+        ),
+    )
 }
 
 enum BodyError {
@@ -548,6 +569,7 @@ fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         411 => "Length Required",
         413 => "Payload Too Large",
+        422 => "Unprocessable Entity",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",

@@ -12,6 +12,7 @@
 //! | `fail_start` | `start` returns this error |
 //! | `stop_delay_ms` (0) | `stop` sleeps this long (to test abandonment) |
 //! | `record_to` | a sink: append each delivered event to this file, one per line |
+//! | `deliver_delay_ms` (0) | a sink: `deliver` sleeps this long first (a slow sink) |
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +42,8 @@ struct Config {
     #[serde(default)]
     stop_delay_ms: u64,
     record_to: Option<String>,
+    #[serde(default)]
+    deliver_delay_ms: u64,
 }
 
 /// One instance.
@@ -71,6 +74,7 @@ fn status_name(result: &Result<(), EmitError>) -> String {
         Ok(()) => "ok".into(),
         Err(EmitError::UnknownType) => "unknown_type".into(),
         Err(EmitError::InvalidPayload) => "invalid_payload".into(),
+        Err(EmitError::TooLarge) => "too_large".into(),
         Err(EmitError::Backpressure) => "backpressure".into(),
         Err(EmitError::Stopped) => "stopped".into(),
         Err(EmitError::Other(code)) => format!("status {code}"),
@@ -176,6 +180,7 @@ impl Plugin for Testkit {
         if self.panics_in("deliver") {
             panic!("testkit was told to panic in deliver");
         }
+        std::thread::sleep(Duration::from_millis(self.config.deliver_delay_ms));
         if let Some(path) = &self.config.record_to {
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
