@@ -808,6 +808,59 @@ async fn trusted_proxy_forwarding_loopback_is_loopback() {
     router.shutdown().await;
 }
 
+/// A forwarded entry that is not an IP address makes the client unknown,
+/// never loopback; `ip:port` and `[v6]:port` are read as their address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_forwarded_entries_never_open_admin_routes() {
+    let router = start(&config(
+        "trusted_proxies = [\"127.0.0.1\"]",
+        "mode = \"optional\"\napi_keys_env = \"SY_TEST_KEYS_never_set_spoofed_xff\"",
+    ))
+    .await;
+    for entry in [
+        "unknown",
+        "_hidden",
+        "not-an-ip",
+        "2130706433",
+        "",
+        "127.0.0.1, unknown",
+    ] {
+        let (status, body) =
+            get_with(&router, "/api/admin/config", &[("X-Forwarded-For", entry)]).await;
+        assert_error(status, &body, 403, "forbidden");
+    }
+    for forwarded in [
+        "for=unknown",
+        "for=_hidden",
+        "for=\"not-an-ip\"",
+        "proto=https",
+    ] {
+        let (status, body) =
+            get_with(&router, "/api/admin/config", &[("Forwarded", forwarded)]).await;
+        assert_error(status, &body, 403, "forbidden");
+    }
+    for entry in ["127.0.0.1:51000", "[::1]:51000", "[::1]"] {
+        let (status, body) =
+            get_with(&router, "/api/admin/config", &[("X-Forwarded-For", entry)]).await;
+        assert_eq!(status, 200, "{entry}: {body}");
+    }
+    let (status, body) = get_with(
+        &router,
+        "/api/admin/config",
+        &[("Forwarded", "for=\"[::1]:4711\"")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get_with(
+        &router,
+        "/api/admin/config",
+        &[("X-Forwarded-For", "203.0.113.9:4711")],
+    )
+    .await;
+    assert_error(status, &body, 403, "forbidden");
+    router.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mode_none_admin_routes_answer_only_loopback() {
     let router = start(BASE).await;
