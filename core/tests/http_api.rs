@@ -1145,3 +1145,138 @@ async fn a_trickled_body_is_cut_at_the_handshake_timeout() {
     assert_eq!(status, 202, "{body}");
     router.shutdown().await;
 }
+
+// ------------------------------------------------------- request bounds
+
+/// Writes `request` on a fresh TCP connection and reads until the server
+/// closes it (within [`support::WAIT`]).
+async fn raw_exchange(router: &Router, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    // The server may refuse before it has read everything: a failed write
+    // is fine, the answer is what counts.
+    let _ = tcp.write_all(request).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(support::WAIT, tcp.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed, not left hanging")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// `lines` header lines of 64 bytes each.
+fn padding(lines: usize) -> String {
+    (0..lines)
+        .map(|i| format!("X-Pad-{i:04}: {}\r\n", "a".repeat(50)))
+        .collect()
+}
+
+/// The JSON body of a raw HTTP answer.
+fn raw_body(answer: &str) -> Value {
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+/// Polls `/metrics` until `line` appears.
+async fn wait_for_metric(router: &Router, line: &str) {
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let text = reqwest::get(router.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{line} never appeared in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A request line plus headers over `server.max_header_bytes` is answered
+/// 431 `header_too_large` (JSON) and the connection closed, without
+/// waiting for the head to end; upgrades so refused are counted. The bound
+/// is per request: bodies and earlier requests on the connection do not
+/// count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_over_max_header_bytes_is_431_and_closed() {
+    let router = start(&config(
+        "max_header_bytes = 4096\nhandshake_timeout_s = 60",
+        "mode = \"none\"",
+    ))
+    .await;
+    // ~13 KB of headers that never end.
+    let never_ending = format!("GET /health HTTP/1.1\r\nHost: x\r\n{}", padding(200));
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(&router, never_ending.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "not the handshake timeout"
+    );
+    let body = raw_body(&answer);
+    assert_eq!(body["error"]["code"], "header_too_large", "{answer}");
+    assert_eq!(body["error"]["max_header_bytes"], 4096, "{answer}");
+
+    // Under the bound: served, twice on one connection (8 KB of heads in all).
+    let fits = format!("GET /health HTTP/1.1\r\nHost: x\r\n{}\r\n", padding(50));
+    let last = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{}\r\n",
+        padding(50)
+    );
+    let answer = raw_exchange(&router, format!("{fits}{last}").as_bytes()).await;
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+
+    // A body larger than the bound is not a header.
+    let payload =
+        json!({"type": "job.progress", "payload": {"job_id": "x".repeat(10_000)}}).to_string();
+    let publish = format!(
+        "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    );
+    let answer = raw_exchange(&router, publish.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 202 "), "{answer}");
+
+    // An upgrade with too much header is refused the same way, and counted.
+    let upgrade = format!(
+        "GET /ws/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{}",
+        padding(200)
+    );
+    let answer = raw_exchange(&router, upgrade.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    wait_for_metric(
+        &router,
+        "switchyard_upgrades_refused_total{reason=\"header_too_large\"} 1",
+    )
+    .await;
+    let (status, body) = router.get("/health").await;
+    assert_eq!(status, 200, "{body}");
+    router.shutdown().await;
+}
+
+/// A `Content-Length` over `server.max_publish_bytes` is refused 413 at
+/// once, before any of the body is read (not after the body timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_body_over_max_publish_bytes_is_413_at_once() {
+    let router = start(&config(
+        "max_publish_bytes = 1000\nhandshake_timeout_s = 60",
+        "mode = \"none\"",
+    ))
+    .await;
+    let head = "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\n\r\n{\"type\":";
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(&router, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert_eq!(raw_body(&answer)["error"]["code"], "too_large", "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "not the body timeout"
+    );
+    router.shutdown().await;
+}
