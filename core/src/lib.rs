@@ -20,6 +20,7 @@ pub mod check;
 pub mod config;
 pub mod connection;
 pub mod json_depth;
+pub mod log_limit;
 pub mod logging;
 pub mod metrics;
 pub mod names;

@@ -7,8 +7,9 @@
 //! serving. Then stop the outgoing instances (their last events still go out
 //! under the old config), swap the snapshot, start the new instances.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::Utc;
@@ -19,6 +20,7 @@ use crate::app::{App, Options, ReloadRecord};
 use crate::auth::jwt::{JwtConfigError, Verifier};
 use crate::auth::ApiKeys;
 use crate::config::{self, AuthMode, ClusterEngine, Config, ConfigError, Loaded, Problem};
+use crate::log_limit::OncePer;
 use crate::plugin_host::{Plan, PluginHost};
 use crate::registry::Registry;
 use crate::router::{Router, Snapshot};
@@ -155,6 +157,8 @@ struct Credentials {
     keys: ApiKeys,
     verifier: Verifier,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Logged, once each while they last ([`log_new_warnings`]).
+    warnings: Vec<String>,
 }
 
 /// The credentials a configuration names — API keys, JWT keys, the TLS
@@ -168,15 +172,16 @@ fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
         column: None,
     };
     let keys = ApiKeys::load(&config.auth);
+    let mut warnings = Vec::new();
     let verifier = match Verifier::load(&config.auth) {
         // Out of the box (`optional`, no secret set) the router still serves
         // anonymous clients; a presented token is then refused, never trusted.
         Err(JwtConfigError::MissingVariable { key, var })
             if key == "auth.jwt" && config.auth.mode == AuthMode::Optional =>
         {
-            tracing::warn!(
+            warnings.push(format!(
                 "{var} is not set: no JWT key, so only anonymous connections are possible"
-            );
+            ));
             Ok(Verifier::default())
         }
         other => other,
@@ -192,6 +197,7 @@ fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
             keys,
             verifier,
             tls,
+            warnings,
         }),
         (keys, verifier, tls) => {
             let mut problems = Vec::new();
@@ -226,6 +232,16 @@ pub fn start(
             prepared.config.auth.api_keys_env.as_deref().unwrap_or("auth.api_keys_env")
         );
     }
+    for warning in &credentials.warnings {
+        tracing::warn!("{warning}");
+    }
+    // The caller has logged the configuration's own warnings.
+    let logged = prepared
+        .warnings
+        .iter()
+        .chain(&credentials.warnings)
+        .cloned()
+        .collect();
     let Prepared {
         config,
         registry,
@@ -254,6 +270,8 @@ pub fn start(
         last_reload: Mutex::new(None),
         reload_lock: tokio::sync::Mutex::new(()),
         unstarted: Mutex::new(Some(plan)),
+        refused_origins: OncePer::new(Duration::from_secs(60)),
+        logged_warnings: Mutex::new(logged),
     });
     Ok(app)
 }
@@ -324,11 +342,24 @@ fn apply(app: &App) -> Result<Report, ReloadError> {
     app.verifier.store(Arc::new(credentials.verifier));
     app.tls.store(credentials.tls.map(Arc::new));
     app.plugins.start_incoming(plan, &app.router);
+    log_new_warnings(app, warnings.iter().chain(&credentials.warnings));
     Ok(Report {
         config_version: version,
         restart_required,
         warnings,
     })
+}
+
+/// Logs the warnings of the configuration now in force that were not in
+/// force before, so that reloads (watcher, `SIGHUP`) do not repeat a
+/// warning every time; one that goes away and comes back is logged again.
+fn log_new_warnings<'a>(app: &App, current: impl Iterator<Item = &'a String>) {
+    let current: BTreeSet<String> = current.cloned().collect();
+    let mut logged = app.logged_warnings.lock();
+    for warning in current.difference(&logged) {
+        tracing::warn!("{warning}");
+    }
+    *logged = current;
 }
 
 /// Keeps what cannot change live and names it in `restart_required`.

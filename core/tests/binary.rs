@@ -106,3 +106,52 @@ async fn sighup_reloads_and_sigterm_closes_clients_with_1012() {
     };
     assert!(status.success(), "exit status {status}");
 }
+
+/// Reloads by `SIGHUP` log each warning once while it lasts: the unset JWT
+/// secret and a config warning are not repeated by every reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_warnings_are_logged_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let orphan = "\n[[channels]]\nname = \"orphans\"\n\n[[event_types]]\nname = \"orphan.seen\"\n\
+                  channel = \"orphans\"\ndescription = \"carried by no endpoint\"\n\
+                  [event_types.payload]\nid = { type = \"string\" }\n";
+    let text = support::BASE.replacen(
+        "[auth]\nmode = \"none\"\n",
+        "[auth]\nmode = \"optional\"\n[auth.jwt]\nsecret_env = \"SY_TEST_never_set_reload_warnings\"\n",
+        1,
+    ) + orphan;
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("stderr.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let router = Running(child);
+    wait_for_version(port, 1).await;
+    for version in [2, 3] {
+        signal(&router.0, "HUP");
+        wait_for_version(port, version).await;
+    }
+    drop(router);
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        stderr
+            .matches("SY_TEST_never_set_reload_warnings is not set")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    let orphan_lines = stderr.lines().filter(|l| l.contains("orphans")).count();
+    assert_eq!(orphan_lines, 1, "{stderr}");
+}
