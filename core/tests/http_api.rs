@@ -1280,3 +1280,177 @@ async fn a_declared_body_over_max_publish_bytes_is_413_at_once() {
     );
     router.shutdown().await;
 }
+
+// ------------------------------------------------------------------- CORS
+
+/// A header of a response, as text.
+fn header_of(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// Browsers get CORS answers from the origins `auth.allowed_origins` lists
+/// (compared case-insensitively in scheme and host), and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_answers_allowed_origins_only() {
+    let router = start(&config(
+        "",
+        "mode = \"none\"\nallowed_origins = [\"https://Dash.Example.com\"]",
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let dash = "https://dash.example.com";
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, router.url("/api/events"))
+        .header("Origin", dash)
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(
+        header_of(&preflight, "access-control-allow-origin").as_deref(),
+        Some(dash)
+    );
+    assert_eq!(header_of(&preflight, "vary").as_deref(), Some("Origin"));
+    let methods = header_of(&preflight, "access-control-allow-methods").unwrap();
+    assert!(methods.contains("POST"), "{methods}");
+    let headers = header_of(&preflight, "access-control-allow-headers").unwrap();
+    for wanted in ["Authorization", "Content-Type", "Last-Event-ID"] {
+        assert!(headers.contains(wanted), "{headers}");
+    }
+
+    let shouting = "HTTPS://DASH.example.COM";
+    let response = client
+        .post(router.url("/api/events"))
+        .header("Origin", shouting)
+        .json(&alert("a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        header_of(&response, "access-control-allow-origin").as_deref(),
+        Some(shouting)
+    );
+    assert_eq!(header_of(&response, "vary").as_deref(), Some("Origin"));
+    let health = client
+        .get(router.url("/health"))
+        .header("Origin", dash)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header_of(&health, "access-control-allow-origin").as_deref(),
+        Some(dash)
+    );
+
+    // A foreign origin gets no CORS header; its preflight and POST are 403.
+    let evil = "https://evil.example";
+    let health = client
+        .get(router.url("/health"))
+        .header("Origin", evil)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(header_of(&health, "access-control-allow-origin"), None);
+    let (status, body) = send(
+        client
+            .request(reqwest::Method::OPTIONS, router.url("/api/events"))
+            .header("Origin", evil),
+    )
+    .await;
+    assert_error(status, &body, 403, "forbidden_origin");
+    let (status, body) = post_with(&router, "/api/events", &alert("a"), &[("Origin", evil)]).await;
+    assert_error(status, &body, 403, "forbidden_origin");
+    let metrics = reqwest::get(router.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_events_refused_total{reason=\"forbidden_origin\"} 1"),
+        "{metrics}"
+    );
+    router.shutdown().await;
+
+    // allowed_origins = [] (same origin only): no CORS header at all.
+    let router = start(BASE).await;
+    let same = format!("http://{}", router.addr);
+    let response = client
+        .get(router.url("/health"))
+        .header("Origin", &same)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header_of(&response, "access-control-allow-origin"), None);
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, router.url("/api/events"))
+        .header("Origin", &same)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(header_of(&preflight, "access-control-allow-origin"), None);
+    assert_eq!(
+        header_of(&preflight, "allow").as_deref(),
+        Some("POST, OPTIONS")
+    );
+    router.shutdown().await;
+}
+
+/// A known route with a wrong method is 405 with `Allow` (and a JSON
+/// body); `HEAD` is answered on every GET route, without a body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_method_is_405_with_allow_and_head_is_answered() {
+    let router = start(BASE).await;
+    let client = reqwest::Client::new();
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/api/events", "POST, OPTIONS"),
+        (reqwest::Method::DELETE, "/health", "GET, HEAD, OPTIONS"),
+        (
+            reqwest::Method::PUT,
+            "/api/admin/config",
+            "GET, HEAD, OPTIONS",
+        ),
+    ] {
+        let response = client
+            .request(method.clone(), router.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(
+            header_of(&response, "allow").as_deref(),
+            Some(allow),
+            "{method} {path}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    }
+    for path in [
+        "/health",
+        "/health/live",
+        "/metrics",
+        "/api/websocket/capabilities",
+        "/api/admin/config",
+    ] {
+        let response = client.head(router.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "HEAD {path}");
+        assert!(
+            header_of(&response, "content-type").is_some(),
+            "HEAD {path}"
+        );
+        assert!(response.bytes().await.unwrap().is_empty(), "HEAD {path}");
+    }
+    router.shutdown().await;
+}

@@ -59,7 +59,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         };
         let server = app.router.snapshot().config.server.clone();
         if pending.load(Ordering::Relaxed) >= server.max_pending_handshakes {
+            // Nothing is read from it, so it may or may not be an upgrade;
+            // it is counted with the upgrades refused before opening.
             drop(stream);
+            app.router.metrics().refuse_upgrade("too_many_pending");
             continue;
         }
         let _ = stream.set_nodelay(true);
@@ -189,6 +192,10 @@ where
         ));
     }
     req.extensions_mut().insert(peer);
-    let response = api.call(req).await?;
+    let cors = api::cors_origin(&app, req.headers());
+    let mut response = api.call(req).await?;
+    if let Some(origin) = cors {
+        api::add_cors(response.headers_mut(), origin);
+    }
     Ok(response.map(|body| body.map_err(BoxError::from).boxed()))
 }
