@@ -143,6 +143,17 @@ async fn reload_warnings_are_logged_once_each() {
         signal(&router.0, "HUP");
         wait_for_version(port, version).await;
     }
+    // A warning a reload brings is logged, once, however many reloads follow
+    // (the watcher's and SIGHUP's alike).
+    let strays = "\n[[channels]]\nname = \"strays\"\n\n[[event_types]]\nname = \"stray.seen\"\n\
+                  channel = \"strays\"\ndescription = \"carried by no endpoint\"\n\
+                  [event_types.payload]\nid = { type = \"string\" }\n";
+    let text = std::fs::read_to_string(&config).unwrap() + strays;
+    std::fs::write(&config, text).unwrap();
+    signal(&router.0, "HUP");
+    let applied = wait_for_version_above(port, 3).await;
+    signal(&router.0, "HUP");
+    wait_for_version_above(port, applied).await;
     drop(router);
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
@@ -154,4 +165,22 @@ async fn reload_warnings_are_logged_once_each() {
     );
     let orphan_lines = stderr.lines().filter(|l| l.contains("orphans")).count();
     assert_eq!(orphan_lines, 1, "{stderr}");
+    let stray_lines = stderr.lines().filter(|l| l.contains("strays")).count();
+    assert_eq!(stray_lines, 1, "{stderr}");
+}
+
+/// Waits until `config_version` is above `version` (the watcher may add
+/// reloads of its own); returns it.
+async fn wait_for_version_above(port: u16, version: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(now) = config_version(port).await.filter(|v| *v > version) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "config_version never went above {version}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
