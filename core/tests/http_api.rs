@@ -1454,3 +1454,32 @@ async fn wrong_method_is_405_with_allow_and_head_is_answered() {
     }
     router.shutdown().await;
 }
+
+/// Past `server.max_pending_handshakes`, a new TCP connection is closed at
+/// once, without a response, and counted as `too_many_pending`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_pending_handshakes_are_closed_and_counted() {
+    use tokio::io::AsyncReadExt;
+    let router = start(&config("max_pending_handshakes = 1", "mode = \"none\"")).await;
+    // An idle connection holds the one pending slot (for the handshake timeout).
+    let _idle = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    let metrics = || router.app.router.metrics().encode();
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let mut tcp = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(support::WAIT, tcp.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "closed at once, not left open");
+        if metrics().contains("switchyard_upgrades_refused_total{reason=\"too_many_pending\"}") {
+            assert!(
+                answer.is_empty(),
+                "no response: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            break;
+        }
+        // The idle connection may not have been accepted yet.
+        assert!(tokio::time::Instant::now() < deadline, "{}", metrics());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

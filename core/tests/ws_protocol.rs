@@ -1768,4 +1768,13 @@ async fn refused_upgrades_are_counted_by_reason() {
     assert_eq!(upgrade_status(&router, "/ws/events", &shouting).await, 503);
     assert_eq!(upgrades_refused(&router, "too_many_connections").await, 1);
     assert_eq!(upgrades_refused(&router, "forbidden_origin").await, 2);
+
+    // While shutting down even /metrics answers 503: read the counters directly.
+    router.app.shutting_down.store(true, Ordering::SeqCst);
+    assert_eq!(upgrade_status(&router, "/ws/events", &[]).await, 503);
+    let text = router.app.router.metrics().encode();
+    assert!(
+        text.contains("switchyard_upgrades_refused_total{reason=\"shutting_down\"} 1"),
+        "{text}"
+    );
 }
