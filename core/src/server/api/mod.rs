@@ -51,19 +51,24 @@ fn parts() -> impl Filter<Extract = (Peer, http::HeaderMap), Error = Rejection> 
     warp::ext::get::<Peer>().and(warp::header::headers_cloned())
 }
 
+/// What a GET route answers (`HEAD` alike, `OPTIONS` for CORS).
+const GET_METHODS: &str = "GET, HEAD, OPTIONS";
+/// What a POST route answers.
+const POST_METHODS: &str = "POST, OPTIONS";
+
 /// Every path served here with the methods it answers: for 405 (and its
 /// `Allow`) versus 404, and for CORS preflights.
 const ROUTES: [(&str, &str); 10] = [
-    ("/health", "GET, HEAD"),
-    ("/health/live", "GET, HEAD"),
-    ("/metrics", "GET, HEAD"),
-    ("/api/websocket/capabilities", "GET, HEAD"),
-    ("/api/websocket/coverage", "GET, HEAD"),
-    ("/api/websocket/connections", "GET, HEAD"),
-    ("/api/admin/config", "GET, HEAD"),
-    ("/api/events", "POST"),
-    ("/api/admin/reload", "POST"),
-    ("/api/admin/disconnect", "POST"),
+    ("/health", GET_METHODS),
+    ("/health/live", GET_METHODS),
+    ("/metrics", GET_METHODS),
+    ("/api/websocket/capabilities", GET_METHODS),
+    ("/api/websocket/coverage", GET_METHODS),
+    ("/api/websocket/connections", GET_METHODS),
+    ("/api/admin/config", GET_METHODS),
+    ("/api/events", POST_METHODS),
+    ("/api/admin/reload", POST_METHODS),
+    ("/api/admin/disconnect", POST_METHODS),
 ];
 
 /// The methods `path` answers, if it is a route.
@@ -121,11 +126,6 @@ fn fallback(app: &App, method: &http::Method, path: &str, headers: &http::Header
             &format!("nothing at {path}; see /api/websocket/capabilities"),
             json!({}),
         );
-    };
-    let allow = if allow == "POST" {
-        "POST, OPTIONS"
-    } else {
-        "GET, HEAD, OPTIONS"
     };
     if method == http::Method::OPTIONS {
         return options(app, allow, headers);
