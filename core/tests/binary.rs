@@ -184,3 +184,76 @@ async fn wait_for_version_above(port: u16, version: u64) -> u64 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A refused `Origin` is logged at info, naming it and what is allowed, at
+/// most once a minute per origin (compared case-insensitively).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_origins_are_logged_once_a_minute_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text = support::BASE
+        .replacen("level = \"warn\"", "level = \"info\"", 1)
+        .replacen(
+            "[auth]\nmode = \"none\"\n",
+            "[auth]\nmode = \"none\"\nallowed_origins = [\"https://dash.example.com\"]\n",
+            1,
+        );
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("stderr.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let router = Running(child);
+    wait_for_version(port, 1).await;
+    let client = reqwest::Client::new();
+    for origin in [
+        "https://evil.example",
+        "HTTPS://EVIL.example",
+        "https://other.example",
+    ] {
+        let response = client
+            .get(format!("http://127.0.0.1:{port}/ws/events"))
+            .header("Upgrade", "websocket")
+            .header("Connection", "Upgrade")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("Origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 403, "{origin}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let stderr = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("refused Origin https://other.example") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(router);
+    let refused: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("refused Origin"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{stderr}");
+    assert!(
+        refused
+            .iter()
+            .all(|l| l.contains("https://dash.example.com")),
+        "names what is allowed: {refused:?}"
+    );
+    assert!(refused[0].contains("https://evil.example"), "{refused:?}");
+    assert!(refused[1].contains("https://other.example"), "{refused:?}");
+}
