@@ -1241,6 +1241,11 @@ async fn a_request_head_over_max_header_bytes_is_431_and_closed() {
     );
     let answer = raw_exchange(&router, publish.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 202 "), "{answer}");
+    // … nor on a kept-alive connection, where the next head counts alone.
+    let keep_alive = publish.replacen("Connection: close\r\n", "", 1);
+    let answer = raw_exchange(&router, format!("{keep_alive}{last}").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 202 "), "{answer}");
+    assert!(answer.contains("HTTP/1.1 200 OK"), "{answer}");
 
     // An upgrade with too much header is refused the same way, and counted.
     let upgrade = format!(
@@ -1265,7 +1270,7 @@ async fn a_request_head_over_max_header_bytes_is_431_and_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declared_body_over_max_publish_bytes_is_413_at_once() {
     let router = start(&config(
-        "max_publish_bytes = 1000\nhandshake_timeout_s = 60",
+        "max_publish_bytes = 1000\nmax_header_bytes = 4096\nhandshake_timeout_s = 60",
         "mode = \"none\"",
     ))
     .await;
@@ -1278,6 +1283,14 @@ async fn a_declared_body_over_max_publish_bytes_is_413_at_once() {
         started.elapsed() < Duration::from_secs(30),
         "not the body timeout"
     );
+    // Sent anyway, a refused body is not taken for the next request's head.
+    let sent = format!(
+        "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20000\r\n\r\n{}",
+        "x".repeat(20_000)
+    );
+    let answer = raw_exchange(&router, sent.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(!answer.contains("431"), "{answer}");
     router.shutdown().await;
 }
 

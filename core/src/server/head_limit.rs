@@ -7,17 +7,18 @@
 //! as they are read: past the bound it hands hyper nothing more, writes a
 //! JSON `431 header_too_large` itself, and closes the connection.
 //!
-//! A head starts where the previous response was produced, and ends at its
-//! blank line; the service tells the wrapper when a request was handed to it
-//! and when its response is ready ([`Gate`]), so body bytes are never
-//! counted. Bytes hyper reads ahead while a request is served (pipelining)
-//! escape the count; hyper's own buffer limit, set above this bound, is the
+//! A head ends at its blank line; a `Content-Length` body after it is
+//! skipped, and the next bytes are the next head (keep-alive, pipelining).
+//! A body of unknown length (chunked) pauses the count until its response
+//! is ready, which the service reports through the [`Gate`]; a 101 ends it
+//! for good (the bytes are WebSocket frames). Bytes read while paused
+//! escape the count: hyper's own buffer limit, set above this bound, is the
 //! backstop for them.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -35,13 +36,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes drained from a refused connection.
 const LINGER_BYTES: usize = 256 * 1024;
 
-/// Bytes of each header line kept to recognise `Upgrade: websocket`.
+/// Bytes of each header line kept to read `Upgrade`, `Content-Length` and
+/// `Transfer-Encoding`.
 const LINE_PREFIX: usize = 32;
-
-/// Where the connection is, as the service reports it.
-const READING_HEAD: u8 = 0;
-const SERVING: u8 = 1;
-const UPGRADED: u8 = 2;
 
 /// What the refused request was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,25 +52,21 @@ pub enum Refused {
 /// Shared between a connection's [`Limited`] IO and its service.
 #[derive(Debug, Default)]
 pub struct Gate {
-    state: AtomicU8,
-    /// Bumped for every response: a new head may start.
-    heads: AtomicU32,
+    /// Set by a 101: nothing is counted any more.
+    upgraded: AtomicBool,
+    /// Bumped for every response: a paused count may resume.
+    responses: AtomicU32,
     /// 0: nothing refused; otherwise 1 + [`Refused`] as a number.
     refused: AtomicU8,
 }
 
 impl Gate {
-    /// hyper has parsed a head and handed the request to the service.
-    pub fn request_started(&self) {
-        self.state.store(SERVING, Ordering::Release);
-    }
-
-    /// The service answered; `upgraded` for a 101, after which the bytes
-    /// are WebSocket frames and nothing is counted any more.
+    /// The service answered a request; `upgraded` for a 101.
     pub fn response_ready(&self, upgraded: bool) {
-        self.heads.fetch_add(1, Ordering::AcqRel);
-        let state = if upgraded { UPGRADED } else { READING_HEAD };
-        self.state.store(state, Ordering::Release);
+        if upgraded {
+            self.upgraded.store(true, Ordering::Release);
+        }
+        self.responses.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Whether a head was refused, and what it was.
@@ -94,6 +87,17 @@ impl Gate {
     }
 }
 
+/// What feeding bytes to a [`HeadScan`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Fed {
+    /// The head goes on past these bytes.
+    More,
+    /// The head ended after this many of them.
+    Done(usize),
+    /// The head is over the bound.
+    Over,
+}
+
 /// The count of one request head.
 #[derive(Debug, Default)]
 struct HeadScan {
@@ -103,22 +107,23 @@ struct HeadScan {
     lines: usize,
     line_len: usize,
     prefix: [u8; LINE_PREFIX],
-    done: bool,
     upgrade: bool,
+    content_length: Option<u64>,
+    /// A `Transfer-Encoding`, or a `Content-Length` that could not be read:
+    /// where the body ends is not known here.
+    unknown_length: bool,
 }
 
 impl HeadScan {
-    /// Counts `data`; `true` once the head is over `max` bytes.
-    fn feed(&mut self, data: &[u8], max: usize) -> bool {
-        for &b in data {
-            if self.done {
-                return false;
-            }
+    /// Counts `data` against `max` bytes.
+    fn feed(&mut self, data: &[u8], max: usize) -> Fed {
+        for (i, &b) in data.iter().enumerate() {
             self.bytes += 1;
             if self.bytes > max {
-                return true;
+                return Fed::Over;
             }
             match b {
+                b'\n' if self.line_len == 0 && self.lines > 0 => return Fed::Done(i + 1),
                 b'\n' => self.end_line(),
                 b'\r' => {}
                 _ => {
@@ -129,21 +134,53 @@ impl HeadScan {
                 }
             }
         }
-        false
+        Fed::More
     }
 
     fn end_line(&mut self) {
         if self.line_len == 0 {
-            self.done = self.lines > 0;
             return;
         }
+        let whole = self.line_len <= LINE_PREFIX;
         let line = &self.prefix[..self.line_len.min(LINE_PREFIX)];
-        if line.starts_with(b"upgrade:") && line.windows(9).any(|w| w == b"websocket") {
-            self.upgrade = true;
+        if let Some(value) = line.strip_prefix(b"upgrade:") {
+            self.upgrade |= value.windows(9).any(|w| w == b"websocket");
+        } else if let Some(value) = line.strip_prefix(b"content-length:") {
+            let length = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            match length {
+                Some(n) if whole && self.content_length.is_none() => self.content_length = Some(n),
+                _ => self.unknown_length = true,
+            }
+        } else if line.starts_with(b"transfer-encoding:") {
+            self.unknown_length = true;
         }
         self.lines += 1;
         self.line_len = 0;
     }
+
+    /// The length of the body after the head, when it is known.
+    fn body(&self) -> Option<u64> {
+        if self.unknown_length {
+            None
+        } else {
+            Some(self.content_length.unwrap_or(0))
+        }
+    }
+}
+
+/// Where a connection's byte stream is.
+#[derive(Debug)]
+enum Phase {
+    /// In a request head.
+    Head(Box<HeadScan>),
+    /// In a body of known length: this many bytes are left.
+    Body(u64),
+    /// In a body of unknown length, until the response after this many.
+    Paused(u32),
+    /// Upgraded: nothing is counted.
+    Off,
 }
 
 /// The 431 being written, then the client's input drained.
@@ -183,10 +220,7 @@ pub struct Limited<I> {
     inner: I,
     gate: Arc<Gate>,
     max: usize,
-    heads: u32,
-    /// Dropped once the connection is upgraded, so a WebSocket connection
-    /// carries none of it.
-    scan: Option<Box<HeadScan>>,
+    phase: Phase,
     refusal: Option<Box<Refusal>>,
 }
 
@@ -198,42 +232,61 @@ pub fn limit<I>(inner: I, max: usize) -> (Limited<I>, Arc<Gate>) {
         inner,
         gate: gate.clone(),
         max,
-        heads: 0,
-        scan: Some(Box::default()),
+        phase: Phase::Head(Box::default()),
         refusal: None,
     };
     (io, gate)
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Limited<I> {
-    /// Counts freshly read `data` if a head is being read; `true` when it
-    /// went over the bound.
-    fn over(&mut self, data: &[u8]) -> bool {
-        match self.gate.state.load(Ordering::Acquire) {
-            READING_HEAD => {}
-            UPGRADED => {
-                self.scan = None;
-                return false;
+    /// Counts freshly read `data`; `true` when a head went over the bound
+    /// (the refusal is then under way).
+    fn over(&mut self, mut data: &[u8]) -> bool {
+        if self.gate.upgraded.load(Ordering::Acquire) {
+            self.phase = Phase::Off;
+        }
+        loop {
+            match &mut self.phase {
+                Phase::Off => return false,
+                Phase::Paused(responses) => {
+                    if *responses == self.gate.responses.load(Ordering::Acquire) {
+                        return false;
+                    }
+                    self.phase = Phase::Head(Box::default());
+                }
+                Phase::Body(left) => {
+                    let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    *left -= n as u64;
+                    data = &data[n..];
+                    if *left == 0 {
+                        self.phase = Phase::Head(Box::default());
+                    }
+                    if data.is_empty() {
+                        return false;
+                    }
+                }
+                Phase::Head(scan) => match scan.feed(data, self.max) {
+                    Fed::More => return false,
+                    Fed::Done(n) => {
+                        data = &data[n..];
+                        self.phase = match scan.body() {
+                            Some(length) => Phase::Body(length),
+                            None => Phase::Paused(self.gate.responses.load(Ordering::Acquire)),
+                        };
+                    }
+                    Fed::Over => {
+                        let what = if scan.upgrade {
+                            Refused::Upgrade
+                        } else {
+                            Refused::Request
+                        };
+                        self.gate.refuse(what);
+                        self.refusal = Some(Box::new(Refusal::new(self.max)));
+                        return true;
+                    }
+                },
             }
-            _ => return false,
         }
-        let heads = self.gate.heads.load(Ordering::Acquire);
-        let scan = self.scan.get_or_insert_with(Box::default);
-        if heads != self.heads {
-            self.heads = heads;
-            **scan = HeadScan::default();
-        }
-        if !scan.feed(data, self.max) {
-            return false;
-        }
-        let what = if scan.upgrade {
-            Refused::Upgrade
-        } else {
-            Refused::Request
-        };
-        self.gate.refuse(what);
-        self.refusal = Some(Box::new(Refusal::new(self.max)));
-        true
     }
 
     /// Writes the 431, half-closes, drains the client's input for a
@@ -331,35 +384,52 @@ mod tests {
     fn a_head_is_counted_up_to_its_blank_line() {
         let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         let mut scan = HeadScan::default();
-        assert!(!scan.feed(head, head.len()));
-        assert!(scan.done);
-        // Bytes after the head (a body) are not counted.
-        assert!(!scan.feed(&[b'x'; 100], head.len()));
+        let mut with_body = head.to_vec();
+        with_body.extend_from_slice(b"body");
+        assert_eq!(scan.feed(&with_body, head.len()), Fed::Done(head.len()));
+        assert_eq!(scan.body(), Some(0));
         let mut scan = HeadScan::default();
-        assert!(scan.feed(head, head.len() - 1));
+        assert_eq!(scan.feed(head, head.len() - 1), Fed::Over);
     }
 
     #[test]
     fn blank_lines_before_the_request_line_do_not_end_the_head() {
         let mut scan = HeadScan::default();
-        assert!(!scan.feed(b"\r\n\r\nGET / HTTP/1.1\r\n", 1000));
-        assert!(!scan.done);
-        assert!(scan.feed(&[b'a'; 1000], 1000));
+        assert_eq!(scan.feed(b"\r\n\r\nGET / HTTP/1.1\r\n", 1000), Fed::More);
+        assert_eq!(scan.feed(&[b'a'; 1000], 1000), Fed::Over);
     }
 
     #[test]
-    fn an_upgrade_is_recognised_across_reads() {
+    fn upgrade_and_body_length_are_read_across_reads() {
         let mut scan = HeadScan::default();
         for part in [
-            &b"GET /ws HTTP/1.1\r\nUpgr"[..],
+            &b"POST /ws HTTP/1.1\r\nUpgr"[..],
             b"ade:  WebSocket\r",
-            b"\nX: y\r\n",
+            b"\nContent-Length: 12",
+            b"3\r\n",
         ] {
-            assert!(!scan.feed(part, 1000));
+            assert_eq!(scan.feed(part, 1000), Fed::More);
         }
         assert!(scan.upgrade);
+        assert_eq!(scan.feed(b"\r\n", 1000), Fed::Done(2));
+        assert_eq!(scan.body(), Some(123));
         let mut plain = HeadScan::default();
-        assert!(!plain.feed(b"GET / HTTP/1.1\r\nX-Upgrade: websocket\r\n", 1000));
+        plain.feed(b"GET / HTTP/1.1\r\nX-Upgrade: websocket\r\n", 1000);
         assert!(!plain.upgrade);
+    }
+
+    #[test]
+    fn a_body_of_unknown_length_is_not_skipped() {
+        for header in [
+            &b"Transfer-Encoding: chunked"[..],
+            b"Content-Length: x",
+            b"Content-Length: 99999999999999999999999999",
+        ] {
+            let mut scan = HeadScan::default();
+            scan.feed(b"POST / HTTP/1.1\r\n", 1000);
+            scan.feed(header, 1000);
+            assert!(matches!(scan.feed(b"\r\n\r\n", 1000), Fed::Done(_)));
+            assert_eq!(scan.body(), None, "{}", String::from_utf8_lossy(header));
+        }
     }
 }

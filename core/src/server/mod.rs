@@ -119,7 +119,6 @@ where
     let metrics_app = app.clone();
     let service_gate = gate.clone();
     let service = service_fn(move |req| {
-        service_gate.request_started();
         let answer = dispatch(app.clone(), api.clone(), peer, req);
         let gate = service_gate.clone();
         async move {
