@@ -1285,7 +1285,7 @@ async fn a_declared_body_over_max_publish_bytes_is_413_at_once() {
     );
     // Sent anyway, a refused body is not taken for the next request's head.
     let sent = format!(
-        "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20000\r\n\r\n{}",
+        "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20000\r\nConnection: close\r\n\r\n{}",
         "x".repeat(20_000)
     );
     let answer = raw_exchange(&router, sent.as_bytes()).await;

@@ -99,10 +99,11 @@ struct Limits {
     max_header_bytes: usize,
 }
 
-/// hyper's read buffer bound (it refuses anything lower): a backstop for
-/// head bytes [`head_limit`] cannot count, above the bound it enforces.
+/// hyper's read buffer bound: a backstop for head bytes [`head_limit`]
+/// cannot count, a little above the bound it enforces so that its JSON 431
+/// comes first; never below 8192, which hyper refuses.
 fn hyper_buffer(max_header_bytes: usize) -> usize {
-    max_header_bytes.saturating_mul(2).max(8192)
+    max_header_bytes.saturating_add(8192)
 }
 
 /// Serves HTTP/1.1 (with upgrades) on one accepted connection.
