@@ -107,6 +107,30 @@ async fn sighup_reloads_and_sigterm_closes_clients_with_1012() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// Writes `text` to `config` and runs the binary on it, its stderr going to
+/// a file beside it; returns once it serves (`config_version` 1).
+async fn spawn_logging(config: &std::path::Path, text: &str) -> (Running, u16, std::path::PathBuf) {
+    std::fs::write(config, text).unwrap();
+    let log = config.with_file_name("stderr.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let router = Running(child);
+    wait_for_version(port, 1).await;
+    (router, port, log)
+}
+
 /// Reloads by `SIGHUP` log each warning once while it lasts: the unset JWT
 /// secret and a config warning are not repeated by every reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,24 +145,7 @@ async fn reload_warnings_are_logged_once_each() {
         "[auth]\nmode = \"optional\"\n[auth.jwt]\nsecret_env = \"SY_TEST_never_set_reload_warnings\"\n",
         1,
     ) + orphan;
-    std::fs::write(&config, text).unwrap();
-    let log = dir.path().join("stderr.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let router = Running(child);
-    wait_for_version(port, 1).await;
+    let (router, port, log) = spawn_logging(&config, &text).await;
     for version in [2, 3] {
         signal(&router.0, "HUP");
         wait_for_version(port, version).await;
@@ -198,24 +205,7 @@ async fn refused_origins_are_logged_once_a_minute_each() {
             "[auth]\nmode = \"none\"\nallowed_origins = [\"https://dash.example.com\"]\n",
             1,
         );
-    std::fs::write(&config, text).unwrap();
-    let log = dir.path().join("stderr.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let router = Running(child);
-    wait_for_version(port, 1).await;
+    let (router, port, log) = spawn_logging(&config, &text).await;
     let client = reqwest::Client::new();
     for origin in [
         "https://evil.example",
