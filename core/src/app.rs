@@ -2,7 +2,7 @@
 //! in force and the record of reloads. Built once at start; every transport
 //! holds an `Arc<App>`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use crate::auth::jwt::Verifier;
 use crate::auth::ApiKeys;
 use crate::config::Problem;
+use crate::log_limit::OncePer;
 use crate::plugin_host::{Plan, PluginHost};
 use crate::ratelimit::TokenBucket;
 use crate::router::Router;
@@ -66,6 +67,11 @@ pub struct App {
     pub(crate) reload_lock: tokio::sync::Mutex<()>,
     /// The first configuration's plugin instances, until they are started.
     pub(crate) unstarted: Mutex<Option<Plan>>,
+    /// Refused `Origin`s are logged at most once a minute each.
+    pub refused_origins: OncePer,
+    /// The warnings of the configuration in force that were logged, so a
+    /// reload logs only the ones it adds.
+    pub(crate) logged_warnings: Mutex<BTreeSet<String>>,
 }
 
 /// Most publish buckets kept; past it, the idle ones are forgotten.

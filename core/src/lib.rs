@@ -21,6 +21,7 @@ pub mod config;
 pub mod connection;
 pub mod files;
 pub mod json_depth;
+pub mod log_limit;
 pub mod logging;
 pub mod metrics;
 pub mod names;

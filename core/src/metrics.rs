@@ -63,6 +63,9 @@ pub struct Metrics {
     pub refused: Family<ReasonLabel, Counter>,
     /// `switchyard_deliveries_total{channel}`: events written to sockets.
     pub deliveries: Family<ChannelLabel, Counter>,
+    /// `switchyard_upgrades_refused_total{reason}`: WebSocket upgrades
+    /// refused before a socket is opened.
+    pub upgrades_refused: Family<ReasonLabel, Counter>,
     /// `switchyard_dropped_total{reason}`: `slow_consumer`, `sink_overflow`,
     /// `sink_shutdown`.
     pub dropped: Family<ReasonLabel, Counter>,
@@ -102,6 +105,7 @@ impl Metrics {
         let refused = Family::<ReasonLabel, Counter>::default();
         let deliveries = Family::<ChannelLabel, Counter>::default();
         let dropped = Family::<ReasonLabel, Counter>::default();
+        let upgrades_refused = Family::<ReasonLabel, Counter>::default();
         let latency = Histogram::new([
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
         ]);
@@ -125,6 +129,11 @@ impl Metrics {
             deliveries.clone(),
         );
         registry.register("dropped", "Events dropped, by reason", dropped.clone());
+        registry.register(
+            "upgrades_refused",
+            "WebSocket upgrades refused before the socket was opened, by reason",
+            upgrades_refused.clone(),
+        );
         registry.register(
             "delivery_latency_seconds",
             "Time from accepting an event to writing it to a socket",
@@ -156,6 +165,7 @@ impl Metrics {
             refused,
             deliveries,
             dropped,
+            upgrades_refused,
             latency,
             reloads,
             connections,
@@ -167,6 +177,15 @@ impl Metrics {
     /// Counts a refused event.
     pub fn refuse(&self, reason: &str) {
         self.refused
+            .get_or_create(&ReasonLabel {
+                reason: label(reason),
+            })
+            .inc();
+    }
+
+    /// Counts an upgrade refused before the socket was opened.
+    pub fn refuse_upgrade(&self, reason: &str) {
+        self.upgrades_refused
             .get_or_create(&ReasonLabel {
                 reason: label(reason),
             })

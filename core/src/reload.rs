@@ -7,8 +7,9 @@
 //! serving. Then stop the outgoing instances (their last events still go out
 //! under the old config), swap the snapshot, start the new instances.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::Utc;
@@ -21,6 +22,7 @@ use crate::auth::ApiKeys;
 use crate::config::{
     self, AuthConfig, AuthMode, ClusterEngine, Config, ConfigError, Loaded, Problem,
 };
+use crate::log_limit::OncePer;
 use crate::plugin_host::{Plan, PluginHost};
 use crate::registry::Registry;
 use crate::router::{Router, Snapshot};
@@ -280,6 +282,13 @@ pub fn start(
     for warning in &credentials.warnings {
         tracing::warn!("{warning}");
     }
+    // The caller has logged the configuration's own warnings.
+    let logged = prepared
+        .warnings
+        .iter()
+        .chain(&credentials.warnings)
+        .cloned()
+        .collect();
     let Prepared {
         config,
         registry,
@@ -308,6 +317,8 @@ pub fn start(
         last_reload: Mutex::new(None),
         reload_lock: tokio::sync::Mutex::new(()),
         unstarted: Mutex::new(Some(plan)),
+        refused_origins: OncePer::new(Duration::from_secs(60)),
+        logged_warnings: Mutex::new(logged),
     });
     Ok(app)
 }
@@ -358,9 +369,6 @@ fn apply(app: &App, trigger: Trigger) -> Result<Report, ReloadError> {
     let old = app.router.snapshot();
     let mut prepared = prepare(&app.options, &app.plugins)?;
     let credentials = load_credentials(&prepared.config)?;
-    for warning in &credentials.warnings {
-        tracing::warn!("{warning}");
-    }
     if trigger == Trigger::FileChange {
         refuse_closing_everything(&app.router, &prepared.config)?;
     }
@@ -392,6 +400,7 @@ fn apply(app: &App, trigger: Trigger) -> Result<Report, ReloadError> {
     app.verifier.store(Arc::new(credentials.verifier));
     app.tls.store(credentials.tls.map(Arc::new));
     app.plugins.start_incoming(plan, &app.router);
+    log_new_warnings(app, warnings.iter().chain(&credentials.warnings));
     Ok(Report {
         config_version: version,
         restart_required,
@@ -412,6 +421,18 @@ fn refuse_closing_everything(router: &Router, config: &Config) -> Result<(), Rel
     } else {
         Err(ReloadError::ClosesEveryConnection { open: open.len() })
     }
+}
+
+/// Logs the warnings of the configuration now in force that were not in
+/// force before, so that reloads (watcher, `SIGHUP`) do not repeat a
+/// warning every time; one that goes away and comes back is logged again.
+fn log_new_warnings<'a>(app: &App, current: impl Iterator<Item = &'a String>) {
+    let current: BTreeSet<String> = current.cloned().collect();
+    let mut logged = app.logged_warnings.lock();
+    for warning in current.difference(&logged) {
+        tracing::warn!("{warning}");
+    }
+    *logged = current;
 }
 
 /// Keeps what cannot change live and names it in `restart_required`.

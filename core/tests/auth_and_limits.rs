@@ -83,6 +83,32 @@ fn hs256_kid(secret: &str, kid: &str, claims: &Value) -> String {
     .unwrap()
 }
 
+/// Unpadded base64url.
+fn b64url(bytes: &[u8]) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n =
+            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// An HS256 token with this exact header (`jsonwebtoken` cannot write `crit`).
+fn hs256_with_header(secret: &str, header: &Value, claims: &Value) -> String {
+    let signed = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
+    let key = EncodingKey::from_secret(secret.as_bytes());
+    let signature = jsonwebtoken::crypto::sign(signed.as_bytes(), &key, Algorithm::HS256).unwrap();
+    format!("{signed}.{signature}")
+}
+
 /// `sub` with `exp` `exp_in` seconds from now.
 /// How long the short-lived tokens of the expiry tests live: long enough
 /// that a slow connect on a loaded machine still finds them valid.
@@ -406,6 +432,42 @@ async fn required_mode_refuses_invalid_tokens_with_1008() {
 
     // The router still serves valid tokens.
     let (mut c, _) = connect_token(&router, &good).await;
+    assert_alive(&mut c).await;
+}
+
+/// A token whose header has `crit` (extensions the router does not know),
+/// or whose `exp` is past year 9999, is refused like any invalid token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crit_header_and_exp_past_year_9999_close_1008() {
+    let (router, key) = start_jwt("optional", "SY_TEST_JWT_CRIT_EXP", "", "", "").await;
+    let plain = json!({"alg": "HS256", "typ": "JWT"});
+    let good = hs256_with_header(&key, &plain, &claims("alice", 600));
+    let (mut c, _) = connect_token(&router, &good).await;
+    assert_alive(&mut c).await;
+
+    let crit = json!({"alg": "HS256", "typ": "JWT", "crit": ["x-must-know"], "x-must-know": 1});
+    let token = hs256_with_header(&key, &crit, &claims("alice", 600));
+    assert_token_refused(
+        &router,
+        &format!("/ws/events?token={token}"),
+        "crit",
+        "invalid token: token header has critical extensions (crit) this server does not support",
+    )
+    .await;
+
+    for exp in [json!(253_402_300_800_i64), json!(1e300)] {
+        let far = hs256(&key, &json!({"sub": "alice", "exp": exp}));
+        assert_token_refused(
+            &router,
+            &format!("/ws/events?token={far}"),
+            "far exp",
+            "invalid token: invalid exp claim",
+        )
+        .await;
+    }
+    let last = hs256(&key, &json!({"sub": "alice", "exp": 253_402_300_799_i64}));
+    let (mut c, established) = connect_token(&router, &last).await;
+    assert_time(&established["expires_at"], 253_402_300_799);
     assert_alive(&mut c).await;
 }
 
@@ -1149,6 +1211,31 @@ async fn client_rate_limit_refuses_then_closes_1008() {
         }
     }
     panic!("not closed after {refusals} rate_limited errors");
+}
+
+/// A `rate_limited` error echoes the refused message's `id` (as every
+/// error does), and has none when the message had none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_errors_echo_the_message_id() {
+    let router = start(&config(
+        "client_rate_limit = { messages_per_s = 0.01, burst = 1 }",
+        AUTH_NONE,
+    ))
+    .await;
+    let (mut c, _) = connect_anonymous(&router).await;
+    let pong = request(&mut c, json!({"action": "ping", "id": "first"})).await;
+    assert_eq!(
+        (&pong["type"], &pong["id"]),
+        (&json!("pong"), &json!("first"))
+    );
+    for id in [json!(7), json!("seven")] {
+        let refused = request(&mut c, json!({"action": "ping", "id": id})).await;
+        assert_error(&refused, "rate_limited");
+        assert_eq!(refused["id"], id, "{refused}");
+    }
+    let refused = request(&mut c, json!({"action": "ping"})).await;
+    assert_error(&refused, "rate_limited");
+    assert!(refused.get("id").is_none(), "{refused}");
 }
 
 // ----------------------------------------------------- publish rate limit

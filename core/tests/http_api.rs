@@ -808,6 +808,59 @@ async fn trusted_proxy_forwarding_loopback_is_loopback() {
     router.shutdown().await;
 }
 
+/// A forwarded entry that is not an IP address makes the client unknown,
+/// never loopback; `ip:port` and `[v6]:port` are read as their address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_forwarded_entries_never_open_admin_routes() {
+    let router = start(&config(
+        "trusted_proxies = [\"127.0.0.1\"]",
+        "mode = \"optional\"\napi_keys_env = \"SY_TEST_KEYS_never_set_spoofed_xff\"",
+    ))
+    .await;
+    for entry in [
+        "unknown",
+        "_hidden",
+        "not-an-ip",
+        "2130706433",
+        "",
+        "127.0.0.1, unknown",
+    ] {
+        let (status, body) =
+            get_with(&router, "/api/admin/config", &[("X-Forwarded-For", entry)]).await;
+        assert_error(status, &body, 403, "forbidden");
+    }
+    for forwarded in [
+        "for=unknown",
+        "for=_hidden",
+        "for=\"not-an-ip\"",
+        "proto=https",
+    ] {
+        let (status, body) =
+            get_with(&router, "/api/admin/config", &[("Forwarded", forwarded)]).await;
+        assert_error(status, &body, 403, "forbidden");
+    }
+    for entry in ["127.0.0.1:51000", "[::1]:51000", "[::1]"] {
+        let (status, body) =
+            get_with(&router, "/api/admin/config", &[("X-Forwarded-For", entry)]).await;
+        assert_eq!(status, 200, "{entry}: {body}");
+    }
+    let (status, body) = get_with(
+        &router,
+        "/api/admin/config",
+        &[("Forwarded", "for=\"[::1]:4711\"")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get_with(
+        &router,
+        "/api/admin/config",
+        &[("X-Forwarded-For", "203.0.113.9:4711")],
+    )
+    .await;
+    assert_error(status, &body, 403, "forbidden");
+    router.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mode_none_admin_routes_answer_only_loopback() {
     let router = start(BASE).await;
@@ -1091,4 +1144,355 @@ async fn a_trickled_body_is_cut_at_the_handshake_timeout() {
         .await;
     assert_eq!(status, 202, "{body}");
     router.shutdown().await;
+}
+
+// ------------------------------------------------------- request bounds
+
+/// Writes `request` on a fresh TCP connection and reads until the server
+/// closes it (within [`support::WAIT`]).
+async fn raw_exchange(router: &Router, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    // The server may refuse before it has read everything: a failed write
+    // is fine, the answer is what counts.
+    let _ = tcp.write_all(request).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(support::WAIT, tcp.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed, not left hanging")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// `lines` header lines of 64 bytes each.
+fn padding(lines: usize) -> String {
+    (0..lines)
+        .map(|i| format!("X-Pad-{i:04}: {}\r\n", "a".repeat(50)))
+        .collect()
+}
+
+/// The JSON body of a raw HTTP answer.
+fn raw_body(answer: &str) -> Value {
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+/// Polls `/metrics` until `line` appears.
+async fn wait_for_metric(router: &Router, line: &str) {
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let text = reqwest::get(router.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{line} never appeared in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A request line plus headers over `server.max_header_bytes` is answered
+/// 431 `header_too_large` (JSON) and the connection closed, without
+/// waiting for the head to end; upgrades so refused are counted. The bound
+/// is per request: bodies and earlier requests on the connection do not
+/// count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_over_max_header_bytes_is_431_and_closed() {
+    let router = start(&config(
+        "max_header_bytes = 4096\nhandshake_timeout_s = 60",
+        "mode = \"none\"",
+    ))
+    .await;
+    // ~13 KB of headers that never end.
+    let never_ending = format!("GET /health HTTP/1.1\r\nHost: x\r\n{}", padding(200));
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(&router, never_ending.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "not the handshake timeout"
+    );
+    let body = raw_body(&answer);
+    assert_eq!(body["error"]["code"], "header_too_large", "{answer}");
+    assert_eq!(body["error"]["max_header_bytes"], 4096, "{answer}");
+
+    // Under the bound: served, twice on one connection (8 KB of heads in all).
+    let fits = format!("GET /health HTTP/1.1\r\nHost: x\r\n{}\r\n", padding(50));
+    let last = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{}\r\n",
+        padding(50)
+    );
+    let answer = raw_exchange(&router, format!("{fits}{last}").as_bytes()).await;
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+
+    // A body larger than the bound is not a header.
+    let payload =
+        json!({"type": "job.progress", "payload": {"job_id": "x".repeat(10_000)}}).to_string();
+    let publish = format!(
+        "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    );
+    let answer = raw_exchange(&router, publish.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 202 "), "{answer}");
+    // … nor on a kept-alive connection, where the next head counts alone.
+    let keep_alive = publish.replacen("Connection: close\r\n", "", 1);
+    let answer = raw_exchange(&router, format!("{keep_alive}{last}").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 202 "), "{answer}");
+    assert!(answer.contains("HTTP/1.1 200 OK"), "{answer}");
+
+    // An upgrade with too much header is refused the same way, and counted.
+    let upgrade = format!(
+        "GET /ws/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{}",
+        padding(200)
+    );
+    let answer = raw_exchange(&router, upgrade.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    wait_for_metric(
+        &router,
+        "switchyard_upgrades_refused_total{reason=\"header_too_large\"} 1",
+    )
+    .await;
+    let (status, body) = router.get("/health").await;
+    assert_eq!(status, 200, "{body}");
+    router.shutdown().await;
+}
+
+/// A `Content-Length` over `server.max_publish_bytes` is refused 413 at
+/// once, before any of the body is read (not after the body timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_body_over_max_publish_bytes_is_413_at_once() {
+    let router = start(&config(
+        "max_publish_bytes = 1000\nmax_header_bytes = 4096\nhandshake_timeout_s = 60",
+        "mode = \"none\"",
+    ))
+    .await;
+    let head = "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\n\r\n{\"type\":";
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(&router, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert_eq!(raw_body(&answer)["error"]["code"], "too_large", "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "not the body timeout"
+    );
+    // Sent anyway, a refused body is not taken for the next request's head.
+    let sent = format!(
+        "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20000\r\nConnection: close\r\n\r\n{}",
+        "x".repeat(20_000)
+    );
+    let answer = raw_exchange(&router, sent.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(!answer.contains("431"), "{answer}");
+    router.shutdown().await;
+}
+
+// ------------------------------------------------------------------- CORS
+
+/// A header of a response, as text.
+fn header_of(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// Browsers get CORS answers from the origins `auth.allowed_origins` lists
+/// (compared case-insensitively in scheme and host), and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_answers_allowed_origins_only() {
+    let router = start(&config(
+        "",
+        "mode = \"none\"\nallowed_origins = [\"https://Dash.Example.com\"]",
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let dash = "https://dash.example.com";
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, router.url("/api/events"))
+        .header("Origin", dash)
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(
+        header_of(&preflight, "access-control-allow-origin").as_deref(),
+        Some(dash)
+    );
+    assert_eq!(header_of(&preflight, "vary").as_deref(), Some("Origin"));
+    let methods = header_of(&preflight, "access-control-allow-methods").unwrap();
+    assert!(methods.contains("POST"), "{methods}");
+    let headers = header_of(&preflight, "access-control-allow-headers").unwrap();
+    for wanted in ["Authorization", "Content-Type", "Last-Event-ID"] {
+        assert!(headers.contains(wanted), "{headers}");
+    }
+
+    let shouting = "HTTPS://DASH.example.COM";
+    let response = client
+        .post(router.url("/api/events"))
+        .header("Origin", shouting)
+        .json(&alert("a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        header_of(&response, "access-control-allow-origin").as_deref(),
+        Some(shouting)
+    );
+    assert_eq!(header_of(&response, "vary").as_deref(), Some("Origin"));
+    let health = client
+        .get(router.url("/health"))
+        .header("Origin", dash)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header_of(&health, "access-control-allow-origin").as_deref(),
+        Some(dash)
+    );
+
+    // A foreign origin gets no CORS header; its preflight and POST are 403.
+    let evil = "https://evil.example";
+    let health = client
+        .get(router.url("/health"))
+        .header("Origin", evil)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(header_of(&health, "access-control-allow-origin"), None);
+    let (status, body) = send(
+        client
+            .request(reqwest::Method::OPTIONS, router.url("/api/events"))
+            .header("Origin", evil),
+    )
+    .await;
+    assert_error(status, &body, 403, "forbidden_origin");
+    let (status, body) = post_with(&router, "/api/events", &alert("a"), &[("Origin", evil)]).await;
+    assert_error(status, &body, 403, "forbidden_origin");
+    let metrics = reqwest::get(router.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_events_refused_total{reason=\"forbidden_origin\"} 1"),
+        "{metrics}"
+    );
+    router.shutdown().await;
+
+    // allowed_origins = [] (same origin only): no CORS header at all.
+    let router = start(BASE).await;
+    let same = format!("http://{}", router.addr);
+    let response = client
+        .get(router.url("/health"))
+        .header("Origin", &same)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header_of(&response, "access-control-allow-origin"), None);
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, router.url("/api/events"))
+        .header("Origin", &same)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(header_of(&preflight, "access-control-allow-origin"), None);
+    assert_eq!(
+        header_of(&preflight, "allow").as_deref(),
+        Some("POST, OPTIONS")
+    );
+    router.shutdown().await;
+}
+
+/// A known route with a wrong method is 405 with `Allow` (and a JSON
+/// body); `HEAD` is answered on every GET route, without a body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_method_is_405_with_allow_and_head_is_answered() {
+    let router = start(BASE).await;
+    let client = reqwest::Client::new();
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/api/events", "POST, OPTIONS"),
+        (reqwest::Method::DELETE, "/health", "GET, HEAD, OPTIONS"),
+        (
+            reqwest::Method::PUT,
+            "/api/admin/config",
+            "GET, HEAD, OPTIONS",
+        ),
+    ] {
+        let response = client
+            .request(method.clone(), router.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(
+            header_of(&response, "allow").as_deref(),
+            Some(allow),
+            "{method} {path}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    }
+    for path in [
+        "/health",
+        "/health/live",
+        "/metrics",
+        "/api/websocket/capabilities",
+        "/api/admin/config",
+    ] {
+        let response = client.head(router.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "HEAD {path}");
+        assert!(
+            header_of(&response, "content-type").is_some(),
+            "HEAD {path}"
+        );
+        assert!(response.bytes().await.unwrap().is_empty(), "HEAD {path}");
+    }
+    router.shutdown().await;
+}
+
+/// Past `server.max_pending_handshakes`, a new TCP connection is closed at
+/// once, without a response, and counted as `too_many_pending`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_pending_handshakes_are_closed_and_counted() {
+    use tokio::io::AsyncReadExt;
+    let router = start(&config("max_pending_handshakes = 1", "mode = \"none\"")).await;
+    // An idle connection holds the one pending slot (for the handshake timeout).
+    let _idle = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    let metrics = || router.app.router.metrics().encode();
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let mut tcp = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(support::WAIT, tcp.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "closed at once, not left open");
+        if metrics().contains("switchyard_upgrades_refused_total{reason=\"too_many_pending\"}") {
+            assert!(
+                answer.is_empty(),
+                "no response: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            break;
+        }
+        // The idle connection may not have been accepted yet.
+        assert!(tokio::time::Instant::now() < deadline, "{}", metrics());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

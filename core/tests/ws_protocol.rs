@@ -1867,3 +1867,72 @@ async fn control_messages_put_type_first() {
     }
     router.shutdown().await;
 }
+
+// ------------------------------------------------------ refused upgrades
+
+/// Upgrades `path` with extra headers; the HTTP status of the answer.
+async fn upgrade_status(router: &Router, path: &str, headers: &[(&str, &str)]) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}{path}", router.addr)
+        .into_client_request()
+        .unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((_, response)) => response.status().as_u16(),
+        Err(WsError::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+/// The `/metrics` sample of `switchyard_upgrades_refused_total` for `reason`.
+async fn upgrades_refused(router: &Router, reason: &str) -> u64 {
+    let text = reqwest::get(router.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("switchyard_upgrades_refused_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// Upgrades refused before a socket is opened are counted by reason, and
+/// Origins are compared case-insensitively in scheme and host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_upgrades_are_counted_by_reason() {
+    let config = with_server("max_connections = 1").replacen(
+        "[auth]\nmode = \"none\"\n",
+        "[auth]\nmode = \"none\"\nallowed_origins = [\"https://Dash.Example.com\"]\n",
+        1,
+    );
+    let router = start(&config).await;
+    assert_eq!(upgrade_status(&router, "/ws/nowhere", &[]).await, 404);
+    assert_eq!(upgrades_refused(&router, "unknown_endpoint").await, 1);
+
+    let evil = [("origin", "https://evil.example")];
+    assert_eq!(upgrade_status(&router, "/ws/events", &evil).await, 403);
+    assert_eq!(upgrade_status(&router, "/ws/events", &evil).await, 403);
+    assert_eq!(upgrades_refused(&router, "forbidden_origin").await, 2);
+
+    let (_held, _) = connect(&router, "/ws/events").await;
+    let shouting = [("origin", "HTTPS://DASH.example.COM")];
+    assert_eq!(upgrade_status(&router, "/ws/events", &shouting).await, 503);
+    assert_eq!(upgrades_refused(&router, "too_many_connections").await, 1);
+    assert_eq!(upgrades_refused(&router, "forbidden_origin").await, 2);
+
+    // While shutting down even /metrics answers 503: read the counters directly.
+    router.app.shutting_down.store(true, Ordering::SeqCst);
+    assert_eq!(upgrade_status(&router, "/ws/events", &[]).await, 503);
+    let text = router.app.router.metrics().encode();
+    assert!(
+        text.contains("switchyard_upgrades_refused_total{reason=\"shutting_down\"} 1"),
+        "{text}"
+    );
+}

@@ -31,6 +31,10 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Longest `kid` echoed back in an error message, in characters.
 const MAX_KID_IN_MESSAGE: usize = 40;
 
+/// The latest `exp` accepted: 9999-12-31T23:59:59Z. Later instants have
+/// no RFC 3339 form, which `expires_at` is sent in (docs/protocol.md).
+const MAX_EXP: i64 = 253_402_300_799;
+
 /// What replaces a token in redacted text.
 const REDACTED: &str = "REDACTED";
 
@@ -104,6 +108,10 @@ pub enum TokenError {
     /// `aud` does not contain `auth.jwt.audience`.
     #[error("wrong token audience")]
     WrongAudience,
+    /// The header has `crit`: it names extensions that must be understood,
+    /// and this server understands none (RFC 7515 §4.1.11).
+    #[error("token header has critical extensions (crit) this server does not support")]
+    UnsupportedCritical,
 }
 
 /// Why the JWT keys could not be loaded. Names the variable, file or `kid`;
@@ -321,6 +329,9 @@ impl Verifier {
             return Err(TokenError::Malformed);
         };
         let header = parse_header(header)?;
+        if header.crit.is_some() {
+            return Err(TokenError::UnsupportedCritical);
+        }
         let key = match &header.kid {
             Some(kid) if !self.by_kid.is_empty() => self
                 .by_kid
@@ -360,7 +371,9 @@ impl Verifier {
     fn check_claims(&self, claims: &Map<String, Value>, now: i64) -> Result<Claims, TokenError> {
         let exp = match claims.get("exp") {
             None | Some(Value::Null) => return Err(TokenError::MissingClaim("exp")),
-            Some(v) => numeric_date(v).ok_or(TokenError::InvalidClaim("exp"))?,
+            Some(v) => numeric_date(v)
+                .filter(|exp| *exp <= MAX_EXP)
+                .ok_or(TokenError::InvalidClaim("exp"))?,
         };
         if now >= exp.saturating_add(self.leeway_s) {
             return Err(TokenError::Expired);
@@ -432,6 +445,9 @@ struct RawHeader {
     alg: String,
     #[serde(default)]
     kid: Option<String>,
+    /// Any value at all refuses the token: no extension is understood.
+    #[serde(default)]
+    crit: Option<Value>,
 }
 
 /// Decodes the header part ourselves, so that an `alg` unknown to
@@ -891,6 +907,80 @@ lpvPavcoD/bcz4vf5An1rdCvZLKZSJfqG18Sgl/maaecweTkS/krRf4AHw==
         // Fractional NumericDate.
         let frac = hs(&json!({ "sub": "a", "exp": (t + 600) as f64 + 0.5 }));
         assert_eq!(v.verify_at(&frac, t).unwrap().exp, t + 600);
+    }
+
+    /// Unpadded base64url, to build headers `jsonwebtoken` cannot write.
+    fn b64url(bytes: &[u8]) -> String {
+        const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
+                << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                out.push(char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]));
+            }
+        }
+        out
+    }
+
+    /// An HS256 token with this exact header, signed with [`SECRET`].
+    fn hs_with_header(header: &Value, claims: &Value) -> String {
+        let signed = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let signature =
+            jsonwebtoken::crypto::sign(signed.as_bytes(), &key, Algorithm::HS256).unwrap();
+        format!("{signed}.{signature}")
+    }
+
+    #[test]
+    fn a_crit_header_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = hs256(&dir, |_| {});
+        let plain = hs_with_header(&json!({"alg": "HS256", "typ": "JWT"}), &valid_claims());
+        assert_eq!(
+            v.verify(&plain).unwrap().sub,
+            "alice",
+            "the helper signs valid tokens"
+        );
+        for crit in [
+            json!(["exp"]),
+            json!(["x-unknown"]),
+            json!([]),
+            json!("b64"),
+        ] {
+            let header = json!({"alg": "HS256", "typ": "JWT", "crit": crit, "x-unknown": true});
+            let token = hs_with_header(&header, &valid_claims());
+            assert_eq!(
+                v.verify(&token),
+                Err(TokenError::UnsupportedCritical),
+                "crit {crit}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_exp_past_year_9999_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = hs256(&dir, |_| {});
+        let last = hs(&json!({ "sub": "a", "exp": MAX_EXP }));
+        assert_eq!(v.verify(&last).unwrap().exp, MAX_EXP);
+        for exp in [
+            json!(MAX_EXP + 1),
+            json!(i64::MAX),
+            json!(1e300),
+            json!(u64::MAX),
+        ] {
+            let token = hs(&json!({ "sub": "a", "exp": exp }));
+            assert_eq!(
+                v.verify(&token),
+                Err(TokenError::InvalidClaim("exp")),
+                "exp {exp}"
+            );
+        }
     }
 
     #[test]

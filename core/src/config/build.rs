@@ -120,6 +120,7 @@ fn server(
     let max_pattern_bytes = r.size(&mut t, "max_pattern_bytes", 128, 1);
     let heartbeat_interval_s = r.uint(&mut t, "heartbeat_interval_s", 30, 1, u64::MAX);
     let handshake_timeout_s = r.uint(&mut t, "handshake_timeout_s", 10, 1, u64::MAX);
+    let max_header_bytes = r.size(&mut t, "max_header_bytes", 32_768, 1024);
     let max_pending_handshakes = r.size(&mut t, "max_pending_handshakes", 1024, 1);
     let max_connections = r.size(&mut t, "max_connections", 100_000, 1);
     let shutdown_timeout_s = r.uint(&mut t, "shutdown_timeout_s", 10, 0, u64::MAX);
@@ -158,6 +159,7 @@ fn server(
         max_pattern_bytes,
         heartbeat_interval_s,
         handshake_timeout_s,
+        max_header_bytes,
         max_pending_handshakes,
         max_connections,
         shutdown_timeout_s,

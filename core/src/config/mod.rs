@@ -108,6 +108,7 @@ mod tests {
         assert_eq!((s.send_queue, s.send_queue_bytes), (1024, 8_388_608));
         assert_eq!((s.max_patterns, s.max_pattern_bytes), (128, 128));
         assert_eq!((s.heartbeat_interval_s, s.handshake_timeout_s), (30, 10));
+        assert_eq!(s.max_header_bytes, 32_768);
         assert_eq!(
             (s.max_pending_handshakes, s.max_connections),
             (1024, 100_000)

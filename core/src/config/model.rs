@@ -97,6 +97,8 @@ pub struct ServerConfig {
     pub heartbeat_interval_s: u64,
     /// Seconds from accept to a completed upgrade or HTTP response.
     pub handshake_timeout_s: u64,
+    /// Largest request line plus headers, in bytes; over it: 431.
+    pub max_header_bytes: usize,
     /// TCP connections not yet upgraded or answered.
     pub max_pending_handshakes: usize,
     /// WebSocket connections held at once.

@@ -7,6 +7,7 @@
 //! ~137 KiB per connection).
 
 mod api;
+mod head_limit;
 mod reply;
 pub mod tls;
 mod ws;
@@ -58,7 +59,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         };
         let server = app.router.snapshot().config.server.clone();
         if pending.load(Ordering::Relaxed) >= server.max_pending_handshakes {
+            // Nothing is read from it, so it may or may not be an upgrade;
+            // it is counted with the upgrades refused before opening.
             drop(stream);
+            app.router.metrics().refuse_upgrade("too_many_pending");
             continue;
         }
         let _ = stream.set_nodelay(true);
@@ -68,11 +72,15 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         let (app, api) = (app.clone(), api.clone());
         tokio::spawn(async move {
             let handshake = Duration::from_secs(server.handshake_timeout_s);
+            let limits = Limits {
+                handshake,
+                max_header_bytes: server.max_header_bytes,
+            };
             match tls.as_ref() {
-                None => serve_io(app, api, Peer(peer), stream, handshake).await,
+                None => serve_io(app, api, Peer(peer), stream, limits).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_io(app, api, Peer(peer), stream, handshake).await,
+                        Ok(Ok(stream)) => serve_io(app, api, Peer(peer), stream, limits).await,
                         Ok(Err(e)) => tracing::debug!(peer = %peer, "TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
                     }
@@ -83,8 +91,24 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     }
 }
 
+/// The `[server]` bounds of one accepted connection.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    /// `handshake_timeout_s`: for the request head.
+    handshake: Duration,
+    /// `max_header_bytes`: request line plus headers.
+    max_header_bytes: usize,
+}
+
+/// hyper's read buffer bound: a backstop for head bytes [`head_limit`]
+/// cannot count, a little above the bound it enforces so that its JSON 431
+/// comes first; never below 8192, which hyper refuses.
+fn hyper_buffer(max_header_bytes: usize) -> usize {
+    max_header_bytes.saturating_add(8192)
+}
+
 /// Serves HTTP/1.1 (with upgrades) on one accepted connection.
-async fn serve_io<I, S>(app: Arc<App>, api: S, peer: Peer, io: I, handshake: Duration)
+async fn serve_io<I, S>(app: Arc<App>, api: S, peer: Peer, io: I, limits: Limits)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: Service<http::Request<Incoming>, Response = warp::reply::Response, Error = Infallible>
@@ -93,14 +117,35 @@ where
         + 'static,
     S::Future: Send,
 {
-    let service = service_fn(move |req| dispatch(app.clone(), api.clone(), peer, req));
+    let (io, gate) = head_limit::limit(io, limits.max_header_bytes);
+    let metrics_app = app.clone();
+    let service_gate = gate.clone();
+    let service = service_fn(move |req| {
+        let answer = dispatch(app.clone(), api.clone(), peer, req);
+        let gate = service_gate.clone();
+        async move {
+            let response = answer.await?;
+            gate.response_ready(response.status() == http::StatusCode::SWITCHING_PROTOCOLS);
+            Ok::<_, Infallible>(response)
+        }
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(handshake)
+        .header_read_timeout(limits.handshake)
+        .max_buf_size(hyper_buffer(limits.max_header_bytes))
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(peer = %peer.0, "HTTP connection ended: {e}");
+    }
+    if let Some(what) = gate.refused() {
+        tracing::debug!(peer = %peer.0, "request head over server.max_header_bytes: answered 431");
+        if what == head_limit::Refused::Upgrade {
+            metrics_app
+                .router
+                .metrics()
+                .refuse_upgrade("header_too_large");
+        }
     }
 }
 
@@ -160,6 +205,10 @@ where
         ));
     }
     req.extensions_mut().insert(peer);
-    let response = api.call(req).await?;
+    let cors = api::cors_origin(&app, req.headers());
+    let mut response = api.call(req).await?;
+    if let Some(origin) = cors {
+        api::add_cors(response.headers_mut(), origin);
+    }
     Ok(response.map(|body| body.map_err(BoxError::from).boxed()))
 }

@@ -106,38 +106,83 @@ pub fn check_post(app: &App, headers: &HeaderMap) -> Result<(), Denied> {
             "send the body as JSON with `Content-Type: application/json`",
         ));
     }
-    let snap = app.router.snapshot();
-    if !origin_allowed(&snap.config.auth.allowed_origins, headers) {
-        return Err(deny(
-            StatusCode::FORBIDDEN,
-            "forbidden_origin",
-            "this Origin is not in auth.allowed_origins",
-        ));
+    if !admit_origin(app, headers) {
+        return Err(forbidden_origin());
     }
     Ok(())
 }
 
+/// 403 `forbidden_origin`.
+pub fn forbidden_origin() -> Denied {
+    deny(
+        StatusCode::FORBIDDEN,
+        "forbidden_origin",
+        "this Origin is not in auth.allowed_origins",
+    )
+}
+
+fn header(headers: &HeaderMap, name: http::header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
 /// `allowed_origins`: empty means same origin only, `*` any; a request
-/// without `Origin` (not a browser) is allowed.
+/// without `Origin` (not a browser) is allowed. Scheme and host are
+/// compared case-insensitively, as browsers treat them.
 pub fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
-    let Some(origin) = headers
-        .get(http::header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(origin) = header(headers, http::header::ORIGIN) else {
         return true;
     };
+    let origin = origin.trim_end_matches('/');
     if allowed.is_empty() {
-        let host = headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok());
-        let origin_host = origin
-            .split_once("://")
-            .map(|(_, rest)| rest.trim_end_matches('/'));
-        return host.is_some() && origin_host == host;
+        let host = header(headers, http::header::HOST);
+        let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+        return matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o));
     }
     allowed
         .iter()
-        .any(|a| a == "*" || a.trim_end_matches('/') == origin.trim_end_matches('/'))
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+/// Longest part of a refused `Origin` written to the log, in characters.
+const MAX_ORIGIN_IN_LOG: usize = 200;
+
+/// [`origin_allowed`] under the configuration in force; a refusal is
+/// logged at info, naming the origin and what is allowed, at most once a
+/// minute per origin.
+pub fn admit_origin(app: &App, headers: &HeaderMap) -> bool {
+    let snap = app.router.snapshot();
+    let allowed = &snap.config.auth.allowed_origins;
+    if origin_allowed(allowed, headers) {
+        return true;
+    }
+    let origin: String = header(headers, http::header::ORIGIN)
+        .unwrap_or_default()
+        .chars()
+        .take(MAX_ORIGIN_IN_LOG)
+        .collect();
+    if app.refused_origins.allow(&origin.to_ascii_lowercase()) {
+        let allows = if allowed.is_empty() {
+            format!(
+                "only the same origin as the Host header ({})",
+                header(headers, http::header::HOST).unwrap_or("none sent")
+            )
+        } else {
+            allowed.join(", ")
+        };
+        tracing::info!(
+            "refused Origin {origin}: auth.allowed_origins allows {allows} (logged at most once a minute per origin)"
+        );
+    }
+    false
+}
+
+/// The `Origin` to answer with CORS headers: one that `allowed_origins`
+/// lists (or `*`). With `allowed_origins = []` (same origin only) none is.
+pub fn cors_origin(app: &App, headers: &HeaderMap) -> Option<http::HeaderValue> {
+    let origin = headers.get(http::header::ORIGIN)?;
+    let snap = app.router.snapshot();
+    let allowed = &snap.config.auth.allowed_origins;
+    (!allowed.is_empty() && origin_allowed(allowed, headers)).then(|| origin.clone())
 }
 
 #[cfg(test)]
@@ -183,6 +228,29 @@ mod tests {
         assert!(!origin_allowed(
             &listed,
             &headers(&[("origin", "https://other.example.com")])
+        ));
+    }
+
+    #[test]
+    fn origins_compare_scheme_and_host_case_insensitively() {
+        let listed = vec!["https://Dash.Example.com".to_owned()];
+        for origin in ["HTTPS://dash.example.COM", "https://dash.example.com/"] {
+            assert!(
+                origin_allowed(&listed, &headers(&[("origin", origin)])),
+                "{origin}"
+            );
+        }
+        assert!(!origin_allowed(
+            &listed,
+            &headers(&[("origin", "https://dash.example.com:8443")])
+        ));
+        let none: Vec<String> = Vec::new();
+        assert!(origin_allowed(
+            &none,
+            &headers(&[
+                ("origin", "HTTP://LocalHost:8080"),
+                ("host", "localhost:8080")
+            ])
         ));
     }
 }

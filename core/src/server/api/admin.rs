@@ -137,7 +137,7 @@ where
         Err(denied) => return denied.reply,
     };
     let server = app.router.snapshot().config.server.clone();
-    let body = match super::body::read(body, DISCONNECT_BODY_BYTES, &server).await {
+    let body = match super::body::read(body, &headers, DISCONNECT_BODY_BYTES, &server).await {
         Ok(body) => body,
         Err(denied) => return denied.reply,
     };

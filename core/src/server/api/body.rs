@@ -1,23 +1,37 @@
-//! Reading a request body: bounded in size, and in time by
-//! `server.handshake_timeout_s` (SPEC §5: "request bodies within it too"),
-//! so that a client trickling a body cannot hold a connection open.
+//! Reading a request body: bounded in size — a declared `Content-Length`
+//! over the bound is refused before a byte of the body is read — and in
+//! time by `server.handshake_timeout_s` (SPEC §5: "request bodies within it
+//! too"), so that a client trickling a body cannot hold a connection open.
 
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use futures_util::{Stream, StreamExt};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 
 use super::access::{deny, Denied};
 use crate::config::ServerConfig;
 
-/// The whole body, or a refusal: 413 past `max` bytes, 408 when it has
-/// not all arrived within `server.handshake_timeout_s`.
-pub async fn read<S, B>(body: S, max: usize, server: &ServerConfig) -> Result<BytesMut, Denied>
+/// The whole body, or a refusal: 413 when `Content-Length` or the body
+/// passes `max` bytes, 408 when it has not all arrived within
+/// `server.handshake_timeout_s`.
+pub async fn read<S, B>(
+    body: S,
+    headers: &HeaderMap,
+    max: usize,
+    server: &ServerConfig,
+) -> Result<BytesMut, Denied>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large(max));
+    }
     let within = Duration::from_secs(server.handshake_timeout_s);
     tokio::time::timeout(within, read_all(body, max))
         .await
@@ -49,11 +63,7 @@ where
             )
         })?;
         if bytes.len() + chunk.remaining() > max {
-            return Err(deny(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                &format!("the body is over server.max_publish_bytes ({max} bytes)"),
-            ));
+            return Err(too_large(max));
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -63,4 +73,13 @@ where
         }
     }
     Ok(bytes)
+}
+
+/// 413 `too_large`.
+fn too_large(max: usize) -> Denied {
+    deny(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        &format!("the body is over {max} bytes (server.max_publish_bytes for publishing)"),
+    )
 }

@@ -6,7 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 mod access;
-pub(super) use access::origin_allowed;
+pub(super) use access::{admit_origin, cors_origin};
 mod admin;
 mod body;
 mod info;
@@ -51,41 +51,118 @@ fn parts() -> impl Filter<Extract = (Peer, http::HeaderMap), Error = Rejection> 
     warp::ext::get::<Peer>().and(warp::header::headers_cloned())
 }
 
-/// Paths served here, for 405 versus 404.
-const KNOWN: [&str; 10] = [
-    "/api/admin/disconnect",
-    "/api/websocket/coverage",
-    "/health",
-    "/metrics",
-    "/health/live",
-    "/api/websocket/capabilities",
-    "/api/events",
-    "/api/admin/reload",
-    "/api/admin/config",
-    "/api/websocket/connections",
+/// What a GET route answers (`HEAD` alike, `OPTIONS` for CORS).
+const GET_METHODS: &str = "GET, HEAD, OPTIONS";
+/// What a POST route answers.
+const POST_METHODS: &str = "POST, OPTIONS";
+
+/// Every path served here with the methods it answers: for 405 (and its
+/// `Allow`) versus 404, and for CORS preflights.
+const ROUTES: [(&str, &str); 10] = [
+    ("/health", GET_METHODS),
+    ("/health/live", GET_METHODS),
+    ("/metrics", GET_METHODS),
+    ("/api/websocket/capabilities", GET_METHODS),
+    ("/api/websocket/coverage", GET_METHODS),
+    ("/api/websocket/connections", GET_METHODS),
+    ("/api/admin/config", GET_METHODS),
+    ("/api/events", POST_METHODS),
+    ("/api/admin/reload", POST_METHODS),
+    ("/api/admin/disconnect", POST_METHODS),
 ];
+
+/// The methods `path` answers, if it is a route.
+fn methods(path: &str) -> Option<&'static str> {
+    ROUTES.iter().find(|(p, _)| *p == path).map(|(_, m)| *m)
+}
+
+/// Request headers a browser may send cross-origin (SPEC §11, CORS).
+const CORS_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
+
+/// Marks `headers` as answering `origin` (SPEC §11, CORS).
+pub(super) fn add_cors(headers: &mut http::HeaderMap, origin: http::HeaderValue) {
+    headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.append(http::header::VARY, http::HeaderValue::from_static("Origin"));
+}
+
+/// `GET`, and `HEAD` answered alike (hyper leaves the body out).
+fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Copy {
+    warp::get().or(warp::head()).unify()
+}
+
+/// `OPTIONS` on a route: a CORS preflight from an allowed origin gets its
+/// `Access-Control-*` answer, a refused origin 403, anyone else `Allow`.
+fn options(app: &App, allow: &'static str, headers: &http::HeaderMap) -> Reply {
+    let mut reply = Reply::new(String::new().into());
+    *reply.status_mut() = StatusCode::NO_CONTENT;
+    let out = reply.headers_mut();
+    out.insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    if let Some(origin) = cors_origin(app, headers) {
+        add_cors(out, origin);
+        out.insert(
+            http::header::ACCESS_CONTROL_ALLOW_METHODS,
+            http::HeaderValue::from_static(allow),
+        );
+        out.insert(
+            http::header::ACCESS_CONTROL_ALLOW_HEADERS,
+            http::HeaderValue::from_static(CORS_HEADERS),
+        );
+        out.insert(
+            http::header::ACCESS_CONTROL_MAX_AGE,
+            http::HeaderValue::from_static("600"),
+        );
+    } else if !admit_origin(app, headers) {
+        return access::forbidden_origin().reply;
+    }
+    reply
+}
+
+/// What is not a route: 405 with `Allow` for a known path, 404 otherwise.
+fn fallback(app: &App, method: &http::Method, path: &str, headers: &http::HeaderMap) -> Reply {
+    let Some(allow) = methods(path) else {
+        return error_reply(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("nothing at {path}; see /api/websocket/capabilities"),
+            json!({}),
+        );
+    };
+    if method == http::Method::OPTIONS {
+        return options(app, allow, headers);
+    }
+    let mut reply = error_reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("{method} is not allowed on {path}; use {allow}"),
+        json!({ "allow": allow }),
+    );
+    reply
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    reply
+}
 
 /// Every route.
 pub fn routes(
     app: Arc<App>,
 ) -> impl Filter<Extract = (Reply,), Error = std::convert::Infallible> + Clone {
     let health = warp::path!("health")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_app(app.clone()))
         .map(|app: Arc<App>| info::health(&app));
     let live = warp::path!("health" / "live")
-        .and(warp::get())
+        .and(get_or_head())
         .map(|| json_reply(StatusCode::OK, &json!({"status": "live"})));
     let metrics = warp::path!("metrics")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_app(app.clone()))
         .map(|app: Arc<App>| info::metrics(&app));
     let coverage = warp::path!("api" / "websocket" / "coverage")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_app(app.clone()))
         .map(|app: Arc<App>| json_reply(StatusCode::OK, &app.router.coverage_report()));
     let capabilities = warp::path!("api" / "websocket" / "capabilities")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_app(app.clone()))
         .map(|app: Arc<App>| info::capabilities(&app));
     let events = warp::path!("api" / "events")
@@ -106,38 +183,26 @@ pub fn routes(
         .and(warp::body::stream())
         .then(admin::disconnect);
     let config = warp::path!("api" / "admin" / "config")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_app(app.clone()))
         .and(parts())
         .map(admin::config);
     let connections = warp::path!("api" / "websocket" / "connections")
-        .and(warp::get())
-        .and(with_app(app))
+        .and(get_or_head())
+        .and(with_app(app.clone()))
         .and(parts())
         .and(warp::query::<std::collections::HashMap<String, String>>())
         .map(admin::connections);
-    let fallback = warp::method().and(warp::path::full()).map(
-        |method: http::Method, path: warp::path::FullPath| {
-            if KNOWN.contains(&path.as_str()) {
-                error_reply(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    &format!("{method} is not allowed on {}", path.as_str()),
-                    json!({}),
-                )
-            } else {
-                error_reply(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    &format!(
-                        "nothing at {}; see /api/websocket/capabilities",
-                        path.as_str()
-                    ),
-                    json!({}),
-                )
-            }
-        },
-    );
+    let fallback = warp::method()
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .and(with_app(app))
+        .map(
+            |method: http::Method,
+             path: warp::path::FullPath,
+             headers: http::HeaderMap,
+             app: Arc<App>| fallback(&app, &method, path.as_str(), &headers),
+        );
     health
         .or(live)
         .unify()

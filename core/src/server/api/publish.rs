@@ -62,7 +62,7 @@ where
         return Err(denied);
     }
     let server = app.router.snapshot().config.server.clone();
-    let bytes = body::read(body, server.max_publish_bytes, &server).await?;
+    let bytes = body::read(body, headers, server.max_publish_bytes, &server).await?;
     json_depth::check_depth(&bytes, server.max_json_depth).map_err(|e| {
         denied(
             StatusCode::BAD_REQUEST,

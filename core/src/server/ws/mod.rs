@@ -23,62 +23,91 @@ use crate::names;
 use crate::router::Snapshot;
 
 /// Answers an upgrade request: 101 and a connection task, or an HTTP error.
-pub fn upgrade(app: Arc<App>, peer: Peer, mut req: http::Request<Incoming>) -> Response {
+/// Refusals listed in `switchyard_upgrades_refused_total` are counted there.
+pub fn upgrade(app: Arc<App>, peer: Peer, req: http::Request<Incoming>) -> Response {
+    match open(&app, peer, req) {
+        Ok(response) => response,
+        Err(Refusal { reason, response }) => {
+            if let Some(reason) = reason {
+                app.router.metrics().refuse_upgrade(reason);
+            }
+            response
+        }
+    }
+}
+
+/// An upgrade refused before a socket is opened: the metric reason (for
+/// the reasons the metric lists) and the answer.
+struct Refusal {
+    reason: Option<&'static str>,
+    response: Response,
+}
+
+/// A counted refusal: the code is the metric reason.
+fn refusal(status: StatusCode, code: &'static str, message: &str) -> Refusal {
+    Refusal {
+        reason: Some(code),
+        response: reply::error(status, code, message, json!({})),
+    }
+}
+
+/// A refusal the metric does not list (a malformed request).
+fn bad_request(code: &str, message: &str) -> Refusal {
+    Refusal {
+        reason: None,
+        response: reply::error(StatusCode::BAD_REQUEST, code, message, json!({})),
+    }
+}
+
+// A refusal is answered at once, like the `Ok` response beside it; boxing
+// it would only add an allocation (as in the API handlers).
+#[allow(clippy::result_large_err)]
+fn open(app: &Arc<App>, peer: Peer, mut req: http::Request<Incoming>) -> Result<Response, Refusal> {
     let snap = app.router.snapshot();
     let path = req.uri().path().to_owned();
     tracing::debug!(peer = %peer.0, uri = %crate::auth::jwt::redact(&req.uri().to_string()), "upgrade requested");
     let Some(endpoint) = snap.endpoint(&path) else {
         app.router.coverage().unknown_endpoint(&path);
-        return unknown_endpoint(&snap, &path);
+        return Err(Refusal {
+            reason: Some("unknown_endpoint"),
+            response: unknown_endpoint(&snap, &path),
+        });
     };
     if app.is_shutting_down() {
-        return reply::error(
+        return Err(refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
             "the router is shutting down; reconnect to another node or retry shortly",
-            json!({}),
-        );
+        ));
     }
-    if !super::api::origin_allowed(&snap.config.auth.allowed_origins, req.headers()) {
-        return reply::error(
+    if !super::api::admit_origin(app, req.headers()) {
+        return Err(refusal(
             StatusCode::FORBIDDEN,
             "forbidden_origin",
             "this Origin is not in auth.allowed_origins",
-            json!({}),
-        );
+        ));
     }
     let Some(accept) = accept_key(&req) else {
-        return reply::error(
-            StatusCode::BAD_REQUEST,
+        return Err(bad_request(
             "invalid_upgrade",
             "a WebSocket upgrade needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
-            json!({}),
-        );
+        ));
     };
     if app.router.connection_count() >= snap.config.server.max_connections {
-        let refused = reply::error(
+        let mut refused = refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
             "the router holds its maximum number of WebSocket connections; retry later",
-            json!({}),
         );
-        return reply::retry_after(refused, 5);
+        refused.response = reply::retry_after(refused.response, 5);
+        return Err(refused);
     }
-    let admission = match admission::admit(&app, &snap, endpoint, peer, &req) {
-        Ok(admission) => admission,
-        Err(message) => {
-            return reply::error(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                &message,
-                json!({}),
-            )
-        }
-    };
+    let admission = admission::admit(app, &snap, endpoint, peer, &req)
+        .map_err(|message| bad_request("invalid_query", &message))?;
     let bearer = admission.bearer_subprotocol;
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(connection::run(app, on_upgrade, admission));
-    switching_protocols(&accept, bearer)
+    tokio::spawn(connection::run(app.clone(), on_upgrade, admission));
+    Ok(switching_protocols(&accept, bearer))
 }
 
 /// `Sec-WebSocket-Accept` for a valid version-13 upgrade request.
