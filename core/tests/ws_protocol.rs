@@ -1936,3 +1936,53 @@ async fn refused_upgrades_are_counted_by_reason() {
         "{text}"
     );
 }
+
+/// A masked client frame, written past tungstenite so that it can break the
+/// protocol on purpose.
+fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![first_byte, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    frame
+}
+
+/// Issue 9 item 13: protocol violations are answered with a close frame
+/// (RFC 6455 §7.1.7): 1007 for text that is not UTF-8, 1002 otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_violations_close_with_1002_and_invalid_utf8_with_1007() {
+    use tokio::io::AsyncWriteExt;
+    let router = start(BASE).await;
+    let cases: [(&str, Vec<u8>, (u16, &str)); 3] = [
+        (
+            "invalid UTF-8",
+            client_frame(0x81, &[b'{', 0xff, 0xfe, b'}']),
+            (1007, "invalid UTF-8 in a text message"),
+        ),
+        (
+            "a reserved bit",
+            client_frame(0xC1, b"{}"),
+            (1002, "protocol error"),
+        ),
+        (
+            "an unknown opcode",
+            client_frame(0x83, b"{}"),
+            (1002, "protocol error"),
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        let mut c = router.ws("/ws/events").await;
+        c.recv_type("connection.established").await;
+        let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = c.socket.get_mut() else {
+            panic!("plain TCP expected");
+        };
+        tcp.write_all(&bytes).await.unwrap();
+        assert_eq!(
+            c.close_frame().await,
+            (expected.0, expected.1.to_owned()),
+            "{what}"
+        );
+    }
+    router.shutdown().await;
+}

@@ -353,6 +353,13 @@ impl Served {
             }
             Some(Ok(_)) => Outcome::Continue,
             Some(Err(WsError::Capacity(_))) => Outcome::Close(1009, "message too big"),
+            // RFC 6455 §7.1.7: a violation is answered with a close frame
+            // saying so (1007 for text that is not UTF-8), not a dropped socket.
+            Some(Err(WsError::Utf8(_))) => Outcome::Close(1007, "invalid UTF-8 in a text message"),
+            Some(Err(WsError::Protocol(e))) => {
+                tracing::debug!(connection = %self.conn.public_id, "protocol error: {e}");
+                Outcome::Close(1002, "protocol error")
+            }
             Some(Err(e)) => {
                 tracing::debug!(connection = %self.conn.public_id, "read failed: {e}");
                 return Some(End::Gone);
