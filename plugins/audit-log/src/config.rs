@@ -29,11 +29,17 @@ pub enum Fsync {
 impl Fsync {
     /// Parses `always`, `interval` or `never`.
     pub fn parse(text: &str) -> Option<Fsync> {
-        match text {
-            "always" => Some(Fsync::Always),
-            "interval" => Some(Fsync::Interval),
-            "never" => Some(Fsync::Never),
-            _ => None,
+        [Fsync::Always, Fsync::Interval, Fsync::Never]
+            .into_iter()
+            .find(|f| f.word() == text)
+    }
+
+    /// The word the configuration uses for it, for messages.
+    pub fn word(self) -> &'static str {
+        match self {
+            Fsync::Always => "always",
+            Fsync::Interval => "interval",
+            Fsync::Never => "never",
         }
     }
 }

@@ -110,11 +110,11 @@ impl Plugin for AuditLogPlugin {
             .map_err(|e| format!("audit-log: cannot open {}: {e}", config.path.display()))?;
         let shown = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
         host.info(&format!(
-            "audit-log: appending routed events to {} (rotating at {} bytes, keeping {}, fsync {:?})",
+            "audit-log: appending routed events to {} (rotating at {} bytes, keeping {}, fsync {})",
             shown.display(),
             self.config.max_bytes,
             self.config.keep,
-            self.config.fsync
+            self.config.fsync.word()
         ));
         self.log = Some(log);
         self.host = Some(host);
