@@ -14,24 +14,18 @@
 //! [`reload`] builds a configuration and swaps it in while all of this runs;
 //! [`runtime`] binds the listener, watches the file and shuts down.
 
+pub use switchyard_engine::{
+    config, connection, files, json_depth, metrics, names, protocol, ratelimit, registry, router,
+    subscriptions, text,
+};
+
 pub mod app;
 pub mod auth;
 pub mod check;
-pub mod config;
-pub mod connection;
-pub mod files;
-pub mod json_depth;
 pub mod log_limit;
 pub mod logging;
-pub mod metrics;
-pub mod names;
 pub mod plugin_host;
-pub mod protocol;
-pub mod ratelimit;
-pub mod registry;
 pub mod reload;
-pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod session;
-pub mod subscriptions;

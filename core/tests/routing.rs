@@ -12,7 +12,7 @@ use switchyard::connection::outbox::Written;
 use switchyard::connection::ConnRef;
 use switchyard::registry::Registry;
 use switchyard::router::{ConnectRequest, Incoming, Offered, Origin, Router, Sink, Snapshot};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use switchyard::text::Text;
 
 const CONFIG: &str = r#"
 [[channels]]
@@ -60,7 +60,7 @@ impl Sink for Recorder {
     fn name(&self) -> &str {
         "recorder"
     }
-    fn offer(&self, event: &Utf8Bytes) -> Offered {
+    fn offer(&self, event: &Text) -> Offered {
         self.0.lock().push(event.to_string());
         Offered::Queued
     }

@@ -17,10 +17,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::instance::Instance;
 use crate::router::{Offered, Sink};
+use switchyard_engine::text::Text;
 
 /// Events queued per sink before overflow.
 pub const SINK_QUEUE: usize = 4096;
@@ -40,8 +40,8 @@ const HALT: u8 = 2;
 #[derive(Debug)]
 pub struct SinkQueue {
     name: String,
-    tx: SyncSender<Utf8Bytes>,
-    rx: Mutex<Option<Receiver<Utf8Bytes>>>,
+    tx: SyncSender<Text>,
+    rx: Mutex<Option<Receiver<Text>>>,
     closed: AtomicBool,
     overflow: AtomicU64,
     /// Events queued and not yet taken by a delivery thread.
@@ -54,7 +54,7 @@ pub struct SinkQueue {
 pub struct Delivery {
     queue: Arc<SinkQueue>,
     mode: Arc<AtomicU8>,
-    thread: JoinHandle<Option<Receiver<Utf8Bytes>>>,
+    thread: JoinHandle<Option<Receiver<Text>>>,
 }
 
 impl SinkQueue {
@@ -115,7 +115,7 @@ impl SinkQueue {
     /// The queue's receiving end, once the previous delivery thread gave it
     /// back (at once, unless that one was abandoned in the middle of a
     /// `deliver` and has not returned yet); `None` when halted first.
-    fn take_over(&self, mode: &AtomicU8) -> Option<Receiver<Utf8Bytes>> {
+    fn take_over(&self, mode: &AtomicU8) -> Option<Receiver<Text>> {
         loop {
             if let Some(rx) = self.rx.lock().take() {
                 return Some(rx);
@@ -129,7 +129,7 @@ impl SinkQueue {
 
     /// The next event for the delivery thread, or `None` when it should
     /// end: halted, or draining and nothing is left.
-    fn next(&self, rx: &Receiver<Utf8Bytes>, mode: &AtomicU8) -> Option<Utf8Bytes> {
+    fn next(&self, rx: &Receiver<Text>, mode: &AtomicU8) -> Option<Text> {
         loop {
             let event = match mode.load(Ordering::SeqCst) {
                 HALT => return None,
@@ -190,7 +190,7 @@ impl Sink for SinkQueue {
         &self.name
     }
 
-    fn offer(&self, event: &Utf8Bytes) -> Offered {
+    fn offer(&self, event: &Text) -> Offered {
         if self.closed.load(Ordering::SeqCst) {
             return Offered::Closed;
         }

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 use rand::distr::{Alphanumeric, SampleString};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use prometheus_client::metrics::counter::Counter;
 
 use crate::config::ChannelConfig;
 use crate::metrics::{ChannelLabel, Metrics};
+use crate::text::Text;
 
 /// How many idempotency keys a channel remembers at most (oldest forgotten first).
 const MAX_IDEMPOTENCY_KEYS: usize = 100_000;
@@ -42,7 +42,7 @@ pub struct Stored {
     /// Its canonical type name.
     pub type_name: Arc<str>,
     /// The serialized envelope.
-    pub frame: Utf8Bytes,
+    pub frame: Text,
     /// When it was accepted.
     pub at: Instant,
 }
@@ -236,7 +236,7 @@ mod tests {
         Stored {
             sequence: seq,
             type_name: "alert.created".into(),
-            frame: Utf8Bytes::from(format!("event {seq}")),
+            frame: Text::from(format!("event {seq}")),
             at: Instant::now(),
         }
     }

@@ -38,6 +38,7 @@ use crate::protocol::Position;
 use crate::registry::Registry;
 use coverage::Coverage;
 use table::Table;
+use crate::text::Text;
 
 /// What became of an event offered to a sink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +57,7 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     /// The sink instance's name.
     fn name(&self) -> &str;
     /// Offers one event's envelope.
-    fn offer(&self, event: &tokio_tungstenite::tungstenite::Utf8Bytes) -> Offered;
+    fn offer(&self, event: &Text) -> Offered;
 }
 
 /// The longest a publisher waits for the routing table.

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::census::Census;
 use super::channel::{Channel, Stored};
@@ -25,6 +24,7 @@ use crate::names::Pattern;
 use crate::protocol::{self, Position, Positions};
 use crate::subscriptions::{PatternLimits, Scope, SubscriptionSet};
 use prometheus_client::metrics::counter::Counter;
+use crate::text::Text;
 
 /// What a connection may receive.
 enum Access {
@@ -534,7 +534,7 @@ impl Table {
         }
         let sequence = stamping.next_sequence();
         let accepted = Instant::now();
-        let text = Utf8Bytes::from(envelope::render(&p, timestamp, sequence));
+        let text = Text::from(envelope::render(&p, timestamp, sequence));
         if let Some(key) = &p.idempotency_key {
             stamping.remember_key(key, sequence);
         }

@@ -22,21 +22,21 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::config::SlowConsumer;
 use crate::protocol::Positions;
+use crate::text::Text;
 
 /// One frame to write.
 #[derive(Clone, Debug)]
 pub enum Frame {
     /// A reply or control message: never dropped, counted in the bounds.
-    Control(Utf8Bytes),
+    Control(Text),
     /// A replayed event (recovery): never dropped, and not counted in the
     /// bounds, because its bytes are the channel history's own and its
     /// number is bounded by that history; one recovery at a time is
     /// replayed (see [`Outbox::is_replaying`]).
-    Replay(Utf8Bytes),
+    Replay(Text),
     /// A routed event. One `Arc` is shared by every recipient, so queueing
     /// it for one more connection costs one reference count.
     Event(Arc<Event>),
@@ -46,7 +46,7 @@ pub enum Frame {
 #[derive(Debug)]
 pub struct Event {
     /// The envelope's JSON text, serialized once.
-    pub text: Utf8Bytes,
+    pub text: Text,
     /// The event's channel.
     pub channel: Arc<str>,
     /// Its sequence there.
@@ -64,12 +64,12 @@ pub struct Event {
 
 impl Frame {
     /// A reply or control message: never dropped.
-    pub fn control(text: impl Into<Utf8Bytes>) -> Frame {
+    pub fn control(text: impl Into<Text>) -> Frame {
         Frame::Control(text.into())
     }
 
     /// The JSON text to send.
-    pub fn text(&self) -> &Utf8Bytes {
+    pub fn text(&self) -> &Text {
         match self {
             Frame::Control(text) | Frame::Replay(text) => text,
             Frame::Event(event) => &event.text,
@@ -253,7 +253,7 @@ impl Outbox {
     }
 
     /// Queues a recovery's replayed events, in order, outside the bounds.
-    pub fn push_replay(&self, frames: impl IntoIterator<Item = Utf8Bytes>) {
+    pub fn push_replay(&self, frames: impl IntoIterator<Item = Text>) {
         let mut inner = self.inner.lock();
         if inner.close.is_some() {
             return;
@@ -483,7 +483,7 @@ mod tests {
 
     fn event(seq: u64, policy: SlowConsumer) -> Arc<Event> {
         Arc::new(Event {
-            text: Utf8Bytes::from(format!("{{\"sequence\":{seq}}}")),
+            text: Text::from(format!("{{\"sequence\":{seq}}}")),
             channel: "alerts".into(),
             sequence: seq,
             policy,
