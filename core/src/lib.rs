@@ -1,4 +1,8 @@
-//! Switchyard: a real-time event router.
+//! Switchyard: a real-time event router. This crate carries bytes: the
+//! listener, HTTP and WebSocket, the plugin host, auth, reload and the
+//! binary. What is decided — registry, subscriptions, routing, history,
+//! queues, the configuration model — is `switchyard-engine`'s, re-exported
+//! here under the same names (ARCHITECTURE.md).
 //!
 //! How an event travels, module by module:
 //! - it enters through a plugin ([`plugin_host`]) or `POST /api/events`

@@ -17,7 +17,7 @@
 //!
 //! The transport (the `switchyard` crate) takes frames out of each
 //! connection's [`connection::Outbox`] and writes them; see
-//! `docs/architecture.md`.
+//! `ARCHITECTURE.md`.
 
 pub mod config;
 pub mod connection;

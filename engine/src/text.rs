@@ -1,7 +1,7 @@
 //! [`Text`]: the bytes of one JSON message, known to be UTF-8 and shared by
 //! every recipient. An event is serialized once; queueing it for one more
 //! connection or sink costs a reference count, and the transport writes the
-//! same bytes to every socket (docs/architecture.md, "Serialize once").
+//! same bytes to every socket (ARCHITECTURE.md, "Serialize once").
 //!
 //! It is `bytestring`'s `ByteString` (UTF-8 over `bytes::Bytes`), not a
 //! WebSocket library's type, so the engine carries no transport.

@@ -73,6 +73,6 @@ fn the_engine_depends_on_no_runtime_or_transport() {
     assert!(
         found.is_empty(),
         "switchyard-engine depends on {found:?}: the engine must carry no runtime or transport \
-         (docs/architecture.md)"
+         (ARCHITECTURE.md)"
     );
 }

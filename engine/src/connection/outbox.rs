@@ -6,7 +6,7 @@
 //! against it — replies, errors, warnings and replayed events as well as live
 //! events — so that no client, however it behaves, can make the router hold
 //! more for it than `server.send_queue` / `server.send_queue_bytes`
-//! (docs/protocol.md, "Slow clients"). When a frame does not fit, queued
+//! (docs/protocol.md, "Slow consumers"). When a frame does not fit, queued
 //! events of `drop_oldest` channels are dropped, oldest first, until it fits;
 //! the drops are then reported by one `connection.lagged` message written
 //! before anything else. A reply that still does not fit closes the
