@@ -1,5 +1,5 @@
 //! Loading plugin libraries and reading their descriptors. With
-//! `instance.rs` and `host_api.rs`, the only place in the core with `unsafe`.
+//! `instance.rs` and `inbound.rs`, the only place in the core with `unsafe`.
 //!
 //! Libraries are never unloaded (unloading a library that used a
 //! thread-local crashes later on glibc). A library whose file changed since

@@ -1,6 +1,8 @@
-//! The callbacks the router lends a started plugin instance: `emit`, `log`
-//! and `report_failure`. Each catches panics, because unwinding into a
-//! plugin's frames would abort the process.
+//! What comes in from a started plugin instance, through the callbacks the
+//! router lends it: events (`emit`, where plugin events enter the router),
+//! log lines (`log`) and failure reports (`report_failure`). Each callback
+//! catches panics, because unwinding into a plugin's frames would abort the
+//! process.
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -10,6 +12,12 @@ use std::sync::{Arc, Weak};
 use switchyard_plugin_api::abi::{self, EmitStatus, HostVtable, Str};
 
 use crate::router::{Incoming, Origin, PublishError, Router};
+
+/// The target of this module's log lines, plugins' own messages among them.
+/// It is the one they have always carried, so `log.level` directives and
+/// log searches that name it keep matching (docs/plugins.md, "5. The
+/// rules", shows such a line).
+const LOG_TARGET: &str = "switchyard::plugin_host::host_api";
 
 /// What the host knows about one started instance.
 pub struct HostContext {
@@ -89,16 +97,16 @@ impl HostContext {
             Ok(_) => abi::EMIT_OK,
             Err(PublishError::Overloaded) => abi::EMIT_BACKPRESSURE,
             Err(e @ (PublishError::UnknownType { .. } | PublishError::Forbidden { .. })) => {
-                tracing::warn!(plugin = %self.instance, "emit refused: {}", refusal(&e));
+                tracing::warn!(target: LOG_TARGET, plugin = %self.instance, "emit refused: {}", refusal(&e));
                 abi::EMIT_UNKNOWN_TYPE
             }
             // Told apart only for plugins that know the status (ABI 1.2).
             Err(e @ PublishError::TooLarge { .. }) if self.abi_minor >= 2 => {
-                tracing::debug!(plugin = %self.instance, "emit refused: {e}");
+                tracing::debug!(target: LOG_TARGET, plugin = %self.instance, "emit refused: {e}");
                 abi::EMIT_TOO_LARGE
             }
             Err(e) => {
-                tracing::warn!(plugin = %self.instance, "emit refused: {}", refusal(&e));
+                tracing::warn!(target: LOG_TARGET, plugin = %self.instance, "emit refused: {}", refusal(&e));
                 abi::EMIT_INVALID_PAYLOAD
             }
         }
@@ -154,11 +162,11 @@ unsafe extern "C" fn log(ctx: *const c_void, level: u32, message: Str) {
         let message = String::from_utf8_lossy(bytes);
         let plugin = ctx.instance.as_str();
         match level {
-            abi::LOG_ERROR => tracing::error!(plugin, "{message}"),
-            abi::LOG_WARN => tracing::warn!(plugin, "{message}"),
-            abi::LOG_INFO => tracing::info!(plugin, "{message}"),
-            abi::LOG_DEBUG => tracing::debug!(plugin, "{message}"),
-            _ => tracing::trace!(plugin, "{message}"),
+            abi::LOG_ERROR => tracing::error!(target: LOG_TARGET, plugin, "{message}"),
+            abi::LOG_WARN => tracing::warn!(target: LOG_TARGET, plugin, "{message}"),
+            abi::LOG_INFO => tracing::info!(target: LOG_TARGET, plugin, "{message}"),
+            abi::LOG_DEBUG => tracing::debug!(target: LOG_TARGET, plugin, "{message}"),
+            _ => tracing::trace!(target: LOG_TARGET, plugin, "{message}"),
         }
     }));
 }
