@@ -237,8 +237,9 @@ fn apply_edit(text: &mut String, e: &Edit) {
 // ---------------------------------------------------------------------------
 // (a) The client message parser.
 
-/// A reference reading of a client message straight from the contract (§3):
-/// the request, or the refusal's code and echoed id.
+/// A reference reading of a client message straight from docs/protocol.md
+/// ("Client messages and replies"): the request, or the refusal's code and
+/// echoed id.
 fn reference_parse(value: &Value) -> Result<Request, (&'static str, Option<Value>)> {
     let Value::Object(obj) = value else {
         return Err(("invalid_json", None));
@@ -605,7 +606,8 @@ fn is_segment(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// The grammar of §2–§3, written independently of `names.rs`.
+/// The grammar of docs/protocol.md ("Patterns and subscriptions"), written
+/// independently of `names.rs`.
 fn reference_pattern(text: &str, max: usize) -> Option<Pattern> {
     if text.is_empty() || text.len() > max {
         return None;
