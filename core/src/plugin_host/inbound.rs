@@ -181,3 +181,57 @@ unsafe extern "C" fn report_failure(ctx: *const c_void, message: Str) {
         }
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A log writer that keeps what it is given.
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn plugin_log_lines_keep_the_target_the_docs_show() {
+        let ctx = HostContext {
+            instance: "tk".to_owned(),
+            abi_minor: abi::ABI_MINOR,
+            router: Weak::new(),
+            stopped: AtomicBool::new(false),
+            on_failure: Box::new(|_| {}),
+        };
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || Capture(Arc::clone(&sink)))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let ctx: *const HostContext = &ctx;
+            // SAFETY: `ctx` is a live context for the whole call and the
+            // message is borrowed for it, as in a plugin's own calls.
+            unsafe { log(ctx.cast(), abi::LOG_WARN, Str::new("hello")) };
+        });
+        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains(r#""target":"switchyard::plugin_host::host_api""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""message":"hello","plugin":"tk""#),
+            "{text}"
+        );
+    }
+}
