@@ -14,6 +14,11 @@
 //! Seed files are replayed as they are: a name starting with `ok-` must be
 //! accepted and one starting with `bad-` refused; any other seed only has
 //! to keep the target's invariants.
+//!
+//! "The contract" below is the documented behaviour, read independently of
+//! the router's code: docs/protocol.md ("Client messages and replies",
+//! "Patterns and subscriptions", "Publishing over HTTP") and
+//! docs/configuration.md.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -856,7 +861,9 @@ fn numeric_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// The contract's verdict on one payload: (field, problem) pairs.
+/// The contract's verdict on one payload: (field, problem) pairs, as an
+/// `invalid_payload` refusal lists them (docs/protocol.md, "Publishing over
+/// HTTP").
 fn payload_problems(type_name: &str, payload: &Value) -> Vec<(String, &'static str)> {
     let Some(obj) = payload.as_object() else {
         return vec![("payload".into(), "wrong_type")];
