@@ -1,5 +1,6 @@
 //! `switchyard-bench abuse …`: what misbehaving clients cost a server, as
-//! memory and as latency for everyone else (issue 9's attacks, measured).
+//! memory and as latency for everyone else (BENCHMARKS.md, "Misbehaving
+//! clients", has the figures).
 //!
 //! - `replies`: clients that never read but keep sending subscribes whose
 //!   replies are large (16,000 malformed patterns each, under the client

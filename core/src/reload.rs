@@ -1,11 +1,12 @@
 //! Building a configuration and swapping it in: at start, and on every
 //! reload (file change, `SIGHUP`, `POST /api/admin/reload`).
 //!
-//! Order matters (SPEC §5, §6, §10): load and validate the file; load plugin
-//! libraries and `create` every added or changed instance; merge the
-//! registry — any failure refuses the reload whole and the old config keeps
-//! serving. Then stop the outgoing instances (their last events still go out
-//! under the old config), swap the snapshot, start the new instances.
+//! Order matters (docs/configuration.md, "Hot reload"): load and validate
+//! the file; load plugin libraries and `create` every added or changed
+//! instance; merge the registry — any failure refuses the reload whole and
+//! the old config keeps serving. Then stop the outgoing instances (their
+//! last events still go out under the old config), swap the snapshot, start
+//! the new instances.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

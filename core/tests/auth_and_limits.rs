@@ -1,7 +1,9 @@
 //! Client authentication (JWT), per-user / per-IP / global connection
 //! limits, `Origin` on upgrades, keep-alive, client and publish rate limits,
 //! operator disconnects and graceful shutdown, against a real router over
-//! loopback (SPEC §1, §3, §4, §5, §10).
+//! loopback (docs/protocol.md, "Authentication", "Close codes" and
+//! "Keep-alive"; docs/configuration.md, "`[auth]`"; docs/operations.md,
+//! "Graceful shutdown").
 
 mod support;
 
@@ -833,7 +835,8 @@ async fn reload_making_channels_require_auth_withholds_then_closes_anonymous() {
     );
     anon.expect_silence(QUIET).await;
 
-    // Every channel of the endpoint require_auth: closed with 1008 (§10).
+    // Every channel of the endpoint require_auth: closed with 1008
+    // (docs/protocol.md, "Close codes").
     router.write_config(&jobs_protected.replacen(
         "name = \"alerts\"\n",
         "name = \"alerts\"\nrequire_auth = true\n",

@@ -14,6 +14,11 @@
 //! Seed files are replayed as they are: a name starting with `ok-` must be
 //! accepted and one starting with `bad-` refused; any other seed only has
 //! to keep the target's invariants.
+//!
+//! "The contract" below is the documented behaviour, read independently of
+//! the router's code: docs/protocol.md ("Client messages and replies",
+//! "Patterns and subscriptions", "Publishing over HTTP") and
+//! docs/configuration.md.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -237,8 +242,9 @@ fn apply_edit(text: &mut String, e: &Edit) {
 // ---------------------------------------------------------------------------
 // (a) The client message parser.
 
-/// A reference reading of a client message straight from the contract (§3):
-/// the request, or the refusal's code and echoed id.
+/// A reference reading of a client message straight from docs/protocol.md
+/// ("Client messages and replies"): the request, or the refusal's code and
+/// echoed id.
 fn reference_parse(value: &Value) -> Result<Request, (&'static str, Option<Value>)> {
     let Value::Object(obj) = value else {
         return Err(("invalid_json", None));
@@ -605,7 +611,8 @@ fn is_segment(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// The grammar of §2–§3, written independently of `names.rs`.
+/// The grammar of docs/protocol.md ("Patterns and subscriptions"), written
+/// independently of `names.rs`.
 fn reference_pattern(text: &str, max: usize) -> Option<Pattern> {
     if text.is_empty() || text.len() > max {
         return None;
@@ -854,7 +861,9 @@ fn numeric_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// The contract's verdict on one payload: (field, problem) pairs.
+/// The contract's verdict on one payload: (field, problem) pairs, as an
+/// `invalid_payload` refusal lists them (docs/protocol.md, "Publishing over
+/// HTTP").
 fn payload_problems(type_name: &str, payload: &Value) -> Vec<(String, &'static str)> {
     let Some(obj) = payload.as_object() else {
         return vec![("payload".into(), "wrong_type")];

@@ -1,6 +1,8 @@
-//! The HTTP API (SPEC §4) against a real router over loopback: health,
-//! capabilities, publishing and its refusals, API keys, the loopback-only
-//! rule, `Origin`, the admin config record and the connections list.
+//! The HTTP API (docs/protocol.md, "Publishing over HTTP"; docs/operations.md,
+//! "Health probes" and "Admin routes") against a real router over loopback:
+//! health, capabilities, publishing and its refusals, API keys, the
+//! loopback-only rule, `Origin`, the admin config record and the
+//! connections list.
 
 mod support;
 
@@ -1110,9 +1112,9 @@ async fn unknown_path_is_404_and_wrong_method_is_405() {
 }
 
 /// A body that does not arrive within `server.handshake_timeout_s` is
-/// answered 408 `request_timeout` (SPEC §5: request bodies are within the
-/// handshake timeout too), on the publish and the admin routes, and the
-/// router goes on serving.
+/// answered 408 `request_timeout` (docs/configuration.md, `[server]`:
+/// request bodies are within the handshake timeout too), on the publish and
+/// the admin routes, and the router goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_body_is_cut_at_the_handshake_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,7 +1,7 @@
 //! The `audit-log` plugin through the real router: its cdylib loaded through
 //! the ABI, fed by `[[routes]]`, writing the delivered envelopes to rotating
-//! JSON-lines files (SPEC §6, §7); a route change on reload changes what it
-//! receives.
+//! JSON-lines files (docs/configuration.md, "audit-log" and "`[[routes]]`");
+//! a route change on reload changes what it receives.
 
 mod support;
 
@@ -236,8 +236,9 @@ async fn an_unknown_key_is_refused_naming_it() {
 }
 
 /// A relative `path` in the plugin's table is relative to the config
-/// file's folder (SPEC §5), not to the router's working directory: the
-/// router hands the folder to the plugin (ABI 1.1, `Host::resolve`).
+/// file's folder (docs/configuration.md, "The plugins' keys"), not to the
+/// router's working directory: the router hands the folder to the plugin
+/// (ABI 1.1, `Host::resolve`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relative_path_is_relative_to_the_config_folder() {
     let library = plugin("switchyard_audit_log");

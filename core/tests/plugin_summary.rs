@@ -1,6 +1,7 @@
 //! The `summary` plugin through the real router: its cdylib loaded through
 //! the ABI, fed by a `[[routes]]` sink route, its `summary.hourly` and
-//! `summary.daily` reaching a real WebSocket client (SPEC §6, §7).
+//! `summary.daily` reaching a real WebSocket client (docs/configuration.md,
+//! "summary").
 
 mod support;
 

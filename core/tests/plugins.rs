@@ -863,7 +863,8 @@ async fn a_failed_start_is_reported_and_retried_with_backoff() {
     let health = health_with_plugin_state(&router, "tk", "failed").await;
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["plugins"]["tk"]["last_error"], "no luck", "{health}");
-    // SPEC §6: a failed instance is restarted with exponential backoff.
+    // A failed instance is restarted with exponential backoff
+    // (docs/operations.md, "Plugin supervision").
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (_, health) = router.get("/health").await;

@@ -12,9 +12,9 @@
 //!   (everything before its first subscribe), plus — after a recovery that
 //!   answered `recovered: true` — every event of that channel above its
 //!   `since` that its patterns match; and nothing else;
-//! - recovery answers `recovered: false` only for the reason the contract
-//!   gives (`epoch_changed`, `unknown_channel`): history here is never
-//!   exhausted;
+//! - recovery answers `recovered: false` only for the reasons
+//!   docs/protocol.md gives ("Recovery with `since`": `epoch_changed`,
+//!   `unknown_channel`): history here is never exhausted;
 //! - `subscribed` / `unsubscribed` echo the patterns the model holds.
 
 use std::collections::{BTreeMap, BTreeSet};

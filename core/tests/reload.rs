@@ -1,5 +1,6 @@
-//! Hot reload (SPEC §5 "Hot reload", §2 epochs, §3 `connection.channels`
-//! and close codes, §10) against a real router over loopback.
+//! Hot reload (docs/configuration.md, "Hot reload"; docs/protocol.md,
+//! "Recovery with `since`" for epochs, "`connection.channels`" and "Close
+//! codes") against a real router over loopback.
 
 mod support;
 
@@ -227,7 +228,7 @@ async fn reload_adds_channel_endpoint_channel_and_type_live() {
     );
 
     // Both connections now receive `incidents`: each is told first,
-    // whatever its patterns (§10).
+    // whatever its patterns (docs/protocol.md, "`connection.channels`").
     let mut epochs = Vec::new();
     for client in [&mut all, &mut picky] {
         let msg = client.recv().await;

@@ -269,9 +269,10 @@ async fn many_stalled_clients_keep_memory_bounded() {
     router.shutdown().await;
 }
 
-/// Issue 9 item 1: replies count against the queue's bounds. A client that
-/// never reads but keeps asking for large replies is closed with 4008 and
-/// let go, instead of growing the router's memory.
+/// Replies count against the queue's bounds (docs/protocol.md, "Slow
+/// consumers"). A client that never reads but keeps asking for large
+/// replies is closed with 4008 and let go, instead of growing the router's
+/// memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_its_replies_is_closed_4008() {
     let config = CONFIG.replace(
@@ -313,10 +314,11 @@ async fn a_client_that_never_reads_its_replies_is_closed_4008() {
     router.shutdown().await;
 }
 
-/// Issue 9 item 5: `server.socket_send_buffer` bounds what the kernel holds
-/// for a client that stops reading, so the slow-consumer policy meets it
-/// after about `send_queue_bytes` + `socket_send_buffer` bytes — not after
-/// the megabytes that send-buffer autotuning would otherwise absorb.
+/// `server.socket_send_buffer` (docs/protocol.md, "Slow consumers") bounds
+/// what the kernel holds for a client that stops reading, so the
+/// slow-consumer policy meets it after about `send_queue_bytes` +
+/// `socket_send_buffer` bytes — not after the megabytes that send-buffer
+/// autotuning would otherwise absorb.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kernel_send_buffer_is_bounded_so_a_stalled_client_meets_the_policy() {
     let config = CONFIG.replace(

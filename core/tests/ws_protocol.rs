@@ -802,8 +802,8 @@ async fn aliases_are_held_as_the_canonical_name() {
 // invalid patterns
 // ---------------------------------------------------------------------------
 
-/// Issue 9 item 1: one message's malformed patterns cost one reply of
-/// bounded size, however many there are.
+/// One message's malformed patterns cost one reply of bounded size, however
+/// many there are (docs/protocol.md, "Client messages and replies").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_malformed_patterns_get_one_short_error() {
     let router = start(BASE).await;
@@ -1948,8 +1948,9 @@ fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// Issue 9 item 13: protocol violations are answered with a close frame
-/// (RFC 6455 §7.1.7): 1007 for text that is not UTF-8, 1002 otherwise.
+/// Protocol violations are answered with a close frame (RFC 6455 §7.1.7):
+/// 1007 for text that is not UTF-8, 1002 otherwise (docs/protocol.md,
+/// "Close codes").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_violations_close_with_1002_and_invalid_utf8_with_1007() {
     use tokio::io::AsyncWriteExt;

@@ -193,9 +193,9 @@ pub struct HostVtable {
     pub report_failure: unsafe extern "C" fn(ctx: *const c_void, message: Str),
     /// Since 1.1: the folder of the router's configuration file (absolute).
     /// Relative file paths in the plugin's `[plugins.config]` table resolve
-    /// against it (SPEC §5); the table itself is passed verbatim. Valid as
-    /// long as the vtable. Read it only when `struct_size` covers it: a 1.0
-    /// host does not have it.
+    /// against it (docs/configuration.md, "The plugins' keys"); the table
+    /// itself is passed verbatim. Valid as long as the vtable. Read it only
+    /// when `struct_size` covers it: a 1.0 host does not have it.
     pub config_dir: Str,
 }
 

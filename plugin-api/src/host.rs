@@ -95,8 +95,9 @@ impl Host {
     }
 
     /// The folder of the router's configuration file: relative file paths
-    /// in the plugin's `[plugins.config]` table are relative to it (SPEC
-    /// §5), but the table reaches the plugin verbatim, so the plugin
+    /// in the plugin's `[plugins.config]` table are relative to it
+    /// (docs/configuration.md, "The plugins' keys"), but the table reaches
+    /// the plugin verbatim, so the plugin
     /// resolves them (see [`Host::resolve`]). `None` from a router built
     /// before ABI 1.1.
     pub fn config_dir(&self) -> Option<&'static Path> {

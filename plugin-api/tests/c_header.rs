@@ -335,8 +335,8 @@ fn every_header_struct_field_and_constant_is_compared() {
 
 #[test]
 fn both_versioned_structs_begin_with_struct_size() {
-    // SPEC §6: a minor version may add fields at the end because both
-    // structs start with `struct_size`.
+    // A minor version may add fields at the end because both structs start
+    // with `struct_size` (docs/plugins.md, "5. The rules", ABI versions).
     assert_eq!(offset_of!(PluginDescriptor, struct_size), 0);
     assert_eq!(offset_of!(HostVtable, struct_size), 0);
     assert_eq!(

@@ -1,4 +1,5 @@
-//! SPEC §6: "The SDK's export macro refuses to compile with panic = "abort"".
+//! The SDK's export macro refuses to compile with `panic = "abort"`
+//! (docs/plugins.md, "2. Build it").
 //!
 //! Builds a throwaway plugin crate (its own workspace, in a temp dir) that
 //! uses `export_plugin!`, first with `panic = "abort"` — the build must fail

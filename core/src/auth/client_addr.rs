@@ -5,7 +5,8 @@
 //! A hop that is not an IP address (`unknown`, `_hidden`, `2130706433`, a
 //! host name, an empty entry) makes the client unknown: it is never taken
 //! for loopback, so a forwarded header cannot open the loopback-only routes
-//! (docs/operations.md, "Behind a reverse proxy").
+//! (docs/operations.md, "TLS and reverse proxies" and "API keys and the
+//! loopback-only rule").
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -81,7 +81,8 @@ impl std::fmt::Debug for Instance {
 }
 
 impl Instance {
-    /// Calls the plugin's `create` (no side effects by contract).
+    /// Calls the plugin's `create` (no side effects: docs/plugins.md, "5. The
+    /// rules").
     pub fn create(
         library: &Arc<Library>,
         name: &str,

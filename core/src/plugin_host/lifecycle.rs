@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::host_api::HostContext;
+use super::inbound::HostContext;
 use super::instance::Instance;
 use super::loader::Library;
 use super::sink::{Delivery, SinkQueue};

@@ -1,5 +1,5 @@
 //! Loading plugin libraries and reading their descriptors. With
-//! `instance.rs` and `host_api.rs`, the only place in the core with `unsafe`.
+//! `instance.rs` and `inbound.rs`, the only place in the core with `unsafe`.
 //!
 //! Libraries are never unloaded (unloading a library that used a
 //! thread-local crashes later on glibc). A library whose file changed since
@@ -166,7 +166,8 @@ pub(super) fn missing_library_advice(close: Option<&str>) -> String {
 /// Opens a library (never closed) and validates its descriptor.
 fn open(path: &Path, load_from: &Path) -> Result<Library, PluginError> {
     // SAFETY: loading a library runs its initialisers; plugins are trusted
-    // code by contract (SPEC §6), and this is the documented way in.
+    // code (docs/plugins.md, "5. The rules"), and this is the documented
+    // way in.
     let lib = unsafe { libloading::Library::new(load_from) }.map_err(|e| PluginError::Load {
         path: path.to_owned(),
         reason: e.to_string(),

@@ -1,12 +1,13 @@
 //! The plugin host: loads libraries, creates, starts and stops instances,
-//! and tracks each instance's state for `/health`.
+//! and tracks each instance's state for `/health`. Events a plugin emits
+//! enter the router in `inbound.rs`; events for sinks leave in `sink.rs`.
 //!
 //! A reload is planned first ([`PluginHost::plan`]: libraries loaded and
 //! `create` called for every added or changed instance, nothing started),
 //! so that a config that cannot create its instances is refused whole; the
 //! old instances are then stopped and the new ones started around the swap.
 
-mod host_api;
+mod inbound;
 mod instance;
 mod lifecycle;
 mod loader;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::json;
 
-pub use host_api::HostContext;
+pub use inbound::HostContext;
 pub use instance::Instance;
 pub use lifecycle::{State, Status};
 pub use loader::{Library, Loader};

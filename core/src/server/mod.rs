@@ -152,7 +152,7 @@ where
 /// Caps the kernel's send buffer of a client socket (`server.socket_send_buffer`,
 /// 0 = leave it to the kernel). Autotuning would let a client that stops
 /// reading park megabytes in the kernel, out of sight of the send queue's
-/// bounds and of the slow-consumer policy (docs/operations.md, "Slow clients").
+/// bounds and of the slow-consumer policy (docs/protocol.md, "Slow consumers").
 fn limit_send_buffer(stream: &tokio::net::TcpStream, bytes: usize) {
     if bytes > 0 {
         if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(bytes) {

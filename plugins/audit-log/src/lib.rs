@@ -102,7 +102,8 @@ impl Plugin for AuditLogPlugin {
         if self.log.is_some() {
             return Err("audit-log is already started".to_owned());
         }
-        // A relative `path` is relative to the config file's folder (SPEC §5).
+        // A relative `path` is relative to the config file's folder
+        // (docs/configuration.md, "audit-log").
         let mut config = self.config.clone();
         config.path = host.resolve(&config.path);
         let mut log = AuditLog::new(config.clone());

@@ -1,5 +1,7 @@
-//! Who may call the publish and admin routes (SPEC §4): API keys, the
-//! loopback-only rule where no key is configured, and `allowed_origins`.
+//! Who may call the publish and admin routes (docs/operations.md, "API
+//! keys and the loopback-only rule"): API keys, the loopback-only rule
+//! where no key is configured, and `allowed_origins` (docs/protocol.md,
+//! "Browsers (CORS) and methods").
 
 use http::{HeaderMap, StatusCode};
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! Reading a request body: bounded in size — a declared `Content-Length`
 //! over the bound is refused before a byte of the body is read — and in
-//! time by `server.handshake_timeout_s` (SPEC §5: "request bodies within it
-//! too"), so that a client trickling a body cannot hold a connection open.
+//! time by `server.handshake_timeout_s` (docs/configuration.md, `[server]`),
+//! so that a client trickling a body cannot hold a connection open.
 
 use std::time::Duration;
 

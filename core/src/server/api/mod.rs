@@ -1,5 +1,7 @@
-//! The HTTP API (SPEC §4) as warp filters. Each handler is a plain function
-//! of the app and the request's parts, so the routes read as a table.
+//! The HTTP API (docs/protocol.md, "Publishing over HTTP" and "Endpoints
+//! and discovery"; docs/operations.md, "Health probes", "Metrics" and
+//! "Admin routes") as warp filters. Each handler is a plain function of the
+//! app and the request's parts, so the routes read as a table.
 
 // Handlers answer refusals early with `Err(response)`; boxing every
 // response only to satisfy the lint would cost an allocation per request.
@@ -76,10 +78,12 @@ fn methods(path: &str) -> Option<&'static str> {
     ROUTES.iter().find(|(p, _)| *p == path).map(|(_, m)| *m)
 }
 
-/// Request headers a browser may send cross-origin (SPEC §11, CORS).
+/// Request headers a browser may send cross-origin (docs/protocol.md,
+/// "Browsers (CORS) and methods").
 const CORS_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
 
-/// Marks `headers` as answering `origin` (SPEC §11, CORS).
+/// Marks `headers` as answering `origin` (docs/protocol.md,
+/// "Browsers (CORS) and methods").
 pub(super) fn add_cors(headers: &mut http::HeaderMap, origin: http::HeaderValue) {
     headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.append(http::header::VARY, http::HeaderValue::from_static("Origin"));

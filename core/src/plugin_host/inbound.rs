@@ -1,6 +1,8 @@
-//! The callbacks the router lends a started plugin instance: `emit`, `log`
-//! and `report_failure`. Each catches panics, because unwinding into a
-//! plugin's frames would abort the process.
+//! What comes in from a started plugin instance, through the callbacks the
+//! router lends it: events (`emit`, where plugin events enter the router),
+//! log lines (`log`) and failure reports (`report_failure`). Each callback
+//! catches panics, because unwinding into a plugin's frames would abort the
+//! process.
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -10,6 +12,12 @@ use std::sync::{Arc, Weak};
 use switchyard_plugin_api::abi::{self, EmitStatus, HostVtable, Str};
 
 use crate::router::{Incoming, Origin, PublishError, Router};
+
+/// The target of this module's log lines, plugins' own messages among them.
+/// It is the one they have always carried, so `log.level` directives and
+/// log searches that name it keep matching (docs/plugins.md, "5. The
+/// rules", shows such a line).
+const LOG_TARGET: &str = "switchyard::plugin_host::host_api";
 
 /// What the host knows about one started instance.
 pub struct HostContext {
@@ -89,16 +97,16 @@ impl HostContext {
             Ok(_) => abi::EMIT_OK,
             Err(PublishError::Overloaded) => abi::EMIT_BACKPRESSURE,
             Err(e @ (PublishError::UnknownType { .. } | PublishError::Forbidden { .. })) => {
-                tracing::warn!(plugin = %self.instance, "emit refused: {}", refusal(&e));
+                tracing::warn!(target: LOG_TARGET, plugin = %self.instance, "emit refused: {}", refusal(&e));
                 abi::EMIT_UNKNOWN_TYPE
             }
             // Told apart only for plugins that know the status (ABI 1.2).
             Err(e @ PublishError::TooLarge { .. }) if self.abi_minor >= 2 => {
-                tracing::debug!(plugin = %self.instance, "emit refused: {e}");
+                tracing::debug!(target: LOG_TARGET, plugin = %self.instance, "emit refused: {e}");
                 abi::EMIT_TOO_LARGE
             }
             Err(e) => {
-                tracing::warn!(plugin = %self.instance, "emit refused: {}", refusal(&e));
+                tracing::warn!(target: LOG_TARGET, plugin = %self.instance, "emit refused: {}", refusal(&e));
                 abi::EMIT_INVALID_PAYLOAD
             }
         }
@@ -154,11 +162,11 @@ unsafe extern "C" fn log(ctx: *const c_void, level: u32, message: Str) {
         let message = String::from_utf8_lossy(bytes);
         let plugin = ctx.instance.as_str();
         match level {
-            abi::LOG_ERROR => tracing::error!(plugin, "{message}"),
-            abi::LOG_WARN => tracing::warn!(plugin, "{message}"),
-            abi::LOG_INFO => tracing::info!(plugin, "{message}"),
-            abi::LOG_DEBUG => tracing::debug!(plugin, "{message}"),
-            _ => tracing::trace!(plugin, "{message}"),
+            abi::LOG_ERROR => tracing::error!(target: LOG_TARGET, plugin, "{message}"),
+            abi::LOG_WARN => tracing::warn!(target: LOG_TARGET, plugin, "{message}"),
+            abi::LOG_INFO => tracing::info!(target: LOG_TARGET, plugin, "{message}"),
+            abi::LOG_DEBUG => tracing::debug!(target: LOG_TARGET, plugin, "{message}"),
+            _ => tracing::trace!(target: LOG_TARGET, plugin, "{message}"),
         }
     }));
 }
@@ -172,4 +180,58 @@ unsafe extern "C" fn report_failure(ctx: *const c_void, message: Str) {
             (ctx.on_failure)(String::from_utf8_lossy(bytes).into_owned());
         }
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A log writer that keeps what it is given.
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn plugin_log_lines_keep_the_target_the_docs_show() {
+        let ctx = HostContext {
+            instance: "tk".to_owned(),
+            abi_minor: abi::ABI_MINOR,
+            router: Weak::new(),
+            stopped: AtomicBool::new(false),
+            on_failure: Box::new(|_| {}),
+        };
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || Capture(Arc::clone(&sink)))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let ctx: *const HostContext = &ctx;
+            // SAFETY: `ctx` is a live context for the whole call and the
+            // message is borrowed for it, as in a plugin's own calls.
+            unsafe { log(ctx.cast(), abi::LOG_WARN, Str::new("hello")) };
+        });
+        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains(r#""target":"switchyard::plugin_host::host_api""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""message":"hello","plugin":"tk""#),
+            "{text}"
+        );
+    }
 }
