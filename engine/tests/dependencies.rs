@@ -23,7 +23,11 @@ fn normal_dependency_tree() -> BTreeSet<String> {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo metadata");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: HashMap<&str, &str> = meta["packages"]
         .as_array()
@@ -65,7 +69,10 @@ fn normal_dependency_tree() -> BTreeSet<String> {
 #[test]
 fn the_engine_depends_on_no_runtime_or_transport() {
     let tree = normal_dependency_tree();
-    assert!(tree.contains("switchyard-plugin-api"), "the walk found the tree: {tree:?}");
+    assert!(
+        tree.contains("switchyard-plugin-api"),
+        "the walk found the tree: {tree:?}"
+    );
     let found: Vec<&str> = FORBIDDEN
         .into_iter()
         .filter(|name| tree.contains(*name))

@@ -36,9 +36,9 @@ use crate::connection::ConnRef;
 use crate::metrics::Metrics;
 use crate::protocol::Position;
 use crate::registry::Registry;
+use crate::text::Text;
 use coverage::Coverage;
 use table::Table;
-use crate::text::Text;
 
 /// What became of an event offered to a sink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -23,8 +23,8 @@ use crate::metrics::{Metrics, TypeLabel};
 use crate::names::Pattern;
 use crate::protocol::{self, Position, Positions};
 use crate::subscriptions::{PatternLimits, Scope, SubscriptionSet};
-use prometheus_client::metrics::counter::Counter;
 use crate::text::Text;
+use prometheus_client::metrics::counter::Counter;
 
 /// What a connection may receive.
 enum Access {
