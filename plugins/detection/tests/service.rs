@@ -461,7 +461,7 @@ fn a_taken_port_fails_start() {
     let addr = first.local_addr().unwrap();
     let taken = Config::from_value(json!({"listen": addr.to_string()})).unwrap();
     let err = Service::start(&taken, Sink::new()).err().unwrap();
-    assert!(err.contains(&addr.to_string()), "{err}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
     first.stop();
 }
 
