@@ -18,7 +18,9 @@
 //!   [`join_until`]); [`counters!`] for a service's counters and their
 //!   snapshot; [`bind_polled`] for an input's listener; [`timestamp`], the
 //!   one time format of events; and [`config`], for reading a
-//!   `[plugins.config]` table with uniform error messages.
+//!   `[plugins.config]` table with uniform error messages; and [`payload`],
+//!   the router's payload rules ([`EventTypeDecl::check_payload`]) for a
+//!   plugin's tests.
 //!
 //! ```no_run
 //! use switchyard_plugin_api::serde_json::{json, Value};
@@ -64,6 +66,7 @@ pub mod export;
 mod host;
 mod net;
 mod panic;
+pub mod payload;
 mod plugin;
 mod time;
 

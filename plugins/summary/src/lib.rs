@@ -575,7 +575,14 @@ mod tests {
                 self.refuse.fetch_sub(1, Ordering::SeqCst);
                 return Err(EmitError::Backpressure);
             }
-            let payload = serde_json::from_str(payload_json).unwrap();
+            let payload: Value = serde_json::from_str(payload_json).unwrap();
+            // The router's own payload rules, as it would apply them.
+            let decl = declarations().into_iter().find(|d| d.name == event_type);
+            let problems = decl.expect("a declared type").check_payload(&payload);
+            assert!(
+                problems.is_empty(),
+                "{event_type}: {problems:?} in {payload}"
+            );
             self.emitted
                 .lock()
                 .unwrap()
