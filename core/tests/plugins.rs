@@ -1795,7 +1795,7 @@ async fn a_sink_that_panicked_is_restarted_and_keeps_receiving() {
 // The SDK's payload checker
 // ---------------------------------------------------------------------------
 
-/// Every one-field schema the SPEC §2 rules distinguish: each JSON type,
+/// Every one-field schema the payload rules distinguish: each JSON type,
 /// required or not, with no enum, a numeric enum or a string enum.
 fn one_field_schemas() -> Vec<std::collections::BTreeMap<String, switchyard_plugin_api::Field>> {
     use switchyard_plugin_api::Field;

@@ -1,7 +1,7 @@
 //! [`PluginError`]: why a plugin's `create`, `start` or `deliver` failed.
 //!
 //! The router shows the error's text in its log and in `switchyard check`
-//! (see docs/plugins.md, "Errors"), so each variant says what failed and
+//! (see docs/plugins.md, "The lifecycle"), so each variant says what failed and
 //! names the key, file, address or thread involved.
 
 use std::io;

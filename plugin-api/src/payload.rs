@@ -1,4 +1,4 @@
-//! The payload rules of SPEC §2 (docs/plugins.md, "Declare every type"),
+//! The payload rules (docs/configuration.md, "`[[event_types]]`"; docs/plugins.md §5),
 //! as the router applies them to every emitted event, so that a plugin's
 //! tests check its payloads against its declarations with the real rules
 //! instead of a copy of their own.
