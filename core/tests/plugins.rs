@@ -1791,3 +1791,87 @@ async fn a_sink_that_panicked_is_restarted_and_keeps_receiving() {
     assert_eq!(ids, ["a1", "a2"], "the restarted sink takes what follows");
     router.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------
+// The SDK's payload checker
+// ---------------------------------------------------------------------------
+
+/// Every one-field schema the payload rules distinguish: each JSON type,
+/// required or not, with no enum, a numeric enum or a string enum.
+fn one_field_schemas() -> Vec<std::collections::BTreeMap<String, switchyard_plugin_api::Field>> {
+    use switchyard_plugin_api::Field;
+    let types = [
+        Field::string(),
+        Field::integer(),
+        Field::number(),
+        Field::boolean(),
+        Field::object(),
+        Field::array(),
+    ];
+    let enums = [
+        None,
+        Some(vec![json!(1), json!(2)]),
+        Some(vec![json!("low"), json!("high")]),
+    ];
+    let mut schemas = Vec::new();
+    for field in types {
+        for required in [false, true] {
+            for allowed in &enums {
+                let mut field = field.clone();
+                field.required = required;
+                field.allowed = allowed.clone();
+                schemas.push([("a".to_owned(), field)].into_iter().collect());
+            }
+        }
+    }
+    schemas
+}
+
+/// Payloads for those schemas: field `a` absent, null or of every kind
+/// (integral floats, big and negative numbers included), with or without an
+/// undeclared field; and payloads that are not objects.
+fn payloads() -> Vec<Value> {
+    let values = [
+        json!(null),
+        json!(1),
+        json!(2.0),
+        json!(1.5),
+        json!(-3),
+        json!(u64::MAX),
+        json!(1e300),
+        json!("x"),
+        json!("low"),
+        json!(true),
+        json!([]),
+        json!([1]),
+        json!({}),
+        json!({"k": 1}),
+    ];
+    let mut payloads = vec![json!([1]), json!("text"), json!(null), json!({})];
+    for value in values {
+        payloads.push(json!({ "a": value }));
+        payloads.push(json!({ "a": value, "extra": 1 }));
+    }
+    payloads.push(json!({ "extra": 1 }));
+    payloads
+}
+
+#[test]
+fn the_sdk_payload_checker_agrees_with_the_router_on_every_rule() {
+    use switchyard::registry::schema::PayloadSchema;
+    for fields in one_field_schemas() {
+        for additional_fields in [false, true] {
+            let router = PayloadSchema::new(fields.clone(), additional_fields);
+            for payload in payloads() {
+                let by_router = serde_json::to_value(router.validate(&payload)).unwrap();
+                let by_sdk =
+                    switchyard_plugin_api::payload::validate(&fields, additional_fields, &payload);
+                assert_eq!(
+                    serde_json::to_value(by_sdk).unwrap(),
+                    by_router,
+                    "{fields:?} (additional_fields {additional_fields}) on {payload}"
+                );
+            }
+        }
+    }
+}

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::host::{EmitError, Host, LogLevel};
+use crate::PluginError;
 
 /// Where events and logs go: the router's [`Host`], or a fake in tests.
 pub trait Emitter: Clone + Send + Sync + 'static {
@@ -163,16 +164,19 @@ pub fn count_emit<E: Emitter>(
 }
 
 /// Starts a plugin thread through `emitter` ([`Emitter::spawn`]); the error
-/// names the thread (`cannot start thread {name}: {why}`), ready to be
-/// returned from `start`.
+/// names the thread ([`PluginError::Spawn`]: `cannot start thread {name}:
+/// {why}`), ready to be returned from `start`.
 pub fn spawn_thread<E: Emitter>(
     emitter: &E,
     name: &str,
     body: impl FnOnce() + Send + 'static,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<JoinHandle<()>, PluginError> {
     emitter
         .spawn(name, body)
-        .map_err(|e| format!("cannot start thread {name}: {e}"))
+        .map_err(|source| PluginError::Spawn {
+            name: name.to_owned(),
+            source,
+        })
 }
 
 /// Joins `handle` if it finishes by `deadline`; otherwise leaves it running

@@ -13,21 +13,25 @@ use std::process::{Command, Output};
 const REFUSAL: &str = r#"Switchyard plugins must be built with panic = "unwind""#;
 
 const LIB_RS: &str = r#"use switchyard_plugin_api::serde_json::Value;
-use switchyard_plugin_api::{export_plugin, Host, Plugin, PluginInfo, Role};
+use switchyard_plugin_api::{export_plugin, Host, Plugin, PluginError, PluginInfo, Role, Running};
 
 pub struct Idle;
 
 impl Plugin for Idle {
+    type Running = Idle;
     fn info() -> PluginInfo {
         PluginInfo::new("idle", "0.0.0", Role::Producer)
     }
-    fn create(_config: Value) -> Result<Self, String> {
+    fn create(_config: Value) -> Result<Self, PluginError> {
         Ok(Idle)
     }
-    fn start(&mut self, _host: Host) -> Result<(), String> {
-        Ok(())
+    fn start(self, _host: Host) -> Result<Idle, PluginError> {
+        Ok(self)
     }
-    fn stop(&mut self) {}
+}
+
+impl Running for Idle {
+    fn stop(self) {}
 }
 
 export_plugin!(Idle);

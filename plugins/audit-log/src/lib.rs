@@ -71,91 +71,90 @@ mod writer;
 use std::time::Instant;
 
 use serde_json::Value;
-use switchyard_plugin_api::{export_plugin, Host, Plugin, PluginInfo, Role};
+use switchyard_plugin_api::{
+    export_plugin, Host, LogLevel, Plugin, PluginError, PluginInfo, Role, Running,
+};
 
 pub use config::{
     Config, Fsync, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_KEEP, DEFAULT_MAX_BYTES, MAX_KEEP,
 };
 pub use writer::{rotated_path, AuditLog, Stats};
 
-/// The plugin: the validated configuration and, once started, the open log.
+/// The plugin before it starts: the validated configuration. Starting it
+/// opens the log and gives the running [`Appending`].
 pub struct AuditLogPlugin {
     config: Config,
-    log: Option<AuditLog>,
-    host: Option<Host>,
+}
+
+/// A started instance: the open log and the router to report to.
+pub struct Appending {
+    log: AuditLog,
+    host: Host,
 }
 
 impl Plugin for AuditLogPlugin {
+    type Running = Appending;
+
     fn info() -> PluginInfo {
         PluginInfo::new("audit-log", env!("CARGO_PKG_VERSION"), Role::Sink)
     }
 
-    fn create(config: Value) -> Result<Self, String> {
-        Ok(AuditLogPlugin {
-            config: Config::from_value(config)?,
-            log: None,
-            host: None,
-        })
+    fn create(config: Value) -> Result<Self, PluginError> {
+        let config = Config::from_value(config).map_err(PluginError::Config)?;
+        Ok(AuditLogPlugin { config })
     }
 
-    fn start(&mut self, host: Host) -> Result<(), String> {
-        if self.log.is_some() {
-            return Err("audit-log is already started".to_owned());
-        }
+    fn start(self, host: Host) -> Result<Appending, PluginError> {
         // A relative `path` is relative to the config file's folder
         // (docs/configuration.md, "audit-log").
-        let mut config = self.config.clone();
+        let mut config = self.config;
         config.path = host.resolve(&config.path);
         let mut log = AuditLog::new(config.clone());
         log.open(Instant::now())
-            .map_err(|e| format!("audit-log: cannot open {}: {e}", config.path.display()))?;
+            .map_err(|source| PluginError::File {
+                plugin: "audit-log",
+                action: "open",
+                path: config.path.clone(),
+                source,
+            })?;
         let shown = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
         host.info(&format!(
             "audit-log: appending routed events to {} (rotating at {} bytes, keeping {}, fsync {})",
             shown.display(),
-            self.config.max_bytes,
-            self.config.keep,
-            self.config.fsync.word()
+            config.max_bytes,
+            config.keep,
+            config.fsync.word()
         ));
-        self.log = Some(log);
-        self.host = Some(host);
-        Ok(())
+        Ok(Appending { log, host })
+    }
+}
+
+impl Running for Appending {
+    fn deliver(&mut self, event: &str) -> Result<(), PluginError> {
+        let before = self.log.stats().rotations;
+        let result = self.log.write(event, Instant::now());
+        if self.log.stats().rotations != before {
+            self.host.log(
+                LogLevel::Debug,
+                &format!("audit-log: rotated {}", self.log.path().display()),
+            );
+        }
+        result.map_err(PluginError::Deliver)
     }
 
-    fn deliver(&mut self, event: &str) -> Result<(), String> {
-        let Some(log) = self.log.as_mut() else {
-            return Err("audit-log is not started".to_owned());
-        };
-        let before = log.stats().rotations;
-        let result = log.write(event, Instant::now());
-        if log.stats().rotations != before {
-            if let Some(host) = &self.host {
-                host.log(
-                    switchyard_plugin_api::LogLevel::Debug,
-                    &format!("audit-log: rotated {}", log.path().display()),
-                );
-            }
+    fn stop(mut self) {
+        let closed = self.log.close(Instant::now());
+        let stats = self.log.stats();
+        if let Err(e) = closed {
+            self.host.error(&format!(
+                "audit-log: cannot fsync {} at stop: {e}",
+                self.log.path().display()
+            ));
         }
-        result
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut log) = self.log.take() {
-            let closed = log.close(Instant::now());
-            if let Some(host) = &self.host {
-                let stats = log.stats();
-                if let Err(e) = closed {
-                    host.error(&format!(
-                        "audit-log: cannot fsync {} at stop: {e}",
-                        log.path().display()
-                    ));
-                }
-                host.info(&format!(
-                    "audit-log: stopped; {} lines written, {} rotations, {} errors",
-                    stats.lines, stats.rotations, stats.errors
-                ));
-            }
-        }
+        self.host.info(&format!(
+            "audit-log: stopped; {} lines written, {} rotations, {} errors",
+            stats.lines, stats.rotations, stats.errors
+        ));
     }
 }
 
@@ -177,14 +176,11 @@ mod tests {
     fn create_validates_without_touching_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/audit.log");
-        let mut plugin =
-            AuditLogPlugin::create(serde_json::json!({"path": path.display().to_string()}))
-                .unwrap();
+        AuditLogPlugin::create(serde_json::json!({"path": path.display().to_string()})).unwrap();
         assert!(!path.parent().unwrap().exists(), "create made no folder");
-        assert!(plugin.deliver("{}").is_err(), "not started");
         let err = AuditLogPlugin::create(serde_json::json!({"path": "a", "rotate": 1}))
             .err()
             .unwrap();
-        assert!(err.contains("`rotate`"), "{err}");
+        assert!(err.to_string().contains("`rotate`"), "{err}");
     }
 }

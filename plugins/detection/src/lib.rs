@@ -83,7 +83,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use switchyard_plugin_api::{
-    bind_polled, export_plugin, join_until, spawn_thread, Host, LogLevel, Plugin, PluginInfo, Role,
+    bind_polled, export_plugin, join_until, spawn_thread, Host, LogLevel, Plugin, PluginError,
+    PluginInfo, Role, Running,
 };
 
 pub use config::{Cidr, Config, SimulateConfig, DEFAULT_LISTEN};
@@ -101,13 +102,15 @@ const QUEUE: usize = 1024;
 const JOIN_INPUTS: Duration = Duration::from_millis(1500);
 const JOIN_ENGINE: Duration = Duration::from_millis(1500);
 
-/// The plugin: a validated [`Config`] and, once started, its [`Service`].
+/// The plugin before it starts: a validated [`Config`]. Starting it
+/// gives the running [`Service`].
 pub struct Detection {
     config: Config,
-    service: Option<Service<Host>>,
 }
 
 impl Plugin for Detection {
+    type Running = Service<Host>;
+
     fn info() -> PluginInfo {
         events::declarations().into_iter().fold(
             PluginInfo::new("detection", env!("CARGO_PKG_VERSION"), Role::Producer),
@@ -115,25 +118,19 @@ impl Plugin for Detection {
         )
     }
 
-    fn create(config: serde_json::Value) -> Result<Self, String> {
-        Ok(Detection {
-            config: Config::from_value(config)?,
-            service: None,
-        })
+    fn create(config: serde_json::Value) -> Result<Self, PluginError> {
+        let config = Config::from_value(config).map_err(PluginError::Config)?;
+        Ok(Detection { config })
     }
 
-    fn start(&mut self, host: Host) -> Result<(), String> {
-        if self.service.is_some() {
-            return Err("detection is already started".to_owned());
-        }
-        self.service = Some(Service::start(&self.config, host)?);
-        Ok(())
+    fn start(self, host: Host) -> Result<Service<Host>, PluginError> {
+        Service::start(&self.config, host)
     }
+}
 
-    fn stop(&mut self) {
-        if let Some(service) = self.service.take() {
-            service.stop();
-        }
+impl Running for Service<Host> {
+    fn stop(self) {
+        Service::stop(self);
     }
 }
 
@@ -154,7 +151,7 @@ pub struct Service<E: Emitter> {
 
 impl<E: Emitter> Service<E> {
     /// Binds the listener and starts the threads; returns promptly.
-    pub fn start(config: &Config, emitter: E) -> Result<Service<E>, String> {
+    pub fn start(config: &Config, emitter: E) -> Result<Service<E>, PluginError> {
         let listener = config.listen.map(bind_polled).transpose()?;
         let (tx, rx) = sync_channel(QUEUE);
         let mut service = Service {
@@ -300,9 +297,9 @@ mod tests {
         let err = Detection::create(serde_json::json!({"bogus": 1}))
             .err()
             .unwrap();
-        assert!(err.contains("`bogus`"), "{err}");
+        assert!(err.to_string().contains("`bogus`"), "{err}");
         // Port 1 would need privileges to bind: create must not try.
         let ok = Detection::create(serde_json::json!({"listen": "127.0.0.1:1"})).unwrap();
-        assert!(ok.service.is_none());
+        assert_eq!(ok.config.listen, Some("127.0.0.1:1".parse().unwrap()));
     }
 }

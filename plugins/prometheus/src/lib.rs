@@ -102,7 +102,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_plugin_api::{
     bind_polled, export_plugin, join_until, spawn_thread, EventTypeDecl, Host, LogLevel, Plugin,
-    PluginInfo, Role,
+    PluginError, PluginInfo, Role, Running,
 };
 
 pub use alerts::{fingerprint, parse_body, InfrastructureAlert, Shape, Status};
@@ -123,13 +123,15 @@ const STATS_EVERY: Duration = Duration::from_secs(60);
 /// The granularity of interruptible sleeps.
 const TICK: Duration = Duration::from_millis(50);
 
-/// The plugin: a validated [`Config`] and, once started, its [`Service`].
+/// The plugin before it starts: a validated [`Config`]. Starting it
+/// gives the running [`Service`].
 pub struct Prometheus {
     config: Config,
-    service: Option<Service<Host>>,
 }
 
 impl Plugin for Prometheus {
+    type Running = Service<Host>;
+
     fn info() -> PluginInfo {
         declarations().into_iter().fold(
             PluginInfo::new("prometheus", env!("CARGO_PKG_VERSION"), Role::Producer),
@@ -137,29 +139,23 @@ impl Plugin for Prometheus {
         )
     }
 
-    fn create(config: serde_json::Value) -> Result<Self, String> {
-        Ok(Prometheus {
-            config: Config::from_value(config)?,
-            service: None,
-        })
+    fn create(config: serde_json::Value) -> Result<Self, PluginError> {
+        let config = Config::from_value(config).map_err(PluginError::Config)?;
+        Ok(Prometheus { config })
     }
 
     fn event_types(&self) -> Option<Vec<EventTypeDecl>> {
         Some(instance_types(&self.config))
     }
 
-    fn start(&mut self, host: Host) -> Result<(), String> {
-        if self.service.is_some() {
-            return Err("prometheus is already started".to_owned());
-        }
-        self.service = Some(Service::start(&self.config, host)?);
-        Ok(())
+    fn start(self, host: Host) -> Result<Service<Host>, PluginError> {
+        Service::start(&self.config, host)
     }
+}
 
-    fn stop(&mut self) {
-        if let Some(service) = self.service.take() {
-            service.stop();
-        }
+impl Running for Service<Host> {
+    fn stop(self) {
+        Service::stop(self);
     }
 }
 
@@ -190,7 +186,7 @@ pub struct Service<E: Emitter> {
 
 impl<E: Emitter> Service<E> {
     /// Binds the listener and starts the threads; returns promptly.
-    pub fn start(config: &Config, emitter: E) -> Result<Service<E>, String> {
+    pub fn start(config: &Config, emitter: E) -> Result<Service<E>, PluginError> {
         let listener = config.listen.map(bind_polled).transpose()?;
         let mut service = Service {
             emitter: emitter.clone(),
@@ -374,23 +370,19 @@ mod tests {
         )
         .unwrap();
         let payload = serde_json::to_value(&alerts[0]).unwrap();
-        let decl = events::infrastructure_alert();
-        let fields = decl.payload.unwrap();
-        for key in payload.as_object().unwrap().keys() {
-            assert!(fields.contains_key(key), "{key} is not declared");
-        }
+        let problems = events::infrastructure_alert().check_payload(&payload);
+        assert!(problems.is_empty(), "{problems:?} in {payload}");
         assert_eq!(payload["status"], "resolved");
     }
 
     #[test]
     fn create_validates_without_side_effects_and_types_follow_inputs() {
         let err = Prometheus::create(json!({"bogus": 1})).err().unwrap();
-        assert!(err.contains("`bogus`"), "{err}");
+        assert!(err.to_string().contains("`bogus`"), "{err}");
         let err = Prometheus::create(json!({"listen": ""})).err().unwrap();
-        assert!(err.contains("no input"), "{err}");
+        assert!(err.to_string().contains("no input"), "{err}");
         // Port 1 would need privileges to bind: create must not try.
         let p = Prometheus::create(json!({"listen": "127.0.0.1:1"})).unwrap();
-        assert!(p.service.is_none());
         let names = |p: &Prometheus| -> Vec<String> {
             p.event_types()
                 .unwrap()

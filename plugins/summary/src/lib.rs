@@ -89,8 +89,8 @@ use serde_json::Value;
 /// The seam the service runs on, shared by all plugins (re-exported from the SDK).
 pub use switchyard_plugin_api::Emitter;
 use switchyard_plugin_api::{
-    export_plugin, join_until, EmitError, EventTypeDecl, Field, Host, LogLevel, Plugin, PluginInfo,
-    Role,
+    export_plugin, join_until, spawn_thread, EmitError, EventTypeDecl, Field, Host, LogLevel,
+    Plugin, PluginError, PluginInfo, Role, Running,
 };
 
 pub use config::{Config, MAX_KEYS_LIMIT, MAX_PERIOD_S};
@@ -173,13 +173,15 @@ pub fn declarations() -> Vec<EventTypeDecl> {
     .collect()
 }
 
-/// The plugin: a validated [`Config`] and, once started, its [`Service`].
+/// The plugin before it starts: a validated [`Config`]. Starting it gives
+/// the running [`Service`].
 pub struct SummaryPlugin {
     config: Config,
-    service: Option<Service<Host>>,
 }
 
 impl Plugin for SummaryPlugin {
+    type Running = Service<Host>;
+
     fn info() -> PluginInfo {
         declarations().into_iter().fold(
             PluginInfo::new("summary", env!("CARGO_PKG_VERSION"), Role::Both),
@@ -187,32 +189,23 @@ impl Plugin for SummaryPlugin {
         )
     }
 
-    fn create(config: Value) -> Result<Self, String> {
-        Ok(SummaryPlugin {
-            config: Config::from_value(config)?,
-            service: None,
-        })
+    fn create(config: Value) -> Result<Self, PluginError> {
+        let config = Config::from_value(config).map_err(PluginError::Config)?;
+        Ok(SummaryPlugin { config })
     }
 
-    fn start(&mut self, host: Host) -> Result<(), String> {
-        if self.service.is_some() {
-            return Err("summary is already started".to_owned());
-        }
-        self.service = Some(Service::start(&self.config, host, system_clock())?);
-        Ok(())
+    fn start(self, host: Host) -> Result<Service<Host>, PluginError> {
+        Service::start(&self.config, host, system_clock())
+    }
+}
+
+impl Running for Service<Host> {
+    fn deliver(&mut self, event: &str) -> Result<(), PluginError> {
+        Service::deliver(self, event)
     }
 
-    fn deliver(&mut self, event: &str) -> Result<(), String> {
-        match &self.service {
-            Some(service) => service.deliver(event),
-            None => Err("summary is not started".to_owned()),
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(service) = self.service.take() {
-            service.stop();
-        }
+    fn stop(self) {
+        Service::stop(self);
     }
 }
 
@@ -269,7 +262,7 @@ pub struct Service<E: Emitter> {
 
 impl<E: Emitter> Service<E> {
     /// Starts counting now and starts the emitting thread; returns promptly.
-    pub fn start(config: &Config, emitter: E, clock: Clock) -> Result<Service<E>, String> {
+    pub fn start(config: &Config, emitter: E, clock: Clock) -> Result<Service<E>, PluginError> {
         let now = clock();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -283,9 +276,9 @@ impl<E: Emitter> Service<E> {
         });
         let thread = {
             let (shared, emitter2, clock) = (Arc::clone(&shared), emitter.clone(), clock.clone());
-            emitter
-                .spawn("summary-emit", move || run(&shared, &emitter2, &clock))
-                .map_err(|e| format!("cannot start thread summary-emit: {e}"))?
+            spawn_thread(&emitter, "summary-emit", move || {
+                run(&shared, &emitter2, &clock)
+            })?
         };
         emitter.log(
             LogLevel::Info,
@@ -303,12 +296,12 @@ impl<E: Emitter> Service<E> {
     }
 
     /// Counts one delivered envelope.
-    pub fn deliver(&self, event: &str) -> Result<(), String> {
+    pub fn deliver(&self, event: &str) -> Result<(), PluginError> {
         let obs = match observe(event) {
             Ok(obs) => obs,
             Err(e) => {
                 self.shared.bad_events.fetch_add(1, Ordering::Relaxed);
-                return Err(e);
+                return Err(PluginError::Deliver(e));
             }
         };
         let now = (self.clock)();
@@ -548,10 +541,9 @@ mod tests {
         let err = SummaryPlugin::create(serde_json::json!({"bogus": 1}))
             .err()
             .unwrap();
-        assert!(err.contains("`bogus`"), "{err}");
-        let mut ok = SummaryPlugin::create(serde_json::json!({"hourly_period_s": 2})).unwrap();
-        assert!(ok.service.is_none());
-        assert!(ok.deliver("{}").is_err(), "not started");
+        assert!(err.to_string().contains("`bogus`"), "{err}");
+        // Only a started plugin (a `Service`) receives events: the types say so.
+        assert!(SummaryPlugin::create(serde_json::json!({"hourly_period_s": 2})).is_ok());
     }
 
     #[test]
@@ -583,7 +575,14 @@ mod tests {
                 self.refuse.fetch_sub(1, Ordering::SeqCst);
                 return Err(EmitError::Backpressure);
             }
-            let payload = serde_json::from_str(payload_json).unwrap();
+            let payload: Value = serde_json::from_str(payload_json).unwrap();
+            // The router's own payload rules, as it would apply them.
+            let decl = declarations().into_iter().find(|d| d.name == event_type);
+            let problems = decl.expect("a declared type").check_payload(&payload);
+            assert!(
+                problems.is_empty(),
+                "{event_type}: {problems:?} in {payload}"
+            );
             self.emitted
                 .lock()
                 .unwrap()

@@ -15,6 +15,7 @@
 //! | `deliver_delay_ms` (0) | a sink: `deliver` sleeps this long first (a slow sink) |
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_plugin_api::{
-    export_plugin, EmitError, EventTypeDecl, Field, Host, Plugin, PluginInfo, Role,
+    export_plugin, spawn_thread, EmitError, EventTypeDecl, Field, Host, Plugin, PluginError,
+    PluginInfo, Role, Running,
 };
 
 /// The test plugin's configuration.
@@ -46,12 +48,17 @@ struct Config {
     deliver_delay_ms: u64,
 }
 
-/// One instance.
+/// One instance, before it starts.
 pub struct Testkit {
     config: Config,
     name: String,
+}
+
+/// One started instance: its emitting thread and the flag that ends it.
+pub struct Started {
+    testkit: Testkit,
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 fn types(channel: &str) -> Vec<EventTypeDecl> {
@@ -107,23 +114,23 @@ impl Testkit {
 }
 
 impl Plugin for Testkit {
+    type Running = Started;
+
     fn info() -> PluginInfo {
         let mut info = PluginInfo::new("testkit", env!("CARGO_PKG_VERSION"), Role::Both);
         info.event_types = types("testkit");
         info
     }
 
-    fn create(config: Value) -> Result<Self, String> {
-        let config: Config =
-            serde_json::from_value(config).map_err(|e| format!("bad testkit config: {e}"))?;
+    fn create(config: Value) -> Result<Self, PluginError> {
+        let config: Config = serde_json::from_value(config)
+            .map_err(|e| PluginError::config(format!("bad testkit config: {e}")))?;
         if config.panic_in.as_deref() == Some("create") {
             panic!("testkit was told to panic in create");
         }
         Ok(Testkit {
             name: config.channel.clone().unwrap_or_else(|| "testkit".into()),
             config,
-            stop: Arc::new(AtomicBool::new(false)),
-            thread: None,
         })
     }
 
@@ -131,77 +138,93 @@ impl Plugin for Testkit {
         self.config.channel.as_deref().map(types)
     }
 
-    fn start(&mut self, host: Host) -> Result<(), String> {
+    fn start(self, host: Host) -> Result<Started, PluginError> {
         if self.panics_in("start") {
             panic!("testkit was told to panic in start");
         }
         if let Some(message) = &self.config.fail_start {
-            return Err(message.clone());
+            return Err(PluginError::Start(message.clone()));
         }
         let (burst, every) = (self.config.emit_on_start, self.config.emit_every_ms);
         let (probe, panic_in_emit) = (self.config.probe_undeclared, self.panics_in("emit"));
-        let (stop, name) = (self.stop.clone(), self.name.clone());
-        let thread = host
-            .spawn("testkit", move || {
-                if probe {
-                    let result = host.emit(
-                        "alert.created",
-                        &json!({"id": "x", "severity": "low"}),
-                        None,
-                    );
-                    let _ = host.emit(
-                        "testkit.status",
-                        &json!({"attempt": "alert.created", "status": status_name(&result)}),
-                        None,
-                    );
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stopped, name) = (Arc::clone(&stop), self.name.clone());
+        let thread = spawn_thread(&host, "testkit", move || {
+            if probe {
+                let result = host.emit(
+                    "alert.created",
+                    &json!({"id": "x", "severity": "low"}),
+                    None,
+                );
+                let _ = host.emit(
+                    "testkit.status",
+                    &json!({"attempt": "alert.created", "status": status_name(&result)}),
+                    None,
+                );
+            }
+            let mut n = 0;
+            while n < burst || (every > 0 && !stopped.load(Ordering::SeqCst)) {
+                n += 1;
+                if panic_in_emit {
+                    panic!("testkit was told to panic while emitting");
                 }
-                let mut n = 0;
-                while n < burst || (every > 0 && !stop.load(Ordering::SeqCst)) {
-                    n += 1;
-                    if panic_in_emit {
-                        panic!("testkit was told to panic while emitting");
-                    }
-                    if host.emit("testkit.tick", &json!({"n": n, "instance": name}), None)
-                        == Err(EmitError::Stopped)
-                    {
-                        return;
-                    }
-                    if n >= burst && every > 0 {
-                        std::thread::sleep(Duration::from_millis(every));
-                    }
+                if host.emit("testkit.tick", &json!({"n": n, "instance": name}), None)
+                    == Err(EmitError::Stopped)
+                {
+                    return;
                 }
-            })
-            .map_err(|e| e.to_string())?;
-        self.thread = Some(thread);
-        Ok(())
+                if n >= burst && every > 0 {
+                    std::thread::sleep(Duration::from_millis(every));
+                }
+            }
+        })?;
+        Ok(Started {
+            testkit: self,
+            stop,
+            thread,
+        })
     }
+}
 
-    fn deliver(&mut self, event: &str) -> Result<(), String> {
-        if self.panics_in("deliver") {
+impl Running for Started {
+    fn deliver(&mut self, event: &str) -> Result<(), PluginError> {
+        let config = &self.testkit.config;
+        if self.testkit.panics_in("deliver") {
             panic!("testkit was told to panic in deliver");
         }
-        std::thread::sleep(Duration::from_millis(self.config.deliver_delay_ms));
-        if let Some(path) = &self.config.record_to {
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| e.to_string())?;
-            writeln!(file, "{event}").map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(config.deliver_delay_ms));
+        if let Some(path) = &config.record_to {
+            record(Path::new(path), event)?;
         }
         Ok(())
     }
 
-    fn stop(&mut self) {
+    fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        if self.panics_in("stop") {
+        let _ = self.thread.join();
+        if self.testkit.panics_in("stop") {
             panic!("testkit was told to panic in stop");
         }
-        std::thread::sleep(Duration::from_millis(self.config.stop_delay_ms));
+        std::thread::sleep(Duration::from_millis(self.testkit.config.stop_delay_ms));
     }
+}
+
+/// Appends `event` as one line to the file at `path`.
+fn record(path: &Path, event: &str) -> Result<(), PluginError> {
+    let failed = |action| {
+        move |source| PluginError::File {
+            plugin: "testkit",
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(failed("open"))?;
+    writeln!(file, "{event}").map_err(failed("write to"))
 }
 
 export_plugin!(Testkit);

@@ -96,7 +96,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use switchyard_plugin_api::{export_plugin, join_until, Host, LogLevel, Plugin, PluginInfo, Role};
+use switchyard_plugin_api::{
+    export_plugin, join_until, Host, LogLevel, Plugin, PluginError, PluginInfo, Role, Running,
+};
 
 pub use config::{
     Check, Config, WorkerConfig, WorkerType, DEFAULT_FAILURE_THRESHOLD, DEFAULT_INTERVAL_MS,
@@ -113,13 +115,15 @@ use engine::{Counters, Msg, WorkerLoop};
 /// their channel or call the non-blocking `emit`, so they exit at once.
 const JOIN: Duration = Duration::from_millis(1500);
 
-/// The plugin: a validated [`Config`] and, once started, its [`Service`].
+/// The plugin before it starts: a validated [`Config`]. Starting it
+/// gives the running [`Service`].
 pub struct Worker {
     config: Config,
-    service: Option<Service<Host>>,
 }
 
 impl Plugin for Worker {
+    type Running = Service<Host>;
+
     fn info() -> PluginInfo {
         events::declarations().into_iter().fold(
             PluginInfo::new("worker", env!("CARGO_PKG_VERSION"), Role::Producer),
@@ -127,25 +131,19 @@ impl Plugin for Worker {
         )
     }
 
-    fn create(config: serde_json::Value) -> Result<Self, String> {
-        Ok(Worker {
-            config: Config::from_value(config)?,
-            service: None,
-        })
+    fn create(config: serde_json::Value) -> Result<Self, PluginError> {
+        let config = Config::from_value(config).map_err(PluginError::Config)?;
+        Ok(Worker { config })
     }
 
-    fn start(&mut self, host: Host) -> Result<(), String> {
-        if self.service.is_some() {
-            return Err("worker is already started".to_owned());
-        }
-        self.service = Some(Service::start(&self.config, host)?);
-        Ok(())
+    fn start(self, host: Host) -> Result<Service<Host>, PluginError> {
+        Service::start(&self.config, host)
     }
+}
 
-    fn stop(&mut self) {
-        if let Some(service) = self.service.take() {
-            service.stop();
-        }
+impl Running for Service<Host> {
+    fn stop(self) {
+        Service::stop(self);
     }
 }
 
@@ -163,7 +161,7 @@ pub struct Service<E: Emitter> {
 
 impl<E: Emitter> Service<E> {
     /// Starts one thread per worker, each checking at once; returns promptly.
-    pub fn start(config: &Config, emitter: E) -> Result<Service<E>, String> {
+    pub fn start(config: &Config, emitter: E) -> Result<Service<E>, PluginError> {
         let mut service = Service {
             emitter: emitter.clone(),
             stops: Vec::new(),
@@ -182,7 +180,10 @@ impl<E: Emitter> Service<E> {
             );
             let handle = emitter
                 .spawn("worker", move || worker_loop.run())
-                .map_err(|e| format!("cannot start the thread of worker {name}: {e}"))?;
+                .map_err(|source| PluginError::Spawn {
+                    name: format!("of worker {name}"),
+                    source,
+                })?;
             service.stops.push(tx);
             service.threads.push((name, handle));
         }
@@ -269,12 +270,12 @@ mod tests {
         let err = Worker::create(serde_json::json!({"bogus": 1}))
             .err()
             .unwrap();
-        assert!(err.contains("`bogus`"), "{err}");
+        assert!(err.to_string().contains("`bogus`"), "{err}");
         // A host name that cannot resolve: create must not look it up.
         let ok = Worker::create(serde_json::json!({"workers": [
             {"name": "w", "type": "metrics", "check": "http://no-such-host.invalid/health"}
         ]}))
         .unwrap();
-        assert!(ok.service.is_none());
+        assert_eq!(ok.config.workers.len(), 1);
     }
 }

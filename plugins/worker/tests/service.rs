@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use switchyard_plugin_api::{EmitError, EventTypeDecl, FieldType, LogLevel, Plugin};
+use switchyard_plugin_api::{EmitError, EventTypeDecl, LogLevel, Plugin};
 use switchyard_worker::{Config, Emitter, Service, Worker};
 
 #[derive(Clone)]
@@ -55,37 +55,19 @@ impl Sink {
         }
     }
 
-    /// Checks `payload` the way the router does; panics on a mismatch.
+    /// Checks `payload` with the router's own rules
+    /// ([`EventTypeDecl::check_payload`]); panics on a mismatch.
     fn validate(&self, event_type: &str, payload: &Value) {
         let decl = self
             .decls
             .iter()
             .find(|d| d.name == event_type)
             .unwrap_or_else(|| panic!("undeclared type {event_type}"));
-        let fields = decl.payload.as_ref().unwrap();
-        let obj = payload.as_object().expect("payload is an object");
-        for key in obj.keys() {
-            assert!(
-                fields.contains_key(key),
-                "{event_type}: unknown field {key}"
-            );
-        }
-        for (name, field) in fields {
-            match obj.get(name) {
-                None | Some(Value::Null) => assert!(!field.required, "{event_type}: {name}"),
-                Some(v) => {
-                    let ok = match field.field_type {
-                        FieldType::String => v.is_string(),
-                        FieldType::Integer => v.is_u64() || v.is_i64(),
-                        _ => false,
-                    };
-                    assert!(ok, "{event_type}.{name}: {v}");
-                    if let Some(allowed) = &field.allowed {
-                        assert!(allowed.contains(v), "{event_type}.{name}: {v}");
-                    }
-                }
-            }
-        }
+        let problems = decl.check_payload(payload);
+        assert!(
+            problems.is_empty(),
+            "{event_type}: {problems:?} in {payload}"
+        );
     }
 }
 
