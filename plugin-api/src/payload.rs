@@ -185,7 +185,7 @@ pub fn type_name(field_type: FieldType) -> &'static str {
 }
 
 /// Whether `value` (not `null`) is of `field_type`.
-fn has_type(value: &Value, field_type: FieldType) -> bool {
+pub fn has_type(value: &Value, field_type: FieldType) -> bool {
     match field_type {
         FieldType::String => value.is_string(),
         FieldType::Integer => is_integer(value),
@@ -210,7 +210,7 @@ fn is_integer(value: &Value) -> bool {
 
 /// JSON equality where numbers compare by value, so an integer enum `[1, 2]`
 /// accepts `2.0` just as the `integer` type does.
-fn same_value(a: &Value, b: &Value) -> bool {
+pub fn same_value(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
             match (as_exact_integer(x), as_exact_integer(y)) {

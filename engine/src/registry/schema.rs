@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
-use switchyard_plugin_api::{Field, FieldType};
+use switchyard_plugin_api::payload::{self, has_type, same_value, type_name};
+pub use switchyard_plugin_api::payload::{FieldProblem, Problem};
+use switchyard_plugin_api::Field;
 
 /// The JSON Schema dialect [`PayloadSchema::to_json_schema`] produces.
 const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -19,34 +21,6 @@ const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema"
 pub struct PayloadSchema {
     fields: BTreeMap<String, Field>,
     additional_fields: bool,
-}
-
-/// One thing wrong with one payload field.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct FieldProblem {
-    /// The field's name (`payload` when the payload itself is not an object).
-    pub field: String,
-    /// What is wrong.
-    pub problem: Problem,
-    /// What would have been accepted: the JSON type name (e.g. `"integer"`)
-    /// for [`Problem::Missing`] and [`Problem::WrongType`], the list of
-    /// allowed values for [`Problem::NotInEnum`], `null` for
-    /// [`Problem::Unknown`].
-    pub expected: Value,
-}
-
-/// The kind of a [`FieldProblem`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Problem {
-    /// A required field is absent or `null`.
-    Missing,
-    /// The value is not of the declared JSON type.
-    WrongType,
-    /// The value is not one of the declared enum values.
-    NotInEnum,
-    /// The field is not declared and the schema refuses additional fields.
-    Unknown,
 }
 
 impl PayloadSchema {
@@ -70,40 +44,10 @@ impl PayloadSchema {
     }
 
     /// Every problem with `payload`, sorted by field name; empty when the
-    /// payload is valid.
+    /// payload is valid. The rules are the plugin SDK's, so that plugin
+    /// tests check payloads exactly as the router does.
     pub fn validate(&self, payload: &Value) -> Vec<FieldProblem> {
-        let Some(object) = payload.as_object() else {
-            return vec![FieldProblem {
-                field: "payload".to_owned(),
-                problem: Problem::WrongType,
-                expected: Value::from("object"),
-            }];
-        };
-        let mut problems = Vec::new();
-        for (name, field) in &self.fields {
-            if let Some((problem, expected)) = check_field(field, object.get(name)) {
-                problems.push(FieldProblem {
-                    field: name.clone(),
-                    problem,
-                    expected,
-                });
-            }
-        }
-        if !self.additional_fields {
-            for name in object.keys() {
-                if !self.fields.contains_key(name) {
-                    problems.push(FieldProblem {
-                        field: name.clone(),
-                        problem: Problem::Unknown,
-                        expected: Value::Null,
-                    });
-                }
-            }
-        }
-        // Each field yields at most one problem, so sorting by name alone is
-        // a total, deterministic order whatever order the map iterates in.
-        problems.sort_by(|a, b| a.field.cmp(&b.field));
-        problems
+        payload::validate(&self.fields, self.additional_fields, payload)
     }
 
     /// The schema as a JSON Schema (draft 2020-12) document, for the
@@ -144,97 +88,6 @@ impl PayloadSchema {
             "additionalProperties": self.additional_fields,
         })
     }
-}
-
-/// Checks one declared field against its value in the payload (`None` when
-/// absent).
-fn check_field(field: &Field, value: Option<&Value>) -> Option<(Problem, Value)> {
-    let expected_type = || Value::from(type_name(field.field_type));
-    let value = match value {
-        None | Some(Value::Null) if field.required => {
-            return Some((Problem::Missing, expected_type()))
-        }
-        None | Some(Value::Null) => return None,
-        Some(value) => value,
-    };
-    if !has_type(value, field.field_type) {
-        return Some((Problem::WrongType, expected_type()));
-    }
-    if let Some(allowed) = &field.allowed {
-        if !allowed.iter().any(|candidate| same_value(candidate, value)) {
-            return Some((Problem::NotInEnum, Value::Array(allowed.clone())));
-        }
-    }
-    None
-}
-
-/// The JSON Schema name of a field type.
-fn type_name(field_type: FieldType) -> &'static str {
-    match field_type {
-        FieldType::String => "string",
-        FieldType::Integer => "integer",
-        FieldType::Number => "number",
-        FieldType::Boolean => "boolean",
-        FieldType::Object => "object",
-        FieldType::Array => "array",
-    }
-}
-
-/// Whether `value` (not `null`) is of `field_type`.
-fn has_type(value: &Value, field_type: FieldType) -> bool {
-    match field_type {
-        FieldType::String => value.is_string(),
-        FieldType::Integer => is_integer(value),
-        FieldType::Number => value.is_number(),
-        FieldType::Boolean => value.is_boolean(),
-        FieldType::Object => value.is_object(),
-        FieldType::Array => value.is_array(),
-    }
-}
-
-/// Whether `value` is a number without a fractional part; `3.0` counts,
-/// because many JSON producers cannot tell integers and floats apart.
-fn is_integer(value: &Value) -> bool {
-    match value {
-        Value::Number(n) if n.is_i64() || n.is_u64() => true,
-        Value::Number(n) => n
-            .as_f64()
-            .is_some_and(|f| f.is_finite() && f.fract() == 0.0),
-        _ => false,
-    }
-}
-
-/// JSON equality where numbers compare by value, so an integer enum `[1, 2]`
-/// accepts `2.0` just as the `integer` type does. `Value`'s own `==` tells
-/// `2` and `2.0` apart.
-fn same_value(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            match (as_exact_integer(x), as_exact_integer(y)) {
-                // Both integral in representation: compare exactly, since
-                // large u64/i64 values lose precision as f64.
-                (Some(x), Some(y)) => x == y,
-                _ => x.as_f64() == y.as_f64(),
-            }
-        }
-        (Value::Array(xs), Value::Array(ys)) => {
-            xs.len() == ys.len() && xs.iter().zip(ys).all(|(x, y)| same_value(x, y))
-        }
-        (Value::Object(xs), Value::Object(ys)) => {
-            xs.len() == ys.len()
-                && xs
-                    .iter()
-                    .all(|(key, x)| ys.get(key).is_some_and(|y| same_value(x, y)))
-        }
-        _ => a == b,
-    }
-}
-
-/// The number as an `i128` when it is stored as an integer.
-fn as_exact_integer(n: &serde_json::Number) -> Option<i128> {
-    n.as_i64()
-        .map(i128::from)
-        .or_else(|| n.as_u64().map(i128::from))
 }
 
 /// Problems with a payload declaration itself, one human-readable message
