@@ -69,6 +69,7 @@ impl Frame {
     }
 
     /// The JSON text to send.
+    #[inline]
     pub fn text(&self) -> &Text {
         match self {
             Frame::Control(text) | Frame::Replay(text) => text,
@@ -77,6 +78,7 @@ impl Frame {
     }
 
     /// The routed event, if this frame is one.
+    #[inline]
     pub fn event(&self) -> Option<&Arc<Event>> {
         match self {
             Frame::Control(_) | Frame::Replay(_) => None,
@@ -147,6 +149,7 @@ impl Written {
     }
 
     /// Adds one written frame.
+    #[inline]
     pub fn add(&mut self, frame: &Frame) {
         match frame {
             Frame::Replay(_) => self.replays += 1,
@@ -335,6 +338,7 @@ impl Outbox {
     }
 
     /// Frees room for frames that the writer has written (see [`Batch`]).
+    #[inline]
     pub fn release(&self, written: Written) {
         if written != Written::default() {
             let mut inner = self.inner.lock();
@@ -388,6 +392,7 @@ impl Outbox {
 
     /// Marks the socket readable and wakes the transport task: what the
     /// read side's waker does.
+    #[inline]
     pub fn wake_readable(&self) {
         self.readable.store(true, Ordering::Release);
         self.ready.wake();
@@ -395,12 +400,14 @@ impl Outbox {
 
     /// Whether the socket may be readable since the last call; registers
     /// the task in `cx` to be woken when it becomes so.
+    #[inline]
     pub fn take_readable(&self, cx: &Context<'_>) -> bool {
         self.ready.register(cx.waker());
         self.readable.swap(false, Ordering::Acquire)
     }
 
     /// Marks the socket readable again (more may be buffered).
+    #[inline]
     pub fn keep_readable(&self) {
         self.readable.store(true, Ordering::Release);
     }
@@ -412,6 +419,7 @@ impl Outbox {
 
     /// Takes everything queued, or registers the task in `cx` to be woken
     /// when something is. Only one task (the connection's) may poll.
+    #[inline]
     pub fn poll_batch(&self, cx: &mut Context<'_>) -> Poll<Batch> {
         if let Some(batch) = self.take() {
             return Poll::Ready(batch);
