@@ -10,10 +10,10 @@ use switchyard::app::Options;
 use switchyard::reload::ReloadError;
 use switchyard::{check, logging, reload, runtime};
 
-/// mimalloc rather than glibc's malloc: after 20 clients made the router
-/// queue 2 GB of replies, glibc kept 1.8 GB once they were gone and mimalloc
-/// 0.2 GB; at equal CPU per delivery and memory per idle connection
-/// (BENCHMARKS.md, "Misbehaving clients").
+/// mimalloc (its v2 line) rather than glibc's malloc: after 20 clients made
+/// the router queue 2 GB of replies, glibc kept 1.8 GB once they were gone
+/// and mimalloc 0.2 GB, at equal CPU per delivery; v2 holds 3.5 KiB per idle
+/// connection where v3 held 3.8–4.3 (BENCHMARKS.md, "Misbehaving clients").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
