@@ -1,7 +1,7 @@
 //! The real `switchyard` binary: SIGHUP reloads, SIGTERM shuts down
 //! gracefully (clients closed with 1012, exit status 0).
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

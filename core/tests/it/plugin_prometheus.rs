@@ -4,7 +4,7 @@
 //! Alertmanager (Debian's `prometheus-alertmanager`), and scraping a
 //! Prometheus text page into `queue.metrics`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

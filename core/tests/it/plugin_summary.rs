@@ -2,7 +2,7 @@
 //! the ABI, fed by a `[[routes]]` sink route, its `summary.hourly` and
 //! `summary.daily` reaching a real WebSocket client (SPEC §6, §7).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

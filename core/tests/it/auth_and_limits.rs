@@ -3,7 +3,7 @@
 //! operator disconnects and graceful shutdown, against a real router over
 //! loopback (SPEC §1, §3, §4, §5, §10).
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Hot reload (SPEC §5 "Hot reload", §2 epochs, §3 `connection.channels`
 //! and close codes, §10) against a real router over loopback.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::io::Write;

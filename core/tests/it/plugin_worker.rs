@@ -2,7 +2,7 @@
 //! through the ABI, health-checking real local servers (HTTP and TCP) on
 //! 127.0.0.1, its `worker.*` events reaching a real WebSocket client.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

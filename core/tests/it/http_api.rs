@@ -2,7 +2,7 @@
 //! capabilities, publishing and its refusals, API keys, the loopback-only
 //! rule, `Origin`, the admin config record and the connections list.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;

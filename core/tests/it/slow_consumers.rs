@@ -2,7 +2,7 @@
 //! bounded; `drop_oldest` reports `connection.lagged` with positions that
 //! recover exactly what was dropped; `disconnect` closes with 4008.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

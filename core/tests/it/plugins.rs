@@ -2,7 +2,7 @@
 //! plugin, the test plugin, C fixtures) loaded through the ABI, their events
 //! reaching real WebSocket clients and sinks, their failures contained.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, Write};
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! JSON-lines files (SPEC §6, §7); a route change on reload changes what it
 //! receives.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

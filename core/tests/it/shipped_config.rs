@@ -2,7 +2,7 @@
 //! loaded, and serves with all five plugins running (built here, so the
 //! debug artifacts stand in for target/release).
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

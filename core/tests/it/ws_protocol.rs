@@ -1,6 +1,6 @@
 //! The WebSocket protocol against a real router over loopback.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,6 @@
 //! Shared test harness: builds the real plugin libraries, starts a real
 //! router on 127.0.0.1:0, and talks to it with real WebSocket and HTTP
 //! clients.
-#![allow(dead_code, missing_docs)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 //! to the config of a running router — its events reach a WebSocket client
 //! that was connected before the reload, with no restart.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
