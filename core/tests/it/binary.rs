@@ -7,17 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use support::{mkfifo, ChildGuard};
 use tokio_tungstenite::tungstenite::Message;
-
-/// Kills the router if a test fails before it exits.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
@@ -68,7 +59,7 @@ async fn sighup_reloads_and_sigterm_closes_clients_with_1012() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut router = Running(child);
+    let mut router = ChildGuard(child);
     wait_for_version(port, 1).await;
 
     signal(&router.0, "HUP");
@@ -168,14 +159,6 @@ fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     let path = dir.path().join("config.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn mkfifo(path: &std::path::Path) {
-    let status = Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .expect("run mkfifo");
-    assert!(status.success(), "mkfifo {}", path.display());
 }
 
 #[test]
@@ -309,7 +292,7 @@ fn logs_written_to_a_pipe_carry_no_colour() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let _router = Running(child);
+    let _router = ChildGuard(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines() {
@@ -388,7 +371,7 @@ fn logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
 }
 
 /// Waits (generously) for the router to exit and returns its status.
-async fn exited(router: &mut Running) -> std::process::ExitStatus {
+async fn exited(router: &mut ChildGuard) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = router.0.try_wait().unwrap() {
@@ -431,7 +414,7 @@ async fn sigterm_drains_the_audit_log_queue_so_every_accepted_event_is_written()
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut router = Running(child);
+    let mut router = ChildGuard(child);
     wait_for_version(port, 1).await;
 
     // A burst the sink cannot keep up with (one fsync per line).
@@ -468,7 +451,10 @@ async fn sigterm_drains_the_audit_log_queue_so_every_accepted_event_is_written()
 
 /// Writes `text` to `config` and runs the binary on it, its stderr going to
 /// a file beside it; returns once it serves (`config_version` 1).
-async fn spawn_logging(config: &std::path::Path, text: &str) -> (Running, u16, std::path::PathBuf) {
+async fn spawn_logging(
+    config: &std::path::Path,
+    text: &str,
+) -> (ChildGuard, u16, std::path::PathBuf) {
     std::fs::write(config, text).unwrap();
     let log = config.with_file_name("stderr.log");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -485,7 +471,7 @@ async fn spawn_logging(config: &std::path::Path, text: &str) -> (Running, u16, s
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let router = Running(child);
+    let router = ChildGuard(child);
     wait_for_version(port, 1).await;
     (router, port, log)
 }

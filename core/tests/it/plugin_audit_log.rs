@@ -80,8 +80,7 @@ async fn recv_text(client: &mut Client) -> String {
 
 async fn connected(router: &Router) -> Client {
     let mut client = router.ws("/ws/events").await;
-    let hello = client.recv().await;
-    assert_eq!(hello["type"], "connection.established", "{hello}");
+    client.established().await;
     client
 }
 

@@ -71,8 +71,7 @@ fn config(parts: &[&str]) -> String {
 /// A connected client past its `connection.established`.
 async fn client(router: &Router, path: &str) -> (Client, Value) {
     let mut c = router.ws(path).await;
-    let hello = c.recv().await;
-    assert_eq!(hello["type"], "connection.established", "{hello}");
+    let hello = c.established().await;
     (c, hello)
 }
 
@@ -781,16 +780,6 @@ async fn panic_in_start_marks_the_plugin_failed_and_the_router_degraded() {
     router.shutdown().await;
 }
 
-/// The real `switchyard` binary, killed when dropped.
-struct Binary(std::process::Child);
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_panic_is_a_json_log_line_not_the_default_hook_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
@@ -814,7 +803,7 @@ async fn a_plugin_panic_is_a_json_log_line_not_the_default_hook_on_stderr() {
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
-    let _router = Binary(child);
+    let _router = support::ChildGuard(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     let panic_line = loop {
         let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
@@ -1584,12 +1573,7 @@ async fn a_plugin_that_panicked_is_restarted_and_its_events_flow_again() {
     let health = health_with_plugin_state(&router, "tk", "running").await;
     assert_eq!(health["plugins"]["tk"]["restarts"], 1, "{health}");
     assert!(once.exists());
-    let metrics = reqwest::get(router.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = router.metrics().await;
     assert!(
         metrics.contains("switchyard_plugin_restarts{plugin=\"tk\"} 1"),
         "{metrics}"

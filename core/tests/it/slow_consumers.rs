@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{client_async, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 const CONFIG: &str = r#"
 [server]
@@ -54,17 +53,6 @@ n = { type = "integer", required = true }
 pad = { type = "string" }
 "#;
 
-/// A client whose socket buffers are tiny, so that a client that does not
-/// read fills the router's queue for it quickly.
-async fn stalled(router: &support::Router, query: &str) -> WebSocketStream<tokio::net::TcpStream> {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(router.addr).await.unwrap();
-    let url = format!("ws://{}/ws/events{query}", router.addr);
-    let (ws, _) = client_async(url, stream).await.unwrap();
-    ws
-}
-
 /// Publishes `count` events of `type_name` in batches of 100.
 async fn publish(router: &support::Router, type_name: &str, count: u64) {
     let pad = "x".repeat(4000);
@@ -101,7 +89,7 @@ async fn a_stalled_client_never_slows_a_healthy_one_and_recovers_what_it_lost() 
         .as_str()
         .unwrap()
         .to_owned();
-    let mut slow = stalled(&router, "").await;
+    let mut slow = router.stalled("/ws/events").await;
     let reader = tokio::spawn(async move {
         let mut seen = Vec::new();
         while seen.len() < 5000 {
@@ -184,12 +172,7 @@ async fn a_stalled_client_never_slows_a_healthy_one_and_recovers_what_it_lost() 
         "no gap once recovered"
     );
 
-    let metrics = reqwest::get(router.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = router.metrics().await;
     assert!(
         metrics.contains(&format!(
             "switchyard_dropped_total{{reason=\"slow_consumer\"}} {dropped}"
@@ -220,7 +203,7 @@ async fn a_stalled_client_on_a_disconnect_channel_is_closed_with_4008() {
     let router = support::start(CONFIG).await;
     let mut healthy = router.ws("/ws/events").await;
     healthy.recv_type("connection.established").await;
-    let mut slow = stalled(&router, "?events=job.*").await;
+    let mut slow = router.stalled("/ws/events?events=job.*").await;
     let reader = tokio::spawn(async move {
         for n in 1..=2000u64 {
             assert_eq!(healthy.recv_type("job.progress").await["sequence"], n);
@@ -244,7 +227,7 @@ async fn many_stalled_clients_keep_memory_bounded() {
     let router = support::start(CONFIG).await;
     let mut stalled_clients = Vec::new();
     for _ in 0..200 {
-        stalled_clients.push(stalled(&router, "?events=alert.*").await);
+        stalled_clients.push(router.stalled("/ws/events?events=alert.*").await);
     }
     let mut healthy = router.ws("/ws/events?events=alert.*").await;
     healthy.recv_type("subscribed").await;
@@ -280,7 +263,7 @@ async fn a_client_that_never_reads_its_replies_is_closed_4008() {
          client_rate_limit = { messages_per_s = 100000, burst = 100000 }",
     );
     let router = support::start(&config).await;
-    let mut greedy = stalled(&router, "").await;
+    let mut greedy = router.stalled("/ws/events").await;
     // Well-formed but unregistered patterns: each `subscribed` reply echoes
     // every held pattern and warns about each new one.
     let patterns: Vec<String> = (0..128).map(|i| format!("nothing.p{i}")).collect();
@@ -324,7 +307,7 @@ async fn the_kernel_send_buffer_is_bounded_so_a_stalled_client_meets_the_policy(
         "send_queue_bytes = 262144\nsocket_send_buffer = 16384",
     );
     let router = support::start(&config).await;
-    let mut slow = stalled(&router, "?events=job.*").await;
+    let mut slow = router.stalled("/ws/events?events=job.*").await;
     // 2 MB in 1 KB events over about two seconds: an autotuned send buffer
     // grows to take it all (the router's queue would never fill), a 16 KB
     // one cannot.

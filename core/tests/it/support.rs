@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -15,8 +15,11 @@ use switchyard::app::{App, Options};
 use switchyard::plugin_host::PluginHost;
 use switchyard::runtime::{self, Running};
 use switchyard::{reload, reload::ReloadError};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Response as WsResponse;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a test waits for any one message.
@@ -159,6 +162,64 @@ job_id = { type = "string", required = true }
 percent = { type = "number" }
 "#;
 
+/// BASE with lines added to `[server]` and the `[auth]` body (its `mode`
+/// line) replaced by `auth` (which may open `[auth.jwt]`: `[log]` follows
+/// it in BASE).
+pub fn config(server: &str, auth: &str) -> String {
+    let server_header = "[server]\nlisten = \"127.0.0.1:0\"\n";
+    let auth_header = "[auth]\nmode = \"none\"\n";
+    assert!(BASE.contains(server_header) && BASE.contains(auth_header));
+    BASE.replace(server_header, &format!("{server_header}{server}\n"))
+        .replace(auth_header, &format!("[auth]\n{auth}\n"))
+}
+
+/// BASE with extra `[server]` keys.
+pub fn with_server(server: &str) -> String {
+    config(server, "mode = \"none\"")
+}
+
+/// An `alert.created` event with `id`, as published over HTTP.
+pub fn alert(id: &str) -> Value {
+    serde_json::json!({"type": "alert.created", "payload": {"id": id, "severity": "low"}})
+}
+
+/// A `job.progress` event with `id` at 10 %, as published over HTTP.
+pub fn job(id: &str) -> Value {
+    serde_json::json!({"type": "job.progress", "payload": {"job_id": id, "percent": 10}})
+}
+
+/// Asserts `msg` is a WebSocket `error` with `code` and a message.
+pub fn assert_error(msg: &Value, code: &str) {
+    assert_eq!(msg["type"], "error", "expected an error {code}, got {msg}");
+    assert_eq!(msg["payload"]["code"], code, "{msg}");
+    assert!(
+        msg["payload"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "an error carries a message: {msg}"
+    );
+}
+
+/// Makes a named pipe at `path` (with the system's `mkfifo`).
+pub fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// A child process (the real binary, Alertmanager), killed and reaped when
+/// dropped, also when a test fails before it exits.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A router running in this test's runtime.
 pub struct Router {
     pub addr: SocketAddr,
@@ -229,6 +290,54 @@ impl Router {
             .await
             .expect("WebSocket connect");
         Client { socket }
+    }
+
+    /// POSTs `event` to `/api/events`; asserts it was accepted (202).
+    pub async fn publish_ok(&self, event: &Value) {
+        let (code, body) = self.publish(event).await;
+        assert_eq!(code, 202, "publishing {event} was refused: {body}");
+    }
+
+    /// The `config_version` that `/health` reports.
+    pub async fn config_version(&self) -> u64 {
+        let (status, health) = self.get("/health").await;
+        assert_eq!(status, 200, "{health}");
+        health["config_version"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("config_version is an integer: {health}"))
+    }
+
+    /// Upgrades on `path_and_query` with extra request headers; the refusal
+    /// (an HTTP answer or an I/O error) is returned, not a panic.
+    pub async fn try_ws(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(Client, WsResponse), WsError> {
+        let url = format!("ws://{}{path_and_query}", self.addr);
+        let mut request = url.into_client_request().unwrap();
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let (socket, response) = tokio_tungstenite::connect_async(request).await?;
+        Ok((Client { socket }, response))
+    }
+
+    /// A client on `path_and_query` whose socket receive buffer is tiny
+    /// (4 KiB), so that a client that stops reading fills the router's
+    /// queue for it quickly.
+    pub async fn stalled(&self, path_and_query: &str) -> WebSocketStream<TcpStream> {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(self.addr).await.unwrap();
+        let url = format!("ws://{}{path_and_query}", self.addr);
+        let (ws, _) = tokio_tungstenite::client_async(url, stream)
+            .await
+            .expect("upgrade");
+        ws
     }
 
     /// POSTs JSON to `/api/events`; returns status and body.
@@ -334,6 +443,19 @@ impl Client {
 
     pub async fn send_text(&mut self, text: &str) {
         self.socket.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    /// Reads `connection.established` (the first message) and returns it.
+    pub async fn established(&mut self) -> Value {
+        let hello = self.recv().await;
+        assert_eq!(hello["type"], "connection.established", "{hello}");
+        hello
+    }
+
+    /// Sends a message and returns the next message (its reply).
+    pub async fn request(&mut self, msg: Value) -> Value {
+        self.send(&msg).await;
+        self.recv().await
     }
 
     /// The next JSON text message (pings and pongs skipped).
