@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use support::{mkfifo, ChildGuard};
+use support::{free_port, mkfifo, serve, ChildGuard};
 use tokio_tungstenite::tungstenite::Message;
 
 fn signal(child: &Child, name: &str) {
@@ -45,21 +45,8 @@ async fn sighup_reloads_and_sigterm_closes_clients_with_1012() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, support::BASE).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut router = ChildGuard(child);
+    let port = free_port();
+    let mut router = serve(&config, port, Stdio::null());
     wait_for_version(port, 1).await;
 
     signal(&router.0, "HUP");
@@ -400,21 +387,8 @@ async fn sigterm_drains_the_audit_log_queue_so_every_accepted_event_is_written()
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut router = ChildGuard(child);
+    let port = free_port();
+    let mut router = serve(&config, port, Stdio::null());
     wait_for_version(port, 1).await;
 
     // A burst the sink cannot keep up with (one fsync per line).
@@ -457,21 +431,8 @@ async fn spawn_logging(
 ) -> (ChildGuard, u16, std::path::PathBuf) {
     std::fs::write(config, text).unwrap();
     let log = config.with_file_name("stderr.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("--config")
-        .arg(config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let router = ChildGuard(child);
+    let port = free_port();
+    let router = serve(config, port, std::fs::File::create(&log).unwrap());
     wait_for_version(port, 1).await;
     (router, port, log)
 }

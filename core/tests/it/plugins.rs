@@ -794,16 +794,11 @@ async fn a_plugin_panic_is_a_json_log_line_not_the_default_hook_on_stderr() {
     std::fs::write(&config_path, cfg).unwrap();
     let stderr_path = dir.path().join("stderr.log");
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let _router = support::ChildGuard(child);
+    let _router = support::serve(
+        &config_path,
+        port,
+        std::fs::File::create(&stderr_path).unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let panic_line = loop {
         let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -212,6 +212,21 @@ pub fn mkfifo(path: &Path) {
 /// A child process (the real binary, Alertmanager), killed and reaped when
 /// dropped, also when a test fails before it exits.
 pub struct ChildGuard(pub Child);
+
+/// The real `switchyard` binary serving `config` on `127.0.0.1:port`
+/// (`--listen`), its stdout discarded and its stderr to `stderr`.
+pub fn serve(config: &Path, port: u16, stderr: impl Into<Stdio>) -> ChildGuard {
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start the switchyard binary");
+    ChildGuard(child)
+}
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
