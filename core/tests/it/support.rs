@@ -2,7 +2,7 @@
 //! router on 127.0.0.1:0, and talks to it with real WebSocket and HTTP
 //! clients.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,7 +12,10 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use switchyard::app::{App, Options};
+use switchyard::connection::ConnRef;
 use switchyard::plugin_host::PluginHost;
+use switchyard::protocol::Position;
+use switchyard::router::ConnectRequest;
 use switchyard::runtime::{self, Running};
 use switchyard::{reload, reload::ReloadError};
 use tokio::net::{TcpSocket, TcpStream};
@@ -233,6 +236,28 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Opens a connection on the routing core directly, without a socket: an
+/// anonymous client from loopback on `endpoint`, with the connect-time
+/// `events` and `since` of its URL.
+pub fn open_direct(
+    router: &switchyard::router::Router,
+    endpoint: &str,
+    events: Option<Vec<String>>,
+    since: Option<BTreeMap<String, Position>>,
+) -> ConnRef {
+    router
+        .connect(ConnectRequest {
+            endpoint: endpoint.into(),
+            user: None,
+            ip: "127.0.0.1".parse().unwrap(),
+            expires_at: None,
+            channel_claim: None,
+            events,
+            since,
+        })
+        .unwrap()
 }
 
 /// A router running in this test's runtime.
@@ -475,6 +500,12 @@ impl Client {
 
     /// The next JSON text message (pings and pongs skipped).
     pub async fn recv(&mut self) -> Value {
+        serde_json::from_str(&self.recv_text().await).expect("server sent JSON")
+    }
+
+    /// The next text frame exactly as the server sent it (pings and pongs
+    /// skipped).
+    pub async fn recv_text(&mut self) -> String {
         loop {
             let msg = tokio::time::timeout(WAIT, self.socket.next())
                 .await
@@ -482,7 +513,7 @@ impl Client {
                 .expect("connection ended")
                 .expect("WebSocket error");
             match msg {
-                Message::Text(t) => return serde_json::from_str(&t).expect("server sent JSON"),
+                Message::Text(t) => return t.to_string(),
                 Message::Close(frame) => panic!("connection closed: {frame:?}"),
                 _ => {}
             }

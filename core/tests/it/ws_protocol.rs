@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{json, Value};
 use support::{alert, assert_error, job, start, with_server, Client, Router, BASE};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -1519,20 +1519,6 @@ async fn since_before_the_kept_history_is_too_old() {
     router.shutdown().await;
 }
 
-/// The next text frame's length in bytes (the envelope as serialized).
-async fn next_text_len(c: &mut Client) -> usize {
-    loop {
-        let msg = tokio::time::timeout(support::WAIT, c.socket.next())
-            .await
-            .expect("timed out waiting for an event")
-            .expect("connection ended")
-            .expect("WebSocket error");
-        if let Message::Text(t) = msg {
-            return t.len();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_max_bytes_keeps_only_the_newest_envelopes_that_fit() {
     const MAX_BYTES: usize = 1000;
@@ -1544,7 +1530,7 @@ async fn history_max_bytes_keeps_only_the_newest_envelopes_that_fit() {
     let mut sizes = Vec::new();
     for i in 1..=10 {
         router.publish_ok(&alert(&format!("a{i}"))).await;
-        sizes.push(next_text_len(&mut live).await);
+        sizes.push(live.recv_text().await.len());
     }
     // Far below `history` (100): the byte bound decides what is kept, the
     // newest envelopes whose sizes add up to at most MAX_BYTES.
@@ -1717,28 +1703,11 @@ async fn client_pings_interleave_cleanly_with_events_and_close_is_answered() {
     router.shutdown().await;
 }
 
-/// The next text frame exactly as sent (pings and pongs skipped).
-async fn raw_text(c: &mut Client) -> String {
-    use futures_util::StreamExt;
-    loop {
-        let msg = tokio::time::timeout(support::WAIT, c.socket.next())
-            .await
-            .expect("timed out waiting for a message")
-            .expect("connection ended")
-            .expect("WebSocket error");
-        match msg {
-            Message::Text(t) => return t.to_string(),
-            Message::Close(frame) => panic!("connection closed: {frame:?}"),
-            _ => {}
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_messages_put_type_first() {
     let router = start(BASE).await;
     let mut c = router.ws("/ws/events").await;
-    let mut texts = vec![raw_text(&mut c).await];
+    let mut texts = vec![c.recv_text().await];
     for msg in [
         json!({"action": "subscribe", "events": ["alert.*"], "id": 1}),
         json!({"action": "unsubscribe", "events": ["alert.*"], "id": 2}),
@@ -1746,7 +1715,7 @@ async fn control_messages_put_type_first() {
         json!({"action": "no_such_action", "id": 4}),
     ] {
         c.send(&msg).await;
-        texts.push(raw_text(&mut c).await);
+        texts.push(c.recv_text().await);
     }
     let grown = BASE.replace(
         r#"channels = ["alerts", "jobs"]"#,
@@ -1755,7 +1724,7 @@ async fn control_messages_put_type_first() {
     router.write_config(&grown);
     let (status, body) = router.reload().await;
     assert_eq!(status, 200, "{body}");
-    texts.push(raw_text(&mut c).await);
+    texts.push(c.recv_text().await);
     let types = [
         "connection.established",
         "subscribed",
