@@ -29,15 +29,22 @@ async fn config_version(port: u16) -> Option<u64> {
     body["config_version"].as_u64()
 }
 
-async fn wait_for_version(port: u16, version: u64) {
+/// Polls `/health` (up to 15 s) until `config_version` is one that `wanted`
+/// accepts; returns it. `what` says what was waited for when it never is.
+async fn wait_for_version_where(port: u16, what: &str, wanted: impl Fn(u64) -> bool) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while config_version(port).await != Some(version) {
-        assert!(
-            Instant::now() < deadline,
-            "config_version never reached {version}"
-        );
+    loop {
+        if let Some(now) = config_version(port).await.filter(|v| wanted(*v)) {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "config_version never {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until `config_version` is `version`.
+async fn wait_for_version(port: u16, version: u64) {
+    wait_for_version_where(port, &format!("reached {version}"), |v| v == version).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,17 +492,7 @@ async fn reload_warnings_are_logged_once_each() {
 /// Waits until `config_version` is above `version` (the watcher may add
 /// reloads of its own); returns it.
 async fn wait_for_version_above(port: u16, version: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(now) = config_version(port).await.filter(|v| *v > version) {
-            return now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "config_version never went above {version}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_version_where(port, &format!("went above {version}"), |v| v > version).await
 }
 
 /// A refused `Origin` is logged at info, naming it and what is allowed, at
