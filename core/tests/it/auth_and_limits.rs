@@ -1436,5 +1436,5 @@ async fn during_shutdown_health_is_503_and_new_requests_get_shutting_down() {
         .await
         .expect("shutdown finished within shutdown_timeout_s (+ margin)")
         .unwrap();
-    let _ = stuck.close(None).await;
+    let _ = stuck.socket.close(None).await;
 }

@@ -6,10 +6,9 @@ use crate::support;
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 const CONFIG: &str = r#"
 [server]
@@ -65,21 +64,6 @@ async fn publish(router: &support::Router, type_name: &str, count: u64) {
     }
 }
 
-async fn next_json(ws: &mut WebSocketStream<tokio::net::TcpStream>) -> Value {
-    loop {
-        match tokio::time::timeout(support::WAIT, ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => {}
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_never_slows_a_healthy_one_and_recovers_what_it_lost() {
     let router = support::start(CONFIG).await;
@@ -120,11 +104,11 @@ async fn a_stalled_client_never_slows_a_healthy_one_and_recovers_what_it_lost() 
 
     // The stalled client now reads: what was queued, with one
     // connection.lagged first telling it where to recover from.
-    assert_eq!(next_json(&mut slow).await["type"], "connection.established");
+    assert_eq!(slow.recv().await["type"], "connection.established");
     let mut received = Vec::new();
     let mut lagged = None;
     while received.last() != Some(&5000) {
-        let msg = next_json(&mut slow).await;
+        let msg = slow.recv().await;
         match msg["type"].as_str().unwrap() {
             "connection.lagged" => {
                 assert!(lagged.is_none(), "drops are merged into one message");
@@ -182,22 +166,6 @@ async fn a_stalled_client_never_slows_a_healthy_one_and_recovers_what_it_lost() 
     router.shutdown().await;
 }
 
-/// Skips to the server's close frame; returns its code and reason.
-async fn close_frame(ws: &mut WebSocketStream<tokio::net::TcpStream>) -> (u16, String) {
-    loop {
-        match tokio::time::timeout(support::WAIT, ws.next())
-            .await
-            .expect("a close within the wait")
-        {
-            Some(Ok(Message::Close(Some(frame)))) => {
-                return (u16::from(frame.code), frame.reason.to_string())
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_on_a_disconnect_channel_is_closed_with_4008() {
     let router = support::start(CONFIG).await;
@@ -212,7 +180,7 @@ async fn a_stalled_client_on_a_disconnect_channel_is_closed_with_4008() {
     });
     publish(&router, "job.progress", 2000).await;
     let _healthy = reader.await.unwrap();
-    assert_eq!(close_frame(&mut slow).await, (4008, "too slow".to_owned()));
+    assert_eq!(slow.close_frame().await, (4008, "too slow".to_owned()));
     let (_, list) = router.get("/api/websocket/connections").await;
     assert_eq!(
         list["connections"].as_array().unwrap().len(),
@@ -270,7 +238,7 @@ async fn a_client_that_never_reads_its_replies_is_closed_4008() {
     let subscribe = json!({"action": "subscribe", "events": patterns}).to_string();
     let mut sent = 0;
     while sent < 20_000 {
-        let send = greedy.send(Message::text(subscribe.clone()));
+        let send = greedy.socket.send(Message::text(subscribe.clone()));
         match tokio::time::timeout(Duration::from_secs(2), send).await {
             Ok(Ok(())) => sent += 1,
             _ => break, // the router stopped reading: it is closing us
@@ -320,6 +288,6 @@ async fn the_kernel_send_buffer_is_bounded_so_a_stalled_client_meets_the_policy(
         assert_eq!(status, 202, "{body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(close_frame(&mut slow).await, (4008, "too slow".to_owned()));
+    assert_eq!(slow.close_frame().await, (4008, "too slow".to_owned()));
     router.shutdown().await;
 }

@@ -369,15 +369,15 @@ impl Router {
     /// A client on `path_and_query` whose socket receive buffer is tiny
     /// (4 KiB), so that a client that stops reading fills the router's
     /// queue for it quickly.
-    pub async fn stalled(&self, path_and_query: &str) -> WebSocketStream<TcpStream> {
+    pub async fn stalled(&self, path_and_query: &str) -> Client {
         let socket = TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let stream = socket.connect(self.addr).await.unwrap();
         let url = format!("ws://{}{path_and_query}", self.addr);
-        let (ws, _) = tokio_tungstenite::client_async(url, stream)
+        let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
             .await
             .expect("upgrade");
-        ws
+        Client { socket }
     }
 
     /// POSTs JSON to `/api/events`; returns status and body.
