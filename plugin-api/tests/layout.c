@@ -8,7 +8,7 @@
  *     sizeof SyStr.len 8
  *     define SY_ABI_MAJOR 1
  *
- * tests/c_header.rs compiles this file as C99, C11 and C++, runs it, and
+ * tests/it/c_header.rs compiles this file as C99, C11 and C++, runs it, and
  * compares each line with the Rust definitions in src/abi.rs.
  */
 #include <stdio.h>

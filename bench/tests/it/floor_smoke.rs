@@ -3,7 +3,7 @@
 //! together (a round is received no sooner than it is written). Speed is
 //! never asserted.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

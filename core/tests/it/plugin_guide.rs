@@ -4,14 +4,14 @@
 //! to the config of a running router — its events reach a WebSocket client
 //! that was connected before the reload, with no restart.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{start, Router, BASE};
+use support::{start, BASE};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -142,14 +142,6 @@ fn build_example() -> PathBuf {
         .expect("cargo reported no .so for the example plugin")
 }
 
-async fn config_version(router: &Router) -> u64 {
-    let (status, health) = router.get("/health").await;
-    assert_eq!(status, 200, "{health}");
-    health["config_version"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("config_version is an integer: {health}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guide_plugin_is_loaded_by_a_reload_and_its_beats_arrive() {
     let library = build_example();
@@ -157,13 +149,12 @@ async fn the_guide_plugin_is_loaded_by_a_reload_and_its_beats_arrive() {
     // A running router without the plugin, and a client connected to it.
     let router = start(BASE).await;
     let mut client = router.ws("/ws/events").await;
-    let hello = client.recv().await;
-    assert_eq!(hello["type"], "connection.established", "{hello}");
+    let hello = client.established().await;
     assert!(
         hello["payload"]["channels"].get("heartbeat").is_none(),
         "{hello}"
     );
-    let before = config_version(&router).await;
+    let before = router.config_version().await;
 
     // The guide's edit: a `heartbeat` channel carried by the endpoint, and
     // the plugin. Saved while the router runs; its file watcher reloads.
@@ -177,7 +168,7 @@ async fn the_guide_plugin_is_loaded_by_a_reload_and_its_beats_arrive() {
     );
     router.write_config(&with_plugin);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while config_version(&router).await == before {
+    while router.config_version().await == before {
         assert!(
             Instant::now() < deadline,
             "the router did not reload within 10 s of the config file changing"

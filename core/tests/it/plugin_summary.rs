@@ -3,7 +3,7 @@
 //! `summary.daily` reaching a real WebSocket client (docs/configuration.md,
 //! "summary").
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -125,8 +125,7 @@ async fn summaries_count_routed_events_per_aligned_period() {
     sleep_past_boundary(HOURLY_S, 300).await;
     let router = start(&config(&library)).await;
     let mut client: Client = router.ws("/ws/summary").await;
-    let hello = client.recv().await;
-    assert_eq!(hello["type"], "connection.established", "{hello}");
+    client.established().await;
 
     // The first (partial) period: three alerts, two camera alarms, and a
     // job that no route sends to the summary.

@@ -1,6 +1,6 @@
 //! `/metrics` and the coverage report after a scripted scenario.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::{sample, start, BASE};

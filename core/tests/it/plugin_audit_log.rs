@@ -3,15 +3,13 @@
 //! JSON-lines files (docs/configuration.md, "audit-log" and "`[[routes]]`");
 //! a route change on reload changes what it receives.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use support::{plugin, start, Client, Router, BASE};
-use tokio_tungstenite::tungstenite::Message;
 
 fn config(library: &str, path: &Path, max_bytes: u64, keep: u32, events: &[&str]) -> String {
     let events: Vec<String> = events.iter().map(|e| format!("\"{e}\"")).collect();
@@ -64,24 +62,9 @@ async fn wait_for_line(path: &Path, needle: &str) {
     }
 }
 
-/// The next text frame, exactly as the server sent it.
-async fn recv_text(client: &mut Client) -> String {
-    loop {
-        let msg = tokio::time::timeout(support::WAIT, client.socket.next())
-            .await
-            .expect("timed out waiting for a message")
-            .expect("connection ended")
-            .expect("WebSocket error");
-        if let Message::Text(t) = msg {
-            return t.to_string();
-        }
-    }
-}
-
 async fn connected(router: &Router) -> Client {
     let mut client = router.ws("/ws/events").await;
-    let hello = client.recv().await;
-    assert_eq!(hello["type"], "connection.established", "{hello}");
+    client.established().await;
     client
 }
 
@@ -116,7 +99,7 @@ async fn routed_events_are_appended_and_rotated_keeping_keep_files() {
     // The envelopes as every subscriber got them: the same bytes the sink got.
     let mut sent = Vec::new();
     while sent.len() < N {
-        let text = recv_text(&mut client).await;
+        let text = client.recv_text().await;
         let v: Value = serde_json::from_str(&text).unwrap();
         if v["type"] == "alert.created" {
             sent.push(text);

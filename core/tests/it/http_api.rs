@@ -4,23 +4,13 @@
 //! loopback-only rule, `Origin`, the admin config record and the
 //! connections list.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{start, Router, BASE};
-
-/// BASE with lines added to `[server]` and `[auth]` (whose `mode` line is
-/// replaced by `auth`).
-fn config(server: &str, auth: &str) -> String {
-    let server_header = "[server]\nlisten = \"127.0.0.1:0\"\n";
-    let auth_header = "[auth]\nmode = \"none\"\n";
-    assert!(BASE.contains(server_header) && BASE.contains(auth_header));
-    BASE.replace(server_header, &format!("{server_header}{server}\n"))
-        .replace(auth_header, &format!("[auth]\n{auth}\n"))
-}
+use support::{alert, config, start, Router, BASE};
 
 /// Sends a request; returns status and JSON body (null if not JSON).
 async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
@@ -68,10 +58,6 @@ async fn get_with(router: &Router, path: &str, headers: &[(&str, &str)]) -> (u16
 
 fn bearer(key: &str) -> String {
     format!("Bearer {key}")
-}
-
-fn alert(id: &str) -> Value {
-    json!({"type": "alert.created", "payload": {"id": id, "severity": "low"}})
 }
 
 fn seq(channel: &str, sequence: u64) -> Value {
@@ -1183,12 +1169,7 @@ fn raw_body(answer: &str) -> Value {
 async fn wait_for_metric(router: &Router, line: &str) {
     let deadline = tokio::time::Instant::now() + support::WAIT;
     loop {
-        let text = reqwest::get(router.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = router.metrics().await;
         if text.lines().any(|l| l == line) {
             return;
         }
@@ -1385,12 +1366,7 @@ async fn cors_answers_allowed_origins_only() {
     assert_error(status, &body, 403, "forbidden_origin");
     let (status, body) = post_with(&router, "/api/events", &alert("a"), &[("Origin", evil)]).await;
     assert_error(status, &body, 403, "forbidden_origin");
-    let metrics = reqwest::get(router.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = router.metrics().await;
     assert!(
         metrics.contains("switchyard_events_refused_total{reason=\"forbidden_origin\"} 1"),
         "{metrics}"

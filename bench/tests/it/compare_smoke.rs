@@ -7,7 +7,7 @@
 //! use (about a minute), so this needs python3 with venv, node and npm, and
 //! the registries; later runs reuse `scratch/`.
 
-mod support;
+use crate::support;
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;

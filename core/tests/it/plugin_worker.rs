@@ -2,7 +2,7 @@
 //! through the ABI, health-checking real local servers (HTTP and TCP) on
 //! 127.0.0.1, its `worker.*` events reaching a real WebSocket client.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -96,8 +96,7 @@ async fn tcp_server(port: u16) -> (u16, JoinHandle<()>) {
 /// emitted before it connected.
 async fn replaying_client(router: &Router) -> Client {
     let mut first = router.ws("/ws/workers").await;
-    let hello = first.recv().await;
-    assert_eq!(hello["type"], "connection.established", "{hello}");
+    let hello = first.established().await;
     let epoch = hello["payload"]["channels"]["workers"]["epoch"]
         .as_str()
         .unwrap_or_else(|| panic!("no epoch for workers in {hello}"))
@@ -105,8 +104,7 @@ async fn replaying_client(router: &Router) -> Client {
     let mut c = router
         .ws(&format!("/ws/workers?since=workers:{epoch}:0"))
         .await;
-    let hello = c.recv().await;
-    assert_eq!(hello["type"], "connection.established", "{hello}");
+    c.established().await;
     c
 }
 

@@ -17,6 +17,8 @@
 //!   `unknown_channel`): history here is never exhausted;
 //! - `subscribed` / `unsubscribed` echo the patterns the model holds.
 
+use crate::support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock};
 
@@ -29,7 +31,7 @@ use switchyard::connection::outbox::Written;
 use switchyard::connection::ConnRef;
 use switchyard::protocol::Position;
 use switchyard::registry::Registry;
-use switchyard::router::{ConnectRequest, Incoming, Origin, Router, Snapshot};
+use switchyard::router::{Incoming, Origin, Router, Snapshot};
 
 // ---------------------------------------------------------------------------
 // The configurations a case moves between.
@@ -447,17 +449,7 @@ impl Model {
         events: Option<Vec<String>>,
         since: Option<BTreeMap<String, Position>>,
     ) -> ConnRef {
-        self.router
-            .connect(ConnectRequest {
-                endpoint: endpoint.into(),
-                user: None,
-                ip: "127.0.0.1".parse().unwrap(),
-                expires_at: None,
-                channel_claim: None,
-                events,
-                since,
-            })
-            .unwrap()
+        support::open_direct(&self.router, endpoint, events, since)
     }
 
     fn publish(&mut self, types: &[&'static str]) -> Result<(), TestCaseError> {

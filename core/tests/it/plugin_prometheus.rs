@@ -4,14 +4,14 @@
 //! Alertmanager (Debian's `prometheus-alertmanager`), and scraping a
 //! Prometheus text page into `queue.metrics`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{free_port, plugin, start, Client, Router};
+use support::{free_port, plugin, start, ChildGuard, Client, Router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
@@ -55,8 +55,7 @@ library = "{}"
 
 async fn client(router: &Router) -> Client {
     let mut c = router.ws("/ws/system").await;
-    let hello = c.recv().await;
-    assert_eq!(hello["type"], "connection.established", "{hello}");
+    c.established().await;
     c
 }
 
@@ -318,16 +317,6 @@ async fn token_and_body_bounds_are_enforced() {
 // ---------------------------------------------------------------------------
 // (b) A real Alertmanager delivering through its webhook receiver
 // ---------------------------------------------------------------------------
-
-/// Kills and reaps the child process when dropped (also on a failed assert).
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start_alertmanager(dir: &Path, am_port: u16, plugin_port: u16) -> ChildGuard {
     let config = format!(

@@ -2,6 +2,8 @@
 //! connections opened directly, events published, and each connection's
 //! outbox read back. This is what keeps the transport a thin layer.
 
+use crate::support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use switchyard::config;
 use switchyard::connection::outbox::Written;
 use switchyard::connection::ConnRef;
 use switchyard::registry::Registry;
-use switchyard::router::{ConnectRequest, Incoming, Offered, Origin, Router, Sink, Snapshot};
+use switchyard::router::{Incoming, Offered, Origin, Router, Sink, Snapshot};
 use switchyard::text::Text;
 
 const CONFIG: &str = r#"
@@ -83,17 +85,8 @@ fn snapshot(toml: &str, version: u64, sinks: BTreeMap<String, Arc<dyn Sink>>) ->
 }
 
 fn connect(router: &Router, endpoint: &str, events: Option<&[&str]>) -> ConnRef {
-    router
-        .connect(ConnectRequest {
-            endpoint: endpoint.into(),
-            user: None,
-            ip: "127.0.0.1".parse().unwrap(),
-            expires_at: None,
-            channel_claim: None,
-            events: events.map(|e| e.iter().map(|s| s.to_string()).collect()),
-            since: None,
-        })
-        .unwrap()
+    let events = events.map(|e| e.iter().map(|s| s.to_string()).collect());
+    support::open_direct(router, endpoint, events, None)
 }
 
 /// Everything queued for a connection right now, as JSON.

@@ -2,7 +2,7 @@
 //! plugin, the test plugin, C fixtures) loaded through the ABI, their events
 //! reaching real WebSocket clients and sinks, their failures contained.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -71,8 +71,7 @@ fn config(parts: &[&str]) -> String {
 /// A connected client past its `connection.established`.
 async fn client(router: &Router, path: &str) -> (Client, Value) {
     let mut c = router.ws(path).await;
-    let hello = c.recv().await;
-    assert_eq!(hello["type"], "connection.established", "{hello}");
+    let hello = c.established().await;
     (c, hello)
 }
 
@@ -781,16 +780,6 @@ async fn panic_in_start_marks_the_plugin_failed_and_the_router_degraded() {
     router.shutdown().await;
 }
 
-/// The real `switchyard` binary, killed when dropped.
-struct Binary(std::process::Child);
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_panic_is_a_json_log_line_not_the_default_hook_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
@@ -805,16 +794,11 @@ async fn a_plugin_panic_is_a_json_log_line_not_the_default_hook_on_stderr() {
     std::fs::write(&config_path, cfg).unwrap();
     let stderr_path = dir.path().join("stderr.log");
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let _router = Binary(child);
+    let _router = support::serve(
+        &config_path,
+        port,
+        std::fs::File::create(&stderr_path).unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let panic_line = loop {
         let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
@@ -1585,12 +1569,7 @@ async fn a_plugin_that_panicked_is_restarted_and_its_events_flow_again() {
     let health = health_with_plugin_state(&router, "tk", "running").await;
     assert_eq!(health["plugins"]["tk"]["restarts"], 1, "{health}");
     assert!(once.exists());
-    let metrics = reqwest::get(router.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = router.metrics().await;
     assert!(
         metrics.contains("switchyard_plugin_restarts{plugin=\"tk\"} 1"),
         "{metrics}"

@@ -2,7 +2,7 @@
 //! loaded, and serves with all five plugins running (built here, so the
 //! debug artifacts stand in for target/release).
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;
@@ -154,16 +154,6 @@ fn the_top_of_the_shipped_config_names_every_value_that_depends_on_the_machine()
     }
 }
 
-/// Kills the router if the test fails before it is done.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn get_json(url: &str) -> Option<serde_json::Value> {
     reqwest::get(url).await.ok()?.json().await.ok()
 }
@@ -186,7 +176,7 @@ async fn a_copy_with_the_listed_values_changed_runs_every_plugin() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let _router = Running(child);
+    let _router = support::ChildGuard(child);
     let base = format!("http://127.0.0.1:{router}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let (health, worker_started) = loop {

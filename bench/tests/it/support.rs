@@ -1,8 +1,5 @@
 //! Helpers shared by the integration tests of `switchyard-bench`.
 
-// Each test file compiles this module on its own and uses only part of it.
-#![allow(dead_code)]
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;

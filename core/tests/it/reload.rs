@@ -2,7 +2,7 @@
 //! "Recovery with `since`" for epochs, "`connection.channels`" and "Close
 //! codes") against a real router over loopback.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{start, Client, Router, BASE};
+use support::{alert, mkfifo, start, Router, BASE};
 use switchyard::app::Options;
 use switchyard::plugin_host::PluginHost;
 use switchyard::{reload, runtime};
@@ -76,7 +76,7 @@ async fn apply(router: &Router, config: &str) -> Value {
     router
         .settle_after(|| write_atomically(router, config))
         .await;
-    let before = config_version(router).await;
+    let before = router.config_version().await;
     let body = reload_applied(router).await;
     assert_eq!(body["config_version"], before + 1, "{body}");
     body
@@ -90,19 +90,11 @@ async fn reload_applied(router: &Router) -> Value {
     body
 }
 
-async fn config_version(router: &Router) -> u64 {
-    let (status, health) = router.get("/health").await;
-    assert_eq!(status, 200, "{health}");
-    health["config_version"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("config_version is an integer: {health}"))
-}
-
 /// Polls `/health` until `config_version` differs from `from` (≤ 10 s).
 async fn wait_for_version_change(router: &Router, from: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let now = config_version(router).await;
+        let now = router.config_version().await;
         if now != from {
             return now;
         }
@@ -114,22 +106,11 @@ async fn wait_for_version_change(router: &Router, from: u64) -> u64 {
     }
 }
 
-/// Reads `connection.established`; returns it.
-async fn established(client: &mut Client) -> Value {
-    let hello = client.recv().await;
-    assert_eq!(hello["type"], "connection.established", "{hello}");
-    hello
-}
-
 fn epoch_of(channels: &Value, name: &str) -> String {
     channels[name]["epoch"]
         .as_str()
         .unwrap_or_else(|| panic!("no epoch for {name} in {channels}"))
         .to_owned()
-}
-
-fn alert(id: &str) -> Value {
-    json!({"type": "alert.created", "payload": {"id": id, "severity": "low"}})
 }
 
 fn job(id: &str) -> Value {
@@ -200,11 +181,11 @@ impl Write for LogWriter {
 async fn reload_adds_channel_endpoint_channel_and_type_live() {
     let router = start(BASE).await;
     let mut all = router.ws("/ws/events").await;
-    let hello = established(&mut all).await;
+    let hello = all.established().await;
     assert!(hello["payload"]["channels"].get("incidents").is_none());
     // Subscribed before the type exists: held with a warning.
     let mut picky = router.ws("/ws/events?events=incident.*").await;
-    established(&mut picky).await;
+    picky.established().await;
     let subscribed = picky.recv().await;
     assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
     assert_eq!(subscribed["events"], json!(["incident.*"]));
@@ -268,7 +249,7 @@ async fn reload_adds_channel_endpoint_channel_and_type_live() {
 
     // A new connection sees the channel in connection.established.
     let mut late = router.ws("/ws/events").await;
-    let hello = established(&mut late).await;
+    let hello = late.established().await;
     assert_eq!(
         hello["payload"]["channels"]["incidents"],
         json!({"epoch": epochs[0], "sequence": 1})
@@ -292,7 +273,7 @@ async fn reload_adds_channel_endpoint_channel_and_type_live() {
 async fn invalid_config_is_refused_with_every_problem_and_old_keeps_serving() {
     let router = start(BASE).await;
     let mut client = router.ws("/ws/events").await;
-    established(&mut client).await;
+    client.established().await;
     assert_eq!(
         publish_one(&router, &alert("a1")).await,
         ("alerts".into(), 1)
@@ -335,7 +316,7 @@ async fn invalid_config_is_refused_with_every_problem_and_old_keeps_serving() {
     );
 
     // The old configuration keeps serving.
-    assert_eq!(config_version(&router).await, 1);
+    assert_eq!(router.config_version().await, 1);
     assert_eq!(
         publish_one(&router, &alert("a2")).await,
         ("alerts".into(), 2)
@@ -370,9 +351,7 @@ async fn refused_and_applied_reloads_are_counted_in_metrics() {
     let (status, body) = router.reload().await;
     refused_problems(status, &body);
     apply(&router, BASE).await;
-    let response = reqwest::get(router.url("/metrics")).await.unwrap();
-    assert_eq!(response.status().as_u16(), 200, "GET /metrics");
-    let metrics = response.text().await.unwrap();
+    let metrics = router.metrics().await;
     for result in ["refused", "applied"] {
         assert!(
             metrics
@@ -390,7 +369,7 @@ async fn refused_and_applied_reloads_are_counted_in_metrics() {
 async fn toml_syntax_error_is_refused_with_line_and_column() {
     let router = start(BASE).await;
     let mut client = router.ws("/ws/events").await;
-    established(&mut client).await;
+    client.established().await;
 
     let bad = format!("{BASE}\n[[channels]]\nname = = \"broken\"\n");
     let line = bad.lines().count();
@@ -404,7 +383,7 @@ async fn toml_syntax_error_is_refused_with_line_and_column() {
     assert_eq!(e["line"], line, "{body}");
     assert_eq!(e["column"], 8, "the second '=' is at column 8: {body}");
 
-    assert_eq!(config_version(&router).await, 1);
+    assert_eq!(router.config_version().await, 1);
     assert_eq!(publish_one(&router, &job("j1")).await, ("jobs".into(), 1));
     let ev = client.recv().await;
     assert_eq!(ev["type"], "job.progress", "{ev}");
@@ -415,7 +394,7 @@ async fn toml_syntax_error_is_refused_with_line_and_column() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_watcher_picks_up_a_plain_write() {
     let router = start(BASE).await;
-    assert_eq!(config_version(&router).await, 1);
+    assert_eq!(router.config_version().await, 1);
     router.write_config(&with_incidents());
     let version = wait_for_version_change(&router, 1).await;
     assert!(version >= 2, "{version}");
@@ -433,8 +412,8 @@ async fn file_watcher_picks_up_a_plain_write() {
 async fn file_watcher_picks_up_a_rename_over_the_file() {
     let router = start(BASE).await;
     let mut client = router.ws("/ws/events").await;
-    established(&mut client).await;
-    assert_eq!(config_version(&router).await, 1);
+    client.established().await;
+    assert_eq!(router.config_version().await, 1);
     let tmp = router.dir.path().join("config.toml.new");
     std::fs::write(&tmp, with_incidents()).unwrap();
     std::fs::rename(&tmp, router.config_path()).unwrap();
@@ -473,8 +452,8 @@ async fn a_configmap_symlink_swap_is_picked_up() {
         .await
         .unwrap_or_else(|e| panic!("router did not start: {:?}", e.problems()));
     let mut client = router.ws("/ws/events").await;
-    established(&mut client).await;
-    let before = config_version(&router).await;
+    client.established().await;
+    let before = router.config_version().await;
 
     // Only ..data changes: config.toml itself is never written.
     configmap_update(router.dir.path(), "2026_12_06_second", &with_incidents());
@@ -503,7 +482,7 @@ async fn twenty_reloads_during_continuous_publishing_lose_nothing() {
     assert_ne!(base, other);
     let router = start(&base).await;
     let mut client = router.ws("/ws/events?events=alert.created").await;
-    established(&mut client).await;
+    client.established().await;
     assert_eq!(client.recv().await["type"], "subscribed");
 
     let reader = tokio::spawn(async move {
@@ -601,16 +580,16 @@ async fn twenty_reloads_during_continuous_publishing_lose_nothing() {
 async fn connections_and_subscriptions_survive_a_reload() {
     let router = start(BASE).await;
     let mut alerts = router.ws("/ws/events").await;
-    let alerts_id = established(&mut alerts).await["payload"]["connection_id"].clone();
+    let alerts_id = alerts.established().await["payload"]["connection_id"].clone();
     alerts
         .send(&json!({"action": "subscribe", "events": ["alert.*"], "id": 1}))
         .await;
     assert_eq!(alerts.recv().await["type"], "subscribed");
     let mut jobs = router.ws("/ws/events?events=job_progress").await;
-    let jobs_id = established(&mut jobs).await["payload"]["connection_id"].clone();
+    let jobs_id = jobs.established().await["payload"]["connection_id"].clone();
     assert_eq!(jobs.recv().await["events"], json!(["job.progress"]));
     let mut everything = router.ws("/ws/events").await;
-    let everything_id = established(&mut everything).await["payload"]["connection_id"].clone();
+    let everything_id = everything.established().await["payload"]["connection_id"].clone();
 
     // A reload that changes something unrelated to these connections.
     let changed = BASE.replace(
@@ -667,11 +646,11 @@ async fn removed_endpoint_closes_its_connections_with_1001() {
     let two = format!("{BASE}\n[[endpoints]]\npath = \"/ws/jobs\"\nchannels = [\"jobs\"]\n");
     let router = start(&two).await;
     let mut gone = router.ws("/ws/jobs").await;
-    established(&mut gone).await;
+    gone.established().await;
     let mut gone_too = router.ws("/ws/jobs?events=job.*").await;
-    established(&mut gone_too).await;
+    gone_too.established().await;
     let mut stays = router.ws("/ws/events").await;
-    established(&mut stays).await;
+    stays.established().await;
 
     apply(&router, BASE).await;
     for c in [&mut gone, &mut gone_too] {
@@ -701,7 +680,7 @@ async fn removed_endpoint_closes_its_connections_with_1001() {
 async fn kept_channel_keeps_epoch_sequence_and_history() {
     let router = start(BASE).await;
     let mut client = router.ws("/ws/events").await;
-    let hello = established(&mut client).await;
+    let hello = client.established().await;
     let epoch = epoch_of(&hello["payload"]["channels"], "alerts");
     for i in 1..=3 {
         assert_eq!(
@@ -729,7 +708,7 @@ async fn kept_channel_keeps_epoch_sequence_and_history() {
     let mut late = router
         .ws(&format!("/ws/events?events=alert.*&since=alerts:{epoch}:1"))
         .await;
-    let hello = established(&mut late).await;
+    let hello = late.established().await;
     assert_eq!(
         hello["payload"]["channels"]["alerts"],
         json!({"epoch": epoch, "sequence": 4}),
@@ -756,7 +735,7 @@ async fn kept_channel_keeps_epoch_sequence_and_history() {
 async fn removed_then_readded_channel_gets_a_new_epoch() {
     let router = start(BASE).await;
     let mut client = router.ws("/ws/events").await;
-    let hello = established(&mut client).await;
+    let hello = client.established().await;
     let old_epoch = epoch_of(&hello["payload"]["channels"], "jobs");
     for i in 1..=2 {
         assert_eq!(
@@ -800,7 +779,7 @@ async fn removed_then_readded_channel_gets_a_new_epoch() {
     let mut late = router
         .ws(&format!("/ws/events?events=job.*&since=jobs:{old_epoch}:1"))
         .await;
-    let hello = established(&mut late).await;
+    let hello = late.established().await;
     assert_eq!(
         hello["payload"]["channels"]["jobs"],
         json!({"epoch": new_epoch, "sequence": 1})
@@ -818,7 +797,7 @@ async fn removed_then_readded_channel_gets_a_new_epoch() {
 async fn moved_type_stamps_new_events_on_the_new_channel() {
     let router = start(BASE).await;
     let mut client = router.ws("/ws/events").await;
-    let hello = established(&mut client).await;
+    let hello = client.established().await;
     let jobs_epoch = epoch_of(&hello["payload"]["channels"], "jobs");
     assert_eq!(
         publish_one(&router, &alert("a1")).await,
@@ -847,7 +826,7 @@ async fn moved_type_stamps_new_events_on_the_new_channel() {
     let mut late = router
         .ws(&format!("/ws/events?events=*&since=jobs:{jobs_epoch}:0"))
         .await;
-    let hello = established(&mut late).await;
+    let hello = late.established().await;
     assert_eq!(
         hello["payload"]["channels"]["jobs"],
         json!({"epoch": jobs_epoch, "sequence": 1})
@@ -886,7 +865,7 @@ async fn listen_edit_is_ignored_when_fixed_by_the_listen_flag() {
         "incidents"
     );
     assert_eq!(router.addr, addr);
-    assert_eq!(config_version(&router).await, body["config_version"]);
+    assert_eq!(router.config_version().await, body["config_version"]);
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     assert!(
         text.lines()
@@ -973,7 +952,7 @@ async fn concurrent_reloads_run_one_at_a_time() {
     }
     versions.sort_unstable();
     assert_eq!(versions, [2, 3, 4, 5, 6], "distinct, consecutive");
-    assert_eq!(config_version(&router).await, 6);
+    assert_eq!(router.config_version().await, 6);
     router.shutdown().await;
 }
 
@@ -986,7 +965,7 @@ fn with_debounce(config: &str, ms: u64) -> String {
 async fn the_watcher_reads_only_once_the_file_is_quiet() {
     let router = start(&with_debounce(BASE, 1500)).await;
     let mut client = router.ws("/ws/events").await;
-    established(&mut client).await;
+    client.established().await;
     let full = with_debounce(&with_incidents(), 1500);
     let cut = full
         .find("[[endpoints]]")
@@ -1014,7 +993,7 @@ async fn a_watched_change_closing_every_connection_waits_for_an_operator() {
     let logs = captured_logs();
     let router = start(BASE).await;
     let mut client = router.ws("/ws/events").await;
-    established(&mut client).await;
+    client.established().await;
     let moved = BASE.replace("path = \"/ws/events\"", "path = \"/ws/moved\"");
     write_atomically(&router, &moved);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1036,7 +1015,7 @@ async fn a_watched_change_closing_every_connection_waits_for_an_operator() {
         logged.contains("WARN") && logged.contains("would close all 1 open connection"),
         "{logged}"
     );
-    assert_eq!(config_version(&router).await, 1);
+    assert_eq!(router.config_version().await, 1);
     client.send(&json!({"action": "ping", "id": "still"})).await;
     assert_eq!(client.recv_type("pong").await["id"], "still");
 
@@ -1059,14 +1038,6 @@ fn replace_config(router: &Router, make: impl FnOnce(&std::path::Path)) {
     make(&path);
 }
 
-fn mkfifo(path: &std::path::Path) {
-    let status = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .expect("run mkfifo");
-    assert!(status.success(), "mkfifo {}", path.display());
-}
-
 fn symlink_to(target: &'static str) -> impl FnOnce(&std::path::Path) {
     move |path| std::os::unix::fs::symlink(target, path).unwrap()
 }
@@ -1075,7 +1046,7 @@ fn symlink_to(target: &'static str) -> impl FnOnce(&std::path::Path) {
 async fn reloads_refuse_empty_special_and_endless_files_at_once() {
     let router = start(BASE).await;
     let mut client = router.ws("/ws/events").await;
-    established(&mut client).await;
+    client.established().await;
     let fifo_library = router.dir.path().join("libfifo.so");
     mkfifo(&fifo_library);
     let with_fifo_plugin = format!(
@@ -1122,7 +1093,7 @@ async fn reloads_refuse_empty_special_and_endless_files_at_once() {
                 .any(|p| p["problem"].as_str().unwrap().contains(why)),
             "{what}: {body}"
         );
-        assert_eq!(config_version(&router).await, 1, "{what}");
+        assert_eq!(router.config_version().await, 1, "{what}");
     }
     // Nothing is stuck: the watcher's own reloads of those files ended too.
     replace_config(&router, |p| std::fs::write(p, with_incidents()).unwrap());

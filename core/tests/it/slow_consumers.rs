@@ -2,15 +2,13 @@
 //! bounded; `drop_oldest` reports `connection.lagged` with positions that
 //! recover exactly what was dropped; `disconnect` closes with 4008.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{json, Value};
-use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{client_async, WebSocketStream};
 
 const CONFIG: &str = r#"
 [server]
@@ -54,17 +52,6 @@ n = { type = "integer", required = true }
 pad = { type = "string" }
 "#;
 
-/// A client whose socket buffers are tiny, so that a client that does not
-/// read fills the router's queue for it quickly.
-async fn stalled(router: &support::Router, query: &str) -> WebSocketStream<tokio::net::TcpStream> {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(router.addr).await.unwrap();
-    let url = format!("ws://{}/ws/events{query}", router.addr);
-    let (ws, _) = client_async(url, stream).await.unwrap();
-    ws
-}
-
 /// Publishes `count` events of `type_name` in batches of 100.
 async fn publish(router: &support::Router, type_name: &str, count: u64) {
     let pad = "x".repeat(4000);
@@ -77,21 +64,6 @@ async fn publish(router: &support::Router, type_name: &str, count: u64) {
     }
 }
 
-async fn next_json(ws: &mut WebSocketStream<tokio::net::TcpStream>) -> Value {
-    loop {
-        match tokio::time::timeout(support::WAIT, ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => {}
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_never_slows_a_healthy_one_and_recovers_what_it_lost() {
     let router = support::start(CONFIG).await;
@@ -101,7 +73,7 @@ async fn a_stalled_client_never_slows_a_healthy_one_and_recovers_what_it_lost() 
         .as_str()
         .unwrap()
         .to_owned();
-    let mut slow = stalled(&router, "").await;
+    let mut slow = router.stalled("/ws/events").await;
     let reader = tokio::spawn(async move {
         let mut seen = Vec::new();
         while seen.len() < 5000 {
@@ -132,11 +104,11 @@ async fn a_stalled_client_never_slows_a_healthy_one_and_recovers_what_it_lost() 
 
     // The stalled client now reads: what was queued, with one
     // connection.lagged first telling it where to recover from.
-    assert_eq!(next_json(&mut slow).await["type"], "connection.established");
+    assert_eq!(slow.recv().await["type"], "connection.established");
     let mut received = Vec::new();
     let mut lagged = None;
     while received.last() != Some(&5000) {
-        let msg = next_json(&mut slow).await;
+        let msg = slow.recv().await;
         match msg["type"].as_str().unwrap() {
             "connection.lagged" => {
                 assert!(lagged.is_none(), "drops are merged into one message");
@@ -184,12 +156,7 @@ async fn a_stalled_client_never_slows_a_healthy_one_and_recovers_what_it_lost() 
         "no gap once recovered"
     );
 
-    let metrics = reqwest::get(router.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = router.metrics().await;
     assert!(
         metrics.contains(&format!(
             "switchyard_dropped_total{{reason=\"slow_consumer\"}} {dropped}"
@@ -199,28 +166,12 @@ async fn a_stalled_client_never_slows_a_healthy_one_and_recovers_what_it_lost() 
     router.shutdown().await;
 }
 
-/// Skips to the server's close frame; returns its code and reason.
-async fn close_frame(ws: &mut WebSocketStream<tokio::net::TcpStream>) -> (u16, String) {
-    loop {
-        match tokio::time::timeout(support::WAIT, ws.next())
-            .await
-            .expect("a close within the wait")
-        {
-            Some(Ok(Message::Close(Some(frame)))) => {
-                return (u16::from(frame.code), frame.reason.to_string())
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_on_a_disconnect_channel_is_closed_with_4008() {
     let router = support::start(CONFIG).await;
     let mut healthy = router.ws("/ws/events").await;
     healthy.recv_type("connection.established").await;
-    let mut slow = stalled(&router, "?events=job.*").await;
+    let mut slow = router.stalled("/ws/events?events=job.*").await;
     let reader = tokio::spawn(async move {
         for n in 1..=2000u64 {
             assert_eq!(healthy.recv_type("job.progress").await["sequence"], n);
@@ -229,7 +180,7 @@ async fn a_stalled_client_on_a_disconnect_channel_is_closed_with_4008() {
     });
     publish(&router, "job.progress", 2000).await;
     let _healthy = reader.await.unwrap();
-    assert_eq!(close_frame(&mut slow).await, (4008, "too slow".to_owned()));
+    assert_eq!(slow.close_frame().await, (4008, "too slow".to_owned()));
     let (_, list) = router.get("/api/websocket/connections").await;
     assert_eq!(
         list["connections"].as_array().unwrap().len(),
@@ -244,7 +195,7 @@ async fn many_stalled_clients_keep_memory_bounded() {
     let router = support::start(CONFIG).await;
     let mut stalled_clients = Vec::new();
     for _ in 0..200 {
-        stalled_clients.push(stalled(&router, "?events=alert.*").await);
+        stalled_clients.push(router.stalled("/ws/events?events=alert.*").await);
     }
     let mut healthy = router.ws("/ws/events?events=alert.*").await;
     healthy.recv_type("subscribed").await;
@@ -281,14 +232,14 @@ async fn a_client_that_never_reads_its_replies_is_closed_4008() {
          client_rate_limit = { messages_per_s = 100000, burst = 100000 }",
     );
     let router = support::start(&config).await;
-    let mut greedy = stalled(&router, "").await;
+    let mut greedy = router.stalled("/ws/events").await;
     // Well-formed but unregistered patterns: each `subscribed` reply echoes
     // every held pattern and warns about each new one.
     let patterns: Vec<String> = (0..128).map(|i| format!("nothing.p{i}")).collect();
     let subscribe = json!({"action": "subscribe", "events": patterns}).to_string();
     let mut sent = 0;
     while sent < 20_000 {
-        let send = greedy.send(Message::text(subscribe.clone()));
+        let send = greedy.socket.send(Message::text(subscribe.clone()));
         match tokio::time::timeout(Duration::from_secs(2), send).await {
             Ok(Ok(())) => sent += 1,
             _ => break, // the router stopped reading: it is closing us
@@ -326,7 +277,7 @@ async fn the_kernel_send_buffer_is_bounded_so_a_stalled_client_meets_the_policy(
         "send_queue_bytes = 262144\nsocket_send_buffer = 16384",
     );
     let router = support::start(&config).await;
-    let mut slow = stalled(&router, "?events=job.*").await;
+    let mut slow = router.stalled("/ws/events?events=job.*").await;
     // 2 MB in 1 KB events over about two seconds: an autotuned send buffer
     // grows to take it all (the router's queue would never fill), a 16 KB
     // one cannot.
@@ -339,6 +290,6 @@ async fn the_kernel_send_buffer_is_bounded_so_a_stalled_client_meets_the_policy(
         assert_eq!(status, 202, "{body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(close_frame(&mut slow).await, (4008, "too slow".to_owned()));
+    assert_eq!(slow.close_frame().await, (4008, "too slow".to_owned()));
     router.shutdown().await;
 }

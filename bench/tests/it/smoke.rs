@@ -2,7 +2,7 @@
 //! subscribers, M = 50 events. Checks that nothing is lost or duplicated and
 //! that the report has every field. Speed is never asserted.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

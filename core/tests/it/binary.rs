@@ -1,23 +1,14 @@
 //! The real `switchyard` binary: SIGHUP reloads, SIGTERM shuts down
 //! gracefully (clients closed with 1012, exit status 0).
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use support::{free_port, mkfifo, serve, ChildGuard};
 use tokio_tungstenite::tungstenite::Message;
-
-/// Kills the router if a test fails before it exits.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
@@ -38,15 +29,22 @@ async fn config_version(port: u16) -> Option<u64> {
     body["config_version"].as_u64()
 }
 
-async fn wait_for_version(port: u16, version: u64) {
+/// Polls `/health` (up to 15 s) until `config_version` is one that `wanted`
+/// accepts; returns it. `what` says what was waited for when it never is.
+async fn wait_for_version_where(port: u16, what: &str, wanted: impl Fn(u64) -> bool) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while config_version(port).await != Some(version) {
-        assert!(
-            Instant::now() < deadline,
-            "config_version never reached {version}"
-        );
+    loop {
+        if let Some(now) = config_version(port).await.filter(|v| wanted(*v)) {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "config_version never {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until `config_version` is `version`.
+async fn wait_for_version(port: u16, version: u64) {
+    wait_for_version_where(port, &format!("reached {version}"), |v| v == version).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,21 +52,8 @@ async fn sighup_reloads_and_sigterm_closes_clients_with_1012() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, support::BASE).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut router = Running(child);
+    let port = free_port();
+    let mut router = serve(&config, port, Stdio::null());
     wait_for_version(port, 1).await;
 
     signal(&router.0, "HUP");
@@ -168,14 +153,6 @@ fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     let path = dir.path().join("config.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn mkfifo(path: &std::path::Path) {
-    let status = Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .expect("run mkfifo");
-    assert!(status.success(), "mkfifo {}", path.display());
 }
 
 #[test]
@@ -309,7 +286,7 @@ fn logs_written_to_a_pipe_carry_no_colour() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let _router = Running(child);
+    let _router = ChildGuard(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines() {
@@ -388,7 +365,7 @@ fn logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
 }
 
 /// Waits (generously) for the router to exit and returns its status.
-async fn exited(router: &mut Running) -> std::process::ExitStatus {
+async fn exited(router: &mut ChildGuard) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = router.0.try_wait().unwrap() {
@@ -417,21 +394,8 @@ async fn sigterm_drains_the_audit_log_queue_so_every_accepted_event_is_written()
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut router = Running(child);
+    let port = free_port();
+    let mut router = serve(&config, port, Stdio::null());
     wait_for_version(port, 1).await;
 
     // A burst the sink cannot keep up with (one fsync per line).
@@ -468,24 +432,14 @@ async fn sigterm_drains_the_audit_log_queue_so_every_accepted_event_is_written()
 
 /// Writes `text` to `config` and runs the binary on it, its stderr going to
 /// a file beside it; returns once it serves (`config_version` 1).
-async fn spawn_logging(config: &std::path::Path, text: &str) -> (Running, u16, std::path::PathBuf) {
+async fn spawn_logging(
+    config: &std::path::Path,
+    text: &str,
+) -> (ChildGuard, u16, std::path::PathBuf) {
     std::fs::write(config, text).unwrap();
     let log = config.with_file_name("stderr.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("--config")
-        .arg(config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let router = Running(child);
+    let port = free_port();
+    let router = serve(config, port, std::fs::File::create(&log).unwrap());
     wait_for_version(port, 1).await;
     (router, port, log)
 }
@@ -538,17 +492,7 @@ async fn reload_warnings_are_logged_once_each() {
 /// Waits until `config_version` is above `version` (the watcher may add
 /// reloads of its own); returns it.
 async fn wait_for_version_above(port: u16, version: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(now) = config_version(port).await.filter(|v| *v > version) {
-            return now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "config_version never went above {version}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_version_where(port, &format!("went above {version}"), |v| v > version).await
 }
 
 /// A refused `Origin` is logged at info, naming it and what is allowed, at

@@ -1,7 +1,7 @@
 //! `server.tls`: the router serves `wss://` and `https://` itself with a
 //! certificate read from files, and a reload with a bad file is refused.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

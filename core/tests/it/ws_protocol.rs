@@ -1,25 +1,18 @@
 //! The WebSocket protocol against a real router over loopback.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{json, Value};
-use support::{start, Client, Router, BASE};
+use support::{alert, assert_error, job, start, with_server, Client, Router, BASE};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// How long "nothing arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(400);
-
-/// BASE with extra `[server]` keys.
-fn with_server(extra: &str) -> String {
-    let listen = "listen = \"127.0.0.1:0\"";
-    assert!(BASE.contains(listen));
-    BASE.replacen(listen, &format!("{listen}\n{extra}"), 1)
-}
 
 /// BASE plus a `system` channel carried only by a second endpoint `/ws/system`.
 fn two_endpoints() -> String {
@@ -43,32 +36,18 @@ state = {{ type = "string", required = true }}
     )
 }
 
-fn alert(id: &str) -> Value {
-    json!({"type": "alert.created", "payload": {"id": id, "severity": "low"}})
-}
-
 fn resolved(id: &str) -> Value {
     json!({"type": "alert.resolved", "payload": {"id": id}})
-}
-
-fn job(id: &str) -> Value {
-    json!({"type": "job.progress", "payload": {"job_id": id, "percent": 10}})
 }
 
 fn status(state: &str) -> Value {
     json!({"type": "system.status", "payload": {"state": state}})
 }
 
-async fn publish_ok(router: &Router, event: &Value) {
-    let (code, body) = router.publish(event).await;
-    assert_eq!(code, 202, "publishing {event} was refused: {body}");
-}
-
 /// Connects and returns the client with its `connection.established`.
 async fn connect(router: &Router, path: &str) -> (Client, Value) {
     let mut c = router.ws(path).await;
-    let hello = c.recv().await;
-    assert_eq!(hello["type"], "connection.established", "{hello}");
+    let hello = c.established().await;
     (c, hello)
 }
 
@@ -98,24 +77,6 @@ fn strings(items: &[&str]) -> Vec<String> {
     out
 }
 
-/// Sends a message and returns the next message (its reply).
-async fn request(c: &mut Client, msg: Value) -> Value {
-    c.send(&msg).await;
-    c.recv().await
-}
-
-/// Asserts `msg` is an `error` with `code`.
-fn assert_error(msg: &Value, code: &str) {
-    assert_eq!(msg["type"], "error", "expected an error {code}, got {msg}");
-    assert_eq!(msg["payload"]["code"], code, "{msg}");
-    assert!(
-        msg["payload"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "an error carries a message: {msg}"
-    );
-}
-
 /// Reads messages up to and including `subscribed`; returns the messages
 /// before it and the reply.
 async fn until_subscribed(c: &mut Client) -> (Vec<Value>, Value) {
@@ -131,7 +92,7 @@ async fn until_subscribed(c: &mut Client) -> (Vec<Value>, Value) {
 
 /// The ping round trip: proves the connection is open and working.
 async fn assert_alive(c: &mut Client, id: Value) {
-    let pong = request(c, json!({"action": "ping", "id": id.clone()})).await;
+    let pong = c.request(json!({"action": "ping", "id": id.clone()})).await;
     assert_eq!(pong["type"], "pong", "{pong}");
     assert_eq!(pong["id"], id, "{pong}");
     assert!(
@@ -202,9 +163,9 @@ async fn established_then_receive_all_until_first_subscribe() {
 async fn established_carries_identity_and_channel_positions() {
     let router = start(&with_server("heartbeat_interval_s = 7")).await;
     for i in 0..3 {
-        publish_ok(&router, &alert(&format!("a{i}"))).await;
+        router.publish_ok(&alert(&format!("a{i}"))).await;
     }
-    publish_ok(&router, &job("j0")).await;
+    router.publish_ok(&job("j0")).await;
 
     let (mut c, hello) = connect(&router, "/ws/events").await;
     let p = &hello["payload"];
@@ -240,7 +201,7 @@ async fn established_carries_identity_and_channel_positions() {
     }
 
     // The next event continues the announced position.
-    publish_ok(&router, &alert("a3")).await;
+    router.publish_ok(&alert("a3")).await;
     let ev = c.recv().await;
     assert_event(&ev, "alert.created", "alerts", 4);
 
@@ -255,7 +216,7 @@ async fn established_carries_identity_and_channel_positions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn established_lists_only_the_endpoints_channels() {
     let router = start(&two_endpoints()).await;
-    publish_ok(&router, &status("ok")).await;
+    router.publish_ok(&status("ok")).await;
     let (_c, hello) = connect(&router, "/ws/system").await;
     assert_eq!(hello["payload"]["endpoint"], "/ws/system");
     let channels = hello["payload"]["channels"].as_object().unwrap();
@@ -290,10 +251,10 @@ async fn query_events_are_held_and_answered_by_subscribed() {
         "recovery only with since: {reply}"
     );
 
-    publish_ok(&router, &job("j1")).await;
+    router.publish_ok(&job("j1")).await;
     let ev = c.recv().await;
     assert_event(&ev, "job.progress", "jobs", 1);
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&alert("a1")).await;
     let ev = c.recv().await;
     assert_event(&ev, "alert.created", "alerts", 1);
     assert_eq!(ev["payload"], json!({"id": "a1", "severity": "low"}));
@@ -302,8 +263,8 @@ async fn query_events_are_held_and_answered_by_subscribed() {
     let (mut d, _) = connect(&router, "/ws/events?events=job.progress").await;
     let reply = d.recv().await;
     assert_eq!(reply["events"], json!(["job.progress"]));
-    publish_ok(&router, &alert("a2")).await;
-    publish_ok(&router, &job("j2")).await;
+    router.publish_ok(&alert("a2")).await;
+    router.publish_ok(&job("j2")).await;
     let ev = d.recv().await;
     assert_event(&ev, "job.progress", "jobs", 2);
     d.expect_silence(QUIET).await;
@@ -374,8 +335,8 @@ async fn query_malformed_patterns_get_one_error_before_subscribed() {
     assert_eq!(before[0]["payload"]["refused"], 4);
     assert_eq!(reply["events"], json!(["alert.*"]), "{reply}");
 
-    publish_ok(&router, &job("j1")).await;
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&job("j1")).await;
+    router.publish_ok(&alert("a1")).await;
     let ev = c.recv().await;
     assert_event(&ev, "alert.created", "alerts", 1);
     c.expect_silence(QUIET).await;
@@ -389,9 +350,9 @@ async fn query_empty_events_subscribes_to_none() {
     let reply = c.recv().await;
     assert_eq!(reply["type"], "subscribed", "{reply}");
     assert_eq!(reply["events"], json!([]), "{reply}");
-    publish_ok(&router, &alert("a1")).await;
-    publish_ok(&router, &job("j1")).await;
-    publish_ok(&router, &resolved("a1")).await;
+    router.publish_ok(&alert("a1")).await;
+    router.publish_ok(&job("j1")).await;
+    router.publish_ok(&resolved("a1")).await;
     c.expect_silence(QUIET).await;
     assert_alive(&mut c, json!("still-open")).await;
     router.shutdown().await;
@@ -427,11 +388,9 @@ async fn query_patterns_beyond_max_patterns_get_too_many_patterns() {
     );
 
     // Over the bound later too: the error, and nothing more held.
-    let err = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["alert.*"], "id": 9}),
-    )
-    .await;
+    let err = c
+        .request(json!({"action": "subscribe", "events": ["alert.*"], "id": 9}))
+        .await;
     assert_error(&err, "too_many_patterns");
     assert_eq!(err["id"], 9);
     let reply = c.recv().await;
@@ -442,8 +401,8 @@ async fn query_patterns_beyond_max_patterns_get_too_many_patterns() {
         strings(&["alert.created", "job.progress"])
     );
 
-    publish_ok(&router, &resolved("r1")).await;
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&resolved("r1")).await;
+    router.publish_ok(&alert("a1")).await;
     let ev = c.recv().await;
     assert_event(&ev, "alert.created", "alerts", 2);
     c.expect_silence(QUIET).await;
@@ -459,33 +418,27 @@ async fn subscribe_and_unsubscribe_replies_list_what_is_held() {
     let router = start(BASE).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
 
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["alert.created"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "subscribe", "events": ["alert.created"]}))
+        .await;
     assert_eq!(r["type"], "subscribed", "{r}");
     assert_eq!(r["action"], "subscribed", "{r}");
     assert_eq!(r["events"], json!(["alert.created"]));
     assert_eq!(r["warnings"], json!([]));
     assert!(r.get("id").is_none(), "no id asked, none echoed: {r}");
 
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["job.progress", "alert.*"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "subscribe", "events": ["job.progress", "alert.*"]}))
+        .await;
     assert_eq!(
         sorted(&r["events"]),
         strings(&["alert.*", "alert.created", "job.progress"]),
         "all patterns now held: {r}"
     );
 
-    let r = request(
-        &mut c,
-        json!({"action": "unsubscribe", "events": ["alert.created"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "unsubscribe", "events": ["alert.created"]}))
+        .await;
     assert_eq!(r["type"], "unsubscribed", "{r}");
     assert_eq!(r["action"], "unsubscribed", "{r}");
     assert_eq!(
@@ -494,7 +447,7 @@ async fn subscribe_and_unsubscribe_replies_list_what_is_held() {
         "patterns still held: {r}"
     );
 
-    let r = request(&mut c, json!({"action": "unsubscribe"})).await;
+    let r = c.request(json!({"action": "unsubscribe"})).await;
     assert_eq!(r["type"], "unsubscribed", "{r}");
     assert_eq!(r["events"], json!([]), "{r}");
     router.shutdown().await;
@@ -504,37 +457,35 @@ async fn subscribe_and_unsubscribe_replies_list_what_is_held() {
 async fn legacy_subscribe_and_unsubscribe_forms() {
     let router = start(BASE).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
-    let r = request(
-        &mut c,
-        json!({"type": "subscribe", "event_types": ["alert.*", "job_progress"], "id": "L1"}),
-    )
-    .await;
+    let r = c
+        .request(
+            json!({"type": "subscribe", "event_types": ["alert.*", "job_progress"], "id": "L1"}),
+        )
+        .await;
     assert_eq!(r["type"], "subscribed", "{r}");
     assert_eq!(r["action"], "subscribed", "{r}");
     assert_eq!(r["id"], "L1");
     assert_eq!(sorted(&r["events"]), strings(&["alert.*", "job.progress"]));
     assert_eq!(r["warnings"], json!([]));
 
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&alert("a1")).await;
     assert_event(&c.recv().await, "alert.created", "alerts", 1);
 
-    let r = request(
-        &mut c,
-        json!({"type": "unsubscribe", "event_types": ["alert.*"], "id": "L2"}),
-    )
-    .await;
+    let r = c
+        .request(json!({"type": "unsubscribe", "event_types": ["alert.*"], "id": "L2"}))
+        .await;
     assert_eq!(r["type"], "unsubscribed", "{r}");
     assert_eq!(r["action"], "unsubscribed", "{r}");
     assert_eq!(r["id"], "L2");
     assert_eq!(r["events"], json!(["job.progress"]));
 
-    publish_ok(&router, &alert("a2")).await;
-    publish_ok(&router, &job("j1")).await;
+    router.publish_ok(&alert("a2")).await;
+    router.publish_ok(&job("j1")).await;
     assert_event(&c.recv().await, "job.progress", "jobs", 1);
     c.expect_silence(QUIET).await;
 
     // The legacy ping form.
-    let pong = request(&mut c, json!({"type": "ping", "id": 3})).await;
+    let pong = c.request(json!({"type": "ping", "id": 3})).await;
     assert_eq!(pong["type"], "pong", "{pong}");
     assert_eq!(pong["id"], 3);
     router.shutdown().await;
@@ -545,19 +496,15 @@ async fn ids_are_echoed_on_replies_and_on_errors() {
     let router = start(BASE).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
 
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["alert.*"], "id": "sub-1"}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "subscribe", "events": ["alert.*"], "id": "sub-1"}))
+        .await;
     assert_eq!(r["type"], "subscribed");
     assert_eq!(r["id"], "sub-1", "string id: {r}");
 
-    let r = request(
-        &mut c,
-        json!({"action": "unsubscribe", "events": ["alert.*"], "id": 12345}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "unsubscribe", "events": ["alert.*"], "id": 12345}))
+        .await;
     assert_eq!(r["type"], "unsubscribed");
     assert_eq!(r["id"], 12345, "integer id: {r}");
 
@@ -565,15 +512,13 @@ async fn ids_are_echoed_on_replies_and_on_errors() {
     assert_alive(&mut c, json!("p")).await;
 
     // Errors caused by a message echo its id.
-    let e = request(&mut c, json!({"action": "dance", "id": "d-1"})).await;
+    let e = c.request(json!({"action": "dance", "id": "d-1"})).await;
     assert_error(&e, "unknown_action");
     assert_eq!(e["id"], "d-1", "{e}");
 
-    let e = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["*.created", "job.progress"], "id": 42}),
-    )
-    .await;
+    let e = c
+        .request(json!({"action": "subscribe", "events": ["*.created", "job.progress"], "id": 42}))
+        .await;
     assert_error(&e, "invalid_pattern");
     assert_eq!(e["id"], 42, "{e}");
     let r = c.recv().await;
@@ -582,7 +527,7 @@ async fn ids_are_echoed_on_replies_and_on_errors() {
     assert_eq!(r["events"], json!(["job.progress"]));
 
     // Without an id, none is echoed.
-    let pong = request(&mut c, json!({"action": "ping"})).await;
+    let pong = c.request(json!({"action": "ping"})).await;
     assert_eq!(pong["type"], "pong");
     assert!(pong.get("id").is_none(), "{pong}");
     router.shutdown().await;
@@ -593,19 +538,17 @@ async fn a_message_with_action_and_type_is_read_by_action() {
     let router = start(BASE).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
 
-    let r = request(
-        &mut c,
-        json!({"action": "ping", "type": "subscribe", "events": ["alert.*"], "id": 1}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "ping", "type": "subscribe", "events": ["alert.*"], "id": 1}))
+        .await;
     assert_eq!(r["type"], "pong", "read by action: {r}");
     assert_eq!(r["id"], 1);
 
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "type": "ping", "events": ["job.progress"], "id": 2}),
-    )
-    .await;
+    let r = c
+        .request(
+            json!({"action": "subscribe", "type": "ping", "events": ["job.progress"], "id": 2}),
+        )
+        .await;
     assert_eq!(r["type"], "subscribed", "read by action: {r}");
     assert_eq!(r["id"], 2);
     assert_eq!(
@@ -614,11 +557,9 @@ async fn a_message_with_action_and_type_is_read_by_action() {
         "the ping before held nothing: {r}"
     );
 
-    let r = request(
-        &mut c,
-        json!({"action": "unsubscribe", "type": "subscribe", "events": ["job.progress"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "unsubscribe", "type": "subscribe", "events": ["job.progress"]}))
+        .await;
     assert_eq!(r["type"], "unsubscribed", "{r}");
     assert_eq!(r["events"], json!([]));
     router.shutdown().await;
@@ -633,11 +574,9 @@ async fn unknown_well_formed_names_are_held_with_a_suggestion() {
     let router = start(BASE).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
 
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["alret.*"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "subscribe", "events": ["alret.*"]}))
+        .await;
     assert_eq!(r["type"], "subscribed", "{r}");
     assert_eq!(r["events"], json!(["alret.*"]), "held: {r}");
     assert_eq!(
@@ -646,11 +585,9 @@ async fn unknown_well_formed_names_are_held_with_a_suggestion() {
         "{r}"
     );
 
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["alert.craeted"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "subscribe", "events": ["alert.craeted"]}))
+        .await;
     assert_eq!(sorted(&r["events"]), strings(&["alert.craeted", "alret.*"]));
     let w = r["warnings"].as_array().unwrap();
     assert_eq!(w.len(), 1, "{r}");
@@ -658,7 +595,9 @@ async fn unknown_well_formed_names_are_held_with_a_suggestion() {
     assert_eq!(w[0]["did_you_mean"], "alert.created", "{r}");
 
     // The three-segment alias form is well formed: held with a warning.
-    let r = request(&mut c, json!({"action": "subscribe", "events": ["a.b.c"]})).await;
+    let r = c
+        .request(json!({"action": "subscribe", "events": ["a.b.c"]}))
+        .await;
     assert_eq!(r["type"], "subscribed", "{r}");
     assert!(
         sorted(&r["events"]).contains(&"a.b.c".to_owned()),
@@ -674,11 +613,9 @@ async fn unknown_well_formed_names_are_held_with_a_suggestion() {
 async fn deprecated_type_warning_names_the_replacement() {
     let router = start(BASE).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["alert.resolved"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "subscribe", "events": ["alert.resolved"]}))
+        .await;
     assert_eq!(r["events"], json!(["alert.resolved"]), "held: {r}");
     let w = r["warnings"].as_array().unwrap();
     assert_eq!(w.len(), 1, "{r}");
@@ -689,7 +626,7 @@ async fn deprecated_type_warning_names_the_replacement() {
         "names the replacement: {message}"
     );
 
-    publish_ok(&router, &resolved("r1")).await;
+    router.publish_ok(&resolved("r1")).await;
     assert_event(&c.recv().await, "alert.resolved", "alerts", 1);
     router.shutdown().await;
 }
@@ -698,11 +635,9 @@ async fn deprecated_type_warning_names_the_replacement() {
 async fn types_of_another_endpoint_warn_with_that_endpoint() {
     let router = start(&two_endpoints()).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["system.status", "system.*", "alert.*"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "subscribe", "events": ["system.status", "system.*", "alert.*"]}))
+        .await;
     assert_eq!(
         sorted(&r["events"]),
         strings(&["alert.*", "system.*", "system.status"]),
@@ -720,8 +655,8 @@ async fn types_of_another_endpoint_warn_with_that_endpoint() {
     }
 
     // And those events never arrive here.
-    publish_ok(&router, &status("ok")).await;
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&status("ok")).await;
+    router.publish_ok(&alert("a1")).await;
     assert_event(&c.recv().await, "alert.created", "alerts", 1);
     c.expect_silence(QUIET).await;
     router.shutdown().await;
@@ -731,9 +666,7 @@ async fn types_of_another_endpoint_warn_with_that_endpoint() {
 async fn control_message_patterns_are_not_held() {
     let router = start(BASE).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["connection.*", "alert.*", "connection.lagged"]}),
+    let r = c.request(json!({"action": "subscribe", "events": ["connection.*", "alert.*", "connection.lagged"]}),
     )
     .await;
     assert_eq!(r["type"], "subscribed", "{r}");
@@ -748,14 +681,12 @@ async fn control_message_patterns_are_not_held() {
 
     // Only connection.* asked: nothing held, and receive-all is over.
     let (mut d, _) = connect(&router, "/ws/events").await;
-    let r = request(
-        &mut d,
-        json!({"action": "subscribe", "events": ["connection.*"]}),
-    )
-    .await;
+    let r = d
+        .request(json!({"action": "subscribe", "events": ["connection.*"]}))
+        .await;
     assert_eq!(r["events"], json!([]), "{r}");
     assert_eq!(r["warnings"].as_array().unwrap().len(), 1, "{r}");
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&alert("a1")).await;
     assert_event(&c.recv().await, "alert.created", "alerts", 1);
     d.expect_silence(QUIET).await;
     router.shutdown().await;
@@ -765,33 +696,27 @@ async fn control_message_patterns_are_not_held() {
 async fn aliases_are_held_as_the_canonical_name() {
     let router = start(BASE).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["job_progress"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "subscribe", "events": ["job_progress"]}))
+        .await;
     assert_eq!(r["events"], json!(["job.progress"]), "{r}");
     assert_eq!(r["warnings"], json!([]), "a registered alias: {r}");
 
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["job.progress"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "subscribe", "events": ["job.progress"]}))
+        .await;
     assert_eq!(
         r["events"],
         json!(["job.progress"]),
         "the same pattern: {r}"
     );
 
-    publish_ok(&router, &job("j1")).await;
+    router.publish_ok(&job("j1")).await;
     let ev = c.recv().await;
     assert_event(&ev, "job.progress", "jobs", 1);
-    publish_ok(
-        &router,
-        &json!({"type": "job_progress", "payload": {"job_id": "j2"}}),
-    )
-    .await;
+    router
+        .publish_ok(&json!({"type": "job_progress", "payload": {"job_id": "j2"}}))
+        .await;
     let ev = c.recv().await;
     assert_event(&ev, "job.progress", "jobs", 2);
     c.expect_silence(QUIET).await;
@@ -851,14 +776,18 @@ async fn invalid_patterns_are_refused_and_not_held() {
 
     // Each alone, one by one.
     for p in bad {
-        let e = request(&mut c, json!({"action": "subscribe", "events": [p]})).await;
+        let e = c
+            .request(json!({"action": "subscribe", "events": [p]}))
+            .await;
         assert_error(&e, "invalid_pattern");
         let r = c.recv().await;
         assert_eq!(r["events"], json!(["alert.*"]), "{p:?} not held: {r}");
     }
 
     // At the byte limit it is fine (held, with a warning: unregistered).
-    let r = request(&mut c, json!({"action": "subscribe", "events": [at_limit]})).await;
+    let r = c
+        .request(json!({"action": "subscribe", "events": [at_limit]}))
+        .await;
     assert_eq!(r["type"], "subscribed", "{r}");
     assert_eq!(sorted(&r["events"]), strings(&["alert.*", at_limit]));
     router.shutdown().await;
@@ -872,17 +801,15 @@ async fn invalid_patterns_are_refused_and_not_held() {
 async fn an_event_is_delivered_once_however_many_patterns_match() {
     let router = start(BASE).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["alert.*", "alert.created", "*"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "subscribe", "events": ["alert.*", "alert.created", "*"]}))
+        .await;
     assert_eq!(
         sorted(&r["events"]),
         strings(&["*", "alert.*", "alert.created"])
     );
-    publish_ok(&router, &alert("a1")).await;
-    publish_ok(&router, &alert("a2")).await;
+    router.publish_ok(&alert("a1")).await;
+    router.publish_ok(&alert("a2")).await;
     let ev = c.recv().await;
     assert_event(&ev, "alert.created", "alerts", 1);
     assert_eq!(ev["payload"]["id"], "a1");
@@ -897,37 +824,28 @@ async fn an_event_is_delivered_once_however_many_patterns_match() {
 async fn patterns_are_removed_by_exact_text() {
     let router = start(BASE).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
-    request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["alert.*", "alert.created"]}),
-    )
-    .await;
-    let r = request(
-        &mut c,
-        json!({"action": "unsubscribe", "events": ["alert.created"]}),
-    )
-    .await;
+    c.request(json!({"action": "subscribe", "events": ["alert.*", "alert.created"]}))
+        .await;
+    let r = c
+        .request(json!({"action": "unsubscribe", "events": ["alert.created"]}))
+        .await;
     assert_eq!(r["events"], json!(["alert.*"]), "{r}");
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&alert("a1")).await;
     assert_event(&c.recv().await, "alert.created", "alerts", 1);
 
     // A pattern not held by that text: nothing changes.
-    let r = request(
-        &mut c,
-        json!({"action": "unsubscribe", "events": ["alert.created", "*"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "unsubscribe", "events": ["alert.created", "*"]}))
+        .await;
     assert_eq!(r["events"], json!(["alert.*"]), "{r}");
-    publish_ok(&router, &alert("a2")).await;
+    router.publish_ok(&alert("a2")).await;
     assert_event(&c.recv().await, "alert.created", "alerts", 2);
 
-    let r = request(
-        &mut c,
-        json!({"action": "unsubscribe", "events": ["alert.*"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "unsubscribe", "events": ["alert.*"]}))
+        .await;
     assert_eq!(r["events"], json!([]), "{r}");
-    publish_ok(&router, &alert("a3")).await;
+    router.publish_ok(&alert("a3")).await;
     c.expect_silence(QUIET).await;
     router.shutdown().await;
 }
@@ -936,27 +854,24 @@ async fn patterns_are_removed_by_exact_text() {
 async fn unsubscribe_without_events_leaves_only_control_messages() {
     let router = start(BASE).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
-    request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["*", "job.progress"]}),
-    )
-    .await;
-    let r = request(&mut c, json!({"action": "unsubscribe", "id": "u"})).await;
+    c.request(json!({"action": "subscribe", "events": ["*", "job.progress"]}))
+        .await;
+    let r = c.request(json!({"action": "unsubscribe", "id": "u"})).await;
     assert_eq!(r["type"], "unsubscribed", "{r}");
     assert_eq!(r["id"], "u");
     assert_eq!(r["events"], json!([]));
-    publish_ok(&router, &alert("a1")).await;
-    publish_ok(&router, &job("j1")).await;
+    router.publish_ok(&alert("a1")).await;
+    router.publish_ok(&job("j1")).await;
     c.expect_silence(QUIET).await;
     assert_alive(&mut c, json!("x")).await;
 
     // From receive-all too: an empty set, nothing but control messages.
     let (mut d, _) = connect(&router, "/ws/events").await;
-    let r = request(&mut d, json!({"action": "unsubscribe"})).await;
+    let r = d.request(json!({"action": "unsubscribe"})).await;
     assert_eq!(r["type"], "unsubscribed", "{r}");
     assert_eq!(r["events"], json!([]), "{r}");
-    publish_ok(&router, &alert("a2")).await;
-    publish_ok(&router, &job("j2")).await;
+    router.publish_ok(&alert("a2")).await;
+    router.publish_ok(&job("j2")).await;
     d.expect_silence(QUIET).await;
     router.shutdown().await;
 }
@@ -965,20 +880,16 @@ async fn unsubscribe_without_events_leaves_only_control_messages() {
 async fn unsubscribe_resolves_aliases() {
     let router = start(BASE).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["job.progress", "alert.*"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "subscribe", "events": ["job.progress", "alert.*"]}))
+        .await;
     assert_eq!(sorted(&r["events"]), strings(&["alert.*", "job.progress"]));
-    let r = request(
-        &mut c,
-        json!({"action": "unsubscribe", "events": ["job_progress"]}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "unsubscribe", "events": ["job_progress"]}))
+        .await;
     assert_eq!(r["events"], json!(["alert.*"]), "job.progress removed: {r}");
-    publish_ok(&router, &job("j1")).await;
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&job("j1")).await;
+    router.publish_ok(&alert("a1")).await;
     assert_event(&c.recv().await, "alert.created", "alerts", 1);
     c.expect_silence(QUIET).await;
     router.shutdown().await;
@@ -988,24 +899,26 @@ async fn unsubscribe_resolves_aliases() {
 async fn the_first_subscribe_even_empty_ends_receive_all() {
     let router = start(BASE).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&alert("a1")).await;
     assert_event(&c.recv().await, "alert.created", "alerts", 1);
-    publish_ok(&router, &job("j1")).await;
+    router.publish_ok(&job("j1")).await;
     assert_event(&c.recv().await, "job.progress", "jobs", 1);
 
-    let r = request(&mut c, json!({"action": "subscribe", "events": []})).await;
+    let r = c
+        .request(json!({"action": "subscribe", "events": []}))
+        .await;
     assert_eq!(r["type"], "subscribed", "{r}");
     assert_eq!(r["events"], json!([]), "{r}");
-    publish_ok(&router, &alert("a2")).await;
-    publish_ok(&router, &job("j2")).await;
+    router.publish_ok(&alert("a2")).await;
+    router.publish_ok(&job("j2")).await;
     c.expect_silence(QUIET).await;
 
     // A subscribe without `events` at all is the same empty subscribe.
     let (mut d, _) = connect(&router, "/ws/events").await;
-    let r = request(&mut d, json!({"action": "subscribe"})).await;
+    let r = d.request(json!({"action": "subscribe"})).await;
     assert_eq!(r["type"], "subscribed", "{r}");
     assert_eq!(r["events"], json!([]), "{r}");
-    publish_ok(&router, &alert("a3")).await;
+    router.publish_ok(&alert("a3")).await;
     d.expect_silence(QUIET).await;
     router.shutdown().await;
 }
@@ -1014,11 +927,11 @@ async fn the_first_subscribe_even_empty_ends_receive_all() {
 async fn sequences_are_per_channel_without_gaps() {
     let router = start(BASE).await;
     let (mut c, _) = connect(&router, "/ws/events").await;
-    publish_ok(&router, &alert("a1")).await;
-    publish_ok(&router, &job("j1")).await;
-    publish_ok(&router, &resolved("a1")).await;
-    publish_ok(&router, &job("j2")).await;
-    publish_ok(&router, &alert("a3")).await;
+    router.publish_ok(&alert("a1")).await;
+    router.publish_ok(&job("j1")).await;
+    router.publish_ok(&resolved("a1")).await;
+    router.publish_ok(&job("j2")).await;
+    router.publish_ok(&alert("a3")).await;
 
     let mut alerts = Vec::new();
     let mut jobs = Vec::new();
@@ -1061,12 +974,12 @@ async fn channels_the_endpoint_does_not_carry_are_never_delivered() {
     assert_eq!(named.recv().await["type"], "subscribed");
     let (mut sys, _) = connect(&router, "/ws/system").await;
 
-    publish_ok(&router, &status("degraded")).await;
+    router.publish_ok(&status("degraded")).await;
     let ev = sys.recv().await;
     assert_event(&ev, "system.status", "system", 1);
     assert_eq!(ev["payload"], json!({"state": "degraded"}));
 
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&alert("a1")).await;
     assert_event(&all.recv().await, "alert.created", "alerts", 1);
     assert_event(&star.recv().await, "alert.created", "alerts", 1);
     all.expect_silence(QUIET).await;
@@ -1102,16 +1015,16 @@ async fn one_off_errors_keep_the_connection_open() {
         .unwrap();
     assert_error(&c.recv().await, "invalid_json");
 
-    let e = request(&mut c, json!({"action": "dance", "id": 5})).await;
+    let e = c.request(json!({"action": "dance", "id": 5})).await;
     assert_error(&e, "unknown_action");
     assert_eq!(e["id"], 5);
-    let e = request(&mut c, json!({"type": "refreshh", "id": "t"})).await;
+    let e = c.request(json!({"type": "refreshh", "id": "t"})).await;
     assert_error(&e, "unknown_action");
     assert_eq!(e["id"], "t");
 
     assert_alive(&mut c, json!("after-errors")).await;
     // The subscription is untouched and delivery goes on.
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&alert("a1")).await;
     assert_event(&c.recv().await, "alert.created", "alerts", 1);
     router.shutdown().await;
 }
@@ -1124,7 +1037,7 @@ async fn a_message_over_max_message_bytes_closes_with_1009() {
     // Under the limit: fine.
     let small = json!({"action": "ping", "id": "ok", "pad": "x".repeat(900)});
     assert!(small.to_string().len() < 1024);
-    let pong = request(&mut c, small).await;
+    let pong = c.request(small).await;
     assert_eq!(pong["type"], "pong", "{pong}");
     assert_eq!(pong["id"], "ok");
 
@@ -1197,7 +1110,7 @@ async fn unknown_path_gets_404_unknown_endpoint() {
 /// Publishes `n` alerts (`a1`..) and returns the alerts epoch.
 async fn publish_alerts(router: &Router, n: usize) -> String {
     for i in 1..=n {
-        publish_ok(router, &alert(&format!("a{i}"))).await;
+        router.publish_ok(&alert(&format!("a{i}"))).await;
     }
     let (_c, hello) = connect(router, "/ws/events?events=").await;
     assert_eq!(hello["payload"]["channels"]["alerts"]["sequence"], n as u64);
@@ -1227,9 +1140,9 @@ async fn since_in_the_url_replays_missed_events() {
     );
 
     // Still receive-all, live continues after the replay.
-    publish_ok(&router, &job("j1")).await;
+    router.publish_ok(&job("j1")).await;
     assert_event(&c.recv().await, "job.progress", "jobs", 1);
-    publish_ok(&router, &alert("a6")).await;
+    router.publish_ok(&alert("a6")).await;
     assert_event(&c.recv().await, "alert.created", "alerts", 6);
     router.shutdown().await;
 }
@@ -1237,10 +1150,10 @@ async fn since_in_the_url_replays_missed_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn since_with_events_replays_only_matching_events() {
     let router = start(BASE).await;
-    publish_ok(&router, &alert("a1")).await;
-    publish_ok(&router, &resolved("a1")).await;
-    publish_ok(&router, &alert("a3")).await;
-    publish_ok(&router, &resolved("a3")).await;
+    router.publish_ok(&alert("a1")).await;
+    router.publish_ok(&resolved("a1")).await;
+    router.publish_ok(&alert("a3")).await;
+    router.publish_ok(&resolved("a3")).await;
     let (_p, hello) = connect(&router, "/ws/events?events=").await;
     let e = epoch(&hello, "alerts");
 
@@ -1285,7 +1198,7 @@ async fn since_with_a_wrong_epoch_is_epoch_changed() {
         json!({"alerts": {"recovered": false, "reason": "epoch_changed"}}),
         "{r}"
     );
-    publish_ok(&router, &alert("a6")).await;
+    router.publish_ok(&alert("a6")).await;
     assert_event(&c.recv().await, "alert.created", "alerts", 6);
     router.shutdown().await;
 }
@@ -1319,9 +1232,9 @@ async fn since_above_the_current_sequence_is_invalid_position() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn since_for_a_channel_the_endpoint_does_not_carry_is_unknown_channel() {
     let router = start(&two_endpoints()).await;
-    publish_ok(&router, &status("ok")).await;
-    publish_ok(&router, &alert("a1")).await;
-    publish_ok(&router, &alert("a2")).await;
+    router.publish_ok(&status("ok")).await;
+    router.publish_ok(&alert("a1")).await;
+    router.publish_ok(&alert("a2")).await;
     let (_s, shello) = connect(&router, "/ws/system").await;
     let se = epoch(&shello, "system");
     let (_p, hello) = connect(&router, "/ws/events?events=").await;
@@ -1378,18 +1291,16 @@ async fn subscribe_with_since_replays_then_replies() {
     );
 
     // The failures, in the subscribe form.
-    let r = request(
-        &mut c,
-        json!({
+    let r = c
+        .request(json!({
             "action": "subscribe",
             "events": [],
             "since": {
                 "alerts": {"epoch": "not-the-epoch", "sequence": 1},
                 "system": {"epoch": "x", "sequence": 0},
             },
-        }),
-    )
-    .await;
+        }))
+        .await;
     assert_eq!(r["type"], "subscribed", "nothing replayed: {r}");
     assert_eq!(
         r["recovery"],
@@ -1399,18 +1310,16 @@ async fn subscribe_with_since_replays_then_replies() {
         }),
         "{r}"
     );
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "since": {"alerts": {"epoch": e, "sequence": 6}}}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "subscribe", "since": {"alerts": {"epoch": e, "sequence": 6}}}))
+        .await;
     assert_eq!(
         r["recovery"],
         json!({"alerts": {"recovered": false, "reason": "invalid_position"}}),
         "{r}"
     );
 
-    publish_ok(&router, &alert("a6")).await;
+    router.publish_ok(&alert("a6")).await;
     assert_event(&c.recv().await, "alert.created", "alerts", 6);
     router.shutdown().await;
 }
@@ -1532,10 +1441,10 @@ async fn recovery_never_replays_what_was_already_sent() {
     let (mut c, hello) = connect(&router, "/ws/events?events=alert.created").await;
     assert_eq!(c.recv().await["type"], "subscribed");
     let e = epoch(&hello, "alerts");
-    publish_ok(&router, &alert("a1")).await;
-    publish_ok(&router, &resolved("a1")).await;
-    publish_ok(&router, &alert("a3")).await;
-    publish_ok(&router, &resolved("a3")).await;
+    router.publish_ok(&alert("a1")).await;
+    router.publish_ok(&resolved("a1")).await;
+    router.publish_ok(&alert("a3")).await;
+    router.publish_ok(&resolved("a3")).await;
     assert_event(&c.recv().await, "alert.created", "alerts", 1);
     assert_event(&c.recv().await, "alert.created", "alerts", 3);
 
@@ -1559,18 +1468,16 @@ async fn recovery_never_replays_what_was_already_sent() {
     );
 
     // Again: everything was sent now.
-    let r = request(
-        &mut c,
-        json!({"action": "subscribe", "since": {"alerts": {"epoch": e, "sequence": 0}}}),
-    )
-    .await;
+    let r = c
+        .request(json!({"action": "subscribe", "since": {"alerts": {"epoch": e, "sequence": 0}}}))
+        .await;
     assert_eq!(r["type"], "subscribed", "no duplicate: {r}");
     assert_eq!(
         r["recovery"],
         json!({"alerts": {"recovered": true, "replayed": 0}}),
         "{r}"
     );
-    publish_ok(&router, &alert("a5")).await;
+    router.publish_ok(&alert("a5")).await;
     assert_event(&c.recv().await, "alert.created", "alerts", 5);
     c.expect_silence(QUIET).await;
     router.shutdown().await;
@@ -1596,7 +1503,7 @@ async fn since_before_the_kept_history_is_too_old() {
         json!({"alerts": {"recovered": false, "reason": "too_old"}}),
         "{r}"
     );
-    publish_ok(&router, &alert("a6")).await;
+    router.publish_ok(&alert("a6")).await;
     assert_event(&c.recv().await, "alert.created", "alerts", 6);
 
     // From within the kept history: recovered.
@@ -1612,20 +1519,6 @@ async fn since_before_the_kept_history_is_too_old() {
     router.shutdown().await;
 }
 
-/// The next text frame's length in bytes (the envelope as serialized).
-async fn next_text_len(c: &mut Client) -> usize {
-    loop {
-        let msg = tokio::time::timeout(support::WAIT, c.socket.next())
-            .await
-            .expect("timed out waiting for an event")
-            .expect("connection ended")
-            .expect("WebSocket error");
-        if let Message::Text(t) = msg {
-            return t.len();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_max_bytes_keeps_only_the_newest_envelopes_that_fit() {
     const MAX_BYTES: usize = 1000;
@@ -1636,8 +1529,8 @@ async fn history_max_bytes_keeps_only_the_newest_envelopes_that_fit() {
     let e = epoch(&hello, "alerts");
     let mut sizes = Vec::new();
     for i in 1..=10 {
-        publish_ok(&router, &alert(&format!("a{i}"))).await;
-        sizes.push(next_text_len(&mut live).await);
+        router.publish_ok(&alert(&format!("a{i}"))).await;
+        sizes.push(live.recv_text().await.len());
     }
     // Far below `history` (100): the byte bound decides what is kept, the
     // newest envelopes whose sizes add up to at most MAX_BYTES.
@@ -1688,10 +1581,10 @@ async fn too_old_only_when_a_matching_event_is_gone() {
     let router = start(&short_history(2)).await;
     // 1..3 are alert.resolved (gone from history), 4..5 alert.created.
     for i in 1..=3 {
-        publish_ok(&router, &resolved(&format!("r{i}"))).await;
+        router.publish_ok(&resolved(&format!("r{i}"))).await;
     }
-    publish_ok(&router, &alert("a4")).await;
-    publish_ok(&router, &alert("a5")).await;
+    router.publish_ok(&alert("a4")).await;
+    router.publish_ok(&alert("a5")).await;
     let (_p, hello) = connect(&router, "/ws/events?events=").await;
     let e = epoch(&hello, "alerts");
 
@@ -1810,28 +1703,11 @@ async fn client_pings_interleave_cleanly_with_events_and_close_is_answered() {
     router.shutdown().await;
 }
 
-/// The next text frame exactly as sent (pings and pongs skipped).
-async fn raw_text(c: &mut Client) -> String {
-    use futures_util::StreamExt;
-    loop {
-        let msg = tokio::time::timeout(support::WAIT, c.socket.next())
-            .await
-            .expect("timed out waiting for a message")
-            .expect("connection ended")
-            .expect("WebSocket error");
-        match msg {
-            Message::Text(t) => return t.to_string(),
-            Message::Close(frame) => panic!("connection closed: {frame:?}"),
-            _ => {}
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_messages_put_type_first() {
     let router = start(BASE).await;
     let mut c = router.ws("/ws/events").await;
-    let mut texts = vec![raw_text(&mut c).await];
+    let mut texts = vec![c.recv_text().await];
     for msg in [
         json!({"action": "subscribe", "events": ["alert.*"], "id": 1}),
         json!({"action": "unsubscribe", "events": ["alert.*"], "id": 2}),
@@ -1839,7 +1715,7 @@ async fn control_messages_put_type_first() {
         json!({"action": "no_such_action", "id": 4}),
     ] {
         c.send(&msg).await;
-        texts.push(raw_text(&mut c).await);
+        texts.push(c.recv_text().await);
     }
     let grown = BASE.replace(
         r#"channels = ["alerts", "jobs"]"#,
@@ -1848,7 +1724,7 @@ async fn control_messages_put_type_first() {
     router.write_config(&grown);
     let (status, body) = router.reload().await;
     assert_eq!(status, 200, "{body}");
-    texts.push(raw_text(&mut c).await);
+    texts.push(c.recv_text().await);
     let types = [
         "connection.established",
         "subscribed",
@@ -1872,17 +1748,7 @@ async fn control_messages_put_type_first() {
 
 /// Upgrades `path` with extra headers; the HTTP status of the answer.
 async fn upgrade_status(router: &Router, path: &str, headers: &[(&str, &str)]) -> u16 {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{}{path}", router.addr)
-        .into_client_request()
-        .unwrap();
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            tokio_tungstenite::tungstenite::http::HeaderValue::from_str(value).unwrap(),
-        );
-    }
-    match tokio_tungstenite::connect_async(request).await {
+    match router.try_ws(path, headers).await {
         Ok((_, response)) => response.status().as_u16(),
         Err(WsError::Http(response)) => response.status().as_u16(),
         Err(e) => panic!("{path}: {e}"),
@@ -1891,12 +1757,7 @@ async fn upgrade_status(router: &Router, path: &str, headers: &[(&str, &str)]) -
 
 /// The `/metrics` sample of `switchyard_upgrades_refused_total` for `reason`.
 async fn upgrades_refused(router: &Router, reason: &str) -> u64 {
-    let text = reqwest::get(router.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = router.metrics().await;
     let prefix = format!("switchyard_upgrades_refused_total{{reason=\"{reason}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))

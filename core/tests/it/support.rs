@@ -1,23 +1,28 @@
 //! Shared test harness: builds the real plugin libraries, starts a real
 //! router on 127.0.0.1:0, and talks to it with real WebSocket and HTTP
 //! clients.
-#![allow(dead_code, missing_docs)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use switchyard::app::{App, Options};
+use switchyard::connection::ConnRef;
 use switchyard::plugin_host::PluginHost;
+use switchyard::protocol::Position;
+use switchyard::router::ConnectRequest;
 use switchyard::runtime::{self, Running};
 use switchyard::{reload, reload::ReloadError};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Response as WsResponse;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a test waits for any one message.
@@ -160,6 +165,101 @@ job_id = { type = "string", required = true }
 percent = { type = "number" }
 "#;
 
+/// BASE with lines added to `[server]` and the `[auth]` body (its `mode`
+/// line) replaced by `auth` (which may open `[auth.jwt]`: `[log]` follows
+/// it in BASE).
+pub fn config(server: &str, auth: &str) -> String {
+    let server_header = "[server]\nlisten = \"127.0.0.1:0\"\n";
+    let auth_header = "[auth]\nmode = \"none\"\n";
+    assert!(BASE.contains(server_header) && BASE.contains(auth_header));
+    BASE.replace(server_header, &format!("{server_header}{server}\n"))
+        .replace(auth_header, &format!("[auth]\n{auth}\n"))
+}
+
+/// BASE with extra `[server]` keys.
+pub fn with_server(server: &str) -> String {
+    config(server, "mode = \"none\"")
+}
+
+/// An `alert.created` event with `id`, as published over HTTP.
+pub fn alert(id: &str) -> Value {
+    serde_json::json!({"type": "alert.created", "payload": {"id": id, "severity": "low"}})
+}
+
+/// A `job.progress` event with `id` at 10 %, as published over HTTP.
+pub fn job(id: &str) -> Value {
+    serde_json::json!({"type": "job.progress", "payload": {"job_id": id, "percent": 10}})
+}
+
+/// Asserts `msg` is a WebSocket `error` with `code` and a message.
+pub fn assert_error(msg: &Value, code: &str) {
+    assert_eq!(msg["type"], "error", "expected an error {code}, got {msg}");
+    assert_eq!(msg["payload"]["code"], code, "{msg}");
+    assert!(
+        msg["payload"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "an error carries a message: {msg}"
+    );
+}
+
+/// Makes a named pipe at `path` (with the system's `mkfifo`).
+pub fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// A child process (the real binary, Alertmanager), killed and reaped when
+/// dropped, also when a test fails before it exits.
+pub struct ChildGuard(pub Child);
+
+/// The real `switchyard` binary serving `config` on `127.0.0.1:port`
+/// (`--listen`), its stdout discarded and its stderr to `stderr`.
+pub fn serve(config: &Path, port: u16, stderr: impl Into<Stdio>) -> ChildGuard {
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start the switchyard binary");
+    ChildGuard(child)
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Opens a connection on the routing core directly, without a socket: an
+/// anonymous client from loopback on `endpoint`, with the connect-time
+/// `events` and `since` of its URL.
+pub fn open_direct(
+    router: &switchyard::router::Router,
+    endpoint: &str,
+    events: Option<Vec<String>>,
+    since: Option<BTreeMap<String, Position>>,
+) -> ConnRef {
+    router
+        .connect(ConnectRequest {
+            endpoint: endpoint.into(),
+            user: None,
+            ip: "127.0.0.1".parse().unwrap(),
+            expires_at: None,
+            channel_claim: None,
+            events,
+            since,
+        })
+        .unwrap()
+}
+
 /// A router running in this test's runtime.
 pub struct Router {
     pub addr: SocketAddr,
@@ -229,6 +329,54 @@ impl Router {
         let (socket, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("WebSocket connect");
+        Client { socket }
+    }
+
+    /// POSTs `event` to `/api/events`; asserts it was accepted (202).
+    pub async fn publish_ok(&self, event: &Value) {
+        let (code, body) = self.publish(event).await;
+        assert_eq!(code, 202, "publishing {event} was refused: {body}");
+    }
+
+    /// The `config_version` that `/health` reports.
+    pub async fn config_version(&self) -> u64 {
+        let (status, health) = self.get("/health").await;
+        assert_eq!(status, 200, "{health}");
+        health["config_version"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("config_version is an integer: {health}"))
+    }
+
+    /// Upgrades on `path_and_query` with extra request headers; the refusal
+    /// (an HTTP answer or an I/O error) is returned, not a panic.
+    pub async fn try_ws(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(Client, WsResponse), WsError> {
+        let url = format!("ws://{}{path_and_query}", self.addr);
+        let mut request = url.into_client_request().unwrap();
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let (socket, response) = tokio_tungstenite::connect_async(request).await?;
+        Ok((Client { socket }, response))
+    }
+
+    /// A client on `path_and_query` whose socket receive buffer is tiny
+    /// (4 KiB), so that a client that stops reading fills the router's
+    /// queue for it quickly.
+    pub async fn stalled(&self, path_and_query: &str) -> Client {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(self.addr).await.unwrap();
+        let url = format!("ws://{}{path_and_query}", self.addr);
+        let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("upgrade");
         Client { socket }
     }
 
@@ -337,8 +485,27 @@ impl Client {
         self.socket.send(Message::Text(text.into())).await.unwrap();
     }
 
+    /// Reads `connection.established` (the first message) and returns it.
+    pub async fn established(&mut self) -> Value {
+        let hello = self.recv().await;
+        assert_eq!(hello["type"], "connection.established", "{hello}");
+        hello
+    }
+
+    /// Sends a message and returns the next message (its reply).
+    pub async fn request(&mut self, msg: Value) -> Value {
+        self.send(&msg).await;
+        self.recv().await
+    }
+
     /// The next JSON text message (pings and pongs skipped).
     pub async fn recv(&mut self) -> Value {
+        serde_json::from_str(&self.recv_text().await).expect("server sent JSON")
+    }
+
+    /// The next text frame exactly as the server sent it (pings and pongs
+    /// skipped).
+    pub async fn recv_text(&mut self) -> String {
         loop {
             let msg = tokio::time::timeout(WAIT, self.socket.next())
                 .await
@@ -346,7 +513,7 @@ impl Client {
                 .expect("connection ended")
                 .expect("WebSocket error");
             match msg {
-                Message::Text(t) => return serde_json::from_str(&t).expect("server sent JSON"),
+                Message::Text(t) => return t.to_string(),
                 Message::Close(frame) => panic!("connection closed: {frame:?}"),
                 _ => {}
             }

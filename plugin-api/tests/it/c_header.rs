@@ -310,7 +310,7 @@ fn every_header_struct_field_and_constant_is_compared() {
         }
         assert!(
             compared.contains(&name),
-            "the header defines {name}, which tests/c_header.rs does not compare with abi.rs"
+            "the header defines {name}, which tests/it/c_header.rs does not compare with abi.rs"
         );
     }
 

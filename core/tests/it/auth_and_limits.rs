@@ -5,34 +5,24 @@
 //! "Keep-alive"; docs/configuration.md, "`[auth]`"; docs/operations.md,
 //! "Graceful shutdown").
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use support::{start, Client, Router, BASE, WAIT};
+use support::{alert, assert_error, config, job, start, Client, Router, WAIT};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Response as WsResponse;
-use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// How long "nothing arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(400);
 
-const LISTEN: &str = "listen = \"127.0.0.1:0\"";
 const AUTH_NONE: &str = "mode = \"none\"\n";
 
 // ------------------------------------------------------------------ configs
-
-/// BASE with extra `[server]` keys and the `[auth]` body replaced by `auth`
-/// (which may open `[auth.jwt]`: `[log]` follows it in BASE).
-fn config(server: &str, auth: &str) -> String {
-    assert!(BASE.contains(LISTEN) && BASE.contains(AUTH_NONE));
-    BASE.replacen(LISTEN, &format!("{LISTEN}\n{server}"), 1)
-        .replacen(AUTH_NONE, &format!("{auth}\n"), 1)
-}
 
 /// An `[auth]` body in `mode` with an HS256 secret read from `var`.
 fn jwt_auth(mode: &str, var: &str, auth_extra: &str, jwt_extra: &str) -> String {
@@ -132,39 +122,20 @@ fn assert_time(value: &Value, exp: i64) {
 
 // ------------------------------------------------------------------ clients
 
-/// Upgrades on `path_and_query` with extra request headers.
-async fn try_connect(
-    router: &Router,
-    path_and_query: &str,
-    headers: &[(&str, &str)],
-) -> Result<(Client, WsResponse), WsError> {
-    let url = format!("ws://{}{path_and_query}", router.addr);
-    let mut request = url.into_client_request().unwrap();
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            HeaderValue::from_str(value).unwrap(),
-        );
-    }
-    let (socket, response) = tokio_tungstenite::connect_async(request).await?;
-    Ok((Client { socket }, response))
-}
-
 async fn connect_with(
     router: &Router,
     path_and_query: &str,
     headers: &[(&str, &str)],
 ) -> (Client, WsResponse) {
-    try_connect(router, path_and_query, headers)
+    router
+        .try_ws(path_and_query, headers)
         .await
         .unwrap_or_else(|e| panic!("upgrade on {path_and_query} failed: {e}"))
 }
 
 /// Reads `connection.established` (the first message); returns its payload.
 async fn established(client: &mut Client) -> Value {
-    let hello = client.recv().await;
-    assert_eq!(hello["type"], "connection.established", "{hello}");
-    hello["payload"].clone()
+    client.established().await["payload"].clone()
 }
 
 /// Connects with `?token=` and returns the client and its established payload.
@@ -215,28 +186,10 @@ async fn assert_token_refused(router: &Router, path_and_query: &str, what: &str,
     assert_refused(&mut client, what, reason).await
 }
 
-/// Sends a message and returns the next message (its reply).
-async fn request(c: &mut Client, msg: Value) -> Value {
-    c.send(&msg).await;
-    c.recv().await
-}
-
 /// The ping round trip: the connection is open and working.
 async fn assert_alive(c: &mut Client) {
-    let pong = request(c, json!({"action": "ping"})).await;
+    let pong = c.request(json!({"action": "ping"})).await;
     assert_eq!(pong["type"], "pong", "{pong}");
-}
-
-/// Asserts `msg` is an `error` with `code` and a message.
-fn assert_error(msg: &Value, code: &str) {
-    assert_eq!(msg["type"], "error", "expected an error {code}, got {msg}");
-    assert_eq!(msg["payload"]["code"], code, "{msg}");
-    assert!(
-        msg["payload"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "an error carries a message: {msg}"
-    );
 }
 
 /// The sorted keys of an object.
@@ -246,19 +199,6 @@ fn keys(v: &Value) -> Vec<String> {
         .keys()
         .cloned()
         .collect()
-}
-
-fn alert(id: &str) -> Value {
-    json!({"type": "alert.created", "payload": {"id": id, "severity": "low"}})
-}
-
-fn job(id: &str) -> Value {
-    json!({"type": "job.progress", "payload": {"job_id": id, "percent": 10}})
-}
-
-async fn publish_ok(router: &Router, event: &Value) {
-    let (code, body) = router.publish(event).await;
-    assert_eq!(code, 202, "publishing {event} was refused: {body}");
 }
 
 /// A raw HTTP POST with headers; (status, Retry-After, body).
@@ -648,11 +588,13 @@ async fn channels_claim_limits_established_delivery_and_recovery() {
     // Subscribed to everything.
     let (mut c, hello) = connect_token(&router, &limited).await;
     assert_eq!(keys(&hello["channels"]), ["alerts"], "{hello}");
-    let sub = request(&mut c, json!({"action": "subscribe", "events": ["*"]})).await;
+    let sub = c
+        .request(json!({"action": "subscribe", "events": ["*"]}))
+        .await;
     assert_eq!(sub["type"], "subscribed", "{sub}");
 
-    publish_ok(&router, &job("j1")).await;
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&job("j1")).await;
+    router.publish_ok(&alert("a1")).await;
     for client in [&mut c, &mut quiet] {
         let ev = client.recv().await;
         assert_eq!(ev["type"], "alert.created", "a job event leaked: {ev}");
@@ -661,12 +603,10 @@ async fn channels_claim_limits_established_delivery_and_recovery() {
     }
 
     // Recovery of jobs: unknown_channel, nothing replayed.
-    let reply = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["*"],
-               "since": {"jobs": {"epoch": jobs_epoch, "sequence": 0}}}),
-    )
-    .await;
+    let reply = c
+        .request(json!({"action": "subscribe", "events": ["*"],
+               "since": {"jobs": {"epoch": jobs_epoch, "sequence": 0}}}))
+        .await;
     assert_eq!(reply["type"], "subscribed", "nothing replayed: {reply}");
     assert_eq!(
         reply["recovery"]["jobs"],
@@ -710,11 +650,13 @@ async fn require_auth_channel_is_withheld_from_anonymous_connections() {
     let (mut authed, hello) = connect_token(&router, &hs256(&key, &claims("alice", 600))).await;
     assert_eq!(keys(&hello["channels"]), ["alerts", "jobs"], "{hello}");
 
-    let sub = request(&mut anon, json!({"action": "subscribe", "events": ["*"]})).await;
+    let sub = anon
+        .request(json!({"action": "subscribe", "events": ["*"]}))
+        .await;
     assert_eq!(sub["type"], "subscribed", "{sub}");
 
-    publish_ok(&router, &job("j1")).await;
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&job("j1")).await;
+    router.publish_ok(&alert("a1")).await;
     let ev = authed.recv().await;
     assert_eq!(ev["type"], "job.progress", "{ev}");
     let ev = authed.recv().await;
@@ -774,7 +716,7 @@ async fn reload_making_endpoint_require_auth_closes_anonymous_with_1008() {
         "anonymous connection after reload"
     );
     assert_alive(&mut authed).await;
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&alert("a1")).await;
     assert_eq!(authed.recv().await["type"], "alert.created");
     // New anonymous connections are refused too.
     assert_token_refused(
@@ -824,8 +766,8 @@ async fn reload_making_channels_require_auth_withholds_then_closes_anonymous() {
     router.write_config(&jobs_protected);
     let (status, body) = router.reload().await;
     assert_eq!(status, 200, "{body}");
-    publish_ok(&router, &job("j1")).await;
-    publish_ok(&router, &alert("a1")).await;
+    router.publish_ok(&job("j1")).await;
+    router.publish_ok(&alert("a1")).await;
     assert_eq!(authed.recv().await["type"], "job.progress");
     assert_eq!(authed.recv().await["type"], "alert.created");
     let ev = anon.recv().await;
@@ -877,7 +819,9 @@ async fn refresh_with_a_later_token_moves_the_expiry() {
     let (mut c, _) = connect_token(&router, &alice).await;
     let later = now() + 600;
     let token = hs256(&key, &json!({"sub": "alice", "exp": later}));
-    let reply = request(&mut c, json!({"action": "refresh", "token": token})).await;
+    let reply = c
+        .request(json!({"action": "refresh", "token": token}))
+        .await;
     assert_eq!(reply["type"], "refreshed", "{reply}");
     assert_eq!(reply["action"], "refreshed", "{reply}");
     assert_time(&reply["expires_at"], later);
@@ -899,11 +843,13 @@ async fn refresh_with_another_users_token_is_invalid_and_changes_nothing() {
     .await;
     let (mut c, _) = connect_token(&router, &hs256(&key, &claims("alice", TOKEN_LIFE_S))).await;
     let bob = hs256(&key, &claims("bob", 600));
-    let reply = request(&mut c, json!({"action": "refresh", "token": bob, "id": 7})).await;
+    let reply = c
+        .request(json!({"action": "refresh", "token": bob, "id": 7}))
+        .await;
     assert_error(&reply, "invalid_token");
     assert_eq!(reply["id"], 7, "{reply}");
     let bad = hs256("not-the-secret", &claims("alice", 600));
-    let reply = request(&mut c, json!({"action": "refresh", "token": bad})).await;
+    let reply = c.request(json!({"action": "refresh", "token": bad})).await;
     assert_error(&reply, "invalid_token");
     // Unchanged: still expires at the old time.
     let (code, reason) = c.close_frame().await;
@@ -916,7 +862,9 @@ async fn refresh_with_another_users_token_is_invalid_and_changes_nothing() {
     // An anonymous connection cannot refresh.
     let (mut anon, _) = connect_anonymous(&router).await;
     let alice = hs256(&key, &claims("alice", 600));
-    let reply = request(&mut anon, json!({"action": "refresh", "token": alice})).await;
+    let reply = anon
+        .request(json!({"action": "refresh", "token": alice}))
+        .await;
     assert_error(&reply, "invalid_token");
     assert_alive(&mut anon).await;
 }
@@ -1002,7 +950,7 @@ async fn max_connections_refuses_the_upgrade_with_503() {
     let router = start(&config("max_connections = 2", AUTH_NONE)).await;
     let (mut c1, _) = connect_anonymous(&router).await;
     let (mut c2, _) = connect_anonymous(&router).await;
-    let (status, retry, body) = http_refusal(try_connect(&router, "/ws/events", &[]).await);
+    let (status, retry, body) = http_refusal(router.try_ws("/ws/events", &[]).await);
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "too_many_connections", "{body}");
     assert_retry_after(&retry);
@@ -1070,7 +1018,9 @@ async fn max_pending_handshakes_closes_extra_connections_without_a_response() {
 async fn foreign_origin_is_refused_before_the_upgrade() {
     let router = start(&config("", AUTH_NONE)).await;
     let (status, _, body) = http_refusal(
-        try_connect(&router, "/ws/events", &[("origin", "http://evil.example")]).await,
+        router
+            .try_ws("/ws/events", &[("origin", "http://evil.example")])
+            .await,
     );
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "forbidden_origin", "{body}");
@@ -1226,17 +1176,17 @@ async fn rate_limited_errors_echo_the_message_id() {
     ))
     .await;
     let (mut c, _) = connect_anonymous(&router).await;
-    let pong = request(&mut c, json!({"action": "ping", "id": "first"})).await;
+    let pong = c.request(json!({"action": "ping", "id": "first"})).await;
     assert_eq!(
         (&pong["type"], &pong["id"]),
         (&json!("pong"), &json!("first"))
     );
     for id in [json!(7), json!("seven")] {
-        let refused = request(&mut c, json!({"action": "ping", "id": id})).await;
+        let refused = c.request(json!({"action": "ping", "id": id})).await;
         assert_error(&refused, "rate_limited");
         assert_eq!(refused["id"], id, "{refused}");
     }
-    let refused = request(&mut c, json!({"action": "ping"})).await;
+    let refused = c.request(json!({"action": "ping"})).await;
     assert_error(&refused, "rate_limited");
     assert!(refused.get("id").is_none(), "{refused}");
 }
@@ -1376,15 +1326,13 @@ async fn admin_disconnect_by_user() {
 async fn shutdown_flushes_every_queued_event_then_closes_1012() {
     let router = start(&config("", AUTH_NONE)).await;
     let (mut c, _) = connect_anonymous(&router).await;
-    let sub = request(
-        &mut c,
-        json!({"action": "subscribe", "events": ["alert.*"]}),
-    )
-    .await;
+    let sub = c
+        .request(json!({"action": "subscribe", "events": ["alert.*"]}))
+        .await;
     assert_eq!(sub["type"], "subscribed", "{sub}");
     for batch in 0..4 {
         let events: Vec<Value> = (0..50).map(|i| alert(&format!("{batch}-{i}"))).collect();
-        publish_ok(&router, &Value::Array(events)).await;
+        router.publish_ok(&Value::Array(events)).await;
     }
     let shutdown = tokio::spawn(router.shutdown());
     let reader = tokio::spawn(async move {
@@ -1431,19 +1379,13 @@ async fn during_shutdown_health_is_503_and_new_requests_get_shutting_down() {
         AUTH_NONE,
     ))
     .await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(router.addr).await.unwrap();
-    let (mut stuck, _) =
-        tokio_tungstenite::client_async(format!("ws://{}/ws/events", router.addr), stream)
-            .await
-            .expect("upgrade");
+    let mut stuck = router.stalled("/ws/events").await;
     let big = "x".repeat(900_000);
     for _ in 0..6 {
         let events: Vec<Value> = (0..4)
             .map(|_| json!({"type": "alert.created", "payload": {"id": big, "severity": "low"}}))
             .collect();
-        publish_ok(&router, &Value::Array(events)).await;
+        router.publish_ok(&Value::Array(events)).await;
     }
 
     let addr = router.addr;
@@ -1497,5 +1439,5 @@ async fn during_shutdown_health_is_503_and_new_requests_get_shutting_down() {
         .await
         .expect("shutdown finished within shutdown_timeout_s (+ margin)")
         .unwrap();
-    let _ = stuck.close(None).await;
+    let _ = stuck.socket.close(None).await;
 }
