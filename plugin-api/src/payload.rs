@@ -185,7 +185,7 @@ pub fn type_name(field_type: FieldType) -> &'static str {
 }
 
 /// Whether `value` (not `null`) is of `field_type`.
-pub fn has_type(value: &Value, field_type: FieldType) -> bool {
+fn has_type(value: &Value, field_type: FieldType) -> bool {
     match field_type {
         FieldType::String => value.is_string(),
         FieldType::Integer => is_integer(value),
@@ -210,7 +210,7 @@ fn is_integer(value: &Value) -> bool {
 
 /// JSON equality where numbers compare by value, so an integer enum `[1, 2]`
 /// accepts `2.0` just as the `integer` type does.
-pub fn same_value(a: &Value, b: &Value) -> bool {
+fn same_value(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
             match (as_exact_integer(x), as_exact_integer(y)) {
@@ -238,6 +238,53 @@ fn as_exact_integer(n: &serde_json::Number) -> Option<i128> {
     n.as_i64()
         .map(i128::from)
         .or_else(|| n.as_u64().map(i128::from))
+}
+
+/// Problems with a payload declaration itself, one human-readable message
+/// each (naming the field); empty when the declaration is sound.
+///
+/// Catches declarations that could never validate as intended: an empty
+/// field name, enum values not of the field's type (including `null`, which
+/// an optional field accepts anyway), an empty enum and repeated enum
+/// values.
+pub fn check_declaration(fields: &BTreeMap<String, Field>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, field) in fields {
+        if name.is_empty() {
+            problems.push("a payload field has an empty name".to_owned());
+        }
+        let Some(allowed) = &field.allowed else {
+            continue;
+        };
+        let type_name = type_name(field.field_type);
+        if allowed.is_empty() {
+            problems.push(format!(
+                "field `{name}`: `enum` is empty, so no value would be accepted; \
+                 list the allowed values or remove `enum`"
+            ));
+        }
+        for (index, value) in allowed.iter().enumerate() {
+            if value.is_null() {
+                problems.push(format!(
+                    "field `{name}`: `enum` lists null; leave it out and make the \
+                     field optional (`required = false`) to accept null"
+                ));
+            } else if !has_type(value, field.field_type) {
+                problems.push(format!(
+                    "field `{name}`: `enum` value {value} is not of the field's type \
+                     `{type_name}`"
+                ));
+            } else if allowed[..index]
+                .iter()
+                .any(|earlier| same_value(earlier, value))
+            {
+                problems.push(format!(
+                    "field `{name}`: `enum` lists {value} more than once"
+                ));
+            }
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -321,6 +368,56 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&found).unwrap(),
             json!([{"field": "n", "problem": "missing", "expected": "integer"}])
+        );
+    }
+
+    #[test]
+    fn sound_declarations_have_no_problems() {
+        let mut level = Field::integer();
+        level.allowed = Some(vec![json!(1), json!(2.0)]);
+        let fields = BTreeMap::from([
+            ("id".to_owned(), Field::string().required()),
+            (
+                "severity".to_owned(),
+                Field::string().one_of(&["low", "high"]),
+            ),
+            ("level".to_owned(), level),
+        ]);
+        assert_eq!(check_declaration(&fields), Vec::<String>::new());
+    }
+
+    #[test]
+    fn bad_declarations_are_explained() {
+        let mut level = Field::integer();
+        level.allowed = Some(vec![
+            json!(1),
+            json!("two"),
+            json!(1.5),
+            json!(1.0),
+            Value::Null,
+        ]);
+        let mut empty = Field::string();
+        empty.allowed = Some(vec![]);
+        let fields = BTreeMap::from([
+            (String::new(), Field::string()),
+            ("level".to_owned(), level),
+            ("nothing".to_owned(), empty),
+        ]);
+        let problems = check_declaration(&fields);
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+        assert!(problems[0].contains("empty name"), "{}", problems[0]);
+        assert!(problems[1].contains(r#"value "two" is not of the field's type `integer`"#));
+        assert!(problems[2].contains("value 1.5 is not"), "{}", problems[2]);
+        assert!(
+            problems[3].contains("lists 1.0 more than once"),
+            "{}",
+            problems[3]
+        );
+        assert!(problems[4].contains("lists null"), "{}", problems[4]);
+        assert!(
+            problems[5].contains("field `nothing`: `enum` is empty"),
+            "{}",
+            problems[5]
         );
     }
 }

@@ -279,7 +279,7 @@ impl<'a> Builder<'a> {
             }
         }
         if let Some(payload) = &decl.payload {
-            for why in schema::check_declaration(payload) {
+            for why in switchyard_plugin_api::payload::check_declaration(payload) {
                 self.problems
                     .push(problem(format!("{key}.payload"), None, why));
                 ok = false;

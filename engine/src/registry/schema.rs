@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
-use switchyard_plugin_api::payload::{self, has_type, same_value, type_name};
+use switchyard_plugin_api::payload::{self, type_name};
 pub use switchyard_plugin_api::payload::{FieldProblem, Problem};
 use switchyard_plugin_api::Field;
 
@@ -88,53 +88,6 @@ impl PayloadSchema {
             "additionalProperties": self.additional_fields,
         })
     }
-}
-
-/// Problems with a payload declaration itself, one human-readable message
-/// each (naming the field); empty when the declaration is sound.
-///
-/// Catches declarations that could never validate as intended: an empty
-/// field name, enum values not of the field's type (including `null`, which
-/// an optional field accepts anyway), an empty enum and repeated enum
-/// values.
-pub fn check_declaration(fields: &BTreeMap<String, Field>) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (name, field) in fields {
-        if name.is_empty() {
-            problems.push("a payload field has an empty name".to_owned());
-        }
-        let Some(allowed) = &field.allowed else {
-            continue;
-        };
-        let type_name = type_name(field.field_type);
-        if allowed.is_empty() {
-            problems.push(format!(
-                "field `{name}`: `enum` is empty, so no value would be accepted; \
-                 list the allowed values or remove `enum`"
-            ));
-        }
-        for (index, value) in allowed.iter().enumerate() {
-            if value.is_null() {
-                problems.push(format!(
-                    "field `{name}`: `enum` lists null; leave it out and make the \
-                     field optional (`required = false`) to accept null"
-                ));
-            } else if !has_type(value, field.field_type) {
-                problems.push(format!(
-                    "field `{name}`: `enum` value {value} is not of the field's type \
-                     `{type_name}`"
-                ));
-            } else if allowed[..index]
-                .iter()
-                .any(|earlier| same_value(earlier, value))
-            {
-                problems.push(format!(
-                    "field `{name}`: `enum` lists {value} more than once"
-                ));
-            }
-        }
-    }
-    problems
 }
 
 #[cfg(test)]
@@ -402,55 +355,5 @@ mod tests {
     fn required_enums_do_not_gain_null() {
         let s = schema(&[("s", Field::string().required().one_of(&["a"]))], false);
         assert_eq!(s.to_json_schema()["properties"]["s"]["enum"], json!(["a"]));
-    }
-
-    #[test]
-    fn sound_declarations_have_no_problems() {
-        let mut level = Field::integer();
-        level.allowed = Some(vec![json!(1), json!(2.0)]);
-        let fields = BTreeMap::from([
-            ("id".to_owned(), Field::string().required()),
-            (
-                "severity".to_owned(),
-                Field::string().one_of(&["low", "high"]),
-            ),
-            ("level".to_owned(), level),
-        ]);
-        assert_eq!(check_declaration(&fields), Vec::<String>::new());
-    }
-
-    #[test]
-    fn bad_declarations_are_explained() {
-        let mut level = Field::integer();
-        level.allowed = Some(vec![
-            json!(1),
-            json!("two"),
-            json!(1.5),
-            json!(1.0),
-            Value::Null,
-        ]);
-        let mut empty = Field::string();
-        empty.allowed = Some(vec![]);
-        let fields = BTreeMap::from([
-            (String::new(), Field::string()),
-            ("level".to_owned(), level),
-            ("nothing".to_owned(), empty),
-        ]);
-        let problems = check_declaration(&fields);
-        assert_eq!(problems.len(), 6, "{problems:#?}");
-        assert!(problems[0].contains("empty name"), "{}", problems[0]);
-        assert!(problems[1].contains(r#"value "two" is not of the field's type `integer`"#));
-        assert!(problems[2].contains("value 1.5 is not"), "{}", problems[2]);
-        assert!(
-            problems[3].contains("lists 1.0 more than once"),
-            "{}",
-            problems[3]
-        );
-        assert!(problems[4].contains("lists null"), "{}", problems[4]);
-        assert!(
-            problems[5].contains("field `nothing`: `enum` is empty"),
-            "{}",
-            problems[5]
-        );
     }
 }

@@ -22,7 +22,7 @@ use switchyard_plugin_api::{EventTypeDecl, Field, FieldType};
 use super::model::*;
 use super::read::{suggestion, Reader, Tab};
 use crate::names::{is_alias, is_channel_name, is_type_name, Pattern};
-use crate::registry::schema::check_declaration;
+use switchyard_plugin_api::payload::check_declaration;
 
 use auth::*;
 use catalogue::*;
