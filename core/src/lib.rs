@@ -33,3 +33,4 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod session;
+pub mod tls;

@@ -226,7 +226,7 @@ pub fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
         .server
         .tls
         .as_ref()
-        .map(crate::server::tls::acceptor)
+        .map(crate::tls::acceptor)
         .transpose();
     match (keys, verifier, tls) {
         (Ok(keys), Ok(verifier), Ok(tls)) => Ok(Credentials {

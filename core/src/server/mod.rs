@@ -9,7 +9,6 @@
 mod api;
 mod head_limit;
 mod reply;
-pub mod tls;
 mod ws;
 
 use std::convert::Infallible;
