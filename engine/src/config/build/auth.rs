@@ -1,7 +1,13 @@
 //! `[auth]` and `[auth.jwt]`: modes, limits, origins, API key and JWT key
 //! sources.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::config::model::*;
+use crate::config::read::{Reader, Tab};
 
 pub(super) fn auth(
     r: &mut Reader<'_>,
@@ -82,7 +88,7 @@ pub(super) fn auth(
 
 /// Whether `text` is `scheme://host[:port]`, the form browsers send in
 /// `Origin`, so a comparison with the header can succeed.
-pub(super) fn is_origin(text: &str) -> bool {
+fn is_origin(text: &str) -> bool {
     let Some((scheme, rest)) = text.split_once("://") else {
         return false;
     };
@@ -94,7 +100,7 @@ pub(super) fn is_origin(text: &str) -> bool {
 }
 
 /// The name of an environment variable holding secrets; empty = unset.
-pub(super) fn env_name(
+fn env_name(
     r: &mut Reader<'_>,
     t: &mut Tab<'_>,
     key: &'static str,
@@ -119,13 +125,13 @@ pub(super) fn env_name(
     Some(name)
 }
 
-pub(super) const ALGORITHMS: [(&str, JwtAlgorithm); 3] = [
+const ALGORITHMS: [(&str, JwtAlgorithm); 3] = [
     ("HS256", JwtAlgorithm::Hs256),
     ("RS256", JwtAlgorithm::Rs256),
     ("ES256", JwtAlgorithm::Es256),
 ];
 
-pub(super) fn jwt(
+fn jwt(
     r: &mut Reader<'_>,
     auth: &mut Tab<'_>,
     folder: &Path,
@@ -205,7 +211,7 @@ pub(super) fn jwt(
 }
 
 /// The one source of a listed key, matching its algorithm.
-pub(super) fn key_source(
+fn key_source(
     r: &mut Reader<'_>,
     k: &Tab<'_>,
     algorithm: JwtAlgorithm,

@@ -1,10 +1,25 @@
 //! `[[channels]]`, `[[endpoints]]` and `[[event_types]]`: what can be
 //! published and where it goes.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use switchyard_plugin_api::payload::check_declaration;
+use switchyard_plugin_api::{EventTypeDecl, Field, FieldType};
+
+use crate::config::model::*;
+use crate::config::read::{Reader, Tab};
+use crate::names::{is_alias, is_channel_name, is_type_name};
+
+/// The channel, and type domain, that the router keeps for its control
+/// messages.
+const CONTROL: &str = "connection";
+
+/// Paths the HTTP API answers; an endpoint there would never be reached.
+const RESERVED_PATHS: [&str; 3] = ["/health", "/metrics", "/api"];
 
 /// Checks one channel name (declared, or listed by an endpoint or a type).
-pub(super) fn check_channel_name(r: &mut Reader<'_>, key: &str, name: &str) -> bool {
+fn check_channel_name(r: &mut Reader<'_>, key: &str, name: &str) -> bool {
     let why = if name == CONTROL {
         "is reserved for the router's control messages"
     } else if !is_channel_name(name) {
@@ -159,7 +174,7 @@ pub(super) fn endpoints(
 }
 
 /// Why `path` cannot be a WebSocket endpoint, if it cannot.
-pub(super) fn bad_endpoint_path(path: &str) -> Option<String> {
+fn bad_endpoint_path(path: &str) -> Option<String> {
     if !path.starts_with('/') {
         return Some("must start with /, such as /ws/events".to_owned());
     }
@@ -177,7 +192,7 @@ pub(super) fn bad_endpoint_path(path: &str) -> Option<String> {
         .map(|reserved| format!("is inside {reserved}, which the HTTP API answers"))
 }
 
-pub(super) const FIELD_TYPES: [(&str, FieldType); 6] = [
+const FIELD_TYPES: [(&str, FieldType); 6] = [
     ("string", FieldType::String),
     ("integer", FieldType::Integer),
     ("number", FieldType::Number),
@@ -289,7 +304,7 @@ pub(super) fn event_types(r: &mut Reader<'_>, top: &mut Tab<'_>) -> Vec<EventTyp
 }
 
 /// One type's `payload` table: field name → declaration.
-pub(super) fn payload(r: &mut Reader<'_>, path: String, value: &Value) -> BTreeMap<String, Field> {
+fn payload(r: &mut Reader<'_>, path: String, value: &Value) -> BTreeMap<String, Field> {
     let Value::Object(fields) = value else {
         r.problem(
             &path,

@@ -10,40 +10,18 @@ mod operation;
 mod plugins;
 mod server;
 
-use std::collections::BTreeMap;
-use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use ipnet::IpNet;
-use serde_json::{json, Map, Value};
-use switchyard_plugin_api::{EventTypeDecl, Field, FieldType};
+use serde_json::{Map, Value};
 
 use super::model::*;
-use super::read::{suggestion, Reader, Tab};
-use crate::names::{is_alias, is_channel_name, is_type_name, Pattern};
-use switchyard_plugin_api::payload::check_declaration;
+use super::read::{Reader, Tab};
 
-use auth::*;
-use catalogue::*;
-use operation::*;
-use plugins::*;
-use server::*;
-
-/// The channel, and type domain, that the router keeps for its control
-/// messages.
-const CONTROL: &str = "connection";
-
-/// serde_json refuses nesting deeper than this whatever the router allows,
-/// so a larger `max_json_depth` would fail with a different error.
-const SERDE_JSON_MAX_DEPTH: u64 = 127;
-
-/// Paths the HTTP API answers; an endpoint there would never be reached.
-const RESERVED_PATHS: [&str; 3] = ["/health", "/metrics", "/api"];
-
-/// The `producer` of types declared in `[[event_types]]`, so no plugin
-/// instance may take that name.
-const CONFIG_PRODUCER: &str = "config";
+use auth::auth;
+use catalogue::{channels, endpoints, event_types};
+use operation::{cluster, log, reload};
+use plugins::{plugins, routes};
+use server::server;
 
 /// Reads the whole tree; problems go to the reader, warnings to `warnings`.
 pub(super) fn config(

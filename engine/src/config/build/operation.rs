@@ -1,9 +1,12 @@
 //! `[log]`, `[reload]` and `[cluster]`: how the router runs.
 
-use super::*;
+use serde_json::Value;
+
+use crate::config::model::*;
+use crate::config::read::{suggestion, Reader, Tab};
 
 /// The levels `tracing` knows, for checking `log.level`.
-pub(super) const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
 pub(super) fn log(r: &mut Reader<'_>, top: &mut Tab<'_>) -> LogConfig {
     let mut t = r.table(top, "log");
@@ -30,7 +33,7 @@ pub(super) fn log(r: &mut Reader<'_>, top: &mut Tab<'_>) -> LogConfig {
 }
 
 /// Longest `reload.debounce_ms`: past a minute a change would look lost.
-pub(super) const MAX_DEBOUNCE_MS: u64 = 60_000;
+const MAX_DEBOUNCE_MS: u64 = 60_000;
 
 pub(super) fn reload(r: &mut Reader<'_>, top: &mut Tab<'_>) -> ReloadConfig {
     let mut t = r.table(top, "reload");
@@ -46,7 +49,7 @@ pub(super) fn reload(r: &mut Reader<'_>, top: &mut Tab<'_>) -> ReloadConfig {
 /// Whether `text` is a level or comma-separated `target=level` directives.
 /// A bare word is taken as a level, not as a target, so a misspelt level is
 /// caught instead of silently enabling a target that does not exist.
-pub(super) fn is_level_filter(text: &str) -> bool {
+fn is_level_filter(text: &str) -> bool {
     let is_level = |l: &str| {
         LEVELS
             .iter()

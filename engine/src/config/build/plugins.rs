@@ -1,10 +1,24 @@
 //! `[[plugins]]` and `[[routes]]`: plugin instances and what sinks receive.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::config::model::*;
+use crate::config::read::{suggestion, Reader, Tab};
+use crate::names::Pattern;
+
+use super::catalogue::unique;
+
+/// The `producer` of types declared in `[[event_types]]`, so no plugin
+/// instance may take that name.
+const CONFIG_PRODUCER: &str = "config";
 
 /// A plugin instance name: it appears in metrics labels, `/health` keys and
 /// as a type's `producer`, so it is kept to a plain, unambiguous form.
-pub(super) fn is_instance_name(name: &str) -> bool {
+fn is_instance_name(name: &str) -> bool {
     name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -79,7 +93,7 @@ pub(super) fn plugins(
 /// Where a plugin's library is: a bare stem is looked up in `plugin_dir`
 /// with the platform's prefix and extension; anything that looks like a
 /// path is taken against the config file's folder.
-pub(super) fn library_path(folder: &Path, plugin_dir: &Path, library: &str) -> PathBuf {
+fn library_path(folder: &Path, plugin_dir: &Path, library: &str) -> PathBuf {
     let is_path = library.contains('/')
         || library.contains(std::path::MAIN_SEPARATOR)
         || library.ends_with(DLL_SUFFIX);

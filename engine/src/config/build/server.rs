@@ -1,6 +1,17 @@
 //! `[server]`: the listener, TLS, limits and rate limits.
 
-use super::*;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use crate::config::model::*;
+use crate::config::read::{Reader, Tab};
+
+/// serde_json refuses nesting deeper than this whatever the router allows,
+/// so a larger `max_json_depth` would fail with a different error.
+const SERDE_JSON_MAX_DEPTH: u64 = 127;
 
 pub(super) fn server(
     r: &mut Reader<'_>,
@@ -94,7 +105,7 @@ pub(super) fn server(
 }
 
 /// A token bucket's burst: at least 1, or nothing would ever pass.
-pub(super) fn burst(r: &mut Reader<'_>, t: &mut Tab<'_>, default: u32) -> u32 {
+fn burst(r: &mut Reader<'_>, t: &mut Tab<'_>, default: u32) -> u32 {
     let n = r.uint(t, "burst", u64::from(default), 1, u64::from(u32::MAX));
     u32::try_from(n).unwrap_or(default)
 }
