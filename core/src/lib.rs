@@ -12,8 +12,8 @@
 //!   the bounded queue ([`connection`]) of every connection whose
 //!   [`subscriptions`] match;
 //! - the transport ([`server`]) writes each queue to its WebSocket; the
-//!   client's own messages are read by [`protocol`] and handled by
-//!   [`session`].
+//!   client's own messages are read by [`client_message`] and handled by
+//!   [`session`], whose replies [`protocol`] builds.
 //!
 //! [`reload`] builds a configuration and swaps it in while all of this runs;
 //! [`runtime`] binds the listener, watches the file and shuts down.
@@ -26,6 +26,7 @@ pub use switchyard_engine::{
 pub mod app;
 pub mod auth;
 pub mod check;
+pub mod client_message;
 pub mod log_limit;
 pub mod logging;
 pub mod plugin_host;

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::auth::jwt::Verifier;
+use crate::client_message::{self, ClientMessage};
 use crate::connection::{ConnRef, Frame};
-use crate::protocol::{self, ClientMessage};
+use crate::protocol;
 use crate::ratelimit::TokenBucket;
 use crate::router::Router;
 
@@ -59,7 +60,7 @@ impl Session {
             return outcome;
         }
         let max_depth = cx.router.snapshot().config.server.max_json_depth;
-        let request = match protocol::parse(text, max_depth) {
+        let request = match client_message::parse(text, max_depth) {
             Ok(request) => request,
             Err(refusal) => {
                 reply(
@@ -124,7 +125,7 @@ impl Session {
         );
         reply(
             conn,
-            protocol::error("rate_limited", &message, &protocol::request_id(text)),
+            protocol::error("rate_limited", &message, &client_message::request_id(text)),
         );
         Some(Outcome::Continue)
     }

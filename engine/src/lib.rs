@@ -11,8 +11,8 @@
 //!   sequence, keeps it in history and pushes it into the bounded queue
 //!   ([`connection`]) of every connection whose [`subscriptions`] match,
 //!   and to the sinks whose routes match;
-//! - [`protocol`] reads client messages and builds every message the router
-//!   sends; [`names`] holds the naming and pattern rules; [`metrics`] the
+//! - [`protocol`] builds every message the router sends (clients' own
+//!   messages are read by the transport); [`names`] holds the naming and pattern rules; [`metrics`] the
 //!   counters; [`ratelimit`] the token buckets; [`files`] how files are read.
 //!
 //! The transport (the `switchyard` crate) takes frames out of each

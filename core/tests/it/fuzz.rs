@@ -3,7 +3,7 @@
 //! every seed input kept under `tests/corpus/<target>/`.
 //!
 //! Targets:
-//! - `parser`: the client message parser (`protocol::parse`);
+//! - `parser`: the client message parser (`client_message::parse`);
 //! - `pattern`: subscription patterns (`names::Pattern::parse`);
 //! - `publish`: publish batches with payload schemas (`Router::publish`);
 //! - `config`: configuration files (`config::load_with_env`).
@@ -30,11 +30,12 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{FileFailurePersistence, RngSeed, TestCaseError};
 use serde_json::{json, Map, Value};
+use switchyard::client_message::{self, ClientMessage, Request};
 use switchyard::config::{self, Config, ConfigError};
 use switchyard::connection::ConnRef;
 use switchyard::json_depth;
 use switchyard::names::{self, Pattern, PatternError};
-use switchyard::protocol::{self, ClientMessage, Position, Request};
+use switchyard::protocol::Position;
 use switchyard::registry::Registry;
 use switchyard::router::{ConnectRequest, Incoming, Origin, PublishError, Router, Snapshot};
 
@@ -323,7 +324,7 @@ fn reference_position(v: &Value) -> Option<Position> {
 
 /// Checks one text against the parser's contract; true when accepted.
 fn check_parse(text: &str) -> Result<bool, TestCaseError> {
-    let outcome = protocol::parse(text, MAX_DEPTH);
+    let outcome = client_message::parse(text, MAX_DEPTH);
     match &outcome {
         Ok(_) => {}
         Err(r) => {
@@ -560,7 +561,7 @@ proptest! {
     /// Every valid message round-trips to the message it was built from.
     #[test]
     fn parser_round_trip((text, expected) in valid_message()) {
-        let got = protocol::parse(&text, MAX_DEPTH);
+        let got = client_message::parse(&text, MAX_DEPTH);
         prop_assert_eq!(got.as_ref(), Ok(&expected), "for {}", text);
     }
 
@@ -572,7 +573,7 @@ proptest! {
         let inner = if in_string { Value::from(inner).to_string() } else { inner };
         let text = format!("{{\"action\":\"ping\",\"x\":{inner}}}");
         let total = if in_string { 1 } else { depth + 1 };
-        let got = protocol::parse(&text, max);
+        let got = client_message::parse(&text, max);
         if total > max {
             prop_assert_eq!(got.map_err(|r| r.code).err(), Some("invalid_json"));
         } else if total <= 100 {

@@ -10,8 +10,9 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::auth::client_addr;
 use crate::auth::jwt::{self, ChannelsClaim};
+use crate::client_message;
 use crate::config::{AuthMode, EndpointConfig};
-use crate::protocol::{self, Position};
+use crate::protocol::Position;
 use crate::router::{ConnectRequest, Snapshot};
 use crate::server::Peer;
 
@@ -49,7 +50,7 @@ fn parse_query(query: Option<&str>) -> Result<Query, String> {
                         .collect(),
                 )
             }
-            "since" => out.since = Some(protocol::parse_since_param(&value)?),
+            "since" => out.since = Some(client_message::parse_since_param(&value)?),
             "token" => out.token = Some(value.into_owned()),
             _ => {}
         }

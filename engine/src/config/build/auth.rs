@@ -131,12 +131,7 @@ const ALGORITHMS: [(&str, JwtAlgorithm); 3] = [
     ("ES256", JwtAlgorithm::Es256),
 ];
 
-fn jwt(
-    r: &mut Reader<'_>,
-    auth: &mut Tab<'_>,
-    folder: &Path,
-    mode: AuthMode,
-) -> JwtConfig {
+fn jwt(r: &mut Reader<'_>, auth: &mut Tab<'_>, folder: &Path, mode: AuthMode) -> JwtConfig {
     let mut t = r.table(auth, "jwt");
     let algorithm = r.choice(&mut t, "algorithm", JwtAlgorithm::Hs256, &ALGORITHMS);
     let secret_env = env_name(r, &mut t, "secret_env", "SWITCHYARD_JWT_SECRET");
