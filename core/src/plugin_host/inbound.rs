@@ -95,7 +95,10 @@ impl HostContext {
         };
         match router.publish(vec![incoming], &Origin::Plugin(self.instance.clone())) {
             Ok(_) => abi::EMIT_OK,
-            Err(PublishError::Overloaded) => abi::EMIT_BACKPRESSURE,
+            // Both mean "not now": a plugin retries or holds the event.
+            Err(PublishError::Overloaded | PublishError::Unavailable { .. }) => {
+                abi::EMIT_BACKPRESSURE
+            }
             Err(e @ (PublishError::UnknownType { .. } | PublishError::Forbidden { .. })) => {
                 tracing::warn!(target: LOG_TARGET, plugin = %self.instance, "emit refused: {}", refusal(&e));
                 abi::EMIT_UNKNOWN_TYPE

@@ -37,8 +37,8 @@ pub fn error(status: StatusCode, code: &str, message: &str, extra: Value) -> Res
     json(status, &error_body(code, message, extra))
 }
 
-/// Adds `Retry-After` (seconds).
-pub fn retry_after(mut response: Response, seconds: u64) -> Response {
+/// Adds `Retry-After` (seconds), to a response of any body type.
+pub fn retry_after<B>(mut response: http::Response<B>, seconds: u64) -> http::Response<B> {
     response
         .headers_mut()
         .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));

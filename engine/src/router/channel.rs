@@ -1,20 +1,21 @@
-//! Per-channel state that outlives reloads: epoch, sequence and history.
+//! The in-memory [`ChannelLog`]: a channel's epoch, sequence, history and
+//! idempotency keys in this process, outliving reloads.
 //!
-//! The channel's mutex is held while an event is stamped *and* fanned out, so
-//! every recipient sees a channel's events in sequence order.
+//! The channel's mutex is held while an event is stamped *and* handed over
+//! to the fan-out, so every recipient sees a channel's events in sequence
+//! order.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 use rand::distr::{Alphanumeric, SampleString};
 
-use prometheus_client::metrics::counter::Counter;
-
 use crate::config::ChannelConfig;
-use crate::metrics::{ChannelLabel, Metrics};
 use crate::text::Text;
+
+use super::log::{Appended, Appending, ChannelLog, LogError};
 
 /// How many idempotency keys a channel remembers at most (oldest forgotten first).
 const MAX_IDEMPOTENCY_KEYS: usize = 100_000;
@@ -29,8 +30,6 @@ pub struct Channel {
     pub name: Arc<str>,
     /// The epoch: new whenever the channel's history is lost; never reused.
     pub epoch: Arc<str>,
-    /// Its `switchyard_deliveries_total` child, looked up once.
-    delivered: OnceLock<Counter>,
     inner: Mutex<Inner>,
 }
 
@@ -69,7 +68,7 @@ struct Inner {
 }
 
 /// The channel locked for stamping: sequence, history and idempotency keys.
-pub struct Stamping<'a> {
+struct Stamping<'a> {
     inner: MutexGuard<'a, Inner>,
 }
 
@@ -79,36 +78,39 @@ impl Channel {
         Channel {
             name: name.into(),
             epoch: new_epoch().into(),
-            delivered: OnceLock::new(),
             inner: Mutex::new(Inner::default()),
         }
     }
 
-    /// The channel's delivery counter in `metrics`: a label lookup the
-    /// first time, a shared handle after that.
-    pub fn delivered(&self, metrics: &Metrics) -> &Counter {
-        self.delivered.get_or_init(|| {
-            let label = ChannelLabel {
-                channel: self.name.to_string(),
-            };
-            metrics.deliveries.get_or_create(&label).clone()
-        })
-    }
-
-    /// The last assigned sequence (0 if none yet).
-    pub fn sequence(&self) -> u64 {
-        self.inner.lock().sequence
-    }
-
-    /// Locks the channel to stamp events; fan out while holding it.
-    pub fn lock(&self) -> Stamping<'_> {
+    /// Locks the channel to stamp events; hand over while holding it.
+    fn lock(&self) -> Stamping<'_> {
         Stamping {
             inner: self.inner.lock(),
         }
     }
 
+    /// The events kept in history with a sequence above `after`, oldest first.
+    pub fn history_after(&self, after: u64) -> Vec<Stored> {
+        self.recoverable(after, None).kept
+    }
+}
+
+impl ChannelLog for Channel {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn epoch(&self) -> Arc<str> {
+        self.epoch.clone()
+    }
+
+    /// The last assigned sequence (0 if none yet).
+    fn sequence(&self) -> u64 {
+        self.inner.lock().sequence
+    }
+
     /// The oldest sequence still kept or remembered as evicted.
-    pub fn oldest_kept(&self) -> u64 {
+    fn oldest_kept(&self) -> u64 {
         let inner = self.inner.lock();
         inner
             .evicted
@@ -118,14 +120,9 @@ impl Channel {
             .unwrap_or(inner.sequence)
     }
 
-    /// The events kept in history with a sequence above `after`, oldest first.
-    pub fn history_after(&self, after: u64) -> Vec<Stored> {
-        self.recoverable(after, None).kept
-    }
-
     /// Everything after `after`: what is kept (none older than `ttl`) and
     /// what was lost.
-    pub fn recoverable(&self, after: u64, ttl: Option<Duration>) -> Recoverable {
+    fn recoverable(&self, after: u64, ttl: Option<Duration>) -> Recoverable {
         let inner = self.inner.lock();
         let expired = |s: &Stored| ttl.is_some_and(|ttl| s.at.elapsed() > ttl);
         let mut lost: Vec<(u64, Arc<str>)> = inner
@@ -152,6 +149,31 @@ impl Channel {
             kept,
             lost: (after + 1 >= first_known).then_some(lost),
         }
+    }
+
+    fn append(
+        &self,
+        event: Appending<'_>,
+        hand_over: &mut dyn FnMut(&Stored),
+    ) -> Result<Appended, LogError> {
+        let mut stamping = self.lock();
+        let key = event.idempotency_key;
+        if let Some(first) = key.and_then(|k| stamping.idempotent(k, event.idempotency_window)) {
+            return Ok(Appended::Repeated(first));
+        }
+        let sequence = stamping.next_sequence();
+        if let Some(key) = key {
+            stamping.remember_key(key, sequence);
+        }
+        let stored = Stored {
+            sequence,
+            type_name: event.type_name.clone(),
+            frame: (event.render)(sequence),
+            at: Instant::now(),
+        };
+        hand_over(&stored);
+        stamping.keep(stored, event.settings);
+        Ok(Appended::New(sequence))
     }
 }
 
@@ -323,5 +345,48 @@ mod tests {
         s.remember_key("k", 7);
         assert_eq!(s.idempotent("k", window), Some(7));
         assert_eq!(s.idempotent("k", Duration::ZERO), None);
+    }
+
+    fn append(ch: &Channel, key: Option<&str>, seen: &mut Vec<u64>) -> Appended {
+        let settings = ChannelConfig::with_defaults("alerts");
+        let type_name: Arc<str> = "alert.created".into();
+        let render = |seq| Text::from(format!("event {seq}"));
+        let appending = Appending {
+            type_name: &type_name,
+            idempotency_key: key,
+            idempotency_window: Duration::from_secs(300),
+            render: &render,
+            settings: &settings,
+        };
+        ch.append(appending, &mut |stored| seen.push(stored.sequence))
+            .unwrap()
+    }
+
+    #[test]
+    fn appends_are_handed_over_in_order_and_kept() {
+        let ch = Channel::new("alerts");
+        let mut seen = Vec::new();
+        for expected in 1..=3 {
+            assert_eq!(append(&ch, None, &mut seen), Appended::New(expected));
+        }
+        assert_eq!(seen, [1, 2, 3]);
+        let kept = ch.recoverable(0, None).kept;
+        assert_eq!(
+            kept.iter().map(|s| s.sequence).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(&*kept[1].frame, "event 2", "rendered with its own sequence");
+        assert_eq!(ch.sequence(), 3);
+    }
+
+    #[test]
+    fn a_repeated_key_is_answered_with_its_first_sequence_and_not_handed_over() {
+        let ch = Channel::new("alerts");
+        let mut seen = Vec::new();
+        assert_eq!(append(&ch, Some("k"), &mut seen), Appended::New(1));
+        assert_eq!(append(&ch, None, &mut seen), Appended::New(2));
+        assert_eq!(append(&ch, Some("k"), &mut seen), Appended::Repeated(1));
+        assert_eq!(seen, [1, 2]);
+        assert_eq!(ch.sequence(), 2);
     }
 }

@@ -14,6 +14,7 @@ mod census;
 mod channel;
 pub mod coverage;
 pub mod envelope;
+pub mod log;
 mod publish;
 mod recovery;
 mod table;
@@ -29,6 +30,7 @@ use parking_lot::RwLock;
 use serde_json::Value;
 
 pub use channel::{Channel, Recoverable, Stored};
+pub use log::{Appended, Appending, ChannelLog, LogError, LogStore, MemoryLogs};
 pub use publish::{Incoming, Origin, PublishError, Stamp};
 
 use crate::config::Config;
@@ -150,9 +152,15 @@ impl std::fmt::Debug for Router {
 impl Router {
     /// A router serving `snapshot`, with fresh channels.
     pub fn new(snapshot: Snapshot) -> Router {
+        Router::with_logs(snapshot, Arc::new(log::MemoryLogs))
+    }
+
+    /// A router whose channels' order and history live in `logs`: the seam
+    /// a cluster engine plugs into (see [`log`]).
+    pub fn with_logs(snapshot: Snapshot, logs: Arc<dyn log::LogStore>) -> Router {
         let snapshot = Arc::new(snapshot);
         Router {
-            table: RwLock::new(Table::new(snapshot.clone())),
+            table: RwLock::new(Table::new(snapshot.clone(), logs)),
             current: ArcSwap::new(snapshot),
             next_conn: AtomicU64::new(1),
             metrics: Arc::new(Metrics::new()),
@@ -251,7 +259,9 @@ impl Router {
         };
         let prepared = publish::prepare(&table.snap, events, origin)
             .inspect_err(|e| self.metrics.refuse(e.reason()))?;
-        Ok(table.stamp_and_route(prepared, &self.metrics, &self.coverage))
+        table
+            .stamp_and_route(prepared, &self.metrics, &self.coverage)
+            .inspect_err(|e| self.metrics.refuse(e.reason()))
     }
 }
 
@@ -260,6 +270,10 @@ mod tests {
     use super::*;
 
     fn router() -> Router {
+        router_with(Arc::new(MemoryLogs))
+    }
+
+    fn router_with(logs: Arc<dyn LogStore>) -> Router {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         let toml = "[[channels]]\nname = \"alerts\"\n[[endpoints]]\npath = \"/ws\"\nchannels = [\"alerts\"]\n[[event_types]]\nname = \"alert.created\"\nchannel = \"alerts\"\n[event_types.payload]\nid = { type = \"string\" }\n";
@@ -268,14 +282,17 @@ mod tests {
             .unwrap()
             .config;
         let built = Registry::build(&config, &[]).unwrap();
-        Router::new(Snapshot {
-            version: 1,
-            loaded_at: Utc::now(),
-            config: Arc::new(config),
-            registry: built.registry,
-            warnings: Vec::new(),
-            sinks: BTreeMap::new(),
-        })
+        Router::with_logs(
+            Snapshot {
+                version: 1,
+                loaded_at: Utc::now(),
+                config: Arc::new(config),
+                registry: built.registry,
+                warnings: Vec::new(),
+                sinks: BTreeMap::new(),
+            },
+            logs,
+        )
     }
 
     fn alert() -> Incoming {
@@ -306,5 +323,82 @@ mod tests {
             router.publish(vec![alert()], &Origin::Http).unwrap()[0].sequence,
             1
         );
+    }
+
+    /// A store whose logs append `budget` events, then answer as a shared
+    /// store out of reach would: to test how the router takes a failure.
+    #[derive(Debug)]
+    struct Unreachable {
+        budget: std::sync::atomic::AtomicUsize,
+    }
+
+    #[derive(Debug)]
+    struct UnreachableLog {
+        inner: Arc<dyn ChannelLog>,
+        store: Arc<Unreachable>,
+    }
+
+    impl LogStore for Arc<Unreachable> {
+        fn open(&self, channel: &str) -> Arc<dyn ChannelLog> {
+            Arc::new(UnreachableLog {
+                inner: MemoryLogs.open(channel),
+                store: self.clone(),
+            })
+        }
+    }
+
+    impl ChannelLog for UnreachableLog {
+        fn name(&self) -> &Arc<str> {
+            self.inner.name()
+        }
+        fn epoch(&self) -> Arc<str> {
+            self.inner.epoch()
+        }
+        fn sequence(&self) -> u64 {
+            self.inner.sequence()
+        }
+        fn oldest_kept(&self) -> u64 {
+            self.inner.oldest_kept()
+        }
+        fn recoverable(&self, after: u64, ttl: Option<std::time::Duration>) -> Recoverable {
+            self.inner.recoverable(after, ttl)
+        }
+        fn append(
+            &self,
+            event: Appending<'_>,
+            hand_over: &mut dyn FnMut(&Stored),
+        ) -> Result<Appended, LogError> {
+            let left = &self.store.budget;
+            if left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err()
+            {
+                return Err(LogError::Unavailable {
+                    channel: self.name().to_string(),
+                    reason: "connection refused".into(),
+                });
+            }
+            self.inner.append(event, hand_over)
+        }
+    }
+
+    #[test]
+    fn a_log_that_cannot_append_stops_the_publish_and_names_what_was_accepted() {
+        let store = Arc::new(Unreachable {
+            budget: std::sync::atomic::AtomicUsize::new(2),
+        });
+        let router = router_with(Arc::new(store));
+        let refused = router.publish(vec![alert(), alert(), alert(), alert()], &Origin::Http);
+        let Err(PublishError::Unavailable { accepted, error }) = refused else {
+            panic!("{refused:?}");
+        };
+        let sequences: Vec<u64> = accepted.iter().map(|s| s.sequence).collect();
+        assert_eq!(sequences, [1, 2], "the events before the failure stay");
+        assert!(error.to_string().contains("`alerts`"), "{error}");
+        assert_eq!(router.positions()["alerts"].1, 2, "nothing after it");
+        assert!(router
+            .metrics()
+            .encode()
+            .contains("switchyard_events_refused_total{reason=\"cluster_unavailable\"} 1"));
     }
 }

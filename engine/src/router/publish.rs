@@ -59,7 +59,8 @@ pub struct FieldReport {
     pub expected: Value,
 }
 
-/// Why events were refused. Nothing of the batch was published.
+/// Why events were refused. Nothing of the batch was published, except
+/// with [`PublishError::Unavailable`], which names what was.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// An event is not an object with a string `type` and object `payload`.
@@ -94,6 +95,16 @@ pub enum PublishError {
     /// for longer than a publisher may wait: retry shortly.
     #[error("the router is busy and cannot take events right now; retry shortly")]
     Overloaded,
+    /// A channel's log could not append an event (its store is out of
+    /// reach): the events before it were accepted, this one and those after
+    /// it were not.
+    #[error("{error}; {} event(s) of this publish were accepted before it", accepted.len())]
+    Unavailable {
+        /// The events accepted before the failure, in order.
+        accepted: Vec<Stamp>,
+        /// What the log answered.
+        error: super::log::LogError,
+    },
     /// An envelope over `server.max_event_bytes`.
     #[error("event {index} would be {size} bytes; the limit is {max}")]
     TooLarge {
@@ -116,6 +127,7 @@ impl PublishError {
             PublishError::Invalid { .. } => "invalid_payload",
             PublishError::TooLarge { .. } => "too_large",
             PublishError::Overloaded => "overloaded",
+            PublishError::Unavailable { .. } => "cluster_unavailable",
         }
     }
 }

@@ -11,7 +11,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::channel::{Channel, Stored};
+use super::channel::Stored;
+use super::log::ChannelLog;
 use crate::config::ChannelConfig;
 use crate::connection::Connection;
 use crate::protocol::Position;
@@ -106,7 +107,7 @@ pub(super) type Reason = &'static str;
 
 /// What to replay on one channel, or why it cannot be recovered.
 pub(super) fn plan(
-    ch: &Channel,
+    ch: &dyn ChannelLog,
     settings: &ChannelConfig,
     pos: &Position,
     subs: &SubscriptionSet,
@@ -114,7 +115,7 @@ pub(super) fn plan(
     conn: &Connection,
     registry: &Registry,
 ) -> Result<Vec<Stored>, Reason> {
-    if *ch.epoch != pos.epoch {
+    if *ch.epoch() != pos.epoch {
         return Err("epoch_changed");
     }
     if pos.sequence > ch.sequence() {
@@ -124,12 +125,12 @@ pub(super) fn plan(
     let history = ch.recoverable(pos.sequence, ttl);
     let dropped = conn
         .outbox
-        .dropped_after(&ch.name, pos.sequence)
+        .dropped_after(ch.name(), pos.sequence)
         .ok_or("too_old")?;
     let needed = |sequence: u64, type_name: &str| {
         let wanted = registry.resolve(type_name).is_some_and(|t| subs.wants(t));
         let sent =
-            record.queued(&ch.name, sequence, type_name, registry) && !dropped.contains(&sequence);
+            record.queued(ch.name(), sequence, type_name, registry) && !dropped.contains(&sequence);
         wanted && !sent
     };
     let lost = history.lost.ok_or("too_old")?;

@@ -14,6 +14,7 @@ use super::{error_reply, json_reply, Reply};
 use crate::app::App;
 use crate::json_depth;
 use crate::router::{Incoming, Origin, PublishError};
+use crate::server::reply::retry_after;
 use crate::server::Peer;
 
 /// Handles one publish request.
@@ -132,17 +133,24 @@ fn refused(e: &PublishError) -> Reply {
             &message,
             json!({"index": index}),
         ),
-        PublishError::Overloaded => {
-            let mut reply = error_reply(
+        PublishError::Overloaded => retry_after(
+            error_reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 &message,
                 json!({}),
-            );
-            reply
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(1));
-            reply
-        }
+            ),
+            1,
+        ),
+        // The accepted ones keep their sequences; the client retries the rest.
+        PublishError::Unavailable { accepted, .. } => retry_after(
+            error_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                &message,
+                json!({"accepted": accepted.len(), "sequences": accepted}),
+            ),
+            1,
+        ),
     }
 }

@@ -6,23 +6,23 @@
 //! new configuration).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use chrono::Utc;
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{json, Value};
 
 use super::census::Census;
-use super::channel::{Channel, Stored};
 use super::coverage::{Coverage, Live};
 use super::envelope::{self, Prepared};
+use super::log::{Appended, Appending, ChannelLog, LogError, LogStore};
 use super::recovery::{self, SentRecord};
-use super::{Applied, ConnectError, ConnectRequest, Offered, Sink, Snapshot, Stamp};
+use super::{Applied, ConnectError, ConnectRequest, Offered, PublishError, Sink, Snapshot, Stamp};
 use crate::config::{AuthMode, OnUserLimit};
 use crate::connection::outbox::Limits;
 use crate::connection::{ConnId, ConnRef, Connection, Event, Frame, Identity, Outbox};
-use crate::metrics::{Metrics, TypeLabel};
+use crate::metrics::{ChannelLabel, Metrics, TypeLabel};
 use crate::names::Pattern;
 use crate::protocol::{self, Position, Positions};
 use crate::subscriptions::{PatternLimits, Scope, SubscriptionSet};
@@ -49,9 +49,38 @@ struct Entry {
     sent: SentRecord,
 }
 
+/// A channel as the table routes it: its log, and its
+/// `switchyard_deliveries_total` child, looked up once.
+struct Routed {
+    log: Arc<dyn ChannelLog>,
+    delivered: OnceLock<Counter>,
+}
+
+impl Routed {
+    fn new(log: Arc<dyn ChannelLog>) -> Routed {
+        Routed {
+            log,
+            delivered: OnceLock::new(),
+        }
+    }
+
+    /// The channel's delivery counter: a label lookup the first time, a
+    /// shared handle after that.
+    fn delivered(&self, metrics: &Metrics) -> &Counter {
+        self.delivered.get_or_init(|| {
+            let label = ChannelLabel {
+                channel: self.log.name().to_string(),
+            };
+            metrics.deliveries.get_or_create(&label).clone()
+        })
+    }
+}
+
 pub(super) struct Table {
     pub(super) snap: Arc<Snapshot>,
-    channels: HashMap<Arc<str>, Arc<Channel>>,
+    /// Where channels' logs are opened: a new channel's, at start or reload.
+    logs: Arc<dyn LogStore>,
+    channels: HashMap<Arc<str>, Routed>,
     conns: HashMap<ConnId, Entry>,
     /// Connections by user and anonymous address, for the limits.
     census: Census,
@@ -93,16 +122,17 @@ mod route;
 mod subscribe;
 
 impl Table {
-    pub(super) fn new(snap: Arc<Snapshot>) -> Table {
+    pub(super) fn new(snap: Arc<Snapshot>, logs: Arc<dyn LogStore>) -> Table {
         let channels = snap
             .registry
             .channels()
             .keys()
-            .map(|name| (name.clone(), Arc::new(Channel::new(name))))
+            .map(|name| (name.clone(), Routed::new(logs.open(name))))
             .collect();
         Table {
             routes: sink_routes(&snap),
             snap,
+            logs,
             channels,
             conns: HashMap::new(),
             census: Census::default(),
@@ -146,7 +176,7 @@ impl Table {
             .into_iter()
             .filter_map(|name| {
                 let ch = self.channels.get(name)?;
-                Some((name.clone(), (ch.epoch.clone(), ch.sequence())))
+                Some((name.clone(), (ch.log.epoch(), ch.log.sequence())))
             })
             .collect()
     }
@@ -207,7 +237,12 @@ impl Table {
     pub(super) fn positions(&self) -> BTreeMap<String, (String, u64)> {
         self.channels
             .iter()
-            .map(|(name, ch)| (name.to_string(), (ch.epoch.to_string(), ch.sequence())))
+            .map(|(name, ch)| {
+                (
+                    name.to_string(),
+                    (ch.log.epoch().to_string(), ch.log.sequence()),
+                )
+            })
             .collect()
     }
 }

@@ -11,7 +11,7 @@ impl Table {
             let kept = self.channels.remove(name);
             channels.insert(
                 name.clone(),
-                kept.unwrap_or_else(|| Arc::new(Channel::new(name))),
+                kept.unwrap_or_else(|| Routed::new(self.logs.open(name))),
             );
         }
         self.channels = channels;
@@ -46,7 +46,7 @@ impl Table {
             entry.channels = now;
             for name in &lost {
                 match self.channels.get(name) {
-                    Some(ch) => entry.sent.close(name, ch.sequence()),
+                    Some(ch) => entry.sent.close(name, ch.log.sequence()),
                     None => entry.sent.forget(name),
                 }
             }

@@ -5,22 +5,28 @@ use super::*;
 
 impl Table {
     /// Stamps each event on its channel and queues it for every recipient.
+    /// A log that cannot append stops the publish there: the events before
+    /// it stay accepted and are named in the error.
     pub(in crate::router) fn stamp_and_route(
         &self,
         prepared: Vec<Prepared>,
         metrics: &Metrics,
         coverage: &Coverage,
-    ) -> Vec<Stamp> {
+    ) -> Result<Vec<Stamp>, PublishError> {
         let timestamp = protocol::timestamp(Utc::now());
         let window = Duration::from_secs(self.snap.config.server.idempotency_window_s);
-        prepared
-            .into_iter()
-            .map(|p| self.stamp_one(p, &timestamp, window, metrics, coverage))
-            .collect()
+        let mut accepted = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            match self.stamp_one(p, &timestamp, window, metrics, coverage) {
+                Ok(stamp) => accepted.push(stamp),
+                Err(error) => return Err(PublishError::Unavailable { accepted, error }),
+            }
+        }
+        Ok(accepted)
     }
 
-    /// Stamps one event and fans it out, holding its channel's lock so that
-    /// every recipient sees the channel in sequence order.
+    /// Appends one event to its channel's log, which hands it to the
+    /// fan-out in sequence order (see `log`).
     fn stamp_one(
         &self,
         p: Prepared,
@@ -28,55 +34,42 @@ impl Table {
         window: Duration,
         metrics: &Metrics,
         coverage: &Coverage,
-    ) -> Stamp {
+    ) -> Result<Stamp, LogError> {
         let t = p.event_type.clone();
         let channel = &self.channels[&t.channel];
         let settings = &self.snap.registry.channels()[&t.channel];
-        let mut stamping = channel.lock();
-        let repeated = p
-            .idempotency_key
-            .as_deref()
-            .and_then(|k| stamping.idempotent(k, window));
-        if let Some(sequence) = repeated {
-            return Stamp {
+        let render = |sequence| Text::from(envelope::render(&p, timestamp, sequence));
+        let appending = Appending {
+            type_name: &t.name,
+            idempotency_key: p.idempotency_key.as_deref(),
+            idempotency_window: window,
+            render: &render,
+            settings,
+        };
+        let appended = channel.log.append(appending, &mut |stored| {
+            let event = Arc::new(Event {
+                text: stored.frame.clone(),
                 channel: t.channel.clone(),
-                sequence,
+                sequence: stored.sequence,
+                policy: settings.slow_consumer,
+                epoch: channel.log.epoch(),
+                accepted: stored.at,
+                delivered: channel.delivered(metrics).clone(),
+            });
+            self.fan_out(&t.name, &event, p.emitter.as_deref(), metrics);
+        })?;
+        if let Appended::New(_) = appended {
+            let label = TypeLabel {
+                r#type: t.name.to_string(),
             };
+            metrics.accepted.get_or_create(&label).inc();
+            let queued = self.recipients.get(&t.name).map_or(0, |r| r.len() as u64);
+            coverage.produced(&t.name, queued);
         }
-        let sequence = stamping.next_sequence();
-        let accepted = Instant::now();
-        let text = Text::from(envelope::render(&p, timestamp, sequence));
-        if let Some(key) = &p.idempotency_key {
-            stamping.remember_key(key, sequence);
-        }
-        let stored = Stored {
-            sequence,
-            type_name: t.name.clone(),
-            frame: text.clone(),
-            at: accepted,
-        };
-        stamping.keep(stored, settings);
-        let event = Arc::new(Event {
-            text,
+        Ok(Stamp {
             channel: t.channel.clone(),
-            sequence,
-            policy: settings.slow_consumer,
-            epoch: channel.epoch.clone(),
-            accepted,
-            delivered: channel.delivered(metrics).clone(),
-        });
-        self.fan_out(&t.name, &event, p.emitter.as_deref(), metrics);
-        drop(stamping);
-        let label = TypeLabel {
-            r#type: t.name.to_string(),
-        };
-        metrics.accepted.get_or_create(&label).inc();
-        let queued = self.recipients.get(&t.name).map_or(0, |r| r.len() as u64);
-        coverage.produced(&t.name, queued);
-        Stamp {
-            channel: t.channel.clone(),
-            sequence,
-        }
+            sequence: appended.sequence(),
+        })
     }
 
     /// Queues a stamped event for every connection and sink that takes its

@@ -94,7 +94,7 @@ impl Table {
             let (seq, oldest) = self
                 .channels
                 .get(name)
-                .map_or((0, 0), |ch| (ch.sequence(), ch.oldest_kept()));
+                .map_or((0, 0), |ch| (ch.log.sequence(), ch.log.oldest_kept()));
             entry.sent.close(name, seq);
             entry.sent.prune(name, oldest);
             entry.sent.open(name, seq, &subs);
@@ -134,7 +134,7 @@ impl Table {
                 continue;
             };
             let planned = recovery::plan(
-                ch,
+                ch.log.as_ref(),
                 settings,
                 pos,
                 &entry.subs,
@@ -158,7 +158,7 @@ impl Table {
                         .push_replay(replay.into_iter().map(|stored| stored.frame));
                     entry
                         .sent
-                        .covered(&ch.name, pos.sequence, ch.sequence(), &entry.subs);
+                        .covered(ch.log.name(), pos.sequence, ch.log.sequence(), &entry.subs);
                 }
                 Err(reason) => {
                     out.insert(name.clone(), json!({"recovered": false, "reason": reason}));
