@@ -1,11 +1,11 @@
 //! The WebSocket transport: the upgrade (with every check that must happen
 //! before a socket is opened), then one connection task per client
-//! ([`connection`]). Who may connect once the socket is open is decided by
+//! ([`task`]). Who may connect once the socket is open is decided by
 //! [`admission`] and the router.
 
 mod admission;
-mod connection;
 mod readiness;
+mod task;
 mod watchdog;
 mod writer;
 
@@ -106,7 +106,7 @@ fn open(app: &Arc<App>, peer: Peer, mut req: http::Request<Incoming>) -> Result<
         .map_err(|message| bad_request("invalid_query", &message))?;
     let bearer = admission.bearer_subprotocol;
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(connection::run(app.clone(), on_upgrade, admission));
+    tokio::spawn(task::run(app.clone(), on_upgrade, admission));
     Ok(switching_protocols(&accept, bearer))
 }
 
