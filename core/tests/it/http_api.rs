@@ -1474,3 +1474,65 @@ async fn connections_past_max_pending_handshakes_are_closed_and_counted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `503 overloaded` over HTTP: a publisher that cannot get the routing table
+/// within `server.publish_wait_ms` is told to retry, and it is counted.
+/// With the wait at 0, the subscribe bursts of a few clients (each holds the
+/// table's write lock for a moment) are enough to be seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_cannot_get_the_routing_table_in_time_gets_503_overloaded() {
+    let router = start(&support::with_server(
+        "publish_wait_ms = 0\nclient_rate_limit = { messages_per_s = 100000, burst = 100000 }",
+    ))
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut churners = Vec::new();
+    for _ in 0..6 {
+        let mut c = router.ws("/ws/events").await;
+        let stop = stop.clone();
+        churners.push(tokio::spawn(async move {
+            let patterns: Vec<String> = (0..128).map(|i| format!("nothing{i}.p{i}")).collect();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.send(&json!({"action": "subscribe", "events": patterns}))
+                    .await;
+                c.recv_type("subscribed").await;
+                c.send(&json!({"action": "unsubscribe"})).await;
+                c.recv_type("unsubscribed").await;
+            }
+        }));
+    }
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (retry_after, body) = loop {
+        let response = client
+            .post(router.url("/api/events"))
+            .json(&alert("busy"))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 503 {
+            let retry = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            break (retry, response.json::<Value>().await.unwrap());
+        }
+        assert_eq!(response.status(), 202);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no publish ever waited for the table"
+        );
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in churners {
+        c.await.unwrap();
+    }
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    assert_eq!(retry_after, "1");
+    let metrics = router.metrics().await;
+    assert!(
+        metrics.contains("switchyard_events_refused_total{reason=\"overloaded\"}"),
+        "{metrics}"
+    );
+    router.shutdown().await;
+}

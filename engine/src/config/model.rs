@@ -111,6 +111,9 @@ pub struct ServerConfig {
     pub publish_rate_limit: PublishRateLimit,
     /// Seconds an `idempotency_key` is remembered per channel.
     pub idempotency_window_s: u64,
+    /// How long a publisher may wait for the routing table, in ms, before
+    /// it is answered `503 overloaded` (plugins: `backpressure`).
+    pub publish_wait_ms: u64,
 }
 
 /// `server.tls`: the files are read by the server, not here, so that a

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
@@ -61,9 +62,6 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     /// Offers one event's envelope.
     fn offer(&self, event: &Text) -> Offered;
 }
-
-/// The longest a publisher waits for the routing table.
-pub const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// One configuration in force: what readers see through [`Router::snapshot`].
 #[derive(Debug)]
@@ -245,15 +243,16 @@ impl Router {
 
     /// Validates, stamps and fans out events, all or nothing.
     ///
-    /// Never waits more than [`PUBLISH_WAIT`] for the routing table: past
-    /// that (a reload or subscribe burst holding it) the answer is
+    /// Never waits more than `server.publish_wait_ms` for the routing table:
+    /// past that (a reload or subscribe burst holding it) the answer is
     /// [`PublishError::Overloaded`] — 503 over HTTP, `backpressure` to a plugin.
     pub fn publish(
         &self,
         events: Vec<Incoming>,
         origin: &Origin,
     ) -> Result<Vec<Stamp>, PublishError> {
-        let Some(table) = self.table.try_read_for(PUBLISH_WAIT) else {
+        let wait = Duration::from_millis(self.current.load().config.server.publish_wait_ms);
+        let Some(table) = self.table.try_read_for(wait) else {
             self.metrics.refuse(PublishError::Overloaded.reason());
             return Err(PublishError::Overloaded);
         };
@@ -315,7 +314,7 @@ mod tests {
             "{refused:?}"
         );
         assert!(
-            started.elapsed() < PUBLISH_WAIT * 10,
+            started.elapsed() < Duration::from_millis(500),
             "a publisher never waits long"
         );
         drop(held);

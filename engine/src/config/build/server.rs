@@ -72,6 +72,7 @@ pub(super) fn server(
     };
     r.finish(p);
     let idempotency_window_s = r.uint(&mut t, "idempotency_window_s", 300, 0, u64::MAX);
+    let publish_wait_ms = r.uint(&mut t, "publish_wait_ms", 50, 0, 10_000);
     r.finish(t);
     if send_queue_bytes < max_event_bytes {
         warnings.push(format!(
@@ -101,6 +102,7 @@ pub(super) fn server(
         client_rate_limit,
         publish_rate_limit,
         idempotency_window_s,
+        publish_wait_ms,
     }
 }
 
