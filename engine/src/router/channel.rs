@@ -90,7 +90,8 @@ impl Channel {
     }
 
     /// The events kept in history with a sequence above `after`, oldest first.
-    pub fn history_after(&self, after: u64) -> Vec<Stored> {
+    #[cfg(test)]
+    fn history_after(&self, after: u64) -> Vec<Stored> {
         self.recoverable(after, None).kept
     }
 }

@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
 use serde_json::Value;
 
-pub use channel::{Channel, Recoverable, Stored};
+pub use channel::{Recoverable, Stored};
 pub use log::{Appended, Appending, ChannelLog, LogError, LogStore, MemoryLogs};
 pub use publish::{Incoming, Origin, PublishError, Stamp};
 
