@@ -45,6 +45,8 @@ pub struct ReloadRecord {
 pub struct App {
     /// The router.
     pub router: Arc<Router>,
+    /// The cluster engine, with `[cluster] engine = "redis"`.
+    pub cluster: Option<crate::cluster::Cluster>,
     /// The plugin host.
     pub plugins: PluginHost,
     /// How the process was started.

@@ -27,6 +27,7 @@ pub mod app;
 pub mod auth;
 pub mod check;
 pub mod client_message;
+pub mod cluster;
 pub mod log_limit;
 pub mod logging;
 pub mod plugin_host;

@@ -84,7 +84,11 @@ fn serve(options: Options) -> anyhow::Result<()> {
             tracing::warn!("{warning}");
         }
         let refusal = options.clone();
-        let app = reload::start(options, plugins, prepared).map_err(|e| refused(&refusal, &e))?;
+        let app = match reload::start(options, plugins, prepared).await {
+            Ok(app) => app,
+            Err(ReloadError::Cluster(e)) => anyhow::bail!("not started: {e}"),
+            Err(e) => return Err(refused(&refusal, &e)),
+        };
         Ok(runtime::run(app).await?)
     })
 }

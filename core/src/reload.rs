@@ -20,6 +20,8 @@ use serde_json::json;
 use crate::app::{App, Options, ReloadRecord};
 use crate::auth::jwt::{JwtConfigError, Verifier};
 use crate::auth::ApiKeys;
+use crate::cluster::sequencer::RedisSequencer;
+use crate::cluster::Cluster;
 use crate::config::{
     self, AuthConfig, AuthMode, ClusterEngine, Config, ConfigError, Loaded, Problem,
 };
@@ -47,6 +49,9 @@ pub enum ReloadError {
         /// How many connections are open.
         open: usize,
     },
+    /// The cluster engine could not start (at start only).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// What asked for a reload.
@@ -71,6 +76,13 @@ impl ReloadError {
                 column: None,
             }],
             ReloadError::Invalid(problems) => problems.clone(),
+            ReloadError::Cluster(_) => vec![Problem {
+                key: Some("cluster".into()),
+                value: None,
+                problem: self.to_string(),
+                line: None,
+                column: None,
+            }],
             ReloadError::ClosesEveryConnection { .. } => vec![Problem {
                 key: Some("endpoints".into()),
                 value: None,
@@ -142,15 +154,6 @@ pub fn prepare(options: &Options, plugins: &PluginHost) -> Result<Prepared, Relo
     let configured_listen = config.server.listen;
     if let Some(listen) = options.listen {
         config.server.listen = listen;
-    }
-    if config.cluster.engine == ClusterEngine::Redis {
-        problems.push(Problem {
-            key: Some("cluster.engine".into()),
-            value: Some(serde_json::json!("redis")),
-            problem: "the redis engine is not available in this build yet; use \"memory\"".into(),
-            line: None,
-            column: None,
-        });
     }
     let plan = plugins.plan(&config);
     // Without every plugin's types, the registry would report channels and
@@ -270,11 +273,12 @@ fn keyless_warning(auth: &AuthConfig, keys: &ApiKeys) -> Option<String> {
     })
 }
 
-/// Builds the app from a configuration prepared with `plugins`. Its plugin
+/// Builds the app from a configuration prepared with `plugins`, joining
+/// the cluster first with `[cluster] engine = "redis"`. Its plugin
 /// instances are started by [`App::start_plugins`] once the listener is
 /// bound, so that nothing they do at start (a health check of the router
 /// itself, say) finds the port closed.
-pub fn start(
+pub async fn start(
     options: Options,
     plugins: PluginHost,
     prepared: Prepared,
@@ -297,16 +301,27 @@ pub fn start(
         plan,
         ..
     } = prepared;
-    let router = Arc::new(Router::new(Snapshot {
+    let snapshot = Snapshot {
         version: 1,
         loaded_at: Utc::now(),
         config: Arc::new(config),
         registry,
         warnings,
         sinks: plan.sinks(),
-    }));
+    };
+    let (router, cluster) = match snapshot.config.cluster.engine {
+        ClusterEngine::Memory => (Arc::new(Router::new(snapshot)), None),
+        ClusterEngine::Redis => {
+            let cluster = Cluster::connect(&snapshot.config).await?;
+            let sequencer = RedisSequencer::new(cluster.shared.clone());
+            let router = Arc::new(Router::with_sequencer(snapshot, Arc::new(sequencer)));
+            crate::cluster::feed::start(cluster.shared.clone(), &router).await;
+            (router, Some(cluster))
+        }
+    };
     let app = Arc::new(App {
         router,
+        cluster,
         plugins,
         options,
         started: Instant::now(),

@@ -93,7 +93,10 @@ impl HostContext {
             correlation_id: (!correlation_id.is_empty()).then(|| correlation_id.to_owned()),
             idempotency_key: None,
         };
-        match router.publish(vec![incoming], &Origin::Plugin(self.instance.clone())) {
+        match router
+            .publish(vec![incoming], &Origin::Plugin(self.instance.clone()))
+            .wait()
+        {
             Ok(_) => abi::EMIT_OK,
             // Both mean "not now": a plugin retries or holds the event.
             Err(PublishError::Overloaded | PublishError::Unavailable { .. }) => {

@@ -1021,7 +1021,7 @@ fn check_publish(
 ) -> Result<bool, TestCaseError> {
     let expected = expected_publish(model, &batch);
     let before = positions(router);
-    let got = router.publish(batch.clone(), &Origin::Http);
+    let got = router.publish(batch.clone(), &Origin::Http).wait();
     let after = positions(router);
     let frames = drain_now(conn);
     match (&got, &expected) {

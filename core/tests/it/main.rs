@@ -10,6 +10,7 @@ mod support;
 
 mod auth_and_limits;
 mod binary;
+mod cluster;
 mod fuzz;
 mod http_api;
 mod observability;

@@ -470,7 +470,7 @@ impl Model {
                 }
             })
             .collect();
-        let result = self.router.publish(batch, &Origin::Http);
+        let result = self.router.publish(batch, &Origin::Http).wait();
         let registered = types.iter().all(|t| variant.channel_of(t).is_some());
         let stamps = match result {
             Ok(stamps) => {

@@ -887,7 +887,7 @@ async fn listen_edit_without_the_flag_requires_a_restart() {
     let plugins = PluginHost::default();
     let prepared = tokio::task::block_in_place(|| reload::prepare(&options, &plugins))
         .unwrap_or_else(|e| panic!("{:?}", e.problems()));
-    let app = reload::start(options, plugins, prepared).unwrap();
+    let app = reload::start(options, plugins, prepared).await.unwrap();
     let running = runtime::bind(app).await.unwrap();
     let url = |p: &str| format!("http://{}{p}", running.addr);
 

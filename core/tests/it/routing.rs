@@ -130,14 +130,17 @@ async fn fan_out_follows_subscriptions_and_endpoints() {
     for c in [&all, &alerts, &jobs_only] {
         drain(c).await;
     }
-    router.publish(vec![alert("a1")], &Origin::Http).unwrap();
+    router
+        .publish(vec![alert("a1")], &Origin::Http)
+        .wait()
+        .unwrap();
     let job = Incoming {
         type_name: "job_progress".into(),
         payload: json!({"job_id": "j"}),
         correlation_id: None,
         idempotency_key: None,
     };
-    router.publish(vec![job], &Origin::Http).unwrap();
+    router.publish(vec![job], &Origin::Http).wait().unwrap();
     assert_eq!(types(&drain(&all).await), ["alert.created", "job.progress"]);
     let got = drain(&alerts).await;
     assert_eq!(
@@ -158,12 +161,18 @@ async fn a_subscribed_reply_means_the_next_event_is_routed_by_it() {
     let c = connect(&router, "/ws/events", Some(&[]));
     drain(&c).await;
     router.subscribe(&c, &["alert.created".into()], None, &Some(json!(1)));
-    router.publish(vec![alert("a1")], &Origin::Http).unwrap();
+    router
+        .publish(vec![alert("a1")], &Origin::Http)
+        .wait()
+        .unwrap();
     let got = drain(&c).await;
     assert_eq!(types(&got), ["subscribed", "alert.created"]);
     assert_eq!(got[0]["id"], 1);
     router.unsubscribe(&c, None, &None);
-    router.publish(vec![alert("a2")], &Origin::Http).unwrap();
+    router
+        .publish(vec![alert("a2")], &Origin::Http)
+        .wait()
+        .unwrap();
     assert_eq!(types(&drain(&c).await), ["unsubscribed"]);
 }
 
@@ -174,6 +183,7 @@ async fn reload_keeps_sequences_and_announces_new_channels() {
     drain(&c).await;
     router
         .publish(vec![alert("a1"), alert("a2")], &Origin::Http)
+        .wait()
         .unwrap();
     let before = router.positions()["alerts"].clone();
     let wider = CONFIG.replace(r#"channels = ["jobs"]"#, r#"channels = ["jobs", "alerts"]"#);
@@ -186,7 +196,10 @@ async fn reload_keeps_sequences_and_announces_new_channels() {
     let announced = drain(&c).await;
     assert_eq!(types(&announced), ["connection.channels"]);
     assert_eq!(announced[0]["payload"]["channels"]["alerts"]["sequence"], 2);
-    let stamps = router.publish(vec![alert("a3")], &Origin::Http).unwrap();
+    let stamps = router
+        .publish(vec![alert("a3")], &Origin::Http)
+        .wait()
+        .unwrap();
     assert_eq!(stamps[0].sequence, 3);
     assert_eq!(drain(&c).await[0]["sequence"], 3);
 }
@@ -199,6 +212,7 @@ async fn sinks_get_routed_events_but_never_their_own() {
     let router = Router::new(snapshot(CONFIG, 1, sinks));
     router
         .publish(vec![alert("from-http")], &Origin::Http)
+        .wait()
         .unwrap();
     let job = Incoming {
         type_name: "job.progress".into(),
@@ -206,7 +220,7 @@ async fn sinks_get_routed_events_but_never_their_own() {
         correlation_id: None,
         idempotency_key: None,
     };
-    router.publish(vec![job], &Origin::Http).unwrap();
+    router.publish(vec![job], &Origin::Http).wait().unwrap();
     let seen = recorder.0.lock().clone();
     assert_eq!(seen.len(), 1, "only alert.* is routed: {seen:?}");
     assert!(seen[0].contains("from-http"));
@@ -223,6 +237,7 @@ async fn a_batch_is_refused_whole() {
     };
     assert!(router
         .publish(vec![alert("ok"), bad], &Origin::Http)
+        .wait()
         .is_err());
     assert_eq!(
         router.positions()["alerts"].1,

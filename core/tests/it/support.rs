@@ -260,9 +260,10 @@ pub fn open_direct(
         .unwrap()
 }
 
-/// A router running in this test's runtime.
+/// A router running in this test's runtime; what it serves is reached
+/// through [`Remote`].
 pub struct Router {
-    pub addr: SocketAddr,
+    remote: Remote,
     pub app: Arc<App>,
     pub dir: tempfile::TempDir,
     running: Option<Running>,
@@ -299,28 +300,33 @@ pub async fn try_start_in(
     };
     let plugins = PluginHost::default();
     let prepared = tokio::task::block_in_place(|| reload::prepare(&options, &plugins))?;
-    let app = reload::start(options, plugins, prepared)?;
+    let app = reload::start(options, plugins, prepared).await?;
     let running = runtime::bind(app.clone()).await.unwrap();
     Ok(Router {
-        addr: running.addr,
+        remote: Remote { addr: running.addr },
         app,
         dir,
         running: Some(running),
     })
 }
 
-impl Router {
+impl std::ops::Deref for Router {
+    type Target = Remote;
+
+    fn deref(&self) -> &Remote {
+        &self.remote
+    }
+}
+
+/// A router reached over loopback, in this process or another: its
+/// HTTP routes and WebSocket endpoints.
+pub struct Remote {
+    pub addr: SocketAddr,
+}
+
+impl Remote {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
-    }
-
-    pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("config.toml")
-    }
-
-    /// Rewrites the config file (the watcher may pick it up too).
-    pub fn write_config(&self, config: &str) {
-        std::fs::write(self.config_path(), config).unwrap();
     }
 
     /// Connects a WebSocket client to `path_and_query`.
@@ -418,6 +424,17 @@ impl Router {
     /// it is not printed (yet).
     pub async fn metric(&self, series: &str) -> f64 {
         sample(&self.metrics().await, series).unwrap_or(0.0)
+    }
+}
+
+impl Router {
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// Rewrites the config file (the watcher may pick it up too).
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(self.config_path(), config).unwrap();
     }
 
     /// Reloads tried so far, applied or refused, whatever started them.

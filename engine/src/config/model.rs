@@ -288,6 +288,19 @@ pub struct ClusterConfig {
     pub engine: ClusterEngine,
     /// Redis URL; always set when the engine is Redis.
     pub redis_url: Option<String>,
+    /// The environment variable holding Redis's password, if any (never
+    /// the password itself: it stays out of the file).
+    pub redis_password_env: Option<String>,
+    /// Every Redis key and pub/sub channel starts with it, so several
+    /// systems can share one Redis.
+    pub key_prefix: String,
+    /// This node's name; `None`: host name and process id.
+    pub node_id: Option<String>,
+    /// How often a node announces itself through Redis pub/sub.
+    pub heartbeat_interval: std::time::Duration,
+    /// A node that has not seen its own heartbeat come back for this long
+    /// is unhealthy.
+    pub unhealthy_after: std::time::Duration,
 }
 
 /// `slow_consumer`: what a full send queue does to this channel's events.

@@ -885,3 +885,44 @@ fn the_shipped_config_is_valid() {
         .values()
         .all(|f| !f.required));
 }
+
+#[test]
+fn cluster_keys_have_defaults_and_bounds() {
+    let c = ok("[log]\nlevel = \"info\"\n").config.cluster;
+    assert_eq!(c.key_prefix, "switchyard");
+    assert_eq!(c.node_id, None);
+    assert_eq!(c.heartbeat_interval, std::time::Duration::from_millis(1000));
+    assert_eq!(c.unhealthy_after, std::time::Duration::from_millis(3000));
+    let ps = problems(
+        r#"
+[cluster]
+engine = "redis"
+redis_url = "redis://127.0.0.1:6379"
+key_prefix = "my app"
+node_id = "node/1"
+heartbeat_interval_ms = 1000
+unhealthy_after_ms = 1500
+"#,
+    );
+    assert!(on(&ps, "cluster.key_prefix").problem.contains("letters"));
+    assert!(on(&ps, "cluster.node_id").problem.contains("letters"));
+    assert!(on(&ps, "cluster.unhealthy_after_ms")
+        .problem
+        .contains("twice cluster.heartbeat_interval_ms"));
+    assert_eq!(ps.len(), 3, "{ps:#?}");
+    let c = ok(r#"
+[cluster]
+engine = "redis"
+redis_url = "redis://127.0.0.1:6379"
+redis_password_env = "REDIS_PASSWORD"
+key_prefix = "team-a:events"
+node_id = "eu-1"
+heartbeat_interval_ms = 250
+unhealthy_after_ms = 750
+"#)
+    .config
+    .cluster;
+    assert_eq!(c.redis_password_env.as_deref(), Some("REDIS_PASSWORD"));
+    assert_eq!(c.node_id.as_deref(), Some("eu-1"));
+    assert_eq!(c.unhealthy_after, std::time::Duration::from_millis(750));
+}

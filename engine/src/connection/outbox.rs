@@ -383,6 +383,32 @@ impl Outbox {
         })
     }
 
+    /// Reports events of `channel` in (after, until] that never reached this
+    /// node (a cluster gap history could not fill) with the next
+    /// `connection.lagged`, as if they had been dropped here.
+    pub fn lost(&self, channel: &Arc<str>, epoch: &Arc<str>, after: u64, until: u64) {
+        let mut inner = self.inner.lock();
+        if inner.close.is_some() {
+            return;
+        }
+        let (count, channels) = inner.lag.get_or_insert_with(Default::default);
+        *count += until - after;
+        channels
+            .entry(channel.clone())
+            .or_insert((epoch.clone(), after));
+        drop(inner);
+        self.ready.wake();
+    }
+
+    /// Forgets what was dropped of `channel` under an epoch it no longer has.
+    pub fn forget_channel(&self, channel: &str) {
+        let mut inner = self.inner.lock();
+        inner.drops.remove(channel);
+        if let Some((_, channels)) = &mut inner.lag {
+            channels.remove(channel);
+        }
+    }
+
     /// Forgets drops that recovery has since replayed.
     pub fn forget_drops(&self, channel: &str, replayed: &HashSet<u64>) {
         if let Some(record) = self.inner.lock().drops.get_mut(channel) {

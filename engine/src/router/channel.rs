@@ -1,9 +1,13 @@
-//! The in-memory [`ChannelLog`]: a channel's epoch, sequence, history and
-//! idempotency keys in this process, outliving reloads.
+//! A channel's state in this process: epoch, sequence, history and
+//! idempotency keys, outliving reloads.
 //!
-//! The channel's mutex is held while an event is stamped *and* handed over
-//! to the fan-out, so every recipient sees a channel's events in sequence
-//! order.
+//! An event joins a channel in one of two ways. With the memory engine the
+//! channel stamps it ([`Channel::append`]); with a cluster engine it was
+//! stamped elsewhere and the channel is a copy of the shared log that
+//! checks continuity ([`Channel::accept`]): the next sequence is delivered,
+//! a repeat skipped, a gap reported to be filled first. Either way the
+//! channel's mutex is held while an event is kept *and* handed over to the
+//! fan-out, so every recipient sees a channel's events in sequence order.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -15,22 +19,37 @@ use rand::distr::{Alphanumeric, SampleString};
 use crate::config::ChannelConfig;
 use crate::text::Text;
 
-use super::log::{Appended, Appending, ChannelLog, LogError};
+use super::log::{Appended, Received, Sequenced};
 
 /// How many idempotency keys a channel remembers at most (oldest forgotten first).
 const MAX_IDEMPOTENCY_KEYS: usize = 100_000;
 /// How many evicted events' types a channel remembers, so that recovery can
 /// tell whether anything a client wants was lost (beyond that: `too_old`).
 const MAX_EVICTED: usize = 65_536;
+/// How many replaced epochs a channel remembers, so that a late event of
+/// one is skipped rather than taken for a newer epoch.
+const MAX_RETIRED_EPOCHS: usize = 16;
 
 /// A channel's live state.
 #[derive(Debug)]
 pub struct Channel {
     /// The channel name.
     pub name: Arc<str>,
-    /// The epoch: new whenever the channel's history is lost; never reused.
-    pub epoch: Arc<str>,
     inner: Mutex<Inner>,
+}
+
+/// One event for the memory engine to stamp.
+pub struct Appending<'a> {
+    /// Its canonical type name, remembered in history for recovery.
+    pub type_name: &'a Arc<str>,
+    /// Its `idempotency_key`, if it has one.
+    pub idempotency_key: Option<&'a str>,
+    /// How long a key is remembered (`server.idempotency_window_s`).
+    pub idempotency_window: Duration,
+    /// Renders the envelope once the sequence is known.
+    pub render: &'a dyn Fn(u64) -> Text,
+    /// The channel's settings in force: its history bounds.
+    pub settings: &'a ChannelConfig,
 }
 
 /// One event kept for recovery.
@@ -58,7 +77,15 @@ pub struct Recoverable {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// The epoch: new whenever the channel's history is lost; never reused.
+    epoch: Arc<str>,
+    /// Epochs this channel had before, newest last.
+    retired: VecDeque<Arc<str>>,
     sequence: u64,
+    /// Events up to this sequence were lost without even their types
+    /// known (a cluster gap history could not fill): recovery from before
+    /// it is `too_old`.
+    forgotten: u64,
     history: VecDeque<Stored>,
     history_bytes: usize,
     /// Sequence and type of events no longer in history, oldest first.
@@ -67,7 +94,9 @@ struct Inner {
     idempotency_order: VecDeque<(String, Instant)>,
 }
 
-/// The channel locked for stamping: sequence, history and idempotency keys.
+/// The channel locked for stamping: sequence, history and idempotency keys
+/// (its epoch is read through it, never through [`Channel::epoch`], which
+/// would lock again).
 struct Stamping<'a> {
     inner: MutexGuard<'a, Inner>,
 }
@@ -77,8 +106,10 @@ impl Channel {
     pub fn new(name: &str) -> Channel {
         Channel {
             name: name.into(),
-            epoch: new_epoch().into(),
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                epoch: fresh_epoch().into(),
+                ..Inner::default()
+            }),
         }
     }
 
@@ -94,24 +125,24 @@ impl Channel {
     fn history_after(&self, after: u64) -> Vec<Stored> {
         self.recoverable(after, None).kept
     }
-}
 
-impl ChannelLog for Channel {
-    fn name(&self) -> &Arc<str> {
+    /// The channel's name.
+    pub fn name(&self) -> &Arc<str> {
         &self.name
     }
 
-    fn epoch(&self) -> Arc<str> {
-        self.epoch.clone()
+    /// The current epoch.
+    pub fn epoch(&self) -> Arc<str> {
+        self.inner.lock().epoch.clone()
     }
 
-    /// The last assigned sequence (0 if none yet).
-    fn sequence(&self) -> u64 {
+    /// The last sequence kept under the current epoch (0 if none yet).
+    pub fn sequence(&self) -> u64 {
         self.inner.lock().sequence
     }
 
     /// The oldest sequence still kept or remembered as evicted.
-    fn oldest_kept(&self) -> u64 {
+    pub fn oldest_kept(&self) -> u64 {
         let inner = self.inner.lock();
         inner
             .evicted
@@ -123,7 +154,7 @@ impl ChannelLog for Channel {
 
     /// Everything after `after`: what is kept (none older than `ttl`) and
     /// what was lost.
-    fn recoverable(&self, after: u64, ttl: Option<Duration>) -> Recoverable {
+    pub fn recoverable(&self, after: u64, ttl: Option<Duration>) -> Recoverable {
         let inner = self.inner.lock();
         let expired = |s: &Stored| ttl.is_some_and(|ttl| s.at.elapsed() > ttl);
         let mut lost: Vec<(u64, Arc<str>)> = inner
@@ -148,19 +179,22 @@ impl ChannelLog for Channel {
             .unwrap_or(inner.sequence + 1);
         Recoverable {
             kept,
-            lost: (after + 1 >= first_known).then_some(lost),
+            lost: (after + 1 >= first_known && after >= inner.forgotten).then_some(lost),
         }
     }
 
-    fn append(
+    /// Stamps one event and hands it to `hand_over` in order (memory
+    /// engine). An event whose key was appended within the window is not
+    /// appended again: the answer is the first one's sequence.
+    pub fn append(
         &self,
         event: Appending<'_>,
-        hand_over: &mut dyn FnMut(&Stored),
-    ) -> Result<Appended, LogError> {
+        hand_over: &mut dyn FnMut(&Stored, &Arc<str>),
+    ) -> Appended {
         let mut stamping = self.lock();
         let key = event.idempotency_key;
         if let Some(first) = key.and_then(|k| stamping.idempotent(k, event.idempotency_window)) {
-            return Ok(Appended::Repeated(first));
+            return Appended::Repeated(first);
         }
         let sequence = stamping.next_sequence();
         if let Some(key) = key {
@@ -172,9 +206,77 @@ impl ChannelLog for Channel {
             frame: (event.render)(sequence),
             at: Instant::now(),
         };
-        hand_over(&stored);
+        hand_over(&stored, &stamping.inner.epoch);
         stamping.keep(stored, event.settings);
-        Ok(Appended::New(sequence))
+        Appended::New(sequence)
+    }
+
+    /// Whether `epoch` is newer than the channel's: neither its current
+    /// one nor one it had before.
+    pub fn is_new_epoch(&self, epoch: &str) -> bool {
+        let inner = self.inner.lock();
+        *inner.epoch != *epoch && !inner.retired.iter().any(|e| **e == *epoch)
+    }
+
+    /// Starts `epoch` (cluster engine: the shared store lost the channel's
+    /// state): sequence 0, history empty, the old epoch retired.
+    pub fn reset(&self, epoch: &str) {
+        let mut inner = self.inner.lock();
+        let old = std::mem::replace(&mut inner.epoch, epoch.into());
+        inner.retired.push_back(old);
+        if inner.retired.len() > MAX_RETIRED_EPOCHS {
+            inner.retired.pop_front();
+        }
+        let retired = std::mem::take(&mut inner.retired);
+        let epoch = inner.epoch.clone();
+        *inner = Inner {
+            epoch,
+            retired,
+            ..Inner::default()
+        };
+    }
+
+    /// Takes an event stamped elsewhere (cluster engine) if it is the next
+    /// one: kept, and handed to `hand_over`. See [`Received`].
+    pub fn accept(
+        &self,
+        event: &Sequenced,
+        settings: &ChannelConfig,
+        hand_over: &mut dyn FnMut(&Stored, &Arc<str>),
+    ) -> Received {
+        let mut stamping = self.lock();
+        let inner = &*stamping.inner;
+        if *inner.epoch != *event.epoch || event.sequence <= inner.sequence {
+            return Received::Stale;
+        }
+        if event.sequence > inner.sequence + 1 {
+            return Received::Missing {
+                after: inner.sequence,
+            };
+        }
+        stamping.inner.sequence = event.sequence;
+        let stored = Stored {
+            sequence: event.sequence,
+            type_name: event.type_name.as_str().into(),
+            frame: event.frame.clone(),
+            at: Instant::now()
+                .checked_sub(event.age)
+                .unwrap_or_else(Instant::now),
+        };
+        hand_over(&stored, &stamping.inner.epoch);
+        stamping.keep(stored, settings);
+        Received::Delivered
+    }
+
+    /// Declares the events after the last delivered one up to `until` lost
+    /// (cluster engine: history no longer holds them); the next one
+    /// expected is `until + 1`.
+    pub fn lose(&self, until: u64) {
+        let mut inner = self.inner.lock();
+        if until > inner.sequence {
+            inner.sequence = until;
+            inner.forgotten = until;
+        }
     }
 }
 
@@ -246,8 +348,9 @@ fn evict(inner: &mut Inner, sequence: u64, type_name: Arc<str>) {
     }
 }
 
-/// A fresh epoch: 16 random alphanumerics, so never reused in practice.
-fn new_epoch() -> String {
+/// A fresh epoch: 16 random alphanumerics, so never reused in practice
+/// (a cluster engine draws its candidates here too).
+pub fn fresh_epoch() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 16)
 }
 
@@ -276,9 +379,9 @@ mod tests {
 
     #[test]
     fn epochs_differ_between_channels_and_incarnations() {
-        assert_ne!(Channel::new("a").epoch, Channel::new("a").epoch);
+        assert_ne!(Channel::new("a").epoch(), Channel::new("a").epoch());
         assert!(Channel::new("a")
-            .epoch
+            .epoch()
             .chars()
             .all(|c| c.is_ascii_alphanumeric()));
     }
@@ -359,8 +462,7 @@ mod tests {
             render: &render,
             settings: &settings,
         };
-        ch.append(appending, &mut |stored| seen.push(stored.sequence))
-            .unwrap()
+        ch.append(appending, &mut |stored, _| seen.push(stored.sequence))
     }
 
     #[test]

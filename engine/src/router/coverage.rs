@@ -50,6 +50,13 @@ impl Coverage {
         counts.last_produced_at = Some(Utc::now());
     }
 
+    /// Counts the connections a received event was queued for (cluster
+    /// engine: the node that accepted it counted it as produced).
+    pub fn delivered(&self, type_name: &str, delivered: u64) {
+        let mut types = self.types.lock();
+        types.entry(type_name.to_owned()).or_default().delivered += delivered;
+    }
+
     /// Counts an upgrade on a path that is not an endpoint.
     pub fn unknown_endpoint(&self, path: &str) {
         let mut paths = self.unknown_paths.lock();

@@ -29,6 +29,21 @@ fn quoted(s: &str) -> String {
 
 /// The envelope's text.
 pub fn render(p: &Prepared, timestamp: &str, sequence: u64) -> String {
+    let mut out = head(p, timestamp);
+    out.push_str(&sequence.to_string());
+    push_tail(p, &mut out);
+    out
+}
+
+/// The envelope's text before and after its sequence number, for a
+/// cluster store that decides the number (docs/cluster.md).
+pub fn render_around_sequence(p: &Prepared, timestamp: &str) -> (String, String) {
+    let mut tail = String::new();
+    push_tail(p, &mut tail);
+    (head(p, timestamp), tail)
+}
+
+fn head(p: &Prepared, timestamp: &str) -> String {
     let mut out = String::with_capacity(p.payload_json.len() + 128);
     out.push_str("{\"type\":");
     out.push_str(&quoted(&p.event_type.name));
@@ -39,13 +54,15 @@ pub fn render(p: &Prepared, timestamp: &str, sequence: u64) -> String {
     out.push_str("\",\"channel\":");
     out.push_str(&quoted(&p.event_type.channel));
     out.push_str(",\"sequence\":");
-    out.push_str(&sequence.to_string());
+    out
+}
+
+fn push_tail(p: &Prepared, out: &mut String) {
     if let Some(cid) = &p.correlation_id {
         out.push_str(",\"correlation_id\":");
         out.push_str(&quoted(cid));
     }
     out.push('}');
-    out
 }
 
 /// The most bytes the envelope can take, known before it is stamped.

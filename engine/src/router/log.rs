@@ -1,59 +1,57 @@
-//! The seam between routing and where a channel's order and history live.
+//! The seam between routing and where a channel's sequence is decided.
 //!
-//! A [`ChannelLog`] decides each event's sequence on its channel, keeps the
-//! channel's history for recovery, and hands every appended event to the
-//! fan-out in sequence order. [`MemoryLogs`] keeps them in this process
-//! (`[cluster] engine = "memory"`); a cluster engine is another
-//! [`LogStore`] beside it, whose logs agree on one order through a shared
-//! store. The router does not know which one it has.
+//! With `[cluster] engine = "memory"` this process decides: each event is
+//! stamped on its [`super::channel::Channel`] and fanned out in the same
+//! step. A cluster engine is a [`Sequencer`] instead: the router hands it
+//! the validated events of a publish, it stamps them in a store shared by
+//! every node (one sequence per channel, cluster-wide), and it settles the
+//! publish with the sequences it got. The stamped events come back to every
+//! node — in any order, perhaps twice, perhaps not at all — through
+//! [`super::Router::receive`], where each channel's continuity check
+//! delivers each event once and in sequence order, or says what is missing
+//! so the engine can fetch it (docs/cluster.md, "What is guaranteed").
 //!
-//! What every implementation promises (the router, recovery and the
-//! integration tests rely on each point):
-//! - **Order.** Sequences of a channel start at 1 and grow by one per event
-//!   appended under an epoch; `hand_over` is called with each appended event
-//!   in sequence order, and no other append of the same channel runs until
-//!   it returns, so every recipient queues a channel's events in order.
-//! - **Atomicity.** An append either does all of it — checks the
-//!   idempotency key, takes the next sequence, keeps the event in history,
-//!   hands it over — or none of it. An event whose key was already appended
-//!   within the window is not appended again: the answer is the first
-//!   event's sequence, [`Appended::Repeated`], and nothing is handed over.
-//! - **Epochs.** A channel's epoch names one unbroken history. When the log
-//!   loses its state it starts a new epoch (and sequences start again), so
-//!   a position from the old epoch is never answered from the new one.
-//! - **Failure.** An append that cannot be made returns
-//!   [`LogError::Unavailable`] having kept and handed over nothing; events
-//!   appended before it (earlier in the same publish) stay appended. The
-//!   router stops the publish there and reports which were accepted
-//!   ([`super::PublishError::Unavailable`]). The in-memory log never fails.
+//! The router does not know which store it has; the engine does not know
+//! routing.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::ChannelConfig;
 use crate::text::Text;
 
-use super::channel::{Channel, Recoverable, Stored};
-
-/// One event to append.
-pub struct Appending<'a> {
-    /// Its canonical type name, remembered in history for recovery.
-    pub type_name: &'a Arc<str>,
+/// One validated event for a [`Sequencer`] to stamp.
+#[derive(Clone, Debug)]
+pub struct Sequencing {
+    /// Its channel.
+    pub channel: Arc<str>,
+    /// Its canonical type name.
+    pub type_name: Arc<str>,
+    /// The envelope's text before the sequence number...
+    pub head: String,
+    /// ...and after it: the envelope is `head + sequence + tail`.
+    pub tail: String,
     /// Its `idempotency_key`, if it has one.
-    pub idempotency_key: Option<&'a str>,
-    /// How long a key is remembered (`server.idempotency_window_s`).
+    pub idempotency_key: Option<String>,
+    /// The plugin instance that emitted it, if one did.
+    pub emitter: Option<String>,
+    /// The channel's `history`: how many events its store keeps.
+    pub history: usize,
+}
+
+/// The events of one publish, to stamp in order, all or none.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// The events, in the publisher's order.
+    pub events: Vec<Sequencing>,
+    /// How long an idempotency key is remembered (`server.idempotency_window_s`).
     pub idempotency_window: Duration,
-    /// Renders the envelope once the sequence is known.
-    pub render: &'a dyn Fn(u64) -> Text,
-    /// The channel's settings in force: its history bounds.
-    pub settings: &'a ChannelConfig,
 }
 
 /// What an append did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Appended {
-    /// Appended with this sequence, and handed over.
+    /// Appended with this sequence.
     New(u64),
     /// Its idempotency key was appended before, with this sequence.
     Repeated(u64),
@@ -68,54 +66,66 @@ impl Appended {
     }
 }
 
-/// Why an append could not be made.
+/// Why a batch could not be stamped: nothing of it was.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LogError {
     /// The store that orders this channel cannot be reached.
     #[error("channel `{channel}` cannot be appended to: {reason}")]
     Unavailable {
-        /// The channel.
+        /// The (first) channel of the batch.
         channel: String,
         /// What the store answered, for operators.
         reason: String,
     },
 }
 
-/// One channel's order and history. See the module documentation for what
-/// an implementation promises.
-pub trait ChannelLog: Send + Sync + fmt::Debug {
-    /// The channel's name.
-    fn name(&self) -> &Arc<str>;
-    /// The current epoch.
-    fn epoch(&self) -> Arc<str>;
-    /// The last sequence appended under the current epoch (0 if none).
-    fn sequence(&self) -> u64;
-    /// The oldest sequence still kept, or remembered as evicted.
-    fn oldest_kept(&self) -> u64;
-    /// What history can say about the events after `after`: those kept
-    /// (none older than `ttl`) and the types of those lost.
-    fn recoverable(&self, after: u64, ttl: Option<Duration>) -> Recoverable;
-    /// Appends one event and hands it to `hand_over` in order (see the
-    /// module documentation).
-    fn append(
-        &self,
-        event: Appending<'_>,
-        hand_over: &mut dyn FnMut(&Stored),
-    ) -> Result<Appended, LogError>;
+/// How a [`Sequencer`] settles a batch: the appends in the batch's order,
+/// or why none was made. Called once, from any thread.
+pub type Settle = Box<dyn FnOnce(Result<Vec<Appended>, LogError>) + Send>;
+
+/// Stamps events in a store shared by several routers (a cluster engine).
+pub trait Sequencer: Send + Sync + fmt::Debug {
+    /// Stamps `batch` and calls `settle` with the outcome. Must not wait:
+    /// it runs on the publisher's thread.
+    fn sequence(&self, batch: Batch, settle: Settle);
 }
 
-/// Opens the log of each channel: one store per router.
-pub trait LogStore: Send + Sync + fmt::Debug {
-    /// The log of `channel`, new or (for a shared store) as others left it.
-    fn open(&self, channel: &str) -> Arc<dyn ChannelLog>;
+/// An event stamped by a [`Sequencer`], as it comes back to a node.
+#[derive(Clone, Debug)]
+pub struct Sequenced {
+    /// Its channel.
+    pub channel: String,
+    /// The channel's epoch it was stamped under.
+    pub epoch: String,
+    /// Its sequence there.
+    pub sequence: u64,
+    /// Its canonical type name.
+    pub type_name: String,
+    /// The envelope.
+    pub frame: Text,
+    /// How long ago it was accepted, for the history's age limit.
+    pub age: Duration,
+    /// Whether this node's sinks take it: only the node that accepted an
+    /// event offers it to sinks, so each sink configuration gets it once
+    /// cluster-wide; replays of old history never do.
+    pub to_sinks: bool,
+    /// The plugin instance that emitted it, whose own sink skips it.
+    pub emitter: Option<String>,
 }
 
-/// Logs kept in this process: a fresh epoch per channel, history in memory.
-#[derive(Debug, Default)]
-pub struct MemoryLogs;
-
-impl LogStore for MemoryLogs {
-    fn open(&self, channel: &str) -> Arc<dyn ChannelLog> {
-        Arc::new(Channel::new(channel))
-    }
+/// What became of an event handed to [`super::Router::receive`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// It was the channel's next event: delivered and kept.
+    Delivered,
+    /// Already delivered (a repeat, or from an older epoch): skipped.
+    Stale,
+    /// Events after `after` and before it are missing: deliver those first
+    /// (or declare them lost), then hand it in again.
+    Missing {
+        /// The channel's last delivered sequence.
+        after: u64,
+    },
+    /// No such channel here (a node with another registry): not delivered.
+    UnknownChannel,
 }

@@ -16,6 +16,7 @@ pub mod coverage;
 pub mod envelope;
 pub mod log;
 mod publish;
+mod publishing;
 mod recovery;
 mod table;
 
@@ -30,9 +31,10 @@ use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
 use serde_json::Value;
 
-pub use channel::{Recoverable, Stored};
-pub use log::{Appended, Appending, ChannelLog, LogError, LogStore, MemoryLogs};
+pub use channel::{fresh_epoch, Recoverable, Stored};
+pub use log::{Appended, Batch, LogError, Received, Sequenced, Sequencer, Sequencing, Settle};
 pub use publish::{Incoming, Origin, PublishError, Stamp};
+pub use publishing::Publishing;
 
 use crate::config::Config;
 use crate::connection::ConnRef;
@@ -81,6 +83,28 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A digest of what nodes of one cluster must agree on: channels,
+    /// types (with their channel and payload schema) and endpoints. Nodes
+    /// compare them through their heartbeats (docs/cluster.md).
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let types: Vec<Value> = self
+            .registry
+            .routable()
+            .map(|t| serde_json::json!([&*t.name, &*t.channel, t.schema.to_json_schema()]))
+            .collect();
+        let endpoints: Vec<Value> = self
+            .config
+            .endpoints
+            .iter()
+            .map(|e| serde_json::json!([e.path, e.channels]))
+            .collect();
+        let channels: Vec<&str> = self.registry.channels().keys().map(|c| &**c).collect();
+        let canonical = serde_json::json!([channels, types, endpoints]).to_string();
+        let hash = Sha256::digest(canonical.as_bytes());
+        hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The endpoint with this path, if any.
     pub fn endpoint(&self, path: &str) -> Option<&crate::config::EndpointConfig> {
         self.config.endpoints.iter().find(|e| e.path == path)
@@ -136,7 +160,9 @@ pub struct Router {
     current: ArcSwap<Snapshot>,
     next_conn: AtomicU64,
     metrics: Arc<Metrics>,
-    coverage: Coverage,
+    coverage: Arc<Coverage>,
+    /// Where events are stamped when not here (a cluster engine; see [`log`]).
+    sequencer: Option<Arc<dyn Sequencer>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -148,21 +174,28 @@ impl std::fmt::Debug for Router {
 }
 
 impl Router {
-    /// A router serving `snapshot`, with fresh channels.
+    /// A router serving `snapshot` that stamps events itself, with fresh
+    /// channels (`[cluster] engine = "memory"`).
     pub fn new(snapshot: Snapshot) -> Router {
-        Router::with_logs(snapshot, Arc::new(log::MemoryLogs))
+        Router::build(snapshot, None)
     }
 
-    /// A router whose channels' order and history live in `logs`: the seam
-    /// a cluster engine plugs into (see [`log`]).
-    pub fn with_logs(snapshot: Snapshot, logs: Arc<dyn log::LogStore>) -> Router {
+    /// A router whose events are stamped by `sequencer` and come back
+    /// through [`Router::receive`]: the seam a cluster engine plugs into
+    /// (see [`log`]).
+    pub fn with_sequencer(snapshot: Snapshot, sequencer: Arc<dyn Sequencer>) -> Router {
+        Router::build(snapshot, Some(sequencer))
+    }
+
+    fn build(snapshot: Snapshot, sequencer: Option<Arc<dyn Sequencer>>) -> Router {
         let snapshot = Arc::new(snapshot);
         Router {
-            table: RwLock::new(Table::new(snapshot.clone(), logs)),
+            table: RwLock::new(Table::new(snapshot.clone())),
             current: ArcSwap::new(snapshot),
             next_conn: AtomicU64::new(1),
             metrics: Arc::new(Metrics::new()),
-            coverage: Coverage::default(),
+            coverage: Arc::default(),
+            sequencer,
         }
     }
 
@@ -241,57 +274,100 @@ impl Router {
         self.table.read().positions()
     }
 
-    /// Validates, stamps and fans out events, all or nothing.
+    /// Validates, stamps and fans out events, all or nothing: at once with
+    /// the memory engine, once the cluster store settles with a cluster
+    /// engine (whose events are then fanned out as they come back through
+    /// [`Router::receive`]).
     ///
     /// Never waits more than `server.publish_wait_ms` for the routing table:
     /// past that (a reload or subscribe burst holding it) the answer is
     /// [`PublishError::Overloaded`] — 503 over HTTP, `backpressure` to a plugin.
-    pub fn publish(
-        &self,
-        events: Vec<Incoming>,
-        origin: &Origin,
-    ) -> Result<Vec<Stamp>, PublishError> {
+    pub fn publish(&self, events: Vec<Incoming>, origin: &Origin) -> Publishing {
         let wait = Duration::from_millis(self.current.load().config.server.publish_wait_ms);
         let Some(table) = self.table.try_read_for(wait) else {
             self.metrics.refuse(PublishError::Overloaded.reason());
-            return Err(PublishError::Overloaded);
+            return Publishing::ready(Err(PublishError::Overloaded));
         };
-        let prepared = publish::prepare(&table.snap, events, origin)
-            .inspect_err(|e| self.metrics.refuse(e.reason()))?;
-        table
-            .stamp_and_route(prepared, &self.metrics, &self.coverage)
-            .inspect_err(|e| self.metrics.refuse(e.reason()))
+        let prepared = match publish::prepare(&table.snap, events, origin) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                self.metrics.refuse(e.reason());
+                return Publishing::ready(Err(e));
+            }
+        };
+        let Some(sequencer) = &self.sequencer else {
+            return Publishing::ready(Ok(table.stamp_and_route(
+                prepared,
+                &self.metrics,
+                &self.coverage,
+            )));
+        };
+        let batch = table.batch(&prepared);
+        drop(table);
+        let (publishing, settle) =
+            Publishing::remote(&batch, self.metrics.clone(), self.coverage.clone());
+        sequencer.sequence(batch, settle);
+        publishing
+    }
+
+    /// Takes an event stamped by the cluster engine: delivered if it is its
+    /// channel's next one (a channel whose epoch it starts is reset first,
+    /// and its connections told with `connection.channels`); see
+    /// [`Received`] for the rest.
+    pub fn receive(&self, event: &Sequenced) -> Received {
+        let table = self.table.read();
+        if !table.is_new_epoch(event) {
+            return table.receive(event, &self.metrics, &self.coverage);
+        }
+        drop(table);
+        self.table.write().reset(&event.channel, &event.epoch);
+        self.table
+            .read()
+            .receive(event, &self.metrics, &self.coverage)
+    }
+
+    /// Starts `epoch` on `channel` (the cluster store lost the channel's
+    /// state, or started it): its connections are told their new position
+    /// with `connection.channels`.
+    pub fn start_epoch(&self, channel: &str, epoch: &str) {
+        self.table.write().reset(channel, epoch);
+    }
+
+    /// Declares the events of `channel` after its last delivered one up to
+    /// `until` lost (the cluster's history no longer holds them): its
+    /// connections get `connection.lagged`, and recovery from before
+    /// `until` answers `too_old`.
+    pub fn lose(&self, channel: &str, until: u64) {
+        self.table.read().lose(channel, until);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::Text;
 
     fn router() -> Router {
-        router_with(Arc::new(MemoryLogs))
+        Router::new(snapshot())
     }
 
-    fn router_with(logs: Arc<dyn LogStore>) -> Router {
+    fn snapshot() -> Snapshot {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
-        let toml = "[[channels]]\nname = \"alerts\"\n[[endpoints]]\npath = \"/ws\"\nchannels = [\"alerts\"]\n[[event_types]]\nname = \"alert.created\"\nchannel = \"alerts\"\n[event_types.payload]\nid = { type = \"string\" }\n";
+        let toml = "[[channels]]\nname = \"alerts\"\nhistory = 3\n[[endpoints]]\npath = \"/ws\"\nchannels = [\"alerts\"]\n[[event_types]]\nname = \"alert.created\"\nchannel = \"alerts\"\n[event_types.payload]\nid = { type = \"string\" }\n";
         std::fs::write(&path, toml).unwrap();
         let config = crate::config::load_with_env(&path, Vec::new())
             .unwrap()
             .config;
         let built = Registry::build(&config, &[]).unwrap();
-        Router::with_logs(
-            Snapshot {
-                version: 1,
-                loaded_at: Utc::now(),
-                config: Arc::new(config),
-                registry: built.registry,
-                warnings: Vec::new(),
-                sinks: BTreeMap::new(),
-            },
-            logs,
-        )
+        Snapshot {
+            version: 1,
+            loaded_at: Utc::now(),
+            config: Arc::new(config),
+            registry: built.registry,
+            warnings: Vec::new(),
+            sinks: BTreeMap::new(),
+        }
     }
 
     fn alert() -> Incoming {
@@ -308,7 +384,7 @@ mod tests {
         let router = router();
         let held = router.table.write();
         let started = std::time::Instant::now();
-        let refused = router.publish(vec![alert()], &Origin::Http);
+        let refused = router.publish(vec![alert()], &Origin::Http).wait();
         assert!(
             matches!(refused, Err(PublishError::Overloaded)),
             "{refused:?}"
@@ -319,85 +395,196 @@ mod tests {
         );
         drop(held);
         assert_eq!(
-            router.publish(vec![alert()], &Origin::Http).unwrap()[0].sequence,
+            router.publish(vec![alert()], &Origin::Http).wait().unwrap()[0].sequence,
             1
         );
     }
 
-    /// A store whose logs append `budget` events, then answer as a shared
-    /// store out of reach would: to test how the router takes a failure.
+    /// Settles every batch as a cluster store out of reach would.
     #[derive(Debug)]
-    struct Unreachable {
-        budget: std::sync::atomic::AtomicUsize,
-    }
+    struct Unreachable;
 
-    #[derive(Debug)]
-    struct UnreachableLog {
-        inner: Arc<dyn ChannelLog>,
-        store: Arc<Unreachable>,
-    }
-
-    impl LogStore for Arc<Unreachable> {
-        fn open(&self, channel: &str) -> Arc<dyn ChannelLog> {
-            Arc::new(UnreachableLog {
-                inner: MemoryLogs.open(channel),
-                store: self.clone(),
-            })
+    impl Sequencer for Unreachable {
+        fn sequence(&self, batch: Batch, settle: Settle) {
+            settle(Err(LogError::Unavailable {
+                channel: batch.events[0].channel.to_string(),
+                reason: "connection refused".into(),
+            }));
         }
     }
 
-    impl ChannelLog for UnreachableLog {
-        fn name(&self) -> &Arc<str> {
-            self.inner.name()
+    /// Keeps what it is given, to settle from the test.
+    #[derive(Default)]
+    struct Held(parking_lot::Mutex<Vec<(Batch, Settle)>>);
+
+    impl std::fmt::Debug for Held {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Held")
         }
-        fn epoch(&self) -> Arc<str> {
-            self.inner.epoch()
-        }
-        fn sequence(&self) -> u64 {
-            self.inner.sequence()
-        }
-        fn oldest_kept(&self) -> u64 {
-            self.inner.oldest_kept()
-        }
-        fn recoverable(&self, after: u64, ttl: Option<std::time::Duration>) -> Recoverable {
-            self.inner.recoverable(after, ttl)
-        }
-        fn append(
-            &self,
-            event: Appending<'_>,
-            hand_over: &mut dyn FnMut(&Stored),
-        ) -> Result<Appended, LogError> {
-            let left = &self.store.budget;
-            if left
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_err()
-            {
-                return Err(LogError::Unavailable {
-                    channel: self.name().to_string(),
-                    reason: "connection refused".into(),
-                });
-            }
-            self.inner.append(event, hand_over)
+    }
+
+    impl Sequencer for Arc<Held> {
+        fn sequence(&self, batch: Batch, settle: Settle) {
+            self.0.lock().push((batch, settle));
         }
     }
 
     #[test]
-    fn a_log_that_cannot_append_stops_the_publish_and_names_what_was_accepted() {
-        let store = Arc::new(Unreachable {
-            budget: std::sync::atomic::AtomicUsize::new(2),
-        });
-        let router = router_with(Arc::new(store));
-        let refused = router.publish(vec![alert(), alert(), alert(), alert()], &Origin::Http);
+    fn a_store_out_of_reach_refuses_the_publish_as_cluster_unavailable() {
+        let router = Router::with_sequencer(snapshot(), Arc::new(Unreachable));
+        let refused = router.publish(vec![alert(), alert()], &Origin::Http).wait();
         let Err(PublishError::Unavailable { accepted, error }) = refused else {
             panic!("{refused:?}");
         };
-        let sequences: Vec<u64> = accepted.iter().map(|s| s.sequence).collect();
-        assert_eq!(sequences, [1, 2], "the events before the failure stay");
+        assert!(accepted.is_empty(), "a batch is stamped all or none");
         assert!(error.to_string().contains("`alerts`"), "{error}");
-        assert_eq!(router.positions()["alerts"].1, 2, "nothing after it");
         assert!(router
             .metrics()
             .encode()
             .contains("switchyard_events_refused_total{reason=\"cluster_unavailable\"} 1"));
+    }
+
+    #[test]
+    fn a_sequencer_gets_each_envelope_around_its_sequence_and_settles_the_publish() {
+        let held = Arc::new(Held::default());
+        let router = Router::with_sequencer(snapshot(), Arc::new(held.clone()));
+        let publishing = router.publish(vec![alert(), alert()], &Origin::Http);
+        let (batch, settle) = held.0.lock().pop().unwrap();
+        let rendered = format!("{}7{}", batch.events[0].head, batch.events[0].tail);
+        let envelope: serde_json::Value = serde_json::from_str(&rendered).unwrap();
+        assert_eq!(envelope["sequence"], 7);
+        assert_eq!(envelope["channel"], "alerts");
+        assert_eq!(batch.events[0].history, 3);
+        settle(Ok(vec![Appended::New(7), Appended::Repeated(2)]));
+        let stamps = publishing.wait().unwrap();
+        assert_eq!(
+            stamps.iter().map(|s| s.sequence).collect::<Vec<_>>(),
+            [7, 2]
+        );
+        assert!(router
+            .metrics()
+            .encode()
+            .contains("switchyard_events_accepted_total{type=\"alert.created\"} 1"));
+        assert_eq!(router.positions()["alerts"].1, 0, "delivery is receive's");
+    }
+
+    fn stamped(epoch: &str, sequence: u64) -> Sequenced {
+        Sequenced {
+            channel: "alerts".into(),
+            epoch: epoch.into(),
+            sequence,
+            type_name: "alert.created".into(),
+            frame: Text::from(format!("{{\"sequence\":{sequence}}}")),
+            age: Duration::ZERO,
+            to_sinks: false,
+            emitter: None,
+        }
+    }
+
+    fn listener(router: &Router) -> ConnRef {
+        router
+            .connect(ConnectRequest {
+                endpoint: "/ws".into(),
+                user: None,
+                ip: "127.0.0.1".parse().unwrap(),
+                expires_at: None,
+                channel_claim: None,
+                events: None,
+                since: None,
+            })
+            .unwrap()
+    }
+
+    fn frames(conn: &ConnRef) -> Vec<String> {
+        let batch = futures_executor::block_on(conn.outbox.next_batch());
+        conn.outbox
+            .release(crate::connection::outbox::Written::all(&batch.frames));
+        batch.frames.iter().map(|f| f.text().to_string()).collect()
+    }
+
+    #[test]
+    fn received_events_are_delivered_once_in_order_and_gaps_are_reported() {
+        let router = Router::with_sequencer(snapshot(), Arc::new(Unreachable));
+        let conn = listener(&router);
+        let established = frames(&conn);
+        assert!(established[0].contains("connection.established"));
+        let epoch = router.positions()["alerts"].0.clone();
+        // The store's epoch is new to the channel: it is reset and announced.
+        router.receive(&stamped("E1", 0));
+        let announced = frames(&conn);
+        assert!(
+            announced[0].contains("connection.channels") && announced[0].contains("E1"),
+            "{announced:?}"
+        );
+        assert_eq!(router.receive(&stamped("E1", 1)), Received::Delivered);
+        assert_eq!(router.receive(&stamped("E1", 1)), Received::Stale);
+        assert_eq!(
+            router.receive(&stamped("E1", 3)),
+            Received::Missing { after: 1 }
+        );
+        assert_eq!(router.receive(&stamped("E1", 2)), Received::Delivered);
+        assert_eq!(router.receive(&stamped("E1", 3)), Received::Delivered);
+        assert_eq!(
+            router.receive(&stamped(&epoch, 4)),
+            Received::Stale,
+            "an epoch the channel had before is never taken again"
+        );
+        assert_eq!(
+            frames(&conn),
+            ["{\"sequence\":1}", "{\"sequence\":2}", "{\"sequence\":3}"]
+        );
+        assert_eq!(router.positions()["alerts"], ("E1".to_owned(), 3));
+    }
+
+    #[test]
+    fn events_declared_lost_are_lagged_and_cannot_be_recovered() {
+        let router = Router::with_sequencer(snapshot(), Arc::new(Unreachable));
+        let conn = listener(&router);
+        frames(&conn);
+        router.receive(&stamped("E1", 1));
+        router.lose("alerts", 5);
+        assert_eq!(router.receive(&stamped("E1", 6)), Received::Delivered);
+        let got = frames(&conn);
+        assert!(got.iter().any(|f| f.contains("connection.channels")));
+        let lagged = got
+            .iter()
+            .find(|f| f.contains("connection.lagged"))
+            .unwrap();
+        let lagged: serde_json::Value = serde_json::from_str(lagged).unwrap();
+        assert_eq!(lagged["payload"]["dropped"], 4, "{lagged}");
+        assert_eq!(lagged["payload"]["channels"]["alerts"]["sequence"], 1);
+        let since: BTreeMap<String, Position> = [(
+            "alerts".to_owned(),
+            Position {
+                epoch: "E1".into(),
+                sequence: 1,
+            },
+        )]
+        .into_iter()
+        .collect();
+        router.subscribe(&conn, &["alert.*".to_owned()], Some(&since), &None);
+        let reply = frames(&conn).pop().unwrap();
+        assert!(reply.contains("too_old"), "{reply}");
+        router.subscribe(
+            &conn,
+            &["alert.*".to_owned()],
+            Some(
+                &[(
+                    "alerts".to_owned(),
+                    Position {
+                        epoch: "E1".into(),
+                        sequence: 5,
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            ),
+            &None,
+        );
+        let reply = frames(&conn).pop().unwrap();
+        assert!(
+            reply.contains("\"recovered\":true,\"replayed\":0"),
+            "after the gap, recovery works (and 6 was sent already): {reply}"
+        );
     }
 }

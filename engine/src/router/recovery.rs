@@ -11,8 +11,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::channel::Channel;
 use super::channel::Stored;
-use super::log::ChannelLog;
 use crate::config::ChannelConfig;
 use crate::connection::Connection;
 use crate::protocol::Position;
@@ -107,7 +107,7 @@ pub(super) type Reason = &'static str;
 
 /// What to replay on one channel, or why it cannot be recovered.
 pub(super) fn plan(
-    ch: &dyn ChannelLog,
+    ch: &Channel,
     settings: &ChannelConfig,
     pos: &Position,
     subs: &SubscriptionSet,

@@ -5,25 +5,26 @@ use serde_json::{json, Map, Value};
 
 use super::{json_reply, Reply};
 use crate::app::App;
-use crate::config::{AuthMode, ClusterEngine};
+use crate::config::AuthMode;
 use crate::metrics::{EndpointLabel, PluginLabel};
 use crate::plugin_host::State;
 
-/// `GET /health`: 200 ok / degraded (a plugin failed).
+/// `GET /health`: 200 ok / degraded (a plugin failed, or this node's
+/// registry differs from another node's), 503 unhealthy (out of the
+/// cluster) or shutting down.
 pub fn health(app: &App) -> Reply {
     let snap = app.router.snapshot();
     let plugins = app.plugins.statuses();
-    let degraded = plugins.values().any(|s| s.state == State::Failed);
+    let failed = plugins.values().any(|s| s.state == State::Failed);
+    let cluster = cluster_health(app);
     let (code, status) = if app.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
-    } else if degraded {
+    } else if cluster.unhealthy {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+    } else if failed || cluster.differs {
         (StatusCode::OK, "degraded")
     } else {
         (StatusCode::OK, "ok")
-    };
-    let engine = match snap.config.cluster.engine {
-        ClusterEngine::Memory => "memory",
-        ClusterEngine::Redis => "redis",
     };
     json_reply(
         code,
@@ -33,9 +34,53 @@ pub fn health(app: &App) -> Reply {
             "uptime_s": app.started.elapsed().as_secs(),
             "config_version": snap.version,
             "plugins": plugins,
-            "cluster": {"engine": engine, "connected": true},
+            "cluster": cluster.body,
         }),
     )
+}
+
+/// The `cluster` part of `/health`, and what it means for the status.
+struct ClusterHealth {
+    body: Value,
+    unhealthy: bool,
+    differs: bool,
+}
+
+fn cluster_health(app: &App) -> ClusterHealth {
+    let Some(cluster) = &app.cluster else {
+        return ClusterHealth {
+            body: json!({"engine": "memory", "connected": true}),
+            unhealthy: false,
+            differs: false,
+        };
+    };
+    let shared = &cluster.shared;
+    let status = shared.health.status();
+    let digest = app.router.snapshot().digest();
+    let nodes = shared.health.live_nodes();
+    let differing: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.digest != digest)
+        .map(|n| n.node.as_str())
+        .collect();
+    let mut body = json!({
+        "engine": "redis",
+        "connected": status.is_ok(),
+        "node": shared.node,
+        "digest": digest,
+        "nodes": nodes,
+    });
+    if let Err(reason) = &status {
+        body["reason"] = json!(reason);
+    }
+    if !differing.is_empty() {
+        body["registry_differs_from"] = json!(differing);
+    }
+    ClusterHealth {
+        body,
+        unhealthy: status.is_err(),
+        differs: !differing.is_empty(),
+    }
 }
 
 /// `GET /api/websocket/capabilities`: every endpoint, channel and type.

@@ -93,7 +93,7 @@ where
             reason: e.reason(),
             reply: refused(&e),
         })?;
-    Ok(match app.router.publish(events, &Origin::Http) {
+    Ok(match app.router.publish(events, &Origin::Http).await {
         Ok(stamps) => json_reply(
             StatusCode::ACCEPTED,
             &json!({"accepted": stamps.len(), "sequences": stamps}),

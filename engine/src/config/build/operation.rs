@@ -78,6 +78,35 @@ pub(super) fn cluster(
         ],
     );
     let redis_url = r.optional(&mut t, "redis_url", "");
+    let redis_password_env = r.optional(&mut t, "redis_password_env", "");
+    let key_prefix = r.string_or(&mut t, "key_prefix", "switchyard");
+    if !is_key_prefix(&key_prefix) {
+        r.problem(
+            &t.key("key_prefix"),
+            Some(&Value::from(key_prefix.as_str())),
+            "must be 1-64 letters, digits, '_', '-', '.' or ':'",
+        );
+    }
+    let node_id = r.optional(&mut t, "node_id", "");
+    if node_id.as_deref().is_some_and(|n| !is_node_id(n)) {
+        r.problem(
+            &t.key("node_id"),
+            node_id.as_deref().map(Value::from).as_ref(),
+            "must be 1-64 letters, digits, '_', '-' or '.'",
+        );
+    }
+    let heartbeat_ms = r.uint(&mut t, "heartbeat_interval_ms", 1000, 50, 60_000);
+    let unhealthy_ms = r.uint(&mut t, "unhealthy_after_ms", 3000, 100, 600_000);
+    if unhealthy_ms < 2 * heartbeat_ms {
+        r.problem(
+            &t.key("unhealthy_after_ms"),
+            Some(&Value::from(unhealthy_ms)),
+            format!(
+                "must be at least twice cluster.heartbeat_interval_ms ({heartbeat_ms}), \
+                 or one late heartbeat makes a node unhealthy"
+            ),
+        );
+    }
     let key = t.key("redis_url");
     r.finish(t);
     match (&engine, &redis_url) {
@@ -103,5 +132,31 @@ pub(super) fn cluster(
         }
         _ => {}
     }
-    ClusterConfig { engine, redis_url }
+    ClusterConfig {
+        engine,
+        redis_url,
+        redis_password_env,
+        key_prefix,
+        node_id,
+        heartbeat_interval: std::time::Duration::from_millis(heartbeat_ms),
+        unhealthy_after: std::time::Duration::from_millis(unhealthy_ms),
+    }
+}
+
+/// Whether `text` can start every Redis key: short, and nothing a shell or
+/// a Redis pattern would read specially.
+fn is_key_prefix(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
+}
+
+/// Whether `text` can name a node: it travels in pub/sub messages and
+/// metric labels.
+fn is_node_id(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
 }

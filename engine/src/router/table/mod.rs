@@ -14,11 +14,12 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{json, Value};
 
 use super::census::Census;
+use super::channel::{Appending, Channel, Stored};
 use super::coverage::{Coverage, Live};
 use super::envelope::{self, Prepared};
-use super::log::{Appended, Appending, ChannelLog, LogError, LogStore};
+use super::log::{Appended, Batch, Received, Sequenced, Sequencing};
 use super::recovery::{self, SentRecord};
-use super::{Applied, ConnectError, ConnectRequest, Offered, PublishError, Sink, Snapshot, Stamp};
+use super::{Applied, ConnectError, ConnectRequest, Offered, Sink, Snapshot, Stamp};
 use crate::config::{AuthMode, OnUserLimit};
 use crate::connection::outbox::Limits;
 use crate::connection::{ConnId, ConnRef, Connection, Event, Frame, Identity, Outbox};
@@ -49,17 +50,17 @@ struct Entry {
     sent: SentRecord,
 }
 
-/// A channel as the table routes it: its log, and its
+/// A channel as the table routes it: its state, and its
 /// `switchyard_deliveries_total` child, looked up once.
 struct Routed {
-    log: Arc<dyn ChannelLog>,
+    log: Arc<Channel>,
     delivered: OnceLock<Counter>,
 }
 
 impl Routed {
-    fn new(log: Arc<dyn ChannelLog>) -> Routed {
+    fn new(name: &str) -> Routed {
         Routed {
-            log,
+            log: Arc::new(Channel::new(name)),
             delivered: OnceLock::new(),
         }
     }
@@ -78,8 +79,6 @@ impl Routed {
 
 pub(super) struct Table {
     pub(super) snap: Arc<Snapshot>,
-    /// Where channels' logs are opened: a new channel's, at start or reload.
-    logs: Arc<dyn LogStore>,
     channels: HashMap<Arc<str>, Routed>,
     conns: HashMap<ConnId, Entry>,
     /// Connections by user and anonymous address, for the limits.
@@ -122,17 +121,16 @@ mod route;
 mod subscribe;
 
 impl Table {
-    pub(super) fn new(snap: Arc<Snapshot>, logs: Arc<dyn LogStore>) -> Table {
+    pub(super) fn new(snap: Arc<Snapshot>) -> Table {
         let channels = snap
             .registry
             .channels()
             .keys()
-            .map(|name| (name.clone(), Routed::new(logs.open(name))))
+            .map(|name| (name.clone(), Routed::new(name)))
             .collect();
         Table {
             routes: sink_routes(&snap),
             snap,
-            logs,
             channels,
             conns: HashMap::new(),
             census: Census::default(),

@@ -9,10 +9,7 @@ impl Table {
         let mut channels = HashMap::new();
         for name in snap.registry.channels().keys() {
             let kept = self.channels.remove(name);
-            channels.insert(
-                name.clone(),
-                kept.unwrap_or_else(|| Routed::new(self.logs.open(name))),
-            );
+            channels.insert(name.clone(), kept.unwrap_or_else(|| Routed::new(name)));
         }
         self.channels = channels;
         self.routes = sink_routes(&snap);

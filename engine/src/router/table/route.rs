@@ -1,32 +1,54 @@
-//! Stamping events on their channel and fanning them out to connections
-//! and sinks, under the channel's lock so that order is kept.
+//! Stamping events on their channel (memory engine) or taking them back
+//! stamped (cluster engine), and fanning them out to connections and sinks,
+//! under the channel's lock so that order is kept.
 
 use super::*;
 
 impl Table {
     /// Stamps each event on its channel and queues it for every recipient.
-    /// A log that cannot append stops the publish there: the events before
-    /// it stay accepted and are named in the error.
     pub(in crate::router) fn stamp_and_route(
         &self,
         prepared: Vec<Prepared>,
         metrics: &Metrics,
         coverage: &Coverage,
-    ) -> Result<Vec<Stamp>, PublishError> {
+    ) -> Vec<Stamp> {
         let timestamp = protocol::timestamp(Utc::now());
         let window = Duration::from_secs(self.snap.config.server.idempotency_window_s);
-        let mut accepted = Vec::with_capacity(prepared.len());
-        for p in prepared {
-            match self.stamp_one(p, &timestamp, window, metrics, coverage) {
-                Ok(stamp) => accepted.push(stamp),
-                Err(error) => return Err(PublishError::Unavailable { accepted, error }),
-            }
-        }
-        Ok(accepted)
+        prepared
+            .into_iter()
+            .map(|p| self.stamp_one(p, &timestamp, window, metrics, coverage))
+            .collect()
     }
 
-    /// Appends one event to its channel's log, which hands it to the
-    /// fan-out in sequence order (see `log`).
+    /// The events of a publish as a cluster engine stamps them: each
+    /// envelope rendered around the place of its sequence.
+    pub(in crate::router) fn batch(&self, prepared: &[Prepared]) -> Batch {
+        let timestamp = protocol::timestamp(Utc::now());
+        let channels = self.snap.registry.channels();
+        let events = prepared
+            .iter()
+            .map(|p| {
+                let t = &p.event_type;
+                let (head, tail) = envelope::render_around_sequence(p, &timestamp);
+                Sequencing {
+                    channel: t.channel.clone(),
+                    type_name: t.name.clone(),
+                    head,
+                    tail,
+                    idempotency_key: p.idempotency_key.clone(),
+                    emitter: p.emitter.clone(),
+                    history: channels[&t.channel].history,
+                }
+            })
+            .collect();
+        Batch {
+            events,
+            idempotency_window: Duration::from_secs(self.snap.config.server.idempotency_window_s),
+        }
+    }
+
+    /// Appends one event to its channel, which hands it to the fan-out in
+    /// sequence order.
     fn stamp_one(
         &self,
         p: Prepared,
@@ -34,7 +56,7 @@ impl Table {
         window: Duration,
         metrics: &Metrics,
         coverage: &Coverage,
-    ) -> Result<Stamp, LogError> {
+    ) -> Stamp {
         let t = p.event_type.clone();
         let channel = &self.channels[&t.channel];
         let settings = &self.snap.registry.channels()[&t.channel];
@@ -46,18 +68,10 @@ impl Table {
             render: &render,
             settings,
         };
-        let appended = channel.log.append(appending, &mut |stored| {
-            let event = Arc::new(Event {
-                text: stored.frame.clone(),
-                channel: t.channel.clone(),
-                sequence: stored.sequence,
-                policy: settings.slow_consumer,
-                epoch: channel.log.epoch(),
-                accepted: stored.at,
-                delivered: channel.delivered(metrics).clone(),
-            });
-            self.fan_out(&t.name, &event, p.emitter.as_deref(), metrics);
-        })?;
+        let appended = channel.log.append(appending, &mut |stored, epoch| {
+            let event = routed_event(channel, stored, epoch, settings, metrics);
+            self.fan_out(&t.name, &event, Some(p.emitter.as_deref()), metrics);
+        });
         if let Appended::New(_) = appended {
             let label = TypeLabel {
                 r#type: t.name.to_string(),
@@ -66,19 +80,98 @@ impl Table {
             let queued = self.recipients.get(&t.name).map_or(0, |r| r.len() as u64);
             coverage.produced(&t.name, queued);
         }
-        Ok(Stamp {
+        Stamp {
             channel: t.channel.clone(),
             sequence: appended.sequence(),
+        }
+    }
+
+    /// Whether `event` starts a new epoch of its channel.
+    pub(in crate::router) fn is_new_epoch(&self, event: &Sequenced) -> bool {
+        self.channels
+            .get(event.channel.as_str())
+            .is_some_and(|ch| ch.log.is_new_epoch(&event.epoch))
+    }
+
+    /// Delivers an event stamped by the cluster engine if it is its
+    /// channel's next one (see [`Received`]).
+    pub(in crate::router) fn receive(
+        &self,
+        event: &Sequenced,
+        metrics: &Metrics,
+        coverage: &Coverage,
+    ) -> Received {
+        let (Some(channel), Some(settings), Some(t)) = (
+            self.channels.get(event.channel.as_str()),
+            self.snap.registry.channels().get(event.channel.as_str()),
+            self.snap.registry.resolve(&event.type_name),
+        ) else {
+            return Received::UnknownChannel;
+        };
+        channel.log.accept(event, settings, &mut |stored, epoch| {
+            let routed = routed_event(channel, stored, epoch, settings, metrics);
+            let sinks = event.to_sinks.then_some(event.emitter.as_deref());
+            self.fan_out(&t.name, &routed, sinks, metrics);
+            let queued = self.recipients.get(&t.name).map_or(0, |r| r.len() as u64);
+            coverage.delivered(&t.name, queued);
         })
     }
 
-    /// Queues a stamped event for every connection and sink that takes its
-    /// type (a sink never gets what its own instance emitted).
+    /// Starts a new epoch of `channel` (the cluster store lost its state):
+    /// every connection that receives it is told its new position, and
+    /// what was sent under the old epoch is forgotten.
+    pub(in crate::router) fn reset(&mut self, channel: &str, epoch: &str) {
+        let Some(ch) = self.channels.get(channel) else {
+            return;
+        };
+        if !ch.log.is_new_epoch(epoch) {
+            return;
+        }
+        ch.log.reset(epoch);
+        let name = ch.log.name.clone();
+        let positions: Positions = [(name.clone(), (ch.log.epoch(), 0))].into_iter().collect();
+        for entry in self.conns.values_mut() {
+            if !entry.channels.contains(channel) {
+                continue;
+            }
+            entry.sent.forget(channel);
+            entry.sent.open(&name, 0, &entry.subs);
+            entry.conn.outbox.forget_channel(channel);
+            entry
+                .conn
+                .outbox
+                .push_control(Frame::control(protocol::channels(&positions)));
+        }
+    }
+
+    /// Declares events of `channel` lost up to `until`: every connection
+    /// that receives the channel is told with `connection.lagged`.
+    pub(in crate::router) fn lose(&self, channel: &str, until: u64) {
+        let Some(ch) = self.channels.get(channel) else {
+            return;
+        };
+        let after = ch.log.sequence();
+        if until <= after {
+            return;
+        }
+        ch.log.lose(until);
+        let epoch = ch.log.epoch();
+        for entry in self.conns.values() {
+            if entry.channels.contains(channel) {
+                entry.conn.outbox.lost(&ch.log.name, &epoch, after, until);
+            }
+        }
+    }
+
+    /// Queues a stamped event for every connection that takes its type,
+    /// and, when `sinks` is given (with the emitting instance, if any), for
+    /// every sink that does (a sink never gets what its own instance
+    /// emitted).
     fn fan_out(
         &self,
         type_name: &Arc<str>,
         event: &Arc<Event>,
-        emitter: Option<&str>,
+        sinks: Option<Option<&str>>,
         metrics: &Metrics,
     ) {
         if let Some(recipients) = self.recipients.get(type_name) {
@@ -86,6 +179,9 @@ impl Table {
                 conn.outbox.push_event(event);
             }
         }
+        let Some(emitter) = sinks else {
+            return;
+        };
         for sink in self.routes.get(type_name).into_iter().flatten() {
             if emitter == Some(sink.name()) {
                 continue;
@@ -97,4 +193,23 @@ impl Table {
             }
         }
     }
+}
+
+/// A kept event as every recipient's queue holds it.
+fn routed_event(
+    channel: &Routed,
+    stored: &Stored,
+    epoch: &Arc<str>,
+    settings: &crate::config::ChannelConfig,
+    metrics: &Metrics,
+) -> Arc<Event> {
+    Arc::new(Event {
+        text: stored.frame.clone(),
+        channel: channel.log.name.clone(),
+        sequence: stored.sequence,
+        policy: settings.slow_consumer,
+        epoch: epoch.clone(),
+        accepted: stored.at,
+        delivered: channel.delivered(metrics).clone(),
+    })
 }

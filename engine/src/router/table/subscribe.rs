@@ -134,7 +134,7 @@ impl Table {
                 continue;
             };
             let planned = recovery::plan(
-                ch.log.as_ref(),
+                &ch.log,
                 settings,
                 pos,
                 &entry.subs,

@@ -1,0 +1,334 @@
+//! Where events stamped in Redis come back into this node: the pub/sub
+//! subscription, each channel's continuity, and catching up.
+//!
+//! Pub/sub is treated as lossy. An event whose sequence skips ahead makes
+//! the feed fetch the missing ones from the channel's history stream and
+//! hand them in first; what history no longer holds is declared lost
+//! (`connection.lagged`). Every heartbeat interval the feed also compares
+//! each channel's position in Redis with its own, so a lost *last* event
+//! is found too, and an epoch Redis started (it lost the channel's state)
+//! is announced. While Redis is out of reach the node is unhealthy; it
+//! reconnects with backoff and reports healthy again only once every
+//! channel has caught up.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::PubSub;
+use redis::streams::StreamRangeReply;
+
+use super::health::Beat;
+use super::scripts;
+use super::sequencer::unix_millis;
+use super::{Shared, MAX_BACKOFF};
+use crate::router::{fresh_epoch, Received, Router, Sequenced};
+use crate::text::Text;
+
+/// Runs the feed: subscribes, catches up, then follows. Returns once the
+/// first catch-up is done (or failed: the node then starts unhealthy and
+/// keeps trying), leaving the rest to a task of its own.
+pub async fn start(shared: Arc<Shared>, router: &Arc<Router>) {
+    let mut feed = Feed {
+        shared,
+        router: Arc::downgrade(router),
+        positions: scripts::positions(),
+    };
+    let first = feed.join().await;
+    tokio::spawn(async move { feed.run(first).await });
+}
+
+struct Feed {
+    shared: Arc<Shared>,
+    router: Weak<Router>,
+    positions: redis::Script,
+}
+
+/// Why following stopped.
+type Broken = String;
+
+impl Feed {
+    /// Subscribes and catches every channel up; the node is healthy after.
+    async fn join(&mut self) -> Result<PubSub, Broken> {
+        let keys = &self.shared.keys;
+        let mut pubsub = self
+            .shared
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        pubsub
+            .subscribe(&[keys.events(), keys.nodes()])
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        self.catch_up().await?;
+        self.beat().await?;
+        self.shared.health.up();
+        tracing::info!(node = %self.shared.node, redis = %self.shared.url, "in the cluster");
+        Ok(pubsub)
+    }
+
+    fn unreachable(&self, e: &redis::RedisError) -> Broken {
+        format!("cannot reach Redis at {}: {e}", self.shared.url)
+    }
+
+    /// Follows pub/sub until the connection breaks, then reconnects with
+    /// backoff, for as long as the router lives.
+    async fn run(mut self, mut joined: Result<PubSub, Broken>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let broken = match joined {
+                Ok(pubsub) => {
+                    backoff = Duration::from_millis(100);
+                    match self.follow(pubsub).await {
+                        Some(broken) => broken,
+                        None => return,
+                    }
+                }
+                Err(broken) => broken,
+            };
+            tracing::error!(node = %self.shared.node, "out of the cluster: {broken}");
+            self.shared.health.down(broken);
+            if self.router.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            joined = self.join().await;
+        }
+    }
+
+    /// Hands in events and heartbeats as they come; beats and checks
+    /// positions every heartbeat interval. `None` once the router is gone.
+    async fn follow(&mut self, mut pubsub: PubSub) -> Option<Broken> {
+        let events = self.shared.keys.events();
+        let mut tick = tokio::time::interval(self.shared.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stream = pubsub.on_message();
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        return Some(format!("the pub/sub connection to Redis at {} closed", self.shared.url));
+                    };
+                    let payload = message.get_payload_bytes();
+                    let outcome = if message.get_channel_name() == events {
+                        self.on_event(payload).await
+                    } else {
+                        self.on_beat(payload);
+                        Ok(())
+                    };
+                    if let Err(broken) = outcome {
+                        return Some(broken);
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.router.strong_count() == 0 {
+                        return None;
+                    }
+                    if let Err(broken) = self.catch_up().await.and(self.beat().await) {
+                        return Some(broken);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_beat(&self, payload: &[u8]) {
+        match serde_json::from_slice::<Beat>(payload) {
+            Ok(beat) => self.shared.health.heard(beat),
+            Err(e) => tracing::warn!("ignored a heartbeat that is not one: {e}"),
+        }
+    }
+
+    /// Announces this node on the heartbeat channel.
+    async fn beat(&self) -> Result<(), Broken> {
+        let Some(router) = self.router.upgrade() else {
+            return Ok(());
+        };
+        let snap = router.snapshot();
+        let beat = Beat {
+            node: self.shared.node.clone(),
+            config_version: snap.version,
+            digest: snap.digest(),
+        };
+        let text = serde_json::to_string(&beat).expect("a heartbeat serializes");
+        let mut conn = self.shared.conn.clone();
+        redis::cmd("PUBLISH")
+            .arg(self.shared.keys.nodes())
+            .arg(text)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.unreachable(&e))
+    }
+
+    /// Hands in one event from pub/sub, after whatever it shows missing.
+    async fn on_event(&self, payload: &[u8]) -> Result<(), Broken> {
+        let Some(event) = parse(payload, &self.shared.node) else {
+            tracing::warn!("ignored a pub/sub message that is not an event");
+            return Ok(());
+        };
+        self.hand_in(event).await
+    }
+
+    async fn hand_in(&self, event: Sequenced) -> Result<(), Broken> {
+        let Some(router) = self.router.upgrade() else {
+            return Ok(());
+        };
+        if let Received::Missing { after } = router.receive(&event) {
+            self.fill(
+                &router,
+                &event.channel,
+                &event.epoch,
+                after,
+                event.sequence - 1,
+            )
+            .await?;
+            router.receive(&event);
+        }
+        Ok(())
+    }
+
+    /// Compares every channel's position in Redis with this node's, starting
+    /// the epochs Redis started and filling what this node is behind by.
+    async fn catch_up(&self) -> Result<(), Broken> {
+        let Some(router) = self.router.upgrade() else {
+            return Ok(());
+        };
+        let ours = router.positions();
+        let keys = &self.shared.keys;
+        let mut call = self.positions.prepare_invoke();
+        for name in ours.keys() {
+            call.key(keys.meta(name))
+                .key(keys.stream(name))
+                .arg(fresh_epoch());
+        }
+        let mut conn = self.shared.conn.clone();
+        let answer: Vec<redis::Value> = call
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        for ((name, (epoch, sequence)), theirs) in ours.iter().zip(answer.chunks(2)) {
+            let (Ok(their_epoch), Ok(their_sequence)) = (
+                redis::from_redis_value_ref::<String>(&theirs[0]),
+                redis::from_redis_value_ref::<u64>(&theirs[1]),
+            ) else {
+                return Err(format!("Redis answered positions oddly: {theirs:?}"));
+            };
+            let after = if their_epoch == *epoch {
+                *sequence
+            } else {
+                router.start_epoch(name, &their_epoch);
+                0
+            };
+            if their_sequence > after {
+                self.fill(&router, name, &their_epoch, after, their_sequence)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands in the events of `channel` in (after, until] from its history
+    /// stream; those it no longer holds are declared lost.
+    async fn fill(
+        &self,
+        router: &Router,
+        channel: &str,
+        epoch: &str,
+        after: u64,
+        until: u64,
+    ) -> Result<(), Broken> {
+        let mut conn = self.shared.conn.clone();
+        let range: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.shared.keys.stream(channel))
+            .arg(after + 1)
+            .arg(until)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        let now = unix_millis();
+        for entry in &range.ids {
+            let Some(event) = from_entry(channel, entry, now, &self.shared.node) else {
+                continue;
+            };
+            if event.epoch != epoch {
+                // The channel started another epoch since: the next check
+                // takes it from there.
+                return Ok(());
+            }
+            router.lose(channel, event.sequence - 1);
+            router.receive(&event);
+        }
+        router.lose(channel, until);
+        Ok(())
+    }
+}
+
+/// Reads a pub/sub event: channel, epoch, sequence, type, emitter, node,
+/// time, one a line, then the envelope.
+fn parse(payload: &[u8], node: &str) -> Option<Sequenced> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut parts = text.splitn(8, '\n');
+    let channel = parts.next()?;
+    let epoch = parts.next()?;
+    let sequence = parts.next()?.parse().ok()?;
+    let type_name = parts.next()?;
+    let emitter = parts.next()?;
+    let origin = parts.next()?;
+    let at: u64 = parts.next()?.parse().ok()?;
+    let frame = parts.next()?;
+    Some(Sequenced {
+        channel: channel.to_owned(),
+        epoch: epoch.to_owned(),
+        sequence,
+        type_name: type_name.to_owned(),
+        frame: Text::from(frame.to_owned()),
+        age: Duration::from_millis(unix_millis().saturating_sub(at)),
+        to_sinks: origin == node,
+        emitter: (!emitter.is_empty()).then(|| emitter.to_owned()),
+    })
+}
+
+/// Reads a history entry (id `<sequence>-1`; fields as the append script
+/// writes them).
+fn from_entry(
+    channel: &str,
+    entry: &redis::streams::StreamId,
+    now: u64,
+    node: &str,
+) -> Option<Sequenced> {
+    let sequence = entry.id.split_once('-')?.0.parse().ok()?;
+    let field = |name: &str| entry.get::<String>(name);
+    let at: u64 = field("a")?.parse().ok()?;
+    let emitter = field("e")?;
+    Some(Sequenced {
+        channel: channel.to_owned(),
+        epoch: field("p")?,
+        sequence,
+        type_name: field("t")?,
+        frame: Text::from(field("f")?),
+        age: Duration::from_millis(now.saturating_sub(at)),
+        to_sinks: field("n")? == node,
+        emitter: (!emitter.is_empty()).then_some(emitter),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pub_sub_event_is_read_whole_and_only_its_node_offers_it_to_sinks() {
+        let payload = b"alerts\nE1\n42\nalert.created\n\nnode-a\n0\n{\"a\":\"x\ny\"}";
+        let event = parse(payload, "node-a").unwrap();
+        assert_eq!(
+            (event.channel.as_str(), event.epoch.as_str(), event.sequence),
+            ("alerts", "E1", 42)
+        );
+        assert_eq!(&*event.frame, "{\"a\":\"x\ny\"}");
+        assert!(event.to_sinks && event.emitter.is_none());
+        assert!(!parse(payload, "node-b").unwrap().to_sinks);
+        assert!(parse(b"alerts\nE1\nnot-a-number\nt\n\nn\n0\n{}", "n").is_none());
+    }
+}

@@ -1,0 +1,148 @@
+//! The Redis cluster engine (`[cluster] engine = "redis"`): several router
+//! nodes on one Redis behave as one router (docs/cluster.md).
+//!
+//! Events enter on any node and are stamped in Redis by one script per
+//! publish ([`sequencer`]); every node, the publisher included, gets them
+//! back through pub/sub and checks each channel's continuity, filling gaps
+//! from the channel's history stream ([`feed`]); heartbeats tell each node
+//! whether it is still in the cluster ([`health`]).
+
+pub mod feed;
+pub mod health;
+pub mod scripts;
+pub mod sequencer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, IntoConnectionInfo};
+
+use crate::config::{ClusterConfig, Config};
+use health::Health;
+use scripts::Keys;
+
+/// Why the cluster engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// `cluster.redis_url` cannot be read as a Redis URL.
+    #[error("cluster.redis_url {url:?} is not a Redis URL: {reason}")]
+    BadUrl {
+        /// The URL as written.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `cluster.redis_password_env` names a variable that is not set.
+    #[error("cluster.redis_password_env names {0}, which is not set")]
+    MissingPassword(String),
+    /// Redis did not answer.
+    #[error("cannot reach Redis at {url}: {reason}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// What the connection attempt answered.
+        reason: String,
+    },
+}
+
+/// What the engine's parts share: the connection, the key names and the
+/// node's standing.
+#[derive(Debug)]
+pub struct Shared {
+    /// This node's name.
+    pub node: String,
+    /// Where each channel's state lives.
+    pub keys: Keys,
+    /// The URL, for messages.
+    pub url: String,
+    /// Commands and scripts: one multiplexed connection that pipelines
+    /// concurrent requests and reconnects by itself.
+    pub conn: ConnectionManager,
+    /// For the pub/sub connection, which is the feed's own.
+    pub client: Client,
+    /// Whether this node is in the cluster now.
+    pub health: Health,
+    /// `cluster.heartbeat_interval_ms`.
+    pub heartbeat: Duration,
+}
+
+/// The engine's handle: what `/health` and the app hold.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The shared parts.
+    pub shared: Arc<Shared>,
+}
+
+/// Longest wait between reconnection attempts (SPEC: at most 5 s).
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Cluster {
+    /// Connects to Redis, or says plainly why not.
+    pub async fn connect(config: &Config) -> Result<Cluster, ClusterError> {
+        let cluster = &config.cluster;
+        let url = cluster.redis_url.clone().unwrap_or_default();
+        let client = client(cluster, &url)?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(cluster.unhealthy_after))
+            .set_max_delay(MAX_BACKOFF)
+            .set_number_of_retries(2);
+        let unreachable = |e: redis::RedisError| ClusterError::Unreachable {
+            url: url.clone(),
+            reason: e.to_string(),
+        };
+        let mut conn = client
+            .get_connection_manager_with_config(manager)
+            .await
+            .map_err(unreachable)?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(unreachable)?;
+        let node = cluster.node_id.clone().unwrap_or_else(default_node_id);
+        Ok(Cluster {
+            shared: Arc::new(Shared {
+                health: Health::new(&node, cluster.heartbeat_interval, cluster.unhealthy_after),
+                node,
+                keys: Keys::new(&cluster.key_prefix),
+                url,
+                conn,
+                client,
+                heartbeat: cluster.heartbeat_interval,
+            }),
+        })
+    }
+}
+
+/// A client for `url`, with the password from `redis_password_env`.
+fn client(cluster: &ClusterConfig, url: &str) -> Result<Client, ClusterError> {
+    let bad = |reason: String| ClusterError::BadUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let mut info = url.into_connection_info().map_err(|e| bad(e.to_string()))?;
+    if info.redis_settings().password().is_some() {
+        return Err(bad(
+            "it holds a password; put it in the variable named by cluster.redis_password_env"
+                .into(),
+        ));
+    }
+    if let Some(var) = &cluster.redis_password_env {
+        let password =
+            std::env::var(var).map_err(|_| ClusterError::MissingPassword(var.clone()))?;
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    Client::open(info).map_err(|e| bad(e.to_string()))
+}
+
+/// Host name and process id: unique among running nodes, readable in logs.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{}", std::process::id())
+}

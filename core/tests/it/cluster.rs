@@ -1,0 +1,465 @@
+//! The Redis cluster engine, end to end: real `redis-server` processes on
+//! free ports (killed and restarted at will), real router binaries as
+//! nodes, real WebSocket and HTTP clients (docs/cluster.md).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{self, ChildGuard, Client, Remote, WAIT};
+
+/// A `redis-server` of this test's own, keeping nothing on disk.
+struct Redis {
+    port: u16,
+    process: Option<ChildGuard>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let mut redis = Redis {
+            port: support::free_port(),
+            process: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// Starts it (again) on its port, empty.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (scripts/test installs it)");
+        self.process = Some(ChildGuard(child));
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it with SIGKILL: everything it held is gone.
+    fn kill(&mut self) {
+        self.process = None;
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn command(&self, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+}
+
+/// The test config on `redis`, with quick heartbeats, and `extra` added.
+fn cluster_config(redis: &Redis, extra: &str) -> String {
+    format!(
+        "{}{extra}\n[cluster]\nengine = \"redis\"\nredis_url = \"{}\"\n\
+         heartbeat_interval_ms = 100\nunhealthy_after_ms = 1000\n",
+        support::BASE,
+        redis.url()
+    )
+}
+
+/// A router binary serving as one node.
+struct Node {
+    remote: Remote,
+    _process: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Node {
+    type Target = Remote;
+
+    fn deref(&self) -> &Remote {
+        &self.remote
+    }
+}
+
+impl Node {
+    /// Starts a node on `config` and waits until it reports `ok`.
+    async fn start(config: &str) -> Node {
+        let node = Node::spawn(config);
+        node.wait_for_status("ok").await;
+        node
+    }
+
+    fn spawn(config: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let path: PathBuf = dir.path().join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let port = support::free_port();
+        Node {
+            remote: Remote {
+                addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            },
+            _process: support::serve(&path, port, Stdio::null()),
+            _dir: dir,
+        }
+    }
+
+    /// Waits until `/health` says `status`; returns the body.
+    async fn wait_for_status(&self, status: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(response) = reqwest::get(self.url("/health")).await {
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                if body["status"] == status {
+                    return body;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "/health never said {status}: {body}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// A receive-all client on `/ws/events` of `node`, past its greeting.
+async fn listener(node: &Remote, query: &str) -> (Client, Value) {
+    let mut client = node.ws(&format!("/ws/events{query}")).await;
+    let hello = client.established().await;
+    (client, hello)
+}
+
+/// The sequences of the next `n` `alert.created` events `client` gets, in
+/// the order it got them (other messages skipped).
+async fn alert_sequences(client: &mut Client, n: usize) -> Vec<u64> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let msg = client.recv().await;
+        if msg["type"] == "alert.created" {
+            got.push(msg["sequence"].as_u64().unwrap());
+        }
+    }
+    got
+}
+
+fn since(epoch: &Value, sequence: u64) -> String {
+    format!("?since=alerts:{}:{sequence}", epoch.as_str().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_deliver_every_event_once_in_order_with_publishers_on_two() {
+    let redis = Redis::start();
+    let config = cluster_config(&redis, "");
+    let nodes = [
+        Node::start(&config).await,
+        Node::start(&config).await,
+        Node::start(&config).await,
+    ];
+    let mut clients = Vec::new();
+    for node in &nodes {
+        clients.push(listener(node, "").await.0);
+    }
+    const EACH: usize = 150;
+    let publish_from = |node: &Remote, name: &'static str| {
+        let remote = Remote { addr: node.addr };
+        async move {
+            let mut sequences = Vec::new();
+            for i in 0..EACH {
+                let (code, body) = remote.publish(&support::alert(&format!("{name}{i}"))).await;
+                assert_eq!(code, 202, "{body}");
+                sequences.push(body["sequences"][0]["sequence"].as_u64().unwrap());
+            }
+            sequences
+        }
+    };
+    let (from_a, from_b) = tokio::join!(publish_from(&nodes[0], "a"), publish_from(&nodes[1], "b"));
+    let stamped: BTreeSet<u64> = from_a.iter().chain(&from_b).copied().collect();
+    let all: Vec<u64> = (1..=2 * EACH as u64).collect();
+    assert_eq!(
+        stamped.into_iter().collect::<Vec<_>>(),
+        all,
+        "one sequence per channel, cluster-wide"
+    );
+    for client in &mut clients {
+        assert_eq!(
+            alert_sequences(client, 2 * EACH).await,
+            all,
+            "once, in order"
+        );
+        client.expect_silence(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_recovers_on_another_node_after_its_node_is_killed() {
+    let redis = Redis::start();
+    let config = cluster_config(&redis, "");
+    let doomed = Node::start(&config).await;
+    let survivor = Node::start(&config).await;
+    let (mut client, hello) = listener(&doomed, "").await;
+    let epoch = hello["payload"]["channels"]["alerts"]["epoch"].clone();
+    for i in 0..3 {
+        survivor
+            .publish_ok(&support::alert(&format!("seen{i}")))
+            .await;
+    }
+    assert_eq!(alert_sequences(&mut client, 3).await, [1, 2, 3]);
+    drop(doomed); // SIGKILL
+    for i in 0..4 {
+        survivor
+            .publish_ok(&support::alert(&format!("missed{i}")))
+            .await;
+    }
+    let third = Node::start(&config).await;
+    let (mut client, _) = listener(&third, &since(&epoch, 3)).await;
+    let replayed = alert_sequences(&mut client, 4).await;
+    assert_eq!(
+        replayed,
+        [4, 5, 6, 7],
+        "recovered from history on a fresh node"
+    );
+    let reply = client.recv_type("subscribed").await;
+    assert_eq!(reply["recovery"]["alerts"]["recovered"], true, "{reply}");
+    survivor.publish_ok(&support::alert("live")).await;
+    assert_eq!(alert_sequences(&mut client, 1).await, [8]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_redis_is_loud_and_its_return_announces_the_new_epoch() {
+    let mut redis = Redis::start();
+    let config = cluster_config(&redis, "");
+    let node = Node::start(&config).await;
+    let (mut client, hello) = listener(&node, "").await;
+    let old_epoch = hello["payload"]["channels"]["alerts"]["epoch"].clone();
+    node.publish_ok(&support::alert("before")).await;
+    assert_eq!(alert_sequences(&mut client, 1).await, [1]);
+
+    redis.kill();
+    let health = node.wait_for_status("unhealthy").await;
+    let reason = health["cluster"]["reason"].as_str().unwrap();
+    assert!(reason.contains("Redis"), "{health}");
+    let (code, body) = node.publish(&support::alert("refused")).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"]["code"], "cluster_unavailable", "{body}");
+
+    redis.restart();
+    node.wait_for_status("ok").await;
+    let announced = client.recv_type("connection.channels").await;
+    let new_epoch = &announced["payload"]["channels"]["alerts"]["epoch"];
+    assert_ne!(*new_epoch, old_epoch, "Redis lost the channel: a new epoch");
+    assert_eq!(announced["payload"]["channels"]["alerts"]["sequence"], 0);
+    node.publish_ok(&support::alert("after")).await;
+    assert_eq!(alert_sequences(&mut client, 1).await, [1]);
+    let (_, hello) = listener(&node, &since(&old_epoch, 1)).await;
+    assert_eq!(hello["payload"]["channels"]["alerts"]["epoch"], *new_epoch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushall_starts_a_new_epoch_that_every_node_announces() {
+    let redis = Redis::start();
+    let config = cluster_config(&redis, "");
+    let a = Node::start(&config).await;
+    let b = Node::start(&config).await;
+    let (mut on_b, hello) = listener(&b, "").await;
+    let old_epoch = hello["payload"]["channels"]["alerts"]["epoch"].clone();
+    a.publish_ok(&support::alert("one")).await;
+    a.publish_ok(&support::alert("two")).await;
+    assert_eq!(alert_sequences(&mut on_b, 2).await, [1, 2]);
+
+    redis.command(&["FLUSHALL"]).await;
+    let announced = on_b.recv_type("connection.channels").await;
+    assert_ne!(
+        announced["payload"]["channels"]["alerts"]["epoch"],
+        old_epoch
+    );
+    a.publish_ok(&support::alert("three")).await;
+    assert_eq!(alert_sequences(&mut on_b, 1).await, [1]);
+
+    let mut late = a.ws("/ws/events").await;
+    late.established().await;
+    let reply = late
+        .request(json!({"action": "subscribe", "events": ["alert.*"],
+            "since": {"alerts": {"epoch": old_epoch, "sequence": 1}}}))
+        .await;
+    assert_eq!(
+        reply["recovery"]["alerts"],
+        json!({"recovered": false, "reason": "epoch_changed"}),
+        "never a replay of events sent under another position: {reply}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_holds_across_nodes() {
+    let redis = Redis::start();
+    let config = cluster_config(&redis, "");
+    let a = Node::start(&config).await;
+    let b = Node::start(&config).await;
+    let (mut client, _) = listener(&a, "").await;
+    let mut event = support::alert("once");
+    event["idempotency_key"] = json!("order-17");
+    let (_, first) = a.publish(&event).await;
+    let (code, again) = b.publish(&event).await;
+    assert_eq!(code, 202, "{again}");
+    assert_eq!(first["sequences"], again["sequences"], "the first sequence");
+    b.publish_ok(&support::alert("next")).await;
+    assert_eq!(
+        alert_sequences(&mut client, 2).await,
+        [1, 2],
+        "delivered once"
+    );
+}
+
+/// Stamps an event in Redis as a node would, without publishing it: what
+/// a node sees when pub/sub loses the message.
+async fn stamp_unpublished(redis: &Redis, sequence: u64, history: u64) {
+    let meta = "switchyard:ch:{alerts}:meta";
+    let epoch = match redis.command(&["HGET", meta, "epoch"]).await {
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes).unwrap(),
+        other => panic!("no epoch: {other:?}"),
+    };
+    redis.command(&["HINCRBY", meta, "seq", "1"]).await;
+    let frame = format!(
+        "{{\"type\":\"alert.created\",\"payload\":{{\"id\":\"lost\",\"severity\":\"low\"}},\
+         \"timestamp\":\"2026-12-06T00:00:00.000Z\",\"channel\":\"alerts\",\"sequence\":{sequence}}}"
+    );
+    let id = format!("{sequence}-1");
+    let history = history.to_string();
+    redis
+        .command(&[
+            "XADD",
+            "switchyard:ch:{alerts}:stream",
+            "MAXLEN",
+            &history,
+            &id,
+            "f",
+            &frame,
+            "t",
+            "alert.created",
+            "a",
+            "0",
+            "e",
+            "",
+            "n",
+            "elsewhere",
+            "p",
+            &epoch,
+        ])
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_pub_sub_lost_are_filled_from_history_even_the_last_one() {
+    let redis = Redis::start();
+    let node = Node::start(&cluster_config(&redis, "")).await;
+    let (mut client, _) = listener(&node, "").await;
+    node.publish_ok(&support::alert("first")).await;
+    stamp_unpublished(&redis, 2, 100).await;
+    node.publish_ok(&support::alert("third")).await;
+    assert_eq!(alert_sequences(&mut client, 3).await, [1, 2, 3]);
+    stamp_unpublished(&redis, 4, 100).await;
+    assert_eq!(
+        alert_sequences(&mut client, 1).await,
+        [4],
+        "the periodic check finds a lost last event"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_history_cannot_fill_is_announced_as_lagged() {
+    let redis = Redis::start();
+    let node = Node::start(&cluster_config(&redis, "")).await;
+    let (mut client, _) = listener(&node, "").await;
+    node.publish_ok(&support::alert("first")).await;
+    assert_eq!(alert_sequences(&mut client, 1).await, [1]);
+    // Two events pub/sub lost, the older of them already out of a history
+    // of one: it cannot be filled.
+    stamp_unpublished(&redis, 2, 1).await;
+    stamp_unpublished(&redis, 3, 1).await;
+    let lagged = client.recv_type("connection.lagged").await;
+    assert_eq!(lagged["payload"]["dropped"], 1, "{lagged}");
+    assert_eq!(lagged["payload"]["channels"]["alerts"]["sequence"], 1);
+    assert_eq!(alert_sequences(&mut client, 1).await, [3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_refuses_writes_loses_nothing_accepted() {
+    let redis = Redis::start();
+    let node = Node::start(&cluster_config(&redis, "")).await;
+    let (mut client, _) = listener(&node, "").await;
+    node.publish_ok(&support::alert("first")).await;
+    redis
+        .command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        .await;
+    redis.command(&["CONFIG", "SET", "maxmemory", "1"]).await;
+    let (code, body) = node.publish(&support::alert("refused")).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"]["code"], "cluster_unavailable");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("OOM"), "the store's own words: {message}");
+    redis.command(&["CONFIG", "SET", "maxmemory", "0"]).await;
+    node.publish_ok(&support::alert("second")).await;
+    assert_eq!(
+        alert_sequences(&mut client, 2).await,
+        [1, 2],
+        "no gap, no ghost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_registry_differs_is_degraded() {
+    let redis = Redis::start();
+    let a = Node::start(&cluster_config(&redis, "")).await;
+    let extra = "\n[[event_types]]\nname = \"alert.escalated\"\nchannel = \"alerts\"\n\
+                 [event_types.payload]\nid = { type = \"string\" }\n";
+    let b = Node::spawn(&cluster_config(&redis, extra));
+    let health = b.wait_for_status("degraded").await;
+    let differs = &health["cluster"]["registry_differs_from"];
+    assert!(differs.as_array().is_some_and(|d| d.len() == 1), "{health}");
+    let health = a.wait_for_status("degraded").await;
+    assert_eq!(
+        health["cluster"]["nodes"].as_array().unwrap().len(),
+        2,
+        "{health}"
+    );
+}
+
+#[test]
+fn an_unreachable_redis_stops_the_start_with_one_clear_error() {
+    let port = support::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let config = format!(
+        "{}\n[cluster]\nengine = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}\"\n",
+        support::BASE
+    );
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", support::free_port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("not started"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&format!("cannot reach Redis at redis://127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
