@@ -72,8 +72,10 @@ enum Command {
 #[derive(Args, Clone)]
 struct RunArgs {
     /// Base URL of the server (HTTP; the WebSocket URL is derived from it).
-    #[arg(long, default_value = "http://127.0.0.1:8090")]
-    url: String,
+    /// Several, comma-separated, for the nodes of a cluster: connections
+    /// and publishers are spread over them round-robin.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8090")]
+    url: Vec<String>,
     /// WebSocket endpoint path.
     #[arg(long, default_value = "/ws/events")]
     path: String,
@@ -107,9 +109,11 @@ struct RunArgs {
     /// Bytes of padding in each payload (the envelope is about 150 + pad bytes).
     #[arg(long, default_value_t = 8)]
     pad: usize,
-    /// PID of the server, for CPU time (/proc/PID/stat) and RSS (/proc/PID/status).
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// PID of the server, for CPU time (/proc/PID/stat) and RSS
+    /// (/proc/PID/status); several, comma-separated, for a cluster's nodes
+    /// (their CPU and RSS are added up).
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Connections opened at once.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
@@ -445,7 +449,8 @@ async fn publisher(
 ) -> PublishStats {
     let mut st = PublishStats::default();
     let batches = args.events.div_ceil(args.batch);
-    let url = format!("{}/api/events", args.url.trim_end_matches('/'));
+    let node = &args.url[k % args.url.len()];
+    let url = format!("{}/api/events", node.trim_end_matches('/'));
     let mut j = k as u64;
     while j < batches {
         let from = j * args.batch;
@@ -516,14 +521,26 @@ async fn run(args: RunArgs) -> Result<Value> {
         bail!("--batch and --publishers must be at least 1");
     }
     let args = Arc::new(args);
-    let base = args.url.trim_end_matches('/').to_owned();
-    let ws_base = if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        bail!("--url must start with http:// or https://");
+    let bases: Vec<String> = args
+        .url
+        .iter()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .collect();
+    let Some(base) = bases.first().cloned() else {
+        bail!("--url is empty");
     };
+    let ws_bases = bases
+        .iter()
+        .map(|base| {
+            if let Some(rest) = base.strip_prefix("https://") {
+                Ok(format!("wss://{rest}"))
+            } else if let Some(rest) = base.strip_prefix("http://") {
+                Ok(format!("ws://{rest}"))
+            } else {
+                bail!("--url must start with http:// or https://")
+            }
+        })
+        .collect::<Result<Vec<String>>>()?;
     let sets = parse_pattern_sets(&args.patterns);
     let types: Vec<String> = args
         .types
@@ -566,8 +583,8 @@ async fn run(args: RunArgs) -> Result<Value> {
             .collect()
     };
 
-    let pid = args.server_pid;
-    let rss_before = pid.and_then(proc_stats::rss_kib);
+    let pids = &args.server_pid;
+    let rss_before = proc_stats::summed(pids, proc_stats::rss_kib);
 
     // Connect and subscribe.
     let shared = Arc::new(Shared {
@@ -587,6 +604,7 @@ async fn run(args: RunArgs) -> Result<Value> {
     let connect_started = Instant::now();
     for c in 0..args.connections {
         let set = &sets[c % sets.len()];
+        let ws_base = &ws_bases[c % ws_bases.len()];
         let url = match set {
             None => format!("{ws_base}{}", args.path),
             Some(ps) => format!("{ws_base}{}?events={}", args.path, ps.join(",")),
@@ -620,10 +638,10 @@ async fn run(args: RunArgs) -> Result<Value> {
     let connect_s = connect_started.elapsed().as_secs_f64();
     let ready = shared.ready.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
-    let rss_idle = pid.and_then(proc_stats::rss_kib);
+    let rss_idle = proc_stats::summed(pids, proc_stats::rss_kib);
 
     // Publish.
-    let cpu0 = pid.and_then(proc_stats::cpu_ticks);
+    let cpu0 = proc_stats::summed(pids, proc_stats::cpu_ticks);
     let gen_cpu0 = proc_stats::self_cpu_ticks();
     let machine0 = proc_stats::machine_busy_ticks();
     let t0 = Instant::now();
@@ -710,11 +728,11 @@ async fn run(args: RunArgs) -> Result<Value> {
             reloads = r.await?;
         }
     }
-    let cpu1 = pid.and_then(proc_stats::cpu_ticks);
+    let cpu1 = proc_stats::summed(pids, proc_stats::cpu_ticks);
     let gen_cpu1 = proc_stats::self_cpu_ticks();
     let machine1 = proc_stats::machine_busy_ticks();
     let last_recv = shared.last_recv_ns.load(Ordering::Relaxed);
-    let rss_after = pid.and_then(proc_stats::rss_kib);
+    let rss_after = proc_stats::summed(pids, proc_stats::rss_kib);
 
     // Close and collect.
     let _ = stop_tx.send(true);
@@ -821,7 +839,7 @@ async fn run(args: RunArgs) -> Result<Value> {
             "send_to_receipt": percentiles(&hist.0),
             "accept_to_receipt": percentiles(&hist.1),
         },
-        "server_pid": pid,
+        "server_pid": pids,
         "server_cpu_s": server_cpu_s,
         "server_cpu_us_per_delivery": cpu_us_per_delivery,
         "server_rss_kib": {"before": rss_before, "idle": rss_idle, "after_load": rss_after},

@@ -108,6 +108,15 @@ pub fn core_busy_softirq_ticks(cpu: usize) -> Option<(u64, u64)> {
     Some((busy, *f.get(6)?))
 }
 
+/// `read` of every process in `pids`, added up; `None` when there is none
+/// or one cannot be read.
+pub fn summed(pids: &[u32], read: impl Fn(u32) -> Option<u64>) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|pid| read(*pid)).sum()
+}
+
 /// VmRSS of a process, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -18,7 +18,9 @@ use futures_util::StreamExt;
 use redis::aio::PubSub;
 use redis::streams::StreamRangeReply;
 
+use super::ask;
 use super::health::Beat;
+use super::leases;
 use super::scripts;
 use super::sequencer::unix_millis;
 use super::{Shared, MAX_BACKOFF};
@@ -57,8 +59,14 @@ impl Feed {
             .get_async_pubsub()
             .await
             .map_err(|e| self.unreachable(&e))?;
+        let channels = [
+            keys.events(),
+            keys.nodes(),
+            keys.commands(),
+            keys.replies(&self.shared.node),
+        ];
         pubsub
-            .subscribe(&[keys.events(), keys.nodes()])
+            .subscribe(&channels)
             .await
             .map_err(|e| self.unreachable(&e))?;
         self.catch_up().await?;
@@ -101,7 +109,8 @@ impl Feed {
     /// Hands in events and heartbeats as they come; beats and checks
     /// positions every heartbeat interval. `None` once the router is gone.
     async fn follow(&mut self, mut pubsub: PubSub) -> Option<Broken> {
-        let events = self.shared.keys.events();
+        let keys = &self.shared.keys;
+        let (events, nodes, commands) = (keys.events(), keys.nodes(), keys.commands());
         let mut tick = tokio::time::interval(self.shared.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stream = pubsub.on_message();
@@ -112,10 +121,17 @@ impl Feed {
                         return Some(format!("the pub/sub connection to Redis at {} closed", self.shared.url));
                     };
                     let payload = message.get_payload_bytes();
-                    let outcome = if message.get_channel_name() == events {
+                    let channel = message.get_channel_name();
+                    let outcome = if channel == events {
                         self.on_event(payload).await
                     } else {
-                        self.on_beat(payload);
+                        if channel == nodes {
+                            self.on_beat(payload);
+                        } else if channel == commands {
+                            self.on_question(payload);
+                        } else {
+                            self.on_answer(payload);
+                        }
                         Ok(())
                     };
                     if let Err(broken) = outcome {
@@ -141,7 +157,43 @@ impl Feed {
         }
     }
 
-    /// Announces this node on the heartbeat channel.
+    /// Answers another node's question, without holding up the feed.
+    fn on_question(&self, payload: &[u8]) {
+        let Ok(asked) = serde_json::from_slice::<ask::Asked>(payload) else {
+            tracing::warn!("ignored a question that is not one");
+            return;
+        };
+        let Some(router) = self.router.upgrade() else {
+            return;
+        };
+        if asked.from == self.shared.node {
+            return;
+        }
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let answered = ask::Answered {
+                id: asked.id,
+                node: shared.node.clone(),
+                answer: ask::answer(&router, Some(&shared.node), &asked.question),
+            };
+            let text = serde_json::to_string(&answered).expect("an answer serializes");
+            let mut conn = shared.conn.clone();
+            let _: redis::RedisResult<()> = redis::cmd("PUBLISH")
+                .arg(shared.keys.replies(&asked.from))
+                .arg(text)
+                .query_async(&mut conn)
+                .await;
+        });
+    }
+
+    fn on_answer(&self, payload: &[u8]) {
+        match serde_json::from_slice::<ask::Answered>(payload) {
+            Ok(answered) => self.shared.pending.deliver(answered),
+            Err(e) => tracing::warn!("ignored an answer that is not one: {e}"),
+        }
+    }
+
+    /// Announces this node on the heartbeat channel, renewing its leases.
     async fn beat(&self) -> Result<(), Broken> {
         let Some(router) = self.router.upgrade() else {
             return Ok(());
@@ -153,6 +205,9 @@ impl Feed {
             digest: snap.digest(),
         };
         let text = serde_json::to_string(&beat).expect("a heartbeat serializes");
+        leases::renew(&self.shared, &router.census())
+            .await
+            .map_err(|e| self.unreachable(&e))?;
         let mut conn = self.shared.conn.clone();
         redis::cmd("PUBLISH")
             .arg(self.shared.keys.nodes())
@@ -164,7 +219,7 @@ impl Feed {
 
     /// Hands in one event from pub/sub, after whatever it shows missing.
     async fn on_event(&self, payload: &[u8]) -> Result<(), Broken> {
-        let Some(event) = parse(payload, &self.shared.node) else {
+        let Some(event) = parse(payload, &self.shared.origin) else {
             tracing::warn!("ignored a pub/sub message that is not an event");
             return Ok(());
         };
@@ -249,7 +304,7 @@ impl Feed {
             .map_err(|e| self.unreachable(&e))?;
         let now = unix_millis();
         for entry in &range.ids {
-            let Some(event) = from_entry(channel, entry, now, &self.shared.node) else {
+            let Some(event) = from_entry(channel, entry, now, &self.shared.origin) else {
                 continue;
             };
             if event.epoch != epoch {
@@ -265,9 +320,10 @@ impl Feed {
     }
 }
 
-/// Reads a pub/sub event: channel, epoch, sequence, type, emitter, node,
-/// time, one a line, then the envelope.
-fn parse(payload: &[u8], node: &str) -> Option<Sequenced> {
+/// Reads a pub/sub event: channel, epoch, sequence, type, emitter, origin,
+/// time, one a line, then the envelope. Only the origin (this process)
+/// offers it to sinks.
+fn parse(payload: &[u8], origin: &str) -> Option<Sequenced> {
     let text = std::str::from_utf8(payload).ok()?;
     let mut parts = text.splitn(8, '\n');
     let channel = parts.next()?;
@@ -275,7 +331,7 @@ fn parse(payload: &[u8], node: &str) -> Option<Sequenced> {
     let sequence = parts.next()?.parse().ok()?;
     let type_name = parts.next()?;
     let emitter = parts.next()?;
-    let origin = parts.next()?;
+    let sender = parts.next()?;
     let at: u64 = parts.next()?.parse().ok()?;
     let frame = parts.next()?;
     Some(Sequenced {
@@ -285,7 +341,7 @@ fn parse(payload: &[u8], node: &str) -> Option<Sequenced> {
         type_name: type_name.to_owned(),
         frame: Text::from(frame.to_owned()),
         age: Duration::from_millis(unix_millis().saturating_sub(at)),
-        to_sinks: origin == node,
+        to_sinks: sender == origin,
         emitter: (!emitter.is_empty()).then(|| emitter.to_owned()),
     })
 }
@@ -296,7 +352,7 @@ fn from_entry(
     channel: &str,
     entry: &redis::streams::StreamId,
     now: u64,
-    node: &str,
+    origin: &str,
 ) -> Option<Sequenced> {
     let sequence = entry.id.split_once('-')?.0.parse().ok()?;
     let field = |name: &str| entry.get::<String>(name);
@@ -309,7 +365,7 @@ fn from_entry(
         type_name: field("t")?,
         frame: Text::from(field("f")?),
         age: Duration::from_millis(now.saturating_sub(at)),
-        to_sinks: field("n")? == node,
+        to_sinks: field("n")? == origin,
         emitter: (!emitter.is_empty()).then_some(emitter),
     })
 }

@@ -51,7 +51,7 @@ impl Health {
         Health {
             node: node.to_owned(),
             unhealthy_after,
-            forget_after: heartbeat * 3,
+            forget_after: (heartbeat * 3).max(unhealthy_after),
             state: Mutex::new(State {
                 down: Some("not yet connected to Redis".into()),
                 own_beat: Instant::now(),

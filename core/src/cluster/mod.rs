@@ -5,10 +5,14 @@
 //! publish ([`sequencer`]); every node, the publisher included, gets them
 //! back through pub/sub and checks each channel's continuity, filling gaps
 //! from the channel's history stream ([`feed`]); heartbeats tell each node
-//! whether it is still in the cluster ([`health`]).
+//! whether it is still in the cluster ([`health`]); connection counts are
+//! leased per node ([`leases`]); operators' questions span the nodes
+//! ([`ask`]).
 
+pub mod ask;
 pub mod feed;
 pub mod health;
+pub mod leases;
 pub mod scripts;
 pub mod sequencer;
 
@@ -19,6 +23,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo};
 
 use crate::config::{ClusterConfig, Config};
+use crate::router::fresh_epoch;
 use health::Health;
 use scripts::Keys;
 
@@ -52,6 +57,10 @@ pub enum ClusterError {
 pub struct Shared {
     /// This node's name.
     pub node: String,
+    /// This node in this process's life: its name and a random token. What
+    /// an accepted event is marked with, so that only the process that
+    /// accepted it offers it to sinks — not the same node restarted.
+    pub origin: String,
     /// Where each channel's state lives.
     pub keys: Keys,
     /// The URL, for messages.
@@ -65,6 +74,8 @@ pub struct Shared {
     pub health: Health,
     /// `cluster.heartbeat_interval_ms`.
     pub heartbeat: Duration,
+    /// Questions asked of the other nodes, waiting for answers.
+    pub pending: ask::Pending,
 }
 
 /// The engine's handle: what `/health` and the app hold.
@@ -103,6 +114,7 @@ impl Cluster {
         let node = cluster.node_id.clone().unwrap_or_else(default_node_id);
         Ok(Cluster {
             shared: Arc::new(Shared {
+                origin: format!("{node}/{}", &fresh_epoch()[..8]),
                 health: Health::new(&node, cluster.heartbeat_interval, cluster.unhealthy_after),
                 node,
                 keys: Keys::new(&cluster.key_prefix),
@@ -110,6 +122,7 @@ impl Cluster {
                 conn,
                 client,
                 heartbeat: cluster.heartbeat_interval,
+                pending: ask::Pending::default(),
             }),
         })
     }

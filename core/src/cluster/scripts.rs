@@ -11,7 +11,8 @@
 //!   after `server.idempotency_window_s`.
 //!
 //! Events go to every node on the pub/sub channel `P:events`; heartbeats
-//! on `P:nodes`.
+//! on `P:nodes`; questions between nodes on `P:commands`, answered on
+//! `P:replies:<node>`.
 
 use redis::Script;
 
@@ -27,6 +28,11 @@ impl Keys {
         Keys {
             prefix: prefix.to_owned(),
         }
+    }
+
+    /// What every key starts with (`cluster.key_prefix`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The channel's epoch and last sequence.
@@ -47,6 +53,16 @@ impl Keys {
     /// The pub/sub channel every event is published on.
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
+    }
+
+    /// The pub/sub channel of questions to every node.
+    pub fn commands(&self) -> String {
+        format!("{}:commands", self.prefix)
+    }
+
+    /// The pub/sub channel of answers to `node`'s questions.
+    pub fn replies(&self, node: &str) -> String {
+        format!("{}:replies:{node}", self.prefix)
     }
 
     /// The pub/sub channel of node heartbeats.

@@ -9,7 +9,7 @@ use redis::Value;
 
 use super::scripts;
 use super::Shared;
-use crate::router::{fresh_epoch, Appended, Batch, LogError, Sequencer, Settle};
+use crate::router::{fresh_epoch, Appended, Batch, LogError, Placed, Sequencer, Settle};
 
 /// Stamps batches through the append script.
 #[derive(Debug)]
@@ -58,7 +58,7 @@ async fn append(
     shared: &Shared,
     script: &redis::Script,
     batch: &Batch,
-) -> redis::RedisResult<Vec<Appended>> {
+) -> redis::RedisResult<Vec<Placed>> {
     let keys = &shared.keys;
     let mut call = script.prepare_invoke();
     call.arg(keys.events()).arg(&shared.node).arg(unix_millis());
@@ -89,11 +89,16 @@ async fn append(
     answer
         .chunks(3)
         .map(|each| {
+            let epoch: String = redis::from_redis_value_ref(&each[0])?;
             let sequence = number(&each[1])?;
-            Ok(if number(&each[2])? == 1 {
+            let appended = if number(&each[2])? == 1 {
                 Appended::Repeated(sequence)
             } else {
                 Appended::New(sequence)
+            };
+            Ok(Placed {
+                appended,
+                epoch: epoch.into(),
             })
         })
         .collect()

@@ -69,10 +69,14 @@ impl Redis {
 
 /// The test config on `redis`, with quick heartbeats, and `extra` added.
 fn cluster_config(redis: &Redis, extra: &str) -> String {
+    with_cluster(support::BASE, redis, extra)
+}
+
+/// `base` on `redis`, with quick heartbeats, and `extra` added.
+fn with_cluster(base: &str, redis: &Redis, extra: &str) -> String {
     format!(
-        "{}{extra}\n[cluster]\nengine = \"redis\"\nredis_url = \"{}\"\n\
+        "{base}{extra}\n[cluster]\nengine = \"redis\"\nredis_url = \"{}\"\n\
          heartbeat_interval_ms = 100\nunhealthy_after_ms = 1000\n",
-        support::BASE,
         redis.url()
     )
 }
@@ -462,4 +466,121 @@ fn an_unreachable_redis_stops_the_start_with_one_clear_error() {
         errors[0].contains(&format!("cannot reach Redis at redis://127.0.0.1:{port}")),
         "{stderr}"
     );
+}
+
+/// A JWT for `user`, signed with `secret` (HS256), valid for ten minutes.
+fn token(secret: &str, user: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": user, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// The first text message, or `None` when the server closes first.
+async fn first_text(client: &mut Client) -> Option<String> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let message = tokio::time::timeout(WAIT, client.socket.next())
+            .await
+            .expect("a message or a close")?;
+        match message.ok()? {
+            Message::Text(text) => return Some(text.to_string()),
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_limit_counts_every_node_and_a_dead_nodes_lease_lapses() {
+    let redis = Redis::start();
+    std::env::set_var("SY_TEST_CLUSTER_JWT", "cluster-secret");
+    let auth = "mode = \"required\"\nmax_connections_per_user = 2\non_user_limit = \"refuse\"\n\
+                [auth.jwt]\nsecret_env = \"SY_TEST_CLUSTER_JWT\"";
+    let config = with_cluster(&support::config("", auth), &redis, "");
+    let (a, b, c) = (
+        Node::start(&config).await,
+        Node::start(&config).await,
+        Node::start(&config).await,
+    );
+    let alice = format!("?token={}", token("cluster-secret", "alice"));
+    let (_on_a, _) = listener(&a, &alice).await;
+    let (_on_b, _) = listener(&b, &alice).await;
+    let mut third = c.ws(&format!("/ws/events{alice}")).await;
+    let (code, reason) = third.close_frame().await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1008, "too many connections for this user"),
+        "two on other nodes count"
+    );
+    let bob = format!("?token={}", token("cluster-secret", "bob"));
+    listener(&c, &bob).await;
+
+    drop(a); // SIGKILL: its connection's lease lapses within 3 heartbeats
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut again = c.ws(&format!("/ws/events{alice}")).await;
+        if first_text(&mut again).await.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lease never lapsed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_disconnects_and_coverage_span_the_nodes() {
+    let redis = Redis::start();
+    let config = cluster_config(&redis, "");
+    let a = Node::start(&config).await;
+    let b = Node::start(&config).await;
+    let mut on_b = b.ws("/ws/events").await;
+    let hello = on_b.established().await;
+    let id = hello["payload"]["connection_id"].clone();
+    let reply = on_b
+        .request(json!({"action": "subscribe", "events": ["alert.*"]}))
+        .await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    a.publish_ok(&support::alert("seen-on-b")).await;
+    assert_eq!(alert_sequences(&mut on_b, 1).await, [1]);
+
+    let (_, b_health) = b.get("/health").await;
+    let (code, listed) = a.get("/api/websocket/connections").await;
+    assert_eq!(code, 200, "{listed}");
+    let entry = &listed["connections"][0];
+    assert_eq!(entry["id"], id, "{listed}");
+    assert_eq!(entry["node"], b_health["cluster"]["node"], "{listed}");
+
+    let (_, coverage) = a.get("/api/websocket/coverage").await;
+    let line = &coverage["types"]["alert.created"];
+    assert_eq!(
+        (&line["produced"], &line["subscribers"], &line["delivered"]),
+        (&json!(1), &json!(1), &json!(1)),
+        "produced on a, consumed on b: {coverage}"
+    );
+    assert!(
+        !coverage["produced_without_subscribers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("alert.created")),
+        "{coverage}"
+    );
+
+    let (code, closed) = a
+        .post("/api/admin/disconnect", &json!({"connection_id": id}))
+        .await;
+    assert_eq!((code, &closed["closed"]), (200, &json!(1)), "{closed}");
+    let (code, reason) = on_b.close_frame().await;
+    assert_eq!((code, reason.as_str()), (1008, "disconnected by operator"));
 }

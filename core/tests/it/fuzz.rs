@@ -1174,6 +1174,7 @@ fn listener(router: &Router) -> ConnRef {
             channel_claim: None,
             events: None,
             since: None,
+            elsewhere: 0,
         })
         .unwrap();
     drain_now(&conn);

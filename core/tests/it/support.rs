@@ -256,6 +256,7 @@ pub fn open_direct(
             channel_claim: None,
             events,
             since,
+            elsewhere: 0,
         })
         .unwrap()
 }

@@ -6,6 +6,16 @@ use std::net::IpAddr;
 
 use crate::connection::{ConnRef, Connection};
 
+/// What the limits count, per user and per anonymous address: what a
+/// cluster node leases in the shared store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Connections per authenticated user.
+    pub users: Vec<(String, usize)>,
+    /// Anonymous connections per client address.
+    pub anonymous: Vec<(IpAddr, usize)>,
+}
+
 /// Connections counted for the limits of `[auth]`.
 #[derive(Debug, Default)]
 pub(super) struct Census {
@@ -53,6 +63,18 @@ impl Census {
     /// Anonymous connections from `ip`.
     pub(super) fn anonymous_from(&self, ip: IpAddr) -> usize {
         self.anonymous.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// How many connections each user holds, and each address anonymously.
+    pub(super) fn counts(&self) -> Counts {
+        Counts {
+            users: self
+                .users
+                .iter()
+                .map(|(user, list)| (user.clone(), list.len()))
+                .collect(),
+            anonymous: self.anonymous.iter().map(|(ip, n)| (*ip, *n)).collect(),
+        }
     }
 
     /// A user's connections, oldest first.

@@ -79,9 +79,18 @@ pub enum LogError {
     },
 }
 
-/// How a [`Sequencer`] settles a batch: the appends in the batch's order,
-/// or why none was made. Called once, from any thread.
-pub type Settle = Box<dyn FnOnce(Result<Vec<Appended>, LogError>) + Send>;
+/// Where the store put one event of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placed {
+    /// New or repeated, with its sequence.
+    pub appended: Appended,
+    /// The channel's epoch it was stamped under.
+    pub epoch: Arc<str>,
+}
+
+/// How a [`Sequencer`] settles a batch: where each event went, in the
+/// batch's order, or why none was placed. Called once, from any thread.
+pub type Settle = Box<dyn FnOnce(Result<Vec<Placed>, LogError>) + Send>;
 
 /// Stamps events in a store shared by several routers (a cluster engine).
 pub trait Sequencer: Send + Sync + fmt::Debug {

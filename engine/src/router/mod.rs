@@ -31,8 +31,11 @@ use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
 use serde_json::Value;
 
+pub use census::Counts;
 pub use channel::{fresh_epoch, Recoverable, Stored};
-pub use log::{Appended, Batch, LogError, Received, Sequenced, Sequencer, Sequencing, Settle};
+pub use log::{
+    Appended, Batch, LogError, Placed, Received, Sequenced, Sequencer, Sequencing, Settle,
+};
 pub use publish::{Incoming, Origin, PublishError, Stamp};
 pub use publishing::Publishing;
 
@@ -128,6 +131,10 @@ pub struct ConnectRequest {
     pub events: Option<Vec<String>>,
     /// Positions from `?since=`.
     pub since: Option<BTreeMap<String, Position>>,
+    /// Connections that count against the same `[auth]` limit (this
+    /// user's, or anonymous ones from this address) on other nodes of a
+    /// cluster; 0 with the memory engine.
+    pub elsewhere: usize,
 }
 
 /// Why a connection could not be opened.
@@ -204,10 +211,10 @@ impl Router {
         &self.coverage
     }
 
-    /// The live gap report.
-    pub fn coverage_report(&self) -> serde_json::Value {
+    /// This node's gap-report counts, to add up with other nodes'.
+    pub fn coverage_tally(&self) -> coverage::Tally {
         let live = self.table.read().live_coverage();
-        self.coverage.report(&live)
+        self.coverage.tally(&live)
     }
 
     /// This router's metrics.
@@ -262,6 +269,11 @@ impl Router {
     /// Every open connection with its held patterns (`None` = receives all).
     pub fn connections(&self) -> Vec<(ConnRef, Option<Vec<String>>)> {
         self.table.read().connections()
+    }
+
+    /// What the `[auth]` connection limits count on this node.
+    pub fn census(&self) -> census::Counts {
+        self.table.read().census()
     }
 
     /// How many connections are open.
@@ -455,7 +467,14 @@ mod tests {
         assert_eq!(envelope["sequence"], 7);
         assert_eq!(envelope["channel"], "alerts");
         assert_eq!(batch.events[0].history, 3);
-        settle(Ok(vec![Appended::New(7), Appended::Repeated(2)]));
+        let placed = |appended| Placed {
+            appended,
+            epoch: "E".into(),
+        };
+        settle(Ok(vec![
+            placed(Appended::New(7)),
+            placed(Appended::Repeated(2)),
+        ]));
         let stamps = publishing.wait().unwrap();
         assert_eq!(
             stamps.iter().map(|s| s.sequence).collect::<Vec<_>>(),
@@ -491,6 +510,7 @@ mod tests {
                 channel_claim: None,
                 events: None,
                 since: None,
+                elsewhere: 0,
             })
             .unwrap()
     }

@@ -44,6 +44,9 @@ pub struct Stamp {
     pub channel: Arc<str>,
     /// Its sequence there.
     pub sequence: u64,
+    /// The channel's epoch it was stamped under: with the sequence, a
+    /// position a publisher can recover from.
+    pub epoch: Arc<str>,
 }
 
 /// One problem with one event of a batch, as the 422 body lists it.

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use futures_channel::oneshot;
 
 use super::coverage::Coverage;
-use super::log::{Appended, Batch, LogError, Settle};
+use super::log::{Appended, Batch, LogError, Placed, Settle};
 use super::{PublishError, Stamp};
 use crate::metrics::{Metrics, TypeLabel};
 
@@ -46,18 +46,19 @@ impl Publishing {
             .iter()
             .map(|e| (e.channel.clone(), e.type_name.clone()))
             .collect();
-        let settle: Settle = Box::new(move |result: Result<Vec<Appended>, LogError>| {
+        let settle: Settle = Box::new(move |result: Result<Vec<Placed>, LogError>| {
             let outcome = match result {
-                Ok(appended) => Ok(events
+                Ok(placed) => Ok(events
                     .iter()
-                    .zip(appended)
-                    .map(|((channel, type_name), appended)| {
-                        if let Appended::New(_) = appended {
+                    .zip(placed)
+                    .map(|((channel, type_name), placed)| {
+                        if let Appended::New(_) = placed.appended {
                             count_accepted(&metrics, &coverage, type_name);
                         }
                         Stamp {
                             channel: channel.clone(),
-                            sequence: appended.sequence(),
+                            sequence: placed.appended.sequence(),
+                            epoch: placed.epoch,
                         }
                     })
                     .collect()),

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use super::access::{self, Need};
 use super::{error_reply, json_reply, Reply};
 use crate::app::App;
+use crate::cluster::ask::{self, Question};
 use crate::protocol::timestamp;
 use crate::reload;
 use crate::server::Peer;
@@ -65,8 +66,9 @@ pub fn config(app: Arc<App>, peer: Peer, headers: HeaderMap) -> Reply {
 /// Most entries in one page.
 const MAX_PAGE: usize = 1000;
 
-/// `GET /api/websocket/connections`: paged by connection id.
-pub fn connections(
+/// `GET /api/websocket/connections`: paged by connection id, every node's
+/// in a cluster.
+pub async fn connections(
     app: Arc<App>,
     peer: Peer,
     headers: HeaderMap,
@@ -87,43 +89,51 @@ pub fn connections(
             )
         }
     };
-    let (user, endpoint, after) = (q.get("user"), q.get("endpoint"), q.get("after"));
-    let mut all = app.router.connections();
-    all.retain(|(c, _)| {
-        user.is_none_or(|u| c.user.as_ref() == Some(u))
-            && endpoint.is_none_or(|e| *c.endpoint == **e)
-            && after.is_none_or(|a| c.public_id > *a)
-    });
-    all.sort_by(|a, b| a.0.public_id.cmp(&b.0.public_id));
-    let more = all.len() > limit;
-    all.truncate(limit);
-    let next = more
-        .then(|| all.last().map(|(c, _)| c.public_id.clone()))
-        .flatten();
-    let list: Vec<Value> = all
-        .iter()
-        .map(|(c, patterns)| {
-            let (queue_depth, dropped) = c.outbox.depth();
-            json!({
-                "id": c.public_id,
-                "endpoint": &*c.endpoint,
-                "user": c.user,
-                "ip": c.ip.to_string(),
-                "patterns": patterns,
-                "queue_depth": queue_depth,
-                "dropped": dropped,
-                "connected_at": timestamp(c.connected_at),
-            })
+    // One more than a page, so that a next page shows.
+    let question = Question::Connections {
+        user: q.get("user").cloned(),
+        endpoint: q.get("endpoint").cloned(),
+        after: q.get("after").cloned(),
+        limit: limit + 1,
+    };
+    let (answers, missing) = ask_every_node(&app, question).await;
+    let mut all: Vec<Value> = answers
+        .into_iter()
+        .flat_map(|a| match a {
+            Value::Array(list) => list,
+            _ => Vec::new(),
         })
         .collect();
-    json_reply(StatusCode::OK, &json!({"connections": list, "next": next}))
+    all.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let more = all.len() > limit;
+    all.truncate(limit);
+    let next = more.then(|| all.last().map(|c| c["id"].clone())).flatten();
+    let mut body = json!({"connections": all, "next": next});
+    if !missing.is_empty() {
+        body["missing_nodes"] = json!(missing);
+    }
+    json_reply(StatusCode::OK, &body)
+}
+
+/// This node's answer to `question` and, in a cluster, every other live
+/// node's; with the nodes that did not answer in time.
+pub(super) async fn ask_every_node(app: &App, question: Question) -> (Vec<Value>, Vec<String>) {
+    let Some(cluster) = &app.cluster else {
+        return (vec![ask::answer(&app.router, None, &question)], Vec::new());
+    };
+    let shared = &cluster.shared;
+    let mut answers = vec![ask::answer(&app.router, Some(&shared.node), &question)];
+    let others = ask::ask_others(shared, question).await;
+    answers.extend(others.answers.into_iter().map(|(_, answer)| answer));
+    (answers, others.missing)
 }
 
 /// The largest `POST /api/admin/disconnect` body: a connection id or a user.
 const DISCONNECT_BODY_BYTES: usize = 64 * 1024;
 
 /// `POST /api/admin/disconnect`: `{"connection_id"}` or `{"user"}`; closes
-/// those connections with 1008 "disconnected by operator".
+/// those connections, on whichever node, with 1008 "disconnected by
+/// operator".
 pub async fn disconnect<S, B>(app: Arc<App>, peer: Peer, headers: HeaderMap, body: S) -> Reply
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
@@ -151,20 +161,20 @@ where
             json!({}),
         );
     }
-    let closed = app
-        .router
-        .connections()
-        .into_iter()
-        .filter(|(c, _)| {
-            id.is_some_and(|id| c.public_id == id)
-                || user.is_some_and(|u| c.user.as_deref() == Some(u))
-        })
-        .inspect(|(c, _)| c.close(1008, "disconnected by operator"))
-        .count();
+    let question = Question::Disconnect {
+        connection_id: id.map(str::to_owned),
+        user: user.map(str::to_owned),
+    };
+    let (answers, missing) = ask_every_node(&app, question).await;
+    let closed: u64 = answers.iter().filter_map(Value::as_u64).sum();
     tracing::info!(
         key = key.as_deref().unwrap_or("loopback"),
         closed,
         "operator disconnect"
     );
-    json_reply(StatusCode::OK, &json!({ "closed": closed }))
+    let mut body = json!({ "closed": closed });
+    if !missing.is_empty() {
+        body["missing_nodes"] = json!(missing);
+    }
+    json_reply(StatusCode::OK, &body)
 }

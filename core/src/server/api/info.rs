@@ -5,9 +5,12 @@ use serde_json::{json, Map, Value};
 
 use super::{json_reply, Reply};
 use crate::app::App;
+use crate::cluster::ask::Question;
 use crate::config::AuthMode;
 use crate::metrics::{EndpointLabel, PluginLabel};
 use crate::plugin_host::State;
+use crate::router::coverage::Tally;
+use std::sync::Arc;
 
 /// `GET /health`: 200 ok / degraded (a plugin failed, or this node's
 /// registry differs from another node's), 503 unhealthy (out of the
@@ -81,6 +84,25 @@ fn cluster_health(app: &App) -> ClusterHealth {
         unhealthy: status.is_err(),
         differs: !differing.is_empty(),
     }
+}
+
+/// `GET /api/websocket/coverage`: the gap report, every node's counts
+/// added up in a cluster.
+pub async fn coverage(app: Arc<App>) -> Reply {
+    let (answers, missing) = super::admin::ask_every_node(&app, Question::Coverage).await;
+    // This node's first: its registry decides which types are listed.
+    let mut tallies = answers
+        .into_iter()
+        .filter_map(|answer| serde_json::from_value::<Tally>(answer).ok());
+    let mut tally = tallies.next().unwrap_or_default();
+    for theirs in tallies {
+        tally.add(&theirs);
+    }
+    let mut report = tally.report();
+    if !missing.is_empty() {
+        report["missing_nodes"] = json!(missing);
+    }
+    json_reply(StatusCode::OK, &report)
 }
 
 /// `GET /api/websocket/capabilities`: every endpoint, channel and type.

@@ -164,7 +164,7 @@ pub fn routes(
     let coverage = warp::path!("api" / "websocket" / "coverage")
         .and(get_or_head())
         .and(with_app(app.clone()))
-        .map(|app: Arc<App>| json_reply(StatusCode::OK, &app.router.coverage_report()));
+        .then(info::coverage);
     let capabilities = warp::path!("api" / "websocket" / "capabilities")
         .and(get_or_head())
         .and(with_app(app.clone()))
@@ -196,7 +196,7 @@ pub fn routes(
         .and(with_app(app.clone()))
         .and(parts())
         .and(warp::query::<std::collections::HashMap<String, String>>())
-        .map(admin::connections);
+        .then(admin::connections);
     let fallback = warp::method()
         .and(warp::path::full())
         .and(warp::header::headers_cloned())

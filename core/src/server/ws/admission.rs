@@ -84,6 +84,7 @@ pub fn admit(
         channel_claim: None,
         events: query.events,
         since: query.since,
+        elsewhere: 0,
     };
     let found = jwt::token_from(
         query.token.as_deref(),

@@ -32,6 +32,7 @@ use super::readiness::poll_read;
 use super::watchdog::{Due, Watchdog};
 use super::writer::{close_reason, Flushed, Writer};
 use crate::app::App;
+use crate::cluster::leases;
 use crate::connection::outbox::Written;
 use crate::connection::ConnRef;
 use crate::session::{Context as SessionContext, Outcome, Session};
@@ -131,11 +132,19 @@ async fn admit(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) -> Op
         .max_frame_size(Some(max_message));
     let io = TokioIo::new(upgraded);
     let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    let connected = admission
-        .verdict
-        .and_then(|request| app.router.connect(request).map_err(|e| e.to_string()));
+    let mut verdict = admission.verdict;
+    if let (Ok(request), Some(cluster)) = (&mut verdict, &app.cluster) {
+        request.elsewhere = leases::elsewhere(&cluster.shared, request).await;
+    }
+    let connected =
+        verdict.and_then(|request| app.router.connect(request).map_err(|e| e.to_string()));
     match connected {
-        Ok(conn) => Some(Served::new(app, conn, socket)),
+        Ok(conn) => {
+            if let Some(cluster) = &app.cluster {
+                leases::change(&cluster.shared, &conn, 1).await;
+            }
+            Some(Served::new(app, conn, socket))
+        }
         Err(reason) => {
             tracing::debug!("connection refused: {reason}");
             let _ = socket.close(Some(close_frame(1008, &reason))).await;
@@ -212,6 +221,10 @@ impl Served {
     fn leave(&mut self) {
         if !std::mem::replace(&mut self.left, true) {
             self.app.router.disconnect(&self.conn);
+            if let Some(cluster) = &self.app.cluster {
+                let (shared, conn) = (cluster.shared.clone(), self.conn.clone());
+                tokio::spawn(async move { leases::change(&shared, &conn, -1).await });
+            }
             tracing::debug!(connection = %self.conn.public_id, "disconnected");
         }
     }

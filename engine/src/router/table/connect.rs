@@ -78,26 +78,29 @@ impl Table {
     }
 
     /// Applies `max_anonymous_per_ip` and `max_connections_per_user`
-    /// (refusing, or closing the user's oldest connections with "replaced").
+    /// (refusing, or closing the user's oldest connections with "replaced"),
+    /// counting the connections `req` says other nodes hold. Only this
+    /// node's are closed: when those would not make room, the connection
+    /// is refused.
     fn make_room(&mut self, req: &ConnectRequest) -> Result<(), ConnectError> {
         let auth = &self.snap.config.auth;
         if auth.mode == AuthMode::None {
             return Ok(());
         }
         let Some(user) = &req.user else {
-            if self.census.anonymous_from(req.ip) >= auth.max_anonymous_per_ip {
+            if self.census.anonymous_from(req.ip) + req.elsewhere >= auth.max_anonymous_per_ip {
                 return Err(ConnectError::TooManyAnonymous);
             }
             return Ok(());
         };
         let held = self.census.of_user(user);
-        let Some(excess) = (held.len() + 1)
+        let Some(excess) = (held.len() + req.elsewhere + 1)
             .checked_sub(auth.max_connections_per_user)
             .filter(|n| *n > 0)
         else {
             return Ok(());
         };
-        if auth.on_user_limit == OnUserLimit::Refuse {
+        if auth.on_user_limit == OnUserLimit::Refuse || excess > held.len() {
             return Err(ConnectError::TooManyForUser);
         }
         let oldest: Vec<ConnRef> = held.iter().take(excess).cloned().collect();

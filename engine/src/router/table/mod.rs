@@ -228,6 +228,10 @@ impl Table {
         }
     }
 
+    pub(super) fn census(&self) -> super::census::Counts {
+        self.census.counts()
+    }
+
     pub(super) fn connection_count(&self) -> usize {
         self.conns.len()
     }

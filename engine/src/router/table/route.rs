@@ -83,6 +83,7 @@ impl Table {
         Stamp {
             channel: t.channel.clone(),
             sequence: appended.sequence(),
+            epoch: channel.log.epoch(),
         }
     }
 
@@ -101,14 +102,20 @@ impl Table {
         metrics: &Metrics,
         coverage: &Coverage,
     ) -> Received {
-        let (Some(channel), Some(settings), Some(t)) = (
+        let (Some(channel), Some(settings)) = (
             self.channels.get(event.channel.as_str()),
             self.snap.registry.channels().get(event.channel.as_str()),
-            self.snap.registry.resolve(&event.type_name),
         ) else {
             return Received::UnknownChannel;
         };
+        // A type this node does not know (yet: a reload not rolled out
+        // here) still takes its place in the channel's order, or the
+        // sequence would stall and the next event look like a gap.
+        let t = self.snap.registry.resolve(&event.type_name);
         channel.log.accept(event, settings, &mut |stored, epoch| {
+            let Some(t) = t else {
+                return;
+            };
             let routed = routed_event(channel, stored, epoch, settings, metrics);
             let sinks = event.to_sinks.then_some(event.emitter.as_deref());
             self.fan_out(&t.name, &routed, sinks, metrics);
