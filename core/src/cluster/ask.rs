@@ -78,8 +78,31 @@ pub struct Answered {
 pub struct Answers {
     /// Each answering node's answer.
     pub answers: Vec<(String, Value)>,
+    /// Who did not answer.
+    pub unanswered: Unanswered,
+}
+
+/// Who an answer lacks, so that it never leaves a node out silently.
+#[derive(Debug, Default)]
+pub struct Unanswered {
     /// Live nodes that did not answer within [`ANSWER_WITHIN`].
     pub missing: Vec<String>,
+    /// Why the other nodes could not even be asked (Redis out of reach):
+    /// the answer is this node's alone.
+    pub unreachable: Option<String>,
+}
+
+impl Unanswered {
+    /// Adds `missing_nodes` and `cluster_unreachable` to a reply body when
+    /// they apply.
+    pub fn note(&self, body: &mut Value) {
+        if !self.missing.is_empty() {
+            body["missing_nodes"] = json!(self.missing);
+        }
+        if let Some(reason) = &self.unreachable {
+            body["cluster_unreachable"] = json!(reason);
+        }
+    }
 }
 
 /// The questions this node is waiting on.
@@ -100,9 +123,19 @@ impl Pending {
 
 /// Asks every other live node `question`; waits for their answers.
 pub async fn ask_others(shared: &Shared, question: Question) -> Answers {
-    let mut expected: Vec<String> = super::leases::members(shared)
-        .await
-        .unwrap_or_default()
+    let members = match super::leases::members(shared).await {
+        Ok(members) => members,
+        Err(e) => {
+            return Answers {
+                answers: Vec::new(),
+                unanswered: Unanswered {
+                    missing: Vec::new(),
+                    unreachable: Some(format!("cannot reach Redis at {}: {e}", shared.url)),
+                },
+            }
+        }
+    };
+    let mut expected: Vec<String> = members
         .into_iter()
         .filter(|node| *node != shared.node)
         .collect();
@@ -125,6 +158,10 @@ pub async fn ask_others(shared: &Shared, question: Question) -> Answers {
         .query_async(&mut conn)
         .await;
     let mut answers = Vec::new();
+    let unreachable = sent
+        .as_ref()
+        .err()
+        .map(|e| format!("cannot reach Redis at {}: {e}", shared.url));
     if sent.is_ok() {
         let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
         while !expected.is_empty() {
@@ -139,7 +176,10 @@ pub async fn ask_others(shared: &Shared, question: Question) -> Answers {
     shared.pending.waiting.lock().remove(&id);
     Answers {
         answers,
-        missing: expected,
+        unanswered: Unanswered {
+            missing: expected,
+            unreachable,
+        },
     }
 }
 

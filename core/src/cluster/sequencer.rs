@@ -61,7 +61,9 @@ async fn append(
 ) -> redis::RedisResult<Vec<Placed>> {
     let keys = &shared.keys;
     let mut call = script.prepare_invoke();
-    call.arg(keys.events()).arg(&shared.node).arg(unix_millis());
+    call.arg(keys.events())
+        .arg(&shared.origin)
+        .arg(unix_millis());
     let window = batch.idempotency_window.as_millis().max(1) as u64;
     for e in &batch.events {
         let meta = keys.meta(&e.channel);

@@ -256,6 +256,13 @@ async fn losing_redis_is_loud_and_its_return_announces_the_new_epoch() {
     let (code, body) = node.publish(&support::alert("refused")).await;
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["error"]["code"], "cluster_unavailable", "{body}");
+    let (code, listed) = node.get("/api/websocket/connections").await;
+    assert_eq!(code, 200, "{listed}");
+    assert_eq!(listed["connections"].as_array().unwrap().len(), 1);
+    assert!(
+        listed["cluster_unreachable"].as_str().is_some_and(|r| r.contains("Redis")),
+        "an answer without the other nodes says so: {listed}"
+    );
 
     redis.restart();
     node.wait_for_status("ok").await;
@@ -583,4 +590,65 @@ async fn connections_disconnects_and_coverage_span_the_nodes() {
     assert_eq!((code, &closed["closed"]), (200, &json!(1)), "{closed}");
     let (code, reason) = on_b.close_frame().await;
     assert_eq!((code, reason.as_str()), (1008, "disconnected by operator"));
+}
+
+/// The test config on `redis` for node `node_id`, with an audit-log sink
+/// writing every `alert.*` event to `log`.
+fn with_audit_sink(redis: &Redis, node_id: &str, log: &std::path::Path) -> String {
+    let sink = format!(
+        "\n[[plugins]]\nname = \"audit\"\nlibrary = \"{}\"\n[plugins.config]\npath = \"{}\"\n\
+         fsync = \"always\"\n\n[[routes]]\nsink = \"audit\"\nevents = [\"alert.*\"]\n",
+        support::plugin("switchyard_audit_log"),
+        log.display()
+    );
+    cluster_config(redis, &sink).replace(
+        "[cluster]\n",
+        &format!("[cluster]\nnode_id = \"{node_id}\"\n"),
+    )
+}
+
+/// The `payload.id`s an audit log holds, in order.
+fn audited(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["payload"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Waits until `log` holds `ids`, and checks it holds nothing else.
+async fn wait_for_audit(log: &std::path::Path, ids: &[&str]) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while audited(log).len() < ids.len() {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", audited(log));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(audited(log), ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_event_reaches_the_sinks_of_the_process_that_accepted_it_once() {
+    let redis = Redis::start();
+    let logs = tempfile::tempdir().unwrap();
+    let (log_a, log_b) = (logs.path().join("a.log"), logs.path().join("b.log"));
+    let a = Node::start(&with_audit_sink(&redis, "a", &log_a)).await;
+    let b = Node::start(&with_audit_sink(&redis, "b", &log_b)).await;
+    for id in ["a1", "a2"] {
+        a.publish_ok(&support::alert(id)).await;
+    }
+    b.publish_ok(&support::alert("b1")).await;
+    wait_for_audit(&log_a, &["a1", "a2"]).await;
+    wait_for_audit(&log_b, &["b1"]).await;
+
+    drop(a); // SIGKILL; the same node id comes back on the same history
+    let a = Node::start(&with_audit_sink(&redis, "a", &log_a)).await;
+    a.publish_ok(&support::alert("a3")).await;
+    b.publish_ok(&support::alert("b2")).await;
+    wait_for_audit(&log_a, &["a1", "a2", "a3"]).await;
+    wait_for_audit(&log_b, &["b1", "b2"]).await;
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::access::{self, Need};
 use super::{error_reply, json_reply, Reply};
 use crate::app::App;
-use crate::cluster::ask::{self, Question};
+use crate::cluster::ask::{self, Question, Unanswered};
 use crate::protocol::timestamp;
 use crate::reload;
 use crate::server::Peer;
@@ -96,7 +96,7 @@ pub async fn connections(
         after: q.get("after").cloned(),
         limit: limit + 1,
     };
-    let (answers, missing) = ask_every_node(&app, question).await;
+    let (answers, unanswered) = ask_every_node(&app, question).await;
     let mut all: Vec<Value> = answers
         .into_iter()
         .flat_map(|a| match a {
@@ -109,23 +109,22 @@ pub async fn connections(
     all.truncate(limit);
     let next = more.then(|| all.last().map(|c| c["id"].clone())).flatten();
     let mut body = json!({"connections": all, "next": next});
-    if !missing.is_empty() {
-        body["missing_nodes"] = json!(missing);
-    }
+    unanswered.note(&mut body);
     json_reply(StatusCode::OK, &body)
 }
 
-/// This node's answer to `question` and, in a cluster, every other live
-/// node's; with the nodes that did not answer in time.
-pub(super) async fn ask_every_node(app: &App, question: Question) -> (Vec<Value>, Vec<String>) {
+/// This node's answer to `question` (first) and, in a cluster, every other
+/// live node's; with who did not answer.
+pub(super) async fn ask_every_node(app: &App, question: Question) -> (Vec<Value>, Unanswered) {
     let Some(cluster) = &app.cluster else {
-        return (vec![ask::answer(&app.router, None, &question)], Vec::new());
+        let answer = ask::answer(&app.router, None, &question);
+        return (vec![answer], Unanswered::default());
     };
     let shared = &cluster.shared;
     let mut answers = vec![ask::answer(&app.router, Some(&shared.node), &question)];
     let others = ask::ask_others(shared, question).await;
     answers.extend(others.answers.into_iter().map(|(_, answer)| answer));
-    (answers, others.missing)
+    (answers, others.unanswered)
 }
 
 /// The largest `POST /api/admin/disconnect` body: a connection id or a user.
@@ -165,7 +164,7 @@ where
         connection_id: id.map(str::to_owned),
         user: user.map(str::to_owned),
     };
-    let (answers, missing) = ask_every_node(&app, question).await;
+    let (answers, unanswered) = ask_every_node(&app, question).await;
     let closed: u64 = answers.iter().filter_map(Value::as_u64).sum();
     tracing::info!(
         key = key.as_deref().unwrap_or("loopback"),
@@ -173,8 +172,6 @@ where
         "operator disconnect"
     );
     let mut body = json!({ "closed": closed });
-    if !missing.is_empty() {
-        body["missing_nodes"] = json!(missing);
-    }
+    unanswered.note(&mut body);
     json_reply(StatusCode::OK, &body)
 }

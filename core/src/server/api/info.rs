@@ -89,7 +89,7 @@ fn cluster_health(app: &App) -> ClusterHealth {
 /// `GET /api/websocket/coverage`: the gap report, every node's counts
 /// added up in a cluster.
 pub async fn coverage(app: Arc<App>) -> Reply {
-    let (answers, missing) = super::admin::ask_every_node(&app, Question::Coverage).await;
+    let (answers, unanswered) = super::admin::ask_every_node(&app, Question::Coverage).await;
     // This node's first: its registry decides which types are listed.
     let mut tallies = answers
         .into_iter()
@@ -99,9 +99,7 @@ pub async fn coverage(app: Arc<App>) -> Reply {
         tally.add(&theirs);
     }
     let mut report = tally.report();
-    if !missing.is_empty() {
-        report["missing_nodes"] = json!(missing);
-    }
+    unanswered.note(&mut report);
     json_reply(StatusCode::OK, &report)
 }
 
