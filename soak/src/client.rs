@@ -699,3 +699,78 @@ fn event(shared: &Shared, rec: &mut Record, conn: &mut Conn, seq: u64, timestamp
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted(list: &[(&str, std::ops::RangeInclusive<u64>)]) -> Accepted {
+        list.iter()
+            .map(|(e, r)| (Some((*e).to_owned()), r.clone().collect()))
+            .collect()
+    }
+
+    fn receive(rec: &mut Record, seqs: impl IntoIterator<Item = u64>) {
+        for s in seqs {
+            rec.bump(s);
+            rec.pos = rec.pos.max(s);
+        }
+    }
+
+    #[test]
+    fn an_epoch_change_announces_the_rest_of_the_old_epoch() {
+        let mut rec = Record::new(0, "alerts".into());
+        let mut conn = Conn::default();
+        assert!(!rec.position("E1".into(), 2, &mut conn));
+        receive(&mut rec, 3..=5);
+        // connection.channels: a new epoch, sequence 0.
+        assert!(rec.position("E2".into(), 0, &mut conn));
+        receive(&mut rec, 1..=3);
+        let mut report = Report::default();
+        rec.tally(&accepted(&[("E1", 1..=8), ("E2", 1..=3)]), &mut report);
+        assert_eq!(report.expected, 9, "E1 3..=8 and E2 1..=3");
+        assert_eq!(report.epoch_gap_events, 3, "E1 6..=8");
+        assert_eq!((report.lost, report.duplicated), (0, 0));
+        assert_eq!(report.epoch_changes, 1);
+    }
+
+    #[test]
+    fn a_reconnection_into_a_new_epoch_announces_its_beginning() {
+        let mut rec = Record::new(0, "alerts".into());
+        let mut conn = Conn::default();
+        rec.position("E1".into(), 0, &mut conn);
+        receive(&mut rec, 1..=4);
+        // connection.established in E2 at 2; E3 was never entered.
+        rec.position("E2".into(), 2, &mut conn);
+        receive(&mut rec, [3, 3, 5]);
+        let mut report = Report::default();
+        let all = accepted(&[("E0", 1..=9), ("E1", 1..=4), ("E2", 1..=5), ("E3", 1..=2)]);
+        rec.tally(&all, &mut report);
+        assert_eq!(report.expected, 4 + 5 + 2, "E0 came before the client");
+        assert_eq!(report.epoch_gap_events, 2 + 2, "E2 1..=2 and all of E3");
+        assert_eq!(report.lost, 1, "E2:4 is inside no announced gap");
+        assert_eq!(report.duplicated, 1, "E2:3 twice");
+    }
+
+    #[test]
+    fn an_epoch_never_announced_is_lost() {
+        let mut rec = Record::new(0, "alerts".into());
+        let mut conn = Conn::default();
+        rec.position("E1".into(), 0, &mut conn);
+        receive(&mut rec, 1..=3);
+        let mut report = Report::default();
+        rec.tally(&accepted(&[("E1", 1..=3), ("E2", 1..=2)]), &mut report);
+        assert_eq!((report.lost, report.epoch_gap_events), (2, 0));
+    }
+
+    #[test]
+    fn replies_without_epoch_count_in_the_first_epoch() {
+        let mut rec = Record::new(0, "alerts".into());
+        let mut conn = Conn::default();
+        rec.position("E1".into(), 1, &mut conn);
+        receive(&mut rec, 2..=4);
+        let mut report = Report::default();
+        rec.tally(&vec![(None, vec![1, 2, 3, 4])], &mut report);
+        assert_eq!((report.expected, report.lost), (3, 0));
+    }
+}
