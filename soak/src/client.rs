@@ -385,7 +385,8 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize) -> Record {
             Ok(Err(e)) => {
                 rec.connect_errors += 1;
                 failures += 1;
-                if rec.connect_errors <= 3 {
+                // A node down makes many: note the first few of the run only.
+                if shared.live.connect_errors.fetch_add(1, Ordering::Relaxed) < 3 {
                     shared.live.notes.push(format!(
                         "client {index}: connect to node {node} failed: {e}"
                     ));
@@ -395,6 +396,7 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize) -> Record {
             }
             Err(_) => {
                 rec.connect_errors += 1;
+                shared.live.connect_errors.fetch_add(1, Ordering::Relaxed);
                 failures += 1;
                 continue;
             }

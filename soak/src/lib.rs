@@ -382,6 +382,7 @@ pub(crate) enum Phase {
 pub(crate) struct Live {
     pub delivered: AtomicU64,
     pub reconnects: AtomicU64,
+    pub connect_errors: AtomicU64,
     pub connected_once: AtomicU64,
     pub lagged: AtomicU64,
     pub epoch_changes: AtomicU64,
@@ -701,11 +702,12 @@ async fn progress(shared: Arc<Shared>, started: Instant) {
         tokio::time::sleep(every).await;
         let live = &shared.live;
         eprintln!(
-            "[{:>5.1}s] accepted={} delivered={} reconnects={} lagged={} epoch_changes={} reloads={} rss={} KiB",
+            "[{:>5.1}s] accepted={} delivered={} reconnects={} connect_errors={} lagged={} epoch_changes={} reloads={} rss={} KiB",
             started.elapsed().as_secs_f64(),
             live.accepted.load(Ordering::Relaxed),
             live.delivered.load(Ordering::Relaxed),
             live.reconnects.load(Ordering::Relaxed),
+            live.connect_errors.load(Ordering::Relaxed),
             live.lagged.load(Ordering::Relaxed),
             live.epoch_changes.load(Ordering::Relaxed),
             live.reloads.load(Ordering::Relaxed),
