@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::publisher::Accepted;
 use crate::{Phase, Report, Shared};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -32,29 +33,58 @@ pub(crate) fn pattern_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// What one healthy client saw of one epoch of the channel.
+pub(crate) struct EpochRecord {
+    epoch: String,
+    /// The position the client entered this epoch at: events at or below it
+    /// were before its first connection (first epoch: not expected) or
+    /// announced gone by the epoch change (a later epoch).
+    entered: u64,
+    /// This is the epoch of the client's first connection.
+    first: bool,
+    /// Receipts per sequence (index = sequence).
+    counts: Vec<u8>,
+    /// Unrecoverable ranges `(lo, hi]` (`too_old`).
+    gaps: Vec<(u64, u64)>,
+    /// The client left this epoch (an epoch change) at this position:
+    /// whatever it had not received above it is announced gone.
+    left_at: Option<u64>,
+}
+
+impl EpochRecord {
+    fn count(&self, seq: u64) -> u8 {
+        self.counts.get(seq as usize).copied().unwrap_or(0)
+    }
+
+    fn bump(&mut self, seq: u64) {
+        let i = seq as usize;
+        if i >= self.counts.len() {
+            self.counts.resize((i + 1).max(self.counts.len() * 2), 0);
+        }
+        self.counts[i] = self.counts[i].saturating_add(1);
+    }
+}
+
 /// What one healthy client saw, over all its connections.
 pub(crate) struct Record {
     index: usize,
     channel: String,
+    /// The current epoch (the last of `epochs`).
     epoch: Option<String>,
-    /// The channel position announced to the first connection: events above
-    /// it had to be received.
-    start: Option<u64>,
-    /// Every event of the channel up to `pos` that matched was received (or
-    /// lies in a recorded gap); the next `since`.
+    /// Every epoch this client was in, in order.
+    epochs: Vec<EpochRecord>,
+    /// Every event of the current epoch up to `pos` that matched was
+    /// received (or lies in a recorded gap); the next `since`.
     pos: u64,
-    /// Highest sequence received.
+    /// Highest sequence received in the current epoch.
     max_seen: u64,
-    /// Receipts per sequence (index = sequence).
-    counts: Vec<u8>,
-    /// Unrecoverable ranges `(lo, hi]`.
-    gaps: Vec<(u64, u64)>,
     delivered: u64,
     replayed: u64,
     out_of_order: u64,
     recoveries: u64,
     unrecoverable_gaps: u64,
     recovery_failures: BTreeMap<String, u64>,
+    epoch_changed_recoveries: u64,
     lagged: u64,
     dropped: u64,
     connect_errors: u64,
@@ -73,17 +103,16 @@ impl Record {
             index,
             channel,
             epoch: None,
-            start: None,
+            epochs: Vec::new(),
             pos: 0,
             max_seen: 0,
-            counts: Vec::new(),
-            gaps: Vec::new(),
             delivered: 0,
             replayed: 0,
             out_of_order: 0,
             recoveries: 0,
             unrecoverable_gaps: 0,
             recovery_failures: BTreeMap::new(),
+            epoch_changed_recoveries: 0,
             lagged: 0,
             dropped: 0,
             connect_errors: 0,
@@ -102,51 +131,157 @@ impl Record {
         self.log.push(text);
     }
 
+    fn epoch_mut(&mut self, epoch: &str) -> Option<&mut EpochRecord> {
+        self.epochs.iter_mut().rev().find(|e| e.epoch == epoch)
+    }
+
+    fn current(&mut self) -> Option<&mut EpochRecord> {
+        self.epochs.last_mut()
+    }
+
     fn count(&self, seq: u64) -> u8 {
-        self.counts.get(seq as usize).copied().unwrap_or(0)
+        self.epochs.last().map_or(0, |e| e.count(seq))
     }
 
     fn bump(&mut self, seq: u64) {
-        let i = seq as usize;
-        if i >= self.counts.len() {
-            self.counts.resize((i + 1).max(self.counts.len() * 2), 0);
+        if let Some(e) = self.current() {
+            e.bump(seq);
         }
-        self.counts[i] = self.counts[i].saturating_add(1);
     }
 
-    /// Adds this client's figures to the report. `accepted` is sorted.
-    pub(crate) fn tally(&self, accepted: &[u64], report: &mut Report) {
-        let start = self.start.unwrap_or(0);
+    /// The channel is at `seq` in `epoch` (from `connection.established` or
+    /// `connection.channels`): the first position, or an epoch change.
+    fn position(&mut self, epoch: String, seq: u64, conn: &mut Conn) -> bool {
+        match self.epoch.clone() {
+            None => {
+                self.epochs.push(EpochRecord {
+                    epoch: epoch.clone(),
+                    entered: seq,
+                    first: true,
+                    counts: Vec::new(),
+                    gaps: Vec::new(),
+                    left_at: None,
+                });
+                self.epoch = Some(epoch);
+                self.pos = seq;
+                self.max_seen = seq;
+                false
+            }
+            Some(old) if old != epoch => {
+                self.epoch_changes += 1;
+                self.note(format!("epoch changed {old}@{} -> {epoch}@{seq}", self.pos));
+                // Whatever of the old epoch was not received is gone.
+                let pos = self.pos;
+                if let Some(e) = self.current() {
+                    e.left_at = Some(e.left_at.map_or(pos, |l| l.min(pos)));
+                }
+                let max_seen = match self.epoch_mut(&epoch) {
+                    // Back to an epoch already met (a node that had not yet
+                    // seen the change): carry on from what was received.
+                    Some(e) => {
+                        let max = e.counts.iter().rposition(|c| *c > 0).unwrap_or(0) as u64;
+                        e.left_at = None;
+                        max
+                    }
+                    None => {
+                        self.epochs.push(EpochRecord {
+                            epoch: epoch.clone(),
+                            entered: seq,
+                            first: false,
+                            counts: Vec::new(),
+                            gaps: Vec::new(),
+                            left_at: None,
+                        });
+                        seq
+                    }
+                };
+                // Keep the matching record last: it is the current one.
+                if let Some(i) = self.epochs.iter().rposition(|e| e.epoch == epoch) {
+                    let e = self.epochs.remove(i);
+                    self.epochs.push(e);
+                }
+                self.epoch = Some(epoch);
+                self.pos = seq.max(max_seen);
+                self.max_seen = self.pos;
+                conn.window = None;
+                conn.window_seen.clear();
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Adds this client's figures to the report.
+    pub(crate) fn tally(&self, accepted: &Accepted, report: &mut Report) {
+        let Some(first) = self.epochs.first() else {
+            report
+                .notes
+                .push(format!("client {} never connected", self.index));
+            return;
+        };
+        // Epochs met before the client's first one are not expected of it.
+        let name = |e: &Option<String>| e.clone().unwrap_or_else(|| first.epoch.clone());
+        let first_index = accepted
+            .iter()
+            .position(|(e, _)| self.epochs.iter().any(|r| r.epoch == name(e)))
+            .unwrap_or(0);
         let mut lost = Vec::new();
         let mut expected = 0;
         let mut unrecoverable = 0;
-        for &s in accepted.iter().filter(|&&s| s > start) {
-            expected += 1;
-            if self.count(s) == 0 {
-                if self.gaps.iter().any(|&(lo, hi)| s > lo && s <= hi) {
+        let mut epoch_gap = 0;
+        for (epoch, seqs) in accepted.iter().skip(first_index) {
+            let epoch = name(epoch);
+            let Some(r) = self.epochs.iter().find(|r| r.epoch == epoch) else {
+                // An epoch this client never entered: announced gone by an
+                // epoch change it saw; without one, lost.
+                expected += seqs.len() as u64;
+                if self.epoch_changes > 0 {
+                    epoch_gap += seqs.len() as u64;
+                } else {
+                    lost.extend(seqs.iter().map(|s| format!("{epoch}:{s}")));
+                }
+                continue;
+            };
+            for &s in seqs {
+                if r.first && s <= r.entered {
+                    continue;
+                }
+                expected += 1;
+                if r.count(s) > 0 {
+                    continue;
+                }
+                if s <= r.entered || r.left_at.is_some_and(|l| s > l) {
+                    epoch_gap += 1;
+                } else if r.gaps.iter().any(|&(lo, hi)| s > lo && s <= hi) {
                     unrecoverable += 1;
                 } else {
-                    lost.push(s);
+                    lost.push(format!("{epoch}:{s}"));
                 }
             }
         }
-        let dups: Vec<(u64, u8)> = self
-            .counts
+        let dups: Vec<(String, u64, u8)> = self
+            .epochs
             .iter()
-            .enumerate()
-            .filter(|(_, c)| **c > 1)
-            .map(|(s, c)| (s as u64, *c))
+            .flat_map(|r| {
+                r.counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 1)
+                    .map(|(s, c)| (r.epoch.clone(), s as u64, *c))
+            })
             .collect();
-        let duplicated: u64 = dups.iter().map(|(_, c)| u64::from(*c) - 1).sum();
+        let duplicated: u64 = dups.iter().map(|(_, _, c)| u64::from(*c) - 1).sum();
         report.expected += expected;
         report.lost += lost.len() as u64;
         report.duplicated += duplicated;
         report.unrecoverable_events += unrecoverable;
+        report.epoch_gap_events += epoch_gap;
         report.delivered += self.delivered;
         report.replayed += self.replayed;
         report.out_of_order += self.out_of_order;
         report.recoveries += self.recoveries;
         report.unrecoverable_gaps += self.unrecoverable_gaps;
+        report.epoch_changed_recoveries += self.epoch_changed_recoveries;
         report.healthy_lagged += self.lagged;
         report.healthy_dropped += self.dropped;
         report.connect_errors += self.connect_errors;
@@ -160,21 +295,22 @@ impl Record {
         for (k, v) in &self.errors {
             *report.client_errors.entry(k.clone()).or_default() += v;
         }
-        if self.start.is_none() {
-            report
-                .notes
-                .push(format!("client {} never connected", self.index));
-        }
         if !lost.is_empty() || !dups.is_empty() || self.out_of_order > 0 {
+            let n_lost = lost.len();
             let head = |v: Vec<String>| v.into_iter().take(12).collect::<Vec<_>>().join(",");
             report.notes.push(format!(
-                "client {}: start {} lost [{}]{} duplicated [{}] out_of_order {}; \
+                "client {}: start {}:{} lost [{}]{} duplicated [{}] out_of_order {}; \
                  last connections: {}",
                 self.index,
-                start,
-                head(lost.iter().map(u64::to_string).collect()),
-                if lost.len() > 12 { "…" } else { "" },
-                head(dups.iter().map(|(s, c)| format!("{s}×{c}")).collect()),
+                first.epoch,
+                first.entered,
+                head(lost),
+                if n_lost > 12 { "…" } else { "" },
+                head(
+                    dups.iter()
+                        .map(|(e, s, c)| format!("{e}:{s}×{c}"))
+                        .collect()
+                ),
                 self.out_of_order,
                 self.log.join(" | ")
             ));
@@ -204,8 +340,8 @@ struct Conn {
     established: Option<u64>,
     /// The `subscribed` answering the URL's `events` has arrived.
     subscribed: bool,
-    /// In-connection recoveries sent and not yet answered, by id → since.
-    pending: HashMap<String, u64>,
+    /// In-connection recoveries sent and not yet answered, by id → (epoch, since).
+    pending: HashMap<String, (String, u64)>,
     /// Sequences in `(lo, hi]` already received on an earlier connection
     /// are legitimately sent again once (this connection asked from `lo`).
     window: Option<(u64, u64)>,
@@ -236,7 +372,9 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize) -> Record {
         if phase == Phase::Stop {
             break;
         }
-        let url = ws_url(&shared, &rec);
+        // Every (re)connect goes to a random node.
+        let node = shared.random_node(&mut rng);
+        let url = ws_url(&shared, &rec, node);
         let connected = tokio::time::timeout(
             Duration::from_secs(10),
             tokio_tungstenite::connect_async(url),
@@ -247,17 +385,18 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize) -> Record {
             Ok(Err(e)) => {
                 rec.connect_errors += 1;
                 failures += 1;
-                if rec.connect_errors <= 3 {
-                    shared
-                        .live
-                        .notes
-                        .push(format!("client {index}: connect failed: {e}"));
+                // A node down makes many: note the first few of the run only.
+                if shared.live.connect_errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                    shared.live.notes.push(format!(
+                        "client {index}: connect to node {node} failed: {e}"
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(failures.min(20)))).await;
                 continue;
             }
             Err(_) => {
                 rec.connect_errors += 1;
+                shared.live.connect_errors.fetch_add(1, Ordering::Relaxed);
                 failures += 1;
                 continue;
             }
@@ -280,8 +419,8 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize) -> Record {
     rec
 }
 
-fn ws_url(shared: &Shared, rec: &Record) -> String {
-    let base = &shared.base;
+fn ws_url(shared: &Shared, rec: &Record, node: usize) -> String {
+    let base = &shared.bases[node];
     let host = base.host_str().unwrap_or("127.0.0.1");
     let port = base.port_or_known_default().unwrap_or(80);
     let mut url = format!(
@@ -360,7 +499,11 @@ async fn session(shared: &Shared, rec: &mut Record, mut ws: Ws, rng: &mut StdRng
                     }
                     Phase::Drain { last } if last > 0 => {
                         storm = None;
-                        if conn.subscribed && conn.pending.is_empty() && rec.pos >= last {
+                        let epoch_ok = match shared.last_epoch.get() {
+                            Some(Some(last_epoch)) => rec.epoch.as_ref() == Some(last_epoch),
+                            _ => true,
+                        };
+                        if conn.subscribed && conn.pending.is_empty() && epoch_ok && rec.pos >= last {
                             let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
                             return End::Done;
                         }
@@ -421,23 +564,13 @@ async fn handle(
                     rec.ids.push(id.to_owned());
                 }
             }
-            match rec.epoch.clone() {
-                None => {
-                    rec.epoch = Some(epoch);
-                    rec.start = Some(seq);
-                    rec.pos = seq;
-                    rec.max_seen = seq;
+            if rec.position(epoch, seq, conn) {
+                // An epoch change: announced, not a failure. The URL `since`
+                // of this connection (old epoch) is answered `epoch_changed`.
+                shared.live.epoch_changes.fetch_add(1, Ordering::Relaxed);
+                if kind == "connection.established" {
+                    conn.url_since = None;
                 }
-                Some(old) if old != epoch => {
-                    rec.epoch_changes += 1;
-                    rec.note(format!("epoch changed {old} -> {epoch}"));
-                    shared.live.notes.push(format!(
-                        "client {}: epoch of `{ch}` changed from {old} to {epoch}",
-                        rec.index
-                    ));
-                    rec.epoch = Some(epoch);
-                }
-                Some(_) => {}
             }
             if kind == "connection.established" {
                 rec.note(format!("connect since {:?} at {seq}", conn.url_since));
@@ -464,7 +597,7 @@ async fn handle(
             }
             conn.recover_ids += 1;
             let id = format!("recover-{}", conn.recover_ids);
-            conn.pending.insert(id.clone(), since);
+            conn.pending.insert(id.clone(), (epoch.clone(), since));
             rec.note(format!("lagged: recover from {since}"));
             let request = json!({
                 "action": "subscribe",
@@ -476,31 +609,57 @@ async fn handle(
         }
         "subscribed" => {
             let id = msg["id"].as_str().map(str::to_owned);
+            let current = rec.epoch.clone().unwrap_or_default();
             let range = match id.as_deref().and_then(|id| conn.pending.remove(id)) {
-                Some(since) => Some((since, rec.max_seen)),
+                Some((epoch, since)) => {
+                    let hi = if epoch == current {
+                        rec.max_seen
+                    } else {
+                        u64::MAX
+                    };
+                    Some((epoch, since, hi))
+                }
                 None => {
                     if id.is_some() {
                         return Ok(());
                     }
                     conn.subscribed = true;
-                    conn.url_since
-                        .map(|since| (since, conn.established.unwrap_or(since)))
+                    match conn.url_since {
+                        Some(since) => Some((current, since, conn.established.unwrap_or(since))),
+                        None if msg["recovery"].get(&ch).is_some() => {
+                            // The URL's `since` was in an epoch left since.
+                            Some((String::new(), 0, 0))
+                        }
+                        None => None,
+                    }
                 }
             };
-            if let (Some((lo, hi)), Some(result)) = (range, msg["recovery"].get(&ch)) {
+            if let (Some((epoch, lo, hi)), Some(result)) = (range, msg["recovery"].get(&ch)) {
                 if result["recovered"].as_bool() == Some(true) {
                     rec.recoveries += 1;
                     rec.replayed += result["replayed"].as_u64().unwrap_or(0);
                 } else {
                     let reason = result["reason"].as_str().unwrap_or("unknown").to_owned();
-                    if reason == "too_old" {
-                        rec.unrecoverable_gaps += 1;
-                    }
                     rec.note(format!(
-                        "recovery from {lo} refused: {reason} (gap to {hi})"
+                        "recovery from {epoch}:{lo} refused: {reason} (gap to {hi})"
                     ));
-                    *rec.recovery_failures.entry(reason).or_default() += 1;
-                    rec.gaps.push((lo, hi));
+                    if reason == "epoch_changed" {
+                        // The change itself (connection.channels or
+                        // connection.established) announces the gap; if it
+                        // has not come yet, the rest of that epoch is gone.
+                        rec.epoch_changed_recoveries += 1;
+                        if let Some(e) = rec.epoch_mut(&epoch) {
+                            e.left_at = Some(e.left_at.map_or(lo, |l| l.min(lo)));
+                        }
+                    } else {
+                        if reason == "too_old" {
+                            rec.unrecoverable_gaps += 1;
+                        }
+                        *rec.recovery_failures.entry(reason).or_default() += 1;
+                        if let Some(e) = rec.epoch_mut(&epoch) {
+                            e.gaps.push((lo, hi));
+                        }
+                    }
                 }
             }
             if conn.pending.is_empty() && rec.max_seen > rec.pos {
@@ -540,5 +699,80 @@ fn event(shared: &Shared, rec: &mut Record, conn: &mut Conn, seq: u64, timestamp
             let ms = chrono::Utc::now().timestamp_millis() - ts.timestamp_millis();
             shared.live.latency.record(ms);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted(list: &[(&str, std::ops::RangeInclusive<u64>)]) -> Accepted {
+        list.iter()
+            .map(|(e, r)| (Some((*e).to_owned()), r.clone().collect()))
+            .collect()
+    }
+
+    fn receive(rec: &mut Record, seqs: impl IntoIterator<Item = u64>) {
+        for s in seqs {
+            rec.bump(s);
+            rec.pos = rec.pos.max(s);
+        }
+    }
+
+    #[test]
+    fn an_epoch_change_announces_the_rest_of_the_old_epoch() {
+        let mut rec = Record::new(0, "alerts".into());
+        let mut conn = Conn::default();
+        assert!(!rec.position("E1".into(), 2, &mut conn));
+        receive(&mut rec, 3..=5);
+        // connection.channels: a new epoch, sequence 0.
+        assert!(rec.position("E2".into(), 0, &mut conn));
+        receive(&mut rec, 1..=3);
+        let mut report = Report::default();
+        rec.tally(&accepted(&[("E1", 1..=8), ("E2", 1..=3)]), &mut report);
+        assert_eq!(report.expected, 9, "E1 3..=8 and E2 1..=3");
+        assert_eq!(report.epoch_gap_events, 3, "E1 6..=8");
+        assert_eq!((report.lost, report.duplicated), (0, 0));
+        assert_eq!(report.epoch_changes, 1);
+    }
+
+    #[test]
+    fn a_reconnection_into_a_new_epoch_announces_its_beginning() {
+        let mut rec = Record::new(0, "alerts".into());
+        let mut conn = Conn::default();
+        rec.position("E1".into(), 0, &mut conn);
+        receive(&mut rec, 1..=4);
+        // connection.established in E2 at 2; E3 was never entered.
+        rec.position("E2".into(), 2, &mut conn);
+        receive(&mut rec, [3, 3, 5]);
+        let mut report = Report::default();
+        let all = accepted(&[("E0", 1..=9), ("E1", 1..=4), ("E2", 1..=5), ("E3", 1..=2)]);
+        rec.tally(&all, &mut report);
+        assert_eq!(report.expected, 4 + 5 + 2, "E0 came before the client");
+        assert_eq!(report.epoch_gap_events, 2 + 2, "E2 1..=2 and all of E3");
+        assert_eq!(report.lost, 1, "E2:4 is inside no announced gap");
+        assert_eq!(report.duplicated, 1, "E2:3 twice");
+    }
+
+    #[test]
+    fn an_epoch_never_announced_is_lost() {
+        let mut rec = Record::new(0, "alerts".into());
+        let mut conn = Conn::default();
+        rec.position("E1".into(), 0, &mut conn);
+        receive(&mut rec, 1..=3);
+        let mut report = Report::default();
+        rec.tally(&accepted(&[("E1", 1..=3), ("E2", 1..=2)]), &mut report);
+        assert_eq!((report.lost, report.epoch_gap_events), (2, 0));
+    }
+
+    #[test]
+    fn replies_without_epoch_count_in_the_first_epoch() {
+        let mut rec = Record::new(0, "alerts".into());
+        let mut conn = Conn::default();
+        rec.position("E1".into(), 1, &mut conn);
+        receive(&mut rec, 2..=4);
+        let mut report = Report::default();
+        rec.tally(&vec![(None, vec![1, 2, 3, 4])], &mut report);
+        assert_eq!((report.expected, report.lost), (3, 0));
     }
 }

@@ -40,8 +40,15 @@ pub enum ReloadVia {
 )]
 pub struct Options {
     /// The router's base HTTP URL (WebSocket URLs are derived from it).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// Several nodes of a cluster: repeat `--url` or separate with commas;
+    /// every (re)connect and every batch then goes to a random node.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        value_delimiter = ',',
+        num_args = 1
+    )]
+    pub url: Vec<String>,
     /// The WebSocket endpoint the clients connect to.
     #[arg(long, default_value = "/ws/events")]
     pub endpoint: String,
@@ -119,7 +126,14 @@ impl Options {
     /// The defaults of the command line, against `url`.
     pub fn new(url: impl Into<String>) -> Options {
         let mut options = <Options as clap::Parser>::parse_from(["switchyard-soak"]);
-        options.url = url.into();
+        options.url = vec![url.into()];
+        options
+    }
+
+    /// Several nodes: the defaults of the command line, against `urls`.
+    pub fn cluster<S: Into<String>>(urls: impl IntoIterator<Item = S>) -> Options {
+        let mut options = <Options as clap::Parser>::parse_from(["switchyard-soak"]);
+        options.url = urls.into_iter().map(Into::into).collect();
         options
     }
 
@@ -172,8 +186,16 @@ pub struct PublishReport {
     pub rate_per_s: f64,
     /// The channel the published type is stamped on.
     pub channel: String,
-    /// Last accepted sequence on that channel.
+    /// Last accepted sequence on that channel (in `last_epoch`).
     pub last_sequence: u64,
+    /// The epoch of the last accepted event (`None` when the router's 202
+    /// replies carry no epoch).
+    pub last_epoch: Option<String>,
+    /// Epochs the accepted events were stamped in, in order, with how many each.
+    pub epochs: Vec<(Option<String>, u64)>,
+    /// Requests that failed on one node (transport error or 503) and were
+    /// sent again, same idempotency keys, to another.
+    pub failovers: u64,
 }
 
 /// Figures about reloads.
@@ -185,6 +207,9 @@ pub struct ReloadReport {
     pub triggered: u64,
     /// HTTP reloads that did not answer 200 / file rewrites that failed.
     pub failed: u64,
+    /// HTTP reloads a node could not be reached for (a node down: expected
+    /// while nodes are killed, not a failure).
+    pub unreachable: u64,
     /// `switchyard_config_reloads_total{result="applied"}` during the run.
     pub applied: u64,
     /// `switchyard_config_reloads_total{result="refused"}` during the run.
@@ -291,13 +316,14 @@ pub struct Report {
     pub unrecoverable_gaps: u64,
     /// Expected events missing inside those gaps (not counted as lost).
     pub unrecoverable_events: u64,
-    /// Recoveries answered `recovered:false`, by reason.
+    /// Recoveries answered `recovered:false`, by reason (but `epoch_changed`).
     pub recovery_failures: BTreeMap<String, u64>,
     /// Recoveries answered `recovered:true`.
     pub recoveries: u64,
     /// Reconnections of healthy clients (connections after the first).
     pub reconnects: u64,
-    /// Failed connection attempts of healthy clients.
+    /// Failed connection attempts of healthy clients (a node down is
+    /// expected in a cluster run: counted, not a failure).
     pub connect_errors: u64,
     /// Close codes the router sent healthy clients.
     pub server_closes: BTreeMap<u16, u64>,
@@ -305,8 +331,19 @@ pub struct Report {
     pub healthy_lagged: u64,
     /// Events those messages said were dropped.
     pub healthy_dropped: u64,
-    /// Epoch changes seen on the published channel (none expected).
+    /// Epoch changes of the published channel seen by healthy clients
+    /// (`connection.channels` or `connection.established` with a new epoch).
     pub epoch_changes: u64,
+    /// Expected events a healthy client never received because an epoch
+    /// change announced them gone: the rest of the epoch it left, the part
+    /// of the new epoch before it entered, and epochs it skipped entirely.
+    /// Announced, not lost.
+    pub epoch_gap_events: u64,
+    /// Recoveries answered `recovered:false, reason:"epoch_changed"`
+    /// (expected after a Redis restart; not in `recovery_failures`).
+    pub epoch_changed_recoveries: u64,
+    /// Nodes the run was given (`--url`).
+    pub nodes: usize,
     /// `error` messages received by healthy clients, by code.
     pub client_errors: BTreeMap<String, u64>,
     /// Reload figures.
@@ -345,8 +382,10 @@ pub(crate) enum Phase {
 pub(crate) struct Live {
     pub delivered: AtomicU64,
     pub reconnects: AtomicU64,
+    pub connect_errors: AtomicU64,
     pub connected_once: AtomicU64,
     pub lagged: AtomicU64,
+    pub epoch_changes: AtomicU64,
     pub accepted: AtomicU64,
     pub reloads: AtomicU64,
     pub rss_kib: AtomicU64,
@@ -435,10 +474,30 @@ pub(crate) struct Shared {
     pub patterns: Vec<String>,
     /// The channel the published type is stamped on.
     pub channel: String,
-    pub base: reqwest::Url,
+    /// Every node's base URL (one for a single router).
+    pub bases: Vec<reqwest::Url>,
+    /// The epoch of the last accepted event, set before `Phase::Drain` with
+    /// its sequence (`None`: the replies carry no epoch).
+    pub last_epoch: std::sync::OnceLock<Option<String>>,
     pub http: reqwest::Client,
     pub phase: watch::Receiver<Phase>,
     pub live: Live,
+}
+
+impl Shared {
+    /// A random node's index.
+    pub(crate) fn random_node(&self, rng: &mut impl rand::Rng) -> usize {
+        rng.random_range(0..self.bases.len())
+    }
+
+    /// A random node other than `not`, when there is another.
+    pub(crate) fn other_node(&self, not: usize, rng: &mut impl rand::Rng) -> usize {
+        let n = self.bases.len();
+        if n < 2 {
+            return 0;
+        }
+        (not + rng.random_range(1..n)) % n
+    }
 }
 
 /// Runs a soak against the router at `options.url` and returns the report.
@@ -446,9 +505,21 @@ pub(crate) struct Shared {
 /// Errors are setup failures (router unreachable, type unknown, patterns that
 /// do not match the type, config file unreadable); findings go in the report.
 pub async fn run(options: Options) -> anyhow::Result<Report> {
-    let base = reqwest::Url::parse(&options.url).context("--url")?;
-    if !matches!(base.scheme(), "http") {
-        bail!("--url must be http://HOST:PORT (wss/https is not supported by this tool)");
+    let mut bases = Vec::new();
+    for url in options
+        .url
+        .iter()
+        .map(|u| u.trim())
+        .filter(|u| !u.is_empty())
+    {
+        let base = reqwest::Url::parse(url).with_context(|| format!("--url {url}"))?;
+        if !matches!(base.scheme(), "http") {
+            bail!("--url must be http://HOST:PORT (wss/https is not supported by this tool)");
+        }
+        bases.push(base);
+    }
+    if bases.is_empty() {
+        bail!("--url is empty");
     }
     if options.rate == 0 {
         bail!("--rate must be above 0");
@@ -474,17 +545,16 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let channel = probe::channel_of(&http, &base, &options.event_type, &options.endpoint).await?;
+    let channel = probe::channel_of(&http, &bases, &options.event_type, &options.endpoint).await?;
 
-    let before = probe::Metrics::fetch(&http, &base)
-        .await
-        .unwrap_or_default();
+    let before = probe::Metrics::fetch_all(&http, &bases).await;
     let (phase_tx, phase) = watch::channel(Phase::Warmup);
     let shared = Arc::new(Shared {
         options: options.clone(),
         patterns: patterns.clone(),
         channel: channel.clone(),
-        base,
+        bases,
+        last_epoch: std::sync::OnceLock::new(),
         http,
         phase,
         live: Live::default(),
@@ -528,6 +598,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let publish = publisher.await.context("publisher task")??;
     let duration_s = started.elapsed().as_secs_f64();
     let reloads = reloader.await.context("reload task")?;
+    let _ = shared.last_epoch.set(publish.report.last_epoch.clone());
     phase_tx.send_replace(Phase::Drain {
         last: publish.report.last_sequence,
     });
@@ -576,9 +647,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         .chain(stalled_ids)
         .collect();
     let leaked_connections = probe::leftover(&shared, &ids).await;
-    let after = probe::Metrics::fetch(&shared.http, &shared.base)
-        .await
-        .unwrap_or_default();
+    let after = probe::Metrics::fetch_all(&shared.http, &shared.bases).await;
 
     let accepted = publisher::accepted(&publish);
     let mut report = Report {
@@ -587,6 +656,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         drained,
         seed: options.seed,
         clients: options.clients,
+        nodes: shared.bases.len(),
         patterns,
         published: publish.report.accepted,
         publish: publish.report.clone(),
@@ -607,6 +677,13 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     for record in &records {
         record.tally(&accepted, &mut report);
     }
+    if publish.report.epochs.iter().any(|(e, _)| e.is_none()) {
+        report.notes.push(
+            "the router's 202 replies carry no epoch: accepted events are counted in each \
+             client's first epoch (exact only while the epoch does not change)"
+                .into(),
+        );
+    }
     report.reconnects = shared.live.reconnects.load(Ordering::Relaxed);
     report.notes = shared.live.notes.take();
     report.ok = report.lost == 0
@@ -625,12 +702,14 @@ async fn progress(shared: Arc<Shared>, started: Instant) {
         tokio::time::sleep(every).await;
         let live = &shared.live;
         eprintln!(
-            "[{:>5.1}s] accepted={} delivered={} reconnects={} lagged={} reloads={} rss={} KiB",
+            "[{:>5.1}s] accepted={} delivered={} reconnects={} connect_errors={} lagged={} epoch_changes={} reloads={} rss={} KiB",
             started.elapsed().as_secs_f64(),
             live.accepted.load(Ordering::Relaxed),
             live.delivered.load(Ordering::Relaxed),
             live.reconnects.load(Ordering::Relaxed),
+            live.connect_errors.load(Ordering::Relaxed),
             live.lagged.load(Ordering::Relaxed),
+            live.epoch_changes.load(Ordering::Relaxed),
             live.reloads.load(Ordering::Relaxed),
             live.rss_kib.load(Ordering::Relaxed),
         );
@@ -651,17 +730,31 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "  published           {} events on `{}` in {} requests ({:.0}/s, {} retries)",
+            "  published           {} events on `{}` in {} requests ({:.0}/s, {} retries, {} to another node)",
             self.published,
             self.publish.channel,
             self.publish.requests,
             self.publish.rate_per_s,
-            self.publish.retries
+            self.publish.retries,
+            self.publish.failovers
         );
         let _ = writeln!(
             out,
-            "  healthy clients     {} holding {:?}",
-            self.clients, self.patterns
+            "  epochs              {} changes seen by clients, {} events announced gone by them \
+             (not lost), {} epoch_changed recoveries; accepted per epoch {:?}",
+            self.epoch_changes,
+            self.epoch_gap_events,
+            self.epoch_changed_recoveries,
+            self.publish
+                .epochs
+                .iter()
+                .map(|(e, n)| format!("{}={n}", e.as_deref().unwrap_or("?")))
+                .collect::<Vec<_>>()
+        );
+        let _ = writeln!(
+            out,
+            "  healthy clients     {} holding {:?}, over {} node(s)",
+            self.clients, self.patterns, self.nodes
         );
         let _ = writeln!(
             out,
@@ -709,10 +802,11 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "  reloads             {} triggered via {:?} ({} failed); router applied {}, refused {}",
+            "  reloads             {} triggered via {:?} ({} failed, {} node unreachable); router applied {}, refused {}",
             self.reloads.triggered,
             self.reloads.via,
             self.reloads.failed,
+            self.reloads.unreachable,
             self.reloads.applied,
             self.reloads.refused
         );
@@ -752,9 +846,6 @@ impl Report {
             None => {
                 let _ = writeln!(out, "  router RSS          not sampled (no --server-pid)");
             }
-        }
-        if self.epoch_changes > 0 {
-            let _ = writeln!(out, "  epoch changes       {}", self.epoch_changes);
         }
         if !self.client_errors.is_empty() {
             let _ = writeln!(out, "  client errors       {:?}", self.client_errors);

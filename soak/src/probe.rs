@@ -12,23 +12,37 @@ use serde_json::Value;
 
 use crate::{Phase, ReloadReport, ReloadVia, RssReport, Shared};
 
-/// The channel `event_type` is stamped on, checked to be carried by `endpoint`.
+/// The channel `event_type` is stamped on, checked to be carried by
+/// `endpoint`, asked of the first node that answers.
 pub(crate) async fn channel_of(
     http: &reqwest::Client,
-    base: &reqwest::Url,
+    bases: &[reqwest::Url],
     event_type: &str,
     endpoint: &str,
 ) -> anyhow::Result<String> {
+    let mut last = None;
+    for base in bases {
+        match capabilities(http, base).await {
+            Ok(caps) => return channel_in(&caps, event_type, endpoint),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no --url")))
+}
+
+async fn capabilities(http: &reqwest::Client, base: &reqwest::Url) -> anyhow::Result<Value> {
     let url = base.join("/api/websocket/capabilities")?;
-    let caps: Value = http
-        .get(url)
+    http.get(url)
         .send()
         .await
         .with_context(|| format!("cannot reach the router at {base}"))?
         .error_for_status()?
         .json()
         .await
-        .context("capabilities are not JSON")?;
+        .context("capabilities are not JSON")
+}
+
+fn channel_in(caps: &Value, event_type: &str, endpoint: &str) -> anyhow::Result<String> {
     let Some(channel) = caps["event_registry"][event_type]["channel"].as_str() else {
         bail!("the router has no event type `{event_type}` (see /api/websocket/capabilities)");
     };
@@ -57,6 +71,20 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
+    /// The sum over every node that answers (a node down adds nothing; a
+    /// node restarted during the run starts its counters again).
+    pub async fn fetch_all(http: &reqwest::Client, bases: &[reqwest::Url]) -> Metrics {
+        let mut total = Metrics::default();
+        for base in bases {
+            if let Ok(m) = Metrics::fetch(http, base).await {
+                total.reloads_applied += m.reloads_applied;
+                total.reloads_refused += m.reloads_refused;
+                total.dropped_slow_consumer += m.dropped_slow_consumer;
+            }
+        }
+        total
+    }
+
     pub async fn fetch(http: &reqwest::Client, base: &reqwest::Url) -> anyhow::Result<Metrics> {
         let text = http
             .get(base.join("/metrics")?)
@@ -141,10 +169,38 @@ pub(crate) async fn watch_connections(shared: Arc<Shared>) -> Seen {
     }
 }
 
+/// Reads the connections list from the first node that answers (in a
+/// cluster every node lists every node's connections).
 async fn list_connections(shared: &Shared, seen: &mut Seen) -> anyhow::Result<()> {
+    let start = shared.random_node(&mut rand::rng());
+    let n = shared.bases.len();
+    let mut last = None;
+    for i in 0..n {
+        let base = &shared.bases[(start + i) % n];
+        let mut attempt = Seen::default();
+        match list_connections_of(shared, base, &mut attempt).await {
+            Ok(()) => {
+                for (id, (dropped, depth)) in attempt.by_id {
+                    let entry = seen.by_id.entry(id).or_default();
+                    entry.0 = entry.0.max(dropped);
+                    entry.1 = entry.1.max(depth);
+                }
+                return Ok(());
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no --url")))
+}
+
+async fn list_connections_of(
+    shared: &Shared,
+    base: &reqwest::Url,
+    seen: &mut Seen,
+) -> anyhow::Result<()> {
     let mut after: Option<String> = None;
     loop {
-        let mut url = shared.base.join("/api/websocket/connections")?;
+        let mut url = base.join("/api/websocket/connections")?;
         url.query_pairs_mut()
             .append_pair("endpoint", &shared.options.endpoint)
             .append_pair("limit", "1000");
@@ -290,7 +346,17 @@ pub(crate) async fn reload_loop(shared: Arc<Shared>) -> ReloadReport {
                 replace_file(path, &content)
                     .map_err(|e| format!("rewriting {}: {e}", path.display()))
             }
-            None => http_reload(&shared).await,
+            None => {
+                let mut result = Ok(());
+                for base in &shared.bases {
+                    match http_reload(&shared, base).await {
+                        Ok(()) => {}
+                        Err(Reload::Unreachable) => report.unreachable += 1,
+                        Err(Reload::Refused(e)) => result = Err(e),
+                    }
+                }
+                result
+            }
         };
         if let Err(e) = ok {
             report.failed += 1;
@@ -312,11 +378,18 @@ pub(crate) async fn reload_loop(shared: Arc<Shared>) -> ReloadReport {
     report
 }
 
-async fn http_reload(shared: &Shared) -> Result<(), String> {
-    let url = shared
-        .base
+/// Why an HTTP reload did not happen.
+enum Reload {
+    /// The node could not be reached (down).
+    Unreachable,
+    /// It answered something else than success.
+    Refused(String),
+}
+
+async fn http_reload(shared: &Shared, base: &reqwest::Url) -> Result<(), Reload> {
+    let url = base
         .join("/api/admin/reload")
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Reload::Refused(e.to_string()))?;
     let mut request = shared
         .http
         .post(url)
@@ -325,14 +398,14 @@ async fn http_reload(shared: &Shared) -> Result<(), String> {
     if let Some(key) = &shared.options.admin_key {
         request = request.bearer_auth(key);
     }
-    let resp = request.send().await.map_err(|e| e.to_string())?;
+    let resp = request.send().await.map_err(|_| Reload::Unreachable)?;
     if resp.status().is_success() {
         Ok(())
     } else {
         let status = resp.status();
-        Err(format!(
-            "POST /api/admin/reload answered {status}: {}",
+        Err(Reload::Refused(format!(
+            "POST {base}api/admin/reload answered {status}: {}",
             resp.text().await.unwrap_or_default()
-        ))
+        )))
     }
 }

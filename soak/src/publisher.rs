@@ -16,14 +16,27 @@ const DEFAULT_PAYLOAD: &str = r#"{"id":"soak-{n}","severity":"low"}"#;
 /// What the publisher did.
 pub(crate) struct Published {
     pub report: PublishReport,
-    sequences: Vec<u64>,
+    /// Accepted (epoch, sequence), in the order of the replies.
+    sequences: Vec<(Option<String>, u64)>,
 }
 
-/// The accepted sequences of the published channel, sorted.
-pub(crate) fn accepted(published: &Published) -> Vec<u64> {
-    let mut seqs = published.sequences.clone();
-    seqs.sort_unstable();
-    seqs
+/// The accepted sequences of the published channel: per epoch, in the order
+/// the epochs were first met, each list sorted. `None`: replies without epoch.
+pub(crate) type Accepted = Vec<(Option<String>, Vec<u64>)>;
+
+/// The accepted sequences of the published channel, grouped by epoch.
+pub(crate) fn accepted(published: &Published) -> Accepted {
+    let mut out: Accepted = Vec::new();
+    for (epoch, seq) in &published.sequences {
+        match out.iter_mut().find(|(e, _)| e == epoch) {
+            Some((_, seqs)) => seqs.push(*seq),
+            None => out.push((epoch.clone(), vec![*seq])),
+        }
+    }
+    for (_, seqs) in &mut out {
+        seqs.sort_unstable();
+    }
+    out
 }
 
 /// The payload template: `--payload` or the default, checked to be JSON.
@@ -52,7 +65,6 @@ pub(crate) async fn run(shared: Arc<Shared>) -> anyhow::Result<Published> {
         .map(|d| d.as_nanos())
         .unwrap_or_default()
         ^ u128::from(std::process::id());
-    let url = shared.base.join("/api/events")?;
     let mut report = PublishReport {
         channel: shared.channel.clone(),
         ..PublishReport::default()
@@ -82,7 +94,7 @@ pub(crate) async fn run(shared: Arc<Shared>) -> anyhow::Result<Published> {
             })
             .collect();
         let body = serde_json::to_vec(&batch)?;
-        let reply = post(&shared, &url, body, &mut report).await?;
+        let reply = post(&shared, body, &mut report).await?;
         let seqs = reply["sequences"]
             .as_array()
             .context("202 without `sequences`")?;
@@ -95,6 +107,7 @@ pub(crate) async fn run(shared: Arc<Shared>) -> anyhow::Result<Published> {
         for s in seqs {
             let channel = s["channel"].as_str().unwrap_or_default();
             let seq = s["sequence"].as_u64().unwrap_or(0);
+            let epoch = s["epoch"].as_str().map(str::to_owned);
             if channel != shared.channel {
                 shared.live.notes.push(format!(
                     "an event was stamped on `{channel}`, not `{}`",
@@ -102,8 +115,15 @@ pub(crate) async fn run(shared: Arc<Shared>) -> anyhow::Result<Published> {
                 ));
                 continue;
             }
-            sequences.push(seq);
-            report.last_sequence = report.last_sequence.max(seq);
+            // Batches are sequential: the last stamp of the last reply is
+            // the newest position (a new epoch restarts at 1).
+            report.last_sequence = seq;
+            report.last_epoch = epoch.clone();
+            match report.epochs.last_mut() {
+                Some((e, n)) if *e == epoch => *n += 1,
+                _ => report.epochs.push((epoch.clone(), 1)),
+            }
+            sequences.push((epoch, seq));
         }
         report.accepted += seqs.len() as u64;
         report.requests += 1;
@@ -115,7 +135,7 @@ pub(crate) async fn run(shared: Arc<Shared>) -> anyhow::Result<Published> {
     }
     report.rate_per_s = report.accepted as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let mut sorted = sequences.clone();
-    sorted.sort_unstable();
+    sorted.sort();
     let before = sorted.len();
     sorted.dedup();
     if sorted.len() != before {
@@ -127,18 +147,16 @@ pub(crate) async fn run(shared: Arc<Shared>) -> anyhow::Result<Published> {
     Ok(Published { report, sequences })
 }
 
-/// Posts one batch, retrying (same idempotency keys) on 429, 503 and
-/// transport errors; any other answer ends the run.
-async fn post(
-    shared: &Shared,
-    url: &reqwest::Url,
-    body: Vec<u8>,
-    report: &mut PublishReport,
-) -> anyhow::Result<Value> {
-    for _ in 0..200 {
+/// Posts one batch to a random node, retrying (same idempotency keys) on
+/// 429, 503 and transport errors — after a 503 or a transport error on
+/// another node, when there is one; any other answer ends the run.
+async fn post(shared: &Shared, body: Vec<u8>, report: &mut PublishReport) -> anyhow::Result<Value> {
+    let mut node = shared.random_node(&mut rand::rng());
+    for _ in 0..300 {
+        let url = shared.bases[node].join("/api/events")?;
         let mut request = shared
             .http
-            .post(url.clone())
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.clone());
         if let Some(key) = &shared.options.api_key {
@@ -161,7 +179,15 @@ async fn post(
                     .map_or(Duration::from_millis(100), |s| {
                         Duration::from_secs(s).min(Duration::from_secs(2))
                     });
-                tokio::time::sleep(wait).await;
+                if resp.status() == StatusCode::SERVICE_UNAVAILABLE && shared.bases.len() > 1 {
+                    // Another node may be fine (this one lost Redis, or is
+                    // starting): try it after a short pause.
+                    node = shared.other_node(node, &mut rand::rng());
+                    report.failovers += 1;
+                    tokio::time::sleep(wait.min(Duration::from_millis(250))).await;
+                } else {
+                    tokio::time::sleep(wait).await;
+                }
             }
             Ok(resp) => {
                 let status = resp.status();
@@ -176,9 +202,13 @@ async fn post(
                         .notes
                         .push(format!("publish retried after: {e}"));
                 }
+                if shared.bases.len() > 1 {
+                    node = shared.other_node(node, &mut rand::rng());
+                    report.failovers += 1;
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
-    bail!("POST /api/events kept failing (200 attempts)")
+    bail!("POST /api/events kept failing (300 attempts)")
 }

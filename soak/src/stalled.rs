@@ -97,8 +97,10 @@ pub(crate) async fn run(shared: Arc<Shared>, index: usize) -> Stalled {
 }
 
 async fn connect(shared: &Shared) -> anyhow::Result<TcpStream> {
-    let host = shared.base.host_str().unwrap_or("127.0.0.1").to_owned();
-    let port = shared.base.port_or_known_default().unwrap_or(80);
+    // Spread over the nodes: stalled client i goes to a random one.
+    let base = &shared.bases[shared.random_node(&mut rand::rng())];
+    let host = base.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = base.port_or_known_default().unwrap_or(80);
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await?
         .next()

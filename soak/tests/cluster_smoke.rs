@@ -1,0 +1,207 @@
+//! A tiny cluster soak: its own `redis-server`, two redis-engine router nodes
+//! on it, 10 healthy clients reconnecting to random nodes, 1 stalled client
+//! per node, 200 events/s to random nodes and HTTP reloads of both nodes for
+//! about 6 seconds; Redis is killed (SIGKILL) at 2.5 s and restarted, empty,
+//! 1 s later: a new epoch. Nothing may be lost or duplicated; what the epoch
+//! change took is announced (`epoch_gap_events`), not lost. Skipped when
+//! `redis-server` is not installed.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchyard_soak::{run, Options, ReloadVia};
+
+/// A child process, killed when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn router_binary() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "-p", "switchyard", "--bin", "switchyard"])
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .arg("--message-format=json")
+        .current_dir(&root)
+        .output()
+        .expect("run cargo build for the router");
+    assert!(
+        out.status.success(),
+        "building the router failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "switchyard")
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reported no `switchyard` executable")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn start_redis(port: u16) -> Guard {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Guard(child)
+}
+
+fn config(redis_port: u16) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+send_queue = 64
+max_connections = 1000
+
+[auth]
+mode = "none"
+
+[log]
+level = "warn"
+
+[[channels]]
+name = "alerts"
+history = 10000
+history_ttl_s = 0
+
+[[endpoints]]
+path = "/ws/events"
+channels = ["alerts"]
+
+[[event_types]]
+name = "alert.created"
+channel = "alerts"
+description = "New alert"
+[event_types.payload]
+id = {{ type = "string", required = true }}
+severity = {{ type = "string", required = true, enum = ["low", "medium", "high", "critical"] }}
+
+[cluster]
+engine = "redis"
+redis_url = "redis://127.0.0.1:{redis_port}"
+heartbeat_interval_ms = 200
+unhealthy_after_ms = 1000
+"#
+    )
+}
+
+async fn wait_healthy(url: &str) {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Ok(resp) = client.get(format!("{url}/health")).send().await {
+            if resp.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the node did not become healthy at {url}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_cluster_soak_through_a_redis_restart_loses_nothing() {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("redis-server is not installed: skipped");
+        return;
+    }
+    let binary = tokio::task::spawn_blocking(router_binary).await.unwrap();
+    let redis_port = free_port();
+    let redis = start_redis(redis_port);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.toml");
+    std::fs::write(&path, config(redis_port)).unwrap();
+    let mut nodes = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let port = free_port();
+        let child = Command::new(&binary)
+            .arg("--config")
+            .arg(&path)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a node");
+        nodes.push(Guard(child));
+        urls.push(format!("http://127.0.0.1:{port}"));
+    }
+    for url in &urls {
+        wait_healthy(url).await;
+    }
+
+    // Redis is killed mid-run and restarted, empty, a second later.
+    let chaos = tokio::spawn(async move {
+        let mut redis = redis;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        drop(redis);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        redis = tokio::task::spawn_blocking(move || start_redis(redis_port))
+            .await
+            .unwrap();
+        redis
+    });
+
+    let mut options = Options::cluster(urls.clone());
+    options.duration = Duration::from_secs(6);
+    options.clients = 10;
+    options.stalled = 2;
+    options.rate = 200;
+    options.reconnect_every = Duration::from_secs(1);
+    options.reload_every = Duration::from_secs(1);
+    options.reload_via = ReloadVia::Http;
+    options.progress_every = Duration::ZERO;
+    options.seed = 11;
+    let report = run(options).await.expect("the soak runs");
+    let redis = chaos.await.unwrap();
+    drop(nodes);
+    drop(redis);
+    println!("{}", report.render());
+
+    assert_eq!(report.nodes, 2);
+    assert_eq!(report.lost, 0, "lost events:\n{}", report.render());
+    assert_eq!(report.duplicated, 0, "duplicates:\n{}", report.render());
+    assert_eq!(report.out_of_order, 0, "{}", report.render());
+    assert!(report.ok, "{}", report.render());
+    assert!(report.reconnects > 0, "{}", report.render());
+    assert!(report.epoch_changes > 0, "{}", report.render());
+    assert_eq!(
+        report.publish.epochs.len(),
+        2,
+        "events were accepted in two epochs:\n{}",
+        report.render()
+    );
+    assert!(report.reloads.triggered >= 3, "{}", report.render());
+    assert_eq!(report.reloads.failed, 0, "{}", report.render());
+}
