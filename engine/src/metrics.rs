@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::borrow::Cow;
 
 /// A metric label set with one label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,6 +80,9 @@ pub struct Metrics {
     pub plugin_up: Family<PluginLabel, Gauge>,
     /// `switchyard_plugin_restarts{plugin}`, set at scrape time.
     pub plugin_restarts: Family<PluginLabel, Gauge>,
+    /// `switchyard_cluster_connected`: 1 while this node is in its cluster
+    /// (set at scrape time; a node of a cluster engine only).
+    pub cluster_connected: Option<Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,7 +104,27 @@ fn label(value: &str) -> String {
 impl Metrics {
     /// A fresh set of metrics, registered under the `switchyard_` prefix.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("switchyard");
+        Metrics::for_node(None)
+    }
+
+    /// Metrics of one node of a cluster when `node` is given: every series
+    /// carries the label `node`, and `switchyard_cluster_connected` is kept.
+    pub fn for_node(node: Option<&str>) -> Metrics {
+        let mut registry = match node {
+            Some(node) => Registry::with_prefix_and_labels(
+                "switchyard",
+                [(Cow::Borrowed("node"), Cow::Owned(node.to_owned()))].into_iter(),
+            ),
+            None => Registry::with_prefix("switchyard"),
+        };
+        let cluster_connected = node.map(|_| Gauge::default());
+        if let Some(gauge) = &cluster_connected {
+            registry.register(
+                "cluster_connected",
+                "1 while this node is in its cluster (Redis reachable, its heartbeat seen)",
+                gauge.clone(),
+            );
+        }
         let accepted = Family::<TypeLabel, Counter>::default();
         let refused = Family::<ReasonLabel, Counter>::default();
         let deliveries = Family::<ChannelLabel, Counter>::default();
@@ -171,6 +195,7 @@ impl Metrics {
             connections,
             plugin_up,
             plugin_restarts,
+            cluster_connected,
         }
     }
 

@@ -159,3 +159,50 @@ fn default_node_id() -> String {
         .unwrap_or_else(|| "node".into());
     format!("{host}-{}", std::process::id())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterEngine;
+
+    fn cluster(password_env: Option<&str>) -> ClusterConfig {
+        ClusterConfig {
+            engine: ClusterEngine::Redis,
+            redis_url: None,
+            redis_password_env: password_env.map(str::to_owned),
+            key_prefix: "switchyard".into(),
+            node_id: None,
+            heartbeat_interval: Duration::from_secs(1),
+            unhealthy_after: Duration::from_secs(3),
+        }
+    }
+
+    #[test]
+    fn a_url_that_cannot_be_used_says_why() {
+        let inline = client(&cluster(None), "redis://user:secret@127.0.0.1:6379").unwrap_err();
+        assert!(
+            inline.to_string().contains("redis_password_env"),
+            "{inline}"
+        );
+        let garbled = client(&cluster(None), "redis://127.0.0.1:notaport").unwrap_err();
+        assert!(
+            garbled.to_string().contains("is not a Redis URL"),
+            "{garbled}"
+        );
+        let unset = client(
+            &cluster(Some("SY_TEST_UNSET_REDIS_PASSWORD")),
+            "redis://127.0.0.1:6379",
+        )
+        .unwrap_err();
+        assert_eq!(
+            unset.to_string(),
+            "cluster.redis_password_env names SY_TEST_UNSET_REDIS_PASSWORD, which is not set"
+        );
+        std::env::set_var("SY_TEST_SET_REDIS_PASSWORD", "pw");
+        assert!(client(
+            &cluster(Some("SY_TEST_SET_REDIS_PASSWORD")),
+            "redis://127.0.0.1:6379"
+        )
+        .is_ok());
+    }
+}

@@ -31,6 +31,10 @@ impl RedisSequencer {
 }
 
 impl Sequencer for RedisSequencer {
+    fn node(&self) -> &str {
+        &self.shared.node
+    }
+
     fn sequence(&self, batch: Batch, settle: Settle) {
         let channel = batch
             .events

@@ -15,6 +15,8 @@ use crate::support::{self, ChildGuard, Client, Remote, WAIT};
 struct Redis {
     port: u16,
     process: Option<ChildGuard>,
+    /// Where it keeps its append-only file, when it keeps one.
+    persisted_in: Option<PathBuf>,
 }
 
 impl Redis {
@@ -22,16 +24,42 @@ impl Redis {
         let mut redis = Redis {
             port: support::free_port(),
             process: None,
+            persisted_in: None,
         };
         redis.restart();
         redis
     }
 
-    /// Starts it (again) on its port, empty.
+    /// A Redis that writes every command to an append-only file in `dir`
+    /// (fsync always), so that a restart keeps everything: only its
+    /// `run_id` changes.
+    fn persisted_in(dir: &std::path::Path) -> Redis {
+        let mut redis = Redis {
+            port: support::free_port(),
+            process: None,
+            persisted_in: Some(dir.to_owned()),
+        };
+        redis.restart();
+        redis
+    }
+
+    /// Starts it (again) on its port: empty, or from its append-only file.
     fn restart(&mut self) {
+        let persistence = match &self.persisted_in {
+            Some(dir) => vec![
+                "--appendonly".to_owned(),
+                "yes".to_owned(),
+                "--appendfsync".to_owned(),
+                "always".to_owned(),
+                "--dir".to_owned(),
+                dir.display().to_string(),
+            ],
+            None => vec!["--appendonly".to_owned(), "no".to_owned()],
+        };
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(&persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -260,7 +288,9 @@ async fn losing_redis_is_loud_and_its_return_announces_the_new_epoch() {
     assert_eq!(code, 200, "{listed}");
     assert_eq!(listed["connections"].as_array().unwrap().len(), 1);
     assert!(
-        listed["cluster_unreachable"].as_str().is_some_and(|r| r.contains("Redis")),
+        listed["cluster_unreachable"]
+            .as_str()
+            .is_some_and(|r| r.contains("Redis")),
         "an answer without the other nodes says so: {listed}"
     );
 
@@ -651,4 +681,75 @@ async fn each_event_reaches_the_sinks_of_the_process_that_accepted_it_once() {
     b.publish_ok(&support::alert("b2")).await;
     wait_for_audit(&log_a, &["a1", "a2", "a3"]).await;
     wait_for_audit(&log_b, &["b1", "b2"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_with_its_data_still_starts_new_epochs() {
+    // The failure this guards against: a restart or failover that kept the
+    // sequence but maybe not the last events would reuse positions. A new
+    // Redis `run_id` means the channel's continuity cannot be verified.
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = Redis::persisted_in(dir.path());
+    let node = Node::start(&cluster_config(&redis, "")).await;
+    let (mut client, hello) = listener(&node, "").await;
+    let old_epoch = hello["payload"]["channels"]["alerts"]["epoch"].clone();
+    node.publish_ok(&support::alert("one")).await;
+    node.publish_ok(&support::alert("two")).await;
+    assert_eq!(alert_sequences(&mut client, 2).await, [1, 2]);
+
+    redis.kill();
+    node.wait_for_status("unhealthy").await;
+    redis.restart();
+    let seq = redis
+        .command(&["HGET", "switchyard:ch:{alerts}:meta", "seq"])
+        .await;
+    assert_eq!(
+        seq,
+        redis::Value::BulkString(b"2".to_vec()),
+        "the data survived"
+    );
+    node.wait_for_status("ok").await;
+    let announced = client.recv_type("connection.channels").await;
+    assert_ne!(
+        announced["payload"]["channels"]["alerts"]["epoch"],
+        old_epoch
+    );
+    node.publish_ok(&support::alert("three")).await;
+    assert_eq!(alert_sequences(&mut client, 1).await, [1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_answering_makes_the_node_unhealthy_until_it_answers() {
+    let redis = Redis::start();
+    let node = Node::start(&cluster_config(&redis, "")).await;
+    let (code, metrics) = (
+        200,
+        reqwest::get(node.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    let (_, health) = node.get("/health").await;
+    let name = health["cluster"]["node"].as_str().unwrap().to_owned();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(&format!(
+            "switchyard_cluster_connected{{node=\"{name}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    // Connected, but nothing comes back: the heartbeat says so.
+    redis.command(&["CLIENT", "PAUSE", "2500", "ALL"]).await;
+    let health = node.wait_for_status("unhealthy").await;
+    assert!(
+        health["cluster"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("heartbeat"),
+        "{health}"
+    );
+    node.wait_for_status("ok").await;
+    node.publish_ok(&support::alert("after the pause")).await;
 }

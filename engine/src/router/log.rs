@@ -94,6 +94,9 @@ pub type Settle = Box<dyn FnOnce(Result<Vec<Placed>, LogError>) + Send>;
 
 /// Stamps events in a store shared by several routers (a cluster engine).
 pub trait Sequencer: Send + Sync + fmt::Debug {
+    /// This node's name in the cluster: the `node` label of its metrics.
+    fn node(&self) -> &str;
+
     /// Stamps `batch` and calls `settle` with the outcome. Must not wait:
     /// it runs on the publisher's thread.
     fn sequence(&self, batch: Batch, settle: Settle);

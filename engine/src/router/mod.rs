@@ -200,7 +200,7 @@ impl Router {
             table: RwLock::new(Table::new(snapshot.clone())),
             current: ArcSwap::new(snapshot),
             next_conn: AtomicU64::new(1),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(Metrics::for_node(sequencer.as_ref().map(|s| s.node()))),
             coverage: Arc::default(),
             sequencer,
         }
@@ -417,6 +417,9 @@ mod tests {
     struct Unreachable;
 
     impl Sequencer for Unreachable {
+        fn node(&self) -> &str {
+            "n1"
+        }
         fn sequence(&self, batch: Batch, settle: Settle) {
             settle(Err(LogError::Unavailable {
                 channel: batch.events[0].channel.to_string(),
@@ -436,6 +439,9 @@ mod tests {
     }
 
     impl Sequencer for Arc<Held> {
+        fn node(&self) -> &str {
+            "n1"
+        }
         fn sequence(&self, batch: Batch, settle: Settle) {
             self.0.lock().push((batch, settle));
         }
@@ -450,10 +456,9 @@ mod tests {
         };
         assert!(accepted.is_empty(), "a batch is stamped all or none");
         assert!(error.to_string().contains("`alerts`"), "{error}");
-        assert!(router
-            .metrics()
-            .encode()
-            .contains("switchyard_events_refused_total{reason=\"cluster_unavailable\"} 1"));
+        assert!(router.metrics().encode().contains(
+            "switchyard_events_refused_total{node=\"n1\",reason=\"cluster_unavailable\"} 1"
+        ));
     }
 
     #[test]
@@ -483,7 +488,7 @@ mod tests {
         assert!(router
             .metrics()
             .encode()
-            .contains("switchyard_events_accepted_total{type=\"alert.created\"} 1"));
+            .contains("switchyard_events_accepted_total{node=\"n1\",type=\"alert.created\"} 1"));
         assert_eq!(router.positions()["alerts"].1, 0, "delivery is receive's");
     }
 

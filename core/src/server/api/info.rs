@@ -177,6 +177,9 @@ pub fn metrics(app: &App) -> Reply {
             .get_or_create(&label)
             .set(i64::from(status.restarts));
     }
+    if let (Some(gauge), Some(cluster)) = (&metrics.cluster_connected, &app.cluster) {
+        gauge.set(i64::from(cluster.shared.health.status().is_ok()));
+    }
     let mut response = Reply::new(metrics.encode().into());
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

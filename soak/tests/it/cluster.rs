@@ -5,123 +5,19 @@
 //! 1 s later: a new epoch. Nothing may be lost or duplicated; what the epoch
 //! change took is announced (`epoch_gap_events`), not lost.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use serde_json::Value;
 use switchyard_soak::{run, Options, ReloadVia};
 
-/// A child process, killed when dropped.
-struct Guard(Child);
+use crate::support::{free_port, router_binary, start_redis, wait_healthy, Guard, CONFIG};
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn router_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "-p", "switchyard", "--bin", "switchyard"])
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
-        .arg("--message-format=json")
-        .current_dir(&root)
-        .output()
-        .expect("run cargo build for the router");
-    assert!(
-        out.status.success(),
-        "building the router failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "switchyard")
-        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reported no `switchyard` executable")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn start_redis(port: u16) -> Guard {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Guard(child)
-}
-
+/// The smoke test's config on the Redis at `redis_port`, with quick heartbeats.
 fn config(redis_port: u16) -> String {
     format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-send_queue = 64
-max_connections = 1000
-
-[auth]
-mode = "none"
-
-[log]
-level = "warn"
-
-[[channels]]
-name = "alerts"
-history = 10000
-history_ttl_s = 0
-
-[[endpoints]]
-path = "/ws/events"
-channels = ["alerts"]
-
-[[event_types]]
-name = "alert.created"
-channel = "alerts"
-description = "New alert"
-[event_types.payload]
-id = {{ type = "string", required = true }}
-severity = {{ type = "string", required = true, enum = ["low", "medium", "high", "critical"] }}
-
-[cluster]
-engine = "redis"
-redis_url = "redis://127.0.0.1:{redis_port}"
-heartbeat_interval_ms = 200
-unhealthy_after_ms = 1000
-"#
+        "{CONFIG}\n[cluster]\nengine = \"redis\"\nredis_url = \"redis://127.0.0.1:{redis_port}\"\n\
+         heartbeat_interval_ms = 200\nunhealthy_after_ms = 1000\n"
     )
-}
-
-async fn wait_healthy(url: &str) {
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(20) {
-        if let Ok(resp) = client.get(format!("{url}/health")).send().await {
-            if resp.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the node did not become healthy at {url}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
