@@ -140,6 +140,16 @@ pub fn lagged(dropped: u64, channels: &Positions) -> String {
     }))
 }
 
+/// `connection.closed`: how a Server-Sent Events stream ends where a
+/// WebSocket would be closed with `code`.
+pub fn closed(code: u16, reason: &str) -> String {
+    text(json!({
+        "type": "connection.closed",
+        "payload": {"code": code, "reason": reason},
+        "timestamp": timestamp(Utc::now()),
+    }))
+}
+
 /// The `subscribed` reply.
 pub fn subscribed(
     events: Option<&[String]>,

@@ -6,9 +6,11 @@
 //! are done with a small read buffer (warp's own WebSocket filter costs
 //! ~137 KiB per connection).
 
+mod admission;
 mod api;
 mod head_limit;
 mod reply;
+mod sse;
 mod ws;
 
 use std::convert::Infallible;
@@ -183,6 +185,31 @@ fn is_upgrade(req: &http::Request<Incoming>) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// A `GET` of an endpoint path that is not an upgrade: an event stream, or
+/// 426 naming both ways to connect. `None` for any other request.
+async fn endpoint_get(
+    app: &Arc<App>,
+    peer: Peer,
+    method: &http::Method,
+    req: &http::Request<Incoming>,
+) -> Option<Response> {
+    let path = req.uri().path();
+    let is_get = method == http::Method::GET || method == http::Method::HEAD;
+    if !is_get || app.router.snapshot().endpoint(path).is_none() {
+        return None;
+    }
+    let cors = api::cors_origin(app, req.headers());
+    let mut response = if sse::wants_stream(req.headers()) {
+        sse::stream(app.clone(), peer, req).await
+    } else {
+        sse::upgrade_required(path)
+    };
+    if let Some(origin) = cors {
+        api::add_cors(response.headers_mut(), origin);
+    }
+    Some(response)
+}
+
 async fn dispatch<S>(
     app: Arc<App>,
     mut api: S,
@@ -194,6 +221,9 @@ where
 {
     if is_upgrade(&req) {
         return Ok(ws::upgrade(app, peer, req));
+    }
+    if let Some(response) = endpoint_get(&app, peer, req.method(), &req).await {
+        return Ok(response);
     }
     if app.is_shutting_down() && !req.uri().path().starts_with("/health") {
         return Ok(reply::error(

@@ -25,5 +25,6 @@ mod reload;
 mod routing;
 mod shipped_config;
 mod slow_consumers;
+mod sse;
 mod tls;
 mod ws_protocol;

@@ -109,6 +109,9 @@ pub enum Pushed {
     Disconnected,
     /// The connection is already closing; nothing was queued.
     Closed,
+    /// The connection had this event already (from another node of a
+    /// cluster, before it reconnected here): not queued again.
+    Skipped,
 }
 
 /// The close that a connection too slow for what it is sent gets.
@@ -189,6 +192,9 @@ struct Inner {
     dropped_total: u64,
     /// Sequences dropped per channel, for recovery's "not already sent".
     drops: HashMap<Arc<str>, DropRecord>,
+    /// Per channel, the epoch and sequence up to which the client already
+    /// has every event (see [`Outbox::skip_through`]); usually none.
+    floors: Option<Positions>,
     close: Option<Close>,
     ping: bool,
 }
@@ -279,6 +285,9 @@ impl Outbox {
         let mut inner = self.inner.lock();
         if inner.close.is_some() {
             return Pushed::Closed;
+        }
+        if inner.floors.is_some() && below_floor(&mut inner, event) {
+            return Pushed::Skipped;
         }
         let pushed = match self.make_room(&mut inner, event.text.len()) {
             Some(made_room) => {
@@ -400,10 +409,25 @@ impl Outbox {
         self.ready.wake();
     }
 
+    /// The client already has every event of `channel` up to `sequence`
+    /// under `epoch` (a cluster node it was connected to delivered them
+    /// before this node's copy of the channel got there): those are not
+    /// queued again when they arrive.
+    pub fn skip_through(&self, channel: &Arc<str>, epoch: &Arc<str>, sequence: u64) {
+        self.inner
+            .lock()
+            .floors
+            .get_or_insert_with(Positions::new)
+            .insert(channel.clone(), (epoch.clone(), sequence));
+    }
+
     /// Forgets what was dropped of `channel` under an epoch it no longer has.
     pub fn forget_channel(&self, channel: &str) {
         let mut inner = self.inner.lock();
         inner.drops.remove(channel);
+        if let Some(floors) = &mut inner.floors {
+            floors.remove(channel);
+        }
         if let Some((_, channels)) = &mut inner.lag {
             channels.remove(channel);
         }
@@ -484,6 +508,25 @@ impl Outbox {
     }
 }
 
+/// Whether the client already has `event` (see [`Outbox::skip_through`]);
+/// a floor the channel has passed is forgotten.
+fn below_floor(inner: &mut Inner, event: &Event) -> bool {
+    let Some(floors) = &mut inner.floors else {
+        return false;
+    };
+    let Some((epoch, through)) = floors.get(&event.channel) else {
+        return false;
+    };
+    if *epoch == event.epoch && event.sequence <= *through {
+        return true;
+    }
+    floors.remove(&event.channel);
+    if floors.is_empty() {
+        inner.floors = None;
+    }
+    false
+}
+
 /// Takes the oldest queued event of a `drop_oldest` channel out of the queue.
 fn drop_oldest(inner: &mut Inner) -> Option<Arc<Event>> {
     let pos = inner.queue.iter().position(|f| {
@@ -525,6 +568,38 @@ mod tests {
             accepted: std::time::Instant::now(),
             delivered: Counter::default(),
         })
+    }
+
+    #[test]
+    fn events_a_client_already_has_are_skipped_until_the_channel_passes_them() {
+        let q = Outbox::new(
+            Limits {
+                events: 10,
+                bytes: 10_000,
+            },
+            Counter::default(),
+        );
+        q.skip_through(&"alerts".into(), &"E".into(), 2);
+        assert_eq!(
+            q.push_event(&event(1, SlowConsumer::DropOldest)),
+            Pushed::Skipped
+        );
+        assert_eq!(
+            q.push_event(&event(2, SlowConsumer::DropOldest)),
+            Pushed::Skipped
+        );
+        assert_eq!(
+            q.push_event(&event(3, SlowConsumer::DropOldest)),
+            Pushed::Queued(0)
+        );
+        assert!(
+            q.inner.lock().floors.is_none(),
+            "passed floors are forgotten"
+        );
+        assert_eq!(
+            q.push_event(&event(2, SlowConsumer::DropOldest)),
+            Pushed::Queued(0)
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use schema::PayloadSchema;
 /// The channel of the router-made control messages.
 pub const CONTROL_CHANNEL: &str = "connection";
 /// The router-made control messages: listed, never publishable or subscribable.
-pub const CONTROL_TYPES: [(&str, &str); 3] = [
+pub const CONTROL_TYPES: [(&str, &str); 4] = [
     (
         "connection.established",
         "Sent once when a connection opens: its id, endpoint and channel positions",
@@ -32,6 +32,10 @@ pub const CONTROL_TYPES: [(&str, &str); 3] = [
     (
         "connection.lagged",
         "Sent after events were dropped from a slow connection's queue, with recovery positions",
+    ),
+    (
+        "connection.closed",
+        "The last message of a Server-Sent Events stream: the close code and reason a WebSocket would get",
     ),
 ];
 

@@ -197,7 +197,7 @@ impl Router {
     fn build(snapshot: Snapshot, sequencer: Option<Arc<dyn Sequencer>>) -> Router {
         let snapshot = Arc::new(snapshot);
         Router {
-            table: RwLock::new(Table::new(snapshot.clone())),
+            table: RwLock::new(Table::new(snapshot.clone(), sequencer.is_some())),
             current: ArcSwap::new(snapshot),
             next_conn: AtomicU64::new(1),
             metrics: Arc::new(Metrics::for_node(sequencer.as_ref().map(|s| s.node()))),
@@ -611,5 +611,44 @@ mod tests {
             reply.contains("\"recovered\":true,\"replayed\":0"),
             "after the gap, recovery works (and 6 was sent already): {reply}"
         );
+    }
+
+    #[test]
+    fn a_client_ahead_of_this_nodes_copy_gets_nothing_twice() {
+        let router = Router::with_sequencer(snapshot(), Arc::new(Unreachable));
+        router.receive(&stamped("E1", 1));
+        let since: BTreeMap<String, Position> = [(
+            "alerts".to_owned(),
+            Position {
+                epoch: "E1".into(),
+                sequence: 3,
+            },
+        )]
+        .into_iter()
+        .collect();
+        let conn = router
+            .connect(ConnectRequest {
+                endpoint: "/ws".into(),
+                user: None,
+                ip: "127.0.0.1".parse().unwrap(),
+                expires_at: None,
+                channel_claim: None,
+                events: Some(vec!["alert.*".into()]),
+                since: Some(since),
+                elsewhere: 0,
+            })
+            .unwrap();
+        let reply = frames(&conn).pop().unwrap();
+        assert!(
+            reply.contains("\"recovered\":true,\"replayed\":0"),
+            "delivered elsewhere up to 3: {reply}"
+        );
+        for sequence in 2..=4 {
+            assert_eq!(
+                router.receive(&stamped("E1", sequence)),
+                Received::Delivered
+            );
+        }
+        assert_eq!(frames(&conn), ["{\"sequence\":4}"]);
     }
 }

@@ -3,7 +3,6 @@
 //! ([`task`]). Who may connect once the socket is open is decided by
 //! [`admission`] and the router.
 
-mod admission;
 mod readiness;
 mod task;
 mod watchdog;
@@ -17,6 +16,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::admission::{self, bad_request, Refusal};
 use super::{reply, Peer, Response};
 use crate::app::App;
 use crate::names;
@@ -25,38 +25,7 @@ use crate::router::Snapshot;
 /// Answers an upgrade request: 101 and a connection task, or an HTTP error.
 /// Refusals listed in `switchyard_upgrades_refused_total` are counted there.
 pub fn upgrade(app: Arc<App>, peer: Peer, req: http::Request<Incoming>) -> Response {
-    match open(&app, peer, req) {
-        Ok(response) => response,
-        Err(Refusal { reason, response }) => {
-            if let Some(reason) = reason {
-                app.router.metrics().refuse_upgrade(reason);
-            }
-            response
-        }
-    }
-}
-
-/// An upgrade refused before a socket is opened: the metric reason (for
-/// the reasons the metric lists) and the answer.
-struct Refusal {
-    reason: Option<&'static str>,
-    response: Response,
-}
-
-/// A counted refusal: the code is the metric reason.
-fn refusal(status: StatusCode, code: &'static str, message: &str) -> Refusal {
-    Refusal {
-        reason: Some(code),
-        response: reply::error(status, code, message, json!({})),
-    }
-}
-
-/// A refusal the metric does not list (a malformed request).
-fn bad_request(code: &str, message: &str) -> Refusal {
-    Refusal {
-        reason: None,
-        response: reply::error(StatusCode::BAD_REQUEST, code, message, json!({})),
-    }
+    open(&app, peer, req).unwrap_or_else(|refused| refused.counted(&app))
 }
 
 // A refusal is answered at once, like the `Ok` response beside it; boxing
@@ -73,35 +42,13 @@ fn open(app: &Arc<App>, peer: Peer, mut req: http::Request<Incoming>) -> Result<
             response: unknown_endpoint(&snap, &path),
         });
     };
-    if app.is_shutting_down() {
-        return Err(refusal(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the router is shutting down; reconnect to another node or retry shortly",
-        ));
-    }
-    if !super::api::admit_origin(app, req.headers()) {
-        return Err(refusal(
-            StatusCode::FORBIDDEN,
-            "forbidden_origin",
-            "this Origin is not in auth.allowed_origins",
-        ));
-    }
     let Some(accept) = accept_key(&req) else {
         return Err(bad_request(
             "invalid_upgrade",
             "a WebSocket upgrade needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
         ));
     };
-    if app.router.connection_count() >= snap.config.server.max_connections {
-        let mut refused = refusal(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "the router holds its maximum number of WebSocket connections; retry later",
-        );
-        refused.response = reply::retry_after(refused.response, 5);
-        return Err(refused);
-    }
+    admission::before_opening(app, &snap, req.headers())?;
     let admission = admission::admit(app, &snap, endpoint, peer, &req)
         .map_err(|message| bad_request("invalid_query", &message))?;
     let bearer = admission.bearer_subprotocol;

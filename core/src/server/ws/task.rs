@@ -27,14 +27,13 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::admission::Admission;
 use super::readiness::poll_read;
 use super::watchdog::{Due, Watchdog};
 use super::writer::{close_reason, Flushed, Writer};
 use crate::app::App;
-use crate::cluster::leases;
 use crate::connection::outbox::Written;
 use crate::connection::ConnRef;
+use crate::server::admission::{self, Admission};
 use crate::session::{Context as SessionContext, Outcome, Session};
 
 /// Read buffer per connection: small, because idle connections are the
@@ -132,19 +131,8 @@ async fn admit(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) -> Op
         .max_frame_size(Some(max_message));
     let io = TokioIo::new(upgraded);
     let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    let mut verdict = admission.verdict;
-    if let (Ok(request), Some(cluster)) = (&mut verdict, &app.cluster) {
-        request.elsewhere = leases::elsewhere(&cluster.shared, request).await;
-    }
-    let connected =
-        verdict.and_then(|request| app.router.connect(request).map_err(|e| e.to_string()));
-    match connected {
-        Ok(conn) => {
-            if let Some(cluster) = &app.cluster {
-                leases::change(&cluster.shared, &conn, 1).await;
-            }
-            Some(Served::new(app, conn, socket))
-        }
+    match admission::enter(&app, admission.verdict).await {
+        Ok(conn) => Some(Served::new(app, conn, socket)),
         Err(reason) => {
             tracing::debug!("connection refused: {reason}");
             let _ = socket.close(Some(close_frame(1008, &reason))).await;
@@ -220,11 +208,7 @@ impl Served {
     /// Removes the connection from the router (once).
     fn leave(&mut self) {
         if !std::mem::replace(&mut self.left, true) {
-            self.app.router.disconnect(&self.conn);
-            if let Some(cluster) = &self.app.cluster {
-                let (shared, conn) = (cluster.shared.clone(), self.conn.clone());
-                tokio::spawn(async move { leases::change(&shared, &conn, -1).await });
-            }
+            admission::leave(&self.app, &self.conn);
             tracing::debug!(connection = %self.conn.public_id, "disconnected");
         }
     }

@@ -87,6 +87,9 @@ pub(super) struct Table {
     recipients: HashMap<Arc<str>, HashMap<ConnId, ConnRef>>,
     /// Type name → sinks whose routes match it (each sink once).
     routes: HashMap<Arc<str>, Vec<Arc<dyn Sink>>>,
+    /// Channels are copies of a cluster's shared log: a client may know
+    /// positions this node's copy has not reached yet.
+    mirrored: bool,
 }
 
 /// Matches every route against every type, once per configuration.
@@ -121,7 +124,7 @@ mod route;
 mod subscribe;
 
 impl Table {
-    pub(super) fn new(snap: Arc<Snapshot>) -> Table {
+    pub(super) fn new(snap: Arc<Snapshot>, mirrored: bool) -> Table {
         let channels = snap
             .registry
             .channels()
@@ -135,6 +138,7 @@ impl Table {
             conns: HashMap::new(),
             census: Census::default(),
             recipients: HashMap::new(),
+            mirrored,
         }
     }
 

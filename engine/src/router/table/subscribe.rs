@@ -133,6 +133,18 @@ impl Table {
                 );
                 continue;
             };
+            if self.mirrored && *ch.log.epoch() == pos.epoch && pos.sequence > ch.log.sequence() {
+                // Another node delivered up to there before this node's
+                // copy of the channel got there: nothing to replay, and
+                // what arrives up to it is not sent again.
+                let epoch = ch.log.epoch();
+                entry
+                    .conn
+                    .outbox
+                    .skip_through(ch.log.name(), &epoch, pos.sequence);
+                out.insert(name.clone(), json!({"recovered": true, "replayed": 0}));
+                continue;
+            }
             let planned = recovery::plan(
                 &ch.log,
                 settings,

@@ -1,0 +1,127 @@
+//! An event stream's cursor: the last position delivered of every channel
+//! seen on the stream, written as each message's `id:` and read back from
+//! `Last-Event-ID`, so that a browser that reconnects recovers every
+//! channel at once. Its text is the `since` parameter's:
+//! `alerts:EPOCH:41,cameras:EPOCH:7`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::client_message;
+use crate::connection::Frame;
+use crate::protocol::Position;
+
+/// Positions per channel, updated by every message that carries one.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    positions: BTreeMap<Arc<str>, (Arc<str>, u64)>,
+}
+
+/// The fields of a message that move the cursor.
+#[derive(Deserialize)]
+struct Seen {
+    #[serde(rename = "type")]
+    kind: String,
+    channel: Option<String>,
+    sequence: Option<u64>,
+    payload: Option<Payload>,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    channels: Option<BTreeMap<String, Position>>,
+}
+
+impl Cursor {
+    /// Moves the cursor past `frame`: a live event, a replayed one (under
+    /// its channel's known epoch), or a message announcing positions
+    /// (`connection.established`, `connection.channels`).
+    pub fn saw(&mut self, frame: &Frame) {
+        if let Some(event) = frame.event() {
+            self.positions
+                .insert(event.channel.clone(), (event.epoch.clone(), event.sequence));
+            return;
+        }
+        let Ok(seen) = serde_json::from_str::<Seen>(frame.text()) else {
+            return;
+        };
+        if let (Some(channel), Some(sequence)) = (seen.channel, seen.sequence) {
+            if let Some((_, at)) = self.positions.get_mut(channel.as_str()) {
+                *at = sequence;
+            }
+            return;
+        }
+        let announces = seen.kind == "connection.established" || seen.kind == "connection.channels";
+        let channels = seen.payload.and_then(|p| p.channels).filter(|_| announces);
+        for (channel, position) in channels.into_iter().flatten() {
+            self.positions.insert(
+                channel.as_str().into(),
+                (position.epoch.as_str().into(), position.sequence),
+            );
+        }
+    }
+
+    /// The `id:` text, or `None` before any channel is known.
+    pub fn render(&self) -> Option<String> {
+        (!self.positions.is_empty()).then(|| {
+            self.positions
+                .iter()
+                .map(|(channel, (epoch, sequence))| format!("{channel}:{epoch}:{sequence}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    }
+}
+
+/// The positions a reconnecting `EventSource` sends in `Last-Event-ID`.
+pub fn from_last_event_id(
+    headers: &http::HeaderMap,
+) -> Result<Option<BTreeMap<String, Position>>, String> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| "Last-Event-ID is not text".to_owned())?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    client_message::parse_since_param(text).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cursor_follows_announced_positions_and_every_event_delivered() {
+        let mut cursor = Cursor::default();
+        assert_eq!(cursor.render(), None);
+        cursor.saw(&Frame::control(
+            r#"{"type":"connection.established","payload":{"channels":{"alerts":{"epoch":"E1","sequence":4},"jobs":{"epoch":"J","sequence":0}}}}"#,
+        ));
+        assert_eq!(cursor.render().unwrap(), "alerts:E1:4,jobs:J:0");
+        cursor.saw(&Frame::Replay(
+            r#"{"type":"alert.created","channel":"alerts","sequence":5}"#.into(),
+        ));
+        cursor.saw(&Frame::control(
+            r#"{"type":"connection.channels","payload":{"channels":{"jobs":{"epoch":"J2","sequence":0}}}}"#,
+        ));
+        cursor.saw(&Frame::control(r#"{"type":"pong"}"#));
+        assert_eq!(cursor.render().unwrap(), "alerts:E1:5,jobs:J2:0");
+    }
+
+    #[test]
+    fn last_event_id_is_read_as_since() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(from_last_event_id(&headers), Ok(None));
+        headers.insert("last-event-id", "alerts:E1:5,jobs:J2:0".parse().unwrap());
+        let since = from_last_event_id(&headers).unwrap().unwrap();
+        assert_eq!(since["alerts"].sequence, 5);
+        assert_eq!(since["jobs"].epoch, "J2");
+        headers.insert("last-event-id", "alerts:E1".parse().unwrap());
+        assert!(from_last_event_id(&headers).is_err());
+    }
+}

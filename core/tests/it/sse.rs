@@ -1,0 +1,308 @@
+//! Server-Sent Events on the endpoint paths, against a real router over
+//! loopback (docs/clients.md, "Server-Sent Events"): the same messages,
+//! admission, limits and recovery as a WebSocket, with `Last-Event-ID`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::support::{self, alert, job, start, Remote, WAIT};
+
+/// A raw event-stream reader: HTTP/1.0, so the body is the stream itself
+/// until the router closes it.
+struct Sse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    reader: BufReader<TcpStream>,
+}
+
+/// One stream message: its `id:` and its JSON.
+#[derive(Debug)]
+struct Message {
+    id: Option<String>,
+    data: Value,
+}
+
+impl Sse {
+    async fn open(remote: &Remote, path_and_query: &str, headers: &[(&str, &str)]) -> Sse {
+        let mut stream = TcpStream::connect(remote.addr).await.unwrap();
+        let mut request = format!(
+            "GET {path_and_query} HTTP/1.0\r\nHost: {}\r\nAccept: text/event-stream\r\n",
+            remote.addr
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).await.unwrap();
+        let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).await.unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap();
+            headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        Sse {
+            status,
+            headers,
+            reader,
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The next raw block (up to a blank line); `None` once the stream ended.
+    async fn block(&mut self) -> Option<Vec<String>> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            let read = tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
+                .await
+                .expect("timed out waiting for the stream")
+                .unwrap();
+            if read == 0 {
+                return (!lines.is_empty()).then_some(lines);
+            }
+            let line = line.trim_end_matches('\n').to_owned();
+            if line.is_empty() {
+                if lines.is_empty() {
+                    continue;
+                }
+                return Some(lines);
+            }
+            lines.push(line);
+        }
+    }
+
+    /// The next message, comments (`: ping`) skipped; `None` at the end.
+    async fn next(&mut self) -> Option<Message> {
+        loop {
+            let block = self.block().await?;
+            let id = block
+                .iter()
+                .find_map(|l| l.strip_prefix("id: "))
+                .map(str::to_owned);
+            let Some(data) = block.iter().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            return Some(Message {
+                id,
+                data: serde_json::from_str(data).unwrap(),
+            });
+        }
+    }
+
+    /// Skips messages until one of `type`.
+    async fn next_type(&mut self, wanted: &str) -> Message {
+        loop {
+            let message = self.next().await.expect("the stream ended");
+            if message.data["type"] == wanted {
+                return message;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_get_of_an_endpoint_is_426_naming_both_ways() {
+    let router = start(support::BASE).await;
+    let response = reqwest::get(router.url("/ws/events")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 426);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upgrade_required", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("WebSocket") && message.contains("text/event-stream"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_carries_what_a_websocket_would_with_cursors_and_pings() {
+    let config = support::with_server("heartbeat_interval_s = 1");
+    let router = start(&config).await;
+    let mut sse = Sse::open(&router, "/ws/events?events=alert.*", &[]).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(sse.header("content-type"), Some("text/event-stream"));
+    let hello = sse.next().await.unwrap();
+    assert_eq!(hello.data["type"], "connection.established");
+    let epoch = hello.data["payload"]["channels"]["alerts"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let jobs_epoch = hello.data["payload"]["channels"]["jobs"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        hello.id.as_deref(),
+        Some(format!("alerts:{epoch}:0,jobs:{jobs_epoch}:0").as_str())
+    );
+    assert_eq!(sse.next().await.unwrap().data["type"], "subscribed");
+    router.publish_ok(&alert("a1")).await;
+    router.publish_ok(&job("j1")).await;
+    router.publish_ok(&alert("a2")).await;
+    let first = sse.next().await.unwrap();
+    assert_eq!(first.data["payload"]["id"], "a1");
+    let second = sse.next().await.unwrap();
+    assert_eq!(second.data["payload"]["id"], "a2", "only the patterns held");
+    assert_eq!(
+        second.id.as_deref(),
+        Some(format!("alerts:{epoch}:2,jobs:{jobs_epoch}:0").as_str())
+    );
+    let block = sse.block().await.unwrap();
+    assert_eq!(block, [": ping"], "a comment every heartbeat interval");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_event_id_recovers_every_channel_and_since_wins_over_it() {
+    let router = start(support::BASE).await;
+    let mut sse = Sse::open(&router, "/ws/events", &[]).await;
+    sse.next_type("connection.established").await;
+    router.publish_ok(&alert("a1")).await;
+    router.publish_ok(&job("j1")).await;
+    let cursor = sse.next().await.unwrap();
+    let cursor = sse.next().await.unwrap().id.unwrap_or(cursor.id.unwrap());
+    drop(sse);
+    router.publish_ok(&alert("a2")).await;
+    router.publish_ok(&job("j2")).await;
+    router.publish_ok(&alert("a3")).await;
+
+    let mut again = Sse::open(&router, "/ws/events", &[("Last-Event-ID", &cursor)]).await;
+    again.next_type("connection.established").await;
+    let mut replayed = Vec::new();
+    while replayed.len() < 3 {
+        let message = again.next().await.unwrap();
+        if let Some(id) = message.data["payload"]["id"]
+            .as_str()
+            .or(message.data["payload"]["job_id"].as_str())
+        {
+            replayed.push(id.to_owned());
+        }
+    }
+    replayed.sort();
+    assert_eq!(replayed, ["a2", "a3", "j2"], "every channel recovered");
+    let reply = again.next_type("subscribed").await;
+    assert_eq!(
+        reply.data["recovery"]["alerts"]["recovered"], true,
+        "{:?}",
+        reply
+    );
+    assert_eq!(reply.data["recovery"]["jobs"]["recovered"], true);
+
+    let epoch = cursor.split(':').nth(1).unwrap();
+    let since = format!("/ws/events?since=alerts:{epoch}:2");
+    let mut chosen = Sse::open(&router, &since, &[("Last-Event-ID", &cursor)]).await;
+    chosen.next_type("connection.established").await;
+    assert_eq!(chosen.next().await.unwrap().data["payload"]["id"], "a3");
+    let reply = chosen.next_type("subscribed").await;
+    assert!(reply.data["recovery"].get("jobs").is_none(), "{:?}", reply);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_with_connection_closed_where_a_websocket_would_close() {
+    let router = start(support::BASE).await;
+    let mut sse = Sse::open(&router, "/ws/events", &[]).await;
+    let hello = sse.next().await.unwrap();
+    let id = hello.data["payload"]["connection_id"].clone();
+    let (code, body) = router
+        .post("/api/admin/disconnect", &json!({"connection_id": id}))
+        .await;
+    assert_eq!((code, &body["closed"]), (200, &json!(1)), "{body}");
+    let last = sse.next_type("connection.closed").await;
+    assert_eq!(
+        last.data["payload"],
+        json!({"code": 1008, "reason": "disconnected by operator"})
+    );
+    assert!(sse.next().await.is_none(), "the stream ends after it");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while router.app.router.connection_count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the router forgot it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_admitted_refused_and_forgotten_like_websockets() {
+    let config = support::config(
+        "max_connections = 1",
+        "mode = \"required\"\n[auth.jwt]\nsecret_env = \"SY_TEST_SSE_JWT\"",
+    );
+    std::env::set_var("SY_TEST_SSE_JWT", "sse-secret");
+    let router = start(&config).await;
+    let mut refused = Sse::open(&router, "/ws/events", &[]).await;
+    assert_eq!(refused.status, 200);
+    let last = refused.next().await.unwrap();
+    assert_eq!(last.data["type"], "connection.closed");
+    assert_eq!(last.data["payload"]["code"], 1008);
+    assert!(
+        last.data["payload"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("authentication required"),
+        "{:?}",
+        last
+    );
+    assert!(refused.next().await.is_none());
+
+    let exp = chrono::Utc::now().timestamp() + 600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "ann", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(b"sse-secret"),
+    )
+    .unwrap();
+    let bearer = format!("Bearer {token}");
+    let mut ann = Sse::open(&router, "/ws/events", &[("Authorization", &bearer)]).await;
+    let hello = ann.next().await.unwrap();
+    assert_eq!(hello.data["payload"]["user"], "ann", "{:?}", hello);
+    let full = Sse::open(&router, "/ws/events", &[("Authorization", &bearer)]).await;
+    assert_eq!(full.status, 503, "server.max_connections counts streams");
+    drop(ann);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while router.app.router.connection_count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a closed stream is forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_are_checked_and_allowed_ones_get_cors_headers() {
+    let config = support::config(
+        "",
+        "mode = \"none\"\nallowed_origins = [\"https://app.example\"]",
+    );
+    let router = start(&config).await;
+    let allowed = Sse::open(&router, "/ws/events", &[("Origin", "https://app.example")]).await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let refused = Sse::open(&router, "/ws/events", &[("Origin", "https://evil.example")]).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        router
+            .metric("switchyard_upgrades_refused_total{reason=\"forbidden_origin\"}")
+            .await,
+        1.0
+    );
+}
