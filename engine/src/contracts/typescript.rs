@@ -241,7 +241,11 @@ fn union<'a>(names: impl Iterator<Item = &'a str>) -> String {
 fn doc_comment(out: &mut String, indent: &str, text: &str) {
     let _ = writeln!(out, "{indent}/**");
     for line in text.replace("*/", "*\\/").lines() {
-        let _ = writeln!(out, "{indent} * {line}");
+        let _ = writeln!(
+            out,
+            "{indent} *{}{line}",
+            if line.is_empty() { "" } else { " " }
+        );
     }
     let _ = writeln!(out, "{indent} */");
 }
