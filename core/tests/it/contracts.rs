@@ -249,3 +249,96 @@ fn codegen_refuses_an_invalid_config_with_its_problems() {
     assert!(out.stdout.is_empty());
     assert!(text(&out).contains("jbos"), "{}", text(&out));
 }
+
+/// The shipped `config.toml` with the built plugins and free loopback
+/// ports in place of its fixed ones (as shipped_config.rs places it).
+fn shipped_here(router_port: u16) -> String {
+    let plugin_dir = Path::new(&support::plugin("switchyard_detection"))
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml")).unwrap();
+    let replacements = [
+        (
+            "plugin_dir = \"target/release\"".to_owned(),
+            format!("plugin_dir = {plugin_dir:?}"),
+        ),
+        (
+            "127.0.0.1:8080".to_owned(),
+            format!("127.0.0.1:{router_port}"),
+        ),
+        (
+            "127.0.0.1:9101".to_owned(),
+            format!("127.0.0.1:{}", support::free_port()),
+        ),
+        (
+            "127.0.0.1:9102".to_owned(),
+            format!("127.0.0.1:{}", support::free_port()),
+        ),
+    ];
+    replacements.into_iter().fold(shipped, |text, (from, to)| {
+        assert!(
+            text.contains(&from),
+            "the shipped config.toml has no {from}"
+        );
+        text.replace(&from, &to)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_config_contracts_pass_both_tools() {
+    let port = support::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, shipped_here(port)).unwrap();
+    let secrets = [
+        ("SWITCHYARD_JWT_SECRET", "a-secret-for-the-contract-test"),
+        ("SWITCHYARD_API_KEYS", "ci:a-key-for-the-contract-test"),
+    ];
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&config)
+        .current_dir(dir.path())
+        .envs(secrets)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _router = support::ChildGuard(child);
+    let remote = support::Remote {
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while reqwest::get(remote.url("/health/live")).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the router did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let doc = asyncapi(&remote).await;
+    // Plugin-declared types are there, with the shipped aliases.
+    assert_eq!(
+        doc["components"]["messages"]["DetectionNew"]["name"],
+        "detection.new"
+    );
+    let job = doc["components"]["messages"]["JobProgress"]["description"].to_string();
+    assert!(job.contains("job_progress"), "{job}");
+    std::fs::write(dir.path().join("asyncapi.json"), doc.to_string()).unwrap();
+    let out = validate_asyncapi(&dir.path().join("asyncapi.json"));
+    assert!(out.status.success(), "{}", text(&out));
+    let served = types_ts(&remote).await;
+    let generated = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["codegen", "typescript", "--config"])
+        .arg(&config)
+        .envs(secrets)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{}", text(&generated));
+    assert_eq!(String::from_utf8(generated.stdout).unwrap(), served);
+    std::fs::write(dir.path().join("types.ts"), served).unwrap();
+    let out = tsc(dir.path(), &["types.ts"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -327,6 +327,21 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_listener_is_served_as_wss() {
+        let toml = format!(
+            "[server]\ntls = {{ cert_file = \"cert.pem\", key_file = \"key.pem\" }}\n{}",
+            fixture::TOML
+        );
+        let (config, registry) = fixture::load(&toml);
+        let server = Server {
+            host: "events.example:443",
+            config_version: 1,
+        };
+        let d = document(&config, &registry, &server);
+        assert_eq!(d["servers"]["router"]["protocol"], "wss");
+    }
+
+    #[test]
     fn endpoint_paths_become_unique_keys() {
         let toml = fixture::TOML.replace("path = \"/ws/jobs\"", "path = \"/ws.events\"");
         let (config, _) = fixture::load(&toml);
