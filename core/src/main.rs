@@ -1,4 +1,7 @@
-//! The `switchyard` binary: run the router, or `switchyard check` a config.
+//! The `switchyard` binary: run the router, `switchyard check` a config, or
+//! `switchyard codegen` the client contracts of one.
+
+mod codegen;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +43,22 @@ struct Cli {
 enum Command {
     /// Validate the configuration and load every enabled plugin, without starting anything.
     Check,
+    /// Generate client code from the configuration's registry, as the router would serve it.
+    Codegen {
+        #[command(subcommand)]
+        target: Target,
+    },
+}
+
+/// What `codegen` writes.
+#[derive(Subcommand)]
+enum Target {
+    /// TypeScript declarations (the text of GET /api/websocket/types.ts).
+    Typescript {
+        /// Write here instead of to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +73,21 @@ fn main() -> ExitCode {
                 print!("{report}");
                 ExitCode::SUCCESS
             }
+            Err(e) => {
+                print_refusal(&options, &e);
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Codegen {
+            target: Target::Typescript { out },
+        }) => match codegen::typescript(&options) {
+            Ok(text) => match codegen::emit(&text, out.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
             Err(e) => {
                 print_refusal(&options, &e);
                 ExitCode::FAILURE

@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod contracts;
 pub mod files;
 pub mod json_depth;
 pub mod metrics;

@@ -11,6 +11,7 @@ mod access;
 pub(super) use access::{admit_origin, cors_origin};
 mod admin;
 mod body;
+mod contracts;
 mod info;
 mod publish;
 
@@ -60,11 +61,13 @@ const POST_METHODS: &str = "POST, OPTIONS";
 
 /// Every path served here with the methods it answers: for 405 (and its
 /// `Allow`) versus 404, and for CORS preflights.
-const ROUTES: [(&str, &str); 10] = [
+const ROUTES: [(&str, &str); 12] = [
     ("/health", GET_METHODS),
     ("/health/live", GET_METHODS),
     ("/metrics", GET_METHODS),
     ("/api/websocket/capabilities", GET_METHODS),
+    ("/api/websocket/asyncapi.json", GET_METHODS),
+    ("/api/websocket/types.ts", GET_METHODS),
     ("/api/websocket/coverage", GET_METHODS),
     ("/api/websocket/connections", GET_METHODS),
     ("/api/admin/config", GET_METHODS),
@@ -169,6 +172,15 @@ pub fn routes(
         .and(get_or_head())
         .and(with_app(app.clone()))
         .map(|app: Arc<App>| info::capabilities(&app));
+    let asyncapi = warp::path!("api" / "websocket" / "asyncapi.json")
+        .and(get_or_head())
+        .and(with_app(app.clone()))
+        .and(warp::header::headers_cloned())
+        .map(|app: Arc<App>, headers: http::HeaderMap| contracts::asyncapi(&app, &headers));
+    let types_ts = warp::path!("api" / "websocket" / "types.ts")
+        .and(get_or_head())
+        .and(with_app(app.clone()))
+        .map(|app: Arc<App>| contracts::types_ts(&app));
     let events = warp::path!("api" / "events")
         .and(warp::post())
         .and(with_app(app.clone()))
@@ -213,6 +225,10 @@ pub fn routes(
         .or(metrics)
         .unify()
         .or(capabilities)
+        .unify()
+        .or(asyncapi)
+        .unify()
+        .or(types_ts)
         .unify()
         .or(coverage)
         .unify()

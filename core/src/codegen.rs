@@ -1,0 +1,39 @@
+//! `switchyard codegen typescript [--config PATH] [--out FILE]`: the
+//! declarations `GET /api/websocket/types.ts` serves, from a file rather
+//! than a running router, so a client build can generate them offline.
+//! The config is read as `switchyard check` reads it, plugins loaded, so
+//! plugin-declared types are included exactly as a router on that file
+//! would have them.
+
+use std::path::Path;
+
+use anyhow::Context;
+use switchyard::app::Options;
+use switchyard::plugin_host::PluginHost;
+use switchyard::reload::{self, ReloadError};
+use switchyard_engine::contracts::typescript;
+
+/// The declarations of the configuration `options` names.
+pub fn typescript(options: &Options) -> Result<String, ReloadError> {
+    let plugins = PluginHost::default();
+    let prepared = reload::prepare(options, &plugins)?;
+    Ok(typescript::declarations(
+        &prepared.config,
+        &prepared.registry,
+    ))
+}
+
+/// Writes `text` to `out`, or to stdout without one.
+pub fn emit(text: &str, out: Option<&Path>) -> anyhow::Result<()> {
+    match out {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+        }
+        None => {
+            use std::io::Write as _;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("cannot write to stdout")
+        }
+    }
+}
