@@ -268,7 +268,7 @@ mod tests {
         }
         let jobs = d["channels"]["ws_jobs"]["messages"].as_object().unwrap();
         assert!(!jobs.contains_key("AlertCreated"));
-        assert_eq!(jobs.len(), 1 + 8 + 4);
+        assert_eq!(jobs.len(), 1 + 9 + 4);
     }
 
     #[test]
@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(ops["ws_jobs_receive"]["action"], "receive");
         assert_eq!(
             ops["ws_jobs_receive"]["messages"].as_array().unwrap().len(),
-            1 + 8
+            1 + 9
         );
         for action in ["subscribe", "unsubscribe", "ping", "refresh"] {
             let op = &ops[&format!("ws_events_{action}")];

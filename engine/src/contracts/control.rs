@@ -187,6 +187,18 @@ pub(super) fn server_messages() -> Vec<Message> {
             ),
         },
         Message {
+            id: "ConnectionClosed",
+            wire: "connection.closed",
+            summary: "The last message of a Server-Sent Events stream: the close code and reason a WebSocket would get",
+            schema: control(
+                "connection.closed",
+                frame(
+                    json!({"code": {"type": "integer"}, "reason": {"type": "string"}}),
+                    &[],
+                ),
+            ),
+        },
+        Message {
             id: "Subscribed",
             wire: "subscribed",
             summary: "Reply to subscribe: every pattern now held (null: receives all), warnings, recovery",

@@ -76,8 +76,19 @@ export interface ConnectionLagged {
   timestamp: string;
 }
 
+/** The last message of a Server-Sent Events stream: the close a WebSocket would get. */
+export interface ConnectionClosed {
+  type: "connection.closed";
+  payload: { code: number; reason: string };
+  timestamp: string;
+}
+
 /** A router-made control message. */
-export type ControlMessage = ConnectionEstablished | ConnectionChannels | ConnectionLagged;
+export type ControlMessage =
+  | ConnectionEstablished
+  | ConnectionChannels
+  | ConnectionLagged
+  | ConnectionClosed;
 
 /** A warning about one subscribed pattern. */
 export interface SubscribeWarning {
