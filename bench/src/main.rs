@@ -19,6 +19,7 @@
 //! the least any server must do to broadcast one event to N subscribers.
 
 mod abuse;
+mod feed;
 mod floor;
 mod proc_stats;
 mod report;
@@ -31,14 +32,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+
+use feed::{Feed, Transport};
 
 #[derive(Parser)]
 #[command(version, about = "Load generator for Switchyard and its peers")]
@@ -79,6 +79,10 @@ struct RunArgs {
     /// WebSocket endpoint path.
     #[arg(long, default_value = "/ws/events")]
     path: String,
+    /// How subscribers connect: WebSocket, or Server-Sent Events on the
+    /// same endpoint.
+    #[arg(long, value_enum, default_value = "ws")]
+    transport: Transport,
     /// Name of the server under test, for the report.
     #[arg(long, default_value = "switchyard")]
     label: String,
@@ -282,6 +286,7 @@ fn timestamp_ms(ts: &str) -> Option<i64> {
 
 struct ConnSpec {
     url: String,
+    transport: Transport,
     run_tag: String,
     /// No `?events=`: Switchyard sends no `subscribed`, so
     /// `connection.established` means ready.
@@ -293,15 +298,12 @@ struct ConnSpec {
 
 async fn connection(spec: ConnSpec) -> ConnResult {
     let mut out = ConnResult::default();
-    let config = WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(0);
-    let ws = {
+    let opened = {
         let _permit = spec.permits.acquire().await;
-        tokio_tungstenite::connect_async_with_config(spec.url.as_str(), Some(config), true).await
+        Feed::open(spec.url.as_str(), spec.transport).await
     };
-    let mut ws = match ws {
-        Ok((ws, _)) => ws,
+    let mut feed = match opened {
+        Ok(feed) => feed,
         Err(e) => {
             spec.shared.connect_errors.fetch_add(1, Ordering::Relaxed);
             out.errors.push(format!("connect: {e}"));
@@ -326,19 +328,18 @@ async fn connection(spec: ConnSpec) -> ConnResult {
     };
     loop {
         let msg = tokio::select! {
-            m = ws.next() => m,
+            m = feed.next_text() => m,
             _ = stop.changed() => break,
         };
         let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(_))) | None => {
+            Ok(Some(t)) => t,
+            Ok(None) => {
                 if !*stop.borrow() {
                     out.errors.push("closed by the server".into());
                 }
                 break;
             }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => {
+            Err(e) => {
                 out.errors.push(format!("read: {e}"));
                 break;
             }
@@ -400,7 +401,7 @@ async fn connection(spec: ConnSpec) -> ConnResult {
         }
     }
     flush(&mut lat);
-    let _ = ws.close(None).await;
+    feed.close().await;
     out
 }
 
@@ -611,6 +612,7 @@ async fn run(args: RunArgs) -> Result<Value> {
         };
         let spec = ConnSpec {
             url,
+            transport: args.transport,
             run_tag: run_tag.clone(),
             ready_on_established: set.is_none(),
             permits: permits.clone(),
@@ -806,6 +808,7 @@ async fn run(args: RunArgs) -> Result<Value> {
     Ok(json!({
         "server": args.label,
         "url": args.url,
+        "transport": format!("{:?}", args.transport).to_lowercase(),
         "endpoint": args.path,
         "connections": args.connections,
         "connected": ready,
