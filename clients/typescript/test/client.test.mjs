@@ -152,7 +152,10 @@ test("a silent connection (no frame for 2 × heartbeat) is treated as dead and r
     connections++;
     ws.send(JSON.stringify({ type: "connection.established", payload: { connection_id: `c${connections}`, endpoint: "/ws/events", protocol_version: 1, heartbeat_interval_s: 1, user: null, expires_at: null, channels: {} } }));
   });
-  t.after(() => new Promise((r) => wss.close(r)));
+  t.after(() => {
+    for (const c of wss.clients) c.terminate();
+    return new Promise((r) => wss.close(r));
+  });
   const client = new SwitchyardClient({ url: `http://127.0.0.1:${wss.address().port}`, WebSocket, backoff: fast });
   t.after(() => client.close());
   const r = record(client);
