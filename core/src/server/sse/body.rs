@@ -50,12 +50,19 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// The stream of `conn`, writing a `: ping` every `heartbeat`.
-    pub fn new(app: Arc<App>, conn: ConnRef, heartbeat: Duration, leeway_s: u64) -> Stream {
+    /// The stream of `conn`, writing a `: ping` every `heartbeat`; its
+    /// cursor starts at the positions it recovers from.
+    pub fn new(
+        app: Arc<App>,
+        conn: ConnRef,
+        cursor: Cursor,
+        heartbeat: Duration,
+        leeway_s: u64,
+    ) -> Stream {
         Stream {
             app,
             conn,
-            cursor: Cursor::default(),
+            cursor,
             heartbeat,
             leeway_s: i64::try_from(leeway_s).unwrap_or(i64::MAX),
             ping: Box::pin(tokio::time::sleep(heartbeat)),

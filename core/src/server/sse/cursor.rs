@@ -35,6 +35,23 @@ struct Payload {
 }
 
 impl Cursor {
+    /// A cursor at the positions the client asked to recover from: until
+    /// the replay is read, they, not the channel's current position, are
+    /// where a reconnect must start again.
+    pub fn starting_at(since: Option<&BTreeMap<String, Position>>) -> Cursor {
+        let positions = since
+            .into_iter()
+            .flatten()
+            .map(|(channel, p)| {
+                (
+                    channel.as_str().into(),
+                    (p.epoch.as_str().into(), p.sequence),
+                )
+            })
+            .collect();
+        Cursor { positions }
+    }
+
     /// Moves the cursor past `frame`: a live event, a replayed one (under
     /// its channel's known epoch), or a message announcing positions
     /// (`connection.established`, `connection.channels`).
@@ -56,10 +73,19 @@ impl Cursor {
         let announces = seen.kind == "connection.established" || seen.kind == "connection.channels";
         let channels = seen.payload.and_then(|p| p.channels).filter(|_| announces);
         for (channel, position) in channels.into_iter().flatten() {
-            self.positions.insert(
-                channel.as_str().into(),
-                (position.epoch.as_str().into(), position.sequence),
-            );
+            // A position in the announced epoch is being recovered from:
+            // the replay moves it, not the announcement.
+            let recovering = self
+                .positions
+                .get(channel.as_str())
+                .is_some_and(|(epoch, _)| **epoch == *position.epoch)
+                && seen.kind == "connection.established";
+            if !recovering {
+                self.positions.insert(
+                    channel.as_str().into(),
+                    (position.epoch.as_str().into(), position.sequence),
+                );
+            }
         }
     }
 
@@ -111,6 +137,28 @@ mod tests {
         ));
         cursor.saw(&Frame::control(r#"{"type":"pong"}"#));
         assert_eq!(cursor.render().unwrap(), "alerts:E1:5,jobs:J2:0");
+    }
+
+    #[test]
+    fn a_recovering_stream_starts_at_its_since_not_at_the_channel_position() {
+        let since: BTreeMap<String, Position> = [(
+            "alerts".to_owned(),
+            Position {
+                epoch: "E1".into(),
+                sequence: 1,
+            },
+        )]
+        .into_iter()
+        .collect();
+        let mut cursor = Cursor::starting_at(Some(&since));
+        cursor.saw(&Frame::control(
+            r#"{"type":"connection.established","payload":{"channels":{"alerts":{"epoch":"E1","sequence":3},"jobs":{"epoch":"J","sequence":0}}}}"#,
+        ));
+        assert_eq!(cursor.render().unwrap(), "alerts:E1:1,jobs:J:0");
+        cursor.saw(&Frame::Replay(
+            r#"{"type":"alert.created","channel":"alerts","sequence":2}"#.into(),
+        ));
+        assert_eq!(cursor.render().unwrap(), "alerts:E1:2,jobs:J:0");
     }
 
     #[test]

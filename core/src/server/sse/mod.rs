@@ -67,8 +67,18 @@ async fn open(
     }
     let heartbeat = std::time::Duration::from_secs(snap.config.server.heartbeat_interval_s);
     let leeway = snap.config.auth.jwt.leeway_s;
+    let start = cursor::Cursor::starting_at(
+        admitted
+            .verdict
+            .as_ref()
+            .ok()
+            .and_then(|request| request.since.as_ref()),
+    );
     Ok(match admission::enter(app, admitted.verdict).await {
-        Ok(conn) => event_stream(body::Stream::new(app.clone(), conn, heartbeat, leeway).boxed()),
+        Ok(conn) => {
+            let stream = body::Stream::new(app.clone(), conn, start, heartbeat, leeway);
+            event_stream(stream.boxed())
+        }
         Err(reason) => {
             tracing::debug!("stream refused: {reason}");
             let last = body::message(&[], &protocol::closed(1008, &reason));
