@@ -73,3 +73,148 @@ pub fn run(options: &Options) -> Result<String, ReloadError> {
     }
     Ok(out)
 }
+
+/// Why `switchyard check --against` could not tell what a file would do.
+#[derive(Debug, thiserror::Error)]
+pub enum AgainstError {
+    /// The candidate file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The router did not answer.
+    #[error("cannot reach the router at {url}: {reason}")]
+    Unreachable {
+        /// The preview URL.
+        url: String,
+        /// What the request answered.
+        reason: String,
+    },
+    /// The router answered with an error (refused file, no admin access).
+    #[error("the router answered {status}: {body}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// Its body, for the problems it lists.
+        body: serde_json::Value,
+    },
+}
+
+/// `switchyard check --config CANDIDATE --against URL`: asks the running
+/// router what the candidate would change (`POST
+/// /api/admin/reload?dry_run=true`) and renders the answer for a terminal.
+pub async fn against(
+    candidate: &std::path::Path,
+    base: &str,
+    key: Option<&str>,
+) -> Result<String, AgainstError> {
+    let text = std::fs::read_to_string(candidate).map_err(|source| AgainstError::Read {
+        path: candidate.to_path_buf(),
+        source,
+    })?;
+    let url = format!(
+        "{}/api/admin/reload?dry_run=true",
+        base.trim_end_matches('/')
+    );
+    let mut request = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/toml")
+        .body(text);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let unreachable = |e: reqwest::Error| AgainstError::Unreachable {
+        url: url.clone(),
+        reason: e.to_string(),
+    };
+    let response = request.send().await.map_err(unreachable)?;
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.map_err(unreachable)?;
+    if status != 200 {
+        return Err(AgainstError::Refused { status, body });
+    }
+    Ok(render_impact(&body))
+}
+
+/// A preview's answer, a line per change (nothing for what does not change).
+pub fn render_impact(report: &serde_json::Value) -> String {
+    let impact = &report["impact"];
+    let mut lines = Vec::new();
+    for (label, key) in [
+        ("channels added", "channels_added"),
+        ("channels removed", "channels_removed"),
+        ("types added", "types_added"),
+        ("types removed", "types_removed"),
+        ("endpoints added", "endpoints_added"),
+        ("endpoints removed", "endpoints_removed"),
+        ("types reaching no endpoint", "types_reaching_no_endpoint"),
+    ] {
+        listed(&mut lines, label, strings(&impact[key]));
+    }
+    let moved = impact["types_moved"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let text = |k: &str| m[k].as_str().unwrap_or("").to_owned();
+            format!("{} ({} → {})", text("type"), text("from"), text("to"))
+        })
+        .collect();
+    listed(&mut lines, "types moved", moved);
+    let closed = &impact["connections_closed"];
+    let count = |k: &str| closed[k].as_u64().unwrap_or(0);
+    let (gone, withdrawn) = (count("endpoint_removed"), count("access_withdrawn"));
+    if gone + withdrawn > 0 {
+        lines.push(format!(
+            "connections closed: {} (1001 endpoint removed: {gone}, 1008 access withdrawn: {withdrawn})",
+            gone + withdrawn
+        ));
+    }
+    let losing = impact["connections_losing_channel"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(channel, n)| format!("{channel} ({n})"))
+        .collect();
+    listed(&mut lines, "connections that stop receiving", losing);
+    for (label, key) in [
+        ("plugins started", "started"),
+        ("plugins stopped", "stopped"),
+        ("plugins restarted", "restarted"),
+    ] {
+        listed(&mut lines, label, strings(&impact["plugins"][key]));
+    }
+    listed(
+        &mut lines,
+        "needs a restart",
+        strings(&report["restart_required"]),
+    );
+    if lines.is_empty() {
+        lines.push("no change to channels, types, endpoints, connections or plugins".into());
+    }
+    let mut out = format!("against config_version {}:\n", report["config_version"]);
+    for line in lines {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out
+}
+
+/// The strings of a JSON array (none for anything else).
+fn strings(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `label: a, b` when there is anything to list.
+fn listed(lines: &mut Vec<String>, label: &str, items: Vec<String>) {
+    if !items.is_empty() {
+        lines.push(format!("{label}: {}", items.join(", ")));
+    }
+}

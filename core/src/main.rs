@@ -42,7 +42,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate the configuration and load every enabled plugin, without starting anything.
-    Check,
+    /// With `--against URL`, ask that running router what the file would change instead.
+    Check {
+        /// A running router's base URL (`http://127.0.0.1:8080`): print the impact of
+        /// reloading it with this file (`POST /api/admin/reload?dry_run=true`), applying nothing.
+        #[arg(long)]
+        against: Option<String>,
+        /// The admin key for `--against` (not needed from loopback when the router has none).
+        #[arg(long, env = "SWITCHYARD_ADMIN_KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
     /// Generate client code from the configuration's registry, as the router would serve it.
     Codegen {
         #[command(subcommand)]
@@ -68,7 +77,11 @@ fn main() -> ExitCode {
         listen: cli.listen,
     };
     match cli.command {
-        Some(Command::Check) => match check::run(&options) {
+        Some(Command::Check {
+            against: Some(url),
+            key,
+        }) => check_against(&options, &url, key.as_deref()),
+        Some(Command::Check { against: None, .. }) => match check::run(&options) {
             Ok(report) => {
                 print!("{report}");
                 ExitCode::SUCCESS
@@ -100,6 +113,26 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `check --against`: the impact the running router reports for the file.
+fn check_against(options: &Options, url: &str, key: Option<&str>) -> ExitCode {
+    let answered = tokio::runtime::Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(check::against(&options.config_path, url, key))
+                .map_err(|e| e.to_string())
+        });
+    match answered {
+        Ok(impact) => {
+            print!("{impact}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

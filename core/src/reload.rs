@@ -26,9 +26,9 @@ use crate::config::{
     self, AuthConfig, AuthMode, ClusterEngine, Config, ConfigError, Loaded, Problem,
 };
 use crate::log_limit::OncePer;
-use crate::plugin_host::{Plan, PluginHost};
+use crate::plugin_host::{Plan, PluginChanges, PluginHost};
 use crate::registry::Registry;
-use crate::router::{Router, Snapshot};
+use crate::router::{Impact, Router, Snapshot};
 
 /// A configuration that was refused.
 #[derive(Debug, thiserror::Error)]
@@ -106,22 +106,33 @@ impl From<ConfigError> for ReloadError {
 /// What an applied reload reports.
 #[derive(Debug)]
 pub struct Report {
-    /// The new `config_version`.
+    /// The new `config_version` (applied), or the one still in force (a
+    /// preview).
     pub config_version: u64,
+    /// Whether it was applied (`false`: a preview).
+    pub applied: bool,
     /// Keys that changed but need a restart.
     pub restart_required: Vec<String>,
     /// Warnings of the new configuration.
     pub warnings: Vec<String>,
+    /// What it does (or would do) to channels, types, endpoints and
+    /// connections.
+    pub impact: Impact,
+    /// What it does (or would do) to plugin instances.
+    pub plugins: PluginChanges,
 }
 
 impl Report {
     /// The `POST /api/admin/reload` body.
     pub fn to_json(&self) -> serde_json::Value {
+        let mut impact = serde_json::to_value(&self.impact).expect("an impact serializes");
+        impact["plugins"] = serde_json::to_value(&self.plugins).expect("changes serialize");
         json!({
             "config_version": self.config_version,
-            "applied": true,
+            "applied": self.applied,
             "restart_required": self.restart_required,
             "warnings": self.warnings,
+            "impact": impact,
         })
     }
 }
@@ -145,7 +156,25 @@ pub struct Prepared {
 /// Loads, validates and plans a configuration; starts nothing. Every
 /// problem is reported at once: the file's, the plugins' and the registry's.
 pub fn prepare(options: &Options, plugins: &PluginHost) -> Result<Prepared, ReloadError> {
-    let (loaded, mut problems) = config::load_all(&options.config_path)?;
+    prepare_loaded(options, plugins, config::load_all(&options.config_path)?)
+}
+
+/// [`prepare`] for a candidate's text instead of the file on disk, read as
+/// if it were that file.
+pub fn prepare_candidate(
+    options: &Options,
+    plugins: &PluginHost,
+    text: &str,
+) -> Result<Prepared, ReloadError> {
+    let loaded = config::load_candidate(text, &options.config_path)?;
+    prepare_loaded(options, plugins, loaded)
+}
+
+fn prepare_loaded(
+    options: &Options,
+    plugins: &PluginHost,
+    (loaded, mut problems): (Loaded, Vec<Problem>),
+) -> Result<Prepared, ReloadError> {
     let Loaded {
         mut config,
         mut warnings,
@@ -396,16 +425,25 @@ fn apply(app: &App, trigger: Trigger) -> Result<Report, ReloadError> {
         plan,
         ..
     } = prepared;
-    app.plugins.stop_outgoing(&plan, &app.router);
     let version = old.version + 1;
-    let applied = app.router.apply(Snapshot {
+    let next = Snapshot {
         version,
         loaded_at: Utc::now(),
         config: Arc::new(config),
         registry,
         warnings: warnings.clone(),
         sinks: plan.sinks(),
-    });
+    };
+    let impact = app.router.impact(&next);
+    let plugins = plan.changes();
+    tracing::info!(
+        trigger = ?trigger,
+        impact = %serde_json::to_string(&impact).unwrap_or_default(),
+        plugins = %serde_json::to_string(&plugins).unwrap_or_default(),
+        "applying the configuration"
+    );
+    app.plugins.stop_outgoing(&plan, &app.router);
+    let applied = app.router.apply(next);
     if applied.closed > 0 {
         tracing::info!(
             closed = applied.closed,
@@ -419,9 +457,48 @@ fn apply(app: &App, trigger: Trigger) -> Result<Report, ReloadError> {
     log_new_warnings(app, warnings.iter().chain(&credentials.warnings));
     Ok(Report {
         config_version: version,
+        applied: true,
         restart_required,
         warnings,
+        impact,
+        plugins,
     })
+}
+
+/// What reloading would do, without doing it: the file on disk, or
+/// `candidate`'s text read as if it were that file. Refuses what a reload
+/// would refuse, with the same problems.
+pub async fn preview(app: &Arc<App>, candidate: Option<String>) -> Result<Report, ReloadError> {
+    let worker = app.clone();
+    tokio::task::spawn_blocking(move || {
+        let app = &worker;
+        let old = app.router.snapshot();
+        let mut prepared = match &candidate {
+            Some(text) => prepare_candidate(&app.options, &app.plugins, text)?,
+            None => prepare(&app.options, &app.plugins)?,
+        };
+        load_credentials(&prepared.config)?;
+        let restart_required = keep_fixed(&old.config, &mut prepared, &app.options);
+        let plugins = prepared.plan.changes();
+        let next = Snapshot {
+            version: old.version,
+            loaded_at: Utc::now(),
+            config: Arc::new(prepared.config),
+            registry: prepared.registry,
+            warnings: prepared.warnings.clone(),
+            sinks: prepared.plan.sinks(),
+        };
+        Ok(Report {
+            config_version: old.version,
+            applied: false,
+            restart_required,
+            warnings: prepared.warnings,
+            impact: app.router.impact(&next),
+            plugins,
+        })
+    })
+    .await
+    .unwrap_or_else(|e| Err(ReloadError::Read(format!("preview task failed: {e}"))))
 }
 
 /// Refuses a configuration under which no open connection keeps its

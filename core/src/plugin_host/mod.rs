@@ -112,7 +112,50 @@ pub struct Plan {
     sinks: BTreeMap<String, Arc<dyn Sink>>,
 }
 
+/// What a reload does to plugin instances, by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PluginChanges {
+    /// Instances that start (new names).
+    pub started: Vec<String>,
+    /// Instances that stop (gone, or disabled).
+    pub stopped: Vec<String>,
+    /// Instances restarted with a changed entry.
+    pub restarted: Vec<String>,
+}
+
 impl Plan {
+    /// The instances this plan starts, stops and restarts.
+    pub fn changes(&self) -> PluginChanges {
+        let created: Vec<&String> = self.created.iter().map(|c| &c.config.name).collect();
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        PluginChanges {
+            started: sorted(
+                created
+                    .iter()
+                    .filter(|n| !self.outgoing.contains(n))
+                    .map(|n| (*n).clone())
+                    .collect(),
+            ),
+            stopped: sorted(
+                self.outgoing
+                    .iter()
+                    .filter(|n| !created.contains(n))
+                    .cloned()
+                    .collect(),
+            ),
+            restarted: sorted(
+                self.outgoing
+                    .iter()
+                    .filter(|n| created.contains(n))
+                    .cloned()
+                    .collect(),
+            ),
+        }
+    }
+
     /// Every enabled instance's declared types, for the registry.
     pub fn instance_types(&self) -> &[InstanceTypes] {
         &self.types

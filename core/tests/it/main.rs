@@ -21,6 +21,7 @@ mod plugin_prometheus;
 mod plugin_summary;
 mod plugin_worker;
 mod plugins;
+mod preview;
 mod properties;
 mod reload;
 mod routing;

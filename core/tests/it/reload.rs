@@ -196,7 +196,13 @@ async fn reload_adds_channel_endpoint_channel_and_type_live() {
     let keys: BTreeSet<&str> = object.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        BTreeSet::from(["config_version", "applied", "restart_required", "warnings"]),
+        BTreeSet::from([
+            "config_version",
+            "applied",
+            "restart_required",
+            "warnings",
+            "impact"
+        ]),
         "{body}"
     );
     assert_eq!(body["applied"], true, "{body}");

@@ -71,25 +71,58 @@ pub fn load_with_env(path: &Path, env: Vec<(String, String)>) -> Result<Loaded, 
     }
 }
 
-fn read(path: &Path, env: Vec<(String, String)>) -> Result<(Loaded, Vec<Problem>), ConfigError> {
-    let source = std::path::absolute(path).map_err(|source| ConfigError::Read {
+/// Loads and validates a candidate configuration's `text` as if it were
+/// the file at `path` (relative paths resolve from its folder), with the
+/// process environment's overrides: what a reload preview judges.
+pub fn load_candidate(text: &str, path: &Path) -> Result<(Loaded, Vec<Problem>), ConfigError> {
+    let source = absolute(path)?;
+    read_text(text, source, process_env())
+}
+
+fn absolute(path: &Path) -> Result<std::path::PathBuf, ConfigError> {
+    std::path::absolute(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source: source.into(),
-    })?;
+    })
+}
+
+fn read(path: &Path, env: Vec<(String, String)>) -> Result<(Loaded, Vec<Problem>), ConfigError> {
+    let source = absolute(path)?;
     let text =
         files::read_text(&source, files::MAX_CONFIG_BYTES).map_err(|e| ConfigError::Read {
             path: source.clone(),
             source: e,
         })?;
+    read_text(&text, source, env)
+}
+
+fn read_text(
+    text: &str,
+    source: std::path::PathBuf,
+    env: Vec<(String, String)>,
+) -> Result<(Loaded, Vec<Problem>), ConfigError> {
+    if text.len() > files::MAX_CONFIG_BYTES as usize {
+        return Err(ConfigError::Invalid(vec![Problem {
+            key: None,
+            value: None,
+            problem: format!(
+                "the configuration is {} bytes; the limit is {}",
+                text.len(),
+                files::MAX_CONFIG_BYTES
+            ),
+            line: None,
+            column: None,
+        }]));
+    }
     if text.trim().is_empty() {
         return Err(ConfigError::Empty { path: source });
     }
-    let positions = positions(&text).map_err(|p| ConfigError::Invalid(vec![p]))?;
+    let positions = positions(text).map_err(|p| ConfigError::Invalid(vec![p]))?;
     let overrides: BTreeMap<String, String> = env
         .iter()
         .filter_map(|(name, _)| Some((override_key(name)?, name.clone())))
         .collect();
-    let merged = merge(&text, env).map_err(|p| ConfigError::Invalid(vec![p]))?;
+    let merged = merge(text, env).map_err(|p| ConfigError::Invalid(vec![p]))?;
     let mut reader = Reader::new(&positions, &overrides);
     let mut warnings = Vec::new();
     let config = build::config(&mut reader, &merged, &source, &mut warnings);

@@ -16,7 +16,7 @@ mod model;
 mod read;
 
 pub use error::{ConfigError, Problem};
-pub use load::{load, load_all, load_with_env, Loaded};
+pub use load::{load, load_all, load_candidate, load_with_env, Loaded};
 pub use model::{
     AuthConfig, AuthMode, ChannelConfig, ClientRateLimit, ClusterConfig, ClusterEngine, Config,
     EndpointConfig, EventTypeConfig, JwtAlgorithm, JwtConfig, JwtKeyConfig, KeySource, LogConfig,

@@ -38,6 +38,7 @@ pub use log::{
 };
 pub use publish::{Incoming, Origin, PublishError, Stamp};
 pub use publishing::Publishing;
+pub use table::impact::{Closed, Impact, Moved};
 
 use crate::config::Config;
 use crate::connection::ConnRef;
@@ -225,6 +226,11 @@ impl Router {
     /// The configuration in force (lock-free).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// What [`Router::apply`] would do with `next`, without doing it.
+    pub fn impact(&self, next: &Snapshot) -> Impact {
+        self.table.read().impact(next)
     }
 
     /// Swaps in a new configuration: channels kept keep their epoch,

@@ -96,18 +96,27 @@ pub fn client_ip(app: &App, peer: Peer, headers: &HeaderMap) -> std::net::IpAddr
 /// Refuses a POST without `Content-Type: application/json` (415) or from an
 /// `Origin` that `allowed_origins` does not allow (403).
 pub fn check_post(app: &App, headers: &HeaderMap) -> Result<(), Denied> {
-    let json = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
+    if !content_type_is(headers, "application/json") {
         return Err(deny(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send the body as JSON with `Content-Type: application/json`",
         ));
     }
+    check_origin(app, headers)
+}
+
+/// Whether the request's `Content-Type` is `media` (parameters ignored).
+pub fn content_type_is(headers: &HeaderMap, media: &str) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(media))
+}
+
+/// 403 unless the `Origin`, if any, is allowed.
+pub fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), Denied> {
     if !admit_origin(app, headers) {
         return Err(forbidden_origin());
     }

@@ -14,21 +14,74 @@ use crate::protocol::timestamp;
 use crate::reload;
 use crate::server::Peer;
 
-/// `POST /api/admin/reload`.
-pub async fn reload(app: Arc<App>, peer: Peer, headers: HeaderMap) -> Reply {
-    if let Err(denied) = access::check_post(&app, &headers) {
+/// The largest candidate configuration a reload preview reads.
+const CANDIDATE_BYTES: usize = crate::files::MAX_CONFIG_BYTES as usize;
+
+/// `POST /api/admin/reload`: applies the file on disk, or, with
+/// `?dry_run=true`, says what it (or the TOML body, sent as
+/// `Content-Type: application/toml`) would do without applying it.
+pub async fn reload<S, B>(
+    app: Arc<App>,
+    peer: Peer,
+    headers: HeaderMap,
+    q: HashMap<String, String>,
+    body: S,
+) -> Reply
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: bytes::Buf,
+{
+    let dry_run = q.get("dry_run").is_some_and(|v| v == "true" || v == "1");
+    let toml = dry_run && access::content_type_is(&headers, "application/toml");
+    let checked = if toml {
+        access::check_origin(&app, &headers)
+    } else {
+        access::check_post(&app, &headers)
+    };
+    if let Err(denied) = checked {
         return denied.reply;
     }
     let key = match access::authorize(&app, Need::Admin, peer, &headers) {
         Ok(key) => key,
         Err(denied) => return denied.reply,
     };
-    tracing::info!(
-        key = key.as_deref().unwrap_or("loopback"),
-        "reload requested over HTTP"
-    );
-    match reload::reload(&app).await {
+    let outcome = if dry_run {
+        let mut server = app.router.snapshot().config.server.clone();
+        server.max_publish_bytes = CANDIDATE_BYTES;
+        let candidate = if toml {
+            match super::body::read(body, &headers, CANDIDATE_BYTES, &server).await {
+                Ok(bytes) => match String::from_utf8(bytes.to_vec()) {
+                    Ok(text) => Some(text),
+                    Err(_) => {
+                        return error_reply(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_toml",
+                            "the candidate configuration is not UTF-8 text",
+                            json!({}),
+                        )
+                    }
+                },
+                Err(denied) => return denied.reply,
+            }
+        } else {
+            None
+        };
+        reload::preview(&app, candidate).await
+    } else {
+        tracing::info!(
+            key = key.as_deref().unwrap_or("loopback"),
+            "reload requested over HTTP"
+        );
+        reload::reload(&app).await
+    };
+    match outcome {
         Ok(report) => json_reply(StatusCode::OK, &report.to_json()),
+        Err(e) if dry_run => error_reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_config",
+            &format!("the configuration would be refused ({e}); nothing was applied"),
+            json!({"errors": e.problems()}),
+        ),
         Err(e) => error_reply(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_config",

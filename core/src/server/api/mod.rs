@@ -191,6 +191,8 @@ pub fn routes(
         .and(warp::post())
         .and(with_app(app.clone()))
         .and(parts())
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(warp::body::stream())
         .then(admin::reload);
     let disconnect = warp::path!("api" / "admin" / "disconnect")
         .and(warp::post())

@@ -92,6 +92,42 @@ pub(super) struct Table {
     mirrored: bool,
 }
 
+/// What a connection may receive under `snap`: its endpoint's channels,
+/// less `require_auth` ones when anonymous and those outside its token's
+/// `channels` claim.
+fn access_under(
+    snap: &Snapshot,
+    endpoint: &str,
+    user: Option<&str>,
+    claim: Option<&[String]>,
+) -> Access {
+    let Some(ep) = snap.endpoint(endpoint) else {
+        return Access::Gone;
+    };
+    let anonymous = user.is_none();
+    if anonymous && (ep.require_auth || snap.config.auth.mode == AuthMode::Required) {
+        return Access::Withdrawn;
+    }
+    let settings = snap.registry.channels();
+    let declared: Vec<&Arc<str>> = ep
+        .channels
+        .iter()
+        .filter_map(|c| settings.get_key_value(c.as_str()).map(|(k, _)| k))
+        .collect();
+    let protected = |c: &Arc<str>| anonymous && settings.get(c).is_some_and(|s| s.require_auth);
+    if !declared.is_empty() && declared.iter().all(|c| protected(c)) {
+        return Access::Withdrawn;
+    }
+    let claimed = |c: &Arc<str>| claim.is_none_or(|names| names.iter().any(|n| **n == **c));
+    Access::Channels(
+        declared
+            .into_iter()
+            .filter(|c| !protected(c) && claimed(c))
+            .cloned()
+            .collect(),
+    )
+}
+
 /// Matches every route against every type, once per configuration.
 fn sink_routes(snap: &Snapshot) -> HashMap<Arc<str>, Vec<Arc<dyn Sink>>> {
     let max = snap.config.server.max_pattern_bytes;
@@ -119,6 +155,7 @@ fn sink_routes(snap: &Snapshot) -> HashMap<Arc<str>, Vec<Arc<dyn Sink>>> {
 }
 
 mod connect;
+pub(super) mod impact;
 mod reload;
 mod route;
 mod subscribe;
@@ -142,35 +179,9 @@ impl Table {
         }
     }
 
-    /// What a connection may receive under the configuration in force:
-    /// its endpoint's channels, less `require_auth` ones when anonymous and
-    /// those outside its token's `channels` claim.
+    /// What a connection may receive under the configuration in force.
     fn access(&self, endpoint: &str, user: Option<&str>, claim: Option<&[String]>) -> Access {
-        let Some(ep) = self.snap.endpoint(endpoint) else {
-            return Access::Gone;
-        };
-        let anonymous = user.is_none();
-        if anonymous && (ep.require_auth || self.snap.config.auth.mode == AuthMode::Required) {
-            return Access::Withdrawn;
-        }
-        let settings = self.snap.registry.channels();
-        let declared: Vec<&Arc<str>> = ep
-            .channels
-            .iter()
-            .filter_map(|c| self.channels.get_key_value(c.as_str()).map(|(k, _)| k))
-            .collect();
-        let protected = |c: &Arc<str>| anonymous && settings.get(c).is_some_and(|s| s.require_auth);
-        if !declared.is_empty() && declared.iter().all(|c| protected(c)) {
-            return Access::Withdrawn;
-        }
-        let claimed = |c: &Arc<str>| claim.is_none_or(|names| names.iter().any(|n| **n == **c));
-        Access::Channels(
-            declared
-                .into_iter()
-                .filter(|c| !protected(c) && claimed(c))
-                .cloned()
-                .collect(),
-        )
+        access_under(&self.snap, endpoint, user, claim)
     }
 
     fn positions_of<'a>(&self, channels: impl IntoIterator<Item = &'a Arc<str>>) -> Positions {
