@@ -310,8 +310,9 @@ fn the_systemd_unit_is_hardened_and_verifies() {
     let stop: u64 = one("TimeoutStopSec")
         .parse()
         .expect("TimeoutStopSec seconds");
-    // Two drains of server.shutdown_timeout_s (10 s by default) at most.
-    assert!(stop > 2 * 10, "TimeoutStopSec {stop}");
+    // Two drains of server.shutdown_timeout_s (10 s by default) and the
+    // producers' then the sinks' stop_timeout_s (5 s) at most.
+    assert!(stop > 2 * 10 + 2 * 5, "TimeoutStopSec {stop}");
     assert!(one("ExecStart").contains("--config /etc/switchyard/config.toml"));
 
     // No skip: systemd-analyze is part of Debian's systemd package.
