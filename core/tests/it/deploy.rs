@@ -453,3 +453,73 @@ fn the_dockerfile_builds_the_workspace_packages_and_runs_unprivileged() {
     }
     assert!(repo().join("deploy/Dockerfile.dockerignore").exists());
 }
+
+/// The config.toml the image ships is the repository's with the
+/// Dockerfile's own `sed -e 's#^FROM#TO#'` rewrites applied; `switchyard
+/// check` accepts it and loads every plugin it names (here from the debug
+/// plugin libraries instead of /usr/lib/switchyard/plugins, and the audit
+/// log in a scratch folder instead of /var/lib/switchyard), with the
+/// image's `SWITCHYARD__SERVER__LISTEN`.
+#[test]
+fn the_image_config_passes_switchyard_check() {
+    let file = read("deploy/Dockerfile");
+    let rewrites: Vec<(String, String)> = file
+        .split("-e 's#")
+        .skip(1)
+        .map(|rest| {
+            let mut parts = rest.split('#');
+            let from = parts.next().unwrap().strip_prefix('^').expect("anchored");
+            (from.to_owned(), parts.next().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(rewrites.len(), 4, "{rewrites:?}");
+    let rewrite = |text: &str, rewrites: &[(String, String)]| -> String {
+        let mut out = String::new();
+        for line in text.lines() {
+            let line = rewrites
+                .iter()
+                .find_map(|(from, to)| line.strip_prefix(from.as_str()).map(|r| format!("{to}{r}")))
+                .unwrap_or_else(|| line.to_owned());
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
+    };
+    let image = rewrite(&read("config.toml"), &rewrites);
+    assert!(image.contains("\nplugin_dir = \"/usr/lib/switchyard/plugins\""));
+
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = Path::new(&plugin("switchyard_detection"))
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let local = rewrite(
+        &image,
+        &[
+            (
+                "plugin_dir = \"/usr/lib/switchyard/plugins\"".into(),
+                format!("plugin_dir = \"{plugins}\""),
+            ),
+            (
+                "path = \"/var/lib/switchyard/audit/audit.log\"".into(),
+                format!("path = \"{}/audit/audit.log\"", dir.path().display()),
+            ),
+        ],
+    );
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, local).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .env("SWITCHYARD__SERVER__LISTEN", "0.0.0.0:8080")
+        .output()
+        .expect("run switchyard check");
+    assert!(
+        out.status.success(),
+        "switchyard check refused the image's config:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
