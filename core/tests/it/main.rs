@@ -12,6 +12,7 @@ mod auth_and_limits;
 mod binary;
 mod cluster;
 mod contracts;
+mod deploy;
 mod fuzz;
 mod http_api;
 mod observability;
