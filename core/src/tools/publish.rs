@@ -48,7 +48,7 @@ pub fn run(publish: &Publish) -> ExitCode {
         }
     };
     match runtime.block_on(post(publish, &body)) {
-        Ok((status, reply)) if status == 202 => {
+        Ok((202, reply)) => {
             for stamp in stamps(&reply) {
                 println!("{stamp}");
             }

@@ -317,8 +317,12 @@ fn report_recovery(
             }
         } else {
             let reason = outcome["reason"].as_str().unwrap_or("unknown");
+            let from = positions
+                .get(channel)
+                .map(|p| format!(" after {channel}:{}:{}", p.epoch, p.sequence))
+                .unwrap_or_default();
             eprintln!(
-                "switchyard tail: GAP on {channel}: missed events could not be recovered ({reason}); live events follow"
+                "switchyard tail: GAP on {channel}: events{from} could not be recovered ({reason}) and may have been missed; live events follow"
             );
             match announced.get(channel) {
                 Some(p) => {
