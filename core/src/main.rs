@@ -59,7 +59,8 @@ enum Command {
     /// position of every channel and, when the connection drops,
     /// reconnects (waiting up to 5 s between attempts) with `since`, so
     /// nothing the router still holds is missed. Lags, gaps that could not
-    /// be recovered and reconnects are reported on stderr. Ctrl-C exits 0.
+    /// be recovered and reconnects are reported on stderr. Ctrl-C exits 0;
+    /// a connection the router refuses (no token, a bad one) exits 1.
     Tail {
         /// The router's URL [default: server.listen of --config if the file
         /// exists, else http://127.0.0.1:8080].

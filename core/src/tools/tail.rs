@@ -100,11 +100,10 @@ pub fn run(tail: Tail) -> ExitCode {
     };
     runtime.block_on(async {
         tokio::select! {
-            () = follow(&tail, positions) => {}
-            _ = tokio::signal::ctrl_c() => {}
+            code = follow(&tail, positions) => code,
+            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
         }
-    });
-    ExitCode::SUCCESS
+    })
 }
 
 /// The WebSocket URL of one attempt.
@@ -139,8 +138,10 @@ fn ws_url(tail: &Tail, positions: &BTreeMap<String, Position>) -> String {
     }
 }
 
-/// Connects, prints, and reconnects with `since`, forever.
-async fn follow(tail: &Tail, mut positions: BTreeMap<String, Position>) {
+/// Connects, prints, and reconnects with `since`, until the router
+/// refuses the connection itself (a 1008 close before
+/// `connection.established`: a missing or bad token), which exits 1.
+async fn follow(tail: &Tail, mut positions: BTreeMap<String, Position>) -> ExitCode {
     let colour = super::colour(std::io::stdout().is_terminal());
     let mut backoff = MIN_BACKOFF;
     let mut attempt = 0u32;
@@ -153,6 +154,12 @@ async fn follow(tail: &Tail, mut positions: BTreeMap<String, Position>) {
                 let outcome = session(tail, socket, &mut positions, colour, reconnect).await;
                 if outcome.established {
                     backoff = MIN_BACKOFF;
+                } else if outcome.code == Some(1008) {
+                    eprintln!(
+                        "switchyard tail: the router refused the connection ({})",
+                        outcome.why
+                    );
+                    return ExitCode::FAILURE;
                 }
                 eprintln!(
                     "switchyard tail: connection lost ({}); reconnecting",
@@ -177,6 +184,8 @@ async fn follow(tail: &Tail, mut positions: BTreeMap<String, Position>) {
 /// How one connection ended.
 struct Outcome {
     established: bool,
+    /// The close code, when the router sent one.
+    code: Option<u16>,
     why: String,
 }
 
@@ -198,16 +207,22 @@ async fn session(
         let text = match frame {
             Ok(Message::Text(text)) => text.to_string(),
             Ok(Message::Close(frame)) => {
+                let code = frame.as_ref().map(|f| u16::from(f.code));
                 let why = frame.map_or_else(
                     || "closed".to_owned(),
                     |f| format!("closed {} {}", u16::from(f.code), f.reason),
                 );
-                return Outcome { established, why };
+                return Outcome {
+                    established,
+                    code,
+                    why,
+                };
             }
             Ok(_) => continue,
             Err(e) => {
                 return Outcome {
                     established,
+                    code: None,
                     why: e.to_string(),
                 }
             }
@@ -260,6 +275,7 @@ async fn session(
                 if let Err(e) = socket.send(Message::text(request.to_string())).await {
                     return Outcome {
                         established,
+                        code: None,
                         why: e.to_string(),
                     };
                 }
@@ -295,6 +311,7 @@ async fn session(
     }
     Outcome {
         established,
+        code: None,
         why: "the connection ended".to_owned(),
     }
 }

@@ -458,3 +458,105 @@ fn tail_refuses_a_malformed_since() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("channel:epoch:sequence"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_with_a_minted_token_prints_events_and_without_one_exits_1() {
+    let var = "SY_CLI_TOOLS_JWT_TAIL";
+    std::env::set_var(var, "a-secret-for-tail");
+    let router = start(&config(
+        "",
+        &format!("mode = \"required\"\n[auth.jwt]\nsecret_env = \"{var}\""),
+    ))
+    .await;
+    let out = run(switchyard()
+        .args(["tail", "--json", "--url"])
+        .arg(router.url("")))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("refused the connection") && stderr.contains("1008"),
+        "{stderr}"
+    );
+
+    let out = run(switchyard()
+        .args(["token", "--sub", "carol", "--config"])
+        .arg(router.config_path()))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    let mut tail = spawn_tail(&router, &["--token", &token]);
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    wait_for_connection(&router, &[]).await;
+    router.publish_ok(&alert("a1")).await;
+    assert_eq!(next_event(&mut lines).await["payload"]["id"], "a1");
+    tail.start_kill().unwrap();
+}
+
+/// What `tail` (without `--json`) writes to a terminal (a pseudo-terminal
+/// made by util-linux `script`) for one event; `no_color` sets `NO_COLOR=1`.
+async fn tail_on_a_terminal(router: &Router, no_color: bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let typescript = dir.path().join("typescript");
+    let command = format!(
+        "{} tail --url {}",
+        env!("CARGO_BIN_EXE_switchyard"),
+        router.url("")
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-q", "-f", "-c", &command])
+        .arg(&typescript)
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if no_color {
+        script.env("NO_COLOR", "1");
+    }
+    let mut script = script.spawn().expect("run util-linux script");
+    let id = wait_for_connection(router, &[]).await;
+    router.publish_ok(&alert("t1")).await;
+    let deadline = Instant::now() + WAIT;
+    let written = loop {
+        let written = std::fs::read_to_string(&typescript).unwrap_or_default();
+        if written.contains("alert.created") && written.contains('\n') {
+            break written;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tail printed nothing: {written:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    script.start_kill().unwrap();
+    let _ = script.wait().await;
+    // Let the router forget the connection before the next run counts them.
+    let deadline = Instant::now() + WAIT;
+    while connection_ids(router).await.contains(&id) {
+        assert!(Instant::now() < deadline, "tail's connection never closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    written
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_on_a_terminal_prints_readable_coloured_lines_unless_no_color() {
+    let router = start(BASE).await;
+    let coloured = tail_on_a_terminal(&router, false).await;
+    assert!(
+        coloured.contains("\x1b["),
+        "a terminal gets colour: {coloured:?}"
+    );
+    assert!(
+        coloured.contains(r#"{"id":"t1","severity":"low"}"#),
+        "{coloured:?}"
+    );
+    let plain = tail_on_a_terminal(&router, true).await;
+    assert!(!plain.contains('\x1b'), "NO_COLOR: {plain:?}");
+    assert!(
+        plain.contains(r#" alert.created alerts:2 {"id":"t1","severity":"low"}"#),
+        "time, type, channel:sequence, payload: {plain:?}"
+    );
+}
