@@ -328,6 +328,9 @@ async fn tail_json_recovers_what_was_published_while_it_reconnected() {
     router.publish_ok(&alert("a2")).await;
     router.publish_ok(&job("j2")).await;
     router.publish_ok(&alert("a3")).await;
+    // No connection yet: tail (which waits 0.2 s before reconnecting) must
+    // get those three from history, through `since`.
+    let away = connection_ids(&router).await.is_empty();
     wait_for_connection(&router, std::slice::from_ref(&first)).await;
     router.publish_ok(&alert("a4")).await;
 
@@ -387,6 +390,13 @@ async fn tail_json_recovers_what_was_published_while_it_reconnected() {
         .unwrap();
     assert!(stderr.contains("disconnected by operator"), "{stderr}");
     assert!(stderr.contains("reconnected"), "{stderr}");
+    if away {
+        assert!(
+            stderr.contains("recovered 2 missed event(s) of alerts")
+                && stderr.contains("recovered 1 missed event(s) of jobs"),
+            "{stderr}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
