@@ -570,3 +570,47 @@ async fn tail_on_a_terminal_prints_readable_coloured_lines_unless_no_color() {
         "time, type, channel:sequence, payload: {plain:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_that_lags_asks_for_the_dropped_events_again() {
+    let server = "send_queue = 8\nsend_queue_bytes = 65536\nsocket_send_buffer = 8192";
+    let router =
+        start(&config(server, "mode = \"none\"").replace("history = 100", "history = 5000")).await;
+    let mut tail = spawn_tail(&router, &[]);
+    let stdout = tail.stdout.take().unwrap();
+    wait_for_connection(&router, &[]).await;
+    // Nobody reads tail's stdout for now: its pipe, then its socket, then
+    // its queue at the router fill up, and the router drops events for it.
+    let pad = "x".repeat(3000);
+    let total = 2400;
+    for batch in 0..total / 100 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| alert(&format!("{}-{pad}", batch * 100 + i)))
+            .collect();
+        let (code, body) = router.publish(&Value::from(events)).await;
+        assert_eq!(code, 202, "{body}");
+    }
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    while seen.len() < total {
+        seen.push(next_event(&mut lines).await["sequence"].as_u64().unwrap());
+    }
+    tail.start_kill().unwrap();
+    let _ = tail.wait().await;
+    let mut stderr = String::new();
+    tail.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), total, "a duplicate: {stderr}");
+    assert_eq!(sorted, (1..=total as u64).collect::<Vec<_>>(), "{stderr}");
+    assert!(
+        stderr.contains("lagged"),
+        "the router never dropped: {stderr}"
+    );
+}
