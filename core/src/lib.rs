@@ -36,3 +36,4 @@ pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod tools;

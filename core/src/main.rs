@@ -1,5 +1,6 @@
-//! The `switchyard` binary: run the router, `switchyard check` a config, or
-//! `switchyard codegen` the client contracts of one.
+//! The `switchyard` binary: run the router, `switchyard check` a config,
+//! `switchyard codegen` the client contracts of one, or use the operator's
+//! tools: `tail`, `publish` and `token`.
 
 mod codegen;
 
@@ -11,6 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchyard::app::Options;
 use switchyard::reload::ReloadError;
+use switchyard::tools::{self, publish, tail, token};
 use switchyard::{check, logging, reload, runtime};
 
 /// mimalloc (its v2 line) rather than glibc's malloc: after 20 clients made
@@ -56,6 +58,89 @@ enum Command {
     Codegen {
         #[command(subcommand)]
         target: Target,
+    },
+    /// Print the live events of an endpoint, recovering across reconnects.
+    ///
+    /// Connects a WebSocket to the router and prints every event it
+    /// receives: on a terminal one readable line each (time, type,
+    /// channel:sequence, payload; coloured unless NO_COLOR is set), with
+    /// --json one JSON line each, exactly as received. It keeps the last
+    /// position of every channel and, when the connection drops,
+    /// reconnects (waiting up to 5 s between attempts) with `since`, so
+    /// nothing the router still holds is missed. Lags, gaps that could not
+    /// be recovered and reconnects are reported on stderr. Ctrl-C exits 0;
+    /// a connection the router refuses (no token, a bad one) exits 1.
+    Tail {
+        /// The router's URL [default: server.listen of --config if the file
+        /// exists, else http://127.0.0.1:8080].
+        #[arg(long, env = "SWITCHYARD_URL")]
+        url: Option<String>,
+        /// The WebSocket endpoint.
+        #[arg(long, default_value = "/ws/events")]
+        endpoint: String,
+        /// Comma-separated patterns to subscribe to (`alert.*,job.progress`);
+        /// all events of the endpoint when absent.
+        #[arg(long)]
+        events: Option<String>,
+        /// Start after these positions: `channel:epoch:sequence,…` (events
+        /// after them are replayed from history first).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print each event as one JSON line, exactly as received.
+        #[arg(long)]
+        json: bool,
+        /// A client token (JWT), for endpoints that require one.
+        #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Publish one event and print its stamp (`channel:epoch:sequence`).
+    ///
+    /// Posts `{"type":TYPE,"payload":PAYLOAD}` to POST /api/events. Exits 0
+    /// when accepted; 1 when refused (the router's error code and message,
+    /// `did_you_mean` and every invalid field on stderr) or unreachable; 2
+    /// when PAYLOAD is not JSON (checked before anything is sent).
+    Publish {
+        /// The event type (its canonical name or an alias), e.g. alert.created.
+        #[arg(value_name = "TYPE")]
+        event_type: String,
+        /// The payload as JSON text, e.g. '{"id":"a1","severity":"high"}'.
+        payload: String,
+        /// The router's URL [default: server.listen of --config if the file
+        /// exists, else http://127.0.0.1:8080].
+        #[arg(long, env = "SWITCHYARD_URL")]
+        url: Option<String>,
+        /// The publish key (sent as Authorization: Bearer).
+        #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
+        key: Option<String>,
+        /// The event's correlation_id.
+        #[arg(long)]
+        correlation_id: Option<String>,
+        /// The event's idempotency_key: publishing it again within the
+        /// router's window returns the first stamp instead of a new event.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Mint a client token (HS256 JWT) for local use, and print it.
+    ///
+    /// Signs with the secret the configuration names, read as the router
+    /// reads it: auth.jwt.secret_file or the variable auth.jwt.secret_env,
+    /// else the first HS256 key of auth.jwt.keys (the token then carries
+    /// its kid). Adds `iss` / `aud` when the configuration requires them.
+    /// Fails, naming what is missing, when no HS256 secret is configured or
+    /// its variable is unset.
+    Token {
+        /// The user (`sub` claim).
+        #[arg(long)]
+        sub: String,
+        /// How long the token lives: 30s, 15m, 1h, 2d.
+        #[arg(long, default_value = "1h", value_parser = token::parse_ttl)]
+        ttl: u64,
+        /// Only these channels may be received (`channels` claim), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        channels: Option<Vec<String>>,
+        /// Sign with this auth.jwt.keys entry.
+        #[arg(long)]
+        kid: Option<String>,
     },
 }
 
@@ -103,6 +188,57 @@ fn main() -> ExitCode {
             },
             Err(e) => {
                 print_refusal(&options, &e);
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Tail {
+            url,
+            endpoint,
+            events,
+            since,
+            json,
+            token,
+        }) => tail::run(tail::Tail {
+            url: tools::base_url(url.as_deref(), &options.config_path),
+            endpoint,
+            events,
+            since,
+            json,
+            token,
+        }),
+        Some(Command::Publish {
+            event_type,
+            payload,
+            url,
+            key,
+            correlation_id,
+            idempotency_key,
+        }) => publish::run(&publish::Publish {
+            url: tools::base_url(url.as_deref(), &options.config_path),
+            event_type,
+            payload,
+            key,
+            correlation_id,
+            idempotency_key,
+        }),
+        Some(Command::Token {
+            sub,
+            ttl,
+            channels,
+            kid,
+        }) => match token::mint(&token::Mint {
+            config: options.config_path,
+            sub,
+            ttl_s: ttl,
+            channels,
+            kid,
+        }) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchyard token: {e:#}");
                 ExitCode::FAILURE
             }
         },

@@ -10,6 +10,7 @@ mod support;
 
 mod auth_and_limits;
 mod binary;
+mod cli_tools;
 mod cluster;
 mod contracts;
 mod deploy;

@@ -1,0 +1,425 @@
+//! `switchyard tail`: prints the live events of one endpoint, recovering
+//! across reconnects. It keeps the last position (epoch, sequence) of every
+//! channel and reconnects with `since` (SPEC §3, "History and recovery"),
+//! so a dropped connection loses nothing the router still holds; what it
+//! cannot recover (a lag, a gap) is said on stderr.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+/// What to tail, and how to print it.
+#[derive(Debug, Clone)]
+pub struct Tail {
+    /// The router's base URL (`http://host:port`).
+    pub url: String,
+    /// The endpoint path (`/ws/events`).
+    pub endpoint: String,
+    /// Comma-separated patterns; `None` receives everything.
+    pub events: Option<String>,
+    /// Start from here: `channel:epoch:seq,…`.
+    pub since: Option<String>,
+    /// One JSON line per event, as received.
+    pub json: bool,
+    /// A client token.
+    pub token: Option<String>,
+}
+
+/// Longest wait between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// First wait after a dropped connection.
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+
+/// A channel's last known position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The channel's epoch.
+    pub epoch: String,
+    /// The last sequence printed (or announced).
+    pub sequence: u64,
+}
+
+/// Parses the `channel:epoch:seq,…` cursor form.
+pub fn parse_since(text: &str) -> Result<BTreeMap<String, Position>, String> {
+    let mut positions = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut fields = part.splitn(3, ':');
+        let (Some(channel), Some(epoch), Some(seq)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(format!("{part:?} is not channel:epoch:sequence"));
+        };
+        let sequence = seq
+            .parse()
+            .map_err(|_| format!("{part:?}: {seq:?} is not a sequence number"))?;
+        if channel.is_empty() || epoch.is_empty() {
+            return Err(format!("{part:?} is not channel:epoch:sequence"));
+        }
+        positions.insert(
+            channel.to_owned(),
+            Position {
+                epoch: epoch.to_owned(),
+                sequence,
+            },
+        );
+    }
+    Ok(positions)
+}
+
+/// The cursor form of `positions`.
+pub fn cursor(positions: &BTreeMap<String, Position>) -> String {
+    positions
+        .iter()
+        .map(|(c, p)| format!("{c}:{}:{}", p.epoch, p.sequence))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs `tail` until Ctrl-C (exit 0); a bad `--since` exits 2.
+pub fn run(tail: Tail) -> ExitCode {
+    let positions = match tail.since.as_deref().map(parse_since).transpose() {
+        Ok(p) => p.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("switchyard tail: --since {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchyard tail: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        tokio::select! {
+            code = follow(&tail, positions) => code,
+            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+        }
+    })
+}
+
+/// The WebSocket URL of one attempt.
+fn ws_url(tail: &Tail, positions: &BTreeMap<String, Position>) -> String {
+    let base = if let Some(rest) = tail.url.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = tail.url.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        tail.url.clone()
+    };
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    if let Some(events) = &tail.events {
+        query.append_pair("events", events);
+    }
+    if !positions.is_empty() {
+        query.append_pair("since", &cursor(positions));
+    }
+    if let Some(token) = &tail.token {
+        query.append_pair("token", token);
+    }
+    let query = query.finish();
+    let endpoint = if tail.endpoint.starts_with('/') {
+        tail.endpoint.clone()
+    } else {
+        format!("/{}", tail.endpoint)
+    };
+    if query.is_empty() {
+        format!("{base}{endpoint}")
+    } else {
+        format!("{base}{endpoint}?{query}")
+    }
+}
+
+/// Connects, prints, and reconnects with `since`, until the router
+/// refuses the connection itself (a 1008 close before
+/// `connection.established`: a missing or bad token), which exits 1.
+async fn follow(tail: &Tail, mut positions: BTreeMap<String, Position>) -> ExitCode {
+    let colour = super::colour(std::io::stdout().is_terminal());
+    let mut backoff = MIN_BACKOFF;
+    let mut attempt = 0u32;
+    loop {
+        let url = ws_url(tail, &positions);
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((socket, _)) => {
+                let reconnect = attempt > 0;
+                attempt += 1;
+                let outcome = session(tail, socket, &mut positions, colour, reconnect).await;
+                if outcome.established {
+                    backoff = MIN_BACKOFF;
+                } else if outcome.code == Some(1008) {
+                    eprintln!(
+                        "switchyard tail: the router refused the connection ({})",
+                        outcome.why
+                    );
+                    return ExitCode::FAILURE;
+                }
+                eprintln!(
+                    "switchyard tail: connection lost ({}); reconnecting",
+                    outcome.why
+                );
+            }
+            Err(e) => {
+                attempt += 1;
+                eprintln!(
+                    "switchyard tail: cannot connect to {}{}: {e}; retrying in {:.1}s",
+                    tail.url,
+                    tail.endpoint,
+                    backoff.as_secs_f64()
+                );
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// How one connection ended.
+struct Outcome {
+    established: bool,
+    /// The close code, when the router sent one.
+    code: Option<u16>,
+    why: String,
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Reads one connection until it ends.
+async fn session(
+    tail: &Tail,
+    mut socket: Socket,
+    positions: &mut BTreeMap<String, Position>,
+    colour: bool,
+    reconnect: bool,
+) -> Outcome {
+    let mut established = false;
+    // What `connection.established` announced, for channels whose recovery fails.
+    let mut announced: BTreeMap<String, Position> = BTreeMap::new();
+    while let Some(frame) = socket.next().await {
+        let text = match frame {
+            Ok(Message::Text(text)) => text.to_string(),
+            Ok(Message::Close(frame)) => {
+                let code = frame.as_ref().map(|f| u16::from(f.code));
+                let why = frame.map_or_else(
+                    || "closed".to_owned(),
+                    |f| format!("closed {} {}", u16::from(f.code), f.reason),
+                );
+                return Outcome {
+                    established,
+                    code,
+                    why,
+                };
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                return Outcome {
+                    established,
+                    code: None,
+                    why: e.to_string(),
+                }
+            }
+        };
+        let Ok(msg) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let kind = msg["type"].as_str().unwrap_or("");
+        match kind {
+            "connection.established" => {
+                established = true;
+                announced = channel_positions(&msg["payload"]["channels"]);
+                for (channel, position) in &announced {
+                    positions
+                        .entry(channel.clone())
+                        .or_insert_with(|| position.clone());
+                }
+                if reconnect {
+                    eprintln!(
+                        "switchyard tail: reconnected to {}{}",
+                        tail.url, tail.endpoint
+                    );
+                }
+            }
+            "connection.channels" => {
+                for (channel, position) in channel_positions(&msg["payload"]["channels"]) {
+                    eprintln!(
+                        "switchyard tail: channel {channel} now at epoch {} sequence {}",
+                        position.epoch, position.sequence
+                    );
+                    positions.insert(channel, position);
+                }
+            }
+            "connection.lagged" => {
+                let lagged = channel_positions(&msg["payload"]["channels"]);
+                eprintln!(
+                    "switchyard tail: lagged: the router dropped {} event(s) for this client ({}); recovering them",
+                    msg["payload"]["dropped"],
+                    cursor(&lagged)
+                );
+                let since: serde_json::Map<String, Value> = lagged
+                    .iter()
+                    .map(|(c, p)| (c.clone(), json!({"epoch": p.epoch, "sequence": p.sequence})))
+                    .collect();
+                let patterns: Vec<&str> = match &tail.events {
+                    Some(events) => events.split(',').map(str::trim).collect(),
+                    None => vec!["*"],
+                };
+                let request = json!({"action": "subscribe", "events": patterns, "since": since});
+                if let Err(e) = socket.send(Message::text(request.to_string())).await {
+                    return Outcome {
+                        established,
+                        code: None,
+                        why: e.to_string(),
+                    };
+                }
+            }
+            "subscribed" => report_recovery(&msg["recovery"], positions, &announced),
+            "error" => eprintln!(
+                "switchyard tail: error from the router: {} {}",
+                msg["payload"]["code"].as_str().unwrap_or("?"),
+                msg["payload"]["message"].as_str().unwrap_or("")
+            ),
+            "unsubscribed" | "pong" | "refreshed" => {}
+            _ if kind.starts_with("connection.") => {}
+            _ => {
+                if let (Some(channel), Some(sequence)) =
+                    (msg["channel"].as_str(), msg["sequence"].as_u64())
+                {
+                    if let Some(p) = positions.get_mut(channel) {
+                        p.sequence = p.sequence.max(sequence);
+                    }
+                }
+                let line = if tail.json {
+                    text
+                } else {
+                    readable(&msg, colour)
+                };
+                let mut out = std::io::stdout().lock();
+                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                    // stdout is gone (a closed pipe): nothing left to do.
+                    std::process::exit(0);
+                }
+            }
+        }
+    }
+    Outcome {
+        established,
+        code: None,
+        why: "the connection ended".to_owned(),
+    }
+}
+
+/// Says on stderr what `recovery` reports, and takes the announced position
+/// for a channel that could not be recovered (its next events are live).
+fn report_recovery(
+    recovery: &Value,
+    positions: &mut BTreeMap<String, Position>,
+    announced: &BTreeMap<String, Position>,
+) {
+    let Some(recovery) = recovery.as_object() else {
+        return;
+    };
+    for (channel, outcome) in recovery {
+        if outcome["recovered"].as_bool() == Some(true) {
+            let replayed = outcome["replayed"].as_u64().unwrap_or(0);
+            if replayed > 0 {
+                eprintln!("switchyard tail: recovered {replayed} missed event(s) of {channel}");
+            }
+        } else {
+            let reason = outcome["reason"].as_str().unwrap_or("unknown");
+            let from = positions
+                .get(channel)
+                .map(|p| format!(" after {channel}:{}:{}", p.epoch, p.sequence))
+                .unwrap_or_default();
+            eprintln!(
+                "switchyard tail: GAP on {channel}: events{from} could not be recovered ({reason}) and may have been missed; live events follow"
+            );
+            match announced.get(channel) {
+                Some(p) => {
+                    positions.insert(channel.clone(), p.clone());
+                }
+                None => {
+                    positions.remove(channel);
+                }
+            }
+        }
+    }
+}
+
+/// `{"alerts":{"epoch","sequence"}}` as positions.
+fn channel_positions(channels: &Value) -> BTreeMap<String, Position> {
+    channels
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(channel, p)| {
+            Some((
+                channel.clone(),
+                Position {
+                    epoch: p["epoch"].as_str()?.to_owned(),
+                    sequence: p["sequence"].as_u64()?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// One readable line: time, type, channel:sequence, compact payload,
+/// and the correlation id when there is one.
+pub fn readable(event: &Value, colour: bool) -> String {
+    let time = event["timestamp"]
+        .as_str()
+        .and_then(|t| t.split_once('T'))
+        .map_or("", |(_, t)| t.trim_end_matches('Z'));
+    let kind = event["type"].as_str().unwrap_or("?");
+    let place = format!(
+        "{}:{}",
+        event["channel"].as_str().unwrap_or("?"),
+        event["sequence"]
+    );
+    let payload = event["payload"].to_string();
+    let correlation = event["correlation_id"]
+        .as_str()
+        .map(|c| format!(" correlation_id={c}"))
+        .unwrap_or_default();
+    if colour {
+        format!(
+            "\x1b[2m{time}\x1b[0m \x1b[1;36m{kind}\x1b[0m \x1b[33m{place}\x1b[0m {payload}\x1b[2m{correlation}\x1b[0m"
+        )
+    } else {
+        format!("{time} {kind} {place} {payload}{correlation}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_parse_and_print_back() {
+        let p = parse_since("alerts:k3Jf:41, jobs:x-1:0").unwrap();
+        assert_eq!(p["alerts"].sequence, 41);
+        assert_eq!(p["jobs"].epoch, "x-1");
+        assert_eq!(cursor(&p), "alerts:k3Jf:41,jobs:x-1:0");
+        assert!(parse_since("alerts:41").is_err());
+        assert!(parse_since("alerts:e:x").is_err());
+    }
+
+    #[test]
+    fn readable_lines_have_time_type_place_and_payload() {
+        let event = json!({"type":"alert.created","payload":{"id":"a1"},
+            "timestamp":"2026-11-23T06:00:00.123Z","channel":"alerts","sequence":42});
+        assert_eq!(
+            readable(&event, false),
+            r#"06:00:00.123 alert.created alerts:42 {"id":"a1"}"#
+        );
+        assert!(readable(&event, true).contains("\x1b["));
+    }
+}

@@ -1,0 +1,616 @@
+//! The operator's command-line tools, run as the real binary against a real
+//! router: `switchyard publish`, `switchyard token` and `switchyard tail`
+//! (docs/operations.md, "Command-line tools").
+
+use crate::support;
+
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{alert, config, job, start, Router, BASE, WAIT};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// The binary, with the environment variables the tools read cleared.
+fn switchyard() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    command
+        .env_remove("SWITCHYARD_URL")
+        .env_remove("SWITCHYARD_API_KEY")
+        .env_remove("SWITCHYARD_TOKEN")
+        .env_remove("SWITCHYARD_CONFIG")
+        .env_remove("NO_COLOR")
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs the binary with `args` to its end (within [`WAIT`]).
+async fn run(command: &mut Command) -> Output {
+    tokio::time::timeout(WAIT, command.output())
+        .await
+        .expect("the command did not finish in time")
+        .expect("run the switchyard binary")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn publish(router: &Router, event_type: &str, payload: &str) -> Output {
+    run(switchyard()
+        .args(["publish", event_type, payload, "--url"])
+        .arg(router.url("")))
+    .await
+}
+
+// ------------------------------------------------------------------ publish
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_prints_the_stamp_and_the_event_reaches_a_client() {
+    let router = start(BASE).await;
+    let mut client = router.ws("/ws/events").await;
+    let hello = client.established().await;
+    let epoch = hello["payload"]["channels"]["alerts"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let out = run(switchyard()
+        .args([
+            "publish",
+            "alert.created",
+            r#"{"id":"a1","severity":"high"}"#,
+            "--correlation-id",
+            "req-7",
+            "--url",
+        ])
+        .arg(router.url("")))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("alerts:{epoch}:1\n"));
+
+    let event = client.recv_type("alert.created").await;
+    assert_eq!(event["payload"], json!({"id":"a1","severity":"high"}));
+    assert_eq!(
+        (&event["channel"], &event["sequence"]),
+        (&json!("alerts"), &json!(1))
+    );
+    assert_eq!(event["correlation_id"], "req-7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_of_an_unknown_type_exits_1_naming_did_you_mean() {
+    let router = start(BASE).await;
+    let out = publish(&router, "alert.craeted", r#"{"id":"a1","severity":"low"}"#).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("unknown_event_type"), "{stderr}");
+    assert!(stderr.contains("did_you_mean: alert.created"), "{stderr}");
+    assert!(out.stdout.is_empty());
+
+    let out = publish(
+        &router,
+        "alert.created",
+        r#"{"id":"a1","severity":"urgent"}"#,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("invalid_payload"), "{stderr}");
+    assert!(stderr.contains("severity: not_in_enum"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_refuses_a_payload_that_is_not_json_locally_with_exit_2() {
+    let router = start(BASE).await;
+    let out = publish(&router, "alert.created", "{id: a1}").await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("not JSON"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        router
+            .metric("switchyard_events_refused_total{reason=\"invalid_json\"}")
+            .await,
+        0.0,
+        "nothing was sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_sends_the_key_as_a_bearer_token() {
+    let var = "SY_CLI_TOOLS_PUBLISH_KEYS";
+    std::env::set_var(var, "ops:k-123");
+    let router = start(&config(
+        "",
+        &format!(
+            "mode = \"optional\"\napi_keys_env = \"{var}\"\n[auth.jwt]\nsecret_env = \"{var}\""
+        ),
+    ))
+    .await;
+    let payload = r#"{"id":"a1","severity":"low"}"#;
+    let out = publish(&router, "alert.created", payload).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unauthorized"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(switchyard()
+        .args(["publish", "alert.created", payload, "--url"])
+        .arg(router.url(""))
+        .env("SWITCHYARD_API_KEY", "k-123"))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+// -------------------------------------------------------------------- token
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_mints_a_token_the_router_accepts() {
+    let var = "SY_CLI_TOOLS_JWT_SECRET";
+    std::env::set_var(var, "a-secret-for-the-cli-tools-test");
+    let router = start(&config(
+        "",
+        &format!("mode = \"required\"\n[auth.jwt]\nsecret_env = \"{var}\""),
+    ))
+    .await;
+    let out = run(switchyard()
+        .args([
+            "token",
+            "--sub",
+            "alice",
+            "--ttl",
+            "15m",
+            "--channels",
+            "alerts",
+            "--config",
+        ])
+        .arg(router.config_path()))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+
+    let mut client = router.ws(&format!("/ws/events?token={token}")).await;
+    let hello = client.established().await;
+    assert_eq!(hello["payload"]["user"], "alice", "{hello}");
+    let channels = hello["payload"]["channels"].as_object().unwrap();
+    assert_eq!(channels.keys().collect::<Vec<_>>(), ["alerts"], "{hello}");
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(hello["payload"]["expires_at"].as_str().unwrap())
+            .unwrap();
+    let left = expires.timestamp() - chrono::Utc::now().timestamp();
+    assert!((800..=900).contains(&left), "expires in {left}s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_signs_with_the_kid_of_a_listed_key() {
+    let var = "SY_CLI_TOOLS_JWT_KID";
+    std::env::set_var(var, "a-secret-for-kid-b");
+    let auth = format!(
+        "mode = \"required\"\n[auth.jwt]\nsecret_env = \"SY_CLI_TOOLS_NEVER_SET\"\n\
+         keys = [ {{ kid = \"b\", secret_env = \"{var}\" }} ]"
+    );
+    let router = start(&config("", &auth)).await;
+    let out = run(switchyard()
+        .args(["token", "--sub", "bob", "--config"])
+        .arg(router.config_path())
+        .env_remove("SY_CLI_TOOLS_NEVER_SET"))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some("b"));
+    let mut client = router.ws(&format!("/ws/events?token={token}")).await;
+    assert_eq!(client.established().await["payload"]["user"], "bob");
+}
+
+#[test]
+fn token_without_a_secret_fails_naming_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let var = "SY_CLI_TOOLS_UNSET_SECRET";
+    std::fs::write(
+        &path,
+        config(
+            "",
+            &format!("mode = \"required\"\n[auth.jwt]\nsecret_env = \"{var}\""),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["token", "--sub", "alice", "--config"])
+        .arg(&path)
+        .env_remove(var)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(var) && stderr.contains("not set"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+
+    std::fs::write(
+        &path,
+        config(
+            "",
+            "mode = \"required\"\n[auth.jwt]\nalgorithm = \"RS256\"\npublic_key_file = \"k.pem\"",
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["token", "--sub", "alice", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("no HS256 secret"), "{stderr}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["token", "--sub", "alice", "--ttl", "1w", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a bad --ttl is a usage error");
+}
+
+// --------------------------------------------------------------------- tail
+
+/// The ids of the connections the router holds.
+async fn connection_ids(router: &Router) -> Vec<String> {
+    let (code, body) = router.get("/api/websocket/connections").await;
+    assert_eq!(code, 200, "{body}");
+    body["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits until the router holds a connection not in `known`; returns it.
+async fn wait_for_connection(router: &Router, known: &[String]) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ids = connection_ids(router).await;
+        if let Some(id) = ids.iter().find(|id| !known.contains(id)) {
+            return id.clone();
+        }
+        assert!(Instant::now() < deadline, "tail never connected: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The next stdout line of `tail`, as JSON.
+async fn next_event(lines: &mut Lines<BufReader<ChildStdout>>) -> Value {
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("tail printed nothing in time")
+        .unwrap()
+        .expect("tail's stdout ended");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not one JSON line ({e}): {line}"))
+}
+
+fn spawn_tail(router: &Router, extra: &[&str]) -> Child {
+    switchyard()
+        .args(["tail", "--json", "--url"])
+        .arg(router.url(""))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchyard tail")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_json_recovers_what_was_published_while_it_reconnected() {
+    let router = start(BASE).await;
+    let mut tail = spawn_tail(&router, &[]);
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let first = wait_for_connection(&router, &[]).await;
+
+    router.publish_ok(&alert("a1")).await;
+    router.publish_ok(&job("j1")).await;
+    let mut seen = vec![next_event(&mut lines).await, next_event(&mut lines).await];
+
+    let (code, body) = router
+        .post("/api/admin/disconnect", &json!({"connection_id": first}))
+        .await;
+    assert_eq!((code, &body["closed"]), (200, &json!(1)), "{body}");
+    // Published while tail is away: it must replay them on reconnect.
+    router.publish_ok(&alert("a2")).await;
+    router.publish_ok(&job("j2")).await;
+    router.publish_ok(&alert("a3")).await;
+    // No connection yet: tail (which waits 0.2 s before reconnecting) must
+    // get those three from history, through `since`.
+    let away = connection_ids(&router).await.is_empty();
+    wait_for_connection(&router, std::slice::from_ref(&first)).await;
+    router.publish_ok(&alert("a4")).await;
+
+    while seen.len() < 6 {
+        seen.push(next_event(&mut lines).await);
+    }
+    tail.start_kill().unwrap();
+    let _ = tail.wait().await;
+    // Anything printed after a4 would be a duplicate.
+    let mut rest = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    assert!(rest.is_empty(), "duplicates or strays after a4: {rest}");
+
+    let mut got: Vec<(String, u64, String)> = seen
+        .iter()
+        .map(|e| {
+            let id = e["payload"]["id"]
+                .as_str()
+                .or(e["payload"]["job_id"].as_str())
+                .unwrap()
+                .to_owned();
+            (
+                e["channel"].as_str().unwrap().to_owned(),
+                e["sequence"].as_u64().unwrap(),
+                id,
+            )
+        })
+        .collect();
+    got.sort();
+    let want = [
+        ("alerts", 1, "a1"),
+        ("alerts", 2, "a2"),
+        ("alerts", 3, "a3"),
+        ("alerts", 4, "a4"),
+        ("jobs", 1, "j1"),
+        ("jobs", 2, "j2"),
+    ]
+    .map(|(c, s, i)| (c.to_owned(), s, i.to_owned()));
+    assert_eq!(got, want, "every event once: {seen:?}");
+    // Per channel, in order.
+    let alerts: Vec<u64> = seen
+        .iter()
+        .filter(|e| e["channel"] == "alerts")
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(alerts, [1, 2, 3, 4]);
+
+    let mut stderr = String::new();
+    tail.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(stderr.contains("disconnected by operator"), "{stderr}");
+    assert!(stderr.contains("reconnected"), "{stderr}");
+    if away {
+        assert!(
+            stderr.contains("recovered 2 missed event(s) of alerts")
+                && stderr.contains("recovered 1 missed event(s) of jobs"),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_starts_from_a_since_cursor_and_filters_by_pattern() {
+    let router = start(BASE).await;
+    let mut client = router.ws("/ws/events").await;
+    let epoch = client.established().await["payload"]["channels"]["alerts"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mine = connection_ids(&router).await;
+    for id in ["a1", "a2", "a3"] {
+        router.publish_ok(&alert(id)).await;
+    }
+    router.publish_ok(&job("j1")).await;
+
+    let since = format!("alerts:{epoch}:1");
+    let mut tail = spawn_tail(&router, &["--events", "alert.*", "--since", &since]);
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let a2 = next_event(&mut lines).await;
+    let a3 = next_event(&mut lines).await;
+    assert_eq!(
+        (&a2["payload"]["id"], &a3["payload"]["id"]),
+        (&json!("a2"), &json!("a3"))
+    );
+    wait_for_connection(&router, &mine).await;
+    router.publish_ok(&job("j2")).await;
+    router.publish_ok(&alert("a4")).await;
+    let a4 = next_event(&mut lines).await;
+    assert_eq!(a4["payload"]["id"], "a4", "job.progress is not subscribed");
+    tail.start_kill().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_reports_a_gap_it_cannot_recover() {
+    let router = start(BASE).await;
+    let mut tail = spawn_tail(&router, &["--since", "alerts:not-the-epoch:3"]);
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    wait_for_connection(&router, &[]).await;
+    router.publish_ok(&alert("a1")).await;
+    assert_eq!(next_event(&mut lines).await["payload"]["id"], "a1");
+    tail.start_kill().unwrap();
+    let _ = tail.wait().await;
+    let mut stderr = String::new();
+    tail.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(
+        stderr.contains("GAP on alerts") && stderr.contains("epoch_changed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn tail_refuses_a_malformed_since() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "tail",
+            "--url",
+            "http://127.0.0.1:9",
+            "--since",
+            "alerts:41",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("channel:epoch:sequence"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_with_a_minted_token_prints_events_and_without_one_exits_1() {
+    let var = "SY_CLI_TOOLS_JWT_TAIL";
+    std::env::set_var(var, "a-secret-for-tail");
+    let router = start(&config(
+        "",
+        &format!("mode = \"required\"\n[auth.jwt]\nsecret_env = \"{var}\""),
+    ))
+    .await;
+    let out = run(switchyard()
+        .args(["tail", "--json", "--url"])
+        .arg(router.url("")))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("refused the connection") && stderr.contains("1008"),
+        "{stderr}"
+    );
+
+    let out = run(switchyard()
+        .args(["token", "--sub", "carol", "--config"])
+        .arg(router.config_path()))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    let mut tail = spawn_tail(&router, &["--token", &token]);
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    wait_for_connection(&router, &[]).await;
+    router.publish_ok(&alert("a1")).await;
+    assert_eq!(next_event(&mut lines).await["payload"]["id"], "a1");
+    tail.start_kill().unwrap();
+}
+
+/// What `tail` (without `--json`) writes to a terminal (a pseudo-terminal
+/// made by util-linux `script`) for one event; `no_color` sets `NO_COLOR=1`.
+async fn tail_on_a_terminal(router: &Router, no_color: bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let typescript = dir.path().join("typescript");
+    let command = format!(
+        "{} tail --url {}",
+        env!("CARGO_BIN_EXE_switchyard"),
+        router.url("")
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-q", "-f", "-c", &command])
+        .arg(&typescript)
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if no_color {
+        script.env("NO_COLOR", "1");
+    }
+    let mut script = script.spawn().expect("run util-linux script");
+    let id = wait_for_connection(router, &[]).await;
+    router.publish_ok(&alert("t1")).await;
+    let deadline = Instant::now() + WAIT;
+    let written = loop {
+        let written = std::fs::read_to_string(&typescript).unwrap_or_default();
+        if written.contains("alert.created") && written.contains('\n') {
+            break written;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tail printed nothing: {written:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    script.start_kill().unwrap();
+    let _ = script.wait().await;
+    // Let the router forget the connection before the next run counts them.
+    let deadline = Instant::now() + WAIT;
+    while connection_ids(router).await.contains(&id) {
+        assert!(Instant::now() < deadline, "tail's connection never closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    written
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_on_a_terminal_prints_readable_coloured_lines_unless_no_color() {
+    let router = start(BASE).await;
+    let coloured = tail_on_a_terminal(&router, false).await;
+    assert!(
+        coloured.contains("\x1b["),
+        "a terminal gets colour: {coloured:?}"
+    );
+    assert!(
+        coloured.contains(r#"{"id":"t1","severity":"low"}"#),
+        "{coloured:?}"
+    );
+    let plain = tail_on_a_terminal(&router, true).await;
+    assert!(!plain.contains('\x1b'), "NO_COLOR: {plain:?}");
+    assert!(
+        plain.contains(r#" alert.created alerts:2 {"id":"t1","severity":"low"}"#),
+        "time, type, channel:sequence, payload: {plain:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_that_lags_asks_for_the_dropped_events_again() {
+    let server = "send_queue = 8\nsend_queue_bytes = 65536\nsocket_send_buffer = 8192";
+    let router =
+        start(&config(server, "mode = \"none\"").replace("history = 100", "history = 5000")).await;
+    let mut tail = spawn_tail(&router, &[]);
+    let stdout = tail.stdout.take().unwrap();
+    wait_for_connection(&router, &[]).await;
+    // Nobody reads tail's stdout for now: its pipe, then its socket, then
+    // its queue at the router fill up, and the router drops events for it.
+    let pad = "x".repeat(3000);
+    let total = 2400;
+    for batch in 0..total / 100 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| alert(&format!("{}-{pad}", batch * 100 + i)))
+            .collect();
+        let (code, body) = router.publish(&Value::from(events)).await;
+        assert_eq!(code, 202, "{body}");
+    }
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    while seen.len() < total {
+        seen.push(next_event(&mut lines).await["sequence"].as_u64().unwrap());
+    }
+    tail.start_kill().unwrap();
+    let _ = tail.wait().await;
+    let mut stderr = String::new();
+    tail.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), total, "a duplicate: {stderr}");
+    assert_eq!(sorted, (1..=total as u64).collect::<Vec<_>>(), "{stderr}");
+    assert!(
+        stderr.contains("lagged"),
+        "the router never dropped: {stderr}"
+    );
+}
