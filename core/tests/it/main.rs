@@ -11,6 +11,7 @@ mod support;
 mod auth_and_limits;
 mod binary;
 mod cluster;
+mod console;
 mod contracts;
 mod fuzz;
 mod http_api;
