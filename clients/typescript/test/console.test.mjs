@@ -146,3 +146,43 @@ test("the console's views in a browser", async (t) => {
 
   assert.deepEqual(pageErrors, [], "the page threw");
 });
+
+test("the console's admin key: typed into the page, sent as a Bearer token", async (t) => {
+  assert.ok(existsSync(CHROMIUM), `chromium not found at ${CHROMIUM}`);
+  // Mode optional with a key configured: admin routes and publishing need it, even on loopback.
+  const router = await startRouter({
+    auth: 'mode = "optional"\napi_keys_env = "SY_CONSOLE_TEST_KEYS"',
+    env: { SY_CONSOLE_TEST_KEYS: "ops:console-key-1" },
+  });
+  t.after(() => router.stop());
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+  t.after(() => browser.close());
+  const tab = await browser.newPage({ viewport: { width: 1000, height: 700 } });
+  await tab.goto(`${router.url}/console`);
+  await tab.waitForSelector("body[data-ready=true]");
+
+  await tab.click('nav button[data-view="connections"]');
+  await tab.waitForFunction(() => document.querySelector("#connections").textContent.includes("401"));
+  await tab.click('nav button[data-view="health"]');
+  await tab.waitForFunction(() => document.querySelector("#config").textContent.includes("401"));
+  await tab.click('nav button[data-view="publish"]');
+  await tab.selectOption("#publish-type", "job.progress");
+  await tab.fill("#publish-payload", JSON.stringify({ job_id: "k-1", percent: 5 }));
+  await tab.click("#publish-send");
+  await tab.waitForSelector("#publish-error");
+  assert.match(await tab.textContent("#publish-result"), /HTTP 401[\s\S]*unauthorized/);
+
+  await tab.fill("#key", "console-key-1");
+  await tab.click("#publish-send");
+  await tab.waitForSelector("#publish-sent");
+  await tab.click('nav button[data-view="connections"]');
+  await tab.waitForSelector("#connections-table tbody tr");
+  await tab.click('nav button[data-view="health"]');
+  await tab.waitForFunction(() => document.querySelector("#config").textContent.includes("loaded at"));
+  // Kept in memory only.
+  assert.equal(await tab.evaluate(() => localStorage.length + sessionStorage.length), 0);
+  assert.ok(!(await tab.evaluate(() => document.cookie + location.href)).includes("console-key-1"));
+});
