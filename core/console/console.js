@@ -10,6 +10,10 @@ const state = {
   key: "",
   caps: null,
   socket: null,
+  positions: new Map(), // channel -> {epoch, sequence}: where the tail recovers from
+  retry: 0,
+  retryTimer: undefined,
+  connectionId: null,
   events: [], // newest first, at most KEEP
   arrivals: [], // [ms, type] for the rates, last WINDOW_S seconds
 };
@@ -135,8 +139,20 @@ function setTailState(text) {
   $("#tail-state").textContent = text;
 }
 
+// Reconnect on anything but these close codes (docs/protocol.md, "Close codes").
+const FINAL_CODES = [1000, 1002, 1007, 1008];
+
+/** A press of Connect: a fresh tail (new positions). */
 function connectTail(ev) {
   if (ev) ev.preventDefault();
+  state.positions = new Map();
+  state.retry = 0;
+  openTail(false);
+}
+
+/** Opens the tail's WebSocket; `recover` asks for what was missed since the kept positions. */
+function openTail(recover) {
+  clearTimeout(state.retryTimer);
   if (state.socket) {
     state.socket.onclose = null;
     state.socket.close(1000);
@@ -152,11 +168,13 @@ function connectTail(ev) {
   const token = $("#token").value;
   if (token) url.searchParams.set("token", token);
   const patterns = $("#pattern").value.split(",").map((s) => s.trim()).filter(Boolean);
-  setTailState("connecting");
+  setTailState(recover ? "reconnecting" : "connecting");
   const socket = new WebSocket(url);
   state.socket = socket;
   socket.onopen = () => {
-    socket.send(JSON.stringify({ action: "subscribe", events: patterns, id: 1 }));
+    const subscribe = { action: "subscribe", events: patterns, id: 1 };
+    if (recover && state.positions.size) subscribe.since = Object.fromEntries(state.positions);
+    socket.send(JSON.stringify(subscribe));
   };
   socket.onmessage = (m) => {
     let msg;
@@ -166,20 +184,61 @@ function connectTail(ev) {
       return;
     }
     if (msg.type === "subscribed") {
+      state.retry = 0;
       const warnings = (msg.warnings || []).map((w) => `${w.pattern}: ${w.message}`).join("; ");
-      setTailState(`connected: ${(msg.events || []).join(", ")}${warnings ? ` (warnings: ${warnings})` : ""}`);
+      const recovery = Object.entries(msg.recovery || {})
+        .map(([ch, r]) => (r.recovered ? `${ch} recovered, ${r.replayed} replayed` : `${ch} not recovered (${r.reason})`))
+        .join("; ");
+      setTailState(`connected: ${(msg.events || []).join(", ")}${warnings ? ` (warnings: ${warnings})` : ""}${recovery ? ` — ${recovery}` : ""}`);
+      if (recovery) notice(`reconnected: ${recovery}`);
+      // Not recovered: go on from the channel's position at this connect (its history is gone).
+      for (const [ch, r] of Object.entries(msg.recovery || {})) {
+        if (!r.recovered && state.current && state.current[ch]) state.positions.set(ch, { ...state.current[ch] });
+      }
       return;
     }
     if (msg.type === "error") {
       setTailState(`error: ${msg.code || ""} ${msg.message || ""}`);
       return;
     }
+    if (msg.type === "connection.established" || msg.type === "connection.channels" || msg.type === "connection.lagged") {
+      state.connectionId = msg.payload.connection_id || state.connectionId;
+      if (msg.type === "connection.established") state.current = msg.payload.channels || {};
+      for (const [ch, pos] of Object.entries(msg.payload.channels || {})) {
+        // Keep our own position across a reconnect: it is what we recover from.
+        const mine = state.positions.get(ch);
+        if (!mine || msg.type !== "connection.established") {
+          state.positions.set(ch, { epoch: pos.epoch, sequence: pos.sequence });
+        }
+      }
+      if (msg.type === "connection.lagged") notice(`lagged: the router dropped ${msg.payload.dropped} event(s) for this tail`);
+      return;
+    }
     if (msg.channel === undefined || msg.sequence === undefined) return; // replies, pongs
+    const pos = state.positions.get(msg.channel);
+    if (pos) pos.sequence = msg.sequence;
     onEvent(msg);
   };
   socket.onclose = (c) => {
-    if (state.socket === socket) setTailState(`disconnected (${c.code}${c.reason ? ` ${c.reason}` : ""})`);
+    if (state.socket !== socket) return;
+    state.socket = null;
+    const why = `${c.code}${c.reason ? ` ${c.reason}` : ""}`;
+    if (FINAL_CODES.includes(c.code)) {
+      setTailState(`disconnected (${why})`);
+      return;
+    }
+    const delay = Math.min(5000, 500 * 2 ** state.retry);
+    state.retry += 1;
+    setTailState(`disconnected (${why}); reconnecting in ${(delay / 1000).toFixed(1)} s`);
+    state.retryTimer = setTimeout(() => openTail(true), delay);
   };
+}
+
+/** A line in the tail that is not an event (reconnects, lag). */
+function notice(text) {
+  const list = $("#events");
+  list.prepend(el("div", { class: "notice" }, `${new Date().toISOString()} ${text}`));
+  while (list.children.length > KEEP) list.lastElementChild.remove();
 }
 
 function onEvent(msg) {

@@ -144,6 +144,17 @@ test("the console's views in a browser", async (t) => {
     await screenshot(tab, "publish", ["Published", "Check and publish"]);
   });
 
+  await t.test("the live tail reconnects after a router restart and says history was lost", async () => {
+    await tab.click('nav button[data-view="tail"]');
+    await router.restart(); // 1012 service restart; the memory engine starts new epochs
+    await tab.waitForFunction(() => /alerts not recovered \(epoch_changed\)/.test(document.querySelector("#tail-state").textContent), null, { timeout: 15_000 });
+    await tab.waitForSelector(".notice");
+    await publish(router.url, alert("after-restart", "low"));
+    await tab.waitForFunction(() => document.querySelector("#events").textContent.includes("after-restart"));
+    assert.match(await tab.textContent(".event:first-of-type .head"), /alert\.created\s*alerts:1/);
+    await screenshot(tab, "tail-reconnected", ["not recovered (epoch_changed)", "after-restart"]);
+  });
+
   assert.deepEqual(pageErrors, [], "the page threw");
 });
 
