@@ -385,24 +385,42 @@ async function loadHealth() {
 
 async function loadConnections() {
   const out = $("#connections");
-  const reply = await getJson("/api/websocket/connections", true);
+  out.replaceChildren();
+  await connectionsPage(out, null);
+}
+
+/** Appends the page of connections after `after` (the previous page's `next`). */
+async function connectionsPage(out, after) {
+  const query = after ? `?after=${encodeURIComponent(after)}` : "";
+  const reply = await getJson(`/api/websocket/connections${query}`, true);
   if (reply.status !== 200) {
-    out.replaceChildren(el("p", { class: "error" }, `${errorText(reply)} (this view needs the admin key)`));
+    out.append(el("p", { class: "error" }, `${errorText(reply)} (this view needs the admin key)`));
     return;
   }
   const rows = reply.body.connections || [];
-  if (rows.length === 0) {
-    out.replaceChildren(el("p", { class: "hint" }, "no connections"));
+  for (const k of ["missing_nodes", "cluster_unreachable"]) {
+    if (reply.body[k]) out.append(el("p", { class: "error" }, `${k}: ${JSON.stringify(reply.body[k])}`));
+  }
+  if (rows.length === 0 && !after) {
+    out.append(el("p", { class: "hint" }, "no connections"));
     return;
   }
   const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
   const cell = (v) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
-  out.replaceChildren(
-    el("table", { id: "connections-table" },
+  out.append(
+    el("table", { id: after ? undefined : "connections-table" },
       el("thead", {}, el("tr", {}, cols.map((c) => el("th", {}, c)))),
-      el("tbody", {}, rows.map((r) => el("tr", {}, cols.map((c) => el("td", {}, cell(r[c]))))))),
-    reply.body.next ? el("p", { class: "hint" }, `more connections follow (cursor ${reply.body.next})`) : null,
+      el("tbody", {}, rows.map((r) => el("tr", { class: r.id === state.connectionId ? "self" : undefined, title: r.id === state.connectionId ? "this console's live tail" : undefined },
+        cols.map((c) => el("td", {}, cell(r[c]))))))),
   );
+  if (reply.body.next) {
+    const more = el("button", {}, "Next page");
+    more.addEventListener("click", () => {
+      more.remove();
+      connectionsPage(out, reply.body.next);
+    });
+    out.append(more);
+  }
 }
 
 // ---- publish ----

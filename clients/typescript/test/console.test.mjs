@@ -116,6 +116,8 @@ test("the console's views in a browser", async (t) => {
   await t.test("the connections view lists the console's own connection", async () => {
     await tab.click('nav button[data-view="connections"]');
     await tab.waitForSelector("#connections-table tbody tr");
+    // The console's own live tail, marked as such.
+    await tab.waitForSelector("#connections-table tbody tr.self");
     await screenshot(tab, "connections", ["/ws/events"]);
   });
 
