@@ -14,6 +14,8 @@ const state = {
   retry: 0,
   retryTimer: undefined,
   connectionId: null,
+  paused: false,
+  missedWhilePaused: 0,
   events: [], // newest first, at most KEEP
   arrivals: [], // [ms, type] for the rates, last WINDOW_S seconds
 };
@@ -243,14 +245,22 @@ function notice(text) {
 
 function onEvent(msg) {
   state.arrivals.push([Date.now(), msg.type]);
+  if (state.paused) {
+    state.missedWhilePaused += 1;
+    $("#pause").textContent = `Resume (${state.missedWhilePaused} not shown)`;
+    return;
+  }
   const problems = check(msg.type, msg.payload);
+  const entry = state.caps && state.caps.event_registry[msg.type];
   state.events.unshift(msg);
   if (state.events.length > KEEP) state.events.length = KEEP;
   const node = el("div", { class: problems.length ? "event invalid" : "event", "data-type": msg.type },
     el("div", { class: "head" },
       el("span", { class: "type" }, msg.type),
       el("span", { class: "position" }, `${msg.channel}:${msg.sequence}`),
-      el("span", { class: "time" }, msg.timestamp || "")),
+      el("span", { class: "time" }, msg.timestamp || ""),
+      msg.correlation_id ? el("span", { class: "time" }, `correlation ${msg.correlation_id}`) : null,
+      entry && entry.deprecated ? el("span", { class: "deprecated" }, `deprecated: ${entry.deprecated}`) : null),
     payloadView(msg.payload, problems),
     problems.length ? problemList(problems) : null);
   const list = $("#events");
@@ -453,10 +463,11 @@ async function publish(ev) {
     out.replaceChildren(el("p", { class: "error", id: "publish-refused" }, `Not sent: the payload does not match ${type}'s schema`), problemList(problems));
     return;
   }
+  const correlation = $("#publish-correlation").value.trim();
   const res = await fetch("/api/events", {
     method: "POST",
     headers: headers({ "Content-Type": "application/json" }),
-    body: JSON.stringify({ type, payload }),
+    body: JSON.stringify(correlation ? { type, payload, correlation_id: correlation } : { type, payload }),
   });
   let body = null;
   try {
@@ -490,6 +501,15 @@ async function start() {
   $("#health-refresh").addEventListener("click", loadHealth);
   $("#connections-refresh").addEventListener("click", loadConnections);
   $("#publish-form").addEventListener("submit", publish);
+  $("#pause").addEventListener("click", () => {
+    state.paused = !state.paused;
+    state.missedWhilePaused = 0;
+    $("#pause").textContent = state.paused ? "Resume" : "Pause";
+  });
+  $("#clear").addEventListener("click", () => {
+    state.events = [];
+    $("#events").replaceChildren();
+  });
   $("#publish-type").addEventListener("change", prefill);
   const reply = await getJson("/api/websocket/capabilities");
   if (reply.status !== 200) {

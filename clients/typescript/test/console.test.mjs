@@ -138,11 +138,13 @@ test("the console's views in a browser", async (t) => {
     await sleep(300);
     assert.equal(listener.got.length, 0, "a refused payload is not sent");
     await tab.fill("#publish-payload", JSON.stringify({ id: "p-2", severity: "critical" }));
+    await tab.fill("#publish-correlation", "console-corr");
     await tab.click("#publish-send");
     await tab.waitForSelector("#publish-sent");
     assert.match(await tab.textContent("#publish-result"), /"sequence"/);
     await until(() => listener.got.length > 0, "the published event at the other client");
     assert.deepEqual(listener.got.map((e) => e.payload), [{ id: "p-2", severity: "critical" }]);
+    assert.equal(listener.got[0].correlation_id, "console-corr");
     await screenshot(tab, "publish", ["Published", "Check and publish"]);
   });
 
@@ -155,6 +157,18 @@ test("the console's views in a browser", async (t) => {
     await tab.waitForFunction(() => document.querySelector("#events").textContent.includes("after-restart"));
     assert.match(await tab.textContent(".event:first-of-type .head"), /alert\.created\s*alerts:1/);
     await screenshot(tab, "tail-reconnected", ["not recovered (epoch_changed)", "after-restart"]);
+    // A deprecated type says so; Pause holds new events back (still counted), Clear empties.
+    await publish(router.url, { type: "alert.resolved", payload: { id: "after-restart" }, correlation_id: "corr-1" });
+    await tab.waitForSelector('.event[data-type="alert.resolved"] .deprecated');
+    assert.match(await tab.textContent('.event[data-type="alert.resolved"] .head'), /deprecated: use alert\.updated with status resolved/);
+    assert.match(await tab.textContent('.event[data-type="alert.resolved"] .head'), /correlation corr-1/);
+    await tab.click("#pause");
+    await publish(router.url, job("while-paused"));
+    await tab.waitForFunction(() => document.querySelector("#pause").textContent === "Resume (1 not shown)");
+    assert.ok(!(await tab.textContent("#events")).includes("while-paused"));
+    await tab.click("#pause");
+    await tab.click("#clear");
+    assert.equal(await tab.$$eval("#events > *", (n) => n.length), 0);
   });
 
   assert.deepEqual(pageErrors, [], "the page threw");
