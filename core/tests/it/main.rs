@@ -12,6 +12,7 @@ mod auth_and_limits;
 mod binary;
 mod cli_tools;
 mod cluster;
+mod console;
 mod contracts;
 mod deploy;
 mod fuzz;

@@ -11,6 +11,7 @@ mod access;
 pub(super) use access::{admit_origin, cors_origin};
 mod admin;
 mod body;
+mod console;
 mod contracts;
 mod info;
 mod publish;
@@ -61,7 +62,9 @@ const POST_METHODS: &str = "POST, OPTIONS";
 
 /// Every path served here with the methods it answers: for 405 (and its
 /// `Allow`) versus 404, and for CORS preflights.
-const ROUTES: [(&str, &str); 12] = [
+const ROUTES: [(&str, &str); 14] = [
+    ("/console", GET_METHODS),
+    ("/console/", GET_METHODS),
     ("/health", GET_METHODS),
     ("/health/live", GET_METHODS),
     ("/metrics", GET_METHODS),
@@ -211,6 +214,13 @@ pub fn routes(
         .and(parts())
         .and(warp::query::<std::collections::HashMap<String, String>>())
         .then(admin::connections);
+    let console_page = warp::path!("console")
+        .and(get_or_head())
+        .map(|| console::file(""));
+    let console_files = warp::path("console")
+        .and(warp::path::tail())
+        .and(get_or_head())
+        .map(|tail: warp::path::Tail| console::file(tail.as_str()));
     let fallback = warp::method()
         .and(warp::path::full())
         .and(warp::header::headers_cloned())
@@ -243,6 +253,10 @@ pub fn routes(
         .or(disconnect)
         .unify()
         .or(connections)
+        .unify()
+        .or(console_page)
+        .unify()
+        .or(console_files)
         .unify()
         .or(fallback)
         .unify()

@@ -1,0 +1,215 @@
+// The router's web console (/console, docs/operations.md "Console") in a real browser: Debian's
+// chromium driven by playwright-core opens http://ROUTER/console (served by the router itself,
+// files built into the binary) and goes through each view: the live tail shows published events
+// and marks a field outside the type's schema, the rates, the coverage gaps, the health and config
+// version, the connections, and the publish form that refuses a payload breaking the schema
+// without sending it and sends a valid one that a separate WebSocket client receives.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdir, stat } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import WebSocket from "ws";
+import { startRouter, publish, alert, job, sleep, until } from "./helpers.mjs";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const outDir = join(root, "test-output");
+
+// A type that accepts fields it does not declare (`additional_fields = true`), so the router
+// publishes a payload with an extra field and the console can honestly mark it as outside the
+// schema. (The router refuses every other schema break at publish time.) helpers.config() puts
+// the `server` text right after `[server]`; a new `[[event_types]]` table there is valid TOML.
+const NOTE_TYPE = `
+[[event_types]]
+name = "note.posted"
+channel = "alerts"
+description = "A free-form note"
+additional_fields = true
+[event_types.payload]
+text = { type = "string", required = true }
+`;
+
+async function screenshot(tab, name, expected) {
+  await mkdir(outDir, { recursive: true });
+  const file = join(outDir, `console-${name}.png`);
+  await tab.screenshot({ path: file, fullPage: true });
+  const { size } = await stat(file);
+  assert.ok(size > 8000, `screenshot ${file} is ${size} bytes: blank?`);
+  const text = await tab.textContent("body");
+  for (const e of expected) assert.ok(text.includes(e), `the ${name} view should show ${JSON.stringify(e)}`);
+}
+
+/** A plain WebSocket client (the `ws` package) collecting events. */
+async function wsClient(url, events) {
+  const socket = new WebSocket(`${url.replace("http", "ws")}/ws/events?events=${encodeURIComponent(events)}`);
+  const got = [];
+  socket.on("message", (d) => {
+    const m = JSON.parse(String(d));
+    if (m.sequence !== undefined) got.push(m);
+  });
+  await new Promise((res, rej) => {
+    socket.once("open", res);
+    socket.once("error", rej);
+  });
+  return { got, close: () => socket.close() };
+}
+
+test("the console's views in a browser", async (t) => {
+  assert.ok(existsSync(CHROMIUM), `chromium not found at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
+  const router = await startRouter({ server: NOTE_TYPE });
+  t.after(() => router.stop());
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+  t.after(() => browser.close());
+  const tab = await browser.newPage({ viewport: { width: 1000, height: 700 } });
+  const pageErrors = [];
+  tab.on("pageerror", (e) => pageErrors.push(String(e)));
+  await tab.goto(`${router.url}/console`);
+  await tab.waitForSelector("body[data-ready=true]");
+  await tab.waitForFunction(() => document.querySelector("#tail-state").textContent.startsWith("connected"));
+
+  await t.test("the live tail shows published events and marks a field outside the schema", async () => {
+    await publish(router.url, [alert("a-1", "high"), job("j-1")]);
+    await publish(router.url, { type: "note.posted", payload: { text: "hello", mood: "fine" } });
+    await tab.waitForSelector('.event[data-type="alert.created"]');
+    const head = await tab.textContent('.event[data-type="alert.created"] .head');
+    assert.match(head, /alert\.created\s*alerts:1/);
+    assert.match(await tab.textContent('.event[data-type="alert.created"] pre'), /"severity": "high"/);
+    assert.equal(await tab.$$eval('.event[data-type="alert.created"] .flag', (n) => n.length), 0, "a valid payload has no marks");
+    const flag = await tab.waitForSelector('.event[data-type="note.posted"] .flag[data-field="mood"]');
+    assert.match(await flag.textContent(), /"mood": "fine"/);
+    assert.match(await tab.textContent('.event[data-type="note.posted"] .problems'), /mood: not in the schema/);
+    await screenshot(tab, "tail", ["alert.created", "job.progress", "note.posted", "mood: not in the schema"]);
+  });
+
+  await t.test("the rates view counts events per type", async () => {
+    await tab.click('nav button[data-view="rates"]');
+    await tab.waitForSelector('#rates-table tr[data-type="alert.created"]');
+    assert.equal(await tab.$$eval("#rates-chart polyline", (n) => n.length), 3);
+    assert.equal(await tab.textContent('#rates-table tr[data-type="job.progress"] td:nth-child(2)'), "1");
+    await screenshot(tab, "rates", ["alert.created", "job.progress", "note.posted"]);
+  });
+
+  await t.test("the coverage view shows a type never produced", async () => {
+    await tab.click('nav button[data-view="coverage"]');
+    await tab.waitForSelector("#cov-never-produced li");
+    const never = await tab.$$eval("#cov-never-produced li", (n) => n.map((x) => x.textContent));
+    assert.deepEqual(never, ["alert.resolved"]);
+    await screenshot(tab, "coverage", ["Registered, never produced (1)", "alert.resolved", "Patterns matching nothing"]);
+  });
+
+  await t.test("the health view shows the status and the config version", async () => {
+    await tab.click('nav button[data-view="health"]');
+    await tab.waitForSelector("#config-version");
+    assert.equal(await tab.textContent("#config-version"), "1");
+    assert.equal(await tab.textContent("#health-status"), "ok");
+    // The admin config record (open on loopback in auth mode none).
+    await tab.waitForFunction(() => document.querySelector("#config").textContent.includes("loaded at"));
+    await screenshot(tab, "health", ["config version", "Plugins", "Cluster", "Last reload", "Warnings (0)"]);
+  });
+
+  await t.test("the connections view lists the console's own connection", async () => {
+    await tab.click('nav button[data-view="connections"]');
+    await tab.waitForSelector("#connections-table tbody tr");
+    // The console's own live tail, marked as such.
+    await tab.waitForSelector("#connections-table tbody tr.self");
+    await screenshot(tab, "connections", ["/ws/events"]);
+  });
+
+  await t.test("the publish form refuses a payload breaking the schema and sends a valid one", async () => {
+    const listener = await wsClient(router.url, "alert.*");
+    t.after(() => listener.close());
+    await tab.click('nav button[data-view="publish"]');
+    await tab.selectOption("#publish-type", "alert.created");
+    const prefilled = JSON.parse(await tab.inputValue("#publish-payload"));
+    assert.deepEqual(Object.keys(prefilled).sort(), ["count", "id", "severity"]);
+    await tab.fill("#publish-payload", JSON.stringify({ id: "p-1" }));
+    await tab.click("#publish-send");
+    await tab.waitForSelector("#publish-refused");
+    assert.match(await tab.textContent("#publish-result"), /severity: required, missing/);
+    await tab.fill("#publish-payload", JSON.stringify({ id: "p-1", severity: "urgent" }));
+    await tab.click("#publish-send");
+    await tab.waitForFunction(() => document.querySelector("#publish-result").textContent.includes("not in enum"));
+    await sleep(300);
+    assert.equal(listener.got.length, 0, "a refused payload is not sent");
+    await tab.fill("#publish-payload", JSON.stringify({ id: "p-2", severity: "critical" }));
+    await tab.fill("#publish-correlation", "console-corr");
+    await tab.click("#publish-send");
+    await tab.waitForSelector("#publish-sent");
+    assert.match(await tab.textContent("#publish-result"), /"sequence"/);
+    await until(() => listener.got.length > 0, "the published event at the other client");
+    assert.deepEqual(listener.got.map((e) => e.payload), [{ id: "p-2", severity: "critical" }]);
+    assert.equal(listener.got[0].correlation_id, "console-corr");
+    await screenshot(tab, "publish", ["Published", "Check and publish"]);
+  });
+
+  await t.test("the live tail reconnects after a router restart and says history was lost", async () => {
+    await tab.click('nav button[data-view="tail"]');
+    await router.restart(); // 1012 service restart; the memory engine starts new epochs
+    await tab.waitForFunction(() => /alerts not recovered \(epoch_changed\)/.test(document.querySelector("#tail-state").textContent), null, { timeout: 15_000 });
+    await tab.waitForSelector(".notice");
+    await publish(router.url, alert("after-restart", "low"));
+    await tab.waitForFunction(() => document.querySelector("#events").textContent.includes("after-restart"));
+    assert.match(await tab.textContent(".event:first-of-type .head"), /alert\.created\s*alerts:1/);
+    await screenshot(tab, "tail-reconnected", ["not recovered (epoch_changed)", "after-restart"]);
+    // A deprecated type says so; Pause holds new events back (still counted), Clear empties.
+    await publish(router.url, { type: "alert.resolved", payload: { id: "after-restart" }, correlation_id: "corr-1" });
+    await tab.waitForSelector('.event[data-type="alert.resolved"] .deprecated');
+    assert.match(await tab.textContent('.event[data-type="alert.resolved"] .head'), /deprecated: use alert\.updated with status resolved/);
+    assert.match(await tab.textContent('.event[data-type="alert.resolved"] .head'), /correlation corr-1/);
+    await tab.click("#pause");
+    await publish(router.url, job("while-paused"));
+    await tab.waitForFunction(() => document.querySelector("#pause").textContent === "Resume (1 not shown)");
+    assert.ok(!(await tab.textContent("#events")).includes("while-paused"));
+    await tab.click("#pause");
+    await tab.click("#clear");
+    assert.equal(await tab.$$eval("#events > *", (n) => n.length), 0);
+  });
+
+  assert.deepEqual(pageErrors, [], "the page threw");
+});
+
+test("the console's admin key: typed into the page, sent as a Bearer token", async (t) => {
+  assert.ok(existsSync(CHROMIUM), `chromium not found at ${CHROMIUM}`);
+  // Mode optional with a key configured: admin routes and publishing need it, even on loopback.
+  const router = await startRouter({
+    auth: 'mode = "optional"\napi_keys_env = "SY_CONSOLE_TEST_KEYS"',
+    env: { SY_CONSOLE_TEST_KEYS: "ops:console-key-1" },
+  });
+  t.after(() => router.stop());
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+  t.after(() => browser.close());
+  const tab = await browser.newPage({ viewport: { width: 1000, height: 700 } });
+  await tab.goto(`${router.url}/console`);
+  await tab.waitForSelector("body[data-ready=true]");
+
+  await tab.click('nav button[data-view="connections"]');
+  await tab.waitForFunction(() => document.querySelector("#connections").textContent.includes("401"));
+  await tab.click('nav button[data-view="health"]');
+  await tab.waitForFunction(() => document.querySelector("#config").textContent.includes("401"));
+  await tab.click('nav button[data-view="publish"]');
+  await tab.selectOption("#publish-type", "job.progress");
+  await tab.fill("#publish-payload", JSON.stringify({ job_id: "k-1", percent: 5 }));
+  await tab.click("#publish-send");
+  await tab.waitForSelector("#publish-error");
+  assert.match(await tab.textContent("#publish-result"), /HTTP 401[\s\S]*unauthorized/);
+
+  await tab.fill("#key", "console-key-1");
+  await tab.click("#publish-send");
+  await tab.waitForSelector("#publish-sent");
+  await tab.click('nav button[data-view="connections"]');
+  await tab.waitForSelector("#connections-table tbody tr");
+  await tab.click('nav button[data-view="health"]');
+  await tab.waitForFunction(() => document.querySelector("#config").textContent.includes("loaded at"));
+  // Kept in memory only.
+  assert.equal(await tab.evaluate(() => localStorage.length + sessionStorage.length), 0);
+  assert.ok(!(await tab.evaluate(() => document.cookie + location.href)).includes("console-key-1"));
+});

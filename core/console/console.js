@@ -1,0 +1,531 @@
+// The Switchyard console: plain ES module, no build step, no framework. It uses the router's
+// public routes (capabilities, coverage, health, admin config, connections, POST /api/events)
+// and a WebSocket for the live tail. The admin key lives in `state.key` only: never stored.
+
+const $ = (sel) => document.querySelector(sel);
+const KEEP = 200;
+const WINDOW_S = 60;
+
+const state = {
+  key: "",
+  caps: null,
+  socket: null,
+  positions: new Map(), // channel -> {epoch, sequence}: where the tail recovers from
+  retry: 0,
+  retryTimer: undefined,
+  connectionId: null,
+  paused: false,
+  missedWhilePaused: 0,
+  events: [], // newest first, at most KEEP
+  arrivals: [], // [ms, type] for the rates, last WINDOW_S seconds
+};
+
+/** Builds an element: el("td", {class: "x"}, "text", child…). */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v !== undefined && v !== null) node.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c !== undefined && c !== null) node.append(c instanceof Node ? c : String(c));
+  }
+  return node;
+}
+
+function headers(extra = {}) {
+  const h = { ...extra };
+  if (state.key) h.Authorization = `Bearer ${state.key}`;
+  return h;
+}
+
+/** GETs a JSON route: {status, body}. */
+async function getJson(path, admin = false) {
+  const res = await fetch(path, { headers: admin ? headers() : {} });
+  let body = null;
+  try {
+    body = await res.json();
+  } catch {
+    body = null;
+  }
+  return { status: res.status, body };
+}
+
+function errorText(reply) {
+  const e = reply.body && reply.body.error;
+  return e ? `HTTP ${reply.status} ${e.code}: ${e.message}` : `HTTP ${reply.status}`;
+}
+
+// ---- schema checks (capabilities `payload_fields`) ----
+
+function typeMatches(type, value) {
+  switch (type) {
+    case "string": return typeof value === "string";
+    case "integer": return typeof value === "number" && Number.isInteger(value);
+    case "number": return typeof value === "number" && Number.isFinite(value);
+    case "boolean": return typeof value === "boolean";
+    case "object": return typeof value === "object" && value !== null && !Array.isArray(value);
+    case "array": return Array.isArray(value);
+    default: return true;
+  }
+}
+
+/** The problems of `payload` against the type's schema: [{field, problem, expected}]. */
+export function check(typeName, payload) {
+  const entry = state.caps && state.caps.event_registry[typeName];
+  if (!entry) return [{ field: "", problem: "unknown type", expected: null }];
+  if (typeof payload !== "object" || payload === null || Array.isArray(payload)) {
+    return [{ field: "", problem: "payload is not an object", expected: "object" }];
+  }
+  const fields = entry.payload_fields || {};
+  const additional = entry.payload_schema ? entry.payload_schema.additionalProperties !== false : true;
+  const problems = [];
+  for (const [name, f] of Object.entries(fields)) {
+    const has = Object.prototype.hasOwnProperty.call(payload, name) && payload[name] !== null;
+    if (!has) {
+      if (f.required) problems.push({ field: name, problem: "required, missing", expected: f.type });
+      continue;
+    }
+    const value = payload[name];
+    if (!typeMatches(f.type, value)) {
+      problems.push({ field: name, problem: "wrong type", expected: f.type });
+    } else if (Array.isArray(f.enum) && !f.enum.includes(value)) {
+      problems.push({ field: name, problem: "not in enum", expected: f.enum.join(", ") });
+    }
+  }
+  // Router-produced types (connection.*) declare no fields: nothing to say about theirs.
+  if (Object.keys(fields).length > 0) {
+    for (const name of Object.keys(payload)) {
+      if (!(name in fields)) {
+        problems.push({
+          field: name,
+          problem: additional ? "not in the schema (allowed: additional_fields)" : "not in the schema",
+          expected: null,
+        });
+      }
+    }
+  }
+  return problems;
+}
+
+function problemList(problems) {
+  return el("ul", { class: "problems" }, problems.map((p) =>
+    el("li", {}, `${p.field || "(payload)"}: ${p.problem}${p.expected ? ` (expected ${p.expected})` : ""}`)));
+}
+
+/** Pretty JSON of the payload with flagged top-level fields marked. */
+function payloadView(payload, problems) {
+  const pre = el("pre", {});
+  if (typeof payload !== "object" || payload === null || Array.isArray(payload)) {
+    pre.append(JSON.stringify(payload, null, 2));
+    return pre;
+  }
+  const bad = new Map(problems.map((p) => [p.field, p]));
+  const keys = Object.keys(payload);
+  pre.append("{\n");
+  keys.forEach((k, i) => {
+    const text = `  ${JSON.stringify(k)}: ${JSON.stringify(payload[k], null, 2).replace(/\n/g, "\n  ")}`;
+    const p = bad.get(k);
+    pre.append(p ? el("span", { class: "flag", title: p.problem, "data-field": k }, text) : text);
+    pre.append(i < keys.length - 1 ? ",\n" : "\n");
+  });
+  for (const p of problems) {
+    if (p.field && !(p.field in payload)) pre.append(el("span", { class: "flag", "data-field": p.field }, `  // ${p.field}: ${p.problem}\n`));
+  }
+  pre.append("}");
+  return pre;
+}
+
+// ---- live tail ----
+
+function setTailState(text) {
+  $("#tail-state").textContent = text;
+}
+
+// Reconnect on anything but these close codes (docs/protocol.md, "Close codes").
+const FINAL_CODES = [1000, 1002, 1007, 1008];
+
+/** A press of Connect: a fresh tail (new positions). */
+function connectTail(ev) {
+  if (ev) ev.preventDefault();
+  state.positions = new Map();
+  state.retry = 0;
+  openTail(false);
+}
+
+/** Opens the tail's WebSocket; `recover` asks for what was missed since the kept positions. */
+function openTail(recover) {
+  clearTimeout(state.retryTimer);
+  if (state.socket) {
+    state.socket.onclose = null;
+    state.socket.close(1000);
+    state.socket = null;
+  }
+  const path = $("#endpoint").value;
+  if (!path) {
+    setTailState("no endpoint in the capabilities");
+    return;
+  }
+  const url = new URL(path, location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  const token = $("#token").value;
+  if (token) url.searchParams.set("token", token);
+  const patterns = $("#pattern").value.split(",").map((s) => s.trim()).filter(Boolean);
+  setTailState(recover ? "reconnecting" : "connecting");
+  const socket = new WebSocket(url);
+  state.socket = socket;
+  socket.onopen = () => {
+    const subscribe = { action: "subscribe", events: patterns, id: 1 };
+    if (recover && state.positions.size) subscribe.since = Object.fromEntries(state.positions);
+    socket.send(JSON.stringify(subscribe));
+  };
+  socket.onmessage = (m) => {
+    let msg;
+    try {
+      msg = JSON.parse(m.data);
+    } catch {
+      return;
+    }
+    if (msg.type === "subscribed") {
+      state.retry = 0;
+      const warnings = (msg.warnings || []).map((w) => `${w.pattern}: ${w.message}`).join("; ");
+      const recovery = Object.entries(msg.recovery || {})
+        .map(([ch, r]) => (r.recovered ? `${ch} recovered, ${r.replayed} replayed` : `${ch} not recovered (${r.reason})`))
+        .join("; ");
+      setTailState(`connected: ${(msg.events || []).join(", ")}${warnings ? ` (warnings: ${warnings})` : ""}${recovery ? ` — ${recovery}` : ""}`);
+      if (recovery) notice(`reconnected: ${recovery}`);
+      // Not recovered: go on from the channel's position at this connect (its history is gone).
+      for (const [ch, r] of Object.entries(msg.recovery || {})) {
+        if (!r.recovered && state.current && state.current[ch]) state.positions.set(ch, { ...state.current[ch] });
+      }
+      return;
+    }
+    if (msg.type === "error") {
+      setTailState(`error: ${msg.code || ""} ${msg.message || ""}`);
+      return;
+    }
+    if (msg.type === "connection.established" || msg.type === "connection.channels" || msg.type === "connection.lagged") {
+      state.connectionId = msg.payload.connection_id || state.connectionId;
+      if (msg.type === "connection.established") state.current = msg.payload.channels || {};
+      for (const [ch, pos] of Object.entries(msg.payload.channels || {})) {
+        // Keep our own position across a reconnect: it is what we recover from.
+        const mine = state.positions.get(ch);
+        if (!mine || msg.type !== "connection.established") {
+          state.positions.set(ch, { epoch: pos.epoch, sequence: pos.sequence });
+        }
+      }
+      if (msg.type === "connection.lagged") notice(`lagged: the router dropped ${msg.payload.dropped} event(s) for this tail`);
+      return;
+    }
+    if (msg.channel === undefined || msg.sequence === undefined) return; // replies, pongs
+    const pos = state.positions.get(msg.channel);
+    if (pos) pos.sequence = msg.sequence;
+    onEvent(msg);
+  };
+  socket.onclose = (c) => {
+    if (state.socket !== socket) return;
+    state.socket = null;
+    const why = `${c.code}${c.reason ? ` ${c.reason}` : ""}`;
+    if (FINAL_CODES.includes(c.code)) {
+      setTailState(`disconnected (${why})`);
+      return;
+    }
+    const delay = Math.min(5000, 500 * 2 ** state.retry);
+    state.retry += 1;
+    setTailState(`disconnected (${why}); reconnecting in ${(delay / 1000).toFixed(1)} s`);
+    state.retryTimer = setTimeout(() => openTail(true), delay);
+  };
+}
+
+/** A line in the tail that is not an event (reconnects, lag). */
+function notice(text) {
+  const list = $("#events");
+  list.prepend(el("div", { class: "notice" }, `${new Date().toISOString()} ${text}`));
+  while (list.children.length > KEEP) list.lastElementChild.remove();
+}
+
+function onEvent(msg) {
+  state.arrivals.push([Date.now(), msg.type]);
+  if (state.paused) {
+    state.missedWhilePaused += 1;
+    $("#pause").textContent = `Resume (${state.missedWhilePaused} not shown)`;
+    return;
+  }
+  const problems = check(msg.type, msg.payload);
+  const entry = state.caps && state.caps.event_registry[msg.type];
+  state.events.unshift(msg);
+  if (state.events.length > KEEP) state.events.length = KEEP;
+  const node = el("div", { class: problems.length ? "event invalid" : "event", "data-type": msg.type },
+    el("div", { class: "head" },
+      el("span", { class: "type" }, msg.type),
+      el("span", { class: "position" }, `${msg.channel}:${msg.sequence}`),
+      el("span", { class: "time" }, msg.timestamp || ""),
+      msg.correlation_id ? el("span", { class: "time" }, `correlation ${msg.correlation_id}`) : null,
+      entry && entry.deprecated ? el("span", { class: "deprecated" }, `deprecated: ${entry.deprecated}`) : null),
+    payloadView(msg.payload, problems),
+    problems.length ? problemList(problems) : null);
+  const list = $("#events");
+  list.prepend(node);
+  while (list.children.length > KEEP) list.lastElementChild.remove();
+}
+
+// ---- rates ----
+
+const COLOURS = ["#1f5fa8", "#c4501b", "#1e7a34", "#7b3fa0", "#a8891f", "#1f8fa8", "#a81f5f", "#555"];
+
+function drawRates() {
+  const now = Date.now();
+  const from = now - WINDOW_S * 1000;
+  state.arrivals = state.arrivals.filter(([t]) => t >= from);
+  const per = new Map(); // type -> counts per second, oldest first
+  for (const [t, type] of state.arrivals) {
+    if (!per.has(type)) per.set(type, new Array(WINDOW_S).fill(0));
+    const slot = Math.min(WINDOW_S - 1, Math.floor((t - from) / 1000));
+    per.get(type)[slot] += 1;
+  }
+  const svg = $("#rates-chart");
+  const W = 720, H = 200, L = 40, B = 20, T = 10, R = 10;
+  const max = Math.max(1, ...[...per.values()].flatMap((c) => c));
+  const ns = "http://www.w3.org/2000/svg";
+  const s = (tag, attrs, text) => {
+    const n = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+    if (text !== undefined) n.textContent = text;
+    return n;
+  };
+  svg.replaceChildren();
+  svg.append(s("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#888" }));
+  svg.append(s("line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#888" }));
+  svg.append(s("text", { x: 4, y: T + 10, "font-size": 11, fill: "#444" }, `${max}/s`));
+  svg.append(s("text", { x: 4, y: H - B, "font-size": 11, fill: "#444" }, "0"));
+  svg.append(s("text", { x: L, y: H - 4, "font-size": 11, fill: "#444" }, "-60 s"));
+  svg.append(s("text", { x: W - R - 24, y: H - 4, "font-size": 11, fill: "#444" }, "now"));
+  const x = (i) => L + ((W - L - R) * i) / (WINDOW_S - 1);
+  const y = (v) => H - B - ((H - B - T) * v) / max;
+  const body = $("#rates-table tbody");
+  body.replaceChildren();
+  [...per.entries()].sort(([a], [b]) => a.localeCompare(b)).forEach(([type, counts], i) => {
+    const colour = COLOURS[i % COLOURS.length];
+    const points = counts.map((v, j) => `${x(j).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+    svg.append(s("polyline", { points, fill: "none", stroke: colour, "stroke-width": 2, "data-type": type }));
+    svg.append(s("text", { x: L + 8, y: T + 14 + 14 * i, "font-size": 12, fill: colour }, type));
+    const total = counts.reduce((a, b) => a + b, 0);
+    body.append(el("tr", { "data-type": type }, el("td", {}, type), el("td", {}, total), el("td", {}, (total / WINDOW_S).toFixed(2))));
+  });
+  if (per.size === 0) body.append(el("tr", {}, el("td", { colspan: 3 }, "no events in the last 60 s (connect the live tail)")));
+}
+
+// ---- coverage ----
+
+async function loadCoverage() {
+  const out = $("#coverage");
+  const reply = await getJson("/api/websocket/coverage");
+  if (reply.status !== 200) {
+    out.replaceChildren(el("p", { class: "error" }, errorText(reply)));
+    return;
+  }
+  const c = reply.body;
+  const list = (title, id, items, render = (x) => (typeof x === "string" ? x : JSON.stringify(x))) =>
+    el("div", { id },
+      el("h3", {}, `${title} (${items.length})`),
+      items.length ? el("ul", {}, items.map((i) => el("li", {}, render(i)))) : el("p", { class: "hint" }, "none"));
+  const types = Object.entries(c.types || {});
+  out.replaceChildren(
+    list("Produced without subscribers", "cov-no-subscribers", c.produced_without_subscribers || []),
+    list("Registered, never produced", "cov-never-produced", c.registered_never_produced || []),
+    list("Patterns matching nothing", "cov-patterns", c.patterns_matching_nothing || []),
+    list("Unknown endpoints requested", "cov-endpoints", c.unknown_endpoints_requested || []),
+    el("h3", {}, "Per type"),
+    el("table", {},
+      el("thead", {}, el("tr", {}, ["type", "produced", "delivered", "subscribers", "last produced"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, types.map(([t, v]) => el("tr", {}, el("td", {}, t), el("td", {}, v.produced), el("td", {}, v.delivered),
+        el("td", {}, v.subscribers), el("td", {}, v.last_produced_at || "never"))))),
+  );
+  for (const k of ["unanswered", "nodes_unanswered"]) {
+    if (c[k]) out.append(el("p", { class: "error" }, `${k}: ${JSON.stringify(c[k])}`));
+  }
+}
+
+// ---- health and config ----
+
+async function loadHealth() {
+  const out = $("#health");
+  const reply = await getJson("/health");
+  const h = reply.body;
+  if (!h) {
+    out.replaceChildren(el("p", { class: "error" }, errorText(reply)));
+  } else {
+    const plugins = Object.entries(h.plugins || {});
+    out.replaceChildren(
+      el("table", {}, el("tbody", {},
+        el("tr", {}, el("th", {}, "status"), el("td", { id: "health-status", class: h.status === "ok" ? "ok" : "error" }, h.status)),
+        el("tr", {}, el("th", {}, "version"), el("td", {}, h.version)),
+        el("tr", {}, el("th", {}, "uptime"), el("td", {}, `${h.uptime_s} s`)),
+        el("tr", {}, el("th", {}, "config version"), el("td", { id: "config-version" }, h.config_version)))),
+      el("h3", {}, "Plugins"),
+      plugins.length
+        ? el("table", {},
+          el("thead", {}, el("tr", {}, ["plugin", "state", "restarts", "last error"].map((x) => el("th", {}, x)))),
+          el("tbody", {}, plugins.map(([name, p]) => el("tr", {}, el("td", {}, name), el("td", { class: p.state === "failed" ? "error" : "" }, p.state),
+            el("td", {}, p.restarts ?? ""), el("td", {}, p.last_error ?? "")))))
+        : el("p", { class: "hint" }, "no plugins"),
+      el("h3", {}, "Cluster"),
+      el("pre", { class: "json" }, JSON.stringify(h.cluster, null, 2)),
+    );
+  }
+  const cfg = $("#config");
+  const c = await getJson("/api/admin/config", true);
+  if (c.status !== 200) {
+    cfg.replaceChildren(el("p", { class: "error" }, `${errorText(c)} (type the admin key above to see the config record)`));
+    return;
+  }
+  const b = c.body;
+  cfg.replaceChildren(
+    el("table", {}, el("tbody", {},
+      el("tr", {}, el("th", {}, "version"), el("td", {}, b.config_version)),
+      el("tr", {}, el("th", {}, "loaded at"), el("td", {}, b.loaded_at)),
+      el("tr", {}, el("th", {}, "source"), el("td", {}, b.source)))),
+    el("h3", {}, "Last reload"),
+    b.last_reload ? el("pre", { class: "json", id: "last-reload" }, JSON.stringify(b.last_reload, null, 2)) : el("p", { class: "hint" }, "no reload since start"),
+    el("h3", {}, `Warnings (${(b.warnings || []).length})`),
+    (b.warnings || []).length ? el("ul", {}, b.warnings.map((w) => el("li", {}, typeof w === "string" ? w : JSON.stringify(w)))) : el("p", { class: "hint" }, "none"),
+  );
+}
+
+// ---- connections ----
+
+async function loadConnections() {
+  const out = $("#connections");
+  out.replaceChildren();
+  await connectionsPage(out, null);
+}
+
+/** Appends the page of connections after `after` (the previous page's `next`). */
+async function connectionsPage(out, after) {
+  const query = after ? `?after=${encodeURIComponent(after)}` : "";
+  const reply = await getJson(`/api/websocket/connections${query}`, true);
+  if (reply.status !== 200) {
+    out.append(el("p", { class: "error" }, `${errorText(reply)} (this view needs the admin key)`));
+    return;
+  }
+  const rows = reply.body.connections || [];
+  for (const k of ["missing_nodes", "cluster_unreachable"]) {
+    if (reply.body[k]) out.append(el("p", { class: "error" }, `${k}: ${JSON.stringify(reply.body[k])}`));
+  }
+  if (rows.length === 0 && !after) {
+    out.append(el("p", { class: "hint" }, "no connections"));
+    return;
+  }
+  const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  const cell = (v) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  out.append(
+    el("table", { id: after ? undefined : "connections-table" },
+      el("thead", {}, el("tr", {}, cols.map((c) => el("th", {}, c)))),
+      el("tbody", {}, rows.map((r) => el("tr", { class: r.id === state.connectionId ? "self" : undefined, title: r.id === state.connectionId ? "this console's live tail" : undefined },
+        cols.map((c) => el("td", {}, cell(r[c]))))))),
+  );
+  if (reply.body.next) {
+    const more = el("button", {}, "Next page");
+    more.addEventListener("click", () => {
+      more.remove();
+      connectionsPage(out, reply.body.next);
+    });
+    out.append(more);
+  }
+}
+
+// ---- publish ----
+
+function example(f) {
+  if (Array.isArray(f.enum) && f.enum.length) return f.enum[0];
+  return { string: "", integer: 0, number: 0, boolean: false, object: {}, array: [] }[f.type] ?? null;
+}
+
+function prefill() {
+  const entry = state.caps && state.caps.event_registry[$("#publish-type").value];
+  const payload = {};
+  for (const [name, f] of Object.entries((entry && entry.payload_fields) || {})) payload[name] = example(f);
+  $("#publish-payload").value = JSON.stringify(payload, null, 2);
+}
+
+async function publish(ev) {
+  ev.preventDefault();
+  const out = $("#publish-result");
+  const type = $("#publish-type").value;
+  let payload;
+  try {
+    payload = JSON.parse($("#publish-payload").value);
+  } catch (e) {
+    out.replaceChildren(el("p", { class: "error", id: "publish-refused" }, `Not sent: the payload is not JSON (${e.message})`));
+    return;
+  }
+  const problems = check(type, payload).filter((p) => !p.problem.includes("allowed"));
+  if (problems.length) {
+    out.replaceChildren(el("p", { class: "error", id: "publish-refused" }, `Not sent: the payload does not match ${type}'s schema`), problemList(problems));
+    return;
+  }
+  const correlation = $("#publish-correlation").value.trim();
+  const res = await fetch("/api/events", {
+    method: "POST",
+    headers: headers({ "Content-Type": "application/json" }),
+    body: JSON.stringify(correlation ? { type, payload, correlation_id: correlation } : { type, payload }),
+  });
+  let body = null;
+  try {
+    body = await res.json();
+  } catch {
+    body = null;
+  }
+  out.replaceChildren(
+    el("p", { class: res.status === 202 ? "ok" : "error", id: res.status === 202 ? "publish-sent" : "publish-error" },
+      res.status === 202 ? "Published" : `Refused by the router: HTTP ${res.status}`),
+    el("pre", { class: "json" }, JSON.stringify(body, null, 2)),
+  );
+}
+
+// ---- views and start ----
+
+const loaders = { rates: drawRates, coverage: loadCoverage, health: loadHealth, connections: loadConnections };
+
+function show(view) {
+  for (const b of document.querySelectorAll("nav button")) b.classList.toggle("active", b.dataset.view === view);
+  for (const s of document.querySelectorAll("main > section")) s.hidden = s.id !== `view-${view}`;
+  if (loaders[view]) loaders[view]();
+  location.hash = view;
+}
+
+async function start() {
+  for (const b of document.querySelectorAll("nav button")) b.addEventListener("click", () => show(b.dataset.view));
+  $("#key").addEventListener("input", (e) => { state.key = e.target.value.trim(); });
+  $("#tail-form").addEventListener("submit", connectTail);
+  $("#coverage-refresh").addEventListener("click", loadCoverage);
+  $("#health-refresh").addEventListener("click", loadHealth);
+  $("#connections-refresh").addEventListener("click", loadConnections);
+  $("#publish-form").addEventListener("submit", publish);
+  $("#pause").addEventListener("click", () => {
+    state.paused = !state.paused;
+    state.missedWhilePaused = 0;
+    $("#pause").textContent = state.paused ? "Resume" : "Pause";
+  });
+  $("#clear").addEventListener("click", () => {
+    state.events = [];
+    $("#events").replaceChildren();
+  });
+  $("#publish-type").addEventListener("change", prefill);
+  const reply = await getJson("/api/websocket/capabilities");
+  if (reply.status !== 200) {
+    setTailState(`capabilities: ${errorText(reply)}`);
+    return;
+  }
+  state.caps = reply.body;
+  $("#endpoint").replaceChildren(...(state.caps.endpoints || []).map((e) => el("option", { value: e.path }, e.path)));
+  const publishable = Object.entries(state.caps.event_registry).filter(([, e]) => e.producer !== "router").map(([n]) => n).sort();
+  $("#publish-type").replaceChildren(...publishable.map((n) => el("option", { value: n }, n)));
+  prefill();
+  setInterval(() => { if (!$("#view-rates").hidden) drawRates(); }, 1000);
+  connectTail();
+  const initial = location.hash.slice(1);
+  if (initial && $(`#view-${initial}`)) show(initial);
+  document.body.dataset.ready = "true";
+}
+
+start();
