@@ -297,6 +297,12 @@ async fn origins_are_checked_and_allowed_ones_get_cors_headers() {
         allowed.header("access-control-allow-origin"),
         Some("https://app.example")
     );
+    let own = format!("http://{}", router.addr);
+    let same = Sse::open(&router, "/ws/events", &[("Origin", &own)]).await;
+    assert_eq!(
+        same.status, 200,
+        "the router's own origin (its /console) is always admitted"
+    );
     let refused = Sse::open(&router, "/ws/events", &[("Origin", "https://evil.example")]).await;
     assert_eq!(refused.status, 403);
     assert_eq!(
