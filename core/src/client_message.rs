@@ -184,6 +184,16 @@ pub fn request_id(text: &str) -> Option<Value> {
     valid.then_some(id)
 }
 
+/// The URL form of `since` for positions (`channel`, `epoch`, `sequence`):
+/// what [`parse_since_param`] reads back.
+pub fn since_text<'a>(positions: impl IntoIterator<Item = (&'a str, &'a str, u64)>) -> String {
+    positions
+        .into_iter()
+        .map(|(channel, epoch, sequence)| format!("{channel}:{epoch}:{sequence}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Parses the URL form of `since`: `alerts:EPOCH:41,cameras:EPOCH:7`.
 pub fn parse_since_param(text: &str) -> Result<BTreeMap<String, Position>, String> {
     text.split(',')

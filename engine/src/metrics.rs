@@ -199,6 +199,15 @@ impl Metrics {
         }
     }
 
+    /// Counts one accepted event of `type_name`.
+    pub fn accept(&self, type_name: &str) {
+        self.accepted
+            .get_or_create(&TypeLabel {
+                r#type: label(type_name),
+            })
+            .inc();
+    }
+
     /// Counts a refused event.
     pub fn refuse(&self, reason: &str) {
         self.refused

@@ -130,7 +130,7 @@ pub async fn ask_others(shared: &Shared, question: Question) -> Answers {
                 answers: Vec::new(),
                 unanswered: Unanswered {
                     missing: Vec::new(),
-                    unreachable: Some(format!("cannot reach Redis at {}: {e}", shared.url)),
+                    unreachable: Some(shared.unreachable(&e)),
                 },
             }
         }
@@ -158,10 +158,7 @@ pub async fn ask_others(shared: &Shared, question: Question) -> Answers {
         .query_async(&mut conn)
         .await;
     let mut answers = Vec::new();
-    let unreachable = sent
-        .as_ref()
-        .err()
-        .map(|e| format!("cannot reach Redis at {}: {e}", shared.url));
+    let unreachable = sent.as_ref().err().map(|e| shared.unreachable(e));
     if sent.is_ok() {
         let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
         while !expected.is_empty() {

@@ -58,7 +58,7 @@ impl Feed {
             .client
             .get_async_pubsub()
             .await
-            .map_err(|e| self.unreachable(&e))?;
+            .map_err(|e| self.shared.unreachable(&e))?;
         let channels = [
             keys.events(),
             keys.nodes(),
@@ -68,16 +68,12 @@ impl Feed {
         pubsub
             .subscribe(&channels)
             .await
-            .map_err(|e| self.unreachable(&e))?;
+            .map_err(|e| self.shared.unreachable(&e))?;
         self.catch_up().await?;
         self.beat().await?;
         self.shared.health.up();
         tracing::info!(node = %self.shared.node, redis = %self.shared.url, "in the cluster");
         Ok(pubsub)
-    }
-
-    fn unreachable(&self, e: &redis::RedisError) -> Broken {
-        format!("cannot reach Redis at {}: {e}", self.shared.url)
     }
 
     /// Follows pub/sub until the connection breaks, then reconnects with
@@ -207,14 +203,14 @@ impl Feed {
         let text = serde_json::to_string(&beat).expect("a heartbeat serializes");
         leases::renew(&self.shared, &router.census())
             .await
-            .map_err(|e| self.unreachable(&e))?;
+            .map_err(|e| self.shared.unreachable(&e))?;
         let mut conn = self.shared.conn.clone();
         redis::cmd("PUBLISH")
             .arg(self.shared.keys.nodes())
             .arg(text)
             .query_async::<()>(&mut conn)
             .await
-            .map_err(|e| self.unreachable(&e))
+            .map_err(|e| self.shared.unreachable(&e))
     }
 
     /// Hands in one event from pub/sub, after whatever it shows missing.
@@ -262,7 +258,7 @@ impl Feed {
         let answer: Vec<redis::Value> = call
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| self.unreachable(&e))?;
+            .map_err(|e| self.shared.unreachable(&e))?;
         for ((name, (epoch, sequence)), theirs) in ours.iter().zip(answer.chunks(2)) {
             let (Ok(their_epoch), Ok(their_sequence)) = (
                 redis::from_redis_value_ref::<String>(&theirs[0]),
@@ -301,7 +297,7 @@ impl Feed {
             .arg(until)
             .query_async(&mut conn)
             .await
-            .map_err(|e| self.unreachable(&e))?;
+            .map_err(|e| self.shared.unreachable(&e))?;
         let now = unix_millis();
         for entry in &range.ids {
             let Some(event) = from_entry(channel, entry, now, &self.shared.origin) else {

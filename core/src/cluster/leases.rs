@@ -12,6 +12,7 @@
 //! to know of the others without waiting to hear their heartbeats.
 
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use super::sequencer::unix_millis;
 use super::Shared;
@@ -21,21 +22,17 @@ use crate::router::{ConnectRequest, Counts};
 /// How many heartbeat intervals a lease outlives its last renewal.
 const LEASE_BEATS: u32 = 3;
 
-/// The hash of `node`'s per-user counts.
-fn users_key(shared: &Shared, node: &str) -> String {
-    format!("{}:node:{node}:users", shared.keys.prefix())
-}
+/// The kind of count of an authenticated user's connections.
+const USERS: &str = "users";
+/// The kind of count of anonymous connections per address.
+const IPS: &str = "ips";
 
-/// The hash of `node`'s anonymous per-address counts.
-fn ips_key(shared: &Shared, node: &str) -> String {
-    format!("{}:node:{node}:ips", shared.keys.prefix())
-}
-
-/// What a connection counts against: its hash and field on every node.
-fn counted(shared: &Shared, node: &str, user: Option<&str>, ip: IpAddr) -> (String, String) {
+/// What a connection counts against on every node: the kind of count and
+/// its field (the user, or the anonymous client's address).
+fn counted_as(user: Option<&str>, ip: IpAddr) -> (&'static str, String) {
     match user {
-        Some(user) => (users_key(shared, node), user.to_owned()),
-        None => (ips_key(shared, node), ip.to_string()),
+        Some(user) => (USERS, user.to_owned()),
+        None => (IPS, ip.to_string()),
     }
 }
 
@@ -46,7 +43,9 @@ fn lease_ms(shared: &Shared) -> u64 {
 /// Adds up one field of every other member's hash of one kind. ARGV: the
 /// members key, now (ms), the key prefix, this node, `users` or `ips`, the
 /// field.
-const ELSEWHERE: &str = r#"
+static ELSEWHERE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ELSEWHERE_LUA));
+
+const ELSEWHERE_LUA: &str = r#"
 local sum = 0
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', ARGV[1], ARGV[2], '+inf')) do
   if node ~= ARGV[4] then
@@ -57,15 +56,11 @@ end
 return sum
 "#;
 
-fn members_key(shared: &Shared) -> String {
-    format!("{}:members", shared.keys.prefix())
-}
-
 /// The nodes whose leases are current, this one among them.
 pub async fn members(shared: &Shared) -> redis::RedisResult<Vec<String>> {
     let mut conn = shared.conn.clone();
     redis::cmd("ZRANGEBYSCORE")
-        .arg(members_key(shared))
+        .arg(shared.keys.members())
         .arg(unix_millis())
         .arg("+inf")
         .query_async(&mut conn)
@@ -78,13 +73,10 @@ pub async fn elsewhere(shared: &Shared, req: &ConnectRequest) -> usize {
     if shared.health.status().is_err() {
         return 0;
     }
-    let (kind, field) = match &req.user {
-        Some(user) => ("users", user.clone()),
-        None => ("ips", req.ip.to_string()),
-    };
+    let (kind, field) = counted_as(req.user.as_deref(), req.ip);
     let mut conn = shared.conn.clone();
-    redis::Script::new(ELSEWHERE)
-        .arg(members_key(shared))
+    ELSEWHERE
+        .arg(shared.keys.members())
         .arg(unix_millis())
         .arg(shared.keys.prefix())
         .arg(&shared.node)
@@ -99,7 +91,8 @@ pub async fn elsewhere(shared: &Shared, req: &ConnectRequest) -> usize {
 /// open, before the client hears `connection.established`, so that a
 /// client that then connects to another node is counted there.
 pub async fn change(shared: &Shared, conn: &Connection, by: i64) {
-    let (key, field) = counted(shared, &shared.node, conn.user.as_deref(), conn.ip);
+    let (kind, field) = counted_as(conn.user.as_deref(), conn.ip);
+    let key = shared.keys.node_counts(&shared.node, kind);
     let mut redis = shared.conn.clone();
     let lease = lease_ms(shared) as i64;
     let _: redis::RedisResult<()> = redis::pipe()
@@ -113,11 +106,11 @@ pub async fn change(shared: &Shared, conn: &Connection, by: i64) {
 
 /// Writes this node's counts whole and renews their leases.
 pub async fn renew(shared: &Shared, counts: &Counts) -> redis::RedisResult<()> {
-    let users = users_key(shared, &shared.node);
-    let ips = ips_key(shared, &shared.node);
+    let users = shared.keys.node_counts(&shared.node, USERS);
+    let ips = shared.keys.node_counts(&shared.node, IPS);
     let lease = lease_ms(shared) as i64;
     let mut pipe = redis::pipe();
-    let members = members_key(shared);
+    let members = shared.keys.members();
     let now = unix_millis();
     pipe.atomic()
         .zadd(&members, &shared.node, now + lease as u64)

@@ -78,6 +78,13 @@ pub struct Shared {
     pub pending: ask::Pending,
 }
 
+impl Shared {
+    /// What an operator reads when a Redis call failed.
+    pub fn unreachable(&self, e: &redis::RedisError) -> String {
+        format!("cannot reach Redis at {}: {e}", self.url)
+    }
+}
+
 /// The engine's handle: what `/health` and the app hold.
 #[derive(Debug)]
 pub struct Cluster {

@@ -12,7 +12,9 @@
 //!
 //! Events go to every node on the pub/sub channel `P:events`; heartbeats
 //! on `P:nodes`; questions between nodes on `P:commands`, answered on
-//! `P:replies:<node>`.
+//! `P:replies:<node>`. Connection counts are leased per node in
+//! `P:node:<node>:users` and `P:node:<node>:ips`, the nodes with current
+//! leases in `P:members` (see `super::leases`).
 
 use redis::Script;
 
@@ -53,6 +55,17 @@ impl Keys {
     /// The pub/sub channel every event is published on.
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
+    }
+
+    /// `node`'s hash of connection counts of one kind (`users`, `ips`),
+    /// leased (see `super::leases`).
+    pub fn node_counts(&self, node: &str, kind: &str) -> String {
+        format!("{}:node:{node}:{kind}", self.prefix)
+    }
+
+    /// The sorted set of nodes whose leases are current.
+    pub fn members(&self) -> String {
+        format!("{}:members", self.prefix)
     }
 
     /// The pub/sub channel of questions to every node.

@@ -13,6 +13,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::client_message;
+use crate::protocol::Position;
+
 /// What to tail, and how to print it.
 #[derive(Debug, Clone)]
 pub struct Tail {
@@ -35,48 +38,26 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// First wait after a dropped connection.
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 
-/// A channel's last known position.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    /// The channel's epoch.
-    pub epoch: String,
-    /// The last sequence printed (or announced).
-    pub sequence: u64,
-}
-
-/// Parses the `channel:epoch:seq,…` cursor form.
+/// Parses the `channel:epoch:seq,…` cursor form (spaces around entries
+/// allowed; every entry needs an epoch).
 pub fn parse_since(text: &str) -> Result<BTreeMap<String, Position>, String> {
-    let mut positions = BTreeMap::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let mut fields = part.splitn(3, ':');
-        let (Some(channel), Some(epoch), Some(seq)) = (fields.next(), fields.next(), fields.next())
-        else {
-            return Err(format!("{part:?} is not channel:epoch:sequence"));
-        };
-        let sequence = seq
-            .parse()
-            .map_err(|_| format!("{part:?}: {seq:?} is not a sequence number"))?;
-        if channel.is_empty() || epoch.is_empty() {
-            return Err(format!("{part:?} is not channel:epoch:sequence"));
-        }
-        positions.insert(
-            channel.to_owned(),
-            Position {
-                epoch: epoch.to_owned(),
-                sequence,
-            },
-        );
+    let entries: Vec<&str> = text.split(',').map(str::trim).collect();
+    let positions = client_message::parse_since_param(&entries.join(","))?;
+    match positions.iter().find(|(_, p)| p.epoch.is_empty()) {
+        Some((channel, _)) => Err(format!(
+            "`{channel}` has no epoch: an entry is channel:epoch:sequence"
+        )),
+        None => Ok(positions),
     }
-    Ok(positions)
 }
 
 /// The cursor form of `positions`.
 pub fn cursor(positions: &BTreeMap<String, Position>) -> String {
-    positions
-        .iter()
-        .map(|(c, p)| format!("{c}:{}:{}", p.epoch, p.sequence))
-        .collect::<Vec<_>>()
-        .join(",")
+    client_message::since_text(
+        positions
+            .iter()
+            .map(|(c, p)| (c.as_str(), p.epoch.as_str(), p.sequence)),
+    )
 }
 
 /// Runs `tail` until Ctrl-C (exit 0); a bad `--since` exits 2.

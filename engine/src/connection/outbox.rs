@@ -400,11 +400,7 @@ impl Outbox {
         if inner.close.is_some() {
             return;
         }
-        let (count, channels) = inner.lag.get_or_insert_with(Default::default);
-        *count += until - after;
-        channels
-            .entry(channel.clone())
-            .or_insert((epoch.clone(), after));
+        note_lag(&mut inner, channel, epoch, after, until - after);
         drop(inner);
         self.ready.wake();
     }
@@ -547,11 +543,17 @@ fn record_lag(inner: &mut Inner, meta: &Event) {
     if record.sequences.len() > MAX_DROP_RECORD {
         record.floor = record.sequences.pop_front().unwrap_or_default();
     }
+    note_lag(inner, &meta.channel, &meta.epoch, meta.sequence - 1, 1);
+}
+
+/// Adds `missed` events to the next `connection.lagged`; the channel's
+/// position there stays the one before its first missed event.
+fn note_lag(inner: &mut Inner, channel: &Arc<str>, epoch: &Arc<str>, before: u64, missed: u64) {
     let (count, channels) = inner.lag.get_or_insert_with(Default::default);
-    *count += 1;
+    *count += missed;
     channels
-        .entry(meta.channel.clone())
-        .or_insert((meta.epoch.clone(), meta.sequence - 1));
+        .entry(channel.clone())
+        .or_insert((epoch.clone(), before));
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use futures_channel::oneshot;
 use super::coverage::Coverage;
 use super::log::{Appended, Batch, LogError, Placed, Settle};
 use super::{PublishError, Stamp};
-use crate::metrics::{Metrics, TypeLabel};
+use crate::metrics::Metrics;
 
 type Outcome = Result<Vec<Stamp>, PublishError>;
 
@@ -53,7 +53,10 @@ impl Publishing {
                     .zip(placed)
                     .map(|((channel, type_name), placed)| {
                         if let Appended::New(_) = placed.appended {
-                            count_accepted(&metrics, &coverage, type_name);
+                            // Counted on the node that took it, as the
+                            // memory engine counts on stamping.
+                            metrics.accept(type_name);
+                            coverage.produced(type_name, 0);
                         }
                         Stamp {
                             channel: channel.clone(),
@@ -81,16 +84,6 @@ impl Publishing {
     pub fn wait(self) -> Outcome {
         futures_executor::block_on(self)
     }
-}
-
-/// Counts an event accepted by the cluster store: on the node that took
-/// it, as the memory engine counts on stamping.
-fn count_accepted(metrics: &Metrics, coverage: &Coverage, type_name: &str) {
-    let label = TypeLabel {
-        r#type: type_name.to_owned(),
-    };
-    metrics.accepted.get_or_create(&label).inc();
-    coverage.produced(type_name, 0);
 }
 
 impl Future for Publishing {

@@ -92,11 +92,11 @@ impl Cursor {
     /// The `id:` text, or `None` before any channel is known.
     pub fn render(&self) -> Option<String> {
         (!self.positions.is_empty()).then(|| {
-            self.positions
-                .iter()
-                .map(|(channel, (epoch, sequence))| format!("{channel}:{epoch}:{sequence}"))
-                .collect::<Vec<_>>()
-                .join(",")
+            client_message::since_text(
+                self.positions
+                    .iter()
+                    .map(|(channel, (epoch, sequence))| (&**channel, &**epoch, *sequence)),
+            )
         })
     }
 }

@@ -23,7 +23,7 @@ use super::{Applied, ConnectError, ConnectRequest, Offered, Sink, Snapshot, Stam
 use crate::config::{AuthMode, OnUserLimit};
 use crate::connection::outbox::Limits;
 use crate::connection::{ConnId, ConnRef, Connection, Event, Frame, Identity, Outbox};
-use crate::metrics::{ChannelLabel, Metrics, TypeLabel};
+use crate::metrics::{ChannelLabel, Metrics};
 use crate::names::Pattern;
 use crate::protocol::{self, Position, Positions};
 use crate::subscriptions::{PatternLimits, Scope, SubscriptionSet};

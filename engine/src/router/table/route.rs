@@ -73,10 +73,7 @@ impl Table {
             self.fan_out(&t.name, &event, Some(p.emitter.as_deref()), metrics);
         });
         if let Appended::New(_) = appended {
-            let label = TypeLabel {
-                r#type: t.name.to_string(),
-            };
-            metrics.accepted.get_or_create(&label).inc();
+            metrics.accept(&t.name);
             let queued = self.recipients.get(&t.name).map_or(0, |r| r.len() as u64);
             coverage.produced(&t.name, queued);
         }
