@@ -37,10 +37,3 @@ pub fn base_url(url: Option<&str>, config: &Path) -> String {
     }
     DEFAULT_URL.to_owned()
 }
-
-/// Whether text written to a stream should be coloured: it is a terminal
-/// and `NO_COLOR` is unset or empty (no-color.org), as for log lines.
-pub fn colour(is_terminal: bool) -> bool {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    !no_color && is_terminal
-}

@@ -123,7 +123,7 @@ fn ws_url(tail: &Tail, positions: &BTreeMap<String, Position>) -> String {
 /// refuses the connection itself (a 1008 close before
 /// `connection.established`: a missing or bad token), which exits 1.
 async fn follow(tail: &Tail, mut positions: BTreeMap<String, Position>) -> ExitCode {
-    let colour = super::colour(std::io::stdout().is_terminal());
+    let colour = crate::logging::colour(std::io::stdout().is_terminal());
     let mut backoff = MIN_BACKOFF;
     let mut attempt = 0u32;
     loop {

@@ -3,12 +3,13 @@
 //! or `secret_env`, else the first HS256 entry of `auth.jwt.keys`, whose
 //! `kid` the token then carries). For local use: testing, the tour.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value};
 
+use crate::auth::jwt::{secret_from_env, secret_from_file};
 use crate::config::{AuthMode, JwtAlgorithm, JwtConfig, KeySource};
 
 /// What to mint.
@@ -111,11 +112,11 @@ fn signing_key(jwt: &JwtConfig, kid: Option<&str>) -> anyhow::Result<Signing> {
         let label = format!("auth.jwt.keys[kid={kid:?}]");
         return match (&entry.source, entry.algorithm) {
             (KeySource::SecretEnv(var), JwtAlgorithm::Hs256) => Ok(Signing {
-                secret: from_env(&label, var)?,
+                secret: secret_from_env(&label, var)?,
                 kid: Some(kid.to_owned()),
             }),
             (KeySource::SecretFile(path), JwtAlgorithm::Hs256) => Ok(Signing {
-                secret: from_file(&label, path)?,
+                secret: secret_from_file(&label, path)?,
                 kid: Some(kid.to_owned()),
             }),
             _ => anyhow::bail!("{label} is not an HS256 secret: only HS256 tokens can be minted"),
@@ -129,11 +130,11 @@ fn signing_key(jwt: &JwtConfig, kid: Option<&str>) -> anyhow::Result<Signing> {
     let mut top_level_error = None;
     if jwt.algorithm == JwtAlgorithm::Hs256 {
         let top = if let Some(path) = &jwt.secret_file {
-            Some(from_file("auth.jwt.secret_file", path))
+            Some(secret_from_file("auth.jwt.secret_file", path))
         } else {
             jwt.secret_env
                 .as_ref()
-                .map(|var| from_env("auth.jwt.secret_env", var))
+                .map(|var| secret_from_env("auth.jwt.secret_env", var))
         };
         match top {
             Some(Ok(secret)) => return Ok(Signing { secret, kid: None }),
@@ -144,8 +145,8 @@ fn signing_key(jwt: &JwtConfig, kid: Option<&str>) -> anyhow::Result<Signing> {
     if let Some(entry) = hs256_keys.first() {
         let label = format!("auth.jwt.keys[kid={:?}]", entry.kid);
         let secret = match &entry.source {
-            KeySource::SecretEnv(var) => from_env(&label, var)?,
-            KeySource::SecretFile(path) => from_file(&label, path)?,
+            KeySource::SecretEnv(var) => secret_from_env(&label, var)?,
+            KeySource::SecretFile(path) => secret_from_file(&label, path)?,
             KeySource::PublicKeyFile(_) => anyhow::bail!("{label} holds no secret"),
         };
         return Ok(Signing {
@@ -154,41 +155,12 @@ fn signing_key(jwt: &JwtConfig, kid: Option<&str>) -> anyhow::Result<Signing> {
         });
     }
     match top_level_error {
-        Some(e) => Err(e),
+        Some(e) => Err(e.into()),
         None => anyhow::bail!(
             "no HS256 secret is configured: set auth.jwt.secret_env (and that variable) \
              or auth.jwt.secret_file, or list an HS256 key in auth.jwt.keys"
         ),
     }
-}
-
-fn from_env(label: &str, var: &str) -> anyhow::Result<String> {
-    let value = std::env::var(var).map_err(|e| match e {
-        std::env::VarError::NotPresent => {
-            anyhow::anyhow!("{label}: environment variable {var} is not set")
-        }
-        std::env::VarError::NotUnicode(_) => {
-            anyhow::anyhow!("{label}: environment variable {var} is not valid UTF-8")
-        }
-    })?;
-    let secret = value.trim();
-    anyhow::ensure!(
-        !secret.is_empty(),
-        "{label}: the secret in variable {var} is empty"
-    );
-    Ok(secret.to_owned())
-}
-
-fn from_file(label: &str, path: &Path) -> anyhow::Result<String> {
-    let text = crate::files::read_text(path, crate::files::MAX_KEY_FILE_BYTES)
-        .map_err(|e| anyhow::anyhow!("{label}: cannot read {}: {e}", path.display()))?;
-    let secret = text.trim();
-    anyhow::ensure!(
-        !secret.is_empty(),
-        "{label}: the secret in file {} is empty",
-        path.display()
-    );
-    Ok(secret.to_owned())
 }
 
 #[cfg(test)]

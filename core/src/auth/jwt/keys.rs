@@ -171,7 +171,9 @@ fn secret_key(secret: &str) -> Key {
     }
 }
 
-fn secret_from_env(label: &str, var: &str) -> Result<String, JwtConfigError> {
+/// The HS256 secret in variable `var` (trimmed, not empty); `label` names
+/// the key that points at it in messages.
+pub(crate) fn secret_from_env(label: &str, var: &str) -> Result<String, JwtConfigError> {
     let value = match std::env::var(var) {
         Ok(v) => v,
         Err(std::env::VarError::NotPresent) => {
@@ -205,7 +207,8 @@ fn read_file(label: &str, path: &Path) -> Result<String, JwtConfigError> {
     })
 }
 
-fn secret_from_file(label: &str, path: &Path) -> Result<String, JwtConfigError> {
+/// The HS256 secret in the file at `path` (trimmed, not empty).
+pub(crate) fn secret_from_file(label: &str, path: &Path) -> Result<String, JwtConfigError> {
     let text = read_file(label, path)?;
     let secret = text.trim();
     if secret.is_empty() {

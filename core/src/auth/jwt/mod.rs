@@ -32,6 +32,7 @@ mod verify;
 mod fixtures;
 
 pub use keys::JwtConfigError;
+pub(crate) use keys::{secret_from_env, secret_from_file};
 pub use token::{redact, token_from};
 pub use verify::TokenError;
 
