@@ -1,6 +1,9 @@
 // The Switchyard console: plain ES module, no build step, no framework. It uses the router's
 // public routes (capabilities, coverage, health, admin config, connections, POST /api/events)
-// and a WebSocket for the live tail. The admin key lives in `state.key` only: never stored.
+// and, for the live tail, @switchyard/client (client.js, a committed copy of its build). The
+// admin key lives in `state.key` only: never stored.
+
+import { SwitchyardClient } from "./client.js";
 
 const $ = (sel) => document.querySelector(sel);
 const KEEP = 200;
@@ -9,11 +12,7 @@ const WINDOW_S = 60;
 const state = {
   key: "",
   caps: null,
-  socket: null,
-  positions: new Map(), // channel -> {epoch, sequence}: where the tail recovers from
-  retry: 0,
-  retryTimer: undefined,
-  connectionId: null,
+  tail: null, // the live tail's SwitchyardClient
   paused: false,
   missedWhilePaused: 0,
   events: [], // newest first, at most KEEP
@@ -38,9 +37,9 @@ function headers(extra = {}) {
   return h;
 }
 
-/** GETs a JSON route: {status, body}. */
-async function getJson(path, admin = false) {
-  const res = await fetch(path, { headers: admin ? headers() : {} });
+/** A request's status and JSON body (null when the body is not JSON). */
+async function jsonReply(path, init) {
+  const res = await fetch(path, init);
   let body = null;
   try {
     body = await res.json();
@@ -48,6 +47,16 @@ async function getJson(path, admin = false) {
     body = null;
   }
   return { status: res.status, body };
+}
+
+/** GETs a JSON route (with the admin key when `admin`): {status, body}. */
+function getJson(path, admin = false) {
+  return jsonReply(path, { headers: admin ? headers() : {} });
+}
+
+/** POSTs a body (JSON unless said otherwise) with the admin key, if typed: {status, body}. */
+function post(path, body, contentType = "application/json") {
+  return jsonReply(path, { method: "POST", headers: headers({ "Content-Type": contentType }), body });
 }
 
 function errorText(reply) {
@@ -135,105 +144,61 @@ function payloadView(payload, problems) {
   return pre;
 }
 
-// ---- live tail ----
+// ---- live tail (through @switchyard/client: reconnects, recovery, gap reports) ----
 
 function setTailState(text) {
   $("#tail-state").textContent = text;
 }
 
-// Reconnect on anything but these close codes (docs/protocol.md, "Close codes").
-const FINAL_CODES = [1000, 1002, 1007, 1008];
-
-/** A press of Connect: a fresh tail (new positions). */
-function connectTail(ev) {
-  if (ev) ev.preventDefault();
-  state.positions = new Map();
-  state.retry = 0;
-  openTail(false);
+/** What a connect-time `subscribed` reply says: patterns, warnings, recovery per channel. */
+function subscribedText(msg) {
+  const warnings = (msg.warnings || []).map((w) => `${w.pattern}: ${w.message}`).join("; ");
+  const recovery = Object.entries(msg.recovery || {})
+    .map(([ch, r]) => (r.recovered ? `${ch} recovered, ${r.replayed} replayed` : `${ch} not recovered (${r.reason})`))
+    .join("; ");
+  return { warnings, recovery };
 }
 
-/** Opens the tail's WebSocket; `recover` asks for what was missed since the kept positions. */
-function openTail(recover) {
-  clearTimeout(state.retryTimer);
-  if (state.socket) {
-    state.socket.onclose = null;
-    state.socket.close(1000);
-    state.socket = null;
-  }
-  const path = $("#endpoint").value;
-  if (!path) {
+/** A press of Connect: a fresh tail (new positions) with the form's endpoint, patterns, token. */
+function connectTail(ev) {
+  if (ev) ev.preventDefault();
+  if (state.tail) state.tail.close();
+  const endpoint = $("#endpoint").value;
+  if (!endpoint) {
     setTailState("no endpoint in the capabilities");
     return;
   }
-  const url = new URL(path, location.href);
-  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  const token = $("#token").value;
-  if (token) url.searchParams.set("token", token);
   const patterns = $("#pattern").value.split(",").map((s) => s.trim()).filter(Boolean);
-  setTailState(recover ? "reconnecting" : "connecting");
-  const socket = new WebSocket(url);
-  state.socket = socket;
-  socket.onopen = () => {
-    const subscribe = { action: "subscribe", events: patterns, id: 1 };
-    if (recover && state.positions.size) subscribe.since = Object.fromEntries(state.positions);
-    socket.send(JSON.stringify(subscribe));
-  };
-  socket.onmessage = (m) => {
-    let msg;
-    try {
-      msg = JSON.parse(m.data);
-    } catch {
-      return;
-    }
+  const token = $("#token").value;
+  const tail = new SwitchyardClient({
+    url: location.origin,
+    endpoint,
+    events: patterns,
+    token: () => token || undefined,
+    backoff: { initialMs: 500, maxMs: 5000 },
+  });
+  state.tail = tail;
+  tail.on("*", onEvent);
+  tail.on("state", (s) => {
+    if (s !== "connected") setTailState(s === "connecting" ? "connecting" : "disconnected");
+  });
+  tail.on("closed", (c) => setTailState(`disconnected (${c.code}${c.reason ? ` ${c.reason}` : ""}); ${tail.state === "disconnected" ? "stopped" : "reconnecting"}`));
+  tail.on("gap", (g) => notice(`history lost for ${g.channels.join(", ")} (${g.reason}): events in between are not shown`));
+  tail.on("error", (e) => setTailState(`error: ${e.payload ? `${e.payload.code} ${e.payload.message}` : e.message}`));
+  tail.on("control", (msg) => {
     if (msg.type === "subscribed") {
-      state.retry = 0;
-      const warnings = (msg.warnings || []).map((w) => `${w.pattern}: ${w.message}`).join("; ");
-      const recovery = Object.entries(msg.recovery || {})
-        .map(([ch, r]) => (r.recovered ? `${ch} recovered, ${r.replayed} replayed` : `${ch} not recovered (${r.reason})`))
-        .join("; ");
-      setTailState(`connected: ${(msg.events || []).join(", ")}${warnings ? ` (warnings: ${warnings})` : ""}${recovery ? ` — ${recovery}` : ""}`);
+      const { warnings, recovery } = subscribedText(msg);
+      setTailState(`connected (${tail.transport}): ${(msg.events || []).join(", ")}${warnings ? ` (warnings: ${warnings})` : ""}${recovery ? ` — ${recovery}` : ""}`);
       if (recovery) notice(`reconnected: ${recovery}`);
-      // Not recovered: go on from the channel's position at this connect (its history is gone).
-      for (const [ch, r] of Object.entries(msg.recovery || {})) {
-        if (!r.recovered && state.current && state.current[ch]) state.positions.set(ch, { ...state.current[ch] });
-      }
-      return;
+    } else if (msg.type === "connection.lagged") {
+      notice(`lagged: the router dropped ${msg.payload.dropped} event(s) for this tail; recovering from history`);
     }
-    if (msg.type === "error") {
-      setTailState(`error: ${msg.code || ""} ${msg.message || ""}`);
-      return;
-    }
-    if (msg.type === "connection.established" || msg.type === "connection.channels" || msg.type === "connection.lagged") {
-      state.connectionId = msg.payload.connection_id || state.connectionId;
-      if (msg.type === "connection.established") state.current = msg.payload.channels || {};
-      for (const [ch, pos] of Object.entries(msg.payload.channels || {})) {
-        // Keep our own position across a reconnect: it is what we recover from.
-        const mine = state.positions.get(ch);
-        if (!mine || msg.type !== "connection.established") {
-          state.positions.set(ch, { epoch: pos.epoch, sequence: pos.sequence });
-        }
-      }
-      if (msg.type === "connection.lagged") notice(`lagged: the router dropped ${msg.payload.dropped} event(s) for this tail`);
-      return;
-    }
-    if (msg.channel === undefined || msg.sequence === undefined) return; // replies, pongs
-    const pos = state.positions.get(msg.channel);
-    if (pos) pos.sequence = msg.sequence;
-    onEvent(msg);
-  };
-  socket.onclose = (c) => {
-    if (state.socket !== socket) return;
-    state.socket = null;
-    const why = `${c.code}${c.reason ? ` ${c.reason}` : ""}`;
-    if (FINAL_CODES.includes(c.code)) {
-      setTailState(`disconnected (${why})`);
-      return;
-    }
-    const delay = Math.min(5000, 500 * 2 ** state.retry);
-    state.retry += 1;
-    setTailState(`disconnected (${why}); reconnecting in ${(delay / 1000).toFixed(1)} s`);
-    state.retryTimer = setTimeout(() => openTail(true), delay);
-  };
+  });
+}
+
+/** The live tail's connection id, to mark it in the connections view. */
+function tailId() {
+  return state.tail ? state.tail.connectionId : null;
 }
 
 /** A line in the tail that is not an event (reconnects, lag). */
@@ -337,7 +302,7 @@ async function loadCoverage() {
     el("h3", {}, "Per type"),
     el("table", {},
       el("thead", {}, el("tr", {}, ["type", "produced", "delivered", "subscribers", "last produced"].map((h) => el("th", {}, h)))),
-      el("tbody", {}, types.map(([t, v]) => el("tr", {}, el("td", {}, t), el("td", {}, v.produced), el("td", {}, v.delivered),
+      el("tbody", {}, types.map(([t, v]) => el("tr", { "data-type": t }, el("td", {}, t), el("td", {}, v.produced), el("td", {}, v.delivered),
         el("td", {}, v.subscribers), el("td", {}, v.last_produced_at || "never"))))),
   );
   for (const k of ["unanswered", "nodes_unanswered"]) {
@@ -419,9 +384,9 @@ async function connectionsPage(out, after) {
   const cell = (v) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
   out.append(
     el("table", { id: after ? undefined : "connections-table" },
-      el("thead", {}, el("tr", {}, cols.map((c) => el("th", {}, c)))),
-      el("tbody", {}, rows.map((r) => el("tr", { class: r.id === state.connectionId ? "self" : undefined, title: r.id === state.connectionId ? "this console's live tail" : undefined },
-        cols.map((c) => el("td", {}, cell(r[c]))))))),
+      el("thead", {}, el("tr", {}, cols.map((c) => el("th", {}, c)), el("th", {}, ""))),
+      el("tbody", {}, rows.map((r) => el("tr", { class: r.id === tailId() ? "self" : undefined, title: r.id === tailId() ? "this console's live tail" : undefined, "data-id": r.id },
+        cols.map((c) => el("td", {}, cell(r[c]))), el("td", {}, disconnectButton(r.id)))))),
   );
   if (reply.body.next) {
     const more = el("button", {}, "Next page");
@@ -431,6 +396,68 @@ async function connectionsPage(out, after) {
     });
     out.append(more);
   }
+}
+
+/** A Disconnect button that asks once more before closing the connection (1008). */
+function disconnectButton(id) {
+  const button = el("button", { class: "disconnect" }, "Disconnect");
+  button.addEventListener("click", async () => {
+    if (!button.classList.contains("confirm")) {
+      button.classList.add("confirm");
+      button.textContent = "Really disconnect?";
+      return;
+    }
+    button.disabled = true;
+    const reply = await post("/api/admin/disconnect", JSON.stringify({ connection_id: id }));
+    const text = reply.status === 200 ? `closed ${reply.body.closed}` : errorText(reply);
+    button.replaceWith(el("span", { class: reply.status === 200 ? "ok" : "error" }, text));
+  });
+  return button;
+}
+
+// ---- reload ----
+
+/** The non-empty parts of a reload's `impact`, a line each. */
+function impactLines(impact) {
+  const lines = [];
+  const empty = (v) => v === null || v === 0 || (Array.isArray(v) ? v.length === 0 : typeof v === "object" && Object.values(v).every(empty));
+  for (const [key, value] of Object.entries(impact || {})) {
+    if (!empty(value)) lines.push(`${key.replace(/_/g, " ")}: ${typeof value === "object" ? JSON.stringify(value) : value}`);
+  }
+  return lines.length ? lines : ["no change to channels, types, endpoints, connections or plugins"];
+}
+
+/** Shows a reload reply (preview or applied): version, warnings, impact, or the refusal. */
+function showReload(reply, applied) {
+  const out = $("#reload-result");
+  if (reply.status !== 200) {
+    const errors = (reply.body && reply.body.error && reply.body.error.errors) || [];
+    out.replaceChildren(el("div", {}, el("p", { class: "error", id: "reload-refused" }, errorText(reply)),
+      errors.length ? el("ul", {}, errors.map((e) => el("li", {}, `${e.key}${e.line ? ` (line ${e.line})` : ""}: ${e.problem}`))) : null));
+    return;
+  }
+  const b = reply.body;
+  out.replaceChildren(el("div", {},
+    el("p", { class: "ok", id: applied ? "reload-applied" : "reload-preview" },
+      applied ? `Applied: config version ${b.config_version}` : `Preview against config version ${b.config_version} (nothing applied)`),
+    el("ul", { class: "impact" }, impactLines(b.impact).map((l) => el("li", {}, l))),
+    (b.warnings || []).length ? el("p", {}, `warnings: ${b.warnings.map((w) => (typeof w === "string" ? w : JSON.stringify(w))).join("; ")}`) : null,
+    (b.restart_required || []).length ? el("p", { class: "error" }, `needs a restart: ${b.restart_required.join(", ")}`) : null,
+  ));
+  if (applied) loadHealth();
+}
+
+/** Preview: the candidate text in the box, or (empty box) the file on disk. */
+async function previewReload() {
+  const candidate = $("#reload-candidate").value;
+  const reply = candidate.trim()
+    ? await post("/api/admin/reload?dry_run=true", candidate, "application/toml")
+    : await post("/api/admin/reload?dry_run=true", "{}");
+  showReload(reply, false);
+}
+
+async function applyReload() {
+  showReload(await post("/api/admin/reload", "{}"), true);
 }
 
 // ---- publish ----
@@ -464,27 +491,30 @@ async function publish(ev) {
     return;
   }
   const correlation = $("#publish-correlation").value.trim();
-  const res = await fetch("/api/events", {
-    method: "POST",
-    headers: headers({ "Content-Type": "application/json" }),
-    body: JSON.stringify(correlation ? { type, payload, correlation_id: correlation } : { type, payload }),
-  });
-  let body = null;
-  try {
-    body = await res.json();
-  } catch {
-    body = null;
-  }
+  const reply = await post("/api/events", JSON.stringify(correlation ? { type, payload, correlation_id: correlation } : { type, payload }));
+  const sent = reply.status === 202;
   out.replaceChildren(
-    el("p", { class: res.status === 202 ? "ok" : "error", id: res.status === 202 ? "publish-sent" : "publish-error" },
-      res.status === 202 ? "Published" : `Refused by the router: HTTP ${res.status}`),
-    el("pre", { class: "json" }, JSON.stringify(body, null, 2)),
+    el("p", { class: sent ? "ok" : "error", id: sent ? "publish-sent" : "publish-error" },
+      sent ? "Published" : `Refused by the router: HTTP ${reply.status}`),
+    el("pre", { class: "json" }, JSON.stringify(reply.body, null, 2)),
   );
 }
 
 // ---- views and start ----
 
 const loaders = { rates: drawRates, coverage: loadCoverage, health: loadHealth, connections: loadConnections };
+/** Views that fetch from the router, fetched again every REFRESH_MS while shown. */
+const REFRESH_MS = 3000;
+const refreshers = { coverage: loadCoverage, health: loadHealth, connections: loadConnections };
+
+/** The shown view, if auto-refresh is on and refreshing would not lose what the operator is doing. */
+function refreshShown() {
+  if (!$("#auto-refresh").checked) return;
+  const view = document.querySelector("nav button.active").dataset.view;
+  // A pending "Really disconnect?" or a second page of connections would be wiped by a refresh.
+  if (view === "connections" && document.querySelector("#connections .confirm, #connections table + table")) return;
+  if (refreshers[view]) refreshers[view]();
+}
 
 function show(view) {
   for (const b of document.querySelectorAll("nav button")) b.classList.toggle("active", b.dataset.view === view);
@@ -500,6 +530,8 @@ async function start() {
   $("#coverage-refresh").addEventListener("click", loadCoverage);
   $("#health-refresh").addEventListener("click", loadHealth);
   $("#connections-refresh").addEventListener("click", loadConnections);
+  $("#reload-preview-button").addEventListener("click", previewReload);
+  $("#reload-apply-button").addEventListener("click", applyReload);
   $("#publish-form").addEventListener("submit", publish);
   $("#pause").addEventListener("click", () => {
     state.paused = !state.paused;
@@ -522,6 +554,7 @@ async function start() {
   $("#publish-type").replaceChildren(...publishable.map((n) => el("option", { value: n }, n)));
   prefill();
   setInterval(() => { if (!$("#view-rates").hidden) drawRates(); }, 1000);
+  setInterval(refreshShown, REFRESH_MS);
   connectTail();
   const initial = location.hash.slice(1);
   if (initial && $(`#view-${initial}`)) show(initial);

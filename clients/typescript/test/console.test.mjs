@@ -12,7 +12,7 @@ import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import WebSocket from "ws";
-import { startRouter, publish, alert, job, sleep, until } from "./helpers.mjs";
+import { startRouter, config, publish, alert, job, sleep, until } from "./helpers.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
@@ -32,6 +32,16 @@ additional_fields = true
 text = { type = "string", required = true }
 `;
 
+// A type the reload preview adds.
+const INCIDENT_TYPE = `
+[[event_types]]
+name = "incident.opened"
+channel = "alerts"
+description = "An incident opened"
+[event_types.payload]
+id = { type = "string", required = true }
+`;
+
 async function screenshot(tab, name, expected) {
   await mkdir(outDir, { recursive: true });
   const file = join(outDir, `console-${name}.png`);
@@ -42,19 +52,22 @@ async function screenshot(tab, name, expected) {
   for (const e of expected) assert.ok(text.includes(e), `the ${name} view should show ${JSON.stringify(e)}`);
 }
 
-/** A plain WebSocket client (the `ws` package) collecting events. */
+/** A plain WebSocket client (the `ws` package) collecting events, its id and its close code. */
 async function wsClient(url, events) {
   const socket = new WebSocket(`${url.replace("http", "ws")}/ws/events?events=${encodeURIComponent(events)}`);
-  const got = [];
+  const client = { got: [], id: null, closed: null, close: () => socket.close() };
   socket.on("message", (d) => {
     const m = JSON.parse(String(d));
-    if (m.sequence !== undefined) got.push(m);
+    if (m.type === "connection.established") client.id = m.payload.connection_id;
+    if (m.sequence !== undefined) client.got.push(m);
   });
+  socket.on("close", (code) => (client.closed = code));
   await new Promise((res, rej) => {
     socket.once("open", res);
     socket.once("error", rej);
   });
-  return { got, close: () => socket.close() };
+  await until(() => client.id, "connection.established");
+  return client;
 }
 
 test("the console's views in a browser", async (t) => {
@@ -103,6 +116,13 @@ test("the console's views in a browser", async (t) => {
     await screenshot(tab, "coverage", ["Registered, never produced (1)", "alert.resolved", "Patterns matching nothing"]);
   });
 
+  await t.test("the coverage view refreshes by itself", async () => {
+    const produced = '#coverage tr[data-type="job.progress"] td:nth-child(2)';
+    assert.equal(await tab.textContent(produced), "1");
+    await publish(router.url, job("j-2"));
+    await tab.waitForFunction((sel) => document.querySelector(sel).textContent === "2", produced, { timeout: 10_000 });
+  });
+
   await t.test("the health view shows the status and the config version", async () => {
     await tab.click('nav button[data-view="health"]');
     await tab.waitForSelector("#config-version");
@@ -119,6 +139,46 @@ test("the console's views in a browser", async (t) => {
     // The console's own live tail, marked as such.
     await tab.waitForSelector("#connections-table tbody tr.self");
     await screenshot(tab, "connections", ["/ws/events"]);
+  });
+
+  await t.test("the connections view disconnects a connection after asking once more", async () => {
+    const victim = await wsClient(router.url, "*");
+    await tab.click('nav button[data-view="connections"]');
+    const button = `#connections-table tr[data-id="${victim.id}"] button.disconnect`;
+    await tab.waitForSelector(button, { timeout: 10_000 }); // the auto-refresh brings it in
+    await tab.uncheck("#auto-refresh"); // so that the row stays to show the result
+    await tab.click(button);
+    assert.equal(await tab.textContent(`#connections-table tr[data-id="${victim.id}"] button.confirm`), "Really disconnect?");
+    await sleep(200);
+    assert.equal(victim.closed, null, "the first click only asks");
+    await tab.click(button);
+    await until(() => victim.closed, "the connection to close");
+    assert.equal(victim.closed, 1008);
+    await tab.waitForFunction((sel) => /closed 1/.test(document.querySelector(sel).textContent), `#connections-table tr[data-id="${victim.id}"]`);
+    await tab.check("#auto-refresh");
+  });
+
+  await t.test("the health view previews a candidate reload and applies the file on disk", async () => {
+    await tab.click('nav button[data-view="health"]');
+    const candidate = config({ port: router.port, server: NOTE_TYPE }) + INCIDENT_TYPE;
+    await tab.fill("#reload-candidate", candidate);
+    await tab.click("#reload-preview-button");
+    await tab.waitForSelector("#reload-preview");
+    assert.match(await tab.textContent("#reload-preview"), /Preview against config version 1 \(nothing applied\)/);
+    assert.match(await tab.textContent("#reload-result .impact"), /types added: \["incident\.opened"\]/);
+    assert.ok(!(await tab.textContent("#reload-result")).includes("null"), "nothing missing is printed");
+    await screenshot(tab, "reload", ["Preview reload", "types added"]);
+    await tab.fill("#reload-candidate", candidate.replace('name = "jobs"', 'name = "jobs"\nslow_consumer = "drop_newest"'));
+    await tab.click("#reload-preview-button");
+    await tab.waitForSelector("#reload-refused");
+    assert.match(await tab.textContent("#reload-result"), /422 invalid_config[\s\S]*must be one of drop_oldest, disconnect/);
+    // Nothing was applied by either preview.
+    assert.equal((await (await fetch(`${router.url}/api/websocket/capabilities`)).json()).event_registry["incident.opened"], undefined);
+    await tab.fill("#reload-candidate", "");
+    await tab.click("#reload-apply-button");
+    await tab.waitForSelector("#reload-applied");
+    assert.match(await tab.textContent("#reload-result"), /no change to channels/);
+    await tab.waitForFunction(() => document.querySelector("#last-reload") !== null);
   });
 
   await t.test("the publish form refuses a payload breaking the schema and sends a valid one", async () => {
@@ -195,6 +255,8 @@ test("the console's admin key: typed into the page, sent as a Bearer token", asy
   await tab.waitForFunction(() => document.querySelector("#connections").textContent.includes("401"));
   await tab.click('nav button[data-view="health"]');
   await tab.waitForFunction(() => document.querySelector("#config").textContent.includes("401"));
+  await tab.click("#reload-preview-button");
+  await tab.waitForSelector("#reload-refused");
   await tab.click('nav button[data-view="publish"]');
   await tab.selectOption("#publish-type", "job.progress");
   await tab.fill("#publish-payload", JSON.stringify({ job_id: "k-1", percent: 5 }));
@@ -209,6 +271,8 @@ test("the console's admin key: typed into the page, sent as a Bearer token", asy
   await tab.waitForSelector("#connections-table tbody tr");
   await tab.click('nav button[data-view="health"]');
   await tab.waitForFunction(() => document.querySelector("#config").textContent.includes("loaded at"));
+  await tab.click("#reload-preview-button");
+  await tab.waitForSelector("#reload-preview");
   // Kept in memory only.
   assert.equal(await tab.evaluate(() => localStorage.length + sessionStorage.length), 0);
   assert.ok(!(await tab.evaluate(() => document.cookie + location.href)).includes("console-key-1"));

@@ -89,7 +89,7 @@ export async function until(fn, what, ms = 10_000) {
   }
 }
 
-/** Starts a router; `restart()` stops it and starts a new process on the same port. */
+/** Starts a router (its config at `file`); `restart()` stops it and starts a new process on the same port. */
 export async function startRouter(opts = {}) {
   if (!existsSync(BIN)) {
     throw new Error(`router binary not found at ${BIN}: build it (cargo build -p switchyard --bin switchyard) or set SWITCHYARD_BIN`);
@@ -129,6 +129,7 @@ export async function startRouter(opts = {}) {
   return {
     url,
     port,
+    file,
     log: () => log,
     stop,
     async restart() {

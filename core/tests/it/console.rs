@@ -49,6 +49,15 @@ async fn console_assets_have_their_types() {
     assert!(content_type.starts_with("text/css"), "{content_type}");
     // The admin key never leaves the page's memory.
     assert!(!body.contains("localStorage") && !body.contains("sessionStorage"));
+    // The live tail runs on @switchyard/client, served from the binary beside the page.
+    assert!(body.contains(r#"from "./client.js""#));
+    let (status, content_type, client) = get(router.url("/console/client.js")).await;
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("text/javascript"),
+        "{content_type}"
+    );
+    assert!(client.contains("export class SwitchyardClient"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{error_reply, Reply};
 
 /// The console's files: path under `/console/`, content type, body.
-const FILES: [(&str, &str, &[u8]); 3] = [
+const FILES: [(&str, &str, &[u8]); 4] = [
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -24,6 +24,13 @@ const FILES: [(&str, &str, &[u8]); 3] = [
         "console.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../../console/console.js"),
+    ),
+    // @switchyard/client, built by clients/typescript/scripts/console-copy.mjs
+    // (its tests fail when this copy is not the current build).
+    (
+        "client.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../../console/client.js"),
     ),
 ];
 
