@@ -19,6 +19,9 @@ use switchyard::{check, logging, reload, runtime};
 /// the router queue 2 GB of replies, glibc kept 1.8 GB once they were gone
 /// and mimalloc 0.2 GB, at equal CPU per delivery; v2 holds 3.5 KiB per idle
 /// connection where v3 held 3.8–4.3 (BENCHMARKS.md, "Misbehaving clients").
+/// Built without the `mimalloc` feature, the binary uses the system's malloc
+/// so that heap profilers see every allocation.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -33,7 +33,11 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Session {
     bucket: TokenBucket,
-    refusals: VecDeque<Instant>,
+    /// Refusals in the last minute. Boxed (8 bytes, not a `VecDeque`'s 32)
+    /// because most clients are never refused and a connection's task is
+    /// its memory (BENCHMARKS.md, "Idle connections").
+    #[allow(clippy::box_collection)]
+    refusals: Option<Box<VecDeque<Instant>>>,
 }
 
 /// What a session needs from the router's state.
@@ -50,7 +54,7 @@ impl Session {
         let limit = router.snapshot().config.server.client_rate_limit;
         Session {
             bucket: TokenBucket::full(limit.burst),
-            refusals: VecDeque::new(),
+            refusals: None,
         }
     }
 
@@ -108,15 +112,15 @@ impl Session {
             return None;
         }
         let now = Instant::now();
-        while self
-            .refusals
+        let refusals = self.refusals.get_or_insert_with(Box::default);
+        while refusals
             .front()
             .is_some_and(|t| now.duration_since(*t) > REFUSAL_WINDOW)
         {
-            self.refusals.pop_front();
+            refusals.pop_front();
         }
-        self.refusals.push_back(now);
-        if self.refusals.len() > MAX_REFUSALS {
+        refusals.push_back(now);
+        if refusals.len() > MAX_REFUSALS {
             return Some(Outcome::Close(1008, "rate limit exceeded"));
         }
         let message = format!(

@@ -151,6 +151,9 @@ impl SubscriptionSet {
             out.warnings.extend(warning_for(text, &canonical, scope));
             held.push(canonical);
         }
+        // Held for the connection's life: no spare capacity (BENCHMARKS.md,
+        // "Idle connections").
+        held.shrink_to_fit();
         if refused > 0 {
             out.too_many = Some(format!(
                 "{refused} pattern(s) not held: a connection holds at most {} patterns",

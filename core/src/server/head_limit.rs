@@ -238,6 +238,14 @@ pub fn limit<I>(inner: I, max: usize) -> (Limited<I>, Arc<Gate>) {
     (io, gate)
 }
 
+impl<I> Limited<I> {
+    /// The connection's own IO, once no more heads are read from it (after
+    /// an upgrade): what is left of the wrapper is dropped.
+    pub fn into_inner(self) -> I {
+        self.inner
+    }
+}
+
 impl<I: AsyncRead + AsyncWrite + Unpin> Limited<I> {
     /// Counts freshly read `data`; `true` when a head went over the bound
     /// (the refusal is then under way).

@@ -187,6 +187,24 @@ struct Inner {
     bytes: usize,
     /// Replayed frames not yet written.
     replaying: usize,
+    /// Boxed: most connections never close while they have memory to spare.
+    close: Option<Box<Close>>,
+    ping: bool,
+    /// Allocated once the connection first falls behind or is given floors:
+    /// an idle connection holds none of it (BENCHMARKS.md, "Idle connections").
+    behind: Option<Box<Behind>>,
+}
+
+impl Inner {
+    fn behind(&mut self) -> &mut Behind {
+        self.behind.get_or_insert_with(Box::default)
+    }
+}
+
+/// What a connection that fell behind (or recovered on a cluster node
+/// ahead of it) keeps.
+#[derive(Debug, Default)]
+struct Behind {
     /// Dropped since the last `connection.lagged`: count and per-channel positions.
     lag: Option<(u64, Positions)>,
     dropped_total: u64,
@@ -195,8 +213,6 @@ struct Inner {
     /// Per channel, the epoch and sequence up to which the client already
     /// has every event (see [`Outbox::skip_through`]); usually none.
     floors: Option<Positions>,
-    close: Option<Close>,
-    ping: bool,
 }
 
 /// How many dropped sequences are remembered per channel.
@@ -252,7 +268,7 @@ impl Outbox {
                 Pushed::Queued(made_room)
             }
             None => {
-                inner.close = Some(too_slow());
+                inner.close = Some(Box::new(too_slow()));
                 Pushed::Disconnected
             }
         };
@@ -286,7 +302,7 @@ impl Outbox {
         if inner.close.is_some() {
             return Pushed::Closed;
         }
-        if inner.floors.is_some() && below_floor(&mut inner, event) {
+        if below_floor(&mut inner, event) {
             return Pushed::Skipped;
         }
         let pushed = match self.make_room(&mut inner, event.text.len()) {
@@ -296,7 +312,7 @@ impl Outbox {
             }
             None if event.policy == SlowConsumer::Disconnect => {
                 self.count_drop(&mut inner);
-                inner.close = Some(too_slow());
+                inner.close = Some(Box::new(too_slow()));
                 Pushed::Disconnected
             }
             None => {
@@ -332,7 +348,7 @@ impl Outbox {
     }
 
     fn count_drop(&self, inner: &mut Inner) {
-        inner.dropped_total += 1;
+        inner.behind().dropped_total += 1;
         self.dropped.inc();
     }
 
@@ -340,7 +356,7 @@ impl Outbox {
     pub fn close(&self, close: Close) {
         let mut inner = self.inner.lock();
         if inner.close.is_none() {
-            inner.close = Some(close);
+            inner.close = Some(Box::new(close));
         }
         drop(inner);
         self.ready.wake();
@@ -372,14 +388,15 @@ impl Outbox {
     /// Events queued now, and events dropped so far.
     pub fn depth(&self) -> (usize, u64) {
         let inner = self.inner.lock();
-        (inner.queue.len(), inner.dropped_total)
+        let dropped = inner.behind.as_ref().map_or(0, |b| b.dropped_total);
+        (inner.queue.len(), dropped)
     }
 
     /// The sequences of `channel` above `after` that were dropped, or `None`
     /// when the record no longer reaches back that far.
     pub fn dropped_after(&self, channel: &str, after: u64) -> Option<HashSet<u64>> {
         let inner = self.inner.lock();
-        let Some(record) = inner.drops.get(channel) else {
+        let Some(record) = inner.behind.as_ref().and_then(|b| b.drops.get(channel)) else {
             return Some(HashSet::new());
         };
         (record.floor <= after).then(|| {
@@ -412,6 +429,7 @@ impl Outbox {
     pub fn skip_through(&self, channel: &Arc<str>, epoch: &Arc<str>, sequence: u64) {
         self.inner
             .lock()
+            .behind()
             .floors
             .get_or_insert_with(Positions::new)
             .insert(channel.clone(), (epoch.clone(), sequence));
@@ -420,18 +438,22 @@ impl Outbox {
     /// Forgets what was dropped of `channel` under an epoch it no longer has.
     pub fn forget_channel(&self, channel: &str) {
         let mut inner = self.inner.lock();
-        inner.drops.remove(channel);
-        if let Some(floors) = &mut inner.floors {
+        let Some(behind) = inner.behind.as_mut() else {
+            return;
+        };
+        behind.drops.remove(channel);
+        if let Some(floors) = &mut behind.floors {
             floors.remove(channel);
         }
-        if let Some((_, channels)) = &mut inner.lag {
+        if let Some((_, channels)) = &mut behind.lag {
             channels.remove(channel);
         }
     }
 
     /// Forgets drops that recovery has since replayed.
     pub fn forget_drops(&self, channel: &str, replayed: &HashSet<u64>) {
-        if let Some(record) = self.inner.lock().drops.get_mut(channel) {
+        let mut inner = self.inner.lock();
+        if let Some(record) = inner.behind.as_mut().and_then(|b| b.drops.get_mut(channel)) {
             record.sequences.retain(|s| !replayed.contains(s));
         }
     }
@@ -481,15 +503,16 @@ impl Outbox {
     /// connection holds no queue capacity.
     fn take(&self) -> Option<Batch> {
         let mut inner = self.inner.lock();
-        if inner.queue.is_empty() && inner.close.is_none() && inner.lag.is_none() && !inner.ping {
+        let lagged = inner.behind.as_ref().is_some_and(|b| b.lag.is_some());
+        if inner.queue.is_empty() && inner.close.is_none() && !lagged && !inner.ping {
             return None;
         }
-        let close = inner.close.clone();
+        let close = inner.close.as_deref().cloned();
         let mut queue = std::mem::take(&mut inner.queue);
         if close.as_ref().is_some_and(|c| !c.flush) {
             queue = VecDeque::new();
         }
-        if let Some((dropped, channels)) = inner.lag.take() {
+        if let Some((dropped, channels)) = inner.behind.as_mut().and_then(|b| b.lag.take()) {
             let lagged = Frame::control(crate::protocol::lagged(dropped, &channels));
             inner.count += 1;
             inner.bytes += lagged.text().len();
@@ -507,7 +530,10 @@ impl Outbox {
 /// Whether the client already has `event` (see [`Outbox::skip_through`]);
 /// a floor the channel has passed is forgotten.
 fn below_floor(inner: &mut Inner, event: &Event) -> bool {
-    let Some(floors) = &mut inner.floors else {
+    let Some(behind) = inner.behind.as_mut() else {
+        return false;
+    };
+    let Some(floors) = &mut behind.floors else {
         return false;
     };
     let Some((epoch, through)) = floors.get(&event.channel) else {
@@ -518,7 +544,7 @@ fn below_floor(inner: &mut Inner, event: &Event) -> bool {
     }
     floors.remove(&event.channel);
     if floors.is_empty() {
-        inner.floors = None;
+        behind.floors = None;
     }
     false
 }
@@ -538,7 +564,11 @@ fn drop_oldest(inner: &mut Inner) -> Option<Arc<Event>> {
 /// Notes a dropped event for the next `connection.lagged`: the position to
 /// recover from is just before the channel's first dropped event.
 fn record_lag(inner: &mut Inner, meta: &Event) {
-    let record = inner.drops.entry(meta.channel.clone()).or_default();
+    let record = inner
+        .behind()
+        .drops
+        .entry(meta.channel.clone())
+        .or_default();
     record.sequences.push_back(meta.sequence);
     if record.sequences.len() > MAX_DROP_RECORD {
         record.floor = record.sequences.pop_front().unwrap_or_default();
@@ -549,7 +579,7 @@ fn record_lag(inner: &mut Inner, meta: &Event) {
 /// Adds `missed` events to the next `connection.lagged`; the channel's
 /// position there stays the one before its first missed event.
 fn note_lag(inner: &mut Inner, channel: &Arc<str>, epoch: &Arc<str>, before: u64, missed: u64) {
-    let (count, channels) = inner.lag.get_or_insert_with(Default::default);
+    let (count, channels) = inner.behind().lag.get_or_insert_with(Default::default);
     *count += missed;
     channels
         .entry(channel.clone())
@@ -595,7 +625,11 @@ mod tests {
             Pushed::Queued(0)
         );
         assert!(
-            q.inner.lock().floors.is_none(),
+            q.inner
+                .lock()
+                .behind
+                .as_ref()
+                .is_none_or(|b| b.floors.is_none()),
             "passed floors are forgotten"
         );
         assert_eq!(

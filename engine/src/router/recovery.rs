@@ -37,6 +37,9 @@ pub(super) struct SentRecord {
 impl SentRecord {
     /// From `at` on, the connection receives `channel` through `subs`.
     pub(super) fn open(&mut self, channel: &Arc<str>, at: u64, subs: &Arc<SubscriptionSet>) {
+        // Exactly as many as held: a record lives as long as its connection
+        // and changes only on (un)subscribes and reloads.
+        self.clauses.reserve_exact(1);
         self.clauses.push(Clause {
             channel: channel.clone(),
             from: at,
@@ -55,6 +58,7 @@ impl SentRecord {
             c.to = Some(at);
         }
         self.clauses.retain(|c| c.to.is_none_or(|to| to > c.from));
+        self.clauses.shrink_to_fit();
     }
 
     /// Records that every event in (from, to] matched by `subs` was sent

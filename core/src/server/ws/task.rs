@@ -1,14 +1,13 @@
-//! One WebSocket connection, served by one task: it reads client messages
-//! into [`crate::session`], writes the outbox with [`Writer`] and keeps the
+//! One WebSocket connection, served by one task: it reads client frames
+//! (through its worker's shared buffer, [`socket`](super::socket)) into
+//! [`crate::session`], writes the outbox with [`Writer`] and keeps the
 //! [`Watchdog`]'s clocks. One task (not a reader and a writer) because an
 //! idle connection's memory is the budget: a second task, the lock that
-//! splitting a socket needs and a write buffer cost more than the rest of
-//! the connection.
+//! splitting a socket needs and a buffer cost more than the rest of the
+//! connection.
 //!
-//! Reads go through tungstenite (unmasking, fragments, control frames,
-//! limits); writes bypass it so that events need no per-connection framing.
-//! Tungstenite itself writes only the replies to a client's Ping or Close;
-//! those are flushed only between our batches, so frames never interleave.
+//! Frames are decoded by [`Decoder`] and written by [`Writer`], which also
+//! answers Pings; no per-connection framing state survives between frames.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,37 +16,27 @@ use std::task::ready;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::{Sink, Stream};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
 
+use super::frames::{Decoder, Flow, Message};
 use super::readiness::poll_read;
+use super::socket::{self, Socket};
 use super::watchdog::{Due, Watchdog};
-use super::writer::{close_reason, Flushed, Writer};
+use super::writer::{self, Flushed, Writer};
 use crate::app::App;
 use crate::connection::outbox::Written;
-use crate::connection::ConnRef;
+use crate::connection::{Close, ConnRef};
 use crate::server::admission::{self, Admission};
 use crate::session::{Context as SessionContext, Outcome, Session};
 
-/// Read buffer per connection: small, because idle connections are the
-/// common case, client messages are small, and memory per connection is a
-/// budget (4096 here cost 3.4 KiB more per idle connection: BENCHMARKS.md).
-const READ_BUFFER_BYTES: usize = 512;
 /// How long a closing connection may take to write what is left, and how
 /// long the client then has to answer the close.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Steps taken before yielding to other tasks, so that one busy client
 /// cannot hold a worker thread.
 const STEPS_PER_POLL: usize = 32;
-
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// How serving a connection ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -114,8 +103,8 @@ impl Future for Task {
     }
 }
 
-/// Waits for the upgrade, wraps the connection in a WebSocket and asks the
-/// router to take it; a refused connection is closed with 1008.
+/// Waits for the upgrade, takes the socket back from hyper and asks the
+/// router to take the connection; a refused connection is closed with 1008.
 async fn admit(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) -> Option<Served> {
     let upgraded = match on_upgrade.await {
         Ok(u) => u,
@@ -124,18 +113,20 @@ async fn admit(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) -> Op
             return None;
         }
     };
-    let max_message = app.router.snapshot().config.server.max_message_bytes;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message));
-    let io = TokioIo::new(upgraded);
-    let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let Ok((mut socket, early)) = Socket::from_upgraded(upgraded) else {
+        tracing::error!("an upgraded connection of an unknown kind was dropped");
+        return None;
+    };
     match admission::enter(&app, admission.verdict).await {
-        Ok(conn) => Some(Served::new(app, conn, socket)),
+        Ok(conn) => {
+            let mut served = Served::new(app, conn, socket);
+            served.on_input(&mut early.to_vec());
+            Some(served)
+        }
         Err(reason) => {
             tracing::debug!("connection refused: {reason}");
-            let _ = socket.close(Some(close_frame(1008, &reason))).await;
+            let _ = socket.write_all(&writer::close_frame(1008, &reason)).await;
+            let _ = socket.shutdown().await;
             None
         }
     }
@@ -150,6 +141,8 @@ pub struct Served {
     app: Arc<App>,
     conn: ConnRef,
     socket: Socket,
+    /// Unfinished client frames (nothing, between frames).
+    decoder: Decoder,
     writer: Writer,
     session: Session,
     watchdog: Watchdog,
@@ -158,10 +151,6 @@ pub struct Served {
     timer: Pin<Box<Sleep>>,
     /// Whether client messages are still read.
     reading: bool,
-    /// Tungstenite holds a reply (Pong or Close) of its own to write.
-    replying: bool,
-    /// The client sent Close: end once the reply is written.
-    peer_closed: bool,
     /// When a closing connection is given up.
     deadline: Option<Instant>,
     /// The timer must be set again (a deadline appeared).
@@ -192,13 +181,12 @@ impl Served {
             app,
             conn,
             socket,
+            decoder: Decoder::default(),
             writer: Writer::default(),
             session,
             watchdog: Watchdog::new(heartbeat, leeway, now),
             timer: Box::pin(tokio::time::sleep_until(now.into())),
             reading: true,
-            replying: false,
-            peer_closed: false,
             deadline: None,
             rearm: true,
             left: false,
@@ -228,12 +216,11 @@ impl Served {
         if self.timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Ok(()));
         }
-        let io = Pin::new(self.socket.get_mut());
-        ready!(io.poll_shutdown(cx))?;
+        ready!(Pin::new(&mut self.socket).poll_shutdown(cx))?;
         let mut scrap = [0u8; 256];
         loop {
             let mut buf = ReadBuf::new(&mut scrap);
-            ready!(Pin::new(self.socket.get_mut()).poll_read(cx, &mut buf))?;
+            ready!(Pin::new(&mut self.socket).poll_read(cx, &mut buf))?;
             if buf.filled().is_empty() {
                 return Poll::Ready(Ok(()));
             }
@@ -272,18 +259,7 @@ impl Served {
     /// happened (go round again), `Pending` when everything waits.
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
         let mut progressed = false;
-        if self.replying && self.writer.is_idle() {
-            match Pin::new(&mut self.socket).poll_flush(cx) {
-                Poll::Ready(Ok(())) if self.peer_closed => return Poll::Ready(Some(End::Gone)),
-                Poll::Ready(Ok(())) => {
-                    self.replying = false;
-                    progressed = true;
-                }
-                Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
-                Poll::Pending => {}
-            }
-        }
-        if self.writer.is_idle() && !self.replying && !self.writer.is_closing() {
+        if self.writer.is_idle() && !self.writer.is_closing() {
             if let Poll::Ready(batch) = self.conn.outbox.poll_batch(cx) {
                 self.writer.load(batch);
                 if self.writer.is_closing() {
@@ -296,7 +272,7 @@ impl Served {
             let mut written = Written::default();
             let wrote = self
                 .writer
-                .poll_write(cx, self.socket.get_mut(), metrics, &mut written);
+                .poll_write(cx, &mut self.socket, metrics, &mut written);
             self.conn.outbox.release(written);
             match wrote {
                 Poll::Ready(Ok(Flushed::Closed)) => return Poll::Ready(Some(End::Closed)),
@@ -305,14 +281,15 @@ impl Served {
                 Poll::Pending => self.closing_while_blocked(),
             }
         }
-        if self.reading && !self.replying {
+        if self.reading {
             let socket = &mut self.socket;
-            let read = poll_read(&self.conn, cx, |rcx| Pin::new(socket).poll_next(rcx));
-            if let Poll::Ready(message) = read {
-                if let Some(end) = self.on_message(message) {
-                    return Poll::Ready(Some(end));
+            match poll_read(&self.conn, cx, |rcx| socket.poll_read_shared(rcx)) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
+                Poll::Ready(Ok(n)) => {
+                    socket::with_read(n, |bytes| self.on_input(bytes));
+                    progressed = true;
                 }
-                progressed = true;
+                Poll::Pending => {}
             }
         }
         if progressed {
@@ -322,52 +299,62 @@ impl Served {
         }
     }
 
-    /// Handles one read result; `Some` when the connection is over.
-    fn on_message(&mut self, message: Option<Result<Message, WsError>>) -> Option<End> {
+    /// Handles bytes the client sent: each complete message, or the close
+    /// that answers a violation of the protocol.
+    fn on_input(&mut self, bytes: &mut [u8]) {
+        if bytes.is_empty() {
+            return;
+        }
         self.watchdog.heard(Instant::now());
+        let max_message = self.app.router.snapshot().config.server.max_message_bytes;
+        let mut decoder = std::mem::take(&mut self.decoder);
+        let fed = decoder.feed(bytes, max_message, |message| self.on_message(message));
+        self.decoder = decoder;
+        if let Err(violation) = fed {
+            tracing::debug!(connection = %self.conn.public_id, ?violation, "client frames refused");
+            let (code, reason) = violation.close();
+            self.reading = false;
+            self.conn.close(code, reason);
+        }
+    }
+
+    /// Handles one client message.
+    fn on_message(&mut self, message: Message<'_>) -> Flow {
         let outcome = match message {
-            Some(Ok(Message::Text(text))) => {
+            Message::Text(text) => {
                 let verifier = self.app.verifier.load();
                 let cx = SessionContext {
                     router: &self.app.router,
                     verifier: &verifier,
                 };
-                self.session.handle_text(&cx, &self.conn, &text)
+                self.session.handle_text(&cx, &self.conn, text)
             }
-            Some(Ok(Message::Binary(_))) => {
-                self.session.handle_binary(&self.app.router, &self.conn)
-            }
-            Some(Ok(Message::Ping(_))) => {
-                self.replying = true;
+            Message::Binary => self.session.handle_binary(&self.app.router, &self.conn),
+            Message::Ping(payload) => {
+                self.writer.pong(payload);
                 Outcome::Continue
             }
-            Some(Ok(Message::Close(_))) => {
-                self.replying = true;
-                self.peer_closed = true;
+            Message::Pong => Outcome::Continue,
+            Message::Close(frame) => {
+                // RFC 6455 §5.5.1: answer with a Close (echoing the code) at
+                // once, without what is still queued.
                 self.reading = false;
-                self.close_within_grace();
-                Outcome::Continue
+                self.conn.outbox.close(Close {
+                    code: frame.map_or(1000, |(code, _)| code),
+                    reason: String::new(),
+                    flush: false,
+                });
+                return Flow::Stop;
             }
-            Some(Ok(_)) => Outcome::Continue,
-            Some(Err(WsError::Capacity(_))) => Outcome::Close(1009, "message too big"),
-            // RFC 6455 §7.1.7: a violation is answered with a close frame
-            // saying so (1007 for text that is not UTF-8), not a dropped socket.
-            Some(Err(WsError::Utf8(_))) => Outcome::Close(1007, "invalid UTF-8 in a text message"),
-            Some(Err(WsError::Protocol(e))) => {
-                tracing::debug!(connection = %self.conn.public_id, "protocol error: {e}");
-                Outcome::Close(1002, "protocol error")
-            }
-            Some(Err(e)) => {
-                tracing::debug!(connection = %self.conn.public_id, "read failed: {e}");
-                return Some(End::Gone);
-            }
-            None => return Some(End::Gone),
         };
-        if let Outcome::Close(code, reason) = outcome {
-            self.reading = false;
-            self.conn.close(code, reason);
+        match outcome {
+            Outcome::Continue => Flow::Continue,
+            Outcome::Close(code, reason) => {
+                self.reading = false;
+                self.conn.close(code, reason);
+                Flow::Stop
+            }
         }
-        None
     }
 
     /// The timer fired: ping, close for silence or expiry, or give up a
@@ -421,24 +408,19 @@ impl Served {
     }
 }
 
-fn close_frame(code: u16, reason: &str) -> CloseFrame {
-    CloseFrame {
-        code: CloseCode::from(code),
-        reason: close_reason(reason).to_owned().into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The task is most of an idle connection's memory (BENCHMARKS.md):
-    /// this fails when a change makes it grow, e.g. by holding the socket
-    /// across an `.await` again (which made it twice as large).
+    /// The task is most of an idle connection's memory (BENCHMARKS.md,
+    /// "Idle connections"): this fails when a change makes it grow, e.g.
+    /// by holding the socket across an `.await` again (which made it twice
+    /// as large).
+    /// tokio allocates a task in 128-byte steps, about 100 bytes of its own
+    /// around the future: up to 280 bytes here keeps it at 384.
     #[test]
     fn an_established_connection_task_stays_small() {
         let task = std::mem::size_of::<Task>();
-        let socket = std::mem::size_of::<Socket>();
-        assert!(task <= socket + 300, "task {task} B, socket {socket} B");
+        assert!(task <= 280, "task {task} B");
     }
 }

@@ -20,8 +20,10 @@ pub(super) enum Due {
 /// The heartbeat and expiry clocks of one connection.
 #[derive(Debug)]
 pub(super) struct Watchdog {
-    heartbeat: Duration,
-    leeway_s: i64,
+    /// Whole seconds, as configured: kept small, since every connection
+    /// holds one (BENCHMARKS.md, "Idle connections").
+    heartbeat_s: u32,
+    leeway_s: u32,
     last_heard: Instant,
     next_ping: Instant,
 }
@@ -29,12 +31,17 @@ pub(super) struct Watchdog {
 impl Watchdog {
     /// Clocks starting at `now`.
     pub fn new(heartbeat: Duration, leeway_s: u64, now: Instant) -> Watchdog {
+        let heartbeat_s = u32::try_from(heartbeat.as_secs()).unwrap_or(u32::MAX);
         Watchdog {
-            heartbeat,
-            leeway_s: i64::try_from(leeway_s).unwrap_or(i64::MAX),
+            heartbeat_s,
+            leeway_s: u32::try_from(leeway_s).unwrap_or(u32::MAX),
             last_heard: now,
-            next_ping: now + heartbeat,
+            next_ping: now + Duration::from_secs(heartbeat_s.into()),
         }
+    }
+
+    fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_s.into())
     }
 
     /// Any frame from the client counts as a sign of life.
@@ -45,9 +52,11 @@ impl Watchdog {
     /// When something may next be due. `expires_at` is the token's expiry
     /// (Unix seconds) and `unix_now` the wall clock matching `now`.
     pub fn next_due(&self, now: Instant, expires_at: Option<i64>, unix_now: i64) -> Instant {
-        let silent = self.last_heard + self.heartbeat * 2;
+        let silent = self.last_heard + self.heartbeat() * 2;
         let expiry = expires_at.map(|exp| {
-            let left = exp.saturating_add(self.leeway_s).saturating_sub(unix_now);
+            let left = exp
+                .saturating_add(self.leeway_s.into())
+                .saturating_sub(unix_now);
             now + Duration::from_secs(left.max(0) as u64)
         });
         [self.next_ping, silent]
@@ -59,14 +68,14 @@ impl Watchdog {
 
     /// What is due at `now`; a due ping moves the next one an interval on.
     pub fn check(&mut self, now: Instant, expires_at: Option<i64>, unix_now: i64) -> Due {
-        if now >= self.last_heard + self.heartbeat * 2 {
+        if now >= self.last_heard + self.heartbeat() * 2 {
             return Due::Silent;
         }
-        if expires_at.is_some_and(|exp| unix_now >= exp.saturating_add(self.leeway_s)) {
+        if expires_at.is_some_and(|exp| unix_now >= exp.saturating_add(self.leeway_s.into())) {
             return Due::Expired;
         }
         if now >= self.next_ping {
-            self.next_ping = now + self.heartbeat;
+            self.next_ping = now + self.heartbeat();
             return Due::Ping;
         }
         Due::Nothing

@@ -14,7 +14,7 @@ use std::time::Instant;
 use tokio::io::AsyncWrite;
 
 use crate::connection::outbox::{Batch, Written};
-use crate::connection::{Close, Frame};
+use crate::connection::Frame;
 use crate::metrics::Metrics;
 
 /// Frames handed to one `writev`: far below `IOV_MAX` (1024), and enough
@@ -28,6 +28,11 @@ const MAX_CLOSE_REASON: usize = 123;
 const OP_TEXT: u8 = 0x81;
 const OP_CLOSE: u8 = 0x88;
 const OP_PING: u8 = 0x89;
+const OP_PONG: u8 = 0x8A;
+/// Bytes of Pongs waiting to be written past which a Ping goes unanswered:
+/// a client that pings faster than it reads may not grow the router's
+/// memory (RFC 6455 §5.5.3 allows answering only the latest Ping).
+const MAX_PENDING_PONGS: usize = 1024;
 
 /// What a finished batch asked for.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,6 +67,18 @@ impl Writer {
         self.closing
     }
 
+    /// Answers a client's Ping after what is being written (unless the
+    /// connection is closing, or too many answers wait already).
+    pub fn pong(&mut self, payload: &[u8]) {
+        if self.closing || self.trailer.len() + 2 + payload.len() > MAX_PENDING_PONGS {
+            return;
+        }
+        // Control payloads are at most 125 bytes (checked by the decoder).
+        self.trailer
+            .extend_from_slice(&[OP_PONG, payload.len() as u8]);
+        self.trailer.extend_from_slice(payload);
+    }
+
     /// Takes a batch to write; the previous one must be finished.
     pub fn load(&mut self, batch: Batch) {
         debug_assert!(self.is_idle());
@@ -73,7 +90,8 @@ impl Writer {
             self.trailer.extend_from_slice(&[OP_PING, 0]);
         }
         if let Some(close) = batch.close {
-            self.trailer.extend_from_slice(&close_frame(&close));
+            self.trailer
+                .extend_from_slice(&close_frame(close.code, &close.reason));
             self.closing = true;
         }
     }
@@ -217,10 +235,10 @@ pub(super) fn close_reason(reason: &str) -> &str {
 }
 
 /// A complete close frame: code, then the reason cut to fit.
-fn close_frame(close: &Close) -> Vec<u8> {
-    let reason = close_reason(&close.reason).as_bytes();
+pub(super) fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let reason = close_reason(reason).as_bytes();
     let mut frame = vec![OP_CLOSE, (2 + reason.len()) as u8];
-    frame.extend_from_slice(&close.code.to_be_bytes());
+    frame.extend_from_slice(&code.to_be_bytes());
     frame.extend_from_slice(reason);
     frame
 }
@@ -228,6 +246,7 @@ fn close_frame(close: &Close) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::Close;
     use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
     /// A socket that takes at most `chunk` bytes a write.
