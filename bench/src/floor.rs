@@ -185,6 +185,13 @@ impl Drop for ReaderChild {
 /// The largest submission queue io_uring_setup takes (IORING_MAX_ENTRIES).
 const URING_MAX_ENTRIES: u32 = 32_768;
 
+/// How long one round's sends may take to complete through io_uring.
+const URING_WAIT_S: u64 = 60;
+
+/// ETIME, which `io_uring_enter` returns when a bounded wait runs out (62 on
+/// Linux); the one errno the bench needs, not worth the libc crate.
+const ETIME: i32 = 62;
+
 /// A ring that writes one round: every connection's send queued, then
 /// submitted and waited for together.
 struct Uring {
@@ -246,14 +253,44 @@ impl Uring {
                 }
             }
             let mut done = 0;
+            let mut completed = vec![false; chunk.len()];
+            // A bounded wait: a send that never completes must fail the run
+            // and say which connections, not hang it.
+            let timeout = types::Timespec::new().sec(URING_WAIT_S);
+            let wait = types::SubmitArgs::new().timespec(&timeout);
             while done < chunk.len() {
-                self.ring
-                    .submit_and_wait(chunk.len() - done)
-                    .context("io_uring_enter (submit and wait)")?;
+                match self
+                    .ring
+                    .submitter()
+                    .submit_with_args(chunk.len() - done, &wait)
+                {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(ETIME) => {
+                        let missing: Vec<usize> = (0..chunk.len())
+                            .filter(|i| !completed[*i])
+                            .map(|i| first + i)
+                            .take(10)
+                            .collect();
+                        bail!(
+                            "io_uring: {} of {} sends not completed after {URING_WAIT_S} s \
+                             (connections {missing:?}…)",
+                            chunk.len() - done,
+                            chunk.len()
+                        );
+                    }
+                    Err(e) => return Err(e).context("io_uring_enter (submit and wait)"),
+                }
                 submissions += 1;
                 for cqe in self.ring.completion() {
                     let res = cqe.result();
                     let conn = cqe.user_data();
+                    if let Some(slot) = (conn as usize)
+                        .checked_sub(first)
+                        .and_then(|i| completed.get_mut(i))
+                    {
+                        ensure!(!*slot, "io_uring: two completions for connection {conn}");
+                        *slot = true;
+                    }
                     ensure!(
                         res >= 0,
                         "io_uring send to connection {conn} failed: {}",
