@@ -12,9 +12,17 @@
 //! A child, not a thread, because a process may hold at most 20,000 open
 //! files here and 15,000 pairs take 30,000: split across two processes each
 //! holds N.
+//!
+//! `--submit io-uring` writes each round through io_uring instead: all N
+//! sends of a round go into the submission queue and one
+//! `io_uring_enter` submits them and waits for their N completions (in
+//! chunks of `--uring-entries` when the queue is smaller than N). It
+//! measures what batching the syscalls themselves saves, against what each
+//! send's TCP work costs whichever way it is submitted.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,10 +30,31 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use io_uring::{opcode, types, IoUring};
 use serde_json::{json, Value};
 
 use crate::proc_stats;
+
+/// How a round's writes reach the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Submit {
+    /// One blocking `write()` per connection: N syscalls a round.
+    Send,
+    /// One io_uring `Send` per connection, all of a round submitted and
+    /// waited for with one `io_uring_enter` (one per chunk when
+    /// `--uring-entries` < N).
+    IoUring,
+}
+
+impl Submit {
+    fn name(self) -> &'static str {
+        match self {
+            Submit::Send => "send",
+            Submit::IoUring => "io-uring",
+        }
+    }
+}
 
 /// What one floor measurement does.
 #[derive(Args, Clone)]
@@ -52,6 +81,15 @@ pub struct FloorArgs {
     /// (20 ms = 50 events/s).
     #[arg(long, default_value_t = 20)]
     gap_ms: u64,
+    /// How each round's writes are submitted.
+    #[arg(long, value_enum, default_value_t = Submit::Send)]
+    submit: Submit,
+    /// With `--submit io-uring`: submission queue entries (the kernel
+    /// rounds up to a power of two, at most 32,768). Unset, N (capped), so
+    /// that a round is one submission; smaller, a round goes in chunks of
+    /// this many, each submitted and waited for in turn.
+    #[arg(long)]
+    uring_entries: Option<u32>,
     /// Pin the writer thread to this core (with `taskset -p`; util-linux).
     #[arg(long)]
     cpu: Option<usize>,
@@ -144,6 +182,139 @@ impl Drop for ReaderChild {
     }
 }
 
+/// The largest submission queue io_uring_setup takes (IORING_MAX_ENTRIES).
+const URING_MAX_ENTRIES: u32 = 32_768;
+
+/// How long one round's sends may take to complete through io_uring.
+const URING_WAIT_S: u64 = 60;
+
+/// ETIME, which `io_uring_enter` returns when a bounded wait runs out (62 on
+/// Linux); the one errno the bench needs, not worth the libc crate.
+const ETIME: i32 = 62;
+
+/// A ring that writes one round: every connection's send queued, then
+/// submitted and waited for together.
+struct Uring {
+    ring: IoUring,
+    /// Sends per submission: the submission queue's size, or N if smaller.
+    chunk: usize,
+}
+
+impl Uring {
+    /// Sets up a ring of `entries` submission slots. A refusal (seccomp, or
+    /// the `kernel.io_uring_disabled` sysctl) is an error that says which,
+    /// since it is itself the finding on a machine that refuses.
+    fn new(entries: u32, n: usize) -> Result<Self> {
+        let ring = IoUring::builder()
+            // One thread submits and reaps: the kernel may skip the locking
+            // and the task-work interrupts made for several.
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            // Keep submitting past a send that fails at once, so that a
+            // round stays one syscall and the failure shows in its CQE.
+            .setup_submit_all()
+            .build(entries)
+            .map_err(|e| {
+                let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+                    .map_or_else(|_| "unreadable".to_string(), |v| v.trim().to_string());
+                anyhow::anyhow!(
+                    "io_uring_setup({entries}) was refused: {e} (raw OS error {:?}); \
+                     kernel.io_uring_disabled = {sysctl}",
+                    e.raw_os_error()
+                )
+            })?;
+        let chunk = (ring.params().sq_entries() as usize).min(n);
+        Ok(Self { ring, chunk })
+    }
+
+    /// Sends `buf` to every one of `fds`, `chunk` at a time: queue the
+    /// chunk, one `io_uring_enter` to submit it and wait for all of its
+    /// completions, check each. Returns the number of submissions.
+    fn round(&mut self, fds: &[types::Fd], buf: &'static [u8]) -> Result<usize> {
+        let len = u32::try_from(buf.len()).context("a send larger than 4 GiB")?;
+        let mut submissions = 0;
+        for (c, chunk) in fds.chunks(self.chunk).enumerate() {
+            let first = c * self.chunk;
+            {
+                let mut sq = self.ring.submission();
+                for (i, fd) in chunk.iter().enumerate() {
+                    let sqe = opcode::Send::new(*fd, buf.as_ptr(), len)
+                        .build()
+                        .user_data((first + i) as u64);
+                    // SAFETY: the kernel reads `buf` until the send
+                    // completes, and `buf` is 'static (leaked once per run),
+                    // so it outlives the operation whatever happens to this
+                    // round, an early error included. The fd is looked up
+                    // when the SQE is submitted, and its socket is held
+                    // open by the connection in `conns` until the run ends.
+                    unsafe { sq.push(&sqe) }.map_err(|_| {
+                        anyhow::anyhow!("the submission queue is full ({} sends)", self.chunk)
+                    })?;
+                }
+            }
+            let mut done = 0;
+            let mut completed = vec![false; chunk.len()];
+            // A bounded wait: a send that never completes must fail the run
+            // and say which connections, not hang it.
+            let timeout = types::Timespec::new().sec(URING_WAIT_S);
+            let wait = types::SubmitArgs::new().timespec(&timeout);
+            while done < chunk.len() {
+                match self
+                    .ring
+                    .submitter()
+                    .submit_with_args(chunk.len() - done, &wait)
+                {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(ETIME) => {
+                        let missing: Vec<usize> = (0..chunk.len())
+                            .filter(|i| !completed[*i])
+                            .map(|i| first + i)
+                            .take(10)
+                            .collect();
+                        bail!(
+                            "io_uring: {} of {} sends not completed after {URING_WAIT_S} s \
+                             (connections {missing:?}…)",
+                            chunk.len() - done,
+                            chunk.len()
+                        );
+                    }
+                    Err(e) => return Err(e).context("io_uring_enter (submit and wait)"),
+                }
+                submissions += 1;
+                for cqe in self.ring.completion() {
+                    let res = cqe.result();
+                    let conn = cqe.user_data();
+                    if let Some(slot) = (conn as usize)
+                        .checked_sub(first)
+                        .and_then(|i| completed.get_mut(i))
+                    {
+                        ensure!(!*slot, "io_uring: two completions for connection {conn}");
+                        *slot = true;
+                    }
+                    ensure!(
+                        res >= 0,
+                        "io_uring send to connection {conn} failed: {}",
+                        std::io::Error::from_raw_os_error(-res)
+                    );
+                    // A short write would leave a partial frame on the
+                    // wire: a broken measurement, never to be passed over.
+                    ensure!(
+                        res as u32 == len,
+                        "io_uring send to connection {conn} was short: {res} of {len} bytes"
+                    );
+                    done += 1;
+                }
+            }
+            ensure!(
+                done == chunk.len(),
+                "{done} completions for {} sends",
+                chunk.len()
+            );
+        }
+        Ok(submissions)
+    }
+}
+
 /// Pins the calling thread to `cpu`. taskset rather than a direct
 /// `sched_setaffinity`, which would need `unsafe` or a crate for one call.
 fn pin_current_thread(cpu: usize) -> Result<()> {
@@ -166,6 +337,25 @@ pub fn floor(args: &FloorArgs) -> Result<Value> {
     ensure!(n >= 1, "-n must be at least 1");
     ensure!(args.rounds >= 1, "--rounds must be at least 1");
     ensure!(args.per_send >= 1, "--per-send must be at least 1");
+    ensure!(
+        args.uring_entries.is_none() || args.submit == Submit::IoUring,
+        "--uring-entries is for --submit io-uring"
+    );
+    ensure!(
+        args.uring_entries
+            .is_none_or(|e| (1..=URING_MAX_ENTRIES).contains(&e)),
+        "--uring-entries must be 1 to {URING_MAX_ENTRIES}"
+    );
+    // Before any connection: a machine that refuses io_uring says so at once.
+    let mut uring = match args.submit {
+        Submit::Send => None,
+        Submit::IoUring => {
+            let entries = args.uring_entries.unwrap_or_else(|| {
+                u32::try_from(n).map_or(URING_MAX_ENTRIES, |n| n.min(URING_MAX_ENTRIES))
+            });
+            Some(Uring::new(entries, n)?)
+        }
+    };
     // Each side holds N sockets, plus a few files of its own.
     if let Some(limit) = proc_stats::open_files_limit() {
         ensure!(
@@ -193,7 +383,9 @@ pub fn floor(args: &FloorArgs) -> Result<Value> {
 
     let frame = ws_text_frame(&envelope(args.frame_bytes));
     let wire_bytes = frame.len();
-    let buf = frame.repeat(args.per_send);
+    // Leaked, so that it is 'static: an io_uring send reads it until its
+    // completion, which must hold even if a round fails half-way.
+    let buf: &'static [u8] = Box::leak(frame.repeat(args.per_send).into_boxed_slice());
     let total_rounds = args.warmup + args.rounds;
 
     let listener = TcpListener::bind("127.0.0.1:0").context("bind the listener")?;
@@ -263,6 +455,7 @@ pub fn floor(args: &FloorArgs) -> Result<Value> {
             Err(e) => return Err(e).context("accept"),
         }
     }
+    let fds: Vec<types::Fd> = conns.iter().map(|c| types::Fd(c.as_raw_fd())).collect();
     let ready = next_line("that it is connected")?;
     let reader_tid: u32 = ready
         .strip_prefix("ready ")
@@ -287,6 +480,7 @@ pub fn floor(args: &FloorArgs) -> Result<Value> {
     let mut fanout_ms = Vec::with_capacity(args.rounds);
     let mut delivered_ms = Vec::with_capacity(args.rounds);
     let mut writer_cpu_us = Vec::with_capacity(args.rounds);
+    let mut submissions = 0usize;
     let mut start = None;
     for round in 0..total_rounds {
         if round == args.warmup {
@@ -297,12 +491,20 @@ pub fn floor(args: &FloorArgs) -> Result<Value> {
                 proc_stats::self_cpu_ticks(),
                 proc_stats::machine_busy_ticks(),
                 args.cpu.and_then(proc_stats::core_busy_softirq_ticks),
+                proc_stats::io_workers_run_ns(pid),
             ));
+            submissions = 0;
         }
         let cpu0 = proc_stats::own_thread_run_ns();
         let t0 = Instant::now();
-        for c in &mut conns {
-            c.write_all(&buf).context("write to a connection")?;
+        match uring.as_mut() {
+            None => {
+                for c in &mut conns {
+                    c.write_all(buf).context("write to a connection")?;
+                }
+                submissions += n;
+            }
+            Some(u) => submissions += u.round(&fds, buf)?,
         }
         let wrote = t0.elapsed();
         let cpu1 = proc_stats::own_thread_run_ns();
@@ -321,14 +523,18 @@ pub fn floor(args: &FloorArgs) -> Result<Value> {
         }
         std::thread::sleep(Duration::from_millis(args.gap_ms));
     }
-    let (us0, reader_ns0, reader_ticks0, self0, machine0, core0) =
+    let (us0, reader_ns0, reader_ticks0, self0, machine0, core0, workers0) =
         start.expect("at least one round");
+    let workers1 = proc_stats::io_workers_run_ns(pid);
     let core1 = args.cpu.and_then(proc_stats::core_busy_softirq_ticks);
     let us1 = proc_stats::thread_user_system_ticks(pid, tid);
     let reader_ns1 = proc_stats::thread_run_ns(reader_pid, reader_tid);
     let reader_ticks1 = proc_stats::cpu_ticks(reader_pid);
     let self1 = proc_stats::self_cpu_ticks();
     let machine1 = proc_stats::machine_busy_ticks();
+    let uring_chunk = uring.as_ref().map(|u| u.chunk);
+    drop(fds);
+    drop(uring);
     drop(conns);
     let _ = child.0.wait();
 
@@ -340,6 +546,12 @@ pub fn floor(args: &FloorArgs) -> Result<Value> {
     let writer_user_s = ticks_s(us0.map(|x| x.0), us1.map(|x| x.0));
     let writer_system_s = ticks_s(us0.map(|x| x.1), us1.map(|x| x.1));
     let writer_cpu_s = writer_cpu_us.iter().sum::<f64>() / 1e6;
+    // io_uring's own kernel threads (iou-wrk-*), which take a send that
+    // cannot go at once: their CPU is part of the writer's cost.
+    let io_workers_cpu_s = match (workers0, workers1) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e9),
+        _ => None,
+    };
     let reader_cpu_s = match (reader_ns0, reader_ns1) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e9),
         _ => None,
@@ -379,6 +591,9 @@ pub fn floor(args: &FloorArgs) -> Result<Value> {
         "wire_bytes": wire_bytes,
         "per_send": args.per_send,
         "send_bytes": buf.len(),
+        "submit": args.submit.name(),
+        "uring_chunk": uring_chunk,
+        "syscalls_per_round": round3(submissions as f64 / args.rounds as f64),
         "rounds": args.rounds,
         "warmup_rounds": args.warmup,
         "gap_ms": args.gap_ms,
@@ -401,6 +616,7 @@ pub fn floor(args: &FloorArgs) -> Result<Value> {
         },
         "writer_cpu_us_per_send": (sends > 0.0).then(|| round3(writer_cpu_s * 1e6 / sends)),
         "writer_core": writer_core,
+        "io_workers_cpu_s": io_workers_cpu_s.map(round6),
         "reader_cpu_s": reader_cpu_s.map(round6),
         "reader_cpu_us_per_frame": reader_cpu_s.map(|s| round3(s * 1e6 / (sends * k))),
         "other_cpu_s": other_cpu_s,
@@ -411,13 +627,15 @@ pub fn floor(args: &FloorArgs) -> Result<Value> {
 pub fn markdown(r: &Value) -> String {
     let f = |v: &Value| v.as_f64().map_or("–".into(), |x| format!("{x:.2}"));
     format!(
-        "| N | frame bytes | K | per-send µs (wall) | per-send µs (writer CPU) | fan-out ms p50 | fan-out ms max | received ms p50 | received ms max \
+        "| N | frame bytes | K | submit | syscalls/round | per-send µs (wall) | per-send µs (writer CPU) | fan-out ms p50 | fan-out ms max | received ms p50 | received ms max \
          | reader CPU µs/frame | other CPU s |\n\
-         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
-         | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+         | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
+         | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
         r["connections"],
         r["frame_bytes"],
         r["per_send"],
+        r["submit"].as_str().unwrap_or("send"),
+        f(&r["syscalls_per_round"]),
         f(&r["per_send_us"]["wall"]),
         f(&r["per_send_us"]["cpu"]),
         f(&r["fanout_ms"]["p50"]),

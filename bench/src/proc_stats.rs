@@ -66,6 +66,27 @@ pub fn own_thread_run_ns() -> Option<u64> {
     thread_run_ns(std::process::id(), tid)
 }
 
+/// Time io_uring's worker threads of process `pid` (`iou-wrk-*`, and
+/// `iou-sqp-*` with SQPOLL) have spent on a CPU, in ns, added up; 0 when it
+/// has none. They run the sends that could not go at once, on the
+/// process's behalf but not on the thread that submitted them.
+pub fn io_workers_run_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(entry) = entry else { continue };
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let comm =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+        if comm.starts_with("iou-") {
+            // A worker that has just exited cannot be read: it counts 0.
+            total += thread_run_ns(pid, tid).unwrap_or(0);
+        }
+    }
+    Some(total)
+}
+
 /// The soft limit on open files of this process (`ulimit -n`), from
 /// /proc/self/limits; `None` when unlimited or unreadable.
 pub fn open_files_limit() -> Option<u64> {

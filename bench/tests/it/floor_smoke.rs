@@ -95,6 +95,9 @@ fn tiny_floor_reports_sane_figures() {
         path.to_str().expect("utf-8 path"),
     ]);
     check(&report, 20, 1);
+    assert_eq!(report["submit"], "send", "{report:#}");
+    assert_eq!(number(&report, "syscalls_per_round"), 20.0, "{report:#}");
+    assert_eq!(report["uring_chunk"], Value::Null, "{report:#}");
     assert_eq!(report["writer_cpu"], Value::Null, "{report:#}");
     assert_eq!(report["writer_core"], Value::Null, "{report:#}");
     let written: Value =
@@ -128,6 +131,60 @@ fn tiny_floor_batches_and_pins() {
         assert_eq!(report["writer_cpu"], 0, "{report:#}");
         assert!(number(&report, "writer_core.busy_s") >= 0.0, "{report:#}");
     }
+}
+
+/// io_uring, when this machine allows it: one submission a round with a
+/// queue of N, five with a queue of 4 (chunks of 4, 4, 4, 4, 4). Where
+/// io_uring_setup is refused, the run must fail saying so and with the
+/// sysctl's value, never fall back to plain writes.
+#[test]
+fn tiny_floor_through_io_uring() {
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
+            .args(["floor", "-n", "20", "--rounds", "3", "--gap-ms", "2"])
+            .args(["--submit", "io-uring"])
+            .args(extra)
+            .output()
+            .expect("run switchyard-bench floor")
+    };
+    let out = run(&[]);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("io_uring_setup") && err.contains("kernel.io_uring_disabled = "),
+            "{err}"
+        );
+        return;
+    }
+    for (extra, chunk, syscalls) in [(&[][..], 20, 1.0), (&["--uring-entries", "4"][..], 4, 5.0)] {
+        let out = if extra.is_empty() {
+            out.clone()
+        } else {
+            run(extra)
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).expect("the report is JSON");
+        check(&r, 20, 1);
+        assert_eq!(r["submit"], "io-uring", "{r:#}");
+        assert_eq!(r["uring_chunk"], chunk, "{r:#}");
+        assert_eq!(number(&r, "syscalls_per_round"), syscalls, "{r:#}");
+        assert!(number(&r, "io_workers_cpu_s") >= 0.0, "{r:#}");
+    }
+}
+
+#[test]
+fn uring_entries_need_io_uring() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-bench"))
+        .args(["floor", "-n", "20", "--uring-entries", "4"])
+        .output()
+        .expect("run switchyard-bench floor");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--submit io-uring"), "{err}");
 }
 
 #[test]
