@@ -586,6 +586,7 @@ async fn run(args: RunArgs) -> Result<Value> {
 
     let pids = &args.server_pid;
     let rss_before = proc_stats::summed(pids, proc_stats::rss_kib);
+    let kernel_before = proc_stats::socket_kernel_kib();
 
     // Connect and subscribe.
     let shared = Arc::new(Shared {
@@ -641,6 +642,7 @@ async fn run(args: RunArgs) -> Result<Value> {
     let ready = shared.ready.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
     let rss_idle = proc_stats::summed(pids, proc_stats::rss_kib);
+    let kernel_idle = proc_stats::socket_kernel_kib();
 
     // Publish.
     let cpu0 = proc_stats::summed(pids, proc_stats::cpu_ticks);
@@ -782,6 +784,14 @@ async fn run(args: RunArgs) -> Result<Value> {
         }
         _ => None,
     };
+    // Both ends of every connection live on this machine: half of what the
+    // kernel's socket memory grew by is the server's.
+    let kernel_per_idle = match (kernel_before, kernel_idle) {
+        (Some(a), Some(b)) if ready > 0 => {
+            Some(((b - a) / (2 * ready) as f64 * 100.0).round() / 100.0)
+        }
+        _ => None,
+    };
     let hist = shared.hist.lock().unwrap_or_else(|e| e.into_inner());
     let gen_cpu_s = match (gen_cpu0, gen_cpu1) {
         (Some(a), Some(b)) => Some((b - a) as f64 / proc_stats::TICKS_PER_S),
@@ -847,6 +857,7 @@ async fn run(args: RunArgs) -> Result<Value> {
         "server_cpu_us_per_delivery": cpu_us_per_delivery,
         "server_rss_kib": {"before": rss_before, "idle": rss_idle, "after_load": rss_after},
         "rss_per_idle_connection_kib": rss_per_idle,
+        "kernel_kib_per_idle_connection": kernel_per_idle,
         "generator_cpu_s": gen_cpu_s,
         "machine_cpu_s": machine_cpu_s,
         "other_cpu_s": other_cpu_s,
