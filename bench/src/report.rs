@@ -134,12 +134,18 @@ pub fn one_table(floors: &[Value], runs: &[ServerRuns], reference: &str) -> Stri
             .filter_map(|f| num(&f["fanout_ms"]["p50"]))
             .collect::<Vec<_>>(),
     );
-    let cpu = |r: &Option<Value>| r.as_ref().and_then(|r| num(&r["server_cpu_us_per_delivery"]));
+    let cpu = |r: &Option<Value>| {
+        r.as_ref()
+            .and_then(|r| num(&r["server_cpu_us_per_delivery"]))
+    };
     let lat = |r: &Option<Value>, q: &str| {
         r.as_ref()
             .and_then(|r| ms(&r["latency_us"]["send_to_receipt"][q]))
     };
-    let kib = |r: &Option<Value>| r.as_ref().and_then(|r| num(&r["rss_per_idle_connection_kib"]));
+    let kib = |r: &Option<Value>| {
+        r.as_ref()
+            .and_then(|r| num(&r["rss_per_idle_connection_kib"]))
+    };
     let reference_cpu = runs
         .iter()
         .find(|r| r.server == reference)
