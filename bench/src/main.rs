@@ -57,6 +57,23 @@ enum Command {
         /// Reports written by `run --json`.
         files: Vec<PathBuf>,
     },
+    /// Print the one table of `scripts/one-table` from the folder it wrote:
+    /// every server's burst, steady and idle figures beside the floor.
+    OneTable {
+        /// The folder: `floor-*.json`, and `burst/`, `steady/`, `idle-1k/`,
+        /// `idle-10k/` with `<server>.json` reports (missing ones print "–").
+        dir: PathBuf,
+        /// The servers, in row order (`scripts/compare`'s names), space-separated.
+        #[arg(
+            long,
+            value_delimiter = ' ',
+            default_value = "switchyard switchyard-sse cluster fastapi node uws"
+        )]
+        servers: Vec<String>,
+        /// The server every steady CPU per delivery is divided by.
+        #[arg(long, default_value = "uws")]
+        reference: String,
+    },
     /// Measure the kernel's floor for a fan-out: one thread writing a
     /// pre-built frame to each of N loopback sockets in turn.
     Floor(floor::FloorArgs),
@@ -159,6 +176,49 @@ fn main() -> Result<()> {
                 reports.push(serde_json::from_str::<Value>(&text)?);
             }
             print!("{}", report::comparison_table(&reports));
+            Ok(())
+        }
+        Command::OneTable {
+            dir,
+            servers,
+            reference,
+        } => {
+            let read = |path: PathBuf| -> Result<Option<Value>> {
+                if !path.exists() {
+                    return Ok(None);
+                }
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("read {}", path.display()))?;
+                let value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", path.display()))?;
+                Ok(Some(value))
+            };
+            let mut floor_files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .with_context(|| format!("read {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("floor-") && n.ends_with(".json"))
+                })
+                .collect();
+            floor_files.sort();
+            let mut floors = Vec::new();
+            for f in floor_files {
+                floors.extend(read(f)?);
+            }
+            let mut runs = Vec::new();
+            for server in servers.iter().filter(|s| !s.is_empty()) {
+                let file = |kind: &str| read(dir.join(kind).join(format!("{server}.json")));
+                runs.push(report::ServerRuns {
+                    server: server.clone(),
+                    burst: file("burst")?,
+                    steady: file("steady")?,
+                    idle_1k: file("idle-1k")?,
+                    idle_10k: file("idle-10k")?,
+                });
+            }
+            print!("{}", report::one_table(&floors, &runs, &reference));
             Ok(())
         }
         Command::Floor(args) => {

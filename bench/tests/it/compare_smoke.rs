@@ -1,7 +1,8 @@
-//! `scripts/compare --tiny` run for real: Switchyard, the FastAPI/uvicorn peer
-//! and the Node `ws` peer, N = 20 subscribers × M = 50 events each. Checks the
-//! three reports (nothing lost or duplicated, every delivery made) and the
-//! table's ratio rows. Speed is never asserted.
+//! `scripts/compare --tiny` run for real: Switchyard, the FastAPI/uvicorn peer,
+//! the Node `ws` peer and the uWebSockets.js peer (native pub/sub), N = 20
+//! subscribers × M = 50 events each. Checks the four reports (nothing lost or
+//! duplicated, every delivery made) and the table's ratio rows. Speed is
+//! never asserted.
 //!
 //! The script installs the peers from PyPI and npm into `scratch/` on first
 //! use (about a minute), so this needs python3 with venv, node and npm, and
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::{free_port_run, repo_root, router_binary};
 
-const SERVERS: [&str; 3] = ["switchyard", "fastapi", "node"];
+const SERVERS: [&str; 4] = ["switchyard", "fastapi", "node", "uws"];
 
 /// Installing the peers the first time takes about a minute on the
 /// benchmark machine; past this the script is stuck (a hung install or
@@ -77,7 +78,7 @@ fn run_script(dir: &Path, base_port: u16) -> Option<ExitStatus> {
 }
 
 #[test]
-fn compare_tiny_runs_all_three_servers() {
+fn compare_tiny_runs_all_four_servers() {
     for tool in ["python3", "node", "npm"] {
         let found = Command::new(tool).arg("--version").output();
         assert!(
@@ -135,7 +136,7 @@ fn compare_tiny_runs_all_three_servers() {
     let (_, ratios) = table
         .split_once("Ratios of switchyard")
         .unwrap_or_else(|| panic!("no ratio table:\n{table}"));
-    for peer in ["fastapi", "node"] {
+    for peer in ["fastapi", "node", "uws"] {
         let row = ratios
             .lines()
             .find(|l| l.starts_with(&format!("| {peer} |")))
