@@ -12,7 +12,7 @@ use crate::protocol::Warning;
 use crate::registry::{EventType, Registry, CONTROL_CHANNEL};
 
 /// One pattern a connection holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Held {
     /// The text as held and echoed (aliases resolved to canonical names).
     pub text: String,
@@ -28,7 +28,7 @@ impl Held {
 }
 
 /// What a connection receives.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SubscriptionSet {
     /// `None`: never subscribed, so everything on its endpoint's channels.
     held: Option<Vec<Held>>,

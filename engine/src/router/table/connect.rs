@@ -16,7 +16,7 @@ impl Table {
             req.user.as_deref(),
             req.channel_claim.as_deref(),
         ) {
-            Access::Channels(channels) => channels,
+            Access::Channels(channels) => self.channel_sets.share(channels),
             Access::Gone => return Err(ConnectError::UnknownEndpoint(req.endpoint)),
             Access::Withdrawn => return Err(ConnectError::AuthRequired(req.endpoint)),
         };
@@ -40,7 +40,7 @@ impl Table {
             identity,
             outbox,
         ));
-        let positions = self.positions_of(&channels);
+        let positions = self.positions_of(channels.iter());
         conn.outbox
             .push_control(Frame::control(protocol::established(
                 &protocol::Established {
@@ -52,7 +52,7 @@ impl Table {
                     channels: &positions,
                 },
             )));
-        let subs = Arc::new(SubscriptionSet::default());
+        let subs = self.subscription_sets.share(SubscriptionSet::default());
         let mut sent = SentRecord::default();
         for (name, (_, seq)) in &positions {
             sent.open(name, *seq, &subs);

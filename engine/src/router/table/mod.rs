@@ -5,7 +5,7 @@
 //! recovery), [`route`] (stamping and fan-out) and [`reload`] (applying a
 //! new configuration).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -37,15 +37,19 @@ enum Access {
     /// It may no longer use its endpoint (anonymous on a `require_auth` one).
     Withdrawn,
     /// These channels.
-    Channels(HashSet<Arc<str>>),
+    Channels(ChannelSet),
 }
+
+/// Channels a connection may receive.
+type ChannelSet = BTreeSet<Arc<str>>;
 
 /// A connection and what it receives.
 struct Entry {
     conn: ConnRef,
     subs: Arc<SubscriptionSet>,
-    /// Channels it may receive (its endpoint's, for now).
-    channels: HashSet<Arc<str>>,
+    /// Channels it may receive (its endpoint's, for now), shared with every
+    /// connection that may receive the same.
+    channels: Arc<ChannelSet>,
     /// What it was sent, for recovery.
     sent: SentRecord,
 }
@@ -90,6 +94,10 @@ pub(super) struct Table {
     /// Channels are copies of a cluster's shared log: a client may know
     /// positions this node's copy has not reached yet.
     mirrored: bool,
+    /// The distinct channel sets connections hold.
+    channel_sets: shared::Shared<ChannelSet>,
+    /// The distinct subscription sets connections hold.
+    subscription_sets: shared::Shared<SubscriptionSet>,
 }
 
 /// What a connection may receive under `snap`: its endpoint's channels,
@@ -158,6 +166,7 @@ mod connect;
 pub(super) mod impact;
 mod reload;
 mod route;
+mod shared;
 mod subscribe;
 
 impl Table {
@@ -176,6 +185,8 @@ impl Table {
             census: Census::default(),
             recipients: HashMap::new(),
             mirrored,
+            channel_sets: shared::Shared::default(),
+            subscription_sets: shared::Shared::default(),
         }
     }
 

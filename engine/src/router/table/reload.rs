@@ -40,7 +40,7 @@ impl Table {
             let entry = self.conns.get_mut(&id).expect("listed above");
             let gained: Vec<Arc<str>> = now.difference(&entry.channels).cloned().collect();
             let lost: Vec<Arc<str>> = entry.channels.difference(&now).cloned().collect();
-            entry.channels = now;
+            entry.channels = self.channel_sets.share(now);
             for name in &lost {
                 match self.channels.get(name) {
                     Some(ch) => entry.sent.close(name, ch.log.sequence()),

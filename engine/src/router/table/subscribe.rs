@@ -89,8 +89,8 @@ impl Table {
         let Some(entry) = self.conns.get_mut(&id) else {
             return;
         };
-        let subs = Arc::new(subs);
-        for name in &entry.channels {
+        let subs = self.subscription_sets.share(subs);
+        for name in entry.channels.iter() {
             let (seq, oldest) = self
                 .channels
                 .get(name)
