@@ -40,6 +40,7 @@ pub async fn bind(app: Arc<App>) -> std::io::Result<Running> {
     let _ = tokio::task::spawn_blocking(move || starter.start_plugins()).await;
     let watcher = watch_config(app.clone());
     tokio::spawn(supervise(Arc::downgrade(&app)));
+    tokio::spawn(ring_clock(Arc::downgrade(&app)));
     tracing::info!(%addr, config = %app.options.config_path.display(), "switchyard listening");
     Ok(Running {
         addr,
@@ -99,6 +100,22 @@ pub async fn run(app: Arc<App>) -> std::io::Result<()> {
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+/// How often the connections' clock is rung: its alarms are in whole
+/// seconds, so they ring at most this much after their second.
+const RING_EVERY: Duration = Duration::from_millis(250);
+
+/// Rings the router's connection clock (pings, heartbeat and token-expiry
+/// closes, close deadlines) for as long as the app lives.
+async fn ring_clock(app: std::sync::Weak<App>) {
+    let mut tick = tokio::time::interval(RING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(app) = app.upgrade() else { return };
+        app.router.clock().ring(std::time::Instant::now());
+    }
 }
 
 /// How often failed plugin instances are looked at for a restart.

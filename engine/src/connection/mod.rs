@@ -2,6 +2,7 @@
 //! and its outbound queue. Subscriptions are not here: the router's table owns
 //! them, so that the routing index changes in the same step.
 
+pub mod clock;
 pub mod outbox;
 
 use std::net::IpAddr;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+pub use clock::Clock;
 pub use outbox::{Close, Event, Frame, Outbox};
 
 /// The router's internal connection number.

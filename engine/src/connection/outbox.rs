@@ -240,6 +240,9 @@ pub struct Outbox {
     /// something to read. Kept here, beside the task's waker, so that a
     /// connection needs no allocation of its own for it.
     readable: AtomicBool,
+    /// Set by the [`Clock`](super::Clock): one of the connection's timers
+    /// may be due.
+    alarm: AtomicBool,
 }
 
 impl Outbox {
@@ -251,6 +254,7 @@ impl Outbox {
             inner: Mutex::new(Inner::default()),
             ready: AtomicWaker::new(),
             readable: AtomicBool::new(true),
+            alarm: AtomicBool::new(false),
         }
     }
 
@@ -472,6 +476,20 @@ impl Outbox {
     pub fn take_readable(&self, cx: &Context<'_>) -> bool {
         self.ready.register(cx.waker());
         self.readable.swap(false, Ordering::Acquire)
+    }
+
+    /// Marks a timer of the connection as possibly due and wakes the
+    /// transport task: what the [`Clock`](super::Clock) does.
+    pub fn wake_alarm(&self) {
+        self.alarm.store(true, Ordering::Release);
+        self.ready.wake();
+    }
+
+    /// Whether the clock rang for this connection since the last call;
+    /// registers the task in `cx` to be woken when it does.
+    pub fn take_alarm(&self, cx: &Context<'_>) -> bool {
+        self.ready.register(cx.waker());
+        self.alarm.swap(false, Ordering::Acquire)
     }
 
     /// Marks the socket readable again (more may be buffered).

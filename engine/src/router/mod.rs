@@ -41,7 +41,7 @@ pub use publishing::Publishing;
 pub use table::impact::{Closed, Impact, Moved};
 
 use crate::config::Config;
-use crate::connection::ConnRef;
+use crate::connection::{Clock, ConnRef};
 use crate::metrics::Metrics;
 use crate::protocol::Position;
 use crate::registry::Registry;
@@ -171,6 +171,8 @@ pub struct Router {
     coverage: Arc<Coverage>,
     /// Where events are stamped when not here (a cluster engine; see [`log`]).
     sequencer: Option<Arc<dyn Sequencer>>,
+    /// The connections' timers.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Router {
@@ -204,7 +206,14 @@ impl Router {
             metrics: Arc::new(Metrics::for_node(sequencer.as_ref().map(|s| s.node()))),
             coverage: Arc::default(),
             sequencer,
+            clock: Clock::default(),
         }
+    }
+
+    /// The clock the connections' timers run on; the transport rings it
+    /// about once a second.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// This router's gap-report counters.

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use hyper::upgrade::OnUpgrade;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::Sleep;
 
 use super::frames::{Decoder, Flow, Message};
 use super::readiness::poll_read;
@@ -146,14 +145,12 @@ pub struct Served {
     writer: Writer,
     session: Session,
     watchdog: Watchdog,
-    /// The watchdog's (or, once closing, the deadline's) timer; boxed so
-    /// that the whole state can move freely until it is polled.
-    timer: Pin<Box<Sleep>>,
     /// Whether client messages are still read.
     reading: bool,
     /// When a closing connection is given up.
     deadline: Option<Instant>,
-    /// The timer must be set again (a deadline appeared).
+    /// The router's clock must be asked for a new alarm (one rang, or a
+    /// deadline appeared).
     rearm: bool,
     /// Whether the router has forgotten the connection.
     left: bool,
@@ -176,7 +173,7 @@ impl Served {
         drop(snap);
         let now = Instant::now();
         let session = Session::new(&app.router);
-        // The timer is set (and registered) by the first poll: `rearm`.
+        // The first alarm is asked for by the first poll: `rearm`.
         Served {
             app,
             conn,
@@ -185,7 +182,6 @@ impl Served {
             writer: Writer::default(),
             session,
             watchdog: Watchdog::new(heartbeat, leeway, now),
-            timer: Box::pin(tokio::time::sleep_until(now.into())),
             reading: true,
             deadline: None,
             rearm: true,
@@ -205,7 +201,7 @@ impl Served {
     fn start_linger(&mut self) {
         let deadline = Instant::now() + CLOSE_GRACE;
         self.deadline = Some(deadline);
-        self.timer.as_mut().reset(deadline.into());
+        self.app.router.clock().wake_at(&self.conn, deadline);
     }
 
     /// After our close frame: half-close, then read until the client
@@ -213,7 +209,7 @@ impl Served {
     /// our FIN into a reset that could destroy the close frame before the
     /// client reads it.
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.timer.as_mut().poll(cx).is_ready() {
+        if self.conn.outbox.take_alarm(cx) && self.deadline.is_none_or(|d| Instant::now() >= d) {
             return Poll::Ready(Ok(()));
         }
         ready!(Pin::new(&mut self.socket).poll_shutdown(cx))?;
@@ -229,7 +225,7 @@ impl Served {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         for _ in 0..STEPS_PER_POLL {
-            if self.timer.is_elapsed() {
+            if self.conn.outbox.take_alarm(cx) {
                 if let Some(end) = self.on_timer() {
                     return Poll::Ready(end);
                 }
@@ -240,12 +236,8 @@ impl Served {
                 return Poll::Ready(end);
             }
             if std::mem::take(&mut self.rearm) {
-                // Polled only when set: a registered timer stays registered,
-                // and polling it on every wake-up is not free.
                 let wake = self.next_wake(Instant::now());
-                self.timer.as_mut().reset(wake.into());
-                let _ = self.timer.as_mut().poll(cx);
-                continue;
+                self.app.router.clock().wake_at(&self.conn, wake);
             }
             if stepped.is_pending() {
                 return Poll::Pending;
