@@ -15,6 +15,7 @@
 
 const http = require('http');
 const { WebSocketServer, WebSocket } = require('ws');
+const { stamp } = require('./stamp');
 
 const portArg = process.argv.indexOf('--port');
 const port = portArg > 0 ? Number(process.argv[portArg + 1]) : 8092;
@@ -47,34 +48,9 @@ const server = http.createServer((req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
-    let body;
-    try {
-      body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-    } catch {
-      return reply(res, 400, { error: { code: 'invalid_json' } });
-    }
-    const events = Array.isArray(body) ? body : [body];
-    const stamped = [];
-    const out = [];
-    for (const ev of events) {
-      if (!ev || typeof ev.type !== 'string' || !ev.type.includes('.')) {
-        return reply(res, 422, { error: { code: 'invalid_payload' } });
-      }
-      const channel = ev.type.split('.', 1)[0];
-      const sequence = (sequences.get(channel) || 0) + 1;
-      sequences.set(channel, sequence);
-      const envelope = {
-        type: ev.type,
-        payload: ev.payload === undefined ? {} : ev.payload,
-        timestamp: new Date().toISOString(),
-        channel,
-        sequence,
-      };
-      if (ev.correlation_id != null) envelope.correlation_id = ev.correlation_id;
-      stamped.push([ev.type, JSON.stringify(envelope)]);
-      out.push({ channel, sequence });
-    }
-    for (const [type, text] of stamped) broadcast(type, text);
+    const { error, stamped, out } = stamp(Buffer.concat(chunks).toString('utf8'), sequences);
+    if (error) return reply(res, error[0], { error: { code: error[1] } });
+    for (const { type, text } of stamped) broadcast(type, text);
     reply(res, 202, { accepted: out.length, sequences: out });
   });
 });

@@ -39,6 +39,7 @@
 'use strict';
 
 const uWS = require(process.env.UWS_MODULE || '@trufflesuite/uws-js-unofficial');
+const { stamp } = require('./stamp');
 
 const portArg = process.argv.indexOf('--port');
 const port = portArg > 0 ? Number(process.argv[portArg + 1]) : 8093;
@@ -60,39 +61,16 @@ function reply(res, status, body) {
   });
 }
 
+const STATUS = { 400: '400 Bad Request', 422: '422 Unprocessable Entity' };
+
 function publishEvents(res, text) {
-  let body;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    return reply(res, '400 Bad Request', { error: { code: 'invalid_json' } });
-  }
-  const events = Array.isArray(body) ? body : [body];
-  const stamped = [];
-  const out = [];
-  for (const ev of events) {
-    if (!ev || typeof ev.type !== 'string' || !ev.type.includes('.')) {
-      return reply(res, '422 Unprocessable Entity', { error: { code: 'invalid_payload' } });
-    }
-    const channel = ev.type.split('.', 1)[0];
-    const sequence = (sequences.get(channel) || 0) + 1;
-    sequences.set(channel, sequence);
-    const envelope = {
-      type: ev.type,
-      payload: ev.payload === undefined ? {} : ev.payload,
-      timestamp: new Date().toISOString(),
-      channel,
-      sequence,
-    };
-    if (ev.correlation_id != null) envelope.correlation_id = ev.correlation_id;
-    stamped.push([ev.type, channel, JSON.stringify(envelope)]);
-    out.push({ channel, sequence });
-  }
-  for (const [type, channel, text] of stamped) {
+  const { error, stamped, out } = stamp(text, sequences);
+  if (error) return reply(res, STATUS[error[0]], { error: { code: error[1] } });
+  for (const { type, channel, text: envelope } of stamped) {
     const domainTopic = `${channel}.*`;
-    app.publish('*', text, false);
-    app.publish(domainTopic, text, false);
-    if (type !== domainTopic) app.publish(type, text, false);
+    app.publish('*', envelope, false);
+    app.publish(domainTopic, envelope, false);
+    if (type !== domainTopic) app.publish(type, envelope, false);
   }
   reply(res, '202 Accepted', { accepted: out.length, sequences: out });
 }
