@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value};
 
-use crate::auth::jwt::{secret_from_env, secret_from_file};
-use crate::config::{AuthMode, JwtAlgorithm, JwtConfig, KeySource};
+use crate::auth::jwt::{secret_from_env, secret_from_file, JwtConfigError};
+use crate::config::{AuthMode, ConfigError, JwtAlgorithm, JwtConfig, KeySource};
 
 /// What to mint.
 #[derive(Debug, Clone)]
@@ -58,13 +58,42 @@ struct Signing {
     kid: Option<String>,
 }
 
+/// Why no token was minted; each message says what to set (never a secret).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The configuration file could not be read.
+    #[error("{path} is not a valid configuration: {source}")]
+    Config {
+        /// The file given with `--config`.
+        path: String,
+        /// What is wrong with it.
+        source: ConfigError,
+    },
+    /// `--kid` names no entry of `auth.jwt.keys`.
+    #[error("auth.jwt.keys has no key with kid {0:?}")]
+    UnknownKid(String),
+    /// The key asked for is not an HS256 secret.
+    #[error("{0} is not an HS256 secret: only HS256 tokens can be minted")]
+    NotHs256(String),
+    /// The key's secret could not be read.
+    #[error(transparent)]
+    Secret(#[from] JwtConfigError),
+    /// Nothing to sign with.
+    #[error(
+        "no HS256 secret is configured: set auth.jwt.secret_env (and that variable) \
+         or auth.jwt.secret_file, or list an HS256 key in auth.jwt.keys"
+    )]
+    NoSecret,
+    /// Signing failed.
+    #[error("the token could not be signed: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
 /// Mints the token; the error says what is missing (never a secret).
-pub fn mint(mint: &Mint) -> anyhow::Result<String> {
-    let loaded = crate::config::load(&mint.config).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not a valid configuration: {e}",
-            mint.config.display()
-        )
+pub fn mint(mint: &Mint) -> Result<String, TokenError> {
+    let loaded = crate::config::load(&mint.config).map_err(|source| TokenError::Config {
+        path: mint.config.display().to_string(),
+        source,
     })?;
     let auth = &loaded.config.auth;
     if auth.mode == AuthMode::None {
@@ -102,13 +131,13 @@ pub fn mint(mint: &Mint) -> anyhow::Result<String> {
 /// The HS256 secret to sign with: with `kid`, that `auth.jwt.keys` entry;
 /// else the top-level key when it is HS256 and set; else the first HS256
 /// entry of `auth.jwt.keys`.
-fn signing_key(jwt: &JwtConfig, kid: Option<&str>) -> anyhow::Result<Signing> {
+fn signing_key(jwt: &JwtConfig, kid: Option<&str>) -> Result<Signing, TokenError> {
     if let Some(kid) = kid {
         let entry = jwt
             .keys
             .iter()
             .find(|k| k.kid == kid)
-            .ok_or_else(|| anyhow::anyhow!("auth.jwt.keys has no key with kid {kid:?}"))?;
+            .ok_or_else(|| TokenError::UnknownKid(kid.to_owned()))?;
         let label = format!("auth.jwt.keys[kid={kid:?}]");
         return match (&entry.source, entry.algorithm) {
             (KeySource::SecretEnv(var), JwtAlgorithm::Hs256) => Ok(Signing {
@@ -119,7 +148,7 @@ fn signing_key(jwt: &JwtConfig, kid: Option<&str>) -> anyhow::Result<Signing> {
                 secret: secret_from_file(&label, path)?,
                 kid: Some(kid.to_owned()),
             }),
-            _ => anyhow::bail!("{label} is not an HS256 secret: only HS256 tokens can be minted"),
+            _ => Err(TokenError::NotHs256(label)),
         };
     }
     let hs256_keys: Vec<_> = jwt
@@ -147,20 +176,14 @@ fn signing_key(jwt: &JwtConfig, kid: Option<&str>) -> anyhow::Result<Signing> {
         let secret = match &entry.source {
             KeySource::SecretEnv(var) => secret_from_env(&label, var)?,
             KeySource::SecretFile(path) => secret_from_file(&label, path)?,
-            KeySource::PublicKeyFile(_) => anyhow::bail!("{label} holds no secret"),
+            KeySource::PublicKeyFile(_) => return Err(TokenError::NotHs256(label)),
         };
         return Ok(Signing {
             secret,
             kid: Some(entry.kid.clone()),
         });
     }
-    match top_level_error {
-        Some(e) => Err(e.into()),
-        None => anyhow::bail!(
-            "no HS256 secret is configured: set auth.jwt.secret_env (and that variable) \
-             or auth.jwt.secret_file, or list an HS256 key in auth.jwt.keys"
-        ),
-    }
+    Err(top_level_error.map_or(TokenError::NoSecret, TokenError::Secret))
 }
 
 #[cfg(test)]
