@@ -308,6 +308,69 @@ mod tests {
         }
     }
 
+    /// The frames `crate::protocol` really builds, each checked against the
+    /// schema published for its `type`: the schemas are written by hand,
+    /// so this is what keeps them and the wire in step.
+    #[test]
+    fn real_frames_match_their_schemas() {
+        use std::sync::Arc;
+
+        use crate::protocol::{self, Established, Positions, Warning};
+
+        let positions: Positions = [(Arc::from("alerts"), (Arc::from("E1"), 42))].into();
+        let id = Some(json!("req-1"));
+        let warning = Warning {
+            pattern: "alert.craeted".into(),
+            message: "matches no event type".into(),
+            did_you_mean: Some("alert.created".into()),
+        };
+        let recovery = json!({"alerts": {"recovered": true, "replayed": 3},
+                              "jobs": {"recovered": false, "reason": "epoch_changed"}});
+        let frames = [
+            protocol::established(&Established {
+                connection_id: "c-1",
+                endpoint: "/ws/events",
+                heartbeat_interval_s: 30,
+                user: Some("ops"),
+                expires_at: Some(protocol::unix_timestamp(2_000_000_000)),
+                channels: &positions,
+            }),
+            protocol::established(&Established {
+                connection_id: "c-2",
+                endpoint: "/ws/events",
+                heartbeat_interval_s: 30,
+                user: None,
+                expires_at: None,
+                channels: &Positions::new(),
+            }),
+            protocol::channels(&positions),
+            protocol::lagged(7, &positions),
+            protocol::closed(4008, "too slow"),
+            protocol::subscribed(Some(&["alert.*".into()]), &[warning], Some(recovery), &id),
+            protocol::subscribed(None, &[], None, &None),
+            protocol::unsubscribed(Some(&[]), &id),
+            protocol::refreshed(&protocol::unix_timestamp(2_000_000_000), &id),
+            protocol::pong(&Some(json!(5))),
+            protocol::error("invalid_json", "not JSON", &None),
+            protocol::invalid_patterns(1, &[("a..b".into(), "empty segment".into())], &id),
+        ];
+        let messages = server_messages();
+        for text in frames {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            let wire = frame["type"].as_str().unwrap();
+            let message = messages
+                .iter()
+                .find(|m| m.wire == wire)
+                .unwrap_or_else(|| panic!("no schema for {wire}"));
+            let validator = jsonschema::validator_for(&message.schema).unwrap();
+            let problems: Vec<String> = validator
+                .iter_errors(&frame)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(problems.is_empty(), "{wire}: {problems:?}\n{text}");
+        }
+    }
+
     #[test]
     fn optional_properties_are_not_required() {
         let subscribed = subscribed();
