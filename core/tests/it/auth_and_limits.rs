@@ -1057,8 +1057,10 @@ async fn server_sends_ping_frames_every_heartbeat_interval() {
 async fn a_silent_client_is_closed_4000() {
     let router = start(&config("heartbeat_interval_s = 1", AUTH_NONE)).await;
     let (mut c, _) = connect_anonymous(&router).await;
-    // Neither read (so no pong is sent) nor write for three intervals.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // Neither read (so no pong is sent) nor write: two intervals, plus the
+    // router's clock's lateness (whole seconds, docs/protocol.md "Keep-alive")
+    // for the first Ping and for the close.
+    tokio::time::sleep(Duration::from_millis(6000)).await;
     let mut frames = Vec::new();
     loop {
         let msg = tokio::time::timeout(WAIT, c.socket.next())

@@ -18,6 +18,13 @@ pub(super) enum Due {
 }
 
 /// The heartbeat and expiry clocks of one connection.
+///
+/// A client is silent when nothing came from it for two intervals *and* it
+/// left the last Ping unanswered for a whole interval. The second half
+/// matters because the router's clock may send a Ping up to ~1.25 s late
+/// (whole seconds, `engine::connection::clock`): a client that answered
+/// every Ping it was sent is never called silent for a Ping that went out
+/// late.
 #[derive(Debug)]
 pub(super) struct Watchdog {
     /// Whole seconds, as configured: kept small, since every connection
@@ -25,18 +32,19 @@ pub(super) struct Watchdog {
     heartbeat_s: u32,
     leeway_s: u32,
     last_heard: Instant,
-    next_ping: Instant,
+    /// When the last Ping was sent (the connection's start before the
+    /// first); the next is due an interval later.
+    pinged: Instant,
 }
 
 impl Watchdog {
     /// Clocks starting at `now`.
     pub fn new(heartbeat: Duration, leeway_s: u64, now: Instant) -> Watchdog {
-        let heartbeat_s = u32::try_from(heartbeat.as_secs()).unwrap_or(u32::MAX);
         Watchdog {
-            heartbeat_s,
+            heartbeat_s: u32::try_from(heartbeat.as_secs()).unwrap_or(u32::MAX),
             leeway_s: u32::try_from(leeway_s).unwrap_or(u32::MAX),
             last_heard: now,
-            next_ping: now + Duration::from_secs(heartbeat_s.into()),
+            pinged: now,
         }
     }
 
@@ -49,33 +57,42 @@ impl Watchdog {
         self.last_heard = now;
     }
 
+    /// When the client counts as silent, if a Ping is waiting for its answer.
+    fn silent_at(&self) -> Option<Instant> {
+        (self.pinged > self.last_heard)
+            .then(|| (self.pinged + self.heartbeat()).max(self.last_heard + self.heartbeat() * 2))
+    }
+
     /// When something may next be due. `expires_at` is the token's expiry
     /// (Unix seconds) and `unix_now` the wall clock matching `now`.
     pub fn next_due(&self, now: Instant, expires_at: Option<i64>, unix_now: i64) -> Instant {
-        let silent = self.last_heard + self.heartbeat() * 2;
         let expiry = expires_at.map(|exp| {
             let left = exp
                 .saturating_add(self.leeway_s.into())
                 .saturating_sub(unix_now);
             now + Duration::from_secs(left.max(0) as u64)
         });
-        [self.next_ping, silent]
-            .into_iter()
-            .chain(expiry)
-            .min()
-            .expect("non-empty")
+        [
+            Some(self.pinged + self.heartbeat()),
+            self.silent_at(),
+            expiry,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("the next ping is always there")
     }
 
     /// What is due at `now`; a due ping moves the next one an interval on.
     pub fn check(&mut self, now: Instant, expires_at: Option<i64>, unix_now: i64) -> Due {
-        if now >= self.last_heard + self.heartbeat() * 2 {
+        if self.silent_at().is_some_and(|at| now >= at) {
             return Due::Silent;
         }
         if expires_at.is_some_and(|exp| unix_now >= exp.saturating_add(self.leeway_s.into())) {
             return Due::Expired;
         }
-        if now >= self.next_ping {
-            self.next_ping = now + self.heartbeat();
+        if now >= self.pinged + self.heartbeat() {
+            self.pinged = now;
             return Due::Ping;
         }
         Due::Nothing
@@ -106,6 +123,23 @@ mod tests {
         assert_eq!(dog.check(t0 + BEAT, None, 0), Due::Ping);
         assert_eq!(dog.next_due(t0 + BEAT, None, 0), t0 + BEAT * 2);
         assert_eq!(dog.check(t0 + BEAT * 2, None, 0), Due::Silent);
+    }
+
+    #[test]
+    fn a_client_that_answered_is_not_silent_when_a_ping_goes_out_late() {
+        let t0 = Instant::now();
+        let beat = Duration::from_secs(1);
+        let mut dog = Watchdog::new(beat, 0, t0);
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        assert_eq!(dog.check(ms(1_200), None, 0), Due::Ping);
+        dog.heard(ms(1_210)); // the Pong
+                              // The next Ping was due at 2.2 s; the clock rings at 3.3 s, past
+                              // two intervals since the Pong: the Ping goes out, no close.
+        assert_eq!(dog.check(ms(3_300), None, 0), Due::Ping);
+        // Unanswered, it closes the connection an interval later.
+        assert_eq!(dog.next_due(ms(3_300), None, 0), ms(4_300));
+        assert_eq!(dog.check(ms(4_299), None, 0), Due::Nothing);
+        assert_eq!(dog.check(ms(4_300), None, 0), Due::Silent);
     }
 
     #[test]
