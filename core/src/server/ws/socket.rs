@@ -8,16 +8,17 @@
 //! frames).
 
 use std::cell::RefCell;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
 
 use crate::server::head_limit::Limited;
 
@@ -31,104 +32,43 @@ thread_local! {
     static SHARED: RefCell<Box<[u8]>> = RefCell::new(vec![0; SHARED_READ_BYTES].into_boxed_slice());
 }
 
-/// The stream under a WebSocket connection.
-pub(super) enum Socket {
-    /// Plain TCP.
-    Plain(TcpStream),
-    /// TLS, served by the router itself (`[server.tls]`).
-    Tls(Box<TlsStream<TcpStream>>),
+/// The stream under a WebSocket connection: plain TCP, or TLS served by
+/// the router itself (`[server.tls]`).
+pub(super) type Socket = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+
+/// Takes the stream out of hyper's upgraded connection, with the bytes
+/// hyper had already read past the handshake (a client may send its first
+/// frame at once). `Err` gives back a stream of a kind the router does not
+/// make.
+pub(super) fn from_upgraded(upgraded: Upgraded) -> Result<(Socket, Bytes), Upgraded> {
+    let upgraded = match upgraded.downcast::<TokioIo<Limited<TcpStream>>>() {
+        Ok(parts) => {
+            let stream = parts.io.into_inner().into_inner();
+            return Ok((Either::Left(stream), parts.read_buf));
+        }
+        Err(upgraded) => upgraded,
+    };
+    let parts = upgraded.downcast::<TokioIo<Limited<TlsStream<TcpStream>>>>()?;
+    let stream = parts.io.into_inner().into_inner();
+    Ok((Either::Right(Box::new(stream)), parts.read_buf))
 }
 
-impl Socket {
-    /// Takes the stream out of hyper's upgraded connection, with the bytes
-    /// hyper had already read past the handshake (a client may send its
-    /// first frame at once). `Err` gives back a stream of a kind the router
-    /// does not make.
-    pub fn from_upgraded(upgraded: Upgraded) -> Result<(Socket, Bytes), Upgraded> {
-        let upgraded = match upgraded.downcast::<TokioIo<Limited<TcpStream>>>() {
-            Ok(parts) => {
-                let stream = parts.io.into_inner().into_inner();
-                return Ok((Socket::Plain(stream), parts.read_buf));
-            }
-            Err(upgraded) => upgraded,
-        };
-        let parts = upgraded.downcast::<TokioIo<Limited<TlsStream<TcpStream>>>>()?;
-        let stream = parts.io.into_inner().into_inner();
-        Ok((Socket::Tls(Box::new(stream)), parts.read_buf))
-    }
-
-    /// Reads into the worker thread's buffer; the number of bytes read (0:
-    /// the client closed), to be taken with [`with_read`] before anything
-    /// else reads on this thread.
-    pub fn poll_read_shared(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        SHARED.with_borrow_mut(|buffer| {
-            let mut buf = ReadBuf::new(buffer);
-            ready!(Pin::new(self).poll_read(cx, &mut buf))?;
-            Poll::Ready(Ok(buf.filled().len()))
-        })
-    }
+/// Reads into the worker thread's buffer; the number of bytes read (0: the
+/// client closed), to be taken with [`with_read`] before anything else
+/// reads on this thread.
+pub(super) fn poll_read_shared(
+    socket: &mut Socket,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    SHARED.with_borrow_mut(|buffer| {
+        let mut buf = ReadBuf::new(buffer);
+        ready!(Pin::new(socket).poll_read(cx, &mut buf))?;
+        Poll::Ready(Ok(buf.filled().len()))
+    })
 }
 
 /// Runs `f` on the first `n` bytes of the worker thread's buffer: what the
-/// last [`Socket::poll_read_shared`] on this thread read.
+/// last [`poll_read_shared`] on this thread read.
 pub(super) fn with_read<T>(n: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
     SHARED.with_borrow_mut(|buffer| f(&mut buffer[..n]))
-}
-
-impl AsyncRead for Socket {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Socket::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Socket::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Socket {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Socket::Plain(s) => Pin::new(s).poll_write(cx, data),
-            Socket::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Socket::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Socket::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Socket::Plain(s) => s.is_write_vectored(),
-            Socket::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Socket::Plain(s) => Pin::new(s).poll_flush(cx),
-            Socket::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Socket::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Socket::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
 }

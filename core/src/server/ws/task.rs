@@ -112,7 +112,7 @@ async fn admit(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) -> Op
             return None;
         }
     };
-    let Ok((mut socket, early)) = Socket::from_upgraded(upgraded) else {
+    let Ok((mut socket, early)) = socket::from_upgraded(upgraded) else {
         tracing::error!("an upgraded connection of an unknown kind was dropped");
         return None;
     };
@@ -275,7 +275,7 @@ impl Served {
         }
         if self.reading {
             let socket = &mut self.socket;
-            match poll_read(&self.conn, cx, |rcx| socket.poll_read_shared(rcx)) {
+            match poll_read(&self.conn, cx, |rcx| socket::poll_read_shared(socket, rcx)) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
                 Poll::Ready(Ok(n)) => {
                     socket::with_read(n, |bytes| self.on_input(bytes));
