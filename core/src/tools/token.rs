@@ -75,6 +75,9 @@ pub enum TokenError {
     /// The key asked for is not an HS256 secret.
     #[error("{0} is not an HS256 secret: only HS256 tokens can be minted")]
     NotHs256(String),
+    /// An HS256 entry of `auth.jwt.keys` names a public key file.
+    #[error("{0} holds no secret")]
+    HoldsNoSecret(String),
     /// The key's secret could not be read.
     #[error(transparent)]
     Secret(#[from] JwtConfigError),
@@ -176,7 +179,7 @@ fn signing_key(jwt: &JwtConfig, kid: Option<&str>) -> Result<Signing, TokenError
         let secret = match &entry.source {
             KeySource::SecretEnv(var) => secret_from_env(&label, var)?,
             KeySource::SecretFile(path) => secret_from_file(&label, path)?,
-            KeySource::PublicKeyFile(_) => return Err(TokenError::NotHs256(label)),
+            KeySource::PublicKeyFile(_) => return Err(TokenError::HoldsNoSecret(label)),
         };
         return Ok(Signing {
             secret,
