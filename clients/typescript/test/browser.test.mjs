@@ -6,14 +6,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { readFile, mkdir, stat } from "node:fs/promises";
-import { existsSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-import { startRouter, publish, alert, job, disconnect, freePort, sleep, sseAvailable, SSE_MISSING } from "./helpers.mjs";
+import { startRouter, publish, alert, job, disconnect, freePort, sleep, sseAvailable, SSE_MISSING, launchChromium } from "./helpers.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const outDir = join(root, "test-output");
 
 const PAGE = `<!doctype html>
@@ -73,16 +70,11 @@ async function servePage() {
 }
 
 async function setup(t) {
-  assert.ok(existsSync(CHROMIUM), `chromium not found at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
   const page = await servePage();
   t.after(() => page.close());
   const router = await startRouter({ auth: `mode = "none"\nallowed_origins = ["${page.origin}"]` });
   t.after(() => router.stop());
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
-  t.after(() => browser.close());
+  const browser = await launchChromium(t);
   const tab = await browser.newPage({ viewport: { width: 800, height: 400 } });
   const errors = [];
   tab.on("pageerror", (e) => errors.push(String(e)));

@@ -7,15 +7,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdir, stat } from "node:fs/promises";
-import { existsSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import WebSocket from "ws";
-import { startRouter, config, publish, alert, job, sleep, until } from "./helpers.mjs";
+import { startRouter, config, publish, alert, job, sleep, until, launchChromium } from "./helpers.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const outDir = join(root, "test-output");
 
 // A type that accepts fields it does not declare (`additional_fields = true`), so the router
@@ -71,14 +68,9 @@ async function wsClient(url, events) {
 }
 
 test("the console's views in a browser", async (t) => {
-  assert.ok(existsSync(CHROMIUM), `chromium not found at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
   const router = await startRouter({ server: NOTE_TYPE });
   t.after(() => router.stop());
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
-  t.after(() => browser.close());
+  const browser = await launchChromium(t);
   const tab = await browser.newPage({ viewport: { width: 1000, height: 700 } });
   const pageErrors = [];
   tab.on("pageerror", (e) => pageErrors.push(String(e)));
@@ -235,18 +227,13 @@ test("the console's views in a browser", async (t) => {
 });
 
 test("the console's admin key: typed into the page, sent as a Bearer token", async (t) => {
-  assert.ok(existsSync(CHROMIUM), `chromium not found at ${CHROMIUM}`);
   // Mode optional with a key configured: admin routes and publishing need it, even on loopback.
   const router = await startRouter({
     auth: 'mode = "optional"\napi_keys_env = "SY_CONSOLE_TEST_KEYS"',
     env: { SY_CONSOLE_TEST_KEYS: "ops:console-key-1" },
   });
   t.after(() => router.stop());
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
-  t.after(() => browser.close());
+  const browser = await launchChromium(t);
   const tab = await browser.newPage({ viewport: { width: 1000, height: 700 } });
   await tab.goto(`${router.url}/console`);
   await tab.waitForSelector("body[data-ready=true]");

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The router binary: env SWITCHYARD_BIN, default ../../target/debug/switchyard (from clients/typescript). */
@@ -198,4 +199,20 @@ export function record(client, pattern = "*") {
   client.on("error", (e) => r.errors.push(e));
   client.on("state", (s) => r.states.push(s));
   return r;
+}
+
+/** Debian's chromium (or $CHROMIUM), run headless by playwright-core. */
+export const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+/** A headless Chromium, closed when test `t` ends; fails, saying why, without one. */
+export async function launchChromium(t) {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`chromium not found at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
+  }
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+  t.after(() => browser.close());
+  return browser;
 }
