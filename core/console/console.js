@@ -15,7 +15,6 @@ const state = {
   tail: null, // the live tail's SwitchyardClient
   paused: false,
   missedWhilePaused: 0,
-  events: [], // newest first, at most KEEP
   arrivals: [], // [ms, type] for the rates, last WINDOW_S seconds
 };
 
@@ -201,11 +200,16 @@ function tailId() {
   return state.tail ? state.tail.connectionId : null;
 }
 
+/** Puts `node` at the top of the tail, which keeps the newest KEEP lines. */
+function prependToTail(node) {
+  const list = $("#events");
+  list.prepend(node);
+  while (list.children.length > KEEP) list.lastElementChild.remove();
+}
+
 /** A line in the tail that is not an event (reconnects, lag). */
 function notice(text) {
-  const list = $("#events");
-  list.prepend(el("div", { class: "notice" }, `${new Date().toISOString()} ${text}`));
-  while (list.children.length > KEEP) list.lastElementChild.remove();
+  prependToTail(el("div", { class: "notice" }, `${new Date().toISOString()} ${text}`));
 }
 
 function onEvent(msg) {
@@ -217,8 +221,6 @@ function onEvent(msg) {
   }
   const problems = check(msg.type, msg.payload);
   const entry = state.caps && state.caps.event_registry[msg.type];
-  state.events.unshift(msg);
-  if (state.events.length > KEEP) state.events.length = KEEP;
   const node = el("div", { class: problems.length ? "event invalid" : "event", "data-type": msg.type },
     el("div", { class: "head" },
       el("span", { class: "type" }, msg.type),
@@ -228,9 +230,7 @@ function onEvent(msg) {
       entry && entry.deprecated ? el("span", { class: "deprecated" }, `deprecated: ${entry.deprecated}`) : null),
     payloadView(msg.payload, problems),
     problems.length ? problemList(problems) : null);
-  const list = $("#events");
-  list.prepend(node);
-  while (list.children.length > KEEP) list.lastElementChild.remove();
+  prependToTail(node);
 }
 
 // ---- rates ----
@@ -539,7 +539,6 @@ async function start() {
     $("#pause").textContent = state.paused ? "Resume" : "Pause";
   });
   $("#clear").addEventListener("click", () => {
-    state.events = [];
     $("#events").replaceChildren();
   });
   $("#publish-type").addEventListener("change", prefill);
