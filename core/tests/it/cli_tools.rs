@@ -13,6 +13,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 /// The binary, with the environment variables the tools read cleared.
+/// `[auth]` text requiring a token signed with the HS256 secret in `var`.
+fn jwt_required(var: &str) -> String {
+    format!("mode = \"required\"\n[auth.jwt]\nsecret_env = \"{var}\"")
+}
+
 fn switchyard() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
     command
@@ -154,11 +159,7 @@ async fn publish_sends_the_key_as_a_bearer_token() {
 async fn token_mints_a_token_the_router_accepts() {
     let var = "SY_CLI_TOOLS_JWT_SECRET";
     std::env::set_var(var, "a-secret-for-the-cli-tools-test");
-    let router = start(&config(
-        "",
-        &format!("mode = \"required\"\n[auth.jwt]\nsecret_env = \"{var}\""),
-    ))
-    .await;
+    let router = start(&config("", &jwt_required(var))).await;
     let out = run(switchyard()
         .args([
             "token",
@@ -214,14 +215,7 @@ fn token_without_a_secret_fails_naming_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     let var = "SY_CLI_TOOLS_UNSET_SECRET";
-    std::fs::write(
-        &path,
-        config(
-            "",
-            &format!("mode = \"required\"\n[auth.jwt]\nsecret_env = \"{var}\""),
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, config("", &jwt_required(var))).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["token", "--sub", "alice", "--config"])
         .arg(&path)
@@ -473,11 +467,7 @@ fn tail_refuses_a_malformed_since() {
 async fn tail_with_a_minted_token_prints_events_and_without_one_exits_1() {
     let var = "SY_CLI_TOOLS_JWT_TAIL";
     std::env::set_var(var, "a-secret-for-tail");
-    let router = start(&config(
-        "",
-        &format!("mode = \"required\"\n[auth.jwt]\nsecret_env = \"{var}\""),
-    ))
-    .await;
+    let router = start(&config("", &jwt_required(var))).await;
     let out = run(switchyard()
         .args(["tail", "--json", "--url"])
         .arg(router.url("")))
