@@ -466,30 +466,41 @@ impl Outbox {
     /// read side's waker does.
     #[inline]
     pub fn wake_readable(&self) {
-        self.readable.store(true, Ordering::Release);
-        self.ready.wake();
+        self.raise(&self.readable);
     }
 
     /// Whether the socket may be readable since the last call; registers
     /// the task in `cx` to be woken when it becomes so.
     #[inline]
     pub fn take_readable(&self, cx: &Context<'_>) -> bool {
-        self.ready.register(cx.waker());
-        self.readable.swap(false, Ordering::Acquire)
+        self.take_flag(&self.readable, cx)
     }
 
     /// Marks a timer of the connection as possibly due and wakes the
     /// transport task: what the [`Clock`](super::Clock) does.
     pub fn wake_alarm(&self) {
-        self.alarm.store(true, Ordering::Release);
-        self.ready.wake();
+        self.raise(&self.alarm);
     }
 
     /// Whether the clock rang for this connection since the last call;
     /// registers the task in `cx` to be woken when it does.
     pub fn take_alarm(&self, cx: &Context<'_>) -> bool {
+        self.take_flag(&self.alarm, cx)
+    }
+
+    /// Sets one of the transport's flags and wakes its task.
+    #[inline]
+    fn raise(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::Release);
+        self.ready.wake();
+    }
+
+    /// Clears one of the transport's flags, saying whether it was set, with
+    /// the task in `cx` registered to be woken when it is set again.
+    #[inline]
+    fn take_flag(&self, flag: &AtomicBool, cx: &Context<'_>) -> bool {
         self.ready.register(cx.waker());
-        self.alarm.swap(false, Ordering::Acquire)
+        flag.swap(false, Ordering::Acquire)
     }
 
     /// Marks the socket readable again (more may be buffered).
