@@ -35,7 +35,7 @@ pub enum Frame {
     /// A replayed event (recovery): never dropped, and not counted in the
     /// bounds, because its bytes are the channel history's own and its
     /// number is bounded by that history; one recovery at a time is
-    /// replayed (see [`Outbox::is_replaying`]).
+    /// replayed (see [`Outbox::replaying`]).
     Replay(Text),
     /// A routed event. One `Arc` is shared by every recipient, so queueing
     /// it for one more connection costs one reference count.
@@ -294,10 +294,10 @@ impl Outbox {
         self.ready.wake();
     }
 
-    /// Whether an earlier recovery's replay is not all written yet: a
-    /// client that does not read cannot stack replays up.
-    pub fn is_replaying(&self) -> bool {
-        self.inner.lock().replaying > 0
+    /// How many replayed events of earlier recoveries are not written yet
+    /// (they are held outside the bounds, so recovery bounds them).
+    pub fn replaying(&self) -> usize {
+        self.inner.lock().replaying
     }
 
     /// Offers an event, applying the slow-consumer rules. Never waits.

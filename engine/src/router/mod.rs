@@ -628,6 +628,48 @@ mod tests {
         );
     }
 
+    fn since(epoch: &str, sequence: u64) -> BTreeMap<String, Position> {
+        let position = Position {
+            epoch: epoch.into(),
+            sequence,
+        };
+        [("alerts".to_owned(), position)].into_iter().collect()
+    }
+
+    /// A client that recovers on each `connection.lagged` may ask again
+    /// before reading the first replay (the first reply itself can drop an
+    /// event): that is answered, and nothing is replayed twice.
+    #[test]
+    fn a_recovery_is_answered_while_an_earlier_replay_is_unwritten() {
+        let router = router();
+        router
+            .publish(vec![alert(), alert()], &Origin::Http)
+            .wait()
+            .unwrap();
+        let conn = listener(&router);
+        frames(&conn);
+        let epoch = router.positions()["alerts"].0.clone();
+        let all = ["alert.*".to_owned()];
+        router.subscribe(&conn, &all, Some(&since(&epoch, 1)), &None);
+        assert!(conn.outbox.replaying() > 0, "the first replay is unwritten");
+        router.subscribe(&conn, &all, Some(&since(&epoch, 0)), &None);
+        router.subscribe(&conn, &all, Some(&since(&epoch, 0)), &None);
+        let got: Vec<serde_json::Value> = frames(&conn)
+            .iter()
+            .map(|f| serde_json::from_str(f).unwrap())
+            .collect();
+        let (replies, replays): (Vec<_>, Vec<_>) =
+            got.iter().partition(|f| f["type"] == "subscribed");
+        let sequences: Vec<&serde_json::Value> = replays.iter().map(|f| &f["sequence"]).collect();
+        assert_eq!(sequences, [2, 1], "each missed event once: {got:?}");
+        let replayed: Vec<&serde_json::Value> = replies
+            .iter()
+            .map(|f| &f["recovery"]["alerts"]["replayed"])
+            .collect();
+        assert_eq!(replayed, [1, 1, 0], "{got:?}");
+        assert_eq!(conn.outbox.replaying(), 0, "written");
+    }
+
     #[test]
     fn a_client_ahead_of_this_nodes_copy_gets_nothing_twice() {
         let router = Router::with_sequencer(snapshot(), Arc::new(Unreachable));

@@ -110,17 +110,14 @@ impl Table {
         };
         let mut out = serde_json::Map::new();
         // A replay is held outside the send queue's bounds (its bytes are the
-        // history's), so one not yet read blocks the next: a client cannot
-        // stack replays up by asking again without reading.
-        let replaying = entry.conn.outbox.is_replaying();
+        // history's). The record replays an event at most once to a
+        // connection, and a new replay is refused only while more than the
+        // channel's history of earlier ones is unwritten: a client that asks
+        // again at once (a second `connection.lagged` read before the first
+        // replay) is answered, and one that never reads holds at most twice
+        // a history.
+        let mut unwritten = entry.conn.outbox.replaying();
         for (name, pos) in since {
-            if replaying {
-                out.insert(
-                    name.clone(),
-                    json!({"recovered": false, "reason": "too_old"}),
-                );
-                continue;
-            }
             let ch = self
                 .channels
                 .get(name.as_str())
@@ -133,6 +130,13 @@ impl Table {
                 );
                 continue;
             };
+            if unwritten > settings.history {
+                out.insert(
+                    name.clone(),
+                    json!({"recovered": false, "reason": "too_old"}),
+                );
+                continue;
+            }
             if self.mirrored && *ch.log.epoch() == pos.epoch && pos.sequence > ch.log.sequence() {
                 // Another node delivered up to there before this node's
                 // copy of the channel got there: nothing to replay, and
@@ -156,6 +160,7 @@ impl Table {
             );
             match planned {
                 Ok(replay) => {
+                    unwritten += replay.len();
                     entry
                         .conn
                         .outbox
