@@ -4,7 +4,7 @@
 //! so a dropped connection loses nothing the router still holds; what it
 //! cannot recover (a lag, a gap) is said on stderr.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -126,13 +126,16 @@ async fn follow(tail: &Tail, mut positions: BTreeMap<String, Position>) -> ExitC
     let colour = crate::logging::colour(std::io::stdout().is_terminal());
     let mut backoff = MIN_BACKOFF;
     let mut attempt = 0u32;
+    let mut lags = Lags::default();
     loop {
         let url = ws_url(tail, &positions);
         match tokio_tungstenite::connect_async(url.as_str()).await {
             Ok((socket, _)) => {
                 let reconnect = attempt > 0;
                 attempt += 1;
-                let outcome = session(tail, socket, &mut positions, colour, reconnect).await;
+                lags.connected(&positions);
+                let outcome =
+                    session(tail, socket, &mut positions, &mut lags, colour, reconnect).await;
                 if outcome.established {
                     backoff = MIN_BACKOFF;
                 } else if outcome.code == Some(1008) {
@@ -178,6 +181,7 @@ async fn session(
     tail: &Tail,
     mut socket: Socket,
     positions: &mut BTreeMap<String, Position>,
+    lags: &mut Lags,
     colour: bool,
     reconnect: bool,
 ) -> Outcome {
@@ -234,11 +238,13 @@ async fn session(
                         "switchyard tail: channel {channel} now at epoch {} sequence {}",
                         position.epoch, position.sequence
                     );
+                    lags.forget(&channel);
                     positions.insert(channel, position);
                 }
             }
             "connection.lagged" => {
                 let lagged = channel_positions(&msg["payload"]["channels"]);
+                lags.lagged(positions, &lagged);
                 eprintln!(
                     "switchyard tail: lagged: the router dropped {} event(s) for this client ({}); recovering them",
                     msg["payload"]["dropped"],
@@ -261,7 +267,10 @@ async fn session(
                     };
                 }
             }
-            "subscribed" => report_recovery(&msg["recovery"], positions, &announced),
+            "subscribed" => {
+                report_recovery(&msg["recovery"], positions, &announced);
+                lags.answered(positions, &msg["recovery"]);
+            }
             "error" => eprintln!(
                 "switchyard tail: error from the router: {} {}",
                 msg["payload"]["code"].as_str().unwrap_or("?"),
@@ -273,8 +282,8 @@ async fn session(
                 if let (Some(channel), Some(sequence)) =
                     (msg["channel"].as_str(), msg["sequence"].as_u64())
                 {
-                    if let Some(p) = positions.get_mut(channel) {
-                        p.sequence = p.sequence.max(sequence);
+                    if !lags.saw(positions, channel, sequence) {
+                        continue;
                     }
                 }
                 let line = if tail.json {
@@ -294,6 +303,95 @@ async fn session(
         established,
         code: None,
         why: "the connection ended".to_owned(),
+    }
+}
+
+/// The recoveries asked for and not yet answered (with `since` when
+/// connecting, or on a `connection.lagged`), and what was printed past a
+/// channel's position meanwhile. Until they are answered, a position stays
+/// where recovery starts, however far live events go: a connection lost
+/// meanwhile then reconnects from there rather than past events never
+/// received, and what the new connection sends again is not printed twice.
+#[derive(Debug, Default)]
+struct Lags {
+    /// Per channel, recoveries asked for on this connection and not answered.
+    pending: BTreeMap<String, usize>,
+    /// Per channel, the sequences printed above its position.
+    above: BTreeMap<String, BTreeSet<u64>>,
+}
+
+impl Lags {
+    /// A new connection, which recovers every channel in `positions` (its
+    /// URL's `since`); what the previous one awaited died with it.
+    fn connected(&mut self, positions: &BTreeMap<String, Position>) {
+        self.pending = positions.keys().map(|c| (c.clone(), 1)).collect();
+    }
+
+    /// A channel starts again (a new epoch): what was printed of it before
+    /// says nothing of its new sequences.
+    fn forget(&mut self, channel: &str) {
+        self.above.remove(channel);
+    }
+
+    /// Holds each lagged channel's position at its lag point.
+    fn lagged(
+        &mut self,
+        positions: &mut BTreeMap<String, Position>,
+        lagged: &BTreeMap<String, Position>,
+    ) {
+        for (channel, at) in lagged {
+            if let Some(p) = positions.get_mut(channel) {
+                if p.epoch == at.epoch {
+                    p.sequence = p.sequence.min(at.sequence);
+                }
+            }
+            *self.pending.entry(channel.clone()).or_default() += 1;
+        }
+    }
+
+    /// An event was received: whether it is new (to print). The channel's
+    /// position follows it unless a recovery is awaited there.
+    fn saw(
+        &mut self,
+        positions: &mut BTreeMap<String, Position>,
+        channel: &str,
+        sequence: u64,
+    ) -> bool {
+        let Some(p) = positions.get_mut(channel) else {
+            return true;
+        };
+        if sequence <= p.sequence {
+            return false;
+        }
+        if self.pending.contains_key(channel) {
+            return self
+                .above
+                .entry(channel.to_owned())
+                .or_default()
+                .insert(sequence);
+        }
+        p.sequence = sequence;
+        true
+    }
+
+    /// A `subscribed` reply: once every recovery of a channel is answered
+    /// (replayed, or reported as a gap), its position passes everything
+    /// printed.
+    fn answered(&mut self, positions: &mut BTreeMap<String, Position>, recovery: &Value) {
+        for channel in recovery.as_object().into_iter().flat_map(|r| r.keys()) {
+            let Some(left) = self.pending.get_mut(channel) else {
+                continue;
+            };
+            *left -= 1;
+            if *left > 0 {
+                continue;
+            }
+            self.pending.remove(channel);
+            let printed = self.above.remove(channel).unwrap_or_default();
+            if let (Some(p), Some(highest)) = (positions.get_mut(channel), printed.last()) {
+                p.sequence = p.sequence.max(*highest);
+            }
+        }
     }
 }
 
@@ -391,6 +489,45 @@ mod tests {
         assert_eq!(cursor(&p), "alerts:k3Jf:41,jobs:x-1:0");
         assert!(parse_since("alerts:41").is_err());
         assert!(parse_since("alerts:e:x").is_err());
+    }
+
+    /// A connection lost while a lag recovery is awaited must reconnect from
+    /// before the dropped events, not from the last live event.
+    #[test]
+    fn a_position_waits_at_the_lag_point_until_its_recovery_is_answered() {
+        let mut positions = parse_since("alerts:E:30").unwrap();
+        let mut lags = Lags::default();
+        assert!(lags.saw(&mut positions, "alerts", 40));
+        assert_eq!(positions["alerts"].sequence, 40);
+        lags.lagged(&mut positions, &parse_since("alerts:E:33").unwrap());
+        lags.lagged(&mut positions, &parse_since("alerts:E:45").unwrap());
+        assert_eq!(positions["alerts"].sequence, 33, "the earliest lag point");
+        assert!(lags.saw(&mut positions, "alerts", 90));
+        assert_eq!(
+            positions["alerts"].sequence, 33,
+            "live events do not move it"
+        );
+        let reply = json!({"alerts": {"recovered": true, "replayed": 12}});
+        lags.answered(&mut positions, &reply);
+        assert_eq!(
+            positions["alerts"].sequence, 33,
+            "one recovery still awaited"
+        );
+
+        // The connection is lost: the next one recovers from 33, and what
+        // it sends again is not printed twice.
+        lags.connected(&positions);
+        assert!(lags.saw(&mut positions, "alerts", 34), "a replayed event");
+        assert!(!lags.saw(&mut positions, "alerts", 90), "printed already");
+        assert!(!lags.saw(&mut positions, "alerts", 34));
+        lags.answered(&mut positions, &reply);
+        assert_eq!(positions["alerts"].sequence, 90, "all answered");
+        assert!(
+            !lags.saw(&mut positions, "alerts", 35),
+            "at or below the position"
+        );
+        assert!(lags.saw(&mut positions, "alerts", 91));
+        assert_eq!(positions["alerts"].sequence, 91);
     }
 
     #[test]
