@@ -32,10 +32,13 @@ pub async fn bind(app: Arc<App>) -> std::io::Result<Running> {
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let addr = listener.local_addr()?;
+    let lanes = crate::server::Lanes::configured()?;
+    tracing::debug!(lanes = lanes.count(), "connection lanes started");
     let (stop, mut stopped) = watch::channel(false);
-    let server = tokio::spawn(crate::server::serve(app.clone(), listener, async move {
+    let stopped = async move {
         let _ = stopped.wait_for(|s| *s).await;
-    }));
+    };
+    let server = tokio::spawn(crate::server::serve(app.clone(), listener, lanes, stopped));
     let starter = app.clone();
     let _ = tokio::task::spawn_blocking(move || starter.start_plugins()).await;
     let watcher = watch_config(app.clone());

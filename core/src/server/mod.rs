@@ -4,11 +4,13 @@
 //! The accept loop is ours rather than warp's so that every socket gets
 //! `TCP_NODELAY`, handshakes are bounded in time and number, and upgrades
 //! are done with a small read buffer (warp's own WebSocket filter costs
-//! ~137 KiB per connection).
+//! ~137 KiB per connection). WebSocket connections are then served on
+//! [`lanes`], one thread each, so that a fan-out is written by all at once.
 
 mod admission;
 mod api;
 mod head_limit;
+pub mod lanes;
 mod reply;
 mod sse;
 mod ws;
@@ -31,6 +33,7 @@ use tokio::net::TcpListener;
 use tower_service::Service;
 
 use crate::app::App;
+pub use lanes::Lanes;
 
 /// Error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -41,9 +44,20 @@ pub type Response = http::Response<BoxBody<Bytes, BoxError>>;
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
 
-/// Serves `listener` until `shutdown` completes.
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+/// Serves `listener` until `shutdown` completes, with WebSocket connections
+/// on `lanes`, which stop with it (once no HTTP connection still being
+/// served may hand them one).
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    lanes: Lanes,
+    shutdown: impl Future<Output = ()>,
+) {
     let api = warp::service(api::routes(app.clone()));
+    let lanes = Arc::new(lanes);
+    // A TLS stream cannot be moved to another runtime's reactor (tokio-rustls
+    // does not rebuild one from its parts), so TLS connections stay here.
+    let here = Arc::new(Lanes::default());
     let pending = Arc::new(AtomicUsize::new(0));
     tokio::pin!(shutdown);
     loop {
@@ -70,6 +84,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         limit_send_buffer(&stream, server.socket_send_buffer);
         let guard = PendingGuard::new(pending.clone());
         let tls = app.tls.load_full();
+        let lanes = if tls.is_none() { &lanes } else { &here }.clone();
         let (app, api) = (app.clone(), api.clone());
         tokio::spawn(async move {
             let handshake = Duration::from_secs(server.handshake_timeout_s);
@@ -77,11 +92,16 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
                 handshake,
                 max_header_bytes: server.max_header_bytes,
             };
+            let edge = Edge {
+                app,
+                lanes,
+                peer: Peer(peer),
+            };
             match tls.as_ref() {
-                None => serve_io(app, api, Peer(peer), stream, limits).await,
+                None => serve_io(edge, api, stream, limits).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_io(app, api, Peer(peer), stream, limits).await,
+                        Ok(Ok(stream)) => serve_io(edge, api, stream, limits).await,
                         Ok(Err(e)) => tracing::debug!(peer = %peer, "TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
                     }
@@ -90,6 +110,15 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             drop(guard);
         });
     }
+}
+
+/// What the requests of one accepted connection are served with.
+#[derive(Clone)]
+struct Edge {
+    app: Arc<App>,
+    /// Where its WebSocket connection, if it becomes one, is served.
+    lanes: Arc<Lanes>,
+    peer: Peer,
 }
 
 /// The `[server]` bounds of one accepted connection.
@@ -109,7 +138,7 @@ fn hyper_buffer(max_header_bytes: usize) -> usize {
 }
 
 /// Serves HTTP/1.1 (with upgrades) on one accepted connection.
-async fn serve_io<I, S>(app: Arc<App>, api: S, peer: Peer, io: I, limits: Limits)
+async fn serve_io<I, S>(edge: Edge, api: S, io: I, limits: Limits)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: Service<http::Request<Incoming>, Response = warp::reply::Response, Error = Infallible>
@@ -119,10 +148,10 @@ where
     S::Future: Send,
 {
     let (io, gate) = head_limit::limit(io, limits.max_header_bytes);
-    let metrics_app = app.clone();
+    let (metrics_app, peer) = (edge.app.clone(), edge.peer);
     let service_gate = gate.clone();
     let service = service_fn(move |req| {
-        let answer = dispatch(app.clone(), api.clone(), peer, req);
+        let answer = dispatch(edge.clone(), api.clone(), req);
         let gate = service_gate.clone();
         async move {
             let response = answer.await?;
@@ -211,16 +240,16 @@ async fn endpoint_get(
 }
 
 async fn dispatch<S>(
-    app: Arc<App>,
+    edge: Edge,
     mut api: S,
-    peer: Peer,
     mut req: http::Request<Incoming>,
 ) -> Result<Response, Infallible>
 where
     S: Service<http::Request<Incoming>, Response = warp::reply::Response, Error = Infallible>,
 {
+    let Edge { app, lanes, peer } = edge;
     if is_upgrade(&req) {
-        return Ok(ws::upgrade(app, peer, req));
+        return Ok(ws::upgrade(app, &lanes, peer, req));
     }
     if let Some(response) = endpoint_get(&app, peer, req.method(), &req).await {
         return Ok(response);

@@ -104,8 +104,14 @@ struct Exited {
 /// Runs the binary with `args` (no secrets in its environment) and waits
 /// for it to exit: within 30 s, or the test fails (a hang is the bug).
 fn run(args: &[&std::ffi::OsStr]) -> Exited {
+    run_with(args, &[])
+}
+
+/// [`run`], with `env` added to the environment.
+fn run_with(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Exited {
     let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("SWITCHYARD_JWT_SECRET")
         .env_remove("SWITCHYARD_API_KEYS")
         .stdin(Stdio::null())
@@ -210,6 +216,26 @@ fn check_warns_about_credentials_it_sees_missing() {
         warnings.contains("no API key is configured (SWITCHYARD_TEST_NEVER_SET_KEYS is not set)"),
         "{}",
         out.stdout
+    );
+}
+
+#[test]
+fn a_lane_count_that_is_not_a_number_stops_the_router_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&dir, support::BASE);
+    let args = [
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ];
+    let out = run_with(&args, &[("SWITCHYARD_LANES", "two")]);
+    assert!(!out.success);
+    assert!(
+        out.stderr
+            .contains(r#"SWITCHYARD_LANES="two" is not a number of lanes (0 for none)"#),
+        "{}",
+        out.stderr
     );
 }
 

@@ -20,21 +20,28 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::admission::{self, bad_request, Refusal};
+use super::lanes::Lanes;
 use super::{reply, Peer, Response};
 use crate::app::App;
 use crate::names;
 use crate::router::Snapshot;
 
-/// Answers an upgrade request: 101 and a connection task, or an HTTP error.
-/// Refusals listed in `switchyard_upgrades_refused_total` are counted there.
-pub fn upgrade(app: Arc<App>, peer: Peer, req: http::Request<Incoming>) -> Response {
-    open(&app, peer, req).unwrap_or_else(|refused| refused.counted(&app))
+/// Answers an upgrade request: 101 and a connection task on one of
+/// `lanes`, or an HTTP error. Refusals listed in
+/// `switchyard_upgrades_refused_total` are counted there.
+pub fn upgrade(app: Arc<App>, lanes: &Lanes, peer: Peer, req: http::Request<Incoming>) -> Response {
+    open(&app, lanes, peer, req).unwrap_or_else(|refused| refused.counted(&app))
 }
 
 // A refusal is answered at once, like the `Ok` response beside it; boxing
 // it would only add an allocation (as in the API handlers).
 #[allow(clippy::result_large_err)]
-fn open(app: &Arc<App>, peer: Peer, mut req: http::Request<Incoming>) -> Result<Response, Refusal> {
+fn open(
+    app: &Arc<App>,
+    lanes: &Lanes,
+    peer: Peer,
+    mut req: http::Request<Incoming>,
+) -> Result<Response, Refusal> {
     let snap = app.router.snapshot();
     let path = req.uri().path().to_owned();
     tracing::debug!(peer = %peer.0, uri = %crate::auth::jwt::redact(&req.uri().to_string()), "upgrade requested");
@@ -56,7 +63,7 @@ fn open(app: &Arc<App>, peer: Peer, mut req: http::Request<Incoming>) -> Result<
         .map_err(|message| bad_request("invalid_query", &message))?;
     let bearer = admission.bearer_subprotocol;
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(task::run(app.clone(), on_upgrade, admission));
+    lanes.spawn(task::run(app.clone(), on_upgrade, admission));
     Ok(switching_protocols(&accept, bearer))
 }
 

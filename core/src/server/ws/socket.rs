@@ -53,6 +53,18 @@ pub(super) fn from_upgraded(upgraded: Upgraded) -> Result<(Socket, Bytes), Upgra
     Ok((Either::Right(Box::new(stream)), parts.read_buf))
 }
 
+/// Registers a plain TCP stream with the runtime of the task calling this
+/// (the connection's lane, see [`crate::server::lanes`]), so that its
+/// readiness is seen by the thread that serves it rather than by the
+/// runtime that accepted it. A TLS stream stays where it is: TLS
+/// connections are not moved to lanes.
+pub(super) fn adopt(socket: Socket) -> io::Result<Socket> {
+    match socket {
+        Either::Left(stream) => Ok(Either::Left(TcpStream::from_std(stream.into_std()?)?)),
+        tls => Ok(tls),
+    }
+}
+
 /// Reads into the worker thread's buffer; the number of bytes read (0: the
 /// client closed), to be taken with [`with_read`] before anything else
 /// reads on this thread.

@@ -112,9 +112,16 @@ async fn admit(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) -> Op
             return None;
         }
     };
-    let Ok((mut socket, early)) = socket::from_upgraded(upgraded) else {
+    let Ok((socket, early)) = socket::from_upgraded(upgraded) else {
         tracing::error!("an upgraded connection of an unknown kind was dropped");
         return None;
+    };
+    let mut socket = match socket::adopt(socket) {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::warn!("an upgraded connection could not be moved to its lane: {e}");
+            return None;
+        }
     };
     match admission::enter(&app, admission.verdict).await {
         Ok(conn) => {
