@@ -11,9 +11,14 @@
 //! skipped, and the next bytes are the next head (keep-alive, pipelining).
 //! A body of unknown length (chunked) pauses the count until its response
 //! is ready, which the service reports through the [`Gate`]; a 101 ends it
-//! for good (the bytes are WebSocket frames). Bytes read while paused
+//! for good (the bytes are WebSocket frames), and so does an event stream
+//! (no request can follow it). Bytes read while paused
 //! escape the count: hyper's own buffer limit, set above this bound, is the
 //! backstop for them.
+//!
+//! Being the IO hyper writes through, [`Limited`] also tells (through the
+//! [`Gate`]) whether the socket took all of it: an event stream takes the
+//! socket from hyper only then, since hyper's unwritten bytes would be lost.
 
 use std::future::Future;
 use std::io;
@@ -52,19 +57,24 @@ pub enum Refused {
 /// Shared between a connection's [`Limited`] IO and its service.
 #[derive(Debug, Default)]
 pub struct Gate {
-    /// Set by a 101: nothing is counted any more.
-    upgraded: AtomicBool,
+    /// Set by the last response (a 101, an event stream): nothing is
+    /// counted any more.
+    no_more_heads: AtomicBool,
     /// Bumped for every response: a paused count may resume.
     responses: AtomicU32,
     /// 0: nothing refused; otherwise 1 + [`Refused`] as a number.
     refused: AtomicU8,
+    /// The socket's last write or flush was not done: hyper holds bytes
+    /// it has yet to write.
+    write_blocked: AtomicBool,
 }
 
 impl Gate {
-    /// The service answered a request; `upgraded` for a 101.
-    pub fn response_ready(&self, upgraded: bool) {
-        if upgraded {
-            self.upgraded.store(true, Ordering::Release);
+    /// The service answered a request; `last` for a 101 or an event
+    /// stream, after which no request head follows.
+    pub fn response_ready(&self, last: bool) {
+        if last {
+            self.no_more_heads.store(true, Ordering::Release);
         }
         self.responses.fetch_add(1, Ordering::AcqRel);
     }
@@ -76,6 +86,12 @@ impl Gate {
             1 => Some(Refused::Request),
             _ => Some(Refused::Upgrade),
         }
+    }
+
+    /// Whether every write and flush hyper asked for has been done, so that
+    /// hyper holds nothing unwritten.
+    pub fn flushed(&self) -> bool {
+        !self.write_blocked.load(Ordering::Acquire)
     }
 
     fn refuse(&self, what: Refused) {
@@ -250,7 +266,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Limited<I> {
     /// Counts freshly read `data`; `true` when a head went over the bound
     /// (the refusal is then under way).
     fn over(&mut self, mut data: &[u8]) -> bool {
-        if self.gate.upgraded.load(Ordering::Acquire) {
+        if self.gate.no_more_heads.load(Ordering::Acquire) {
             self.phase = Phase::Off;
         }
         loop {
@@ -350,13 +366,25 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Limited<I> {
     }
 }
 
+impl<I: AsyncRead + AsyncWrite + Unpin> Limited<I> {
+    /// Notes whether a write or flush of hyper's was left undone.
+    fn note<T>(&self, polled: Poll<T>) -> Poll<T> {
+        self.gate
+            .write_blocked
+            .store(polled.is_pending(), Ordering::Release);
+        polled
+    }
+}
+
 impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Limited<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.note(polled)
     }
 
     fn poll_write_vectored(
@@ -364,7 +392,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Limited<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.note(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -372,7 +402,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Limited<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.note(polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
