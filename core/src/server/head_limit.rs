@@ -15,10 +15,6 @@
 //! (no request can follow it). Bytes read while paused
 //! escape the count: hyper's own buffer limit, set above this bound, is the
 //! backstop for them.
-//!
-//! Being the IO hyper writes through, [`Limited`] also tells (through the
-//! [`Gate`]) whether the socket took all of it: an event stream takes the
-//! socket from hyper only then, since hyper's unwritten bytes would be lost.
 
 use std::future::Future;
 use std::io;
@@ -64,9 +60,6 @@ pub struct Gate {
     responses: AtomicU32,
     /// 0: nothing refused; otherwise 1 + [`Refused`] as a number.
     refused: AtomicU8,
-    /// The socket's last write or flush was not done: hyper holds bytes
-    /// it has yet to write.
-    write_blocked: AtomicBool,
 }
 
 impl Gate {
@@ -86,12 +79,6 @@ impl Gate {
             1 => Some(Refused::Request),
             _ => Some(Refused::Upgrade),
         }
-    }
-
-    /// Whether every write and flush hyper asked for has been done, so that
-    /// hyper holds nothing unwritten.
-    pub fn flushed(&self) -> bool {
-        !self.write_blocked.load(Ordering::Acquire)
     }
 
     fn refuse(&self, what: Refused) {
@@ -366,25 +353,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Limited<I> {
     }
 }
 
-impl<I: AsyncRead + AsyncWrite + Unpin> Limited<I> {
-    /// Notes whether a write or flush of hyper's was left undone.
-    fn note<T>(&self, polled: Poll<T>) -> Poll<T> {
-        self.gate
-            .write_blocked
-            .store(polled.is_pending(), Ordering::Release);
-        polled
-    }
-}
-
 impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Limited<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write(cx, data);
-        this.note(polled)
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
     }
 
     fn poll_write_vectored(
@@ -392,9 +367,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Limited<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.note(polled)
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -402,9 +375,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Limited<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        this.note(polled)
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

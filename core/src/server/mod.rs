@@ -169,15 +169,16 @@ where
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     // An event stream's request is the last on its connection (its body
-    // never ends): once hyper has written everything before it, the
-    // socket is taken back, hyper and its buffers dropped.
+    // never ends), so its socket is taken back, and hyper with its buffers
+    // dropped, as soon as the service has it. hyper holds nothing unwritten
+    // then: it reads a request only once the response before it is flushed
+    // (tests/it/sse.rs, a stream pipelined behind unread responses).
     let ended = poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
         Poll::Ready(ended) => Poll::Ready(Ok(ended)),
-        Poll::Pending if gate.flushed() => handoff
+        Poll::Pending => handoff
             .lock()
             .take()
             .map_or(Poll::Pending, |stream| Poll::Ready(Err(stream))),
-        Poll::Pending => Poll::Pending,
     })
     .await;
     match ended {

@@ -425,3 +425,51 @@ async fn open_streams_do_not_hold_pending_handshake_slots() {
     let response = reqwest::get(router.url("/health/live")).await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_pipelined_behind_responses_the_client_has_not_read_comes_after_them() {
+    // The socket is taken from hyper as soon as the stream is admitted,
+    // which hyper must not do while it holds responses it could not write
+    // yet: here, responses stuck behind a client that reads nothing until
+    // all its requests are sent.
+    let router = start(&support::with_server("socket_send_buffer = 4096")).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(router.addr).await.unwrap();
+    let host = router.addr;
+    const ASSETS: usize = 40;
+    let mut requests = String::new();
+    for _ in 0..ASSETS {
+        requests.push_str(&format!(
+            "GET /console/console.js HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        ));
+    }
+    requests.push_str(&format!(
+        "GET /ws/events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+    ));
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        router.app.router.connection_count(),
+        0,
+        "the stream's request is not served while responses before it wait"
+    );
+    let mut reader = BufReader::new(stream);
+    let mut first: Option<Vec<u8>> = None;
+    for _ in 0..ASSETS {
+        let (status, headers) = read_head(&mut reader).await;
+        assert_eq!(status, 200);
+        let length = headers.iter().find(|(n, _)| n == "content-length").unwrap();
+        let mut body = vec![0; length.1.parse().unwrap()];
+        reader.read_exact(&mut body).await.unwrap();
+        assert_eq!(first.get_or_insert_with(|| body.clone()), &body);
+    }
+    let (status, headers) = read_head(&mut reader).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers.contains(&("content-type".into(), "text/event-stream".into())),
+        "{headers:?}"
+    );
+    let hello = read_chunk(&mut reader).await.unwrap();
+    assert!(hello.contains("\"connection.established\""), "{hello}");
+}
