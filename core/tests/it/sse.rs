@@ -352,7 +352,7 @@ async fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_http_1_1_a_stream_follows_keep_alive_requests_and_is_chunked() {
+async fn over_http_1_1_a_stream_follows_keep_alive_requests_and_a_head_and_is_chunked() {
     let router = start(support::BASE).await;
     let mut reader = BufReader::new(TcpStream::connect(router.addr).await.unwrap());
     let host = router.addr;
@@ -369,6 +369,20 @@ async fn over_http_1_1_a_stream_follows_keep_alive_requests_and_is_chunked() {
         let mut body = vec![0; length.1.parse().unwrap()];
         reader.read_exact(&mut body).await.unwrap();
     }
+    // A HEAD is answered by hyper: the stream's headers, no body.
+    let request =
+        format!("HEAD /ws/events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
+    reader
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .unwrap();
+    let (status, headers) = read_head(&mut reader).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers.contains(&("content-type".into(), "text/event-stream".into())),
+        "{headers:?}"
+    );
     let request =
         format!("GET /ws/events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
     reader
