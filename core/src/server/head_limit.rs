@@ -11,7 +11,8 @@
 //! skipped, and the next bytes are the next head (keep-alive, pipelining).
 //! A body of unknown length (chunked) pauses the count until its response
 //! is ready, which the service reports through the [`Gate`]; a 101 ends it
-//! for good (the bytes are WebSocket frames). Bytes read while paused
+//! for good (the bytes are WebSocket frames), and so does an event stream
+//! (no request can follow it). Bytes read while paused
 //! escape the count: hyper's own buffer limit, set above this bound, is the
 //! backstop for them.
 
@@ -52,8 +53,9 @@ pub enum Refused {
 /// Shared between a connection's [`Limited`] IO and its service.
 #[derive(Debug, Default)]
 pub struct Gate {
-    /// Set by a 101: nothing is counted any more.
-    upgraded: AtomicBool,
+    /// Set by the last response (a 101, an event stream): nothing is
+    /// counted any more.
+    no_more_heads: AtomicBool,
     /// Bumped for every response: a paused count may resume.
     responses: AtomicU32,
     /// 0: nothing refused; otherwise 1 + [`Refused`] as a number.
@@ -61,10 +63,11 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// The service answered a request; `upgraded` for a 101.
-    pub fn response_ready(&self, upgraded: bool) {
-        if upgraded {
-            self.upgraded.store(true, Ordering::Release);
+    /// The service answered a request; `last` for a 101 or an event
+    /// stream, after which no request head follows.
+    pub fn response_ready(&self, last: bool) {
+        if last {
+            self.no_more_heads.store(true, Ordering::Release);
         }
         self.responses.fetch_add(1, Ordering::AcqRel);
     }
@@ -250,7 +253,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Limited<I> {
     /// Counts freshly read `data`; `true` when a head went over the bound
     /// (the refusal is then under way).
     fn over(&mut self, mut data: &[u8]) -> bool {
-        if self.gate.upgraded.load(Ordering::Acquire) {
+        if self.gate.no_more_heads.load(Ordering::Acquire) {
             self.phase = Phase::Off;
         }
         loop {

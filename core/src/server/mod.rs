@@ -1,25 +1,31 @@
-//! The network edge: one listener serving HTTP (the API, through warp) and
-//! WebSocket upgrades on the configured endpoints.
+//! The network edge: one listener serving HTTP (the API, through warp),
+//! WebSocket upgrades and event streams on the configured endpoints.
 //!
 //! The accept loop is ours rather than warp's so that every socket gets
 //! `TCP_NODELAY`, handshakes are bounded in time and number, and upgrades
 //! are done with a small read buffer (warp's own WebSocket filter costs
-//! ~137 KiB per connection). WebSocket connections are then served on
-//! [`lanes`], one thread each, so that a fan-out is written by all at once.
+//! ~137 KiB per connection). WebSockets and event streams take their socket
+//! back from hyper once their request is answered, and WebSocket connections
+//! are then served on [`lanes`], one thread each, so that a fan-out is
+//! written by all at once.
 
 mod admission;
 mod api;
 mod head_limit;
 pub mod lanes;
+mod readiness;
 mod reply;
+mod socket;
 mod sse;
 mod ws;
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,10 +36,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_util::either::Either;
 use tower_service::Service;
 
 use crate::app::App;
 pub use lanes::Lanes;
+use socket::Socket;
 
 /// Error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -98,10 +106,13 @@ pub async fn serve(
                 peer: Peer(peer),
             };
             match tls.as_ref() {
-                None => serve_io(edge, api, stream, limits).await,
+                None => serve_io(edge, api, Either::Left(stream), limits).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_io(edge, api, stream, limits).await,
+                        Ok(Ok(stream)) => {
+                            let socket = Either::Right(Box::new(stream));
+                            serve_io(edge, api, socket, limits).await;
+                        }
                         Ok(Err(e)) => tracing::debug!(peer = %peer, "TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
                     }
@@ -137,36 +148,79 @@ fn hyper_buffer(max_header_bytes: usize) -> usize {
     max_header_bytes.saturating_add(8192)
 }
 
-/// Serves HTTP/1.1 (with upgrades) on one accepted connection.
-async fn serve_io<I, S>(edge: Edge, api: S, io: I, limits: Limits)
+/// How a request is answered.
+enum Answer {
+    /// By hyper, with this response.
+    Response(Response),
+    /// By an event stream, written on the socket taken back from hyper.
+    Stream(sse::Handoff),
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one accepted connection, until it
+/// ends or an event stream takes its socket.
+async fn serve_io<S>(edge: Edge, api: S, io: Socket, limits: Limits)
 where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: Service<http::Request<Incoming>, Response = warp::reply::Response, Error = Infallible>
         + Clone
         + Send
+        + Unpin
         + 'static,
     S::Future: Send,
 {
     let (io, gate) = head_limit::limit(io, limits.max_header_bytes);
     let (metrics_app, peer) = (edge.app.clone(), edge.peer);
     let service_gate = gate.clone();
+    let handoff: Arc<parking_lot::Mutex<Option<sse::Handoff>>> = Arc::default();
+    let service_handoff = handoff.clone();
     let service = service_fn(move |req| {
         let answer = dispatch(edge.clone(), api.clone(), req);
         let gate = service_gate.clone();
+        let handoff = service_handoff.clone();
         async move {
-            let response = answer.await?;
-            gate.response_ready(response.status() == http::StatusCode::SWITCHING_PROTOCOLS);
-            Ok::<_, Infallible>(response)
+            match answer.await {
+                Answer::Response(response) => {
+                    let upgraded = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+                    gate.response_ready(upgraded);
+                    Ok::<_, Infallible>(response)
+                }
+                Answer::Stream(stream) => {
+                    // hyper never gets an answer: serve_io takes the socket.
+                    gate.response_ready(true);
+                    *handoff.lock() = Some(stream);
+                    std::future::pending().await
+                }
+            }
         }
     });
-    let conn = http1::Builder::new()
+    let mut conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.handshake)
         .max_buf_size(hyper_buffer(limits.max_header_bytes))
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    if let Err(e) = conn.await {
-        tracing::debug!(peer = %peer.0, "HTTP connection ended: {e}");
+    // An event stream's request is the last on its connection (its body
+    // never ends), so its socket is taken back, and hyper with its buffers
+    // dropped, as soon as the service has it. hyper holds nothing unwritten
+    // then: it reads a request only once the response before it is flushed
+    // (tests/it/sse.rs, a stream pipelined behind unread responses).
+    let ended = poll_fn(|cx| match Pin::new(&mut conn).poll(cx) {
+        Poll::Ready(ended) => Poll::Ready(Ok(ended)),
+        Poll::Pending => handoff
+            .lock()
+            .take()
+            .map_or(Poll::Pending, |stream| Poll::Ready(Err(stream))),
+    })
+    .await;
+    match ended {
+        Err(stream) => {
+            let Some(parts) = conn.into_parts() else {
+                unreachable!("a connection with a request under way is not upgraded");
+            };
+            sse::serve(parts.io.into_inner().into_inner(), stream);
+            return;
+        }
+        Ok(Err(e)) => tracing::debug!(peer = %peer.0, "HTTP connection ended: {e}"),
+        Ok(Ok(())) => {}
     }
     if let Some(what) = gate.refused() {
         tracing::debug!(peer = %peer.0, "request head over server.max_header_bytes: answered 431");
@@ -221,7 +275,7 @@ async fn endpoint_get(
     peer: Peer,
     method: &http::Method,
     req: &http::Request<Incoming>,
-) -> Option<Response> {
+) -> Option<Answer> {
     let path = req.uri().path();
     let is_get = method == http::Method::GET || method == http::Method::HEAD;
     if !is_get || app.router.snapshot().endpoint(path).is_none() {
@@ -229,33 +283,45 @@ async fn endpoint_get(
     }
     let cors = api::cors_origin(app, req.headers());
     let mut response = if sse::wants_stream(req.headers()) {
-        sse::stream(app.clone(), peer, req).await
+        match sse::stream(app.clone(), peer, req).await {
+            Ok(stream) => {
+                let mut headers = sse::headers();
+                if let Some(origin) = cors {
+                    api::add_cors(&mut headers, origin);
+                }
+                if method == http::Method::HEAD {
+                    return Some(Answer::Response(sse::head_only(headers)));
+                }
+                return Some(Answer::Stream(sse::hand_off(
+                    req.version(),
+                    &headers,
+                    stream,
+                )));
+            }
+            Err(response) => response,
+        }
     } else {
         sse::upgrade_required(path)
     };
     if let Some(origin) = cors {
         api::add_cors(response.headers_mut(), origin);
     }
-    Some(response)
+    Some(Answer::Response(response))
 }
 
-async fn dispatch<S>(
-    edge: Edge,
-    mut api: S,
-    mut req: http::Request<Incoming>,
-) -> Result<Response, Infallible>
+async fn dispatch<S>(edge: Edge, mut api: S, mut req: http::Request<Incoming>) -> Answer
 where
     S: Service<http::Request<Incoming>, Response = warp::reply::Response, Error = Infallible>,
 {
     let Edge { app, lanes, peer } = edge;
     if is_upgrade(&req) {
-        return Ok(ws::upgrade(app, &lanes, peer, req));
+        return Answer::Response(ws::upgrade(app, &lanes, peer, req));
     }
-    if let Some(response) = endpoint_get(&app, peer, req.method(), &req).await {
-        return Ok(response);
+    if let Some(answer) = endpoint_get(&app, peer, req.method(), &req).await {
+        return answer;
     }
     if app.is_shutting_down() && !req.uri().path().starts_with("/health") {
-        return Ok(reply::error(
+        return Answer::Response(reply::error(
             http::StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
             "the router is shutting down; retry on another node or shortly",
@@ -264,9 +330,9 @@ where
     }
     req.extensions_mut().insert(peer);
     let cors = api::cors_origin(&app, req.headers());
-    let mut response = api.call(req).await?;
+    let Ok(mut response) = api.call(req).await;
     if let Some(origin) = cors {
         api::add_cors(response.headers_mut(), origin);
     }
-    Ok(response.map(|body| body.map_err(BoxError::from).boxed()))
+    Answer::Response(response.map(|body| body.map_err(BoxError::from).boxed()))
 }

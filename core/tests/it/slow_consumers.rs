@@ -1,6 +1,7 @@
 //! Slow consumers: a stalled client never slows a healthy one; its queue is
 //! bounded; `drop_oldest` reports `connection.lagged` with positions that
-//! recover exactly what was dropped; `disconnect` closes with 4008.
+//! recover exactly what was dropped; `disconnect` closes with 4008, and an
+//! event stream that stalled is let go as a WebSocket is.
 
 use crate::support;
 
@@ -291,5 +292,65 @@ async fn the_kernel_send_buffer_is_bounded_so_a_stalled_client_meets_the_policy(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(slow.close_frame().await, (4008, "too slow".to_owned()));
+    router.shutdown().await;
+}
+
+/// An event stream whose client stops reading meets the same policy, and
+/// its socket is let go a grace period after the close even though the
+/// last message can never be written (as for a WebSocket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_event_stream_is_disconnected_and_its_socket_let_go() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let config = CONFIG.replace(
+        "send_queue_bytes = 1048576",
+        "send_queue_bytes = 262144\nsocket_send_buffer = 16384",
+    );
+    let router = support::start(&config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(router.addr).await.unwrap();
+    let request = format!(
+        "GET /ws/events?events=job.* HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+        router.addr
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    while router.app.router.connection_count() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the stream opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 2 MB in 1 KB events over about two seconds: the first go out, then
+    // the socket is full, then the queue.
+    let pad = "x".repeat(1000);
+    for batch in 0..20u64 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| json!({"type": "job.progress", "payload": {"n": batch * 100 + i, "pad": pad}}))
+            .collect();
+        let (status, body) = router.publish(&Value::Array(events)).await;
+        assert_eq!(status, 202, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing is read: the stream is closed (4008) behind bytes the
+    // client never takes, and given up after the grace period.
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    while router.app.router.connection_count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled stream is let go"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut everything = Vec::new();
+    tokio::time::timeout(support::WAIT, stream.read_to_end(&mut everything))
+        .await
+        .expect("its socket is closed")
+        .unwrap();
+    let everything = String::from_utf8_lossy(&everything);
+    assert!(everything.contains("job.progress"), "{everything}");
+    assert!(
+        !everything.contains("connection.closed"),
+        "the last message never got out"
+    );
     router.shutdown().await;
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::support::{self, alert, job, start, Remote, WAIT};
@@ -311,4 +311,179 @@ async fn origins_are_checked_and_allowed_ones_get_cors_headers() {
             .await,
         1.0
     );
+}
+
+/// Reads a response's status line and headers (names lowercased).
+async fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).await.unwrap();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        let Some((name, value)) = line.trim_end().split_once(':') else {
+            return (status, headers);
+        };
+        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+    }
+}
+
+/// The next chunk of a chunked body; `None` after the last, which must be
+/// followed by the connection's end.
+async fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut size = String::new();
+    tokio::time::timeout(WAIT, reader.read_line(&mut size))
+        .await
+        .expect("timed out waiting for a chunk")
+        .unwrap();
+    let size = usize::from_str_radix(size.trim_end(), 16).unwrap();
+    let mut chunk = vec![0; size + 2];
+    reader.read_exact(&mut chunk).await.unwrap();
+    assert!(chunk.ends_with(b"\r\n"), "{chunk:?}");
+    if size == 0 {
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "nothing after the last chunk: {rest:?}");
+        return None;
+    }
+    chunk.truncate(size);
+    Some(String::from_utf8(chunk).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_1_1_a_stream_follows_keep_alive_requests_and_a_head_and_is_chunked() {
+    let router = start(support::BASE).await;
+    let mut reader = BufReader::new(TcpStream::connect(router.addr).await.unwrap());
+    let host = router.addr;
+    for _ in 0..2 {
+        let request = format!("GET /health/live HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await
+            .unwrap();
+        let (status, headers) = read_head(&mut reader).await;
+        assert_eq!(status, 200);
+        let length = headers.iter().find(|(n, _)| n == "content-length").unwrap();
+        let mut body = vec![0; length.1.parse().unwrap()];
+        reader.read_exact(&mut body).await.unwrap();
+    }
+    // A HEAD is answered by hyper: the stream's headers, no body.
+    let request =
+        format!("HEAD /ws/events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
+    reader
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .unwrap();
+    let (status, headers) = read_head(&mut reader).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers.contains(&("content-type".into(), "text/event-stream".into())),
+        "{headers:?}"
+    );
+    let request =
+        format!("GET /ws/events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
+    reader
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .unwrap();
+    let (status, headers) = read_head(&mut reader).await;
+    assert_eq!(status, 200);
+    for (name, value) in [
+        ("content-type", "text/event-stream"),
+        ("cache-control", "no-cache, no-transform"),
+        ("transfer-encoding", "chunked"),
+        ("connection", "close"),
+    ] {
+        assert!(
+            headers.iter().any(|(n, v)| n == name && v == value),
+            "{name}: {value} in {headers:?}"
+        );
+    }
+    assert!(headers.iter().any(|(n, _)| n == "date"), "{headers:?}");
+    let hello = read_chunk(&mut reader).await.unwrap();
+    let data = hello
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap();
+    let hello: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(hello["type"], "connection.established");
+    let id = hello["payload"]["connection_id"].clone();
+    let (code, body) = router
+        .post("/api/admin/disconnect", &json!({"connection_id": id}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let mut last = String::new();
+    while let Some(chunk) = read_chunk(&mut reader).await {
+        last = chunk;
+    }
+    assert!(last.contains("\"connection.closed\""), "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_do_not_hold_pending_handshake_slots() {
+    let router = start(&support::with_server("max_pending_handshakes = 2")).await;
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let mut sse = Sse::open(&router, "/ws/events", &[]).await;
+        assert_eq!(sse.status, 200);
+        assert_eq!(
+            sse.next().await.unwrap().data["type"],
+            "connection.established"
+        );
+        streams.push(sse);
+    }
+    let response = reqwest::get(router.url("/health/live")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_pipelined_behind_responses_the_client_has_not_read_comes_after_them() {
+    // The socket is taken from hyper as soon as the stream is admitted,
+    // which hyper must not do while it holds responses it could not write
+    // yet: here, responses stuck behind a client that reads nothing until
+    // all its requests are sent.
+    let router = start(&support::with_server("socket_send_buffer = 4096")).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(router.addr).await.unwrap();
+    let host = router.addr;
+    const ASSETS: usize = 40;
+    let mut requests = String::new();
+    for _ in 0..ASSETS {
+        requests.push_str(&format!(
+            "GET /console/console.js HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        ));
+    }
+    requests.push_str(&format!(
+        "GET /ws/events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+    ));
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        router.app.router.connection_count(),
+        0,
+        "the stream's request is not served while responses before it wait"
+    );
+    let mut reader = BufReader::new(stream);
+    let mut first: Option<Vec<u8>> = None;
+    for _ in 0..ASSETS {
+        let (status, headers) = read_head(&mut reader).await;
+        assert_eq!(status, 200);
+        let length = headers.iter().find(|(n, _)| n == "content-length").unwrap();
+        let mut body = vec![0; length.1.parse().unwrap()];
+        reader.read_exact(&mut body).await.unwrap();
+        assert_eq!(first.get_or_insert_with(|| body.clone()), &body);
+    }
+    let (status, headers) = read_head(&mut reader).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers.contains(&("content-type".into(), "text/event-stream".into())),
+        "{headers:?}"
+    );
+    let hello = read_chunk(&mut reader).await.unwrap();
+    assert!(hello.contains("\"connection.established\""), "{hello}");
 }

@@ -76,6 +76,28 @@ async fn serves_wss_and_https_with_the_configured_certificate() {
     };
     assert_eq!(hello["type"], "connection.established");
 
+    // An event stream, written on the TLS socket taken back from hyper.
+    let mut sse = tls_connect(router.addr, &cert).await;
+    sse.write_all(
+        b"GET /ws/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("connection.established") {
+        let mut buf = [0u8; 4096];
+        let n = sse.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "the stream ended: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
+    assert!(seen.contains("transfer-encoding: chunked\r\n"), "{seen}");
+
     // Plain HTTP on a TLS port is not served.
     let mut plain = TcpStream::connect(router.addr).await.unwrap();
     plain

@@ -16,7 +16,10 @@ use crate::protocol::Position;
 /// Positions per channel, updated by every message that carries one.
 #[derive(Debug, Default)]
 pub struct Cursor {
-    positions: BTreeMap<Arc<str>, (Arc<str>, u64)>,
+    /// `(channel, epoch, sequence)`, sorted by channel: a stream sees few
+    /// channels, and a sorted `Vec` of them costs a fraction of a
+    /// `BTreeMap`'s first node (~450 bytes) on every idle stream.
+    positions: Vec<(Arc<str>, Arc<str>, u64)>,
 }
 
 /// The fields of a message that move the cursor.
@@ -39,17 +42,29 @@ impl Cursor {
     /// the replay is read, they, not the channel's current position, are
     /// where a reconnect must start again.
     pub fn starting_at(since: Option<&BTreeMap<String, Position>>) -> Cursor {
+        // A map's order is the channels' order.
         let positions = since
             .into_iter()
             .flatten()
-            .map(|(channel, p)| {
-                (
-                    channel.as_str().into(),
-                    (p.epoch.as_str().into(), p.sequence),
-                )
-            })
+            .map(|(channel, p)| (channel.as_str().into(), p.epoch.as_str().into(), p.sequence))
             .collect();
         Cursor { positions }
+    }
+
+    /// Where `channel` is in `positions`, or where it would go.
+    fn find(&self, channel: &str) -> Result<usize, usize> {
+        self.positions
+            .binary_search_by(|(known, _, _)| (**known).cmp(channel))
+    }
+
+    /// Sets `channel`'s position.
+    fn set(&mut self, channel: &Arc<str>, epoch: &Arc<str>, sequence: u64) {
+        match self.find(channel) {
+            Ok(i) => self.positions[i] = (channel.clone(), epoch.clone(), sequence),
+            Err(i) => self
+                .positions
+                .insert(i, (channel.clone(), epoch.clone(), sequence)),
+        }
     }
 
     /// Moves the cursor past `frame`: a live event, a replayed one (under
@@ -57,16 +72,15 @@ impl Cursor {
     /// (`connection.established`, `connection.channels`).
     pub fn saw(&mut self, frame: &Frame) {
         if let Some(event) = frame.event() {
-            self.positions
-                .insert(event.channel.clone(), (event.epoch.clone(), event.sequence));
+            self.set(&event.channel, &event.epoch, event.sequence);
             return;
         }
         let Ok(seen) = serde_json::from_str::<Seen>(frame.text()) else {
             return;
         };
         if let (Some(channel), Some(sequence)) = (seen.channel, seen.sequence) {
-            if let Some((_, at)) = self.positions.get_mut(channel.as_str()) {
-                *at = sequence;
+            if let Ok(i) = self.find(&channel) {
+                self.positions[i].2 = sequence;
             }
             return;
         }
@@ -76,14 +90,14 @@ impl Cursor {
             // A position in the announced epoch is being recovered from:
             // the replay moves it, not the announcement.
             let recovering = self
-                .positions
-                .get(channel.as_str())
-                .is_some_and(|(epoch, _)| **epoch == *position.epoch)
+                .find(&channel)
+                .is_ok_and(|i| *self.positions[i].1 == *position.epoch)
                 && seen.kind == "connection.established";
             if !recovering {
-                self.positions.insert(
-                    channel.as_str().into(),
-                    (position.epoch.as_str().into(), position.sequence),
+                self.set(
+                    &channel.as_str().into(),
+                    &position.epoch.as_str().into(),
+                    position.sequence,
                 );
             }
         }
@@ -95,7 +109,7 @@ impl Cursor {
             client_message::since_text(
                 self.positions
                     .iter()
-                    .map(|(channel, (epoch, sequence))| (&**channel, &**epoch, *sequence)),
+                    .map(|(channel, epoch, sequence)| (&**channel, &**epoch, *sequence)),
             )
         })
     }

@@ -4,23 +4,32 @@
 //!
 //! The same checks, admission, queue and router as the WebSocket transport;
 //! what differs is only how bytes leave: each message is `id: <cursor>` and
-//! `data: <JSON>`, a `: ping` comment keeps the stream alive, and where a
-//! WebSocket would be closed with a code the stream ends after a last
-//! `connection.closed` message. The cursor ([`cursor`]) lets a browser's
-//! `EventSource` recover every channel with `Last-Event-ID`.
+//! `data: <JSON>` ([`stream`]), a `: ping` comment keeps the stream alive,
+//! and where a WebSocket would be closed with a code the stream ends after a
+//! last `connection.closed` message. The cursor ([`cursor`]) lets a
+//! browser's `EventSource` recover every channel with `Last-Event-ID`.
+//!
+//! hyper reads the request and answers refusals (and `HEAD`); an admitted
+//! `GET`'s response is written by a task of its own ([`task`]), on the
+//! socket taken back from hyper (`serve_io` in the parent module).
 
-mod body;
 pub mod cursor;
+mod stream;
+mod task;
+
+pub use stream::Stream;
+pub use task::Handoff;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderMap, HeaderValue, StatusCode, Version};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use serde_json::json;
 
 use super::admission::{self, bad_request, Refusal};
+use super::socket::Socket;
 use super::{reply, BoxError, Peer, Response};
 use crate::app::App;
 use crate::protocol;
@@ -37,12 +46,18 @@ pub fn wants_stream(headers: &http::HeaderMap) -> bool {
         })
 }
 
-/// Answers a `GET` of an endpoint path: the stream, or an HTTP refusal.
-/// Refusals listed in `switchyard_upgrades_refused_total` are counted there.
-pub async fn stream(app: Arc<App>, peer: Peer, req: &http::Request<Incoming>) -> Response {
+/// Opens the stream a `GET` of an endpoint path asks for, or answers it:
+/// an HTTP refusal (those listed in `switchyard_upgrades_refused_total`
+/// are counted there), or a stream of one last `connection.closed` when
+/// the router refuses the connection.
+pub async fn stream(
+    app: Arc<App>,
+    peer: Peer,
+    req: &http::Request<Incoming>,
+) -> Result<Stream, Response> {
     match open(&app, peer, req).await {
-        Ok(response) => response,
-        Err(refused) => refused.counted(&app),
+        Ok(opened) => opened,
+        Err(refused) => Err(refused.counted(&app)),
     }
 }
 
@@ -51,7 +66,7 @@ async fn open(
     app: &Arc<App>,
     peer: Peer,
     req: &http::Request<Incoming>,
-) -> Result<Response, Refusal> {
+) -> Result<Result<Stream, Response>, Refusal> {
     let snap = app.router.snapshot();
     let Some(endpoint) = snap.endpoint(req.uri().path()) else {
         return Err(bad_request("unknown_endpoint", "no endpoint at this path"));
@@ -75,22 +90,22 @@ async fn open(
             .and_then(|request| request.since.as_ref()),
     );
     Ok(match admission::enter(app, admitted.verdict).await {
-        Ok(conn) => {
-            let stream = body::Stream::new(app.clone(), conn, start, heartbeat, leeway);
-            event_stream(stream.boxed())
-        }
+        Ok(conn) => Ok(Stream::new(app.clone(), conn, start, heartbeat, leeway)),
         Err(reason) => {
             tracing::debug!("stream refused: {reason}");
-            let last = body::message(&[], &protocol::closed(1008, &reason));
-            event_stream(Full::new(Bytes::from(last)).map_err(|e| match e {}).boxed())
+            let mut last = Vec::new();
+            stream::message(&mut last, &[], &protocol::closed(1008, &reason));
+            Err(event_stream(
+                headers(),
+                Full::new(Bytes::from(last)).map_err(|e| match e {}).boxed(),
+            ))
         }
     })
 }
 
-/// A 200 `text/event-stream` response with `body`.
-fn event_stream(body: http_body_util::combinators::BoxBody<Bytes, BoxError>) -> Response {
-    let mut response = http::Response::new(body);
-    let headers = response.headers_mut();
+/// The headers of an event stream's response.
+pub fn headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
     headers.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
@@ -101,7 +116,54 @@ fn event_stream(body: http_body_util::combinators::BoxBody<Bytes, BoxError>) -> 
     );
     // Proxies that buffer responses (nginx) would hold events back.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers
+}
+
+/// A 200 `text/event-stream` response with `headers` and `body`.
+fn event_stream(
+    headers: HeaderMap,
+    body: http_body_util::combinators::BoxBody<Bytes, BoxError>,
+) -> Response {
+    let mut response = http::Response::new(body);
+    *response.headers_mut() = headers;
     response
+}
+
+/// The answer to a `HEAD` of a stream: its headers and no body (the
+/// stream is left at once).
+pub fn head_only(headers: HeaderMap) -> Response {
+    event_stream(headers, Empty::new().map_err(|e| match e {}).boxed())
+}
+
+/// `stream`, to be written on the socket of the `version` request that
+/// opened it, with `headers`: the response head is written as hyper would
+/// have (a `date`, chunked for HTTP/1.1), and says that the connection ends
+/// with the stream.
+pub fn hand_off(version: Version, headers: &HeaderMap, stream: Stream) -> Handoff {
+    let chunked = version != Version::HTTP_10;
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(if chunked {
+        b"HTTP/1.1 200 OK\r\n"
+    } else {
+        b"HTTP/1.0 200 OK\r\n"
+    });
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\nconnection: close\r\n");
+    }
+    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT");
+    head.extend_from_slice(format!("date: {date}\r\n\r\n").as_bytes());
+    Handoff::new(head, chunked, stream)
+}
+
+/// Serves a handed-off stream on its socket, in a task of its own.
+pub fn serve(socket: Socket, handoff: Handoff) {
+    tokio::spawn(task::run(socket, handoff));
 }
 
 /// 426 for a plain `GET` of an endpoint: how to connect instead.

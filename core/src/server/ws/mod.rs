@@ -1,12 +1,10 @@
 //! The WebSocket transport: the upgrade (with every check that must happen
 //! before a socket is opened), then one connection task per client
-//! ([`task`]) reading client frames ([`frames`]) from its [`socket`] and
+//! ([`task`]) reading client frames ([`frames`]) from its socket and
 //! writing the outbox ([`writer`]). Who may connect once the socket is open is decided by
 //! [`admission`] and the router.
 
 mod frames;
-mod readiness;
-mod socket;
 mod task;
 mod watchdog;
 mod writer;

@@ -1,5 +1,5 @@
 //! One WebSocket connection, served by one task: it reads client frames
-//! (through its worker's shared buffer, [`socket`](super::socket)) into
+//! (through its worker's shared buffer, [`socket`](crate::server::socket)) into
 //! [`crate::session`], writes the outbox with [`Writer`] and keeps the
 //! [`Watchdog`]'s clocks. One task (not a reader and a writer) because an
 //! idle connection's memory is the budget: a second task, the lock that
@@ -17,22 +17,19 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::upgrade::OnUpgrade;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 
 use super::frames::{Decoder, Flow, Message};
-use super::readiness::poll_read;
-use super::socket::{self, Socket};
 use super::watchdog::{Due, Watchdog};
 use super::writer::{self, Flushed, Writer};
 use crate::app::App;
 use crate::connection::outbox::Written;
 use crate::connection::{Close, ConnRef};
 use crate::server::admission::{self, Admission};
+use crate::server::readiness::poll_read;
+use crate::server::socket::{self, Socket, CLOSE_GRACE};
 use crate::session::{Context as SessionContext, Outcome, Session};
 
-/// How long a closing connection may take to write what is left, and how
-/// long the client then has to answer the close.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Steps taken before yielding to other tasks, so that one busy client
 /// cannot hold a worker thread.
 const STEPS_PER_POLL: usize = 32;
@@ -211,23 +208,10 @@ impl Served {
         self.app.router.clock().wake_at(&self.conn, deadline);
     }
 
-    /// After our close frame: half-close, then read until the client
-    /// closes too (or the deadline), so that its unread bytes do not turn
-    /// our FIN into a reset that could destroy the close frame before the
-    /// client reads it.
+    /// After our close frame: waits for the client's (see
+    /// [`socket::poll_linger`]).
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.conn.outbox.take_alarm(cx) && self.deadline.is_none_or(|d| Instant::now() >= d) {
-            return Poll::Ready(Ok(()));
-        }
-        ready!(Pin::new(&mut self.socket).poll_shutdown(cx))?;
-        let mut scrap = [0u8; 256];
-        loop {
-            let mut buf = ReadBuf::new(&mut scrap);
-            ready!(Pin::new(&mut self.socket).poll_read(cx, &mut buf))?;
-            if buf.filled().is_empty() {
-                return Poll::Ready(Ok(()));
-            }
-        }
+        socket::poll_linger(&mut self.socket, &self.conn, self.deadline, cx)
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {

@@ -1,0 +1,307 @@
+//! An event stream once hyper has read its request: a task of its own
+//! writes the response head and then the stream straight to the socket
+//! (chunked for HTTP/1.1, up to the close for HTTP/1.0), and reads only to
+//! notice the client leaving. Once the response head is written no other
+//! request can follow on the connection, so nothing of hyper's is kept: its
+//! buffers and connection state were most of an idle stream's memory
+//! (BENCHMARKS.md, "An idle Server-Sent Events stream").
+//!
+//! Written by hand as a state machine, as the WebSocket task is, so that an
+//! idle stream's task holds only [`Served`].
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use tokio::io::AsyncWrite;
+
+use super::stream::{Stream, PING};
+use crate::connection::outbox::Batch;
+use crate::connection::ConnRef;
+use crate::server::readiness::poll_read;
+use crate::server::socket::{self, Socket, CLOSE_GRACE};
+
+/// Steps taken before yielding to other tasks, so that one busy stream
+/// cannot hold a worker thread.
+const STEPS_PER_POLL: usize = 32;
+
+/// Room kept before a chunk for its size line: eight hex digits (leading
+/// zeros are allowed) and CRLF, filled in once the chunk is written.
+const CHUNK_HEAD: usize = 10;
+
+/// The end of a chunked body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// An admitted stream and its response head, waiting for hyper to give up
+/// the socket.
+pub struct Handoff {
+    head: Vec<u8>,
+    /// HTTP/1.1: the body is chunked; HTTP/1.0: it ends at the close.
+    chunked: bool,
+    stream: Stream,
+}
+
+impl Handoff {
+    /// `stream`, to be written after `head` (the status line and headers,
+    /// blank line included).
+    pub fn new(head: Vec<u8>, chunked: bool, stream: Stream) -> Handoff {
+        Handoff {
+            head,
+            chunked,
+            stream,
+        }
+    }
+}
+
+/// How serving a stream ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// Everything, the last message included, is written.
+    Finished,
+    /// The client went away.
+    Gone,
+    /// The client did not take what was left within [`CLOSE_GRACE`].
+    Abandoned,
+}
+
+/// Serves the stream on `socket` until it ends: the stream's task.
+pub fn run(socket: Socket, handoff: Handoff) -> Task {
+    Task::Streaming(Served {
+        out: handoff.head,
+        written: 0,
+        chunked: handoff.chunked,
+        stream: handoff.stream,
+        socket,
+        ended: false,
+        deadline: None,
+        rearm: true,
+    })
+}
+
+/// A stream's task.
+pub enum Task {
+    /// Writing the stream.
+    Streaming(Served),
+    /// Out of the router, its last bytes written: waiting briefly for the
+    /// client to close.
+    Lingering {
+        /// The socket, half-closed.
+        socket: Socket,
+        /// The connection, for its alarm.
+        conn: ConnRef,
+        /// When the client is given up.
+        deadline: Instant,
+    },
+    /// Over.
+    Done,
+}
+
+impl Future for Task {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let task = self.get_mut();
+        loop {
+            match task {
+                Task::Streaming(served) => {
+                    let end = ready!(served.poll(cx));
+                    tracing::debug!(connection = %served.stream.conn().public_id, ?end, "stream ended");
+                    let Task::Streaming(served) = std::mem::replace(task, Task::Done) else {
+                        unreachable!("matched above");
+                    };
+                    if end == End::Finished {
+                        let deadline = Instant::now() + CLOSE_GRACE;
+                        let conn = served.stream.conn().clone();
+                        served.stream.app().router.clock().wake_at(&conn, deadline);
+                        // The stream leaves the router here, not after the linger.
+                        drop(served.stream);
+                        *task = Task::Lingering {
+                            socket: served.socket,
+                            conn,
+                            deadline,
+                        };
+                    }
+                }
+                Task::Lingering {
+                    socket,
+                    conn,
+                    deadline,
+                } => {
+                    let _ = ready!(socket::poll_linger(socket, conn, Some(*deadline), cx));
+                    *task = Task::Done;
+                }
+                Task::Done => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+/// One open stream: everything its task holds.
+pub struct Served {
+    stream: Stream,
+    socket: Socket,
+    /// Bytes being written (nothing, between batches).
+    out: Vec<u8>,
+    /// How many of them are written.
+    written: usize,
+    chunked: bool,
+    /// The last message (and chunk) is in `out`.
+    ended: bool,
+    /// When a closing stream that the client does not read is given up.
+    deadline: Option<Instant>,
+    /// The router's clock must be asked for a new alarm (one rang, or a
+    /// deadline appeared).
+    rearm: bool,
+}
+
+impl Served {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        for _ in 0..STEPS_PER_POLL {
+            if self.stream.conn().outbox.take_alarm(cx) {
+                if let Some(end) = self.on_alarm() {
+                    return Poll::Ready(end);
+                }
+                self.rearm = true;
+            }
+            let stepped = self.step(cx);
+            if let Poll::Ready(Some(end)) = stepped {
+                return Poll::Ready(end);
+            }
+            if std::mem::take(&mut self.rearm) {
+                let wake = self
+                    .deadline
+                    .map_or(self.stream.next_ping(), |d| d.min(self.stream.next_ping()));
+                let conn = self.stream.conn();
+                self.stream.app().router.clock().wake_at(conn, wake);
+            }
+            if stepped.is_pending() {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// The clock rang: a ping may be due, or the deadline passed.
+    fn on_alarm(&mut self) -> Option<End> {
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Some(End::Abandoned);
+        }
+        // A stream with bytes still under way needs no ping to look alive.
+        if self.stream.ping_due(now) && self.out.is_empty() && !self.ended {
+            self.chunk(|_, out| {
+                out.extend_from_slice(PING);
+                false
+            });
+        }
+        None
+    }
+
+    /// One round of writing and reading: `Ready(None)` when something
+    /// happened (go round again), `Pending` when everything waits.
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
+        let mut progressed = false;
+        if self.out.is_empty() && !self.ended {
+            if let Poll::Ready(batch) = self.stream.conn().outbox.poll_batch(cx) {
+                self.load(batch);
+            }
+        }
+        if !self.out.is_empty() {
+            match self.poll_write(cx) {
+                Poll::Ready(Ok(())) if self.ended => return Poll::Ready(Some(End::Finished)),
+                Poll::Ready(Ok(())) => progressed = true,
+                Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
+                Poll::Pending => self.closing_while_blocked(),
+            }
+        }
+        let (socket, conn) = (&mut self.socket, self.stream.conn());
+        // A stream takes no messages: what the client sends is read only
+        // to notice it closing, and dropped.
+        match poll_read(conn, cx, |rcx| socket::poll_read_shared(socket, rcx)) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
+            Poll::Ready(Ok(_)) => progressed = true,
+            Poll::Pending => {}
+        }
+        if progressed {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Puts the batch's messages in `out`, as one chunk.
+    fn load(&mut self, batch: Batch) {
+        let ended = self.chunk(|stream, out| stream.write(batch, out));
+        if ended {
+            self.ended = true;
+            if self.chunked {
+                self.out.extend_from_slice(LAST_CHUNK);
+            }
+        }
+    }
+
+    /// Appends what `render` writes as one chunk of the body (as is, for
+    /// HTTP/1.0); passes on what it returns.
+    fn chunk(&mut self, render: impl FnOnce(&mut Stream, &mut Vec<u8>) -> bool) -> bool {
+        let start = self.out.len();
+        if self.chunked {
+            self.out.resize(start + CHUNK_HEAD, 0);
+        }
+        let body = self.out.len();
+        let returned = render(&mut self.stream, &mut self.out);
+        let len = self.out.len() - body;
+        if len == 0 {
+            // An empty chunk would end the body.
+            self.out.truncate(start);
+        } else if self.chunked {
+            let head = format!("{len:08x}\r\n");
+            self.out[start..body].copy_from_slice(head.as_bytes());
+            self.out.extend_from_slice(b"\r\n");
+        }
+        returned
+    }
+
+    /// Writes and flushes `out`, then lets its buffer go.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.out.len() {
+            let n = ready!(Pin::new(&mut self.socket).poll_write(cx, &self.out[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        ready!(Pin::new(&mut self.socket).poll_flush(cx))?;
+        self.out = Vec::new();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// The socket is full and the stream was closed meanwhile (4008: the
+    /// client does not read what it asks for): what is under way gets
+    /// [`CLOSE_GRACE`] to go out, so that a client that never reads is let
+    /// go, as a WebSocket is.
+    fn closing_while_blocked(&mut self) {
+        if self.deadline.is_none() && self.stream.conn().outbox.is_closing() {
+            self.deadline = Some(Instant::now() + CLOSE_GRACE);
+            self.rearm = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle stream's task is what its memory is, beside its connection:
+    /// this fails when a change makes it grow. tokio allocates a task in
+    /// 128-byte steps, about 100 bytes of its own around the future: up to
+    /// 280 bytes here keeps it at 384.
+    #[test]
+    fn an_open_stream_task_stays_small() {
+        let task = std::mem::size_of::<Task>();
+        assert!(task <= 280, "task {task} B");
+    }
+}
