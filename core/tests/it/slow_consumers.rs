@@ -266,6 +266,19 @@ async fn a_client_that_never_reads_its_replies_is_closed_4008() {
     router.shutdown().await;
 }
 
+/// Publishes 2 MB of `job.progress` in 1 KB events over about two seconds.
+async fn publish_two_megabytes(router: &support::Router) {
+    let pad = "x".repeat(1000);
+    for batch in 0..20u64 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| json!({"type": "job.progress", "payload": {"n": batch * 100 + i, "pad": pad}}))
+            .collect();
+        let (status, body) = router.publish(&Value::Array(events)).await;
+        assert_eq!(status, 202, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `server.socket_send_buffer` (docs/protocol.md, "Slow consumers") bounds
 /// what the kernel holds for a client that stops reading, so the
 /// slow-consumer policy meets it after about `send_queue_bytes` +
@@ -282,15 +295,7 @@ async fn the_kernel_send_buffer_is_bounded_so_a_stalled_client_meets_the_policy(
     // 2 MB in 1 KB events over about two seconds: an autotuned send buffer
     // grows to take it all (the router's queue would never fill), a 16 KB
     // one cannot.
-    let pad = "x".repeat(1000);
-    for batch in 0..20u64 {
-        let events: Vec<Value> = (0..100)
-            .map(|i| json!({"type": "job.progress", "payload": {"n": batch * 100 + i, "pad": pad}}))
-            .collect();
-        let (status, body) = router.publish(&Value::Array(events)).await;
-        assert_eq!(status, 202, "{body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    publish_two_megabytes(&router).await;
     assert_eq!(slow.close_frame().await, (4008, "too slow".to_owned()));
     router.shutdown().await;
 }
@@ -322,15 +327,7 @@ async fn a_stalled_event_stream_is_disconnected_and_its_socket_let_go() {
     }
     // 2 MB in 1 KB events over about two seconds: the first go out, then
     // the socket is full, then the queue.
-    let pad = "x".repeat(1000);
-    for batch in 0..20u64 {
-        let events: Vec<Value> = (0..100)
-            .map(|i| json!({"type": "job.progress", "payload": {"n": batch * 100 + i, "pad": pad}}))
-            .collect();
-        let (status, body) = router.publish(&Value::Array(events)).await;
-        assert_eq!(status, 202, "{body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    publish_two_megabytes(&router).await;
     // Nothing is read: the stream is closed (4008) behind bytes the
     // client never takes, and given up after the grace period.
     let deadline = tokio::time::Instant::now() + support::WAIT;

@@ -27,7 +27,7 @@ struct Message {
 
 impl Sse {
     async fn open(remote: &Remote, path_and_query: &str, headers: &[(&str, &str)]) -> Sse {
-        let mut stream = TcpStream::connect(remote.addr).await.unwrap();
+        let stream = TcpStream::connect(remote.addr).await.unwrap();
         let mut request = format!(
             "GET {path_and_query} HTTP/1.0\r\nHost: {}\r\nAccept: text/event-stream\r\n",
             remote.addr
@@ -36,22 +36,8 @@ impl Sse {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
         request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
         let mut reader = BufReader::new(stream);
-        let mut status_line = String::new();
-        reader.read_line(&mut status_line).await.unwrap();
-        let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-        let mut headers = Vec::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).await.unwrap();
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line.split_once(':').unwrap();
-            headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
-        }
+        let (status, headers) = ask(&mut reader, &request).await;
         Sse {
             status,
             headers,
@@ -314,6 +300,16 @@ async fn origins_are_checked_and_allowed_ones_get_cors_headers() {
 }
 
 /// Reads a response's status line and headers (names lowercased).
+/// Sends `request` on the connection and reads the response's head.
+async fn ask(reader: &mut BufReader<TcpStream>, request: &str) -> (u16, Vec<(String, String)>) {
+    reader
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .unwrap();
+    read_head(reader).await
+}
+
 async fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
     let mut status_line = String::new();
     reader.read_line(&mut status_line).await.unwrap();
@@ -358,12 +354,7 @@ async fn over_http_1_1_a_stream_follows_keep_alive_requests_and_a_head_and_is_ch
     let host = router.addr;
     for _ in 0..2 {
         let request = format!("GET /health/live HTTP/1.1\r\nHost: {host}\r\n\r\n");
-        reader
-            .get_mut()
-            .write_all(request.as_bytes())
-            .await
-            .unwrap();
-        let (status, headers) = read_head(&mut reader).await;
+        let (status, headers) = ask(&mut reader, &request).await;
         assert_eq!(status, 200);
         let length = headers.iter().find(|(n, _)| n == "content-length").unwrap();
         let mut body = vec![0; length.1.parse().unwrap()];
@@ -372,12 +363,7 @@ async fn over_http_1_1_a_stream_follows_keep_alive_requests_and_a_head_and_is_ch
     // A HEAD is answered by hyper: the stream's headers, no body.
     let request =
         format!("HEAD /ws/events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
-    reader
-        .get_mut()
-        .write_all(request.as_bytes())
-        .await
-        .unwrap();
-    let (status, headers) = read_head(&mut reader).await;
+    let (status, headers) = ask(&mut reader, &request).await;
     assert_eq!(status, 200);
     assert!(
         headers.contains(&("content-type".into(), "text/event-stream".into())),
@@ -385,12 +371,7 @@ async fn over_http_1_1_a_stream_follows_keep_alive_requests_and_a_head_and_is_ch
     );
     let request =
         format!("GET /ws/events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
-    reader
-        .get_mut()
-        .write_all(request.as_bytes())
-        .await
-        .unwrap();
-    let (status, headers) = read_head(&mut reader).await;
+    let (status, headers) = ask(&mut reader, &request).await;
     assert_eq!(status, 200);
     for (name, value) in [
         ("content-type", "text/event-stream"),
