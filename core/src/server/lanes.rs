@@ -1,7 +1,7 @@
-//! Fan-out over cores: WebSocket connections are spread over lanes, each
-//! a runtime of its own with one worker thread, so that the recipients of
-//! an event are written by every lane at once, each lane writing only its
-//! own connections (ARCHITECTURE.md, "Fan-out over cores"; measured in
+//! Fan-out over cores: WebSocket connections and event streams are spread
+//! over lanes, each a runtime of its own with one worker thread, so that
+//! the recipients of an event are written by every lane at once, each lane
+//! writing only its own connections (ARCHITECTURE.md, "Fan-out over cores"; measured in
 //! BENCHMARKS.md, "Fan-out over cores").
 //!
 //! On one shared multi-threaded runtime the writes of a fan-out are spread

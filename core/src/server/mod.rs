@@ -5,9 +5,8 @@
 //! `TCP_NODELAY`, handshakes are bounded in time and number, and upgrades
 //! are done with a small read buffer (warp's own WebSocket filter costs
 //! ~137 KiB per connection). WebSockets and event streams take their socket
-//! back from hyper once their request is answered, and WebSocket connections
-//! are then served on [`lanes`], one thread each, so that a fan-out is
-//! written by all at once.
+//! back from hyper once their request is answered, and are then served on
+//! [`lanes`], one thread each, so that a fan-out is written by all at once.
 
 mod admission;
 mod api;
@@ -168,7 +167,7 @@ where
     S::Future: Send,
 {
     let (io, gate) = head_limit::limit(io, limits.max_header_bytes);
-    let (metrics_app, peer) = (edge.app.clone(), edge.peer);
+    let (metrics_app, peer, lanes) = (edge.app.clone(), edge.peer, edge.lanes.clone());
     let service_gate = gate.clone();
     let handoff: Arc<parking_lot::Mutex<Option<sse::Handoff>>> = Arc::default();
     let service_handoff = handoff.clone();
@@ -216,7 +215,7 @@ where
             let Some(parts) = conn.into_parts() else {
                 unreachable!("a connection with a request under way is not upgraded");
             };
-            sse::serve(parts.io.into_inner().into_inner(), stream);
+            sse::serve(parts.io.into_inner().into_inner(), stream, &lanes);
             return;
         }
         Ok(Err(e)) => tracing::debug!(peer = %peer.0, "HTTP connection ended: {e}"),

@@ -54,7 +54,7 @@ pub(super) fn from_upgraded(upgraded: Upgraded) -> Result<(Socket, Bytes), Upgra
 }
 
 /// Registers a plain TCP stream with the runtime of the task calling this
-/// (a WebSocket connection's lane, see [`super::lanes`]), so that its
+/// (a connection's lane, see [`super::lanes`]), so that its
 /// readiness is seen by the thread that serves it rather than by the
 /// runtime that accepted it. A TLS stream stays where it is: TLS
 /// connections are not moved to lanes.

@@ -29,6 +29,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::admission::{self, bad_request, Refusal};
+use super::lanes::Lanes;
 use super::socket::Socket;
 use super::{reply, BoxError, Peer, Response};
 use crate::app::App;
@@ -161,9 +162,10 @@ pub fn hand_off(version: Version, headers: &HeaderMap, stream: Stream) -> Handof
     Handoff::new(head, chunked, stream)
 }
 
-/// Serves a handed-off stream on its socket, in a task of its own.
-pub fn serve(socket: Socket, handoff: Handoff) {
-    tokio::spawn(task::run(socket, handoff));
+/// Serves a handed-off stream on its socket, in a task of its own on one of
+/// `lanes`.
+pub fn serve(socket: Socket, handoff: Handoff, lanes: &Lanes) {
+    lanes.spawn(task::run(socket, handoff));
 }
 
 /// 426 for a plain `GET` of an endpoint: how to connect instead.

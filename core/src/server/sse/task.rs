@@ -7,7 +7,8 @@
 //! (BENCHMARKS.md, "An idle Server-Sent Events stream").
 //!
 //! Written by hand as a state machine, as the WebSocket task is, so that an
-//! idle stream's task holds only [`Served`].
+//! idle stream's task holds only [`Served`]. It runs on one of the server's
+//! lanes, as a WebSocket does, and moves its socket there first.
 
 use std::future::Future;
 use std::io;
@@ -68,20 +69,14 @@ enum End {
 
 /// Serves the stream on `socket` until it ends: the stream's task.
 pub fn run(socket: Socket, handoff: Handoff) -> Task {
-    Task::Streaming(Served {
-        out: handoff.head,
-        written: 0,
-        chunked: handoff.chunked,
-        stream: handoff.stream,
-        socket,
-        ended: false,
-        deadline: None,
-        rearm: true,
-    })
+    Task::Arriving(Some(Box::new((socket, handoff))))
 }
 
 /// A stream's task.
 pub enum Task {
+    /// Not yet polled: its socket is registered with the runtime that
+    /// polls it first (boxed: this lasts one poll).
+    Arriving(Option<Box<(Socket, Handoff)>>),
     /// Writing the stream.
     Streaming(Served),
     /// Out of the router, its last bytes written: waiting briefly for the
@@ -105,6 +100,18 @@ impl Future for Task {
         let task = self.get_mut();
         loop {
             match task {
+                Task::Arriving(arrival) => {
+                    let Some((socket, handoff)) = arrival.take().map(|a| *a) else {
+                        unreachable!("an arriving task becomes another at its first poll");
+                    };
+                    *task = match socket::adopt(socket) {
+                        Ok(socket) => Task::Streaming(Served::new(socket, handoff)),
+                        Err(e) => {
+                            tracing::warn!("an event stream could not be moved to its lane: {e}");
+                            Task::Done
+                        }
+                    };
+                }
                 Task::Streaming(served) => {
                     let end = ready!(served.poll(cx));
                     tracing::debug!(connection = %served.stream.conn().public_id, ?end, "stream ended");
@@ -157,6 +164,19 @@ pub struct Served {
 }
 
 impl Served {
+    fn new(socket: Socket, handoff: Handoff) -> Served {
+        Served {
+            out: handoff.head,
+            written: 0,
+            chunked: handoff.chunked,
+            stream: handoff.stream,
+            socket,
+            ended: false,
+            deadline: None,
+            rearm: true,
+        }
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         for _ in 0..STEPS_PER_POLL {
             if self.stream.conn().outbox.take_alarm(cx) {
