@@ -1,8 +1,8 @@
 //! Fan-out over cores: WebSocket connections and event streams are spread
 //! over lanes, each a runtime of its own with one worker thread, so that
 //! the recipients of an event are written by every lane at once, each lane
-//! writing only its own connections (ARCHITECTURE.md, "Fan-out over cores"; measured in
-//! BENCHMARKS.md, "Fan-out over cores").
+//! writing only its own connections (ARCHITECTURE.md, "Fan-out over
+//! cores"; measured in BENCHMARKS.md, "Fan-out over cores").
 //!
 //! On one shared multi-threaded runtime the writes of a fan-out are spread
 //! only by work stealing: the publisher's worker queues every woken
