@@ -395,8 +395,9 @@ impl Lags {
     }
 }
 
-/// Says on stderr what `recovery` reports, and takes the announced position
-/// for a channel that could not be recovered (its next events are live).
+/// Says on stderr what `recovery` reports, and moves a channel that could
+/// not be recovered up to the announced position (its next events are
+/// live), or to it outright under a new epoch.
 fn report_recovery(
     recovery: &Value,
     positions: &mut BTreeMap<String, Position>,
@@ -420,11 +421,16 @@ fn report_recovery(
             eprintln!(
                 "switchyard tail: GAP on {channel}: events{from} could not be recovered ({reason}) and may have been missed; live events follow"
             );
-            match announced.get(channel) {
-                Some(p) => {
+            match (positions.get_mut(channel), announced.get(channel)) {
+                // Same epoch: never back to the connection's start, which
+                // would print again what came since.
+                (Some(mine), Some(p)) if mine.epoch == p.epoch => {
+                    mine.sequence = mine.sequence.max(p.sequence);
+                }
+                (_, Some(p)) => {
                     positions.insert(channel.clone(), p.clone());
                 }
-                None => {
+                (_, None) => {
                     positions.remove(channel);
                 }
             }
@@ -528,6 +534,19 @@ mod tests {
         );
         assert!(lags.saw(&mut positions, "alerts", 91));
         assert_eq!(positions["alerts"].sequence, 91);
+    }
+
+    #[test]
+    fn a_failed_recovery_moves_a_position_forward_only() {
+        let announced = parse_since("alerts:E:20,jobs:F:3").unwrap();
+        let mut positions = parse_since("alerts:E:33,jobs:old:9").unwrap();
+        let failed = json!({
+            "alerts": {"recovered": false, "reason": "too_old"},
+            "jobs": {"recovered": false, "reason": "epoch_changed"}
+        });
+        report_recovery(&failed, &mut positions, &announced);
+        assert_eq!(positions["alerts"].sequence, 33, "not back to the start");
+        assert_eq!(cursor(&positions), "alerts:E:33,jobs:F:3");
     }
 
     #[test]
