@@ -16,6 +16,7 @@ mod readiness;
 mod reply;
 mod socket;
 mod sse;
+mod steps;
 mod ws;
 
 use std::convert::Infallible;

@@ -20,13 +20,10 @@ use tokio::io::AsyncWrite;
 
 use super::stream::{Stream, PING};
 use crate::connection::outbox::Batch;
-use crate::connection::ConnRef;
+use crate::connection::{Clock, ConnRef};
 use crate::server::readiness::poll_read;
 use crate::server::socket::{self, Socket, CLOSE_GRACE};
-
-/// Steps taken before yielding to other tasks, so that one busy stream
-/// cannot hold a worker thread.
-const STEPS_PER_POLL: usize = 32;
+use crate::server::steps::{self, Steps};
 
 /// Room kept before a chunk for its size line: eight hex digits (leading
 /// zeros are allowed) and CRLF, filled in once the chunk is written.
@@ -58,7 +55,7 @@ impl Handoff {
 
 /// How serving a stream ended.
 #[derive(Debug, PartialEq, Eq)]
-enum End {
+pub(in crate::server) enum End {
     /// Everything, the last message included, is written.
     Finished,
     /// The client went away.
@@ -113,7 +110,7 @@ impl Future for Task {
                     };
                 }
                 Task::Streaming(served) => {
-                    let end = ready!(served.poll(cx));
+                    let end = ready!(steps::poll(served, cx));
                     tracing::debug!(connection = %served.stream.conn().public_id, ?end, "stream ended");
                     let Task::Streaming(served) = std::mem::replace(task, Task::Done) else {
                         unreachable!("matched above");
@@ -177,81 +174,6 @@ impl Served {
         }
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
-        for _ in 0..STEPS_PER_POLL {
-            if self.stream.conn().outbox.take_alarm(cx) {
-                if let Some(end) = self.on_alarm() {
-                    return Poll::Ready(end);
-                }
-                self.rearm = true;
-            }
-            let stepped = self.step(cx);
-            if let Poll::Ready(Some(end)) = stepped {
-                return Poll::Ready(end);
-            }
-            if std::mem::take(&mut self.rearm) {
-                let wake = self
-                    .deadline
-                    .map_or(self.stream.next_ping(), |d| d.min(self.stream.next_ping()));
-                let conn = self.stream.conn();
-                self.stream.app().router.clock().wake_at(conn, wake);
-            }
-            if stepped.is_pending() {
-                return Poll::Pending;
-            }
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-
-    /// The clock rang: a ping may be due, or the deadline passed.
-    fn on_alarm(&mut self) -> Option<End> {
-        let now = Instant::now();
-        if self.deadline.is_some_and(|d| now >= d) {
-            return Some(End::Abandoned);
-        }
-        // A stream with bytes still under way needs no ping to look alive.
-        if self.stream.ping_due(now) && self.out.is_empty() && !self.ended {
-            self.chunk(|_, out| {
-                out.extend_from_slice(PING);
-                false
-            });
-        }
-        None
-    }
-
-    /// One round of writing and reading: `Ready(None)` when something
-    /// happened (go round again), `Pending` when everything waits.
-    fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
-        let mut progressed = false;
-        if self.out.is_empty() && !self.ended {
-            if let Poll::Ready(batch) = self.stream.conn().outbox.poll_batch(cx) {
-                self.load(batch);
-            }
-        }
-        if !self.out.is_empty() {
-            match self.poll_write(cx) {
-                Poll::Ready(Ok(())) if self.ended => return Poll::Ready(Some(End::Finished)),
-                Poll::Ready(Ok(())) => progressed = true,
-                Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
-                Poll::Pending => self.closing_while_blocked(),
-            }
-        }
-        let (socket, conn) = (&mut self.socket, self.stream.conn());
-        // A stream takes no messages: what the client sends is read only
-        // to notice it closing, and dropped.
-        match poll_read(conn, cx, |rcx| socket::poll_read_shared(socket, rcx)) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
-            Poll::Ready(Ok(_)) => progressed = true,
-            Poll::Pending => {}
-        }
-        if progressed {
-            Poll::Ready(None)
-        } else {
-            Poll::Pending
-        }
-    }
-
     /// Puts the batch's messages in `out`, as one chunk.
     fn load(&mut self, batch: Batch) {
         let ended = self.chunk(|stream, out| stream.write(batch, out));
@@ -308,6 +230,74 @@ impl Served {
             self.deadline = Some(Instant::now() + CLOSE_GRACE);
             self.rearm = true;
         }
+    }
+}
+
+impl Steps for Served {
+    type End = End;
+
+    fn conn(&self) -> &ConnRef {
+        self.stream.conn()
+    }
+
+    fn clock(&self) -> &Clock {
+        self.stream.app().router.clock()
+    }
+
+    /// The clock rang: a ping may be due, or the deadline passed.
+    fn on_alarm(&mut self) -> Option<End> {
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Some(End::Abandoned);
+        }
+        // A stream with bytes still under way needs no ping to look alive.
+        if self.stream.ping_due(now) && self.out.is_empty() && !self.ended {
+            self.chunk(|_, out| {
+                out.extend_from_slice(PING);
+                false
+            });
+        }
+        None
+    }
+
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
+        let mut progressed = false;
+        if self.out.is_empty() && !self.ended {
+            if let Poll::Ready(batch) = self.stream.conn().outbox.poll_batch(cx) {
+                self.load(batch);
+            }
+        }
+        if !self.out.is_empty() {
+            match self.poll_write(cx) {
+                Poll::Ready(Ok(())) if self.ended => return Poll::Ready(Some(End::Finished)),
+                Poll::Ready(Ok(())) => progressed = true,
+                Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
+                Poll::Pending => self.closing_while_blocked(),
+            }
+        }
+        let (socket, conn) = (&mut self.socket, self.stream.conn());
+        // A stream takes no messages: what the client sends is read only
+        // to notice it closing, and dropped.
+        match poll_read(conn, cx, |rcx| socket::poll_read_shared(socket, rcx)) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
+            Poll::Ready(Ok(_)) => progressed = true,
+            Poll::Pending => {}
+        }
+        if progressed {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn take_rearm(&mut self) -> bool {
+        std::mem::take(&mut self.rearm)
+    }
+
+    /// The next ping, or the deadline if it comes first.
+    fn next_wake(&self, _now: Instant) -> Instant {
+        let ping = self.stream.next_ping();
+        self.deadline.map_or(ping, |d| d.min(ping))
     }
 }
 

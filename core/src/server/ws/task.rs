@@ -24,19 +24,16 @@ use super::watchdog::{Due, Watchdog};
 use super::writer::{self, Flushed, Writer};
 use crate::app::App;
 use crate::connection::outbox::Written;
-use crate::connection::{Close, ConnRef};
+use crate::connection::{Clock, Close, ConnRef};
 use crate::server::admission::{self, Admission};
 use crate::server::readiness::poll_read;
 use crate::server::socket::{self, Socket, CLOSE_GRACE};
+use crate::server::steps::{self, Steps};
 use crate::session::{Context as SessionContext, Outcome, Session};
-
-/// Steps taken before yielding to other tasks, so that one busy client
-/// cannot hold a worker thread.
-const STEPS_PER_POLL: usize = 32;
 
 /// How serving a connection ended.
 #[derive(Debug, PartialEq, Eq)]
-enum End {
+pub(in crate::server) enum End {
     /// The client went away (or closed first): nothing more to send.
     Gone,
     /// Our close frame is written: wait briefly for the client's answer.
@@ -78,7 +75,7 @@ impl Future for Task {
                     None => *task = Task::Done,
                 },
                 Task::Serving(served) => {
-                    let end = ready!(served.poll(cx));
+                    let end = ready!(steps::poll(served, cx));
                     tracing::debug!(connection = %served.conn.public_id, ?end, "ended");
                     served.leave();
                     let Task::Serving(mut served) = std::mem::replace(task, Task::Done) else {
@@ -214,74 +211,6 @@ impl Served {
         socket::poll_linger(&mut self.socket, &self.conn, self.deadline, cx)
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
-        for _ in 0..STEPS_PER_POLL {
-            if self.conn.outbox.take_alarm(cx) {
-                if let Some(end) = self.on_timer() {
-                    return Poll::Ready(end);
-                }
-                self.rearm = true;
-            }
-            let stepped = self.step(cx);
-            if let Poll::Ready(Some(end)) = stepped {
-                return Poll::Ready(end);
-            }
-            if std::mem::take(&mut self.rearm) {
-                let wake = self.next_wake(Instant::now());
-                self.app.router.clock().wake_at(&self.conn, wake);
-            }
-            if stepped.is_pending() {
-                return Poll::Pending;
-            }
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-
-    /// One round of writing and reading: `Ready(None)` when something
-    /// happened (go round again), `Pending` when everything waits.
-    fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
-        let mut progressed = false;
-        if self.writer.is_idle() && !self.writer.is_closing() {
-            if let Poll::Ready(batch) = self.conn.outbox.poll_batch(cx) {
-                self.writer.load(batch);
-                if self.writer.is_closing() {
-                    self.close_within_grace();
-                }
-            }
-        }
-        if !self.writer.is_idle() {
-            let metrics = self.app.router.metrics();
-            let mut written = Written::default();
-            let wrote = self
-                .writer
-                .poll_write(cx, &mut self.socket, metrics, &mut written);
-            self.conn.outbox.release(written);
-            match wrote {
-                Poll::Ready(Ok(Flushed::Closed)) => return Poll::Ready(Some(End::Closed)),
-                Poll::Ready(Ok(Flushed::Batch)) => progressed = true,
-                Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
-                Poll::Pending => self.closing_while_blocked(),
-            }
-        }
-        if self.reading {
-            let socket = &mut self.socket;
-            match poll_read(&self.conn, cx, |rcx| socket::poll_read_shared(socket, rcx)) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
-                Poll::Ready(Ok(n)) => {
-                    socket::with_read(n, |bytes| self.on_input(bytes));
-                    progressed = true;
-                }
-                Poll::Pending => {}
-            }
-        }
-        if progressed {
-            Poll::Ready(None)
-        } else {
-            Poll::Pending
-        }
-    }
-
     /// Handles bytes the client sent: each complete message, or the close
     /// that answers a violation of the protocol.
     fn on_input(&mut self, bytes: &mut [u8]) {
@@ -340,9 +269,39 @@ impl Served {
         }
     }
 
+    /// The socket is full and the outbox was closed meanwhile (4008: the
+    /// client does not read what it asks for): stop reading, and give the
+    /// batch under way [`CLOSE_GRACE`] to go out before the close frame, so
+    /// that a client that never reads is let go.
+    fn closing_while_blocked(&mut self) {
+        if self.deadline.is_none() && self.conn.outbox.is_closing() {
+            self.reading = false;
+            self.close_within_grace();
+        }
+    }
+
+    fn close_within_grace(&mut self) {
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + CLOSE_GRACE);
+            self.rearm = true;
+        }
+    }
+}
+
+impl Steps for Served {
+    type End = End;
+
+    fn conn(&self) -> &ConnRef {
+        &self.conn
+    }
+
+    fn clock(&self) -> &Clock {
+        self.app.router.clock()
+    }
+
     /// The timer fired: ping, close for silence or expiry, or give up a
     /// close that takes too long.
-    fn on_timer(&mut self) -> Option<End> {
+    fn on_alarm(&mut self) -> Option<End> {
         let now = Instant::now();
         if self.deadline.is_some_and(|d| now >= d) {
             return Some(End::Abandoned);
@@ -362,6 +321,52 @@ impl Served {
         None
     }
 
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
+        let mut progressed = false;
+        if self.writer.is_idle() && !self.writer.is_closing() {
+            if let Poll::Ready(batch) = self.conn.outbox.poll_batch(cx) {
+                self.writer.load(batch);
+                if self.writer.is_closing() {
+                    self.close_within_grace();
+                }
+            }
+        }
+        if !self.writer.is_idle() {
+            let metrics = self.app.router.metrics();
+            let mut written = Written::default();
+            let wrote = self
+                .writer
+                .poll_write(cx, &mut self.socket, metrics, &mut written);
+            self.conn.outbox.release(written);
+            match wrote {
+                Poll::Ready(Ok(Flushed::Closed)) => return Poll::Ready(Some(End::Closed)),
+                Poll::Ready(Ok(Flushed::Batch)) => progressed = true,
+                Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
+                Poll::Pending => self.closing_while_blocked(),
+            }
+        }
+        if self.reading {
+            let socket = &mut self.socket;
+            match poll_read(&self.conn, cx, |rcx| socket::poll_read_shared(socket, rcx)) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
+                Poll::Ready(Ok(n)) => {
+                    socket::with_read(n, |bytes| self.on_input(bytes));
+                    progressed = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        if progressed {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn take_rearm(&mut self) -> bool {
+        std::mem::take(&mut self.rearm)
+    }
+
     /// When the timer should fire next: the watchdog's next due time, or,
     /// once the connection is closing, only the deadline.
     fn next_wake(&self, now: Instant) -> Instant {
@@ -370,24 +375,6 @@ impl Served {
             self.watchdog
                 .next_due(now, self.conn.expires_at(), unix_now)
         })
-    }
-
-    /// The socket is full and the outbox was closed meanwhile (4008: the
-    /// client does not read what it asks for): stop reading, and give the
-    /// batch under way [`CLOSE_GRACE`] to go out before the close frame, so
-    /// that a client that never reads is let go.
-    fn closing_while_blocked(&mut self) {
-        if self.deadline.is_none() && self.conn.outbox.is_closing() {
-            self.reading = false;
-            self.close_within_grace();
-        }
-    }
-
-    fn close_within_grace(&mut self) {
-        if self.deadline.is_none() {
-            self.deadline = Some(Instant::now() + CLOSE_GRACE);
-            self.rearm = true;
-        }
     }
 }
 
