@@ -12,13 +12,13 @@ use std::task::{Context, Poll, Waker};
 use crate::connection::ConnRef;
 
 /// Calls `read` if `conn`'s socket may be readable, with a context whose
-/// waker marks it readable again and wakes the task in `cx`.
+/// waker marks it readable again and wakes the connection's task (the one
+/// the poll calling this registered with the outbox).
 pub(super) fn poll_read<T>(
     conn: &ConnRef,
-    cx: &mut Context<'_>,
     read: impl FnOnce(&mut Context<'_>) -> Poll<T>,
 ) -> Poll<T> {
-    if !conn.outbox.take_readable(cx) {
+    if !conn.outbox.take_readable() {
         return Poll::Pending;
     }
     let waker = Waker::from(conn.clone());

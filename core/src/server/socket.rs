@@ -95,7 +95,8 @@ pub(super) fn poll_linger(
     deadline: Option<Instant>,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
-    if conn.outbox.take_alarm(cx) && deadline.is_none_or(|d| Instant::now() >= d) {
+    conn.outbox.register(cx);
+    if conn.outbox.take_alarm() && deadline.is_none_or(|d| Instant::now() >= d) {
         return Poll::Ready(Ok(()));
     }
     ready!(Pin::new(&mut *socket).poll_shutdown(cx))?;

@@ -27,7 +27,9 @@ pub(super) trait Steps {
     fn on_alarm(&mut self) -> Option<Self::End>;
 
     /// One round of writing and reading: `Ready(None)` when something
-    /// happened (go round again), `Pending` when everything waits.
+    /// happened (go round again), `Pending` when everything waits. The
+    /// task is registered with its outbox already: a step takes what is
+    /// there without registering again.
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<Self::End>>;
 
     /// Whether a new alarm must be asked for (a deadline appeared), and
@@ -40,8 +42,11 @@ pub(super) trait Steps {
 
 /// Polls a connection task: `Ready` once it ends.
 pub(super) fn poll<T: Steps>(task: &mut T, cx: &mut Context<'_>) -> Poll<T::End> {
+    // Once, before anything is looked at: whatever arrives later wakes the
+    // task for another poll (`Outbox::register`).
+    task.conn().outbox.register(cx);
     for _ in 0..STEPS_PER_POLL {
-        let rang = task.conn().outbox.take_alarm(cx);
+        let rang = task.conn().outbox.take_alarm();
         if rang {
             if let Some(end) = task.on_alarm() {
                 return Poll::Ready(end);

@@ -263,7 +263,7 @@ impl Steps for Served {
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
         let mut progressed = false;
         if self.out.is_empty() && !self.ended {
-            if let Poll::Ready(batch) = self.stream.conn().outbox.poll_batch(cx) {
+            if let Some(batch) = self.stream.conn().outbox.take_batch() {
                 self.load(batch);
             }
         }
@@ -278,7 +278,7 @@ impl Steps for Served {
         let (socket, conn) = (&mut self.socket, self.stream.conn());
         // A stream takes no messages: what the client sends is read only
         // to notice it closing, and dropped.
-        match poll_read(conn, cx, |rcx| socket::poll_read_shared(socket, rcx)) {
+        match poll_read(conn, |rcx| socket::poll_read_shared(socket, rcx)) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
             Poll::Ready(Ok(_)) => progressed = true,
             Poll::Pending => {}

@@ -324,7 +324,7 @@ impl Steps for Served {
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
         let mut progressed = false;
         if self.writer.is_idle() && !self.writer.is_closing() {
-            if let Poll::Ready(batch) = self.conn.outbox.poll_batch(cx) {
+            if let Some(batch) = self.conn.outbox.take_batch() {
                 self.writer.load(batch);
                 if self.writer.is_closing() {
                     self.close_within_grace();
@@ -347,7 +347,7 @@ impl Steps for Served {
         }
         if self.reading {
             let socket = &mut self.socket;
-            match poll_read(&self.conn, cx, |rcx| socket::poll_read_shared(socket, rcx)) {
+            match poll_read(&self.conn, |rcx| socket::poll_read_shared(socket, rcx)) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
                 Poll::Ready(Ok(n)) => {
                     socket::with_read(n, |bytes| self.on_input(bytes));

@@ -4,7 +4,11 @@
 //! by the payload as is: every recipient of an event shares its bytes, and
 //! only the header is made per connection. A batch goes out in one vectored
 //! write (more only when the socket takes part of it), with no copy into a
-//! per-connection buffer and no buffer kept between batches.
+//! per-connection buffer and no buffer kept between batches. A small batch
+//! (a steady stream's one event) is copied into a buffer on the stack
+//! instead and sent with one plain `send()`, which the kernel takes for
+//! less than a `writev` of two slices (BENCHMARKS.md, "One registration
+//! per poll").
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -20,6 +24,9 @@ use crate::metrics::Metrics;
 /// Frames handed to one `writev`: far below `IOV_MAX` (1024), and enough
 /// that a burst needs few system calls.
 const FRAMES_PER_WRITE: usize = 64;
+/// Writes of at most this many bytes are copied into one buffer on the
+/// stack and sent as one, rather than as slices.
+const COPY_BELOW: usize = 512;
 /// The longest header: opcode byte, length marker, 64-bit length.
 const MAX_HEADER: usize = 10;
 /// Close reasons are cut to fit a control frame (125 bytes with the code).
@@ -112,7 +119,7 @@ impl Writer {
             let mut headers = [[0u8; MAX_HEADER]; FRAMES_PER_WRITE];
             let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE + 1];
             let used = self.slices(&mut headers, &mut slices);
-            let n = match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..used]) {
+            let n = match poll_write_slices(&mut *io, cx, &slices[..used]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -187,6 +194,26 @@ impl Writer {
     }
 }
 
+/// Writes `slices` with one system call: one `send()` of a copy when they
+/// are small, one `writev` of the slices themselves when not.
+fn poll_write_slices<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    cx: &mut Context<'_>,
+    slices: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    if total > COPY_BELOW {
+        return Pin::new(io).poll_write_vectored(cx, slices);
+    }
+    let mut buf = [0u8; COPY_BELOW];
+    let mut len = 0;
+    for slice in slices {
+        buf[len..len + slice.len()].copy_from_slice(slice);
+        len += slice.len();
+    }
+    Pin::new(io).poll_write(cx, &buf[..len])
+}
+
 /// Counts one written event and its latency from acceptance.
 fn delivered(frame: &Frame, metrics: &Metrics, now: &mut Option<Instant>) {
     if let Some(event) = frame.event() {
@@ -253,6 +280,7 @@ mod tests {
     struct Trickle {
         out: Vec<u8>,
         chunk: usize,
+        writes: usize,
     }
 
     impl AsyncWrite for Trickle {
@@ -261,6 +289,7 @@ mod tests {
             _: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
+            self.writes += 1;
             let n = buf.len().min(self.chunk);
             self.out.extend_from_slice(&buf[..n]);
             Poll::Ready(Ok(n))
@@ -289,19 +318,21 @@ mod tests {
         frames
     }
 
-    fn write_all(batch: Batch, chunk: usize) -> (Vec<u8>, Flushed) {
+    /// Writes `batch` whole: the bytes, the outcome and how many writes.
+    fn write_all(batch: Batch, chunk: usize) -> (Vec<u8>, Flushed, usize) {
         let mut writer = Writer::default();
         writer.load(batch);
         let mut socket = Trickle {
             out: Vec::new(),
             chunk,
+            writes: 0,
         };
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         let metrics = Metrics::new();
         match writer.poll_write(&mut cx, &mut socket, &metrics, &mut Written::default()) {
             Poll::Ready(Ok(flushed)) => {
                 assert!(writer.is_idle());
-                (socket.out, flushed)
+                (socket.out, flushed, socket.writes)
             }
             other => panic!("{other:?}"),
         }
@@ -322,7 +353,7 @@ mod tests {
     fn frames_of_every_header_size_survive_any_split() {
         let sizes = [0, 1, 125, 126, 65_535, 65_536, 70_000];
         for chunk in [1, 3, 7, 100, 1 << 20] {
-            let (bytes, flushed) = write_all(batch(&sizes, true, None), chunk);
+            let (bytes, flushed, _) = write_all(batch(&sizes, true, None), chunk);
             assert_eq!(flushed, Flushed::Batch);
             let frames = parse(&bytes);
             let lens: Vec<usize> = frames.iter().map(|(_, p)| p.len()).collect();
@@ -335,8 +366,24 @@ mod tests {
     #[test]
     fn more_frames_than_one_write_takes() {
         let sizes = vec![10; FRAMES_PER_WRITE * 3 + 5];
-        let (bytes, _) = write_all(batch(&sizes, false, None), 1 << 20);
+        let (bytes, _, _) = write_all(batch(&sizes, false, None), 1 << 20);
         assert_eq!(parse(&bytes).len(), sizes.len());
+    }
+
+    /// The steady case: a few small frames (and a Ping) leave in one plain
+    /// write, not one per slice (the test socket writes one slice of a
+    /// vectored write at a time, as a socket may).
+    #[test]
+    fn a_small_batch_is_one_plain_write() {
+        let (bytes, _, writes) = write_all(batch(&[100, 200, 0], true, None), 1 << 20);
+        assert_eq!(writes, 1);
+        let lens: Vec<usize> = parse(&bytes).iter().map(|(_, p)| p.len()).collect();
+        assert_eq!(lens, [100, 200, 0, 0]);
+        let (_, _, writes) = write_all(batch(&[COPY_BELOW], false, None), 1 << 20);
+        assert_eq!(
+            writes, 2,
+            "header and payload as slices once over the limit"
+        );
     }
 
     #[test]
@@ -346,7 +393,7 @@ mod tests {
             reason: "é".repeat(100),
             flush: true,
         };
-        let (bytes, flushed) = write_all(batch(&[5], false, Some(close)), 2);
+        let (bytes, flushed, _) = write_all(batch(&[5], false, Some(close)), 2);
         assert_eq!(flushed, Flushed::Closed);
         let frames = parse(&bytes);
         let (op, payload) = &frames[1];
