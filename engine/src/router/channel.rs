@@ -65,6 +65,11 @@ pub struct Stored {
     pub at: Instant,
 }
 
+/// An event handed to [`Channel::accept`] starts an epoch the channel has
+/// not had: the channel must be reset to it first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewEpoch;
+
 /// What history can say about the events after a position.
 #[derive(Debug)]
 pub struct Recoverable {
@@ -237,22 +242,32 @@ impl Channel {
     }
 
     /// Takes an event stamped elsewhere (cluster engine) if it is the next
-    /// one: kept, and handed to `hand_over`. See [`Received`].
+    /// one: kept, and handed to `hand_over`. See [`Received`]; `Err` when
+    /// the event starts an epoch the channel has not had yet, which the
+    /// caller [resets](Self::reset) it to before handing the event in again.
+    /// One look under the lock decides both, so that receiving an event
+    /// locks its channel once.
     pub fn accept(
         &self,
         event: &Sequenced,
         settings: &ChannelConfig,
         hand_over: &mut dyn FnMut(&Stored, &Arc<str>),
-    ) -> Received {
+    ) -> Result<Received, NewEpoch> {
         let mut stamping = self.lock();
         let inner = &*stamping.inner;
-        if *inner.epoch != *event.epoch || event.sequence <= inner.sequence {
-            return Received::Stale;
+        if *inner.epoch != *event.epoch {
+            if inner.retired.iter().any(|e| **e == *event.epoch) {
+                return Ok(Received::Stale);
+            }
+            return Err(NewEpoch);
+        }
+        if event.sequence <= inner.sequence {
+            return Ok(Received::Stale);
         }
         if event.sequence > inner.sequence + 1 {
-            return Received::Missing {
+            return Ok(Received::Missing {
                 after: inner.sequence,
-            };
+            });
         }
         stamping.inner.sequence = event.sequence;
         let stored = Stored {
@@ -265,7 +280,7 @@ impl Channel {
         };
         hand_over(&stored, &stamping.inner.epoch);
         stamping.keep(stored, settings);
-        Received::Delivered
+        Ok(Received::Delivered)
     }
 
     /// Declares the events after the last delivered one up to `until` lost

@@ -46,6 +46,7 @@ use crate::metrics::Metrics;
 use crate::protocol::Position;
 use crate::registry::Registry;
 use crate::text::Text;
+use channel::NewEpoch;
 use coverage::Coverage;
 use table::Table;
 
@@ -342,15 +343,20 @@ impl Router {
     /// and its connections told with `connection.channels`); see
     /// [`Received`] for the rest.
     pub fn receive(&self, event: &Sequenced) -> Received {
-        let table = self.table.read();
-        if !table.is_new_epoch(event) {
-            return table.receive(event, &self.metrics, &self.coverage);
-        }
-        drop(table);
+        let received = self
+            .table
+            .read()
+            .receive(event, &self.metrics, &self.coverage);
+        let Err(NewEpoch) = received else {
+            return received.unwrap_or(Received::Stale);
+        };
         self.table.write().reset(&event.channel, &event.epoch);
+        // Only a reset to yet another epoch in between makes this one new
+        // again: it is then older than the channel's, so stale.
         self.table
             .read()
             .receive(event, &self.metrics, &self.coverage)
+            .unwrap_or(Received::Stale)
     }
 
     /// Starts `epoch` on `channel` (the cluster store lost the channel's

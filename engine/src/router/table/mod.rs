@@ -14,7 +14,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{json, Value};
 
 use super::census::Census;
-use super::channel::{Appending, Channel, Stored};
+use super::channel::{Appending, Channel, NewEpoch, Stored};
 use super::coverage::{Coverage, Live};
 use super::envelope::{self, Prepared};
 use super::log::{Appended, Batch, Received, Sequenced, Sequencing};

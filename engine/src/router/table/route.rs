@@ -84,26 +84,20 @@ impl Table {
         }
     }
 
-    /// Whether `event` starts a new epoch of its channel.
-    pub(in crate::router) fn is_new_epoch(&self, event: &Sequenced) -> bool {
-        self.channels
-            .get(event.channel.as_str())
-            .is_some_and(|ch| ch.log.is_new_epoch(&event.epoch))
-    }
-
     /// Delivers an event stamped by the cluster engine if it is its
-    /// channel's next one (see [`Received`]).
+    /// channel's next one (see [`Received`]); `Err` when it starts an epoch
+    /// its channel has not had, to [reset](Self::reset) first.
     pub(in crate::router) fn receive(
         &self,
         event: &Sequenced,
         metrics: &Metrics,
         coverage: &Coverage,
-    ) -> Received {
+    ) -> Result<Received, NewEpoch> {
         let (Some(channel), Some(settings)) = (
             self.channels.get(event.channel.as_str()),
             self.snap.registry.channels().get(event.channel.as_str()),
         ) else {
-            return Received::UnknownChannel;
+            return Ok(Received::UnknownChannel);
         };
         // A type this node does not know (yet: a reload not rolled out
         // here) still takes its place in the channel's order, or the
