@@ -1,6 +1,8 @@
 //! Where a subscriber's messages come from: a WebSocket, or a Server-Sent
 //! Events stream on the same endpoint URL (`--transport sse`), read as raw
-//! HTTP/1.0 so that the stream is the body itself.
+//! HTTP/1.0 so that the stream is the body itself. Plain TCP connections
+//! are read through [`Stamped`], so that each message's arrival time is
+//! known as well as the time it was read.
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -9,6 +11,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use futures_util::StreamExt;
+
+use crate::stamped::Stamped;
 
 /// How subscribers connect.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,10 +25,12 @@ pub enum Transport {
 
 /// An open subscriber connection.
 pub enum Feed {
-    /// WebSocket frames.
-    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    /// WebSocket frames over plain TCP.
+    Ws(Box<WebSocketStream<Stamped>>),
+    /// WebSocket frames over TLS (`wss://`): no arrival times.
+    Wss(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
     /// Event-stream lines.
-    Sse(BufReader<TcpStream>),
+    Sse(BufReader<Stamped>),
 }
 
 impl Feed {
@@ -35,7 +41,14 @@ impl Feed {
                 let config = WebSocketConfig::default()
                     .read_buffer_size(8 * 1024)
                     .write_buffer_size(0);
-                tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+                if url.starts_with("wss://") {
+                    return tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+                        .await
+                        .map(|(ws, _)| Feed::Wss(Box::new(ws)))
+                        .map_err(|e| e.to_string());
+                }
+                let stream = connect(url).await.map_err(|e| e.to_string())?;
+                tokio_tungstenite::client_async_with_config(url, stream, Some(config))
                     .await
                     .map(|(ws, _)| Feed::Ws(Box::new(ws)))
                     .map_err(|e| e.to_string())
@@ -48,14 +61,8 @@ impl Feed {
     /// connection.
     pub async fn next_text(&mut self) -> Result<Option<String>, String> {
         match self {
-            Feed::Ws(ws) => loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => return Ok(Some(t.to_string())),
-                    Some(Ok(Message::Close(_))) | None => return Ok(None),
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => return Err(e.to_string()),
-                }
-            },
+            Feed::Ws(ws) => next_frame(ws).await,
+            Feed::Wss(ws) => next_frame(ws).await,
             Feed::Sse(reader) => loop {
                 let mut line = String::new();
                 if reader
@@ -73,12 +80,54 @@ impl Feed {
         }
     }
 
-    /// Closes the connection politely (a WebSocket close frame).
-    pub async fn close(self) {
-        if let Feed::Ws(mut ws) = self {
-            let _ = ws.close(None).await;
+    /// When the last message read arrived at this end (ns since the
+    /// epoch), where the connection can tell (see [`Stamped`]).
+    pub fn arrived_ns(&self) -> Option<u64> {
+        match self {
+            Feed::Ws(ws) => ws.get_ref().arrived_ns(),
+            Feed::Wss(_) => None,
+            Feed::Sse(reader) => reader.get_ref().arrived_ns(),
         }
     }
+
+    /// Closes the connection politely (a WebSocket close frame).
+    pub async fn close(self) {
+        match self {
+            Feed::Ws(mut ws) => {
+                let _ = ws.close(None).await;
+            }
+            Feed::Wss(mut ws) => {
+                let _ = ws.close(None).await;
+            }
+            Feed::Sse(_) => {}
+        }
+    }
+}
+
+/// The next text frame of a WebSocket; `Ok(None)` once it is closed.
+async fn next_frame<S>(ws: &mut WebSocketStream<S>) -> Result<Option<String>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(Some(t.to_string())),
+            Some(Ok(Message::Close(_))) | None => return Ok(None),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// A stamped, Nagle-free TCP connection to the host of `url` (`ws://host:port/…`).
+async fn connect(url: &str) -> std::io::Result<Stamped> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| std::io::Error::other(format!("not a ws:// URL: {url}")))?;
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    let stream = TcpStream::connect(host).await?;
+    stream.set_nodelay(true)?;
+    Stamped::new(stream)
 }
 
 async fn open_stream(url: &str) -> std::io::Result<Feed> {
@@ -86,8 +135,7 @@ async fn open_stream(url: &str) -> std::io::Result<Feed> {
         .strip_prefix("ws://")
         .ok_or_else(|| std::io::Error::other("--transport sse needs an http:// --url"))?;
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = TcpStream::connect(host).await?;
-    stream.set_nodelay(true)?;
+    let mut stream = connect(url).await?;
     let request =
         format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;

@@ -23,6 +23,7 @@ mod feed;
 mod floor;
 mod proc_stats;
 mod report;
+mod stamped;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -301,8 +302,9 @@ struct Shared {
     distinct: AtomicU64,
     frame_bytes: AtomicU64,
     last_recv_ns: AtomicU64,
-    /// Latency histograms (µs): send → receipt, accept timestamp → receipt.
-    hist: Mutex<(Histogram<u64>, Histogram<u64>)>,
+    /// Latency histograms (µs): send → receipt, accept timestamp → receipt,
+    /// send → arrival at the subscriber's socket (see `stamped`).
+    hist: Mutex<(Histogram<u64>, Histogram<u64>, Histogram<u64>)>,
 }
 
 /// What one connection saw.
@@ -373,16 +375,20 @@ async fn connection(spec: ConnSpec) -> ConnResult {
     out.connected = true;
     let mut stop = spec.stop;
     let mut last_seq: Vec<(String, u64)> = Vec::new();
-    let mut lat: Vec<(u64, u64)> = Vec::with_capacity(512);
+    // (send → receipt, accept → receipt, send → arrival if known) in µs.
+    let mut lat: Vec<(u64, u64, Option<u64>)> = Vec::with_capacity(512);
     let mut subscribed = false;
-    let flush = |lat: &mut Vec<(u64, u64)>| {
+    let flush = |lat: &mut Vec<(u64, u64, Option<u64>)>| {
         if lat.is_empty() {
             return;
         }
         let mut h = spec.shared.hist.lock().unwrap_or_else(|e| e.into_inner());
-        for &(a, b) in lat.iter() {
+        for &(a, b, c) in lat.iter() {
             h.0.saturating_record(a);
             h.1.saturating_record(b);
+            if let Some(c) = c {
+                h.2.saturating_record(c);
+            }
         }
         lat.clear();
     };
@@ -453,7 +459,11 @@ async fn connection(spec: ConnSpec) -> ConnResult {
                 let accept_us = frame.timestamp.and_then(timestamp_ms).map_or(0, |ms| {
                     (recv / 1000).saturating_sub((ms.max(0) as u64) * 1000)
                 });
-                lat.push((send_us.max(1), accept_us.max(1)));
+                let arrive_us = payload
+                    .sent_ns
+                    .zip(feed.arrived_ns())
+                    .map(|(s, a)| (a.saturating_sub(s) / 1000).max(1));
+                lat.push((send_us.max(1), accept_us.max(1), arrive_us));
                 if lat.len() >= 512 {
                     flush(&mut lat);
                 }
@@ -656,6 +666,7 @@ async fn run(args: RunArgs) -> Result<Value> {
         frame_bytes: AtomicU64::new(0),
         last_recv_ns: AtomicU64::new(0),
         hist: Mutex::new((
+            Histogram::new_with_bounds(1, 600_000_000, 3)?,
             Histogram::new_with_bounds(1, 600_000_000, 3)?,
             Histogram::new_with_bounds(1, 600_000_000, 3)?,
         )),
@@ -911,6 +922,7 @@ async fn run(args: RunArgs) -> Result<Value> {
         "latency_us": {
             "send_to_receipt": percentiles(&hist.0),
             "accept_to_receipt": percentiles(&hist.1),
+            "send_to_arrival": percentiles(&hist.2),
         },
         "server_pid": pids,
         "server_cpu_s": server_cpu_s,
