@@ -1,7 +1,7 @@
 // Test support: a real router binary on a free port with a temporary config.
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { mkdtempSync, writeFileSync, existsSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { createServer } from "node:net";
@@ -14,56 +14,20 @@ export const BIN = process.env.SWITCHYARD_BIN
   ? resolve(process.env.SWITCHYARD_BIN)
   : resolve(here, "..", "..", "..", "target", "debug", "switchyard");
 
-/** A router config like core/tests/it/support.rs BASE. */
+/** The base config the Rust integration tests use too (core/tests/it/base.toml). */
+const BASE = readFileSync(resolve(here, "..", "..", "..", "core", "tests", "it", "base.toml"), "utf8");
+
+/** Replaces `from` in `text`, which must hold it (a changed base.toml fails loudly here). */
+function swap(text, from, to) {
+  if (!text.includes(from)) throw new Error(`core/tests/it/base.toml no longer has ${JSON.stringify(from)}`);
+  return text.replace(from, () => to);
+}
+
+/** The base config on `port`, with lines added to [server], the [auth] body and the alerts' history. */
 export function config({ port, auth = 'mode = "none"', server = "", alertsHistory = 100 } = {}) {
-  return `
-[server]
-listen = "127.0.0.1:${port}"
-${server}
-
-[auth]
-${auth}
-
-[log]
-level = "warn"
-
-[[channels]]
-name = "alerts"
-history = ${alertsHistory}
-
-[[channels]]
-name = "jobs"
-
-[[endpoints]]
-path = "/ws/events"
-channels = ["alerts", "jobs"]
-
-[[event_types]]
-name = "alert.created"
-channel = "alerts"
-description = "New alert"
-[event_types.payload]
-id = { type = "string", required = true }
-severity = { type = "string", required = true, enum = ["low", "medium", "high", "critical"] }
-count = { type = "integer" }
-
-[[event_types]]
-name = "alert.resolved"
-channel = "alerts"
-description = "Alert resolved"
-deprecated = "use alert.updated with status resolved"
-[event_types.payload]
-id = { type = "string", required = true }
-
-[[event_types]]
-name = "job.progress"
-channel = "jobs"
-description = "Job progress"
-aliases = ["job_progress"]
-[event_types.payload]
-job_id = { type = "string", required = true }
-percent = { type = "number" }
-`;
+  let text = swap(BASE, '[server]\nlisten = "127.0.0.1:0"\n', `[server]\nlisten = "127.0.0.1:${port}"\n${server}\n`);
+  text = swap(text, '[auth]\nmode = "none"\n', `[auth]\n${auth}\n`);
+  return swap(text, 'name = "alerts"\nhistory = 100\n', `name = "alerts"\nhistory = ${alertsHistory}\n`);
 }
 
 export function freePort() {

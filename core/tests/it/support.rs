@@ -116,54 +116,9 @@ pub fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// A minimal config: one channel, one endpoint, two HTTP-published types.
-pub const BASE: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-
-[auth]
-mode = "none"
-
-[log]
-level = "warn"
-
-[[channels]]
-name = "alerts"
-history = 100
-
-[[channels]]
-name = "jobs"
-
-[[endpoints]]
-path = "/ws/events"
-channels = ["alerts", "jobs"]
-
-[[event_types]]
-name = "alert.created"
-channel = "alerts"
-description = "New alert"
-[event_types.payload]
-id = { type = "string", required = true }
-severity = { type = "string", required = true, enum = ["low", "medium", "high", "critical"] }
-count = { type = "integer" }
-
-[[event_types]]
-name = "alert.resolved"
-channel = "alerts"
-description = "Alert resolved"
-deprecated = "use alert.updated with status resolved"
-[event_types.payload]
-id = { type = "string", required = true }
-
-[[event_types]]
-name = "job.progress"
-channel = "jobs"
-description = "Job progress"
-aliases = ["job_progress"]
-[event_types.payload]
-job_id = { type = "string", required = true }
-percent = { type = "number" }
-"#;
+/// The base config, `base.toml`: two channels, one endpoint, three
+/// HTTP-published types (shared with the TypeScript client's tests).
+pub const BASE: &str = include_str!("base.toml");
 
 /// BASE with lines added to `[server]` and the `[auth]` body (its `mode`
 /// line) replaced by `auth` (which may open `[auth.jwt]`: `[log]` follows
