@@ -4,6 +4,7 @@
 //! and replies").
 
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use serde_json::{Map, Value};
 
@@ -187,11 +188,28 @@ pub fn request_id(text: &str) -> Option<Value> {
 /// The URL form of `since` for positions (`channel`, `epoch`, `sequence`):
 /// what [`parse_since_param`] reads back.
 pub fn since_text<'a>(positions: impl IntoIterator<Item = (&'a str, &'a str, u64)>) -> String {
-    positions
-        .into_iter()
-        .map(|(channel, epoch, sequence)| format!("{channel}:{epoch}:{sequence}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut out = Vec::new();
+    write_since(&mut out, positions);
+    String::from_utf8(out).expect("names, epochs and digits are UTF-8")
+}
+
+/// Appends the URL form of `since` to `out`, allocating nothing else: an
+/// event stream writes it as the `id:` of every message it sends.
+pub fn write_since<'a>(
+    out: &mut Vec<u8>,
+    positions: impl IntoIterator<Item = (&'a str, &'a str, u64)>,
+) {
+    for (i, (channel, epoch, sequence)) in positions.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(channel.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(epoch.as_bytes());
+        out.push(b':');
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{sequence}");
+    }
 }
 
 /// Parses the URL form of `since`: `alerts:EPOCH:41,cameras:EPOCH:7`.

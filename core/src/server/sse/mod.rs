@@ -95,7 +95,7 @@ async fn open(
         Err(reason) => {
             tracing::debug!("stream refused: {reason}");
             let mut last = Vec::new();
-            stream::message(&mut last, &[], &protocol::closed(1008, &reason));
+            stream::message(&mut last, |_| {}, &protocol::closed(1008, &reason));
             Err(event_stream(
                 headers(),
                 Full::new(Bytes::from(last)).map_err(|e| match e {}).boxed(),

@@ -17,12 +17,18 @@ use crate::server::admission;
 /// The keep-alive comment.
 pub const PING: &[u8] = b": ping\n\n";
 
-/// Appends one `id:` + `data:` message (without `id:` when `id` is empty).
-pub fn message(out: &mut Vec<u8>, id: &[u8], json: &str) {
-    out.reserve(json.len() + id.len() + 16);
-    if !id.is_empty() {
-        out.extend_from_slice(b"id: ");
-        out.extend_from_slice(id);
+/// Appends one `id:` + `data:` message. `write_id` appends the id (the
+/// stream's cursor, written in place); when it appends nothing the message
+/// has no `id:` line.
+pub fn message(out: &mut Vec<u8>, write_id: impl FnOnce(&mut Vec<u8>), json: &str) {
+    out.reserve(json.len() + 64);
+    let start = out.len();
+    out.extend_from_slice(b"id: ");
+    let id_at = out.len();
+    write_id(out);
+    if out.len() == id_at {
+        out.truncate(start);
+    } else {
         out.push(b'\n');
     }
     out.extend_from_slice(b"data: ");
@@ -80,17 +86,15 @@ impl Stream {
     pub fn write(&mut self, batch: Batch, out: &mut Vec<u8>) -> bool {
         for frame in &batch.frames {
             self.cursor.saw(frame);
-            let id = self.cursor.render().unwrap_or_default();
-            message(out, id.as_bytes(), frame.text());
+            message(out, |out| self.cursor.write_id(out), frame.text());
         }
         self.conn.outbox.release(Written::all(&batch.frames));
         let Some(close) = batch.close else {
             return false;
         };
-        let id = self.cursor.render().unwrap_or_default();
         message(
             out,
-            id.as_bytes(),
+            |out| self.cursor.write_id(out),
             &protocol::closed(close.code, &close.reason),
         );
         true
@@ -137,10 +141,14 @@ mod tests {
     #[test]
     fn a_message_is_its_cursor_then_its_json() {
         let mut out = Vec::new();
-        message(&mut out, b"alerts:E:4", "{\"a\":1}");
+        message(
+            &mut out,
+            |o| o.extend_from_slice(b"alerts:E:4"),
+            "{\"a\":1}",
+        );
         assert_eq!(out, b"id: alerts:E:4\ndata: {\"a\":1}\n\n");
         out.clear();
-        message(&mut out, b"", "{}");
+        message(&mut out, |_| {}, "{}");
         assert_eq!(out, b"data: {}\n\n");
     }
 }
