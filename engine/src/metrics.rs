@@ -9,9 +9,11 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::borrow::Cow;
+
+mod sharded;
+pub use sharded::ShardedHistogram;
 
 /// A metric label set with one label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,8 +72,9 @@ pub struct Metrics {
     /// `switchyard_dropped_total{reason}`: `slow_consumer`, `sink_overflow`,
     /// `sink_shutdown`.
     pub dropped: Family<ReasonLabel, Counter>,
-    /// `switchyard_delivery_latency_seconds`: accept → written to the socket.
-    pub latency: Histogram,
+    /// `switchyard_delivery_latency_seconds`: accept → written to the
+    /// socket. Sharded: every lane observes it once per delivery.
+    pub latency: ShardedHistogram,
     /// `switchyard_config_reloads_total{result}`.
     pub reloads: Family<ResultLabel, Counter>,
     /// `switchyard_connections{endpoint}`, set at scrape time.
@@ -130,7 +133,7 @@ impl Metrics {
         let deliveries = Family::<ChannelLabel, Counter>::default();
         let dropped = Family::<ReasonLabel, Counter>::default();
         let upgrades_refused = Family::<ReasonLabel, Counter>::default();
-        let latency = Histogram::new([
+        let latency = ShardedHistogram::new([
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
         ]);
         let reloads = Family::<ResultLabel, Counter>::default();
