@@ -278,7 +278,7 @@ impl Steps for Served {
         let (socket, conn) = (&mut self.socket, self.stream.conn());
         // A stream takes no messages: what the client sends is read only
         // to notice it closing, and dropped.
-        match poll_read(conn, |rcx| socket::poll_read_shared(socket, rcx)) {
+        match poll_read(conn, socket) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
             Poll::Ready(Ok(_)) => progressed = true,
             Poll::Pending => {}

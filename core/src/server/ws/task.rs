@@ -346,8 +346,7 @@ impl Steps for Served {
             }
         }
         if self.reading {
-            let socket = &mut self.socket;
-            match poll_read(&self.conn, |rcx| socket::poll_read_shared(socket, rcx)) {
+            match poll_read(&self.conn, &mut self.socket) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
                 Poll::Ready(Ok(n)) => {
                     socket::with_read(n, |bytes| self.on_input(bytes));
