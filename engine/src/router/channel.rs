@@ -106,6 +106,14 @@ struct Stamping<'a> {
     inner: MutexGuard<'a, Inner>,
 }
 
+impl Inner {
+    /// Whether `epoch` is neither the channel's current one nor one it
+    /// had before.
+    fn is_new_epoch(&self, epoch: &str) -> bool {
+        *self.epoch != *epoch && !self.retired.iter().any(|e| **e == *epoch)
+    }
+}
+
 impl Channel {
     /// A channel with a fresh epoch, sequence 0 and empty history.
     pub fn new(name: &str) -> Channel {
@@ -219,8 +227,7 @@ impl Channel {
     /// Whether `epoch` is newer than the channel's: neither its current
     /// one nor one it had before.
     pub fn is_new_epoch(&self, epoch: &str) -> bool {
-        let inner = self.inner.lock();
-        *inner.epoch != *epoch && !inner.retired.iter().any(|e| **e == *epoch)
+        self.inner.lock().is_new_epoch(epoch)
     }
 
     /// Starts `epoch` (cluster engine: the shared store lost the channel's
@@ -255,13 +262,10 @@ impl Channel {
     ) -> Result<Received, NewEpoch> {
         let mut stamping = self.lock();
         let inner = &*stamping.inner;
-        if *inner.epoch != *event.epoch {
-            if inner.retired.iter().any(|e| **e == *event.epoch) {
-                return Ok(Received::Stale);
-            }
+        if inner.is_new_epoch(&event.epoch) {
             return Err(NewEpoch);
         }
-        if event.sequence <= inner.sequence {
+        if *inner.epoch != *event.epoch || event.sequence <= inner.sequence {
             return Ok(Received::Stale);
         }
         if event.sequence > inner.sequence + 1 {
