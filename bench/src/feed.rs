@@ -47,7 +47,8 @@ impl Feed {
                         .map(|(ws, _)| Feed::Wss(Box::new(ws)))
                         .map_err(|e| e.to_string());
                 }
-                let stream = connect(url).await.map_err(|e| e.to_string())?;
+                let (host, _) = split_url(url).map_err(|e| e.to_string())?;
+                let stream = connect(host).await.map_err(|e| e.to_string())?;
                 tokio_tungstenite::client_async_with_config(url, stream, Some(config))
                     .await
                     .map(|(ws, _)| Feed::Ws(Box::new(ws)))
@@ -119,23 +120,26 @@ where
     }
 }
 
-/// A stamped, Nagle-free TCP connection to the host of `url` (`ws://host:port/…`).
-async fn connect(url: &str) -> std::io::Result<Stamped> {
+/// The `host:port` and the path (without its leading `/`) of a
+/// `ws://host:port/path?query` URL.
+fn split_url(url: &str) -> std::io::Result<(&str, &str)> {
     let rest = url
         .strip_prefix("ws://")
-        .ok_or_else(|| std::io::Error::other(format!("not a ws:// URL: {url}")))?;
-    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+        .ok_or_else(|| std::io::Error::other(format!("not a ws:// (http://) URL: {url}")))?;
+    Ok(rest.split_once('/').unwrap_or((rest, "")))
+}
+
+/// A stamped, Nagle-free TCP connection to `host` (`host:port`).
+async fn connect(host: &str) -> std::io::Result<Stamped> {
     let stream = TcpStream::connect(host).await?;
     stream.set_nodelay(true)?;
     Stamped::new(stream)
 }
 
 async fn open_stream(url: &str) -> std::io::Result<Feed> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| std::io::Error::other("--transport sse needs an http:// --url"))?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = connect(url).await?;
+    let (host, path) = split_url(url)
+        .map_err(|_| std::io::Error::other("--transport sse needs an http:// --url"))?;
+    let mut stream = connect(host).await?;
     let request =
         format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
