@@ -266,6 +266,17 @@ async fn a_client_that_never_reads_its_replies_is_closed_4008() {
     router.shutdown().await;
 }
 
+/// A router on CONFIG with a 256 KiB queue per connection and a 16 KiB
+/// kernel send buffer: a stalled client meets the policy after well under
+/// the 2 MB of [`publish_two_megabytes`].
+async fn start_with_small_buffers() -> support::Router {
+    let config = CONFIG.replace(
+        "send_queue_bytes = 1048576",
+        "send_queue_bytes = 262144\nsocket_send_buffer = 16384",
+    );
+    support::start(&config).await
+}
+
 /// Publishes 2 MB of `job.progress` in 1 KB events over about two seconds.
 async fn publish_two_megabytes(router: &support::Router) {
     let pad = "x".repeat(1000);
@@ -286,11 +297,7 @@ async fn publish_two_megabytes(router: &support::Router) {
 /// autotuning would otherwise absorb.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kernel_send_buffer_is_bounded_so_a_stalled_client_meets_the_policy() {
-    let config = CONFIG.replace(
-        "send_queue_bytes = 1048576",
-        "send_queue_bytes = 262144\nsocket_send_buffer = 16384",
-    );
-    let router = support::start(&config).await;
+    let router = start_with_small_buffers().await;
     let mut slow = router.stalled("/ws/events?events=job.*").await;
     // 2 MB in 1 KB events over about two seconds: an autotuned send buffer
     // grows to take it all (the router's queue would never fill), a 16 KB
@@ -307,11 +314,7 @@ async fn the_kernel_send_buffer_is_bounded_so_a_stalled_client_meets_the_policy(
 async fn a_stalled_event_stream_is_disconnected_and_its_socket_let_go() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let config = CONFIG.replace(
-        "send_queue_bytes = 1048576",
-        "send_queue_bytes = 262144\nsocket_send_buffer = 16384",
-    );
-    let router = support::start(&config).await;
+    let router = start_with_small_buffers().await;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(router.addr).await.unwrap();
