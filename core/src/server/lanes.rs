@@ -18,7 +18,7 @@ use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::runtime::{Builder, Handle, Runtime};
+use tokio::runtime::{Builder, Handle, Runtime, RuntimeFlavor};
 
 /// The environment variable that sets the number of lanes (0: none).
 pub const LANES_VAR: &str = "SWITCHYARD_LANES";
@@ -95,6 +95,14 @@ impl Lanes {
         let lane = self.next.fetch_add(1, Ordering::Relaxed) % self.runtimes.len();
         self.runtimes[lane].spawn(task);
     }
+}
+
+/// Whether a task spawned from here is polled by this thread alone: on a
+/// lane, or on a runtime of one worker. Only then may a fan-out on this
+/// thread write its connection inline (see [`crate::connection::inline`]).
+pub(super) fn polled_here_alone() -> bool {
+    let runtime = Handle::current();
+    runtime.runtime_flavor() == RuntimeFlavor::MultiThread && runtime.metrics().num_workers() == 1
 }
 
 impl Drop for Lanes {

@@ -61,6 +61,7 @@ pub async fn serve(
     lanes: Lanes,
     shutdown: impl Future<Output = ()>,
 ) {
+    app.router.write_inline_with(ws::write_inline);
     let api = warp::service(api::routes(app.clone()));
     let lanes = Arc::new(lanes);
     // A TLS stream cannot be moved to another runtime's reactor (tokio-rustls

@@ -17,6 +17,7 @@ mod contracts;
 mod deploy;
 mod fuzz;
 mod http_api;
+mod inline;
 mod observability;
 mod plugin_audit_log;
 mod plugin_guide;

@@ -174,7 +174,18 @@ pub struct ChildGuard(pub Child);
 /// The real `switchyard` binary serving `config` on `127.0.0.1:port`
 /// (`--listen`), its stdout discarded and its stderr to `stderr`.
 pub fn serve(config: &Path, port: u16, stderr: impl Into<Stdio>) -> ChildGuard {
+    serve_with_env(config, port, stderr, &[])
+}
+
+/// Like [`serve`], with `env` added to the binary's environment.
+pub fn serve_with_env(
+    config: &Path,
+    port: u16,
+    stderr: impl Into<Stdio>,
+    env: &[(&str, &str)],
+) -> ChildGuard {
     let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .envs(env.iter().copied())
         .arg("--config")
         .arg(config)
         .arg("--listen")
@@ -184,6 +195,48 @@ pub fn serve(config: &Path, port: u16, stderr: impl Into<Stdio>) -> ChildGuard {
         .spawn()
         .expect("start the switchyard binary");
     ChildGuard(child)
+}
+
+/// The real binary with one worker thread and so no lanes
+/// (`TOKIO_WORKER_THREADS=1`): every connection is served by the thread
+/// that runs every fan-out, which then writes idle connections itself
+/// (inline delivery, ARCHITECTURE.md).
+pub struct OneWorker {
+    remote: Remote,
+    _process: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl OneWorker {
+    /// Starts the binary on `config` and waits until it answers `/health`.
+    pub async fn start(config: &str) -> OneWorker {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let port = free_port();
+        let env = [("TOKIO_WORKER_THREADS", "1"), ("SWITCHYARD_LANES", "")];
+        let router = OneWorker {
+            remote: Remote {
+                addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            },
+            _process: serve_with_env(&path, port, Stdio::null(), &env),
+            _dir: dir,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while reqwest::get(router.url("/health")).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "never listened");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        router
+    }
+}
+
+impl std::ops::Deref for OneWorker {
+    type Target = Remote;
+
+    fn deref(&self) -> &Remote {
+        &self.remote
+    }
 }
 
 impl Drop for ChildGuard {

@@ -3,6 +3,7 @@
 //! them, so that the routing index changes in the same step.
 
 pub mod clock;
+pub mod inline;
 pub mod outbox;
 
 use std::net::IpAddr;

@@ -13,7 +13,7 @@
 //! connection with 4008: replies are never dropped.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use std::future::poll_fn;
@@ -174,6 +174,10 @@ pub struct Batch {
     pub close: Option<Close>,
     /// Whether to send a WebSocket Ping (keep-alive).
     pub ping: bool,
+    /// Bytes of the first frame already written (by an
+    /// [inline write](super::inline) that the socket took only part of):
+    /// the writer goes on from there.
+    pub offset: usize,
 }
 
 #[derive(Debug, Default)]
@@ -193,6 +197,10 @@ struct Inner {
     /// Allocated once the connection first falls behind or is given floors:
     /// an idle connection holds none of it (BENCHMARKS.md, "Idle connections").
     behind: Option<Box<Behind>>,
+    /// Bytes of the first queued frame already written by an inline write
+    /// ([`Outbox::put_back`]): that frame is neither dropped nor preceded
+    /// by anything else, or the client would see a frame cut in two.
+    head_written: usize,
 }
 
 impl Inner {
@@ -243,6 +251,19 @@ pub struct Outbox {
     /// Set by the [`Clock`](super::Clock): one of the connection's timers
     /// may be due.
     alarm: AtomicBool,
+    /// Set while the connection waits in an inline [`Scope`](super::inline::Scope).
+    deferred: AtomicBool,
+    /// Set while the transport's writer holds a batch it has not finished:
+    /// nothing may be written inline then.
+    writing: AtomicBool,
+    /// The thread that writes this connection inline (0: none), see
+    /// [`Outbox::serve_inline`].
+    inline_thread: AtomicU32,
+    /// The socket descriptor the transport writes inline to (-1: none).
+    /// Kept here, as a number the engine never uses itself, because it
+    /// fits beside the flags above for nothing, where a shared handle to
+    /// the socket would cost an allocation per connection.
+    inline_socket: AtomicI32,
 }
 
 impl Outbox {
@@ -255,6 +276,10 @@ impl Outbox {
             ready: AtomicWaker::new(),
             readable: AtomicBool::new(true),
             alarm: AtomicBool::new(false),
+            deferred: AtomicBool::new(false),
+            writing: AtomicBool::new(false),
+            inline_thread: AtomicU32::new(0),
+            inline_socket: AtomicI32::new(-1),
         }
     }
 
@@ -300,8 +325,18 @@ impl Outbox {
         self.inner.lock().replaying
     }
 
-    /// Offers an event, applying the slow-consumer rules. Never waits.
+    /// Offers an event, applying the slow-consumer rules, and wakes the
+    /// transport's task. Never waits.
     pub fn push_event(&self, event: &Arc<Event>) -> Pushed {
+        let pushed = self.queue_event(event);
+        self.ready.wake();
+        pushed
+    }
+
+    /// Offers an event like [`push_event`](Outbox::push_event) without
+    /// waking the transport's task: the caller writes it
+    /// [inline](super::inline) or calls [`wake`](Outbox::wake).
+    pub fn queue_event(&self, event: &Arc<Event>) -> Pushed {
         let mut inner = self.inner.lock();
         if inner.close.is_some() {
             return Pushed::Closed;
@@ -326,8 +361,13 @@ impl Outbox {
             }
         };
         drop(inner);
-        self.ready.wake();
         pushed
+    }
+
+    /// Wakes the transport's task: something was queued for it.
+    #[inline]
+    pub fn wake(&self) {
+        self.ready.wake();
     }
 
     /// Drops `drop_oldest` events, oldest first, until `size` more bytes and
@@ -546,22 +586,105 @@ impl Outbox {
             return None;
         }
         let close = inner.close.as_deref().cloned();
+        let offset = std::mem::take(&mut inner.head_written);
+        // A frame partly written stays first, whatever else happens.
+        let started = usize::from(offset > 0);
         let mut queue = std::mem::take(&mut inner.queue);
         if close.as_ref().is_some_and(|c| !c.flush) {
-            queue = VecDeque::new();
+            queue.truncate(started);
         }
         if let Some((dropped, channels)) = inner.behind.as_mut().and_then(|b| b.lag.take()) {
             let lagged = Frame::control(crate::protocol::lagged(dropped, &channels));
             inner.count += 1;
             inner.bytes += lagged.text().len();
-            queue.push_front(lagged);
+            queue.insert(started, lagged);
         }
         let ping = std::mem::take(&mut inner.ping);
         Some(Batch {
             frames: Vec::from(queue),
             close,
             ping,
+            offset,
         })
+    }
+
+    /// Lets the fan-out write this connection's frames itself, on the
+    /// calling thread, to `socket` (see [`super::inline`]). The caller
+    /// promises that only this thread polls the connection's task, and
+    /// calls [`stop_inline`](Outbox::stop_inline) before it closes the
+    /// socket.
+    pub fn serve_inline(&self, socket: i32) {
+        self.inline_socket.store(socket, Ordering::Relaxed);
+        self.inline_thread
+            .store(super::inline::this_thread(), Ordering::Relaxed);
+    }
+
+    /// No more inline writes: the socket is about to close.
+    pub fn stop_inline(&self) {
+        self.inline_thread.store(0, Ordering::Relaxed);
+        self.inline_socket.store(-1, Ordering::Relaxed);
+    }
+
+    /// Whether `thread` writes this connection inline.
+    pub(super) fn is_served_inline_by(&self, thread: u32) -> bool {
+        self.inline_thread.load(Ordering::Relaxed) == thread
+    }
+
+    /// Marks the connection deferred: whether it was not already.
+    pub(super) fn mark_deferred(&self) -> bool {
+        !self.deferred.swap(true, Ordering::Relaxed)
+    }
+
+    /// Ends a deferral, before the connection is written or woken.
+    pub(super) fn undefer(&self) {
+        self.deferred.store(false, Ordering::Relaxed);
+    }
+
+    /// Tells inline writes whether the transport's writer has a batch it
+    /// has not finished (nothing may be written around it).
+    #[inline]
+    pub fn set_writing(&self, writing: bool) {
+        self.writing.store(writing, Ordering::Relaxed);
+    }
+
+    /// What an inline write may take: the socket and everything queued,
+    /// unless the writer is mid-batch, a frame was left partly written,
+    /// or a close, a Ping or a `connection.lagged` is due (those are the
+    /// task's to write). Its frames count against the bounds until
+    /// [released](Outbox::release), as a task's batch does.
+    pub fn take_inline(&self) -> Option<(i32, Batch)> {
+        let socket = self.inline_socket.load(Ordering::Relaxed);
+        if socket < 0 || self.writing.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut inner = self.inner.lock();
+        let lagged = inner.behind.as_ref().is_some_and(|b| b.lag.is_some());
+        if inner.queue.is_empty()
+            || inner.close.is_some()
+            || inner.ping
+            || lagged
+            || inner.head_written > 0
+        {
+            return None;
+        }
+        let frames = Vec::from(std::mem::take(&mut inner.queue));
+        Some((
+            socket,
+            Batch {
+                frames,
+                ..Batch::default()
+            },
+        ))
+    }
+
+    /// Gives back what an inline write left: `frames` go first again, the
+    /// first with `offset` bytes written already.
+    pub fn put_back(&self, frames: Vec<Frame>, offset: usize) {
+        let mut inner = self.inner.lock();
+        for frame in frames.into_iter().rev() {
+            inner.queue.push_front(frame);
+        }
+        inner.head_written = offset;
     }
 }
 
@@ -587,12 +710,15 @@ fn below_floor(inner: &mut Inner, event: &Event) -> bool {
     false
 }
 
-/// Takes the oldest queued event of a `drop_oldest` channel out of the queue.
+/// Takes the oldest queued event of a `drop_oldest` channel out of the
+/// queue; never a frame partly written already.
 fn drop_oldest(inner: &mut Inner) -> Option<Arc<Event>> {
-    let pos = inner.queue.iter().position(|f| {
-        f.event()
-            .is_some_and(|e| e.policy == SlowConsumer::DropOldest)
-    })?;
+    let started = usize::from(inner.head_written > 0);
+    let pos = started
+        + inner.queue.iter().skip(started).position(|f| {
+            f.event()
+                .is_some_and(|e| e.policy == SlowConsumer::DropOldest)
+        })?;
     match inner.queue.remove(pos) {
         Some(Frame::Event(event)) => Some(event),
         _ => unreachable!("found by its event metadata"),
@@ -852,5 +978,95 @@ mod tests {
             Pushed::Queued(0),
             "released room is usable again"
         );
+    }
+
+    /// An outbox served inline to socket 7, by this thread.
+    fn served(events: usize, bytes: usize) -> Outbox {
+        let q = outbox(events, bytes);
+        q.serve_inline(7);
+        q
+    }
+
+    #[test]
+    fn an_inline_write_takes_what_is_queued_unless_the_task_must_write_first() {
+        let q = outbox(10, 1 << 20);
+        q.push_event(&event(1, SlowConsumer::DropOldest));
+        assert!(q.take_inline().is_none(), "not served inline");
+        q.serve_inline(7);
+        let (socket, batch) = q.take_inline().expect("idle and served");
+        assert_eq!(
+            (socket, texts(&batch)),
+            (7, vec!["{\"sequence\":1}".into()])
+        );
+        assert!(q.take_inline().is_none(), "nothing queued");
+        q.release(Written::all(&batch.frames));
+
+        q.push_event(&event(2, SlowConsumer::DropOldest));
+        q.set_writing(true);
+        assert!(q.take_inline().is_none(), "the task is mid-batch");
+        q.set_writing(false);
+        q.request_ping();
+        assert!(q.take_inline().is_none(), "a Ping is the task's to write");
+        assert!(q.take_batch().is_some_and(|b| b.ping));
+        q.stop_inline();
+        q.push_event(&event(3, SlowConsumer::DropOldest));
+        assert!(q.take_inline().is_none(), "the socket is closing");
+    }
+
+    #[test]
+    fn what_an_inline_write_leaves_is_the_tasks_next_batch_from_where_it_stopped() {
+        let q = served(10, 1 << 20);
+        q.push_event(&event(1, SlowConsumer::DropOldest));
+        q.push_event(&event(2, SlowConsumer::DropOldest));
+        let (_, batch) = q.take_inline().unwrap();
+        q.push_event(&event(3, SlowConsumer::DropOldest));
+        q.put_back(batch.frames, 4);
+        assert!(q.take_inline().is_none(), "a frame is partly written");
+        let batch = q.take_batch().unwrap();
+        assert_eq!(batch.offset, 4);
+        assert_eq!(
+            texts(&batch),
+            ["{\"sequence\":1}", "{\"sequence\":2}", "{\"sequence\":3}"]
+        );
+        assert_eq!(q.depth().0, 0);
+    }
+
+    #[test]
+    fn a_frame_partly_written_is_never_dropped_nor_preceded() {
+        let q = served(2, 1 << 20);
+        q.push_event(&event(1, SlowConsumer::DropOldest));
+        let (_, batch) = q.take_inline().unwrap();
+        q.put_back(batch.frames, 3);
+        q.push_event(&event(2, SlowConsumer::DropOldest));
+        assert_eq!(
+            q.push_event(&event(3, SlowConsumer::DropOldest)),
+            Pushed::Queued(1),
+            "room is made by the next event, not the started one"
+        );
+        let batch = q.take_batch().unwrap();
+        let texts = texts(&batch);
+        assert_eq!(texts[0], "{\"sequence\":1}", "{texts:?}");
+        assert!(texts[1].contains("connection.lagged"), "{texts:?}");
+        assert_eq!(texts[2], "{\"sequence\":3}");
+    }
+
+    #[test]
+    fn a_close_without_flush_still_finishes_a_frame_partly_written() {
+        let q = served(10, 1 << 20);
+        q.push_event(&event(1, SlowConsumer::DropOldest));
+        q.push_event(&event(2, SlowConsumer::DropOldest));
+        let (_, batch) = q.take_inline().unwrap();
+        q.put_back(batch.frames, 3);
+        q.close(Close {
+            code: 1000,
+            reason: String::new(),
+            flush: false,
+        });
+        let batch = q.take_batch().unwrap();
+        assert_eq!(
+            (batch.offset, texts(&batch)),
+            (3, vec!["{\"sequence\":1}".into()])
+        );
+        assert!(batch.close.is_some());
     }
 }

@@ -23,7 +23,7 @@ mod table;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -41,7 +41,7 @@ pub use publishing::Publishing;
 pub use table::impact::{Closed, Impact, Moved};
 
 use crate::config::Config;
-use crate::connection::{Clock, ConnRef};
+use crate::connection::{inline, Clock, ConnRef};
 use crate::metrics::Metrics;
 use crate::protocol::Position;
 use crate::registry::Registry;
@@ -174,6 +174,8 @@ pub struct Router {
     sequencer: Option<Arc<dyn Sequencer>>,
     /// The connections' timers.
     clock: Clock,
+    /// The transport's inline writer, once it has registered one.
+    inline_writer: OnceLock<inline::Write>,
 }
 
 impl std::fmt::Debug for Router {
@@ -208,7 +210,22 @@ impl Router {
             coverage: Arc::default(),
             sequencer,
             clock: Clock::default(),
+            inline_writer: OnceLock::new(),
         }
+    }
+
+    /// Registers the transport's writer for connections it serves inline
+    /// (see [`inline`]): from then on, a fan-out writes those of its own
+    /// thread's connections that are idle itself. The first registration
+    /// stays.
+    pub fn write_inline_with(&self, write: inline::Write) {
+        let _ = self.inline_writer.set(write);
+    }
+
+    /// The scope of one fan-out: opened before the routing table is
+    /// locked, so that it closes, and writes what it deferred, after.
+    fn fan_out_scope(&self) -> inline::Scope<'_> {
+        inline::Scope::open(self.inline_writer.get().copied(), &self.metrics)
     }
 
     /// The clock the connections' timers run on; the transport rings it
@@ -311,6 +328,7 @@ impl Router {
     /// past that (a reload or subscribe burst holding it) the answer is
     /// [`PublishError::Overloaded`] — 503 over HTTP, `backpressure` to a plugin.
     pub fn publish(&self, events: Vec<Incoming>, origin: &Origin) -> Publishing {
+        let _deliveries = self.fan_out_scope();
         let wait = Duration::from_millis(self.current.load().config.server.publish_wait_ms);
         let Some(table) = self.table.try_read_for(wait) else {
             self.metrics.refuse(PublishError::Overloaded.reason());
@@ -343,6 +361,7 @@ impl Router {
     /// and its connections told with `connection.channels`); see
     /// [`Received`] for the rest.
     pub fn receive(&self, event: &Sequenced) -> Received {
+        let _deliveries = self.fan_out_scope();
         let received = self
             .table
             .read()
@@ -713,5 +732,42 @@ mod tests {
             );
         }
         assert_eq!(frames(&conn), ["{\"sequence\":4}"]);
+    }
+
+    thread_local! {
+        /// What [`record_inline`] was handed: connection and frames.
+        static INLINE: std::cell::RefCell<Vec<(u64, usize)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// An inline writer that takes what it may and records it.
+    fn record_inline(conn: &crate::connection::Connection, _: &Metrics) {
+        let taken = conn.outbox.take_inline().map_or(0, |(_, b)| b.frames.len());
+        INLINE.with_borrow_mut(|seen| seen.push((conn.id, taken)));
+    }
+
+    #[test]
+    fn a_publish_writes_this_threads_inline_connections_once_it_is_done() {
+        let router = router();
+        router.write_inline_with(record_inline);
+        let (here, there, woken) = (listener(&router), listener(&router), listener(&router));
+        for conn in [&here, &there, &woken] {
+            frames(conn);
+        }
+        here.outbox.serve_inline(3);
+        let elsewhere = there.clone();
+        std::thread::spawn(move || elsewhere.outbox.serve_inline(4))
+            .join()
+            .unwrap();
+        router
+            .publish(vec![alert(), alert()], &Origin::Http)
+            .wait()
+            .unwrap();
+        assert_eq!(
+            INLINE.take(),
+            [(here.id, 2)],
+            "one write of the whole publish, for this thread's connection only"
+        );
+        assert_eq!(there.outbox.depth().0, 2, "another thread's: woken");
+        assert_eq!(woken.outbox.depth().0, 2, "not served inline: woken");
     }
 }

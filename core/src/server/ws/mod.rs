@@ -1,15 +1,19 @@
 //! The WebSocket transport: the upgrade (with every check that must happen
 //! before a socket is opened), then one connection task per client
 //! ([`task`]) reading client frames ([`frames`]) from its socket and
-//! writing the outbox ([`writer`]). Who may connect once the socket is open is decided by
+//! writing the outbox ([`writer`]), or, for an idle connection on the
+//! fan-out's own thread, the fan-out writing it ([`inline`]). Who may connect once the socket is open is decided by
 //! [`admission`] and the router.
 
 mod frames;
+mod inline;
 mod task;
 mod watchdog;
 mod writer;
 
 use std::sync::Arc;
+
+pub(super) use inline::write as write_inline;
 
 use http::{HeaderValue, StatusCode};
 use http_body_util::BodyExt;

@@ -10,6 +10,7 @@
 //! answers Pings; no per-connection framing state survives between frames.
 
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::ready;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use hyper::upgrade::OnUpgrade;
 use tokio::io::AsyncWriteExt;
+use tokio_util::either::Either;
 
 use super::frames::{Decoder, Flow, Message};
 use super::watchdog::{Due, Watchdog};
@@ -26,6 +28,7 @@ use crate::app::App;
 use crate::connection::outbox::Written;
 use crate::connection::{Clock, Close, ConnRef};
 use crate::server::admission::{self, Admission};
+use crate::server::lanes;
 use crate::server::readiness::poll_read;
 use crate::server::socket::{self, Socket, CLOSE_GRACE};
 use crate::server::steps::{self, Steps};
@@ -174,6 +177,9 @@ impl Served {
         drop(snap);
         let now = Instant::now();
         let session = Session::new(&app.router);
+        if let (Either::Left(stream), true) = (&socket, lanes::polled_here_alone()) {
+            conn.outbox.serve_inline(stream.as_raw_fd());
+        }
         // The first alarm is asked for by the first poll: `rearm`.
         Served {
             app,
@@ -193,6 +199,7 @@ impl Served {
     /// Removes the connection from the router (once).
     fn leave(&mut self) {
         if !std::mem::replace(&mut self.left, true) {
+            self.conn.outbox.stop_inline();
             admission::leave(&self.app, &self.conn);
             tracing::debug!(connection = %self.conn.public_id, "disconnected");
         }
@@ -345,6 +352,7 @@ impl Steps for Served {
                 Poll::Pending => self.closing_while_blocked(),
             }
         }
+        self.conn.outbox.set_writing(!self.writer.is_idle());
         if self.reading {
             match poll_read(&self.conn, &mut self.socket) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),

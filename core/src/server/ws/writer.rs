@@ -92,7 +92,7 @@ impl Writer {
         self.frames = batch.frames;
         self.trailer = Vec::new();
         self.next = 0;
-        self.offset = 0;
+        self.offset = batch.offset;
         if batch.ping {
             self.trailer.extend_from_slice(&[OP_PING, 0]);
         }
@@ -101,6 +101,18 @@ impl Writer {
                 .extend_from_slice(&close_frame(close.code, &close.reason));
             self.closing = true;
         }
+    }
+
+    /// What is left of an unfinished batch without a trailer (an inline
+    /// write's): the frames not completely written, and the bytes of the
+    /// first that are, for the connection's task to go on from.
+    pub fn unload(&mut self) -> (Vec<Frame>, usize) {
+        debug_assert!(self.trailer.is_empty(), "inline batches have no trailer");
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.drain(..self.next.min(frames.len()));
+        let offset = std::mem::take(&mut self.offset);
+        self.next = 0;
+        (frames, offset)
     }
 
     /// Writes until the batch is done or the socket is full. Each event
@@ -346,6 +358,71 @@ mod tests {
                 .collect(),
             close,
             ping,
+            ..Batch::default()
+        }
+    }
+
+    /// A socket with room for `room` more bytes, then full.
+    struct Fills {
+        out: Vec<u8>,
+        room: usize,
+    }
+
+    impl AsyncWrite for Fills {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.room);
+            if n == 0 {
+                return Poll::Pending;
+            }
+            self.room -= n;
+            self.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What an inline write leaves when the socket fills is unloaded, and
+    /// a later batch from that offset writes exactly the rest, wherever the
+    /// socket filled: in a header, in a payload, between frames.
+    #[test]
+    fn an_unfinished_batch_goes_on_from_its_offset_wherever_it_stopped() {
+        let sizes = [1, 125, 126, 300];
+        let whole: usize = sizes.iter().map(|n| header_len(*n) + n).sum();
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let metrics = Metrics::new();
+        for room in [1, 2, 3, 5, 130, 131, 134, 200, whole - 1] {
+            let mut writer = Writer::default();
+            writer.load(batch(&sizes, false, None));
+            let mut socket = Fills {
+                out: Vec::new(),
+                room,
+            };
+            let mut written = Written::default();
+            let wrote = writer.poll_write(&mut cx, &mut socket, &metrics, &mut written);
+            assert!(wrote.is_pending(), "room {room}");
+            let (frames, offset) = writer.unload();
+            assert_eq!(written.frames + frames.len(), sizes.len(), "room {room}");
+            let rest = Batch {
+                frames,
+                offset,
+                ..Batch::default()
+            };
+            let (bytes, flushed, _) = write_all(rest, 7);
+            assert_eq!(flushed, Flushed::Batch);
+            let lens: Vec<usize> = parse(&[socket.out, bytes].concat())
+                .iter()
+                .map(|(_, p)| p.len())
+                .collect();
+            assert_eq!(lens, sizes, "room {room}");
         }
     }
 

@@ -3,6 +3,7 @@
 //! under the channel's lock so that order is kept.
 
 use super::*;
+use crate::connection::inline;
 
 impl Table {
     /// Stamps each event on its channel and queues it for every recipient.
@@ -161,8 +162,9 @@ impl Table {
         }
     }
 
-    /// Queues a stamped event for every connection that takes its type,
-    /// and, when `sinks` is given (with the emitting instance, if any), for
+    /// Queues a stamped event for every connection that takes its type
+    /// (deferring those this thread writes inline, see
+    /// [`crate::connection::inline`], and waking the others), and, when `sinks` is given (with the emitting instance, if any), for
     /// every sink that does (a sink never gets what its own instance
     /// emitted).
     fn fan_out(
@@ -174,7 +176,10 @@ impl Table {
     ) {
         if let Some(recipients) = self.recipients.get(type_name) {
             for conn in recipients.values() {
-                conn.outbox.push_event(event);
+                conn.outbox.queue_event(event);
+                if !inline::defer(conn) {
+                    conn.outbox.wake();
+                }
             }
         }
         let Some(emitter) = sinks else {
