@@ -13,12 +13,20 @@
 //! admission). One worker per lane, not a current-thread runtime, because
 //! a current-thread runtime wakes its thread with a system call for every
 //! task woken from outside, and a fan-out wakes thousands.
+//!
+//! An idle WebSocket connection is not woken at all: the publish leaves
+//! each lane's share of it in the lane's mailbox, with one wake, and the
+//! lane's drainer writes them ([`crate::connection::inline`]).
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::runtime::{Builder, Handle, Runtime, RuntimeFlavor};
+
+use crate::connection::inline::Mailbox;
+use crate::router::Router;
 
 /// The environment variable that sets the number of lanes (0: none).
 pub const LANES_VAR: &str = "SWITCHYARD_LANES";
@@ -80,6 +88,16 @@ impl Lanes {
         self.runtimes.len()
     }
 
+    /// Starts each lane's mailbox drainer: fan-outs on other threads (an
+    /// HTTP publish, a plugin, the cluster feed) leave a lane's idle
+    /// connections in its mailbox, and the drainer writes them on the lane
+    /// with `router`'s inline writer (see [`crate::connection::inline`]).
+    pub fn drain_mailboxes(&self, router: &Arc<Router>) {
+        for runtime in &self.runtimes {
+            runtime.spawn(drain_mailbox(router.clone()));
+        }
+    }
+
     /// Runs a connection's task on the next lane, or on the current
     /// runtime when there are no lanes. Whatever the task registers with
     /// the runtime (its socket, first of all) must be registered by the
@@ -94,6 +112,23 @@ impl Lanes {
         }
         let lane = self.next.fetch_add(1, Ordering::Relaxed) % self.runtimes.len();
         self.runtimes[lane].spawn(task);
+    }
+}
+
+/// A lane's mailbox drainer, until the lane stops.
+async fn drain_mailbox(router: Arc<Router>) {
+    let mailbox = Mailbox::open();
+    let _closed = Closed(mailbox.clone());
+    poll_fn(|cx| mailbox.poll_write(cx, router.inline_writer(), router.metrics())).await
+}
+
+/// Closes a mailbox however its drainer ends (the lane's runtime dropping
+/// it, at the latest).
+struct Closed(Arc<Mailbox>);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 

@@ -62,6 +62,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     app.router.write_inline_with(ws::write_inline);
+    lanes.drain_mailboxes(&app.router);
     let api = warp::service(api::routes(app.clone()));
     let lanes = Arc::new(lanes);
     // A TLS stream cannot be moved to another runtime's reactor (tokio-rustls

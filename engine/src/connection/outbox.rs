@@ -625,9 +625,9 @@ impl Outbox {
         self.inline_socket.store(-1, Ordering::Relaxed);
     }
 
-    /// Whether `thread` writes this connection inline.
-    pub(super) fn is_served_inline_by(&self, thread: u32) -> bool {
-        self.inline_thread.load(Ordering::Relaxed) == thread
+    /// The thread that writes this connection inline (0: none).
+    pub(super) fn inline_thread(&self) -> u32 {
+        self.inline_thread.load(Ordering::Relaxed)
     }
 
     /// Marks the connection deferred: whether it was not already.

@@ -222,10 +222,16 @@ impl Router {
         let _ = self.inline_writer.set(write);
     }
 
+    /// The transport's inline writer, once registered: what a lane's
+    /// [`Mailbox`](inline::Mailbox) drainer writes with.
+    pub fn inline_writer(&self) -> Option<inline::Write> {
+        self.inline_writer.get().copied()
+    }
+
     /// The scope of one fan-out: opened before the routing table is
     /// locked, so that it closes, and writes what it deferred, after.
     fn fan_out_scope(&self) -> inline::Scope<'_> {
-        inline::Scope::open(self.inline_writer.get().copied(), &self.metrics)
+        inline::Scope::open(self.inline_writer(), &self.metrics)
     }
 
     /// The clock the connections' timers run on; the transport rings it
@@ -769,5 +775,50 @@ mod tests {
         );
         assert_eq!(there.outbox.depth().0, 2, "another thread's: woken");
         assert_eq!(woken.outbox.depth().0, 2, "not served inline: woken");
+    }
+
+    /// A lane's connections are left in its mailbox, a publish's at once,
+    /// and its drainer writes them there; a thread without a mailbox has
+    /// its connections woken.
+    #[test]
+    fn a_publish_leaves_a_lanes_connections_in_its_mailbox() {
+        let router = Arc::new(router());
+        router.write_inline_with(record_inline);
+        let (lane_conn, other_conn) = (listener(&router), listener(&router));
+        frames(&lane_conn);
+        frames(&other_conn);
+        let (opened, open) = std::sync::mpsc::channel();
+        let (published, publish) = std::sync::mpsc::channel::<()>();
+        let lane = {
+            let (router, conn) = (router.clone(), lane_conn.clone());
+            std::thread::spawn(move || {
+                let mailbox = inline::Mailbox::open();
+                conn.outbox.serve_inline(5);
+                opened.send(()).unwrap();
+                publish.recv().unwrap();
+                let waker = futures_util::task::noop_waker();
+                let cx = std::task::Context::from_waker(&waker);
+                let _ = mailbox.poll_write(&cx, router.inline_writer(), router.metrics());
+                mailbox.close();
+                INLINE.take()
+            })
+        };
+        open.recv().unwrap();
+        let elsewhere = other_conn.clone();
+        std::thread::spawn(move || elsewhere.outbox.serve_inline(6))
+            .join()
+            .unwrap();
+        router
+            .publish(vec![alert(), alert()], &Origin::Http)
+            .wait()
+            .unwrap();
+        assert!(INLINE.take().is_empty(), "nothing of this thread's");
+        published.send(()).unwrap();
+        assert_eq!(
+            lane.join().unwrap(),
+            [(lane_conn.id, 2)],
+            "the lane wrote its connection, the whole publish at once"
+        );
+        assert_eq!(other_conn.outbox.depth().0, 2, "no mailbox: woken");
     }
 }
