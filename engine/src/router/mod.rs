@@ -745,6 +745,22 @@ mod tests {
         static INLINE: std::cell::RefCell<Vec<(u64, usize)>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
+    /// Serves `conn` inline from a thread that then ends (and so has no
+    /// mailbox).
+    fn serve_inline_from_a_thread_gone(conn: &ConnRef) {
+        let conn = conn.clone();
+        std::thread::spawn(move || conn.outbox.serve_inline(4))
+            .join()
+            .unwrap();
+    }
+
+    fn publish_two(router: &Router) {
+        router
+            .publish(vec![alert(), alert()], &Origin::Http)
+            .wait()
+            .unwrap();
+    }
+
     /// An inline writer that takes what it may and records it.
     fn record_inline(conn: &crate::connection::Connection, _: &Metrics) {
         let taken = conn.outbox.take_inline().map_or(0, |(_, b)| b.frames.len());
@@ -760,14 +776,8 @@ mod tests {
             frames(conn);
         }
         here.outbox.serve_inline(3);
-        let elsewhere = there.clone();
-        std::thread::spawn(move || elsewhere.outbox.serve_inline(4))
-            .join()
-            .unwrap();
-        router
-            .publish(vec![alert(), alert()], &Origin::Http)
-            .wait()
-            .unwrap();
+        serve_inline_from_a_thread_gone(&there);
+        publish_two(&router);
         assert_eq!(
             INLINE.take(),
             [(here.id, 2)],
@@ -804,14 +814,8 @@ mod tests {
             })
         };
         open.recv().unwrap();
-        let elsewhere = other_conn.clone();
-        std::thread::spawn(move || elsewhere.outbox.serve_inline(6))
-            .join()
-            .unwrap();
-        router
-            .publish(vec![alert(), alert()], &Origin::Http)
-            .wait()
-            .unwrap();
+        serve_inline_from_a_thread_gone(&other_conn);
+        publish_two(&router);
         assert!(INLINE.take().is_empty(), "nothing of this thread's");
         published.send(()).unwrap();
         assert_eq!(

@@ -288,11 +288,24 @@ mod tests {
     use crate::connection::Close;
     use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
-    /// A socket that takes at most `chunk` bytes a write.
+    /// A socket that takes at most `chunk` bytes a write, and is full
+    /// once it has taken `room`.
     struct Trickle {
         out: Vec<u8>,
         chunk: usize,
         writes: usize,
+        room: usize,
+    }
+
+    impl Trickle {
+        fn new(chunk: usize, room: usize) -> Trickle {
+            Trickle {
+                out: Vec::new(),
+                chunk,
+                writes: 0,
+                room,
+            }
+        }
     }
 
     impl AsyncWrite for Trickle {
@@ -301,8 +314,12 @@ mod tests {
             _: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.chunk).min(self.room);
+            if n == 0 && !buf.is_empty() {
+                return Poll::Pending;
+            }
             self.writes += 1;
-            let n = buf.len().min(self.chunk);
+            self.room -= n;
             self.out.extend_from_slice(&buf[..n]);
             Poll::Ready(Ok(n))
         }
@@ -334,11 +351,7 @@ mod tests {
     fn write_all(batch: Batch, chunk: usize) -> (Vec<u8>, Flushed, usize) {
         let mut writer = Writer::default();
         writer.load(batch);
-        let mut socket = Trickle {
-            out: Vec::new(),
-            chunk,
-            writes: 0,
-        };
+        let mut socket = Trickle::new(chunk, usize::MAX);
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         let metrics = Metrics::new();
         match writer.poll_write(&mut cx, &mut socket, &metrics, &mut Written::default()) {
@@ -362,34 +375,6 @@ mod tests {
         }
     }
 
-    /// A socket with room for `room` more bytes, then full.
-    struct Fills {
-        out: Vec<u8>,
-        room: usize,
-    }
-
-    impl AsyncWrite for Fills {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let n = buf.len().min(self.room);
-            if n == 0 {
-                return Poll::Pending;
-            }
-            self.room -= n;
-            self.out.extend_from_slice(&buf[..n]);
-            Poll::Ready(Ok(n))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
     /// What an inline write leaves when the socket fills is unloaded, and
     /// a later batch from that offset writes exactly the rest, wherever the
     /// socket filled: in a header, in a payload, between frames.
@@ -402,10 +387,7 @@ mod tests {
         for room in [1, 2, 3, 5, 130, 131, 134, 200, whole - 1] {
             let mut writer = Writer::default();
             writer.load(batch(&sizes, false, None));
-            let mut socket = Fills {
-                out: Vec::new(),
-                room,
-            };
+            let mut socket = Trickle::new(usize::MAX, room);
             let mut written = Written::default();
             let wrote = writer.poll_write(&mut cx, &mut socket, &metrics, &mut written);
             assert!(wrote.is_pending(), "room {room}");
