@@ -14,9 +14,9 @@
 //! a current-thread runtime wakes its thread with a system call for every
 //! task woken from outside, and a fan-out wakes thousands.
 //!
-//! An idle WebSocket connection is not woken at all: the publish leaves
-//! each lane's share of it in the lane's mailbox, with one wake, and the
-//! lane's drainer writes them ([`crate::connection::inline`]).
+//! An idle WebSocket connection is not woken at all: a publish leaves
+//! each lane's share of its recipients in the lane's mailbox, with one
+//! wake, and the lane's drainer writes them ([`crate::connection::inline`]).
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -88,11 +88,15 @@ impl Lanes {
         self.runtimes.len()
     }
 
-    /// Starts each lane's mailbox drainer: fan-outs on other threads (an
-    /// HTTP publish, a plugin, the cluster feed) leave a lane's idle
-    /// connections in its mailbox, and the drainer writes them on the lane
-    /// with `router`'s inline writer (see [`crate::connection::inline`]).
+    /// Starts each lane's mailbox drainer, or, without lanes, the current
+    /// runtime's if it has one worker: fan-outs (an HTTP publish, a
+    /// plugin, the cluster feed) leave the idle connections a thread serves
+    /// in its mailbox, and the drainer writes them on that thread with
+    /// `router`'s inline writer (see [`crate::connection::inline`]).
     pub fn drain_mailboxes(&self, router: &Arc<Router>) {
+        if self.runtimes.is_empty() && polled_here_alone() {
+            tokio::spawn(drain_mailbox(router.clone()));
+        }
         for runtime in &self.runtimes {
             runtime.spawn(drain_mailbox(router.clone()));
         }
@@ -133,8 +137,8 @@ impl Drop for Closed {
 }
 
 /// Whether a task spawned from here is polled by this thread alone: on a
-/// lane, or on a runtime of one worker. Only then may a fan-out on this
-/// thread write its connection inline (see [`crate::connection::inline`]).
+/// lane, or on a runtime of one worker. Only then may this thread's
+/// mailbox drainer write its connections (see [`crate::connection::inline`]).
 pub(super) fn polled_here_alone() -> bool {
     let runtime = Handle::current();
     runtime.runtime_flavor() == RuntimeFlavor::MultiThread && runtime.metrics().num_workers() == 1

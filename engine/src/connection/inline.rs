@@ -1,6 +1,6 @@
-//! Inline delivery: an event written to an idle connection's socket by the
-//! fan-out itself, when the fan-out runs on the one thread that serves that
-//! connection, instead of waking the connection's task to write it.
+//! Inline delivery: an event written to an idle connection's socket by
+//! the thread that serves the connection, without waking the connection's
+//! task.
 //!
 //! At a steady rate nearly every delivery is one event to one idle
 //! connection, and waking its task to write it costs a trip through the
@@ -9,22 +9,22 @@
 //! "Inline delivery"). A transport that can write a connection's frames
 //! without its task registers the connection with
 //! [`Outbox::serve_inline`](super::Outbox::serve_inline), from the thread
-//! that alone polls its task (a lane, or a runtime of one worker).
+//! that alone polls its task (a lane, or a runtime of one worker), and
+//! opens a [`Mailbox`] on that thread, drained by a task of its own.
 //!
 //! A fan-out within a [`Scope`] then *defers* each such connection instead
 //! of waking it. When the scope closes (after the routing table and the
-//! channel are unlocked, so that no lock is held across a system call, and
-//! after a whole publish, so that its events go out in one write per
-//! connection) each deferred connection of the scope's own thread is handed
-//! to the transport's [`Write`]: it writes what the queue holds unless the
-//! task is in the middle of a write, and wakes the task for whatever it
-//! could not write. Order holds because only this thread polls the
-//! connection's task, and it is not polling it while the scope closes.
-//!
-//! Connections of another thread that has a [`Mailbox`] (a lane) are left
-//! there, all of one publish at once, and that thread's drainer writes them
-//! the same way: one wake per lane and publish instead of one per
-//! connection. Every other connection is woken as before.
+//! channel are unlocked, and after a whole publish, so that its events go
+//! out in one write per connection) the deferred connections are left in
+//! their threads' mailboxes, each thread's at once with one wake. The
+//! drainer hands each to the transport's [`Write`]: it writes what the
+//! queue holds unless the task is in the middle of a write, and wakes the
+//! task for whatever it could not write. Order holds because only that
+//! thread polls the connection's task, and it is not polling it while the
+//! drainer runs. The publisher itself writes nothing, so an HTTP publish is
+//! answered before its events are written, as before; the drainer runs
+//! right after, and takes every publish since its last run at once. A
+//! connection whose thread has no mailbox is woken as before.
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -49,12 +49,9 @@ thread_local! {
     static THIS_THREAD: u32 = THREADS.fetch_add(1, Ordering::Relaxed);
     /// Whether a scope is open on this thread.
     static OPEN: Cell<bool> = const { Cell::new(false) };
-    /// Connections of this thread deferred by the open scope; the buffer
-    /// is kept between scopes.
-    static DEFERRED: RefCell<Vec<ConnRef>> = const { RefCell::new(Vec::new()) };
-    /// Connections of other threads deferred by the open scope, with the
-    /// thread that serves each.
-    static ELSEWHERE: RefCell<Vec<(u32, ConnRef)>> = const { RefCell::new(Vec::new()) };
+    /// Connections deferred by the open scope, with the thread that
+    /// serves each; the buffer is kept between scopes.
+    static DEFERRED: RefCell<Vec<(u32, ConnRef)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The mailboxes of the threads that have one.
@@ -65,47 +62,59 @@ pub fn this_thread() -> u32 {
     THIS_THREAD.with(|n| *n)
 }
 
-/// A fan-out's scope on this thread: deliveries deferred within it are
-/// written (or woken) when it is dropped. A scope opened inside another
-/// does nothing; the outer one writes.
-#[must_use = "deliveries are written when the scope is dropped"]
-pub struct Scope<'a> {
-    /// `None` when this scope is nested; else the transport's writer, if
-    /// one is registered, and the router's metrics it counts deliveries in.
-    outer: Option<Option<Writer<'a>>>,
+/// A fan-out's scope on this thread: connections deferred within it are
+/// left in their mailboxes (or woken) when it is dropped. A scope opened
+/// inside another does nothing; the outer one hands them over.
+#[must_use = "deferred connections are handed over when the scope is dropped"]
+pub struct Scope {
+    outer: bool,
 }
 
-impl<'a> Scope<'a> {
-    /// Opens a scope on this thread; without a `write`, deferred
-    /// connections are only woken.
-    pub fn open(write: Option<Write>, metrics: &'a Metrics) -> Scope<'a> {
-        let outer = !OPEN.replace(true);
+impl Scope {
+    /// Opens a scope on this thread.
+    pub fn open() -> Scope {
         Scope {
-            outer: outer.then_some(write.map(|write| (write, metrics))),
+            outer: !OPEN.replace(true),
         }
     }
 }
 
-impl Drop for Scope<'_> {
+impl Drop for Scope {
     fn drop(&mut self) {
-        let Some(writer) = self.outer else {
+        if !self.outer {
             return;
-        };
+        }
         OPEN.set(false);
-        let mut elsewhere = ELSEWHERE.take();
-        post(&mut elsewhere);
-        ELSEWHERE.set(elsewhere);
         let mut deferred = DEFERRED.take();
-        write_all(&mut deferred, writer);
+        hand_over(&mut deferred);
         DEFERRED.set(deferred);
     }
 }
 
-/// A writer and the metrics it counts deliveries in.
-type Writer<'a> = (Write, &'a Metrics);
+/// Leaves each thread's deferred connections in its mailbox, all at once;
+/// a thread without one has its connections woken.
+fn hand_over(deferred: &mut Vec<(u32, ConnRef)>) {
+    if deferred.is_empty() {
+        return;
+    }
+    deferred.sort_by_key(|(thread, _)| *thread);
+    let mailboxes = MAILBOXES.read();
+    for group in deferred.chunk_by(|a, b| a.0 == b.0) {
+        let conns = group.iter().map(|(_, conn)| conn.clone());
+        match mailboxes.iter().find(|m| m.thread == group[0].0) {
+            Some(mailbox) => mailbox.post(conns),
+            None => conns.for_each(|conn| {
+                conn.outbox.undefer();
+                conn.outbox.wake();
+            }),
+        }
+    }
+    drop(mailboxes);
+    deferred.clear();
+}
 
 /// Writes (or, without a writer, wakes) each of `conns`, emptying it.
-fn write_all(conns: &mut Vec<ConnRef>, writer: Option<Writer<'_>>) {
+fn write_all(conns: &mut Vec<ConnRef>, writer: Option<(Write, &Metrics)>) {
     // All first, so that a writer that panics leaves none marked deferred
     // with nothing left to write it.
     conns.iter().for_each(|conn| conn.outbox.undefer());
@@ -117,28 +126,6 @@ fn write_all(conns: &mut Vec<ConnRef>, writer: Option<Writer<'_>>) {
     }
 }
 
-/// Leaves other threads' connections in their mailboxes, each thread's
-/// at once; a thread without one has its connections woken.
-fn post(elsewhere: &mut Vec<(u32, ConnRef)>) {
-    if elsewhere.is_empty() {
-        return;
-    }
-    elsewhere.sort_by_key(|(thread, _)| *thread);
-    let mailboxes = MAILBOXES.read();
-    for group in elsewhere.chunk_by(|a, b| a.0 == b.0) {
-        let conns = group.iter().map(|(_, conn)| conn.clone());
-        match mailboxes.iter().find(|m| m.thread == group[0].0) {
-            Some(mailbox) => mailbox.post(conns),
-            None => conns.for_each(|conn| {
-                conn.outbox.undefer();
-                conn.outbox.wake();
-            }),
-        }
-    }
-    drop(mailboxes);
-    elsewhere.clear();
-}
-
 /// Defers `conn` to the scope open on this thread, if one is and some
 /// thread serves `conn` inline: whether it was (or already had been).
 pub(crate) fn defer(conn: &ConnRef) -> bool {
@@ -146,19 +133,15 @@ pub(crate) fn defer(conn: &ConnRef) -> bool {
     if !OPEN.get() || thread == 0 {
         return false;
     }
-    if !conn.outbox.mark_deferred() {
-        return true;
-    }
-    if thread == this_thread() {
-        DEFERRED.with_borrow_mut(|deferred| deferred.push(conn.clone()));
-    } else {
-        ELSEWHERE.with_borrow_mut(|elsewhere| elsewhere.push((thread, conn.clone())));
+    if conn.outbox.mark_deferred() {
+        DEFERRED.with_borrow_mut(|deferred| deferred.push((thread, conn.clone())));
     }
     true
 }
 
-/// Where other threads leave the connections of one thread that serves
-/// connections inline (a lane), for that thread's drainer to write.
+/// Where fan-outs leave the connections of one thread that serves
+/// connections inline (a lane, or a runtime of one worker), for that
+/// thread's drainer to write.
 #[derive(Debug)]
 pub struct Mailbox {
     thread: u32,
@@ -167,8 +150,8 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    /// Opens this thread's mailbox: from now on, fan-outs on other threads
-    /// leave this thread's connections here, until [`close`](Mailbox::close).
+    /// Opens this thread's mailbox: from now on, fan-outs leave this
+    /// thread's connections here, until [`close`](Mailbox::close).
     pub fn open() -> Arc<Mailbox> {
         let mailbox = Arc::new(Mailbox {
             thread: this_thread(),
@@ -223,12 +206,11 @@ mod tests {
     }
 
     #[test]
-    fn a_nested_scope_leaves_the_writing_to_the_outer_one() {
-        let metrics = Metrics::default();
-        let outer = Scope::open(None, &metrics);
+    fn a_nested_scope_leaves_the_handing_over_to_the_outer_one() {
+        let outer = Scope::open();
         {
-            let inner = Scope::open(None, &metrics);
-            assert!(inner.outer.is_none());
+            let inner = Scope::open();
+            assert!(!inner.outer);
         }
         assert!(OPEN.get(), "still open after the nested scope");
         drop(outer);

@@ -215,9 +215,8 @@ impl Router {
     }
 
     /// Registers the transport's writer for connections it serves inline
-    /// (see [`inline`]): from then on, a fan-out writes those of its own
-    /// thread's connections that are idle itself. The first registration
-    /// stays.
+    /// (see [`inline`]), for its mailboxes' drainers to write with. The
+    /// first registration stays.
     pub fn write_inline_with(&self, write: inline::Write) {
         let _ = self.inline_writer.set(write);
     }
@@ -229,9 +228,9 @@ impl Router {
     }
 
     /// The scope of one fan-out: opened before the routing table is
-    /// locked, so that it closes, and writes what it deferred, after.
-    fn fan_out_scope(&self) -> inline::Scope<'_> {
-        inline::Scope::open(self.inline_writer(), &self.metrics)
+    /// locked, so that it closes, and hands over what it deferred, after.
+    fn fan_out_scope(&self) -> inline::Scope {
+        inline::Scope::open()
     }
 
     /// The clock the connections' timers run on; the transport rings it
@@ -767,24 +766,31 @@ mod tests {
         INLINE.with_borrow_mut(|seen| seen.push((conn.id, taken)));
     }
 
+    /// Drains `mailbox` once with the router's writer: what it wrote.
+    fn drain(router: &Router, mailbox: &inline::Mailbox) -> Vec<(u64, usize)> {
+        let waker = futures_util::task::noop_waker();
+        let cx = std::task::Context::from_waker(&waker);
+        let _ = mailbox.poll_write(&cx, router.inline_writer(), router.metrics());
+        INLINE.take()
+    }
+
+    /// The publisher writes nothing itself, even on the connection's own
+    /// thread: its thread's drainer writes, everything published since it
+    /// last ran at once.
     #[test]
-    fn a_publish_writes_this_threads_inline_connections_once_it_is_done() {
+    fn publishes_are_written_by_the_drainer_all_at_once() {
         let router = router();
         router.write_inline_with(record_inline);
-        let (here, there, woken) = (listener(&router), listener(&router), listener(&router));
-        for conn in [&here, &there, &woken] {
-            frames(conn);
-        }
-        here.outbox.serve_inline(3);
-        serve_inline_from_a_thread_gone(&there);
+        let conn = listener(&router);
+        frames(&conn);
+        let mailbox = inline::Mailbox::open();
+        conn.outbox.serve_inline(3);
         publish_two(&router);
-        assert_eq!(
-            INLINE.take(),
-            [(here.id, 2)],
-            "one write of the whole publish, for this thread's connection only"
-        );
-        assert_eq!(there.outbox.depth().0, 2, "another thread's: woken");
-        assert_eq!(woken.outbox.depth().0, 2, "not served inline: woken");
+        publish_two(&router);
+        assert!(INLINE.take().is_empty(), "the publisher wrote nothing");
+        assert_eq!(drain(&router, &mailbox), [(conn.id, 4)]);
+        assert!(drain(&router, &mailbox).is_empty(), "nothing twice");
+        mailbox.close();
     }
 
     /// A lane's connections are left in its mailbox, a publish's at once,
@@ -806,11 +812,9 @@ mod tests {
                 conn.outbox.serve_inline(5);
                 opened.send(()).unwrap();
                 publish.recv().unwrap();
-                let waker = futures_util::task::noop_waker();
-                let cx = std::task::Context::from_waker(&waker);
-                let _ = mailbox.poll_write(&cx, router.inline_writer(), router.metrics());
+                let written = drain(&router, &mailbox);
                 mailbox.close();
-                INLINE.take()
+                written
             })
         };
         open.recv().unwrap();

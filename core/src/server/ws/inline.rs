@@ -1,6 +1,6 @@
-//! The WebSocket transport's inline writer: what a fan-out calls, on the
-//! thread that serves a connection, to write the connection's queued frames
-//! itself instead of waking its task (the engine's
+//! The WebSocket transport's inline writer: what the mailbox drainer of
+//! the thread that serves a connection calls to write the connection's
+//! queued frames without waking its task (the engine's
 //! [`inline`](crate::connection::inline) explains when).
 //!
 //! It writes with the task's own [`Writer`], to the socket's descriptor,

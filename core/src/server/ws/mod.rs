@@ -1,8 +1,9 @@
 //! The WebSocket transport: the upgrade (with every check that must happen
 //! before a socket is opened), then one connection task per client
 //! ([`task`]) reading client frames ([`frames`]) from its socket and
-//! writing the outbox ([`writer`]), or, for an idle connection on the
-//! fan-out's own thread, the fan-out writing it ([`inline`]). Who may connect once the socket is open is decided by
+//! writing the outbox ([`writer`]), or, for an idle connection, its
+//! thread's mailbox drainer writing it without waking the task
+//! ([`inline`]). Who may connect once the socket is open is decided by
 //! [`admission`] and the router.
 
 mod frames;
