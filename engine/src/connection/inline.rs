@@ -151,7 +151,10 @@ pub struct Mailbox {
 
 impl Mailbox {
     /// Opens this thread's mailbox: from now on, fan-outs leave this
-    /// thread's connections here, until [`close`](Mailbox::close).
+    /// thread's connections here, until [`close`](Mailbox::close). A thread
+    /// serves one router: were a second mailbox opened on it, the first
+    /// would take every connection of the thread, and its drainer would
+    /// count their latency in its own router's metrics.
     pub fn open() -> Arc<Mailbox> {
         let mailbox = Arc::new(Mailbox {
             thread: this_thread(),
