@@ -156,12 +156,12 @@ end
 return out
 "#;
 
-/// The append script (see [`APPEND`]).
+/// The append script (see `APPEND`).
 pub fn append() -> Script {
     Script::new(&format!("{ENSURE_EPOCH}{APPEND}"))
 }
 
-/// The positions script (see [`POSITIONS`]).
+/// The positions script (see `POSITIONS`).
 pub fn positions() -> Script {
     Script::new(&format!("{ENSURE_EPOCH}{POSITIONS}"))
 }

@@ -42,7 +42,7 @@ pub struct Status {
     pub state: State,
     /// How often it was restarted.
     pub restarts: u32,
-    /// Restarts since it last ran well for [`HEALTHY_AFTER`]; sets the backoff.
+    /// Restarts since it last ran well for `HEALTHY_AFTER`; sets the backoff.
     #[serde(skip)]
     pub failures_in_a_row: u32,
     /// When it was last started.

@@ -1,7 +1,7 @@
 //! The seam between routing and where a channel's sequence is decided.
 //!
 //! With `[cluster] engine = "memory"` this process decides: each event is
-//! stamped on its [`super::channel::Channel`] and fanned out in the same
+//! stamped on its channel (`router::channel`) and fanned out in the same
 //! step. A cluster engine is a [`Sequencer`] instead: the router hands it
 //! the validated events of a publish, it stamps them in a store shared by
 //! every node (one sequence per channel, cluster-wide), and it settles the
