@@ -7,10 +7,9 @@
 //! runtime's scheduler and a second look at the queue for every recipient:
 //! more user-space time than the rest of the delivery (BENCHMARKS.md,
 //! "Inline delivery"). A transport that can write a connection's frames
-//! without its task registers the connection with
-//! [`Outbox::serve_inline`](super::Outbox::serve_inline), from the thread
-//! that alone polls its task (a lane, or a runtime of one worker), and
-//! opens a [`Mailbox`] on that thread, drained by a task of its own.
+//! without its task registers the connection with [`serve`], from the
+//! thread that alone polls its task (a lane, or a runtime of one worker),
+//! and opens a [`Mailbox`] on that thread, drained by a task of its own.
 //!
 //! A fan-out within a [`Scope`] then *defers* each such connection instead
 //! of waking it. When the scope closes (after the routing table and the
@@ -34,7 +33,7 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, RwLock};
 
-use super::{ConnRef, Connection};
+use super::{ConnRef, Connection, Outbox};
 use crate::metrics::Metrics;
 
 /// The transport's inline writer: writes what `conn`'s outbox holds
@@ -60,6 +59,14 @@ static MAILBOXES: RwLock<Vec<Arc<Mailbox>>> = RwLock::new(Vec::new());
 /// This thread's number: never 0, never shared with another thread.
 pub fn this_thread() -> u32 {
     THIS_THREAD.with(|n| *n)
+}
+
+/// Lets this thread's mailbox drainer write the frames queued in
+/// `outbox` to `socket`, without waking the connection's task. The caller
+/// promises that only this thread polls the connection's task, and calls
+/// [`Outbox::stop_inline`] before it closes the socket.
+pub fn serve(outbox: &Outbox, socket: i32) {
+    outbox.serve_inline(this_thread(), socket);
 }
 
 /// A fan-out's scope on this thread: connections deferred within it are

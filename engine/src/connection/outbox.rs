@@ -257,7 +257,7 @@ pub struct Outbox {
     /// nothing may be written inline then.
     writing: AtomicBool,
     /// The thread that writes this connection inline (0: none), see
-    /// [`Outbox::serve_inline`].
+    /// [`inline::serve`](super::inline::serve).
     inline_thread: AtomicU32,
     /// The socket descriptor the transport writes inline to (-1: none).
     /// Kept here, as a number the engine never uses itself, because it
@@ -608,15 +608,11 @@ impl Outbox {
         })
     }
 
-    /// Lets the fan-out write this connection's frames itself, on the
-    /// calling thread, to `socket` (see [`super::inline`]). The caller
-    /// promises that only this thread polls the connection's task, and
-    /// calls [`stop_inline`](Outbox::stop_inline) before it closes the
-    /// socket.
-    pub fn serve_inline(&self, socket: i32) {
+    /// Lets `thread`'s mailbox drainer write this connection's frames to
+    /// `socket`: what [`inline::serve`](super::inline::serve) records.
+    pub(super) fn serve_inline(&self, thread: u32, socket: i32) {
         self.inline_socket.store(socket, Ordering::Relaxed);
-        self.inline_thread
-            .store(super::inline::this_thread(), Ordering::Relaxed);
+        self.inline_thread.store(thread, Ordering::Relaxed);
     }
 
     /// No more inline writes: the socket is about to close.
@@ -980,10 +976,10 @@ mod tests {
         );
     }
 
-    /// An outbox served inline to socket 7, by this thread.
+    /// An outbox served inline to socket 7, by thread 1.
     fn served(events: usize, bytes: usize) -> Outbox {
         let q = outbox(events, bytes);
-        q.serve_inline(7);
+        q.serve_inline(1, 7);
         q
     }
 
@@ -992,7 +988,7 @@ mod tests {
         let q = outbox(10, 1 << 20);
         q.push_event(&event(1, SlowConsumer::DropOldest));
         assert!(q.take_inline().is_none(), "not served inline");
-        q.serve_inline(7);
+        q.serve_inline(1, 7);
         let (socket, batch) = q.take_inline().expect("idle and served");
         assert_eq!(
             (socket, texts(&batch)),

@@ -748,7 +748,7 @@ mod tests {
     /// mailbox).
     fn serve_inline_from_a_thread_gone(conn: &ConnRef) {
         let conn = conn.clone();
-        std::thread::spawn(move || conn.outbox.serve_inline(4))
+        std::thread::spawn(move || inline::serve(&conn.outbox, 4))
             .join()
             .unwrap();
     }
@@ -784,7 +784,7 @@ mod tests {
         let conn = listener(&router);
         frames(&conn);
         let mailbox = inline::Mailbox::open();
-        conn.outbox.serve_inline(3);
+        inline::serve(&conn.outbox, 3);
         publish_two(&router);
         publish_two(&router);
         assert!(INLINE.take().is_empty(), "the publisher wrote nothing");
@@ -809,7 +809,7 @@ mod tests {
             let (router, conn) = (router.clone(), lane_conn.clone());
             std::thread::spawn(move || {
                 let mailbox = inline::Mailbox::open();
-                conn.outbox.serve_inline(5);
+                inline::serve(&conn.outbox, 5);
                 opened.send(()).unwrap();
                 publish.recv().unwrap();
                 let written = drain(&router, &mailbox);

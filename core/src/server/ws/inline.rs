@@ -48,7 +48,7 @@ pub(crate) fn write(conn: &Connection, metrics: &Metrics) {
 /// `Pending` means it is full, and nothing is registered to say when it
 /// is not (the connection's task, woken, waits for that itself). The
 /// descriptor stays open while the outbox offers it (see
-/// [`Outbox::serve_inline`](crate::connection::Outbox::serve_inline)).
+/// [`inline::serve`](crate::connection::inline::serve)).
 struct Unwaited(RawFd);
 
 const FLAGS: MsgFlags = MsgFlags::MSG_DONTWAIT.union(MsgFlags::MSG_NOSIGNAL);

@@ -26,7 +26,7 @@ use super::watchdog::{Due, Watchdog};
 use super::writer::{self, Flushed, Writer};
 use crate::app::App;
 use crate::connection::outbox::Written;
-use crate::connection::{Clock, Close, ConnRef};
+use crate::connection::{inline, Clock, Close, ConnRef};
 use crate::server::admission::{self, Admission};
 use crate::server::lanes;
 use crate::server::readiness::poll_read;
@@ -178,7 +178,7 @@ impl Served {
         let now = Instant::now();
         let session = Session::new(&app.router);
         if let (Either::Left(stream), true) = (&socket, lanes::polled_here_alone()) {
-            conn.outbox.serve_inline(stream.as_raw_fd());
+            inline::serve(&conn.outbox, stream.as_raw_fd());
         }
         // The first alarm is asked for by the first poll: `rearm`.
         Served {
