@@ -119,15 +119,16 @@ impl Lanes {
     }
 }
 
-/// A lane's mailbox drainer, until the lane stops.
+/// A thread's mailbox drainer (a lane's, or a one-worker runtime's),
+/// until its runtime stops.
 async fn drain_mailbox(router: Arc<Router>) {
     let mailbox = Mailbox::open();
     let _closed = Closed(mailbox.clone());
     poll_fn(|cx| mailbox.poll_write(cx, router.inline_writer(), router.metrics())).await
 }
 
-/// Closes a mailbox however its drainer ends (the lane's runtime dropping
-/// it, at the latest).
+/// Closes a mailbox however its drainer ends (its runtime dropping it, at
+/// the latest).
 struct Closed(Arc<Mailbox>);
 
 impl Drop for Closed {

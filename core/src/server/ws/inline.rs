@@ -51,6 +51,7 @@ pub(crate) fn write(conn: &Connection, metrics: &Metrics) {
 /// [`inline::serve`](crate::connection::inline::serve)).
 struct Unwaited(RawFd);
 
+/// Never wait, and never raise SIGPIPE on a socket the client closed.
 const FLAGS: MsgFlags = MsgFlags::MSG_DONTWAIT.union(MsgFlags::MSG_NOSIGNAL);
 
 /// A send's outcome as a writer sees it.
