@@ -128,10 +128,7 @@ impl Writer {
     ) -> Poll<io::Result<Flushed>> {
         let mut now = None;
         while !self.is_idle() {
-            let mut headers = [[0u8; MAX_HEADER]; FRAMES_PER_WRITE];
-            let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE + 1];
-            let used = self.slices(&mut headers, &mut slices);
-            let n = match poll_write_slices(&mut *io, cx, &slices[..used]) {
+            let n = match self.poll_write_once(cx, &mut *io) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -151,6 +148,43 @@ impl Writer {
         } else {
             Flushed::Batch
         }))
+    }
+
+    /// Writes what is left with one system call: one `send()` of a copy
+    /// when it is small, else one `writev` of its slices.
+    fn poll_write_once<W: AsyncWrite + Unpin>(
+        &self,
+        cx: &mut Context<'_>,
+        io: &mut W,
+    ) -> Poll<io::Result<usize>> {
+        let mut small = [0u8; COPY_BELOW];
+        if let Some(len) = self.copy_small(&mut small) {
+            return Pin::new(io).poll_write(cx, &small[..len]);
+        }
+        let mut headers = [[0u8; MAX_HEADER]; FRAMES_PER_WRITE];
+        let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE + 1];
+        let used = self.slices(&mut headers, &mut slices);
+        Pin::new(io).poll_write_vectored(cx, &slices[..used])
+    }
+
+    /// Copies what is left (frames, then the trailer) into `buf` if it
+    /// fits, as a steady stream's one event does: its length, or `None`.
+    /// Laid out straight, without the slices a large batch needs.
+    fn copy_small(&self, buf: &mut [u8; COPY_BELOW]) -> Option<usize> {
+        let mut copy = Copy {
+            buf,
+            len: 0,
+            skip: self.offset,
+        };
+        let mut header = [0u8; MAX_HEADER];
+        for frame in self.frames.get(self.next..).unwrap_or_default() {
+            let text = frame.text().as_bytes();
+            let header_len = encode_header(&mut header, OP_TEXT, text.len());
+            if !(copy.append(&header[..header_len]) && copy.append(text)) {
+                return None;
+            }
+        }
+        copy.append(&self.trailer).then_some(copy.len)
     }
 
     /// Lays out what is left (up to [`FRAMES_PER_WRITE`] frames, then the
@@ -206,24 +240,28 @@ impl Writer {
     }
 }
 
-/// Writes `slices` with one system call: one `send()` of a copy when they
-/// are small, one `writev` of the slices themselves when not.
-fn poll_write_slices<W: AsyncWrite + Unpin>(
-    io: &mut W,
-    cx: &mut Context<'_>,
-    slices: &[IoSlice<'_>],
-) -> Poll<io::Result<usize>> {
-    let total: usize = slices.iter().map(|s| s.len()).sum();
-    if total > COPY_BELOW {
-        return Pin::new(io).poll_write_vectored(cx, slices);
+/// A small write being laid out in a buffer on the stack.
+struct Copy<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+    /// Bytes still to leave out: those written already.
+    skip: usize,
+}
+
+impl Copy<'_> {
+    /// Appends `part`, less what is still to be left out; `false` if it
+    /// does not fit.
+    fn append(&mut self, part: &[u8]) -> bool {
+        let skipped = self.skip.min(part.len());
+        self.skip -= skipped;
+        let part = &part[skipped..];
+        let Some(room) = self.buf.get_mut(self.len..self.len + part.len()) else {
+            return false;
+        };
+        room.copy_from_slice(part);
+        self.len += part.len();
+        true
     }
-    let mut buf = [0u8; COPY_BELOW];
-    let mut len = 0;
-    for slice in slices {
-        buf[len..len + slice.len()].copy_from_slice(slice);
-        len += slice.len();
-    }
-    Pin::new(io).poll_write(cx, &buf[..len])
 }
 
 /// Counts one written event and its latency from acceptance.
