@@ -325,18 +325,11 @@ impl Outbox {
         self.inner.lock().replaying
     }
 
-    /// Offers an event, applying the slow-consumer rules, and wakes the
-    /// transport's task. Never waits.
+    /// Offers an event, applying the slow-consumer rules. Never waits, and
+    /// does not wake the transport's task: the fan-out defers the
+    /// connection to an [inline write](super::inline) or calls
+    /// [`wake`](Outbox::wake).
     pub fn push_event(&self, event: &Arc<Event>) -> Pushed {
-        let pushed = self.queue_event(event);
-        self.ready.wake();
-        pushed
-    }
-
-    /// Offers an event like [`push_event`](Outbox::push_event) without
-    /// waking the transport's task: the caller writes it
-    /// [inline](super::inline) or calls [`wake`](Outbox::wake).
-    pub fn queue_event(&self, event: &Arc<Event>) -> Pushed {
         let mut inner = self.inner.lock();
         if inner.close.is_some() {
             return Pushed::Closed;

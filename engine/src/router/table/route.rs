@@ -176,7 +176,7 @@ impl Table {
     ) {
         if let Some(recipients) = self.recipients.get(type_name) {
             for conn in recipients.values() {
-                conn.outbox.queue_event(event);
+                conn.outbox.push_event(event);
                 if !inline::defer(conn) {
                     conn.outbox.wake();
                 }
