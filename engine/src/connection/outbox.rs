@@ -207,6 +207,13 @@ impl Inner {
     fn behind(&mut self) -> &mut Behind {
         self.behind.get_or_insert_with(Box::default)
     }
+
+    /// Whether a close, a Ping or a `connection.lagged` is due: what only
+    /// the transport's task writes.
+    fn task_only_due(&self) -> bool {
+        let lagged = self.behind.as_ref().is_some_and(|b| b.lag.is_some());
+        self.close.is_some() || self.ping || lagged
+    }
 }
 
 /// What a connection that fell behind (or recovered on a cluster node
@@ -574,8 +581,7 @@ impl Outbox {
     /// connection holds no queue capacity.
     pub fn take_batch(&self) -> Option<Batch> {
         let mut inner = self.inner.lock();
-        let lagged = inner.behind.as_ref().is_some_and(|b| b.lag.is_some());
-        if inner.queue.is_empty() && inner.close.is_none() && !lagged && !inner.ping {
+        if inner.queue.is_empty() && !inner.task_only_due() {
             return None;
         }
         let close = inner.close.as_deref().cloned();
@@ -647,13 +653,7 @@ impl Outbox {
             return None;
         }
         let mut inner = self.inner.lock();
-        let lagged = inner.behind.as_ref().is_some_and(|b| b.lag.is_some());
-        if inner.queue.is_empty()
-            || inner.close.is_some()
-            || inner.ping
-            || lagged
-            || inner.head_written > 0
-        {
+        if inner.queue.is_empty() || inner.task_only_due() || inner.head_written > 0 {
             return None;
         }
         let frames = Vec::from(std::mem::take(&mut inner.queue));

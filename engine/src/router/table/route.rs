@@ -163,10 +163,10 @@ impl Table {
     }
 
     /// Queues a stamped event for every connection that takes its type
-    /// (deferring those this thread writes inline, see
-    /// [`crate::connection::inline`], and waking the others), and, when `sinks` is given (with the emitting instance, if any), for
-    /// every sink that does (a sink never gets what its own instance
-    /// emitted).
+    /// (deferring those a thread serves inline to its mailbox, see
+    /// [`crate::connection::inline`], and waking the others), and, when
+    /// `sinks` is given (with the emitting instance, if any), for every
+    /// sink that does (a sink never gets what its own instance emitted).
     fn fan_out(
         &self,
         type_name: &Arc<str>,
