@@ -198,9 +198,9 @@ pub fn serve_with_env(
 }
 
 /// The real binary with one worker thread and so no lanes
-/// (`TOKIO_WORKER_THREADS=1`): every connection is served by the thread
-/// that runs every fan-out, which then writes idle connections itself
-/// (inline delivery, ARCHITECTURE.md).
+/// (`TOKIO_WORKER_THREADS=1`): every connection is served by that one
+/// thread, whose mailbox drainer writes idle connections without waking
+/// their tasks (inline delivery, ARCHITECTURE.md).
 pub struct OneWorker {
     remote: Remote,
     _process: ChildGuard,
