@@ -17,6 +17,7 @@ mod reply;
 mod socket;
 mod sse;
 mod steps;
+mod unwaited;
 mod ws;
 
 use std::convert::Infallible;
