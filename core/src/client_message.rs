@@ -4,7 +4,6 @@
 //! and replies").
 
 use std::collections::BTreeMap;
-use std::io::Write;
 
 use serde_json::{Map, Value};
 
@@ -207,8 +206,7 @@ pub fn write_since<'a>(
         out.push(b':');
         out.extend_from_slice(epoch.as_bytes());
         out.push(b':');
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "{sequence}");
+        out.extend_from_slice(itoa::Buffer::new().format(sequence).as_bytes());
     }
 }
 

@@ -14,9 +14,10 @@
 //! a current-thread runtime wakes its thread with a system call for every
 //! task woken from outside, and a fan-out wakes thousands.
 //!
-//! An idle WebSocket connection is not woken at all: a publish leaves
-//! each lane's share of its recipients in the lane's mailbox, with one
-//! wake, and the lane's drainer writes them ([`crate::connection::inline`]).
+//! An idle WebSocket connection or event stream is not woken at all: a
+//! publish leaves each lane's share of its recipients in the lane's
+//! mailbox, with one wake, and the lane's drainer writes them
+//! ([`crate::connection::inline`]).
 
 use std::future::{poll_fn, Future};
 use std::io;

@@ -41,6 +41,8 @@ use tokio_util::either::Either;
 use tower_service::Service;
 
 use crate::app::App;
+use crate::connection::Connection;
+use crate::metrics::Metrics;
 pub use lanes::Lanes;
 use socket::Socket;
 
@@ -53,6 +55,15 @@ pub type Response = http::Response<BoxBody<Bytes, BoxError>>;
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
 
+/// The mailbox drainers' inline writer (see
+/// [`crate::connection::inline`]): an event stream's, for a stream served
+/// on the drainer's thread, else a WebSocket's.
+fn write_inline(conn: &Connection, metrics: &Metrics) {
+    if !sse::write_inline(conn) {
+        ws::write_inline(conn, metrics);
+    }
+}
+
 /// Serves `listener` until `shutdown` completes, with WebSocket connections
 /// on `lanes`, which stop with it (once no HTTP connection still being
 /// served may hand them one).
@@ -62,7 +73,7 @@ pub async fn serve(
     lanes: Lanes,
     shutdown: impl Future<Output = ()>,
 ) {
-    app.router.write_inline_with(ws::write_inline);
+    app.router.write_inline_with(write_inline);
     lanes.drain_mailboxes(&app.router);
     let api = warp::service(api::routes(app.clone()));
     let lanes = Arc::new(lanes);

@@ -1,13 +1,16 @@
 //! Inline delivery: a router with one worker thread writes idle clients
-//! from the fan-out itself. Every event still reaches every client once, in
-//! order, counted, and never cut by a frame the client's task writes (a
-//! Pong) or by another publish. The stalled-client case is in
+//! from its mailbox drainer. Every event still reaches every client once,
+//! in order, counted, and never cut by a frame the client's task writes (a
+//! Pong) or by another publish; an event stream's messages carry its own
+//! cursor, in whole chunks. The stalled WebSocket client's case is in
 //! `slow_consumers.rs`.
 
 use crate::support::{self, OneWorker};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const SUBSCRIBERS: usize = 20;
@@ -134,4 +137,75 @@ async fn pongs_and_inline_events_never_cut_each_other() {
     let (events, pongs) = reader.await.unwrap();
     assert_eq!(events, (1..=EVENTS).collect::<Vec<_>>());
     assert!(pongs > 0, "Pongs came between the events");
+}
+
+/// Event streams are written by the drainer too: it renders each stream's
+/// messages under the stream's own cursor, a batch to a chunk. The stream
+/// whose client does not read until the end has its small socket fill in
+/// the middle of a chunk; its task writes the rest from the byte where the
+/// drainer stopped, and the drainer leaves it alone until it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_get_every_event_once_in_order_under_their_cursor() {
+    let router = OneWorker::start(&support::with_server("socket_send_buffer = 4096")).await;
+    let mut readers = Vec::new();
+    for _ in 0..SUBSCRIBERS / 2 {
+        let mut stream = router.event_stream("/ws/events?events=job.*", None).await;
+        readers.push(tokio::spawn(async move { read_events(&mut stream).await }));
+    }
+    let mut stalled = router
+        .event_stream("/ws/events?events=job.*", Some(4096))
+        .await;
+    publish_all(&router).await;
+    let mut streams = Vec::new();
+    for reader in readers {
+        streams.push(reader.await.unwrap());
+    }
+    streams.push(read_events(&mut stalled).await);
+    for events in streams {
+        let sequences: Vec<u64> = events.iter().map(|(_, sequence)| *sequence).collect();
+        assert_eq!(
+            sequences,
+            (1..=EVENTS).collect::<Vec<_>>(),
+            "every event once, in order"
+        );
+        assert!(
+            events.iter().all(|(id, sequence)| id == sequence),
+            "each message's id is the cursor past it"
+        );
+    }
+}
+
+/// Reads a stream's chunks until it has `EVENTS` `job.progress` messages,
+/// each chunk whole messages: each event's position of `jobs` in its `id:`
+/// and its sequence.
+async fn read_events(stream: &mut BufReader<TcpStream>) -> Vec<(u64, u64)> {
+    let mut events = Vec::new();
+    while (events.len() as u64) < EVENTS {
+        let chunk = support::read_chunk(stream)
+            .await
+            .expect("the stream goes on");
+        assert!(chunk.ends_with("\n\n"), "whole messages: {chunk:?}");
+        for message in chunk.trim_end().split("\n\n") {
+            let field = |name: &str| message.lines().find_map(|l| l.strip_prefix(name));
+            // A `: ping` has no data.
+            let Some(data) = field("data: ") else {
+                continue;
+            };
+            let data: Value = serde_json::from_str(data).expect("whole JSON");
+            if data["type"] == "job.progress" {
+                let id = field("id: ").expect("an id");
+                events.push((jobs_position(id), data["sequence"].as_u64().unwrap()));
+            }
+        }
+    }
+    events
+}
+
+/// The sequence of `jobs` in a cursor (`alerts:EPOCH:4,jobs:EPOCH:7`).
+fn jobs_position(id: &str) -> u64 {
+    let jobs = id
+        .split(',')
+        .find_map(|p| p.strip_prefix("jobs:"))
+        .unwrap_or_else(|| panic!("jobs in {id}"));
+    jobs.rsplit_once(':').unwrap().1.parse().unwrap()
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::support::{self, alert, job, start, Remote, WAIT};
+use crate::support::{self, alert, job, read_chunk, read_head, start, Remote, WAIT};
 
 /// A raw event-stream reader: HTTP/1.0, so the body is the stream itself
 /// until the router closes it.
@@ -299,7 +299,6 @@ async fn origins_are_checked_and_allowed_ones_get_cors_headers() {
     );
 }
 
-/// Reads a response's status line and headers (names lowercased).
 /// Sends `request` on the connection and reads the response's head.
 async fn ask(reader: &mut BufReader<TcpStream>, request: &str) -> (u16, Vec<(String, String)>) {
     reader
@@ -308,43 +307,6 @@ async fn ask(reader: &mut BufReader<TcpStream>, request: &str) -> (u16, Vec<(Str
         .await
         .unwrap();
     read_head(reader).await
-}
-
-async fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).await.unwrap();
-    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).await.unwrap();
-        let Some((name, value)) = line.trim_end().split_once(':') else {
-            return (status, headers);
-        };
-        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
-    }
-}
-
-/// The next chunk of a chunked body; `None` after the last, which must be
-/// followed by the connection's end.
-async fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut size = String::new();
-    tokio::time::timeout(WAIT, reader.read_line(&mut size))
-        .await
-        .expect("timed out waiting for a chunk")
-        .unwrap();
-    let size = usize::from_str_radix(size.trim_end(), 16).unwrap();
-    let mut chunk = vec![0; size + 2];
-    reader.read_exact(&mut chunk).await.unwrap();
-    assert!(chunk.ends_with(b"\r\n"), "{chunk:?}");
-    if size == 0 {
-        let mut rest = Vec::new();
-        reader.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty(), "nothing after the last chunk: {rest:?}");
-        return None;
-    }
-    chunk.truncate(size);
-    Some(String::from_utf8(chunk).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

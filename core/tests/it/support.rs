@@ -18,6 +18,7 @@ use switchyard::protocol::Position;
 use switchyard::router::ConnectRequest;
 use switchyard::runtime::{self, Running};
 use switchyard::{reload, reload::ReloadError};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Response as WsResponse;
@@ -395,6 +396,31 @@ impl Remote {
         Client { socket }
     }
 
+    /// An event stream on `path_and_query` over HTTP/1.1 (so chunked),
+    /// once its response head is read; a socket receive buffer of
+    /// `recv_buffer` bytes, if given, makes a client that stops reading
+    /// fill the router's side quickly.
+    pub async fn event_stream(
+        &self,
+        path_and_query: &str,
+        recv_buffer: Option<u32>,
+    ) -> BufReader<TcpStream> {
+        let socket = TcpSocket::new_v4().unwrap();
+        if let Some(bytes) = recv_buffer {
+            socket.set_recv_buffer_size(bytes).unwrap();
+        }
+        let mut stream = socket.connect(self.addr).await.unwrap();
+        let request = format!(
+            "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+            self.addr
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut reader = BufReader::new(stream);
+        let (status, _) = read_head(&mut reader).await;
+        assert_eq!(status, 200);
+        reader
+    }
+
     /// POSTs JSON to `/api/events`; returns status and body.
     pub async fn publish(&self, body: &Value) -> (u16, Value) {
         self.post("/api/events", body).await
@@ -592,4 +618,42 @@ impl Client {
             }
         }
     }
+}
+
+/// Reads a response's status line and headers (names lowercased).
+pub async fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).await.unwrap();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        let Some((name, value)) = line.trim_end().split_once(':') else {
+            return (status, headers);
+        };
+        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+    }
+}
+
+/// The next chunk of a chunked body; `None` after the last, which must be
+/// followed by the connection's end.
+pub async fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut size = String::new();
+    tokio::time::timeout(WAIT, reader.read_line(&mut size))
+        .await
+        .expect("timed out waiting for a chunk")
+        .unwrap();
+    let size = usize::from_str_radix(size.trim_end(), 16).unwrap();
+    let mut chunk = vec![0; size + 2];
+    reader.read_exact(&mut chunk).await.unwrap();
+    assert!(chunk.ends_with(b"\r\n"), "{chunk:?}");
+    if size == 0 {
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "nothing after the last chunk: {rest:?}");
+        return None;
+    }
+    chunk.truncate(size);
+    Some(String::from_utf8(chunk).unwrap())
 }

@@ -14,9 +14,12 @@
 //! socket taken back from hyper (`serve_io` in the parent module).
 
 pub mod cursor;
+mod inline;
+mod output;
 mod stream;
 mod task;
 
+pub(super) use inline::write as write_inline;
 pub use stream::Stream;
 pub use task::Handoff;
 
@@ -34,6 +37,14 @@ use super::socket::Socket;
 use super::{reply, BoxError, Peer, Response};
 use crate::app::App;
 use crate::protocol;
+use cursor::Cursor;
+use output::Output;
+
+/// An admitted stream, and the positions its messages' ids start from.
+pub struct Opened {
+    stream: Stream,
+    cursor: Cursor,
+}
 
 /// Whether a request asks for an event stream.
 pub fn wants_stream(headers: &http::HeaderMap) -> bool {
@@ -55,7 +66,7 @@ pub async fn stream(
     app: Arc<App>,
     peer: Peer,
     req: &http::Request<Incoming>,
-) -> Result<Stream, Response> {
+) -> Result<Opened, Response> {
     match open(&app, peer, req).await {
         Ok(opened) => opened,
         Err(refused) => Err(refused.counted(&app)),
@@ -67,7 +78,7 @@ async fn open(
     app: &Arc<App>,
     peer: Peer,
     req: &http::Request<Incoming>,
-) -> Result<Result<Stream, Response>, Refusal> {
+) -> Result<Result<Opened, Response>, Refusal> {
     let snap = app.router.snapshot();
     let Some(endpoint) = snap.endpoint(req.uri().path()) else {
         return Err(bad_request("unknown_endpoint", "no endpoint at this path"));
@@ -83,7 +94,7 @@ async fn open(
     }
     let heartbeat = std::time::Duration::from_secs(snap.config.server.heartbeat_interval_s);
     let leeway = snap.config.auth.jwt.leeway_s;
-    let start = cursor::Cursor::starting_at(
+    let cursor = Cursor::starting_at(
         admitted
             .verdict
             .as_ref()
@@ -91,7 +102,10 @@ async fn open(
             .and_then(|request| request.since.as_ref()),
     );
     Ok(match admission::enter(app, admitted.verdict).await {
-        Ok(conn) => Ok(Stream::new(app.clone(), conn, start, heartbeat, leeway)),
+        Ok(conn) => Ok(Opened {
+            stream: Stream::new(app.clone(), conn, heartbeat, leeway),
+            cursor,
+        }),
         Err(reason) => {
             tracing::debug!("stream refused: {reason}");
             let mut last = Vec::new();
@@ -136,11 +150,11 @@ pub fn head_only(headers: HeaderMap) -> Response {
     event_stream(headers, Empty::new().map_err(|e| match e {}).boxed())
 }
 
-/// `stream`, to be written on the socket of the `version` request that
+/// `opened`, to be written on the socket of the `version` request that
 /// opened it, with `headers`: the response head is written as hyper would
 /// have (a `date`, chunked for HTTP/1.1), and says that the connection ends
 /// with the stream.
-pub fn hand_off(version: Version, headers: &HeaderMap, stream: Stream) -> Handoff {
+pub fn hand_off(version: Version, headers: &HeaderMap, opened: Opened) -> Handoff {
     let chunked = version != Version::HTTP_10;
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(if chunked {
@@ -159,7 +173,7 @@ pub fn hand_off(version: Version, headers: &HeaderMap, stream: Stream) -> Handof
     }
     let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT");
     head.extend_from_slice(format!("date: {date}\r\n\r\n").as_bytes());
-    Handoff::new(head, chunked, stream)
+    Handoff::new(Output::new(head, chunked, opened.cursor), opened.stream)
 }
 
 /// Serves a handed-off stream on its socket, in a task of its own on one of

@@ -1,17 +1,15 @@
-//! One open event stream's messages: what the connection's queue holds, as
-//! `id:` + `data:` messages under the stream's cursor, a `: ping` every
-//! heartbeat interval (on the router's one clock, as a WebSocket's Pings),
-//! the token's expiry, and the last `connection.closed` message. Dropping
-//! the stream takes the connection out of the router.
+//! One open event stream in the router: its connection, a `: ping` due
+//! every heartbeat interval (on the router's one clock, as a WebSocket's
+//! Pings) and the token's expiry; and the `id:` + `data:` message that
+//! every event becomes (rendered by [`Output`](super::output::Output)).
+//! Dropping the stream takes the connection out of the router.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::cursor::Cursor;
+use super::inline;
 use crate::app::App;
-use crate::connection::outbox::{Batch, Written};
 use crate::connection::ConnRef;
-use crate::protocol;
 use crate::server::admission;
 
 /// The keep-alive comment.
@@ -40,7 +38,6 @@ pub fn message(out: &mut Vec<u8>, write_id: impl FnOnce(&mut Vec<u8>), json: &st
 pub struct Stream {
     app: Arc<App>,
     conn: ConnRef,
-    cursor: Cursor,
     /// Whole seconds, as configured: kept small, since every stream holds
     /// one.
     heartbeat_s: u32,
@@ -52,19 +49,11 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// The stream of `conn`, pinging every `heartbeat`; its cursor starts
-    /// at the positions it recovers from.
-    pub fn new(
-        app: Arc<App>,
-        conn: ConnRef,
-        cursor: Cursor,
-        heartbeat: Duration,
-        leeway_s: u64,
-    ) -> Stream {
+    /// The stream of `conn`, pinging every `heartbeat`.
+    pub fn new(app: Arc<App>, conn: ConnRef, heartbeat: Duration, leeway_s: u64) -> Stream {
         Stream {
             app,
             conn,
-            cursor,
             heartbeat_s: u32::try_from(heartbeat.as_secs()).unwrap_or(u32::MAX),
             leeway_s: u32::try_from(leeway_s).unwrap_or(u32::MAX),
             pinged: Instant::now(),
@@ -79,25 +68,6 @@ impl Stream {
     /// The router, whose clock wakes the stream.
     pub fn app(&self) -> &App {
         &self.app
-    }
-
-    /// Appends the batch as stream messages to `out`, and the last one
-    /// when it closes the stream; `true` then.
-    pub fn write(&mut self, batch: Batch, out: &mut Vec<u8>) -> bool {
-        for frame in &batch.frames {
-            self.cursor.saw(frame);
-            message(out, |out| self.cursor.write_id(out), frame.text());
-        }
-        self.conn.outbox.release(Written::all(&batch.frames));
-        let Some(close) = batch.close else {
-            return false;
-        };
-        message(
-            out,
-            |out| self.cursor.write_id(out),
-            &protocol::closed(close.code, &close.reason),
-        );
-        true
     }
 
     /// When the next ping is due.
@@ -129,7 +99,10 @@ impl Stream {
 }
 
 impl Drop for Stream {
+    /// Also stops inline writes: a stream's task drops its stream before
+    /// its socket.
     fn drop(&mut self) {
+        inline::forget(&self.conn);
         admission::leave(&self.app, &self.conn);
     }
 }

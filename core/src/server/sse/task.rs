@@ -8,48 +8,42 @@
 //!
 //! Written by hand as a state machine, as the WebSocket task is, so that an
 //! idle stream's task holds only [`Served`]. It runs on one of the server's
-//! lanes, as a WebSocket does, and moves its socket there first.
+//! lanes, as a WebSocket does, and moves its socket there first. There, an
+//! idle stream's events are written by the lane's mailbox drainer
+//! ([`inline`](super::inline)), through the [`Output`] they share: the task
+//! is woken only for what the socket did not take, a ping, the token's
+//! expiry, the close, or the client leaving.
 
 use std::future::Future;
-use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use tokio::io::AsyncWrite;
+use parking_lot::Mutex;
+use tokio_util::either::Either;
 
-use super::stream::{Stream, PING};
-use crate::connection::outbox::Batch;
+use super::inline::{self, Shared};
+use super::output::Output;
+use super::stream::Stream;
 use crate::connection::{Clock, ConnRef};
+use crate::server::lanes;
 use crate::server::readiness::poll_read;
 use crate::server::socket::{self, Socket, CLOSE_GRACE};
 use crate::server::steps::{self, Steps};
 
-/// Room kept before a chunk for its size line: eight hex digits (leading
-/// zeros are allowed) and CRLF, filled in once the chunk is written.
-const CHUNK_HEAD: usize = 10;
-
-/// The end of a chunked body.
-const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
-
-/// An admitted stream and its response head, waiting for hyper to give up
-/// the socket.
+/// An admitted stream and its output (the response head first), waiting
+/// for hyper to give up the socket.
 pub struct Handoff {
-    head: Vec<u8>,
-    /// HTTP/1.1: the body is chunked; HTTP/1.0: it ends at the close.
-    chunked: bool,
+    output: Output,
     stream: Stream,
 }
 
 impl Handoff {
-    /// `stream`, to be written after `head` (the status line and headers,
-    /// blank line included).
-    pub fn new(head: Vec<u8>, chunked: bool, stream: Stream) -> Handoff {
-        Handoff {
-            head,
-            chunked,
-            stream,
-        }
+    /// `stream`, to be written through `output`.
+    pub fn new(output: Output, stream: Stream) -> Handoff {
+        Handoff { output, stream }
     }
 }
 
@@ -144,15 +138,11 @@ impl Future for Task {
 
 /// One open stream: everything its task holds.
 pub struct Served {
+    /// Dropped first, before the socket closes: it stops inline writes.
     stream: Stream,
     socket: Socket,
-    /// Bytes being written (nothing, between batches).
-    out: Vec<u8>,
-    /// How many of them are written.
-    written: usize,
-    chunked: bool,
-    /// The last message (and chunk) is in `out`.
-    ended: bool,
+    /// What is rendered and not yet written, shared with the drainer.
+    output: Shared,
     /// When a closing stream that the client does not read is given up.
     deadline: Option<Instant>,
     /// The router's clock must be asked for a new alarm (one rang, or a
@@ -162,63 +152,35 @@ pub struct Served {
 
 impl Served {
     fn new(socket: Socket, handoff: Handoff) -> Served {
+        let output = Arc::new(Mutex::new(handoff.output));
+        if let (Either::Left(tcp), true) = (&socket, lanes::polled_here_alone()) {
+            inline::serve(handoff.stream.conn(), &output, tcp.as_raw_fd());
+        }
         Served {
-            out: handoff.head,
-            written: 0,
-            chunked: handoff.chunked,
             stream: handoff.stream,
             socket,
-            ended: false,
+            output,
             deadline: None,
             rearm: true,
         }
     }
 
-    /// Puts the batch's messages in `out`, as one chunk.
-    fn load(&mut self, batch: Batch) {
-        let ended = self.chunk(|stream, out| stream.write(batch, out));
-        if ended {
-            self.ended = true;
-            if self.chunked {
-                self.out.extend_from_slice(LAST_CHUNK);
+    /// Writes what is loaded, after loading the next batch if nothing is:
+    /// `Ready` with whether the stream's last message is out, or `None`
+    /// when there was nothing to write.
+    fn poll_output(&mut self, cx: &mut Context<'_>) -> Option<Poll<std::io::Result<bool>>> {
+        let mut output = self.output.lock();
+        let outbox = &self.stream.conn().outbox;
+        if output.takes_more() {
+            if let Some(batch) = outbox.take_batch() {
+                output.load(outbox, batch);
             }
         }
-    }
-
-    /// Appends what `render` writes as one chunk of the body (as is, for
-    /// HTTP/1.0); passes on what it returns.
-    fn chunk(&mut self, render: impl FnOnce(&mut Stream, &mut Vec<u8>) -> bool) -> bool {
-        let start = self.out.len();
-        if self.chunked {
-            self.out.resize(start + CHUNK_HEAD, 0);
+        if !output.has_bytes() {
+            return None;
         }
-        let body = self.out.len();
-        let returned = render(&mut self.stream, &mut self.out);
-        let len = self.out.len() - body;
-        if len == 0 {
-            // An empty chunk would end the body.
-            self.out.truncate(start);
-        } else if self.chunked {
-            let head = format!("{len:08x}\r\n");
-            self.out[start..body].copy_from_slice(head.as_bytes());
-            self.out.extend_from_slice(b"\r\n");
-        }
-        returned
-    }
-
-    /// Writes and flushes `out`, then lets its buffer go.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.out.len() {
-            let n = ready!(Pin::new(&mut self.socket).poll_write(cx, &self.out[self.written..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.written += n;
-        }
-        ready!(Pin::new(&mut self.socket).poll_flush(cx))?;
-        self.out = Vec::new();
-        self.written = 0;
-        Poll::Ready(Ok(()))
+        let ended = output.ended();
+        Some(output.poll_write(cx, &mut self.socket).map_ok(|()| ended))
     }
 
     /// The socket is full and the stream was closed meanwhile (4008: the
@@ -251,29 +213,23 @@ impl Steps for Served {
             return Some(End::Abandoned);
         }
         // A stream with bytes still under way needs no ping to look alive.
-        if self.stream.ping_due(now) && self.out.is_empty() && !self.ended {
-            self.chunk(|_, out| {
-                out.extend_from_slice(PING);
-                false
-            });
+        if self.stream.ping_due(now) {
+            let mut output = self.output.lock();
+            if output.takes_more() {
+                output.ping();
+            }
         }
         None
     }
 
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
         let mut progressed = false;
-        if self.out.is_empty() && !self.ended {
-            if let Some(batch) = self.stream.conn().outbox.take_batch() {
-                self.load(batch);
-            }
-        }
-        if !self.out.is_empty() {
-            match self.poll_write(cx) {
-                Poll::Ready(Ok(())) if self.ended => return Poll::Ready(Some(End::Finished)),
-                Poll::Ready(Ok(())) => progressed = true,
-                Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
-                Poll::Pending => self.closing_while_blocked(),
-            }
+        match self.poll_output(cx) {
+            None => {}
+            Some(Poll::Ready(Ok(true))) => return Poll::Ready(Some(End::Finished)),
+            Some(Poll::Ready(Ok(false))) => progressed = true,
+            Some(Poll::Ready(Err(_))) => return Poll::Ready(Some(End::Gone)),
+            Some(Poll::Pending) => self.closing_while_blocked(),
         }
         let (socket, conn) = (&mut self.socket, self.stream.conn());
         // A stream takes no messages: what the client sends is read only
