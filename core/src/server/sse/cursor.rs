@@ -17,9 +17,10 @@ use crate::protocol::Position;
 #[derive(Debug, Default)]
 pub struct Cursor {
     /// `(channel, epoch, sequence)`, sorted by channel: a stream sees few
-    /// channels, and a sorted `Vec` of them costs a fraction of a
-    /// `BTreeMap`'s first node (~450 bytes) on every idle stream.
-    positions: Vec<(Arc<str>, Arc<str>, u64)>,
+    /// channels, and a sorted slice of them costs a fraction of a
+    /// `BTreeMap`'s first node (~450 bytes) on every idle stream. A slice,
+    /// not a `Vec`, saves every stream a word: a channel is added rarely.
+    positions: Box<[(Arc<str>, Arc<str>, u64)]>,
 }
 
 /// The fields of a message that move the cursor.
@@ -57,21 +58,33 @@ impl Cursor {
             .binary_search_by(|(known, _, _)| (**known).cmp(channel))
     }
 
-    /// Sets `channel`'s position. A live event usually only moves the
-    /// sequence: the names every stream shares are not cloned again (each
-    /// clone is a write to a count that every lane's streams touch).
+    /// Where `channel` is: by pointer first, as the router's own name of
+    /// it once [adopted](adopt), else by name (or where it would go).
+    fn find_shared(&self, channel: &Arc<str>) -> Result<usize, usize> {
+        self.positions
+            .iter()
+            .position(|(known, _, _)| Arc::ptr_eq(known, channel))
+            .map_or_else(|| self.find(channel), Ok)
+    }
+
+    /// Sets `channel`'s position. The router shares one name and one epoch
+    /// per channel with every event: adopted once, they let each later
+    /// event be matched by pointer, without comparing names, and without
+    /// cloning again (each clone is a write to a count that every lane's
+    /// streams touch).
     fn set(&mut self, channel: &Arc<str>, epoch: &Arc<str>, sequence: u64) {
-        match self.find(channel) {
+        match self.find_shared(channel) {
             Ok(i) => {
-                let (_, known, at) = &mut self.positions[i];
-                if !Arc::ptr_eq(known, epoch) && **known != **epoch {
-                    *known = epoch.clone();
-                }
+                let (known_channel, known_epoch, at) = &mut self.positions[i];
+                adopt(known_channel, channel);
+                adopt(known_epoch, epoch);
                 *at = sequence;
             }
-            Err(i) => self
-                .positions
-                .insert(i, (channel.clone(), epoch.clone(), sequence)),
+            Err(i) => {
+                let mut positions = std::mem::take(&mut self.positions).into_vec();
+                positions.insert(i, (channel.clone(), epoch.clone(), sequence));
+                self.positions = positions.into_boxed_slice();
+            }
         }
     }
 
@@ -119,6 +132,14 @@ impl Cursor {
                 .iter()
                 .map(|(channel, epoch, sequence)| (&**channel, &**epoch, *sequence)),
         );
+    }
+}
+
+/// Makes `known` the router's shared `Arc` of the same name, or of the
+/// epoch that replaces it.
+fn adopt(known: &mut Arc<str>, shared: &Arc<str>) {
+    if !Arc::ptr_eq(known, shared) {
+        *known = shared.clone();
     }
 }
 
