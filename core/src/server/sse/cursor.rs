@@ -20,8 +20,11 @@ pub struct Cursor {
     /// channels, and a sorted slice of them costs a fraction of a
     /// `BTreeMap`'s first node (~450 bytes) on every idle stream. A slice,
     /// not a `Vec`, saves every stream a word: a channel is added rarely.
-    positions: Box<[(Arc<str>, Arc<str>, u64)]>,
+    positions: Box<[Known]>,
 }
+
+/// A channel the stream has seen: its name, epoch and last sequence.
+type Known = (Arc<str>, Arc<str>, u64);
 
 /// The fields of a message that move the cursor.
 #[derive(Deserialize)]
