@@ -10,6 +10,7 @@
 
 mod admission;
 mod api;
+mod delivered;
 mod head_limit;
 pub mod lanes;
 mod readiness;
@@ -59,7 +60,7 @@ pub struct Peer(pub SocketAddr);
 /// [`crate::connection::inline`]): an event stream's, for a stream served
 /// on the drainer's thread, else a WebSocket's.
 fn write_inline(conn: &Connection, metrics: &Metrics) {
-    if !sse::write_inline(conn) {
+    if !sse::write_inline(conn, metrics) {
         ws::write_inline(conn, metrics);
     }
 }

@@ -143,7 +143,8 @@ async fn pongs_and_inline_events_never_cut_each_other() {
 /// messages under the stream's own cursor, a batch to a chunk. The stream
 /// whose client does not read until the end has its small socket fill in
 /// the middle of a chunk; its task writes the rest from the byte where the
-/// drainer stopped, and the drainer leaves it alone until it is done.
+/// drainer stopped, and the drainer leaves it alone until it is done. Every
+/// delivery is counted and timed, as a WebSocket's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_streams_get_every_event_once_in_order_under_their_cursor() {
     let router = OneWorker::start(&support::with_server("socket_send_buffer = 4096")).await;
@@ -173,6 +174,15 @@ async fn event_streams_get_every_event_once_in_order_under_their_cursor() {
             "each message's id is the cursor past it"
         );
     }
+    let streams = (SUBSCRIBERS / 2 + 1) as u64;
+    let metrics = router.metrics().await;
+    let delivered = support::sample(&metrics, r#"switchyard_deliveries_total{channel="jobs"}"#);
+    assert_eq!(delivered, Some((streams * EVENTS) as f64), "{metrics}");
+    let observed = support::sample(&metrics, "switchyard_delivery_latency_seconds_count");
+    assert!(
+        observed.is_some_and(|n| n >= (streams * EVENTS) as f64),
+        "every delivery to a stream is timed: {observed:?}"
+    );
 }
 
 /// Reads a stream's chunks until it has `EVENTS` `job.progress` messages,

@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 
 use super::output::Output;
 use crate::connection::{inline, ConnId, Connection};
+use crate::metrics::Metrics;
 use crate::server::unwaited::Unwaited;
 
 /// A stream's output, as its task and the drainer share it. Both run on
@@ -54,15 +55,16 @@ pub fn forget(conn: &Connection) {
     STREAMS.with_borrow_mut(|streams| streams.remove(&conn.id));
 }
 
-/// Renders and writes what `conn`'s outbox holds, if `conn` is a stream
-/// served on this thread and nothing of its own is under way, and wakes
-/// its task for anything left: whether `conn` is such a stream.
-pub(in crate::server) fn write(conn: &Connection) -> bool {
+/// Renders and writes what `conn`'s outbox holds, counting its deliveries
+/// in `metrics`, if `conn` is a stream served on this thread and nothing
+/// of its own is under way, and wakes its task for anything left: whether
+/// `conn` is such a stream.
+pub(in crate::server) fn write(conn: &Connection, metrics: &Metrics) -> bool {
     STREAMS.with_borrow(|streams| {
         let Some(output) = streams.get(&conn.id) else {
             return false;
         };
-        if !write_now(conn, &mut output.lock()) {
+        if !write_now(conn, &mut output.lock(), metrics) {
             conn.outbox.wake();
         }
         true
@@ -70,7 +72,7 @@ pub(in crate::server) fn write(conn: &Connection) -> bool {
 }
 
 /// Whether everything queued was written here.
-fn write_now(conn: &Connection, output: &mut Output) -> bool {
+fn write_now(conn: &Connection, output: &mut Output, metrics: &Metrics) -> bool {
     if !output.takes_more() {
         return false;
     }
@@ -78,7 +80,8 @@ fn write_now(conn: &Connection, output: &mut Output) -> bool {
         return false;
     };
     SCRATCH.with_borrow_mut(|scratch| {
-        let wrote = output.write_now(&conn.outbox, batch, scratch, &mut Unwaited(socket));
+        let socket = &mut Unwaited(socket);
+        let wrote = output.write_now(&conn.outbox, batch, metrics, scratch, socket);
         if scratch.capacity() > SCRATCH_KEPT {
             *scratch = Vec::new();
         }

@@ -14,7 +14,9 @@ use super::cursor::Cursor;
 use super::stream::{message, PING};
 use crate::connection::outbox::{Batch, Written};
 use crate::connection::Outbox;
+use crate::metrics::Metrics;
 use crate::protocol;
+use crate::server::delivered;
 
 /// Room kept before a chunk for its size line: eight hex digits (leading
 /// zeros are allowed) and CRLF, filled in once the chunk is written.
@@ -69,11 +71,14 @@ impl Output {
     /// Renders a batch taken from `outbox` as one chunk of messages, under
     /// the cursor each moves, and, when it closes the stream, a last
     /// `connection.closed` message and the body's end; the batch leaves
-    /// the outbox's bounds.
-    pub fn load(&mut self, outbox: &Outbox, batch: Batch) {
+    /// the outbox's bounds. Its events count as delivered in `metrics`
+    /// here, as they become the stream's bytes, which are written at once.
+    pub fn load(&mut self, outbox: &Outbox, batch: Batch, metrics: &Metrics) {
         let cursor = &mut self.cursor;
+        let mut now = None;
         let ended = chunk(&mut self.out, self.chunked, |out| {
             for frame in &batch.frames {
+                delivered::count(frame, metrics, &mut now);
                 cursor.saw(frame);
                 message(out, |out| cursor.write_id(out), frame.text());
             }
@@ -123,12 +128,13 @@ impl Output {
         &mut self,
         outbox: &Outbox,
         batch: Batch,
+        metrics: &Metrics,
         scratch: &mut Vec<u8>,
         io: &mut W,
     ) -> Poll<io::Result<()>> {
         debug_assert!(self.takes_more(), "nothing else under way");
         std::mem::swap(&mut self.out, scratch);
-        self.load(outbox, batch);
+        self.load(outbox, batch, metrics);
         let mut cx = Context::from_waker(Waker::noop());
         let wrote = self.poll_write_all(&mut cx, io);
         if let Poll::Ready(Ok(())) = wrote {
@@ -273,7 +279,7 @@ mod tests {
     fn a_batch_is_one_chunk_of_messages_each_under_the_cursor_past_it() {
         let mut output = Output::new(b"HEAD\r\n\r\n".to_vec(), true, cursor());
         assert_eq!(written(&mut output), "HEAD\r\n\r\n");
-        output.load(&outbox(), batch(&[1, 2], None));
+        output.load(&outbox(), batch(&[1, 2], None), &Metrics::new());
         let one = "id: jobs:E:1\ndata: {\"type\":\"job.progress\",\"channel\":\"jobs\",\"sequence\":1}\n\n";
         let two = "id: jobs:E:2\ndata: {\"type\":\"job.progress\",\"channel\":\"jobs\",\"sequence\":2}\n\n";
         let body = format!("{one}{two}");
@@ -303,7 +309,7 @@ mod tests {
             reason: "too slow".into(),
             flush: true,
         };
-        output.load(&outbox(), batch(&[3], Some(close)));
+        output.load(&outbox(), batch(&[3], Some(close)), &Metrics::new());
         assert!(output.ended() && !output.takes_more());
         let text = written(&mut output);
         assert!(text.ends_with("\n\n\r\n0\r\n\r\n"), "{text}");
@@ -316,7 +322,7 @@ mod tests {
     #[test]
     fn over_http_1_0_messages_are_written_as_they_are() {
         let mut output = Output::new(Vec::new(), false, cursor());
-        output.load(&outbox(), batch(&[], None));
+        output.load(&outbox(), batch(&[], None), &Metrics::new());
         assert!(!output.has_bytes(), "an empty batch is nothing at all");
         output.ping();
         assert_eq!(written(&mut output), ": ping\n\n");
@@ -327,11 +333,11 @@ mod tests {
     #[test]
     fn a_partly_written_output_goes_on_from_the_byte_it_stopped_at() {
         let mut whole = Output::new(Vec::new(), true, cursor());
-        whole.load(&outbox(), batch(&[1, 2, 3], None));
+        whole.load(&outbox(), batch(&[1, 2, 3], None), &Metrics::new());
         let expected = written(&mut whole);
 
         let mut output = Output::new(Vec::new(), true, cursor());
-        output.load(&outbox(), batch(&[1, 2, 3], None));
+        output.load(&outbox(), batch(&[1, 2, 3], None), &Metrics::new());
         let mut socket = Full {
             out: Vec::new(),
             room: 7,
@@ -350,12 +356,19 @@ mod tests {
     #[test]
     fn a_drainer_renders_in_its_scratch_and_the_stream_keeps_only_what_is_left() {
         let (outbox, mut scratch) = (outbox(), Vec::with_capacity(4096));
+        let metrics = Metrics::new();
         let mut output = Output::new(Vec::new(), true, cursor());
         let mut roomy = Full {
             out: Vec::new(),
             room: usize::MAX,
         };
-        let wrote = output.write_now(&outbox, batch(&[1], None), &mut scratch, &mut roomy);
+        let wrote = output.write_now(
+            &outbox,
+            batch(&[1], None),
+            &metrics,
+            &mut scratch,
+            &mut roomy,
+        );
         assert!(matches!(wrote, Poll::Ready(Ok(()))));
         assert_eq!(scratch.capacity(), 4096, "the scratch is given back");
         assert_eq!((output.out.capacity(), output.written), (0, 0));
@@ -365,7 +378,13 @@ mod tests {
             out: Vec::new(),
             room: 5,
         };
-        let wrote = output.write_now(&outbox, batch(&[2], None), &mut scratch, &mut full);
+        let wrote = output.write_now(
+            &outbox,
+            batch(&[2], None),
+            &metrics,
+            &mut scratch,
+            &mut full,
+        );
         assert!(wrote.is_pending());
         assert!(output.has_bytes() && !output.takes_more());
         assert_eq!(scratch.capacity(), 0, "the stream keeps what is left");
@@ -392,7 +411,7 @@ mod tests {
             }
             let batch = outbox.take_batch().unwrap();
             if load {
-                Output::new(Vec::new(), true, cursor()).load(&outbox, batch);
+                Output::new(Vec::new(), true, cursor()).load(&outbox, batch, &Metrics::new());
             }
             outbox.push_control(Frame::control("{}"))
         };

@@ -173,7 +173,7 @@ impl Served {
         let outbox = &self.stream.conn().outbox;
         if output.takes_more() {
             if let Some(batch) = outbox.take_batch() {
-                output.load(outbox, batch);
+                output.load(outbox, batch, self.stream.app().router.metrics());
             }
         }
         if !output.has_bytes() {

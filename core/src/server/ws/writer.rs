@@ -13,13 +13,13 @@
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use tokio::io::AsyncWrite;
 
 use crate::connection::outbox::{Batch, Written};
 use crate::connection::Frame;
 use crate::metrics::Metrics;
+use crate::server::delivered;
 
 /// Frames handed to one `writev`: far below `IOV_MAX` (1024), and enough
 /// that a burst needs few system calls.
@@ -135,7 +135,7 @@ impl Writer {
                 Poll::Pending => return Poll::Pending,
             };
             self.advance(n, |frame| {
-                delivered(frame, metrics, &mut now);
+                delivered::count(frame, metrics, &mut now);
                 written.add(frame);
             });
         }
@@ -261,17 +261,6 @@ impl Copy<'_> {
         room.copy_from_slice(part);
         self.len += part.len();
         true
-    }
-}
-
-/// Counts one written event and its latency from acceptance.
-fn delivered(frame: &Frame, metrics: &Metrics, now: &mut Option<Instant>) {
-    if let Some(event) = frame.event() {
-        let now = *now.get_or_insert_with(Instant::now);
-        event.delivered.inc();
-        metrics
-            .latency
-            .observe(now.saturating_duration_since(event.accepted).as_secs_f64());
     }
 }
 
