@@ -18,6 +18,8 @@ mod reply;
 mod socket;
 mod sse;
 mod steps;
+#[cfg(test)]
+mod trickle;
 mod unwaited;
 mod ws;
 

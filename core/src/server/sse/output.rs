@@ -201,34 +201,7 @@ mod tests {
     use super::*;
     use crate::connection::outbox::{Close, Limits, Pushed};
     use crate::connection::Frame;
-
-    /// A socket that takes `room` bytes, then is full.
-    struct Full {
-        out: Vec<u8>,
-        room: usize,
-    }
-
-    impl AsyncWrite for Full {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let n = buf.len().min(self.room);
-            if n == 0 {
-                return Poll::Pending;
-            }
-            self.room -= n;
-            self.out.extend_from_slice(&buf[..n]);
-            Poll::Ready(Ok(n))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
+    use crate::server::trickle::Trickle;
 
     /// A stream that knows `jobs` (epoch `E`) from its start.
     fn cursor() -> Cursor {
@@ -266,10 +239,7 @@ mod tests {
 
     /// Writes everything loaded into a socket with room for all.
     fn written(output: &mut Output) -> String {
-        let mut socket = Full {
-            out: Vec::new(),
-            room: usize::MAX,
-        };
+        let mut socket = Trickle::new(usize::MAX, usize::MAX);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(output.poll_write(&mut cx, &mut socket).is_ready());
         String::from_utf8(socket.out).unwrap()
@@ -338,10 +308,7 @@ mod tests {
 
         let mut output = Output::new(Vec::new(), true, cursor());
         output.load(&outbox(), batch(&[1, 2, 3], None), &Metrics::new());
-        let mut socket = Full {
-            out: Vec::new(),
-            room: 7,
-        };
+        let mut socket = Trickle::new(usize::MAX, 7);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(output.poll_write(&mut cx, &mut socket).is_pending());
         assert!(output.has_bytes() && !output.takes_more());
@@ -358,10 +325,7 @@ mod tests {
         let (outbox, mut scratch) = (outbox(), Vec::with_capacity(4096));
         let metrics = Metrics::new();
         let mut output = Output::new(Vec::new(), true, cursor());
-        let mut roomy = Full {
-            out: Vec::new(),
-            room: usize::MAX,
-        };
+        let mut roomy = Trickle::new(usize::MAX, usize::MAX);
         let wrote = output.write_now(
             &outbox,
             batch(&[1], None),
@@ -374,10 +338,7 @@ mod tests {
         assert_eq!((output.out.capacity(), output.written), (0, 0));
         assert!(output.takes_more());
 
-        let mut full = Full {
-            out: Vec::new(),
-            room: 5,
-        };
+        let mut full = Trickle::new(usize::MAX, 5);
         let wrote = output.write_now(
             &outbox,
             batch(&[2], None),

@@ -313,50 +313,8 @@ pub(super) fn close_frame(code: u16, reason: &str) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::connection::Close;
+    use crate::server::trickle::Trickle;
     use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
-
-    /// A socket that takes at most `chunk` bytes a write, and is full
-    /// once it has taken `room`.
-    struct Trickle {
-        out: Vec<u8>,
-        chunk: usize,
-        writes: usize,
-        room: usize,
-    }
-
-    impl Trickle {
-        fn new(chunk: usize, room: usize) -> Trickle {
-            Trickle {
-                out: Vec::new(),
-                chunk,
-                writes: 0,
-                room,
-            }
-        }
-    }
-
-    impl AsyncWrite for Trickle {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let n = buf.len().min(self.chunk).min(self.room);
-            if n == 0 && !buf.is_empty() {
-                return Poll::Pending;
-            }
-            self.writes += 1;
-            self.room -= n;
-            self.out.extend_from_slice(&buf[..n]);
-            Poll::Ready(Ok(n))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
 
     /// Parses `bytes` back into (opcode, payload) pairs with tungstenite.
     fn parse(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
