@@ -4,14 +4,15 @@
 //!
 //! The same checks, admission, queue and router as the WebSocket transport;
 //! what differs is only how bytes leave: each message is `id: <cursor>` and
-//! `data: <JSON>` ([`stream`]), a `: ping` comment keeps the stream alive,
+//! `data: <JSON>` ([`output`]), a `: ping` comment keeps the stream alive,
 //! and where a WebSocket would be closed with a code the stream ends after a
 //! last `connection.closed` message. The cursor ([`cursor`]) lets a
 //! browser's `EventSource` recover every channel with `Last-Event-ID`.
 //!
 //! hyper reads the request and answers refusals (and `HEAD`); an admitted
 //! `GET`'s response is written by a task of its own ([`task`]), on the
-//! socket taken back from hyper (`serve_io` in the parent module).
+//! socket taken back from hyper (`serve_io` in the parent module), and an
+//! idle stream's events by its lane's mailbox drainer ([`inline`]).
 
 pub mod cursor;
 mod inline;
@@ -109,7 +110,7 @@ async fn open(
         Err(reason) => {
             tracing::debug!("stream refused: {reason}");
             let mut last = Vec::new();
-            stream::message(&mut last, |_| {}, &protocol::closed(1008, &reason));
+            output::message(&mut last, |_| {}, &protocol::closed(1008, &reason));
             Err(event_stream(
                 headers(),
                 Full::new(Bytes::from(last)).map_err(|e| match e {}).boxed(),

@@ -1,5 +1,5 @@
 //! What an event stream has rendered and not yet written, and the cursor
-//! that renders it: the part of a stream that its task and its thread's
+//! that renders it (each event an `id:` + `data:` message): the part of a stream that its task and its thread's
 //! mailbox drainer share, so that the drainer can render and write an idle
 //! stream's events without waking its task ([`inline`](super::inline)),
 //! and the task goes on from the byte where the drainer stopped.
@@ -11,12 +11,33 @@ use std::task::{ready, Context, Poll, Waker};
 use tokio::io::AsyncWrite;
 
 use super::cursor::Cursor;
-use super::stream::{message, PING};
 use crate::connection::outbox::{Batch, Written};
 use crate::connection::Outbox;
 use crate::metrics::Metrics;
 use crate::protocol;
 use crate::server::delivered;
+
+/// The keep-alive comment.
+const PING: &[u8] = b": ping\n\n";
+
+/// Appends one `id:` + `data:` message. `write_id` appends the id (the
+/// stream's cursor, written in place); when it appends nothing the message
+/// has no `id:` line.
+pub fn message(out: &mut Vec<u8>, write_id: impl FnOnce(&mut Vec<u8>), json: &str) {
+    out.reserve(json.len() + 64);
+    let start = out.len();
+    out.extend_from_slice(b"id: ");
+    let id_at = out.len();
+    write_id(out);
+    if out.len() == id_at {
+        out.truncate(start);
+    } else {
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
 
 /// Room kept before a chunk for its size line: eight hex digits (leading
 /// zeros are allowed) and CRLF, filled in once the chunk is written.
@@ -243,6 +264,20 @@ mod tests {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(output.poll_write(&mut cx, &mut socket).is_ready());
         String::from_utf8(socket.out).unwrap()
+    }
+
+    #[test]
+    fn a_message_is_its_cursor_then_its_json() {
+        let mut out = Vec::new();
+        message(
+            &mut out,
+            |o| o.extend_from_slice(b"alerts:E:4"),
+            "{\"a\":1}",
+        );
+        assert_eq!(out, b"id: alerts:E:4\ndata: {\"a\":1}\n\n");
+        out.clear();
+        message(&mut out, |_| {}, "{}");
+        assert_eq!(out, b"data: {}\n\n");
     }
 
     #[test]

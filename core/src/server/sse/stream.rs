@@ -1,8 +1,7 @@
 //! One open event stream in the router: its connection, a `: ping` due
 //! every heartbeat interval (on the router's one clock, as a WebSocket's
-//! Pings) and the token's expiry; and the `id:` + `data:` message that
-//! every event becomes (rendered by [`Output`](super::output::Output)).
-//! Dropping the stream takes the connection out of the router.
+//! Pings) and the token's expiry. Dropping the stream takes the
+//! connection out of the router.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,28 +10,6 @@ use super::inline;
 use crate::app::App;
 use crate::connection::ConnRef;
 use crate::server::admission;
-
-/// The keep-alive comment.
-pub const PING: &[u8] = b": ping\n\n";
-
-/// Appends one `id:` + `data:` message. `write_id` appends the id (the
-/// stream's cursor, written in place); when it appends nothing the message
-/// has no `id:` line.
-pub fn message(out: &mut Vec<u8>, write_id: impl FnOnce(&mut Vec<u8>), json: &str) {
-    out.reserve(json.len() + 64);
-    let start = out.len();
-    out.extend_from_slice(b"id: ");
-    let id_at = out.len();
-    write_id(out);
-    if out.len() == id_at {
-        out.truncate(start);
-    } else {
-        out.push(b'\n');
-    }
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(json.as_bytes());
-    out.extend_from_slice(b"\n\n");
-}
 
 /// An open event stream, admitted into the router.
 pub struct Stream {
@@ -104,24 +81,5 @@ impl Drop for Stream {
     fn drop(&mut self) {
         inline::forget(&self.conn);
         admission::leave(&self.app, &self.conn);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_message_is_its_cursor_then_its_json() {
-        let mut out = Vec::new();
-        message(
-            &mut out,
-            |o| o.extend_from_slice(b"alerts:E:4"),
-            "{\"a\":1}",
-        );
-        assert_eq!(out, b"id: alerts:E:4\ndata: {\"a\":1}\n\n");
-        out.clear();
-        message(&mut out, |_| {}, "{}");
-        assert_eq!(out, b"data: {}\n\n");
     }
 }
