@@ -190,26 +190,6 @@ impl Host {
         // SAFETY: as in `emit_json`.
         unsafe { (self.vtable.report_failure)(self.vtable.ctx, Str::new(message)) }
     }
-
-    /// Spawns a plugin thread whose panic is contained: instead of unwinding
-    /// silently, it is logged through the router (with its location) and
-    /// reported with [`Host::report_failure`].
-    pub fn spawn<F>(&self, name: &str, body: F) -> std::io::Result<std::thread::JoinHandle<()>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        let host = *self;
-        std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || {
-                let run =
-                    std::panic::AssertUnwindSafe(|| crate::panic::with_host(Some(host), body));
-                if let Err(payload) = std::panic::catch_unwind(run) {
-                    let message = crate::panic::caught(&*payload);
-                    host.report_failure(&format!("plugin thread {message}"));
-                }
-            })
-    }
 }
 
 impl fmt::Debug for Host {

@@ -7,7 +7,9 @@
 //! location through the host's `log` callback instead. The panic still
 //! unwinds to the `catch_unwind` at the boundary (or in [`crate::Host::spawn`]),
 //! which turns it into a status code as before, and the location recorded
-//! here goes into that status's message too.
+//! here goes into that status's message too. [`Host::spawn`], a plugin
+//! thread whose panic is contained, is defined here with the rest, so that
+//! the host's handle does not import the hook that logs through it.
 
 use std::cell::{Cell, RefCell};
 use std::panic::PanicHookInfo;
@@ -48,6 +50,27 @@ pub(crate) fn with_host<R>(host: Option<Host>, body: impl FnOnce() -> R) -> R {
     let result = body();
     THREAD_HOST.with(|h| h.set(previous));
     result
+}
+
+impl Host {
+    /// Spawns a plugin thread whose panic is contained: instead of unwinding
+    /// silently, it is logged through the router (with its location) and
+    /// reported with [`Host::report_failure`].
+    pub fn spawn<F>(&self, name: &str, body: F) -> std::io::Result<std::thread::JoinHandle<()>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let host = *self;
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| with_host(Some(host), body));
+                if let Err(payload) = std::panic::catch_unwind(run) {
+                    let message = caught(&*payload);
+                    host.report_failure(&format!("plugin thread {message}"));
+                }
+            })
+    }
 }
 
 /// The message of the panic just caught on this thread, with its location
