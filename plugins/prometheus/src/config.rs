@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use switchyard_plugin_api::config::{kind_of, refuse_unknown_keys, Table};
 
-use crate::scrape::Selector;
+use crate::exposition::Selector;
 
 /// The default listen address of the alert input.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9102";

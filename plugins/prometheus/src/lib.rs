@@ -91,6 +91,7 @@ mod alerts;
 mod config;
 mod engine;
 mod events;
+mod exposition;
 mod http;
 mod scrape;
 
@@ -109,8 +110,8 @@ pub use alerts::{fingerprint, parse_body, InfrastructureAlert, Shape, Status};
 pub use config::{Config, ScrapeConfig, DEFAULT_LISTEN, METRIC_FIELDS};
 pub use engine::CounterSnapshot;
 pub use events::{declarations, INFRASTRUCTURE_ALERT, QUEUE_METRICS};
+pub use exposition::{parse_page, queue_metrics, Page, Selector, Series};
 pub use http::ALERTS_PATH;
-pub use scrape::{parse_page, queue_metrics, Page, Selector, Series};
 /// The seam the service runs on, shared by all plugins (re-exported from the SDK).
 pub use switchyard_plugin_api::Emitter;
 
