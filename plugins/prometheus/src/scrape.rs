@@ -1,5 +1,5 @@
 //! The scrape loop: fetches each target's page on its interval and turns
-//! it into a `queue.metrics` event (the page is read by [`exposition`]).
+//! it into a `queue.metrics` event (the page is read by [`exposition`](crate::exposition)).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

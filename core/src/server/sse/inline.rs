@@ -1,7 +1,7 @@
 //! The event-stream transport's inline writer: what the mailbox drainer
 //! of the thread that serves a stream calls to render and write the
 //! stream's queued events without waking its task (the engine's
-//! [`inline`](crate::connection::inline) explains when).
+//! [`inline`] explains when).
 //!
 //! A stream's [`Output`] (its cursor and unwritten bytes) is shared with
 //! the drainer through this thread's table of the streams it serves:

@@ -10,7 +10,7 @@
 //! idle stream's task holds only [`Served`]. It runs on one of the server's
 //! lanes, as a WebSocket does, and moves its socket there first. There, an
 //! idle stream's events are written by the lane's mailbox drainer
-//! ([`inline`](super::inline)), through the [`Output`] they share: the task
+//! ([`inline`]), through the [`Output`] they share: the task
 //! is woken only for what the socket did not take, a ping, the token's
 //! expiry, the close, or the client leaving.
 

@@ -1,5 +1,5 @@
 //! One WebSocket connection, served by one task: it reads client frames
-//! (through its worker's shared buffer, [`socket`](crate::server::socket)) into
+//! (through its worker's shared buffer, [`socket`]) into
 //! [`crate::session`], writes the outbox with [`Writer`] and keeps the
 //! [`Watchdog`]'s clocks. One task (not a reader and a writer) because an
 //! idle connection's memory is the budget: a second task, the lock that
