@@ -1,8 +1,9 @@
 //! What an event stream has rendered and not yet written, and the cursor
-//! that renders it (each event an `id:` + `data:` message): the part of a stream that its task and its thread's
-//! mailbox drainer share, so that the drainer can render and write an idle
-//! stream's events without waking its task ([`inline`](super::inline)),
-//! and the task goes on from the byte where the drainer stopped.
+//! that renders it (each event an `id:` + `data:` message): the part of a
+//! stream that its task and its thread's mailbox drainer share, so that the
+//! drainer can render and write an idle stream's events without waking its
+//! task ([`inline`](super::inline)), and the task goes on from the byte
+//! where the drainer stopped.
 
 use std::io;
 use std::pin::Pin;
