@@ -60,15 +60,16 @@ pub fn forget(conn: &Connection) {
 /// of its own is under way, and wakes its task for anything left: whether
 /// `conn` is such a stream.
 pub(in crate::server) fn write(conn: &Connection, metrics: &Metrics) -> bool {
-    STREAMS.with_borrow(|streams| {
-        let Some(output) = streams.get(&conn.id) else {
-            return false;
-        };
-        if !write_now(conn, &mut output.lock(), metrics) {
-            conn.outbox.wake();
-        }
-        true
-    })
+    // Taken out of the table, so that nothing the write or the wake sets
+    // off (a task dropped as its runtime shuts down, say) finds it borrowed.
+    let Some(output) = STREAMS.with_borrow(|streams| streams.get(&conn.id).cloned()) else {
+        return false;
+    };
+    let written = write_now(conn, &mut output.lock(), metrics);
+    if !written {
+        conn.outbox.wake();
+    }
+    true
 }
 
 /// Whether everything queued was written here.
