@@ -227,12 +227,6 @@ impl Router {
         self.inline_writer.get().copied()
     }
 
-    /// The scope of one fan-out: opened before the routing table is
-    /// locked, so that it closes, and hands over what it deferred, after.
-    fn fan_out_scope(&self) -> inline::Scope {
-        inline::Scope::open()
-    }
-
     /// The clock the connections' timers run on; the transport rings it
     /// about once a second.
     pub fn clock(&self) -> &Clock {
@@ -333,7 +327,9 @@ impl Router {
     /// past that (a reload or subscribe burst holding it) the answer is
     /// [`PublishError::Overloaded`] — 503 over HTTP, `backpressure` to a plugin.
     pub fn publish(&self, events: Vec<Incoming>, origin: &Origin) -> Publishing {
-        let _deliveries = self.fan_out_scope();
+        // Opened before the routing table is locked, so that it closes,
+        // and hands over what the fan-out deferred, after.
+        let _deliveries = inline::Scope::open();
         let wait = Duration::from_millis(self.current.load().config.server.publish_wait_ms);
         let Some(table) = self.table.try_read_for(wait) else {
             self.metrics.refuse(PublishError::Overloaded.reason());
@@ -366,7 +362,8 @@ impl Router {
     /// and its connections told with `connection.channels`); see
     /// [`Received`] for the rest.
     pub fn receive(&self, event: &Sequenced) -> Received {
-        let _deliveries = self.fan_out_scope();
+        // As in `publish`: closed after the table is unlocked.
+        let _deliveries = inline::Scope::open();
         let received = self
             .table
             .read()
