@@ -25,6 +25,7 @@ pub mod contracts;
 pub mod files;
 pub mod json_depth;
 pub mod metrics;
+pub mod moment;
 pub mod names;
 pub mod protocol;
 pub mod ratelimit;

@@ -3,11 +3,14 @@
 
 use std::time::Instant;
 
+use crate::moment::Moment;
+
 /// One bucket: tokens refill at `rate` per second up to `burst`.
 #[derive(Clone, Debug)]
 pub struct TokenBucket {
     tokens: f64,
-    last: Instant,
+    /// A [`Moment`]: every connection holds a bucket.
+    last: Moment,
 }
 
 impl TokenBucket {
@@ -15,16 +18,16 @@ impl TokenBucket {
     pub fn full(burst: u32) -> TokenBucket {
         TokenBucket {
             tokens: f64::from(burst),
-            last: Instant::now(),
+            last: Moment::now(),
         }
     }
 
     /// Takes one token if there is one.
     pub fn take(&mut self, rate: f64, burst: u32) -> bool {
         let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * rate;
+        let refill = now.duration_since(self.last.into()).as_secs_f64() * rate;
         self.tokens = (self.tokens + refill).min(f64::from(burst));
-        self.last = now;
+        self.last = now.into();
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -35,7 +38,7 @@ impl TokenBucket {
 
     /// Whether the bucket has refilled completely (nothing to remember).
     pub fn is_full(&self, rate: f64, burst: u32) -> bool {
-        self.tokens + self.last.elapsed().as_secs_f64() * rate >= f64::from(burst)
+        self.tokens + Instant::from(self.last).elapsed().as_secs_f64() * rate >= f64::from(burst)
     }
 
     /// Seconds until the next token, rounded up (for `Retry-After`).

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use switchyard_engine::moment::Moment;
+
 /// What is due when the timer fires.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Due {
@@ -27,14 +29,15 @@ pub(super) enum Due {
 /// late.
 #[derive(Debug)]
 pub(super) struct Watchdog {
-    /// Whole seconds, as configured: kept small, since every connection
-    /// holds one (BENCHMARKS.md, "Idle connections").
+    /// Whole seconds, as configured, and [`Moment`]s rather than instants:
+    /// kept small, since every connection holds one (BENCHMARKS.md, "Idle
+    /// connections").
     heartbeat_s: u32,
     leeway_s: u32,
-    last_heard: Instant,
+    last_heard: Moment,
     /// When the last Ping was sent (the connection's start before the
     /// first); the next is due an interval later.
-    pinged: Instant,
+    pinged: Moment,
 }
 
 impl Watchdog {
@@ -43,8 +46,8 @@ impl Watchdog {
         Watchdog {
             heartbeat_s: u32::try_from(heartbeat.as_secs()).unwrap_or(u32::MAX),
             leeway_s: u32::try_from(leeway_s).unwrap_or(u32::MAX),
-            last_heard: now,
-            pinged: now,
+            last_heard: now.into(),
+            pinged: now.into(),
         }
     }
 
@@ -52,15 +55,21 @@ impl Watchdog {
         Duration::from_secs(self.heartbeat_s.into())
     }
 
+    fn next_ping(&self) -> Instant {
+        Instant::from(self.pinged) + self.heartbeat()
+    }
+
     /// Any frame from the client counts as a sign of life.
     pub fn heard(&mut self, now: Instant) {
-        self.last_heard = now;
+        self.last_heard = now.into();
     }
 
     /// When the client counts as silent, if a Ping is waiting for its answer.
     fn silent_at(&self) -> Option<Instant> {
-        (self.pinged > self.last_heard)
-            .then(|| (self.pinged + self.heartbeat()).max(self.last_heard + self.heartbeat() * 2))
+        (self.pinged > self.last_heard).then(|| {
+            let (pinged, last_heard) = (Instant::from(self.pinged), Instant::from(self.last_heard));
+            (pinged + self.heartbeat()).max(last_heard + self.heartbeat() * 2)
+        })
     }
 
     /// When something may next be due. `expires_at` is the token's expiry
@@ -72,15 +81,11 @@ impl Watchdog {
                 .saturating_sub(unix_now);
             now + Duration::from_secs(left.max(0) as u64)
         });
-        [
-            Some(self.pinged + self.heartbeat()),
-            self.silent_at(),
-            expiry,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .expect("the next ping is always there")
+        [Some(self.next_ping()), self.silent_at(), expiry]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("the next ping is always there")
     }
 
     /// What is due at `now`; a due ping moves the next one an interval on.
@@ -91,8 +96,8 @@ impl Watchdog {
         if expires_at.is_some_and(|exp| unix_now >= exp.saturating_add(self.leeway_s.into())) {
             return Due::Expired;
         }
-        if now >= self.pinged + self.heartbeat() {
-            self.pinged = now;
+        if now >= self.next_ping() {
+            self.pinged = now.into();
             return Due::Ping;
         }
         Due::Nothing
