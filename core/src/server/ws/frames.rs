@@ -70,13 +70,21 @@ struct Fragments {
     payload: Vec<u8>,
 }
 
-/// What a connection keeps between reads: usually nothing.
+/// What a connection keeps between reads: usually nothing, so it holds
+/// one pointer (a connection's task is its memory, BENCHMARKS.md "Idle
+/// connections"), and allocates only while a frame or message is unfinished.
 #[derive(Debug, Default)]
 pub(super) struct Decoder {
+    held: Option<Box<Held>>,
+}
+
+/// What an unfinished frame or message leaves between reads.
+#[derive(Debug, Default)]
+struct Held {
     /// The start of a frame that has not fully arrived.
     partial: Vec<u8>,
     /// The message being assembled from fragments, if any.
-    fragments: Option<Box<Fragments>>,
+    fragments: Option<Fragments>,
 }
 
 impl Decoder {
@@ -89,19 +97,30 @@ impl Decoder {
         max_message: usize,
         mut on: impl FnMut(Message<'_>) -> Flow,
     ) -> Result<Flow, Violation> {
-        if self.partial.is_empty() {
-            let (used, flow) = self.decode(input, max_message, &mut on)?;
-            if flow == Flow::Continue && used < input.len() {
-                self.partial = input[used..].to_vec();
+        let partial = (self.held.as_mut()).map(|held| std::mem::take(&mut held.partial));
+        let fed = match partial.filter(|partial| !partial.is_empty()) {
+            Some(mut buffered) => {
+                buffered.extend_from_slice(input);
+                self.decode_keeping_rest(&mut buffered, max_message, &mut on)
             }
-            return Ok(flow);
+            _ => self.decode_keeping_rest(input, max_message, &mut on),
+        };
+        if self.held.as_ref().is_some_and(|held| held.is_empty()) {
+            self.held = None;
         }
-        let mut buffered = std::mem::take(&mut self.partial);
-        buffered.extend_from_slice(input);
-        let (used, flow) = self.decode(&mut buffered, max_message, &mut on)?;
-        if flow == Flow::Continue && used < buffered.len() {
-            buffered.drain(..used);
-            self.partial = buffered;
+        fed
+    }
+
+    /// Decodes `buf` and keeps the start of a frame left at its end.
+    fn decode_keeping_rest(
+        &mut self,
+        buf: &mut [u8],
+        max_message: usize,
+        on: &mut impl FnMut(Message<'_>) -> Flow,
+    ) -> Result<Flow, Violation> {
+        let (used, flow) = self.decode(buf, max_message, on)?;
+        if flow == Flow::Continue && used < buf.len() {
+            self.held.get_or_insert_default().partial = buf[used..].to_vec();
         }
         Ok(flow)
     }
@@ -165,7 +184,7 @@ impl Decoder {
                 control_message(control, payload).map(on)
             }
             OpCode::Data(Data::Continue) => {
-                let Some(fragments) = self.fragments.as_mut() else {
+                let Some(fragments) = self.fragments_mut() else {
                     return Err(Violation::Protocol("continuation frame without a message"));
                 };
                 if fragments.payload.len() + payload.len() > max_message {
@@ -175,25 +194,38 @@ impl Decoder {
                 if !header.is_final {
                     return Ok(Flow::Continue);
                 }
-                let Fragments { text, payload } = *self.fragments.take().expect("checked above");
+                let Fragments { text, payload } = self.take_fragments().expect("checked above");
                 data_message(text, &payload).map(on)
             }
             OpCode::Data(data @ (Data::Text | Data::Binary)) => {
-                if self.fragments.is_some() {
+                if self.fragments_mut().is_some() {
                     return Err(Violation::Protocol("new message before the last one ended"));
                 }
                 let text = data == Data::Text;
                 if header.is_final {
                     return data_message(text, payload).map(on);
                 }
-                self.fragments = Some(Box::new(Fragments {
+                self.held.get_or_insert_default().fragments = Some(Fragments {
                     text,
                     payload: payload.to_vec(),
-                }));
+                });
                 Ok(Flow::Continue)
             }
             OpCode::Data(Data::Reserved(_)) => Err(Violation::Protocol("reserved opcode")),
         }
+    }
+    fn fragments_mut(&mut self) -> Option<&mut Fragments> {
+        self.held.as_mut()?.fragments.as_mut()
+    }
+
+    fn take_fragments(&mut self) -> Option<Fragments> {
+        self.held.as_mut()?.fragments.take()
+    }
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.partial.is_empty() && self.fragments.is_none()
     }
 }
 
@@ -322,11 +354,17 @@ mod tests {
         let mut decoder = Decoder::default();
         let mut input = frame(0x81, b"{}");
         decoder.feed(&mut input, MAX, |_| Flow::Continue).unwrap();
-        assert_eq!(decoder.partial.capacity(), 0);
-        assert!(decoder.fragments.is_none());
-        let mut half = frame(0x81, b"{}")[..3].to_vec();
-        decoder.feed(&mut half, MAX, |_| Flow::Continue).unwrap();
-        assert_eq!(decoder.partial.len(), 3, "an unfinished frame is kept");
+        assert!(decoder.held.is_none());
+        let frame = frame(0x81, b"{}");
+        decoder
+            .feed(&mut frame[..3].to_vec(), MAX, |_| Flow::Continue)
+            .unwrap();
+        let held = decoder.held.as_ref().expect("an unfinished frame is kept");
+        assert_eq!(held.partial.len(), 3);
+        decoder
+            .feed(&mut frame[3..].to_vec(), MAX, |_| Flow::Continue)
+            .unwrap();
+        assert!(decoder.held.is_none(), "let go once the frame is whole");
     }
 
     #[test]
