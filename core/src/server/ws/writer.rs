@@ -14,6 +14,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use arrayvec::ArrayVec;
 use tokio::io::AsyncWrite;
 
 use crate::connection::outbox::{Batch, Written};
@@ -157,9 +158,12 @@ impl Writer {
         cx: &mut Context<'_>,
         io: &mut W,
     ) -> Poll<io::Result<usize>> {
-        let mut small = [0u8; COPY_BELOW];
-        if let Some(len) = self.copy_small(&mut small) {
-            return Pin::new(io).poll_write(cx, &small[..len]);
+        let mut small = Copy {
+            buf: ArrayVec::new(),
+            skip: self.offset,
+        };
+        if self.copy_small(&mut small) {
+            return Pin::new(io).poll_write(cx, &small.buf);
         }
         let mut headers = [[0u8; MAX_HEADER]; FRAMES_PER_WRITE];
         let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE + 1];
@@ -167,24 +171,21 @@ impl Writer {
         Pin::new(io).poll_write_vectored(cx, &slices[..used])
     }
 
-    /// Copies what is left (frames, then the trailer) into `buf` if it
-    /// fits, as a steady stream's one event does: its length, or `None`.
-    /// Laid out straight, without the slices a large batch needs.
-    fn copy_small(&self, buf: &mut [u8; COPY_BELOW]) -> Option<usize> {
-        let mut copy = Copy {
-            buf,
-            len: 0,
-            skip: self.offset,
-        };
+    /// Copies what is left (frames, then the trailer) into `copy`, a
+    /// buffer on the stack, if it fits, as a steady stream's one event
+    /// does: whether it did. Laid out straight, without the slices a large
+    /// batch needs, in an `ArrayVec`, which, unlike an array, is not zeroed
+    /// first (that cost about as much as the copy).
+    fn copy_small(&self, copy: &mut Copy) -> bool {
         let mut header = [0u8; MAX_HEADER];
         for frame in self.frames.get(self.next..).unwrap_or_default() {
             let text = frame.text().as_bytes();
             let header_len = encode_header(&mut header, OP_TEXT, text.len());
             if !(copy.append(&header[..header_len]) && copy.append(text)) {
-                return None;
+                return false;
             }
         }
-        copy.append(&self.trailer).then_some(copy.len)
+        copy.append(&self.trailer)
     }
 
     /// Lays out what is left (up to [`FRAMES_PER_WRITE`] frames, then the
@@ -241,26 +242,19 @@ impl Writer {
 }
 
 /// A small write being laid out in a buffer on the stack.
-struct Copy<'a> {
-    buf: &'a mut [u8],
-    len: usize,
+struct Copy {
+    buf: ArrayVec<u8, COPY_BELOW>,
     /// Bytes still to leave out: those written already.
     skip: usize,
 }
 
-impl Copy<'_> {
+impl Copy {
     /// Appends `part`, less what is still to be left out; `false` if it
     /// does not fit.
     fn append(&mut self, part: &[u8]) -> bool {
         let skipped = self.skip.min(part.len());
         self.skip -= skipped;
-        let part = &part[skipped..];
-        let Some(room) = self.buf.get_mut(self.len..self.len + part.len()) else {
-            return false;
-        };
-        room.copy_from_slice(part);
-        self.len += part.len();
-        true
+        self.buf.try_extend_from_slice(&part[skipped..]).is_ok()
     }
 }
 
