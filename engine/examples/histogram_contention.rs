@@ -6,7 +6,7 @@
 //! `cargo run --release -p switchyard-engine --example histogram_contention`
 //! (BENCHMARKS.md, "One registration per poll").
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
 use switchyard_engine::metrics::ShardedHistogram;
@@ -20,13 +20,13 @@ const OBSERVATIONS: usize = 5_000_000;
 
 /// Wall-clock nanoseconds per observation when `threads` threads each make
 /// [`OBSERVATIONS`] through `observe`.
-fn ns_per_observation(threads: usize, observe: &(dyn Fn(f64) + Sync)) -> f64 {
+fn ns_per_observation(threads: usize, observe: &(dyn Fn(Duration) + Sync)) -> f64 {
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
                 for i in 0..OBSERVATIONS {
-                    observe((i % 1000) as f64 * 1e-5);
+                    observe(Duration::from_micros((i % 1000) as u64 * 10));
                 }
             });
         }
@@ -39,7 +39,7 @@ fn main() {
     for threads in 1..=cores.max(2) {
         for run in 1..=3 {
             let shared = Histogram::new(BOUNDS);
-            let one_lock = ns_per_observation(threads, &|v| shared.observe(v));
+            let one_lock = ns_per_observation(threads, &|v| shared.observe(v.as_secs_f64()));
             let sharded = ShardedHistogram::new(BOUNDS);
             let shards = ns_per_observation(threads, &|v| sharded.observe(v));
             println!(

@@ -17,6 +17,6 @@ pub(super) fn count(frame: &Frame, metrics: &Metrics, now: &mut Option<Instant>)
         event.delivered.inc();
         metrics
             .latency
-            .observe(now.saturating_duration_since(event.accepted).as_secs_f64());
+            .observe(now.saturating_duration_since(event.accepted));
     }
 }

@@ -229,7 +229,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_served() {
     node.refuse_upgrade("shutting_down");
     node.drop_events("slow_consumer", 1);
     node.reload(false);
-    node.latency.observe(0.001);
+    node.latency.observe(std::time::Duration::from_millis(1));
     node.deliveries
         .get_or_create(&ChannelLabel {
             channel: "alerts".into(),
