@@ -27,6 +27,10 @@ use crate::config::SlowConsumer;
 use crate::protocol::Positions;
 use crate::text::Text;
 
+/// The most frames a written batch's buffer may have room for to be kept
+/// for the next ([`Outbox::finish`]): a steady stream's few, not a burst's.
+const SPARE_FRAMES: usize = 8;
+
 /// One frame to write.
 #[derive(Clone, Debug)]
 pub enum Frame {
@@ -410,11 +414,33 @@ impl Outbox {
     #[inline]
     pub fn release(&self, written: Written) {
         if written != Written::default() {
-            let mut inner = self.inner.lock();
-            inner.count = inner.count.saturating_sub(written.frames);
-            inner.bytes = inner.bytes.saturating_sub(written.bytes);
-            inner.replaying = inner.replaying.saturating_sub(written.replays);
+            release(&mut self.inner.lock(), written);
         }
+    }
+
+    /// A batch is written: frees room for its frames, as
+    /// [`release`](Outbox::release) does, and takes back its buffer,
+    /// `frames`, for the next frames to be queued in without an allocation
+    /// (one per event, for a steady stream, was a tenth of a delivery's
+    /// instructions). Only a small buffer is kept, and only until the
+    /// connection is next quiet at a heartbeat ([`Outbox::shrink`]), so a
+    /// burst's buffer is not kept and an idle connection keeps none
+    /// (BENCHMARKS.md, "A queue's buffer kept between events").
+    pub fn finish(&self, written: Written, mut frames: Vec<Frame>) {
+        frames.clear();
+        let mut inner = self.inner.lock();
+        release(&mut inner, written);
+        let kept = (1..=SPARE_FRAMES).contains(&frames.capacity());
+        if kept && inner.queue.capacity() == 0 {
+            inner.queue = VecDeque::from(frames);
+        }
+    }
+
+    /// Lets go of the queue's buffer if nothing is queued: the transports
+    /// call it as a heartbeat goes out, so that a connection quiet then
+    /// holds no queue.
+    pub fn shrink(&self) {
+        shrink(&mut self.inner.lock());
     }
 
     /// Whether a close has been asked for (the writer may not have taken it
@@ -424,8 +450,13 @@ impl Outbox {
     }
 
     /// Asks the writer to send a keep-alive Ping.
+    /// A heartbeat: the queue's spare buffer is let go of as well (see
+    /// [`shrink`](Outbox::shrink)).
     pub fn request_ping(&self) {
-        self.inner.lock().ping = true;
+        let mut inner = self.inner.lock();
+        inner.ping = true;
+        shrink(&mut inner);
+        drop(inner);
         self.ready.wake();
     }
 
@@ -577,7 +608,8 @@ impl Outbox {
 
     /// Takes everything queued, if anything is (see
     /// [`register`](Outbox::register) for how a task waits). The queue
-    /// moves out whole (its buffer becomes the batch), so an idle
+    /// moves out whole (its buffer becomes the batch, and may come back by
+    /// [`finish`](Outbox::finish) until the next heartbeat), so an idle
     /// connection holds no queue capacity.
     pub fn take_batch(&self) -> Option<Batch> {
         let mut inner = self.inner.lock();
@@ -674,6 +706,20 @@ impl Outbox {
             inner.queue.push_front(frame);
         }
         inner.head_written = offset;
+    }
+}
+
+/// Frees room for `written` frames.
+fn release(inner: &mut Inner, written: Written) {
+    inner.count = inner.count.saturating_sub(written.frames);
+    inner.bytes = inner.bytes.saturating_sub(written.bytes);
+    inner.replaying = inner.replaying.saturating_sub(written.replays);
+}
+
+/// Lets go of an empty queue's buffer.
+fn shrink(inner: &mut Inner) {
+    if inner.queue.is_empty() {
+        inner.queue = VecDeque::new();
     }
 }
 
@@ -847,6 +893,34 @@ mod tests {
 
     fn texts(batch: &Batch) -> Vec<String> {
         batch.frames.iter().map(|f| f.text().to_string()).collect()
+    }
+
+    #[test]
+    fn a_small_written_batch_lends_its_buffer_until_a_heartbeat_finds_the_queue_empty() {
+        let q = outbox(100, 1 << 20);
+        let capacity = || q.inner.lock().queue.capacity();
+        q.push_event(&event(1, SlowConsumer::DropOldest));
+        let batch = q.take_batch().expect("queued");
+        assert_eq!(capacity(), 0, "the buffer left with the batch");
+        let lent = batch.frames.as_ptr();
+        q.finish(Written::all(&batch.frames), batch.frames);
+        assert!(capacity() > 0, "the buffer came back");
+        assert_eq!(q.inner.lock().count, 0, "its frame left the bounds");
+
+        q.push_event(&event(2, SlowConsumer::DropOldest));
+        let batch = q.take_batch().expect("queued");
+        assert_eq!(batch.frames.as_ptr(), lent, "queued without an allocation");
+        assert_eq!(texts(&batch), ["{\"sequence\":2}"]);
+        q.finish(Written::all(&batch.frames), batch.frames);
+        q.request_ping();
+        assert_eq!(capacity(), 0, "a heartbeat with nothing queued lets it go");
+
+        for sequence in 3..40 {
+            q.push_event(&event(sequence, SlowConsumer::DropOldest));
+        }
+        let burst = q.take_batch().expect("queued");
+        q.finish(Written::all(&burst.frames), burst.frames);
+        assert_eq!(capacity(), 0, "a burst's buffer is not kept");
     }
 
     #[tokio::test]

@@ -111,7 +111,7 @@ impl Output {
             message(out, |out| cursor.write_id(out), &closed);
             true
         });
-        outbox.release(Written::all(&batch.frames));
+        outbox.finish(Written::all(&batch.frames), batch.frames);
         if ended {
             self.ended = true;
             if self.chunked {

@@ -214,6 +214,7 @@ impl Steps for Served {
         }
         // A stream with bytes still under way needs no ping to look alive.
         if self.stream.ping_due(now) {
+            self.stream.conn().outbox.shrink();
             let mut output = self.output.lock();
             if output.takes_more() {
                 output.ping();

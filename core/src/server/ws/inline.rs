@@ -28,10 +28,11 @@ pub(crate) fn write(conn: &Connection, metrics: &Metrics) {
     let mut written = Written::default();
     let mut cx = Context::from_waker(Waker::noop());
     let wrote = writer.poll_write(&mut cx, &mut Unwaited(socket), metrics, &mut written);
-    conn.outbox.release(written);
     if let Poll::Ready(Ok(_)) = wrote {
+        conn.outbox.finish(written, writer.take_frames());
         return;
     }
+    conn.outbox.release(written);
     // The socket is full (or failed: the task finds out itself).
     let (frames, offset) = writer.unload();
     conn.outbox.put_back(frames, offset);

@@ -345,15 +345,17 @@ impl Steps for Served {
             let metrics = self.app.router.metrics();
             let mut written = Written::default();
             let wrote = writer.poll_write(cx, &mut self.socket, metrics, &mut written);
-            self.conn.outbox.release(written);
-            match wrote {
-                Poll::Ready(Ok(Flushed::Closed)) => return Poll::Ready(Some(End::Closed)),
-                Poll::Ready(Ok(Flushed::Batch)) => {
-                    self.writer = None;
-                    progressed = true;
+            if let Poll::Ready(Ok(Flushed::Batch)) = wrote {
+                self.conn.outbox.finish(written, writer.take_frames());
+                self.writer = None;
+                progressed = true;
+            } else {
+                self.conn.outbox.release(written);
+                match wrote {
+                    Poll::Ready(Ok(_)) => return Poll::Ready(Some(End::Closed)),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
+                    Poll::Pending => self.closing_while_blocked(),
                 }
-                Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
-                Poll::Pending => self.closing_while_blocked(),
             }
         }
         self.conn.outbox.set_writing(self.writer.is_some());

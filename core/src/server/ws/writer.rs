@@ -116,6 +116,12 @@ impl Writer {
         (frames, offset)
     }
 
+    /// The emptied buffer of a batch written to the end, to give back to
+    /// the outbox ([`Outbox::finish`](crate::connection::outbox::Outbox::finish)).
+    pub fn take_frames(&mut self) -> Vec<Frame> {
+        std::mem::take(&mut self.frames)
+    }
+
     /// Writes until the batch is done or the socket is full. Each event
     /// fully written is counted in `metrics` as delivered, and each frame
     /// fully written is added to `written`, whatever the outcome, so that
@@ -140,7 +146,7 @@ impl Writer {
                 written.add(frame);
             });
         }
-        self.frames = Vec::new();
+        self.frames.clear();
         self.trailer = Vec::new();
         self.next = 0;
         self.offset = 0;
