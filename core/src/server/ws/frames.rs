@@ -97,7 +97,10 @@ impl Decoder {
         max_message: usize,
         mut on: impl FnMut(Message<'_>) -> Flow,
     ) -> Result<Flow, Violation> {
-        let partial = (self.held.as_mut()).map(|held| std::mem::take(&mut held.partial));
+        let partial = self
+            .held
+            .as_mut()
+            .map(|held| std::mem::take(&mut held.partial));
         let fed = match partial.filter(|partial| !partial.is_empty()) {
             Some(mut buffered) => {
                 buffered.extend_from_slice(input);
@@ -214,16 +217,20 @@ impl Decoder {
             OpCode::Data(Data::Reserved(_)) => Err(Violation::Protocol("reserved opcode")),
         }
     }
+
+    /// The message arriving in fragments, if one is.
     fn fragments_mut(&mut self) -> Option<&mut Fragments> {
         self.held.as_mut()?.fragments.as_mut()
     }
 
+    /// Takes the message arriving in fragments, once its last has come.
     fn take_fragments(&mut self) -> Option<Fragments> {
         self.held.as_mut()?.fragments.take()
     }
 }
 
 impl Held {
+    /// Whether nothing is unfinished: the decoder lets go of it then.
     fn is_empty(&self) -> bool {
         self.partial.is_empty() && self.fragments.is_none()
     }
