@@ -425,7 +425,7 @@ impl Outbox {
     /// instructions). Only a small buffer is kept, and only until the
     /// connection is next quiet at a heartbeat ([`Outbox::shrink`]), so a
     /// burst's buffer is not kept and an idle connection keeps none
-    /// (BENCHMARKS.md, "A queue's buffer kept between events").
+    /// (BENCHMARKS.md, "Fewer instructions per delivery").
     pub fn finish(&self, written: Written, mut frames: Vec<Frame>) {
         frames.clear();
         let mut inner = self.inner.lock();
@@ -449,8 +449,8 @@ impl Outbox {
         self.inner.lock().close.is_some()
     }
 
-    /// Asks the writer to send a keep-alive Ping.
-    /// A heartbeat: the queue's spare buffer is let go of as well (see
+    /// Asks the writer to send a keep-alive Ping: a heartbeat, at which the
+    /// queue's spare buffer is let go of as well (see
     /// [`shrink`](Outbox::shrink)).
     pub fn request_ping(&self) {
         let mut inner = self.inner.lock();

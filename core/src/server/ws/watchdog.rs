@@ -55,6 +55,7 @@ impl Watchdog {
         Duration::from_secs(self.heartbeat_s.into())
     }
 
+    /// When the next Ping is due.
     fn next_ping(&self) -> Instant {
         Instant::from(self.pinged) + self.heartbeat()
     }
