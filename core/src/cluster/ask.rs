@@ -191,9 +191,9 @@ pub fn answer(router: &Router, node: Option<&str>, question: &Question) -> Value
         } => {
             let mut all = router.connections();
             all.retain(|(c, _)| {
-                user.as_ref().is_none_or(|u| c.user.as_ref() == Some(u))
+                user.as_deref().is_none_or(|u| c.user.as_deref() == Some(u))
                     && endpoint.as_ref().is_none_or(|e| *c.endpoint == **e)
-                    && after.as_ref().is_none_or(|a| c.public_id > *a)
+                    && after.as_deref().is_none_or(|a| &*c.public_id > a)
             });
             all.sort_by(|a, b| a.0.public_id.cmp(&b.0.public_id));
             all.truncate(*limit);
@@ -227,8 +227,12 @@ pub fn answer(router: &Router, node: Option<&str>, question: &Question) -> Value
                 .connections()
                 .into_iter()
                 .filter(|(c, _)| {
-                    connection_id.as_ref().is_some_and(|id| c.public_id == *id)
-                        || user.as_ref().is_some_and(|u| c.user.as_ref() == Some(u))
+                    connection_id
+                        .as_deref()
+                        .is_some_and(|id| &*c.public_id == id)
+                        || user
+                            .as_deref()
+                            .is_some_and(|u| c.user.as_deref() == Some(u))
                 })
                 .inspect(|(c, _)| c.close(1008, "disconnected by operator"))
                 .count();

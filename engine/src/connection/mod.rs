@@ -19,16 +19,21 @@ pub use outbox::{Close, Event, Frame, Outbox};
 pub type ConnId = u64;
 
 /// One WebSocket (or other transport) client.
+///
+/// Every idle connection holds one, so its fields are the compact forms
+/// (a `Box<str>`, not a `String` with room to grow): at 240 bytes or less,
+/// it and its reference counts fit one 256-byte allocation
+/// (BENCHMARKS.md, "A 256-byte task for an idle connection").
 #[derive(Debug)]
 pub struct Connection {
     /// Internal number.
     pub id: ConnId,
     /// The id shown to the client and operators.
-    pub public_id: String,
+    pub public_id: Box<str>,
     /// The endpoint path it connected to.
     pub endpoint: Arc<str>,
     /// The authenticated user (`sub`), if any.
-    pub user: Option<String>,
+    pub user: Option<Box<str>>,
     /// The client address.
     pub ip: IpAddr,
     /// When it connected.
@@ -36,7 +41,7 @@ pub struct Connection {
     /// Its outbound queue.
     pub outbox: Outbox,
     /// The channels its token allows (`None` = all).
-    pub channel_claim: Option<Vec<String>>,
+    pub channel_claim: Option<Box<[String]>>,
     /// When its token expires, Unix seconds (0 = no token).
     expires_at: AtomicI64,
 }
@@ -52,13 +57,13 @@ impl Connection {
     ) -> Connection {
         Connection {
             id,
-            public_id,
+            public_id: public_id.into_boxed_str(),
             endpoint: endpoint.into(),
-            user: identity.user,
+            user: identity.user.map(String::into_boxed_str),
             ip: identity.ip,
             connected_at: Utc::now(),
             outbox,
-            channel_claim: identity.channel_claim,
+            channel_claim: identity.channel_claim.map(Vec::into_boxed_slice),
             expires_at: AtomicI64::new(identity.expires_at.unwrap_or(0)),
         }
     }
@@ -118,3 +123,17 @@ pub struct Identity {
 
 /// A shared connection handle.
 pub type ConnRef = Arc<Connection>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle connection holds one: with its two reference counts it
+    /// must fit one 256-byte allocation (BENCHMARKS.md, "A 256-byte task
+    /// for an idle connection").
+    #[test]
+    fn a_connection_and_its_counts_fit_256_bytes() {
+        let size = std::mem::size_of::<Connection>();
+        assert!(size + 16 <= 256, "Connection {size} B");
+    }
+}

@@ -136,6 +136,13 @@ pub struct Limits {
     pub bytes: usize,
 }
 
+/// [`Limits`] as the queue keeps them (see [`clamp`]).
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    events: u32,
+    bytes: u32,
+}
+
 /// Frames the writer has fully written, to [release](Outbox::release).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Written {
@@ -190,33 +197,51 @@ struct Inner {
     /// Frames not yet written, of every kind, and their bytes: what the
     /// bounds apply to. A batch taken by the writer counts until the writer
     /// [releases](Outbox::release) it, so what a client has not read is
-    /// bounded whether it sits here or in the writer.
-    count: usize,
-    bytes: usize,
+    /// bounded whether it sits here or in the writer. 32 bits, as the
+    /// other counts here: every idle connection holds them, and a queue
+    /// is bounded far below 4 GiB ([`clamp`]).
+    count: u32,
+    bytes: u32,
     /// Replayed frames not yet written.
-    replaying: usize,
+    replaying: u32,
     /// Boxed: most connections never close while they have memory to spare.
     close: Option<Box<Close>>,
-    ping: bool,
     /// Allocated once the connection first falls behind or is given floors:
     /// an idle connection holds none of it (BENCHMARKS.md, "Idle connections").
     behind: Option<Box<Behind>>,
     /// Bytes of the first queued frame already written by an inline write
     /// ([`Outbox::put_back`]): that frame is neither dropped nor preceded
     /// by anything else, or the client would see a frame cut in two.
-    head_written: usize,
+    head_written: u32,
 }
 
 impl Inner {
+    /// Counts a frame of `len` bytes against the bounds.
+    fn hold(&mut self, len: usize) {
+        self.count += 1;
+        self.bytes = self.bytes.saturating_add(clamp(len));
+    }
+
+    /// Stops counting a frame of `len` bytes (dropped, not written).
+    fn let_go(&mut self, len: usize) {
+        self.count -= 1;
+        self.bytes = self.bytes.saturating_sub(clamp(len));
+    }
+
+    /// Whether one more frame of `size` bytes is over `bounds`.
+    fn over(&self, bounds: Bounds, size: usize) -> bool {
+        self.count >= bounds.events || u64::from(self.bytes) + size as u64 > u64::from(bounds.bytes)
+    }
+
     fn behind(&mut self) -> &mut Behind {
         self.behind.get_or_insert_with(Box::default)
     }
 
     /// Whether a close, a Ping or a `connection.lagged` is due: what only
     /// the transport's task writes.
-    fn task_only_due(&self) -> bool {
+    fn task_only_due(&self, ping: &AtomicBool) -> bool {
         let lagged = self.behind.as_ref().is_some_and(|b| b.lag.is_some());
-        self.close.is_some() || self.ping || lagged
+        self.close.is_some() || ping.load(Ordering::Relaxed) || lagged
     }
 }
 
@@ -248,7 +273,7 @@ struct DropRecord {
 /// The queue itself.
 #[derive(Debug)]
 pub struct Outbox {
-    limits: Limits,
+    bounds: Bounds,
     /// `switchyard_dropped_total{reason="slow_consumer"}`, counted here so
     /// that drops made room for by any kind of frame are counted alike.
     dropped: Counter,
@@ -267,6 +292,12 @@ pub struct Outbox {
     /// Set while the transport's writer holds a batch it has not finished:
     /// nothing may be written inline then.
     writing: AtomicBool,
+    /// A keep-alive Ping is due. Set and taken with `inner` locked, like
+    /// the state inside it; kept out here only because beside the flags
+    /// above it takes no room, where inside `Inner` it took 8 bytes, and
+    /// a connection fits its 256-byte allocation by those (see
+    /// [`Connection`](super::Connection)).
+    ping: AtomicBool,
     /// The thread that writes this connection inline (0: none), see
     /// [`inline::serve`](super::inline::serve).
     inline_thread: AtomicU32,
@@ -281,7 +312,10 @@ impl Outbox {
     /// An empty queue with these bounds, counting its drops in `dropped`.
     pub fn new(limits: Limits, dropped: Counter) -> Outbox {
         Outbox {
-            limits,
+            bounds: Bounds {
+                events: clamp(limits.events),
+                bytes: clamp(limits.bytes),
+            },
             dropped,
             inner: Mutex::new(Inner::default()),
             ready: AtomicWaker::new(),
@@ -289,6 +323,7 @@ impl Outbox {
             alarm: AtomicBool::new(false),
             deferred: AtomicBool::new(false),
             writing: AtomicBool::new(false),
+            ping: AtomicBool::new(false),
             inline_thread: AtomicU32::new(0),
             inline_socket: AtomicI32::new(-1),
         }
@@ -325,7 +360,9 @@ impl Outbox {
         }
         let before = inner.queue.len();
         inner.queue.extend(frames.into_iter().map(Frame::Replay));
-        inner.replaying += inner.queue.len() - before;
+        inner.replaying = inner
+            .replaying
+            .saturating_add(clamp(inner.queue.len() - before));
         drop(inner);
         self.ready.wake();
     }
@@ -333,7 +370,7 @@ impl Outbox {
     /// How many replayed events of earlier recoveries are not written yet
     /// (they are held outside the bounds, so recovery bounds them).
     pub fn replaying(&self) -> usize {
-        self.inner.lock().replaying
+        self.inner.lock().replaying as usize
     }
 
     /// Offers an event, applying the slow-consumer rules. Never waits, and
@@ -378,10 +415,9 @@ impl Outbox {
     /// one more frame fit; how many it dropped, or `None` if they cannot fit.
     fn make_room(&self, inner: &mut Inner, size: usize) -> Option<u64> {
         let mut made_room = 0;
-        while inner.count + 1 > self.limits.events || inner.bytes + size > self.limits.bytes {
+        while inner.over(self.bounds, size) {
             let event = drop_oldest(inner)?;
-            inner.count -= 1;
-            inner.bytes -= event.text.len();
+            inner.let_go(event.text.len());
             self.count_drop(inner);
             record_lag(inner, &event);
             made_room += 1;
@@ -390,8 +426,7 @@ impl Outbox {
     }
 
     fn enqueue(&self, inner: &mut Inner, frame: Frame) {
-        inner.count += 1;
-        inner.bytes += frame.text().len();
+        inner.hold(frame.text().len());
         inner.queue.push_back(frame);
     }
 
@@ -454,7 +489,7 @@ impl Outbox {
     /// [`shrink`](Outbox::shrink)).
     pub fn request_ping(&self) {
         let mut inner = self.inner.lock();
-        inner.ping = true;
+        self.ping.store(true, Ordering::Relaxed);
         shrink(&mut inner);
         drop(inner);
         self.ready.wake();
@@ -613,11 +648,11 @@ impl Outbox {
     /// connection holds no queue capacity.
     pub fn take_batch(&self) -> Option<Batch> {
         let mut inner = self.inner.lock();
-        if inner.queue.is_empty() && !inner.task_only_due() {
+        if inner.queue.is_empty() && !inner.task_only_due(&self.ping) {
             return None;
         }
         let close = inner.close.as_deref().cloned();
-        let offset = std::mem::take(&mut inner.head_written);
+        let offset = std::mem::take(&mut inner.head_written) as usize;
         // A frame partly written stays first, whatever else happens.
         let started = usize::from(offset > 0);
         let mut queue = std::mem::take(&mut inner.queue);
@@ -626,11 +661,10 @@ impl Outbox {
         }
         if let Some((dropped, channels)) = inner.behind.as_mut().and_then(|b| b.lag.take()) {
             let lagged = Frame::control(crate::protocol::lagged(dropped, &channels));
-            inner.count += 1;
-            inner.bytes += lagged.text().len();
+            inner.hold(lagged.text().len());
             queue.insert(started, lagged);
         }
-        let ping = std::mem::take(&mut inner.ping);
+        let ping = self.ping.swap(false, Ordering::Relaxed);
         Some(Batch {
             frames: Vec::from(queue),
             close,
@@ -685,7 +719,7 @@ impl Outbox {
             return None;
         }
         let mut inner = self.inner.lock();
-        if inner.queue.is_empty() || inner.task_only_due() || inner.head_written > 0 {
+        if inner.queue.is_empty() || inner.task_only_due(&self.ping) || inner.head_written > 0 {
             return None;
         }
         let frames = Vec::from(std::mem::take(&mut inner.queue));
@@ -705,15 +739,21 @@ impl Outbox {
         for frame in frames.into_iter().rev() {
             inner.queue.push_front(frame);
         }
-        inner.head_written = offset;
+        inner.head_written = clamp(offset);
     }
 }
 
 /// Frees room for `written` frames.
 fn release(inner: &mut Inner, written: Written) {
-    inner.count = inner.count.saturating_sub(written.frames);
-    inner.bytes = inner.bytes.saturating_sub(written.bytes);
-    inner.replaying = inner.replaying.saturating_sub(written.replays);
+    inner.count = inner.count.saturating_sub(clamp(written.frames));
+    inner.bytes = inner.bytes.saturating_sub(clamp(written.bytes));
+    inner.replaying = inner.replaying.saturating_sub(clamp(written.replays));
+}
+
+/// A count or size as the 32 bits the queue keeps it in; a larger one
+/// (a configured bound of 4 GiB or more) is held as the largest.
+fn clamp(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Lets go of an empty queue's buffer.
@@ -893,6 +933,16 @@ mod tests {
 
     fn texts(batch: &Batch) -> Vec<String> {
         batch.frames.iter().map(|f| f.text().to_string()).collect()
+    }
+
+    #[test]
+    fn bounds_of_4_gib_or_more_are_held_as_the_largest() {
+        let q = outbox(usize::MAX, usize::MAX);
+        for sequence in 1..=3 {
+            let pushed = q.push_event(&event(sequence, SlowConsumer::DropOldest));
+            assert_eq!(pushed, Pushed::Queued(0));
+        }
+        assert_eq!(q.take_batch().map(|b| b.frames.len()), Some(3));
     }
 
     #[test]

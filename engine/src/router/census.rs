@@ -28,10 +28,10 @@ pub(super) struct Census {
 impl Census {
     /// Counts a new connection.
     pub(super) fn add(&mut self, conn: &ConnRef) {
-        match &conn.user {
+        match conn.user.as_deref() {
             Some(user) => self
                 .users
-                .entry(user.clone())
+                .entry(user.to_owned())
                 .or_default()
                 .push(conn.clone()),
             None => *self.anonymous.entry(conn.ip).or_default() += 1,
@@ -40,7 +40,7 @@ impl Census {
 
     /// Forgets a connection.
     pub(super) fn remove(&mut self, conn: &Connection) {
-        match &conn.user {
+        match conn.user.as_deref() {
             Some(user) => {
                 if let Some(list) = self.users.get_mut(user) {
                     list.retain(|c| c.id != conn.id);
