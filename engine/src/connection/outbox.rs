@@ -457,15 +457,17 @@ impl Outbox {
     /// [`release`](Outbox::release) does, and takes back its buffer,
     /// `frames`, for the next frames to be queued in without an allocation
     /// (one per event, for a steady stream, was a tenth of a delivery's
-    /// instructions). Only a small buffer is kept, and only until the
-    /// connection is next quiet at a heartbeat ([`Outbox::shrink`]), so a
-    /// burst's buffer is not kept and an idle connection keeps none
-    /// (BENCHMARKS.md, "Fewer instructions per delivery").
+    /// instructions). Only a small buffer that carried events is kept, and
+    /// only until the connection is next quiet at a heartbeat
+    /// ([`Outbox::shrink`]): a burst's buffer is not kept, nor a reply's (a
+    /// new connection's `connection.established`), so an idle connection
+    /// keeps none (BENCHMARKS.md, "Fewer instructions per delivery").
     pub fn finish(&self, written: Written, mut frames: Vec<Frame>) {
+        let kept = (1..=SPARE_FRAMES).contains(&frames.capacity())
+            && frames.iter().any(|frame| frame.event().is_some());
         frames.clear();
         let mut inner = self.inner.lock();
         release(&mut inner, written);
-        let kept = (1..=SPARE_FRAMES).contains(&frames.capacity());
         if kept && inner.queue.capacity() == 0 {
             inner.queue = VecDeque::from(frames);
         }
@@ -946,7 +948,7 @@ mod tests {
     }
 
     #[test]
-    fn a_small_written_batch_lends_its_buffer_until_a_heartbeat_finds_the_queue_empty() {
+    fn a_small_batch_of_events_lends_its_buffer_until_a_heartbeat_finds_the_queue_empty() {
         let q = outbox(100, 1 << 20);
         let capacity = || q.inner.lock().queue.capacity();
         q.push_event(&event(1, SlowConsumer::DropOldest));
@@ -971,6 +973,11 @@ mod tests {
         let burst = q.take_batch().expect("queued");
         q.finish(Written::all(&burst.frames), burst.frames);
         assert_eq!(capacity(), 0, "a burst's buffer is not kept");
+
+        q.push_control(Frame::control("{\"type\":\"connection.established\"}"));
+        let reply = q.take_batch().expect("queued");
+        q.finish(Written::all(&reply.frames), reply.frames);
+        assert_eq!(capacity(), 0, "a reply's buffer is not kept");
     }
 
     #[tokio::test]
