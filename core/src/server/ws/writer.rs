@@ -116,9 +116,11 @@ impl Writer {
         (frames, offset)
     }
 
-    /// The emptied buffer of a batch written to the end, to give back to
-    /// the outbox ([`Outbox::finish`](crate::connection::outbox::Outbox::finish)).
+    /// The buffer of a batch written to the end, its frames still in it,
+    /// to give back to the outbox
+    /// ([`Outbox::finish`](crate::connection::outbox::Outbox::finish)).
     pub fn take_frames(&mut self) -> Vec<Frame> {
+        self.next = 0;
         std::mem::take(&mut self.frames)
     }
 
@@ -146,9 +148,9 @@ impl Writer {
                 written.add(frame);
             });
         }
-        self.frames.clear();
+        // The frames stay, all behind `next`, for `take_frames` to give
+        // back: the outbox keeps a buffer that carried events.
         self.trailer = Vec::new();
-        self.next = 0;
         self.offset = 0;
         Poll::Ready(Ok(if self.closing {
             Flushed::Closed
@@ -358,6 +360,26 @@ mod tests {
             ping,
             ..Batch::default()
         }
+    }
+
+    /// A batch written to the end gives back its buffer with its frames
+    /// in it, so the outbox can tell a buffer that carried events.
+    #[test]
+    fn a_written_batch_gives_back_its_frames() {
+        let mut writer = Writer::default();
+        writer.load(batch(&[3, 4], false, None));
+        let mut socket = Trickle::new(usize::MAX, usize::MAX);
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let wrote = writer.poll_write(
+            &mut cx,
+            &mut socket,
+            &Metrics::new(),
+            &mut Written::default(),
+        );
+        assert!(matches!(wrote, Poll::Ready(Ok(Flushed::Batch))));
+        assert!(writer.is_idle());
+        assert_eq!(writer.take_frames().len(), 2);
+        assert!(writer.is_idle(), "and is empty after");
     }
 
     /// What an inline write leaves when the socket fills is unloaded, and
