@@ -129,8 +129,8 @@ mod tests {
     use super::*;
 
     /// Every idle connection holds one: with its two reference counts it
-    /// must fit one 256-byte allocation (BENCHMARKS.md, "A 256-byte task
-    /// for an idle connection").
+    /// must fit one 256-byte allocation (BENCHMARKS.md, "An idle
+    /// connection in 1,116 bytes of heap").
     #[test]
     fn a_connection_and_its_counts_fit_256_bytes() {
         let size = std::mem::size_of::<Connection>();
