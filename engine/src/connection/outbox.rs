@@ -44,6 +44,25 @@ pub enum Frame {
     /// A routed event. One `Arc` is shared by every recipient, so queueing
     /// it for one more connection costs one reference count.
     Event(Arc<Event>),
+    /// `connection.established` or `connection.channels`: a control
+    /// message that also carries the positions it announces.
+    Announce(Arc<Announcement>),
+}
+
+/// Positions announced to a connection, beside the message's text, as the
+/// router's own shared channel names and epochs: a transport that keeps
+/// positions (an event stream's cursor) takes them from here without
+/// parsing the text, and holds no copy of a name while the stream is idle.
+#[derive(Debug)]
+pub struct Announcement {
+    /// The message's JSON text.
+    pub text: Text,
+    /// The channels' positions.
+    pub positions: Positions,
+    /// Whether it opens the connection (`connection.established`), where
+    /// a position the client asked to recover from in the same epoch is
+    /// left for the replay to move.
+    pub opening: bool,
 }
 
 /// A routed event as every recipient's queue holds it.
@@ -72,12 +91,22 @@ impl Frame {
         Frame::Control(text.into())
     }
 
+    /// A control message announcing `positions` (see [`Announcement`]).
+    pub fn announce(text: impl Into<Text>, positions: Positions, opening: bool) -> Frame {
+        Frame::Announce(Arc::new(Announcement {
+            text: text.into(),
+            positions,
+            opening,
+        }))
+    }
+
     /// The JSON text to send.
     #[inline]
     pub fn text(&self) -> &Text {
         match self {
             Frame::Control(text) | Frame::Replay(text) => text,
             Frame::Event(event) => &event.text,
+            Frame::Announce(announced) => &announced.text,
         }
     }
 
@@ -85,8 +114,16 @@ impl Frame {
     #[inline]
     pub fn event(&self) -> Option<&Arc<Event>> {
         match self {
-            Frame::Control(_) | Frame::Replay(_) => None,
             Frame::Event(event) => Some(event),
+            _ => None,
+        }
+    }
+
+    /// The positions announced, if this frame announces any.
+    pub fn announcement(&self) -> Option<&Announcement> {
+        match self {
+            Frame::Announce(announced) => Some(announced),
+            _ => None,
         }
     }
 }

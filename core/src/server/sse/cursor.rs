@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::client_message;
-use crate::connection::Frame;
+use crate::connection::{Announcement, Frame};
 use crate::protocol::Position;
 
 /// Positions per channel, updated by every message that carries one.
@@ -26,19 +26,11 @@ pub struct Cursor {
 /// A channel the stream has seen: its name, epoch and last sequence.
 type Known = (Arc<str>, Arc<str>, u64);
 
-/// The fields of a message that move the cursor.
+/// The fields of a replayed event that move the cursor.
 #[derive(Deserialize)]
-struct Seen {
-    #[serde(rename = "type")]
-    kind: String,
-    channel: Option<String>,
-    sequence: Option<u64>,
-    payload: Option<Payload>,
-}
-
-#[derive(Deserialize)]
-struct Payload {
-    channels: Option<BTreeMap<String, Position>>,
+struct Replayed {
+    channel: String,
+    sequence: u64,
 }
 
 impl Cursor {
@@ -97,32 +89,29 @@ impl Cursor {
     pub fn saw(&mut self, frame: &Frame) {
         if let Some(event) = frame.event() {
             self.set(&event.channel, &event.epoch, event.sequence);
-            return;
-        }
-        let Ok(seen) = serde_json::from_str::<Seen>(frame.text()) else {
-            return;
-        };
-        if let (Some(channel), Some(sequence)) = (seen.channel, seen.sequence) {
-            if let Ok(i) = self.find(&channel) {
-                self.positions[i].2 = sequence;
+        } else if let Some(announced) = frame.announcement() {
+            self.announced(announced);
+        } else if let Frame::Replay(text) = frame {
+            if let Ok(replayed) = serde_json::from_str::<Replayed>(text) {
+                if let Ok(i) = self.find(&replayed.channel) {
+                    self.positions[i].2 = replayed.sequence;
+                }
             }
-            return;
         }
-        let announces = seen.kind == "connection.established" || seen.kind == "connection.channels";
-        let channels = seen.payload.and_then(|p| p.channels).filter(|_| announces);
-        for (channel, position) in channels.into_iter().flatten() {
-            // A position in the announced epoch is being recovered from:
-            // the replay moves it, not the announcement.
-            let recovering = self
-                .find(&channel)
-                .is_ok_and(|i| *self.positions[i].1 == *position.epoch)
-                && seen.kind == "connection.established";
-            if !recovering {
-                self.set(
-                    &channel.as_str().into(),
-                    &position.epoch.as_str().into(),
-                    position.sequence,
-                );
+    }
+
+    /// Takes the positions `announced`, and the router's names with them.
+    fn announced(&mut self, announced: &Announcement) {
+        for (channel, (epoch, sequence)) in &announced.positions {
+            match self.find(channel) {
+                // A position in the announced epoch is being recovered
+                // from: the replay moves it, not the announcement.
+                Ok(i) if announced.opening && *self.positions[i].1 == **epoch => {
+                    let (known_channel, known_epoch, _) = &mut self.positions[i];
+                    adopt(known_channel, channel);
+                    adopt(known_epoch, epoch);
+                }
+                _ => self.set(channel, epoch, *sequence),
             }
         }
     }
@@ -173,44 +162,64 @@ mod tests {
         (!out.is_empty()).then(|| String::from_utf8(out).unwrap())
     }
 
+    /// An announcement of `(channel, epoch, sequence)`s, as the router
+    /// makes one.
+    fn announce(opening: bool, positions: &[(&Arc<str>, &Arc<str>, u64)]) -> Frame {
+        let positions = positions
+            .iter()
+            .map(|(channel, epoch, sequence)| ((*channel).clone(), ((*epoch).clone(), *sequence)))
+            .collect();
+        Frame::announce("{}", positions, opening)
+    }
+
+    /// A `since` of `alerts:E1:1`.
+    fn alerts_from_e1_1() -> BTreeMap<String, Position> {
+        let position = Position {
+            epoch: "E1".into(),
+            sequence: 1,
+        };
+        [("alerts".to_owned(), position)].into_iter().collect()
+    }
+
     #[test]
     fn the_cursor_follows_announced_positions_and_every_event_delivered() {
+        let [alerts, e1, jobs, j, j2] = ["alerts", "E1", "jobs", "J", "J2"].map(Arc::<str>::from);
         let mut cursor = Cursor::default();
         assert_eq!(id(&cursor), None);
-        cursor.saw(&Frame::control(
-            r#"{"type":"connection.established","payload":{"channels":{"alerts":{"epoch":"E1","sequence":4},"jobs":{"epoch":"J","sequence":0}}}}"#,
-        ));
+        cursor.saw(&announce(true, &[(&alerts, &e1, 4), (&jobs, &j, 0)]));
         assert_eq!(id(&cursor).unwrap(), "alerts:E1:4,jobs:J:0");
         cursor.saw(&Frame::Replay(
             r#"{"type":"alert.created","channel":"alerts","sequence":5}"#.into(),
         ));
-        cursor.saw(&Frame::control(
-            r#"{"type":"connection.channels","payload":{"channels":{"jobs":{"epoch":"J2","sequence":0}}}}"#,
-        ));
+        cursor.saw(&announce(false, &[(&jobs, &j2, 0)]));
         cursor.saw(&Frame::control(r#"{"type":"pong"}"#));
         assert_eq!(id(&cursor).unwrap(), "alerts:E1:5,jobs:J2:0");
     }
 
     #[test]
     fn a_recovering_stream_starts_at_its_since_not_at_the_channel_position() {
-        let since: BTreeMap<String, Position> = [(
-            "alerts".to_owned(),
-            Position {
-                epoch: "E1".into(),
-                sequence: 1,
-            },
-        )]
-        .into_iter()
-        .collect();
+        let since = alerts_from_e1_1();
+        let [alerts, e1, jobs, j] = ["alerts", "E1", "jobs", "J"].map(Arc::<str>::from);
         let mut cursor = Cursor::starting_at(Some(&since));
-        cursor.saw(&Frame::control(
-            r#"{"type":"connection.established","payload":{"channels":{"alerts":{"epoch":"E1","sequence":3},"jobs":{"epoch":"J","sequence":0}}}}"#,
-        ));
+        cursor.saw(&announce(true, &[(&alerts, &e1, 3), (&jobs, &j, 0)]));
         assert_eq!(id(&cursor).unwrap(), "alerts:E1:1,jobs:J:0");
         cursor.saw(&Frame::Replay(
             r#"{"type":"alert.created","channel":"alerts","sequence":2}"#.into(),
         ));
         assert_eq!(id(&cursor).unwrap(), "alerts:E1:2,jobs:J:0");
+    }
+
+    #[test]
+    fn an_announced_stream_holds_the_routers_names_not_copies() {
+        let since = alerts_from_e1_1();
+        let [alerts, e1, jobs, j] = ["alerts", "E1", "jobs", "J"].map(Arc::<str>::from);
+        let mut cursor = Cursor::starting_at(Some(&since));
+        cursor.saw(&announce(true, &[(&alerts, &e1, 3), (&jobs, &j, 0)]));
+        let shared = |(channel, epoch): (&Arc<str>, &Arc<str>), (c, e, _): &Known| {
+            Arc::ptr_eq(channel, c) && Arc::ptr_eq(epoch, e)
+        };
+        assert!(shared((&alerts, &e1), &cursor.positions[0]));
+        assert!(shared((&jobs, &j), &cursor.positions[1]));
     }
 
     #[test]

@@ -41,22 +41,21 @@ impl Table {
             outbox,
         ));
         let positions = self.positions_of(channels.iter());
-        conn.outbox
-            .push_control(Frame::control(protocol::established(
-                &protocol::Established {
-                    connection_id: &conn.public_id,
-                    endpoint: &conn.endpoint,
-                    heartbeat_interval_s: server.heartbeat_interval_s,
-                    user: conn.user.as_deref(),
-                    expires_at: conn.expires_at().map(protocol::unix_timestamp),
-                    channels: &positions,
-                },
-            )));
         let subs = self.subscription_sets.share(SubscriptionSet::default());
         let mut sent = SentRecord::default();
         for (name, (_, seq)) in &positions {
             sent.open(name, *seq, &subs);
         }
+        let established = protocol::established(&protocol::Established {
+            connection_id: &conn.public_id,
+            endpoint: &conn.endpoint,
+            heartbeat_interval_s: server.heartbeat_interval_s,
+            user: conn.user.as_deref(),
+            expires_at: conn.expires_at().map(protocol::unix_timestamp),
+            channels: &positions,
+        });
+        conn.outbox
+            .push_control(Frame::announce(established, positions, true));
         self.census.add(&conn);
         self.conns.insert(
             id,

@@ -53,10 +53,8 @@ impl Table {
                 entry.sent.open(name, *seq, &entry.subs);
             }
             if !gained.is_empty() {
-                entry
-                    .conn
-                    .outbox
-                    .push_control(Frame::control(protocol::channels(&positions)));
+                let announced = Frame::announce(protocol::channels(&positions), positions, false);
+                entry.conn.outbox.push_control(announced);
             }
             self.reindex(id);
         }

@@ -129,6 +129,7 @@ impl Table {
         ch.log.reset(epoch);
         let name = ch.log.name.clone();
         let positions: Positions = [(name.clone(), (ch.log.epoch(), 0))].into_iter().collect();
+        let announced = Frame::announce(protocol::channels(&positions), positions, false);
         for entry in self.conns.values_mut() {
             if !entry.channels.contains(channel) {
                 continue;
@@ -136,10 +137,7 @@ impl Table {
             entry.sent.forget(channel);
             entry.sent.open(&name, 0, &entry.subs);
             entry.conn.outbox.forget_channel(channel);
-            entry
-                .conn
-                .outbox
-                .push_control(Frame::control(protocol::channels(&positions)));
+            entry.conn.outbox.push_control(announced.clone());
         }
     }
 
