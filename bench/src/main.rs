@@ -717,6 +717,7 @@ async fn run(args: RunArgs) -> Result<Value> {
 
     // Publish.
     let cpu0 = proc_stats::summed(pids, proc_stats::cpu_ticks);
+    let system0 = proc_stats::summed(pids, proc_stats::system_ticks);
     let gen_cpu0 = proc_stats::self_cpu_ticks();
     let machine0 = proc_stats::machine_busy_ticks();
     let t0 = Instant::now();
@@ -804,6 +805,7 @@ async fn run(args: RunArgs) -> Result<Value> {
         }
     }
     let cpu1 = proc_stats::summed(pids, proc_stats::cpu_ticks);
+    let system1 = proc_stats::summed(pids, proc_stats::system_ticks);
     let gen_cpu1 = proc_stats::self_cpu_ticks();
     let machine1 = proc_stats::machine_busy_ticks();
     let last_recv = shared.last_recv_ns.load(Ordering::Relaxed);
@@ -842,13 +844,19 @@ async fn run(args: RunArgs) -> Result<Value> {
         0.0
     };
     let per_s = |n: u64, s: f64| if s > 0.0 { (n as f64 / s).round() } else { 0.0 };
-    let server_cpu_s = match (cpu0, cpu1) {
+    let seconds = |from: Option<u64>, to: Option<u64>| match (from, to) {
         (Some(a), Some(b)) => Some((b - a) as f64 / proc_stats::TICKS_PER_S),
         _ => None,
     };
-    let cpu_us_per_delivery = server_cpu_s
-        .filter(|_| deliveries > 0)
-        .map(|s| (s * 1e6 / deliveries as f64 * 1000.0).round() / 1000.0);
+    let per_delivery = |s: Option<f64>| {
+        s.filter(|_| deliveries > 0)
+            .map(|s| (s * 1e6 / deliveries as f64 * 1000.0).round() / 1000.0)
+    };
+    let server_cpu_s = seconds(cpu0, cpu1);
+    let cpu_us_per_delivery = per_delivery(server_cpu_s);
+    // The kernel's part, apart: what no change to a server's own code can
+    // lower (BENCHMARKS.md, "One registration per poll").
+    let system_us_per_delivery = per_delivery(seconds(system0, system1));
     let rss_per_idle = match (rss_before, rss_idle) {
         (Some(a), Some(b)) if ready > 0 => {
             Some(((b as f64 - a as f64) / ready as f64 * 100.0).round() / 100.0)
@@ -864,16 +872,10 @@ async fn run(args: RunArgs) -> Result<Value> {
         _ => None,
     };
     let hist = shared.hist.lock().unwrap_or_else(|e| e.into_inner());
-    let gen_cpu_s = match (gen_cpu0, gen_cpu1) {
-        (Some(a), Some(b)) => Some((b - a) as f64 / proc_stats::TICKS_PER_S),
-        _ => None,
-    };
+    let gen_cpu_s = seconds(gen_cpu0, gen_cpu1);
     // CPU used on the machine by anything but the server and the generator
     // during the measured window: other load skews every figure.
-    let machine_cpu_s = match (machine0, machine1) {
-        (Some(a), Some(b)) => Some((b - a) as f64 / proc_stats::TICKS_PER_S),
-        _ => None,
-    };
+    let machine_cpu_s = seconds(machine0, machine1);
     let other_cpu_s = machine_cpu_s.map(|m| {
         let o = m - server_cpu_s.unwrap_or(0.0) - gen_cpu_s.unwrap_or(0.0);
         (o.max(0.0) * 100.0).round() / 100.0
@@ -927,6 +929,7 @@ async fn run(args: RunArgs) -> Result<Value> {
         "server_pid": pids,
         "server_cpu_s": server_cpu_s,
         "server_cpu_us_per_delivery": cpu_us_per_delivery,
+        "server_system_us_per_delivery": system_us_per_delivery,
         "server_rss_kib": {"before": rss_before, "idle": rss_idle, "after_load": rss_after},
         "rss_per_idle_connection_kib": rss_per_idle,
         "kernel_kib_per_idle_connection": kernel_per_idle,

@@ -23,6 +23,12 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     ticks_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// stime of a process, in clock ticks: its CPU time in the kernel (for a
+/// server at steady state, nearly all of it in `send()`).
+pub fn system_ticks(pid: u32) -> Option<u64> {
+    user_system_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|(_, s)| s)
+}
+
 /// utime + stime of this process, in clock ticks.
 pub fn self_cpu_ticks() -> Option<u64> {
     ticks_of(&std::fs::read_to_string("/proc/self/stat").ok()?)

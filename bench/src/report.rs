@@ -116,7 +116,7 @@ fn mean(values: &[f64]) -> Option<f64> {
 }
 
 /// The table of issue 14: for each server, CPU µs per delivery in a burst and
-/// at a steady rate, the steady p50/p99 (send → receipt by the generator),
+/// at a steady rate (and the kernel's part of the steady figure), the steady p50/p99 (send → receipt by the generator),
 /// the steady p99 to the frame's arrival at the subscriber's socket (the
 /// server's latency without the generator's backlog; `stamped`), KiB per idle
 /// connection at 1,000 and 10,000, each beside the kernel's one-core fan-out
@@ -157,13 +157,13 @@ pub fn one_table(floors: &[Value], runs: &[ServerRuns], reference: &str) -> Stri
 
     let mut out = String::new();
     out.push_str(
-        "| server | burst CPU µs/delivery | steady CPU µs/delivery | steady CPU ÷ floor | \
-         steady CPU ÷ uWS | steady p50 ms | steady p99 ms | p99 ÷ floor | \
+        "| server | burst CPU µs/delivery | steady CPU µs/delivery | of it in the kernel | \
+         steady CPU ÷ floor | steady CPU ÷ uWS | steady p50 ms | steady p99 ms | p99 ÷ floor | \
          steady p99 ms, at arrival | ÷ floor | \
          KiB/idle conn, N 1,000 | KiB/idle conn, N 10,000 | lost / dup | other CPU s (max) |\n",
     );
     out.push_str(
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |\n",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |\n",
     );
     let list = |f: &dyn Fn(&Value) -> Option<f64>, digits: usize| {
         let v: Vec<String> = floors.iter().map(|r| fmt_opt(f(r), digits)).collect();
@@ -176,7 +176,7 @@ pub fn one_table(floors: &[Value], runs: &[ServerRuns], reference: &str) -> Stri
     let frame = list(&|f| num(&f["per_frame_us"]["cpu"]), 2);
     out.push_str(&format!(
         "| **floor**: one `send()` per frame to each of N {} (µs per frame; fan-out ms p50, max) \
-         | {frame} | {frame} | 1.00× | {} | {fanout} | {} | 1.00× | {fanout} | 1.00× | – | – | – | {} |\n",
+         | {frame} | {frame} | – | 1.00× | {} | {fanout} | {} | 1.00× | {fanout} | 1.00× | – | – | – | {} |\n",
         floors
             .first()
             .map_or("?".into(), |f| f["connections"].to_string()),
@@ -204,10 +204,16 @@ pub fn one_table(floors: &[Value], runs: &[ServerRuns], reference: &str) -> Stri
             .filter_map(|x| x.as_ref().and_then(|x| num(&x["other_cpu_s"])))
             .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} |\n",
             display_name(&r.server),
             fmt_opt(cpu(&r.burst), 2),
             fmt_opt(cpu(&r.steady), 2),
+            fmt_opt(
+                r.steady
+                    .as_ref()
+                    .and_then(|r| num(&r["server_system_us_per_delivery"])),
+                2
+            ),
             plain_ratio(cpu(&r.steady), floor_frame_us),
             plain_ratio(cpu(&r.steady), reference_cpu),
             fmt_opt(lat(&r.steady, "send_to_receipt", "p50"), 2),
@@ -245,7 +251,7 @@ mod tests {
         let floor = json!({"connections":1000,"per_frame_us":{"cpu":4.0},
             "fanout_ms":{"p50":5.0,"max":6.0},"other_cpu_s":0.1});
         let run = |cpu: f64, p99_us: u64| {
-            json!({"server_cpu_us_per_delivery":cpu,"lost":0,"duplicated":0,"other_cpu_s":0.5,
+            json!({"server_cpu_us_per_delivery":cpu,"server_system_us_per_delivery":cpu * 0.75,"lost":0,"duplicated":0,"other_cpu_s":0.5,
                 "latency_us":{"send_to_receipt":{"p50":1000,"p99":p99_us},
                     "send_to_arrival":{"p99":p99_us / 2}}})
         };
@@ -265,15 +271,15 @@ mod tests {
         ];
         let t = one_table(&[floor], &runs, "uws");
         assert!(
-            t.contains("| **floor**: one `send()` per frame to each of N 1000 (µs per frame; fan-out ms p50, max) | 4.00 | 4.00 | 1.00× | 0.50× | 5.00 | 6.00 | 1.00× | 5.00 | 1.00× |"),
+            t.contains("| **floor**: one `send()` per frame to each of N 1000 (µs per frame; fan-out ms p50, max) | 4.00 | 4.00 | – | 1.00× | 0.50× | 5.00 | 6.00 | 1.00× | 5.00 | 1.00× |"),
             "{t}"
         );
         assert!(
-            t.contains("| Switchyard, WebSocket | 0.50 | 6.00 | 1.50× | 0.75× | 1.00 | 5.50 | 1.10× | 2.75 | 0.55× | 1.25 | – | 0 / 0 | 0.5 |"),
+            t.contains("| Switchyard, WebSocket | 0.50 | 6.00 | 4.50 | 1.50× | 0.75× | 1.00 | 5.50 | 1.10× | 2.75 | 0.55× | 1.25 | – | 0 / 0 | 0.5 |"),
             "{t}"
         );
         assert!(
-            t.contains("| uWebSockets.js, native pub/sub | – | 8.00 | 2.00× | 1.00× | 1.00 | 10.00 | 2.00× | 5.00 | 1.00× | – | – | 0 / 0 | 0.5 |"),
+            t.contains("| uWebSockets.js, native pub/sub | – | 8.00 | 6.00 | 2.00× | 1.00× | 1.00 | 10.00 | 2.00× | 5.00 | 1.00× | – | – | 0 / 0 | 0.5 |"),
             "{t}"
         );
     }
