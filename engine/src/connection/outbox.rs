@@ -57,8 +57,10 @@ pub enum Frame {
 pub struct Announcement {
     /// The message's JSON text.
     pub text: Text,
-    /// The channels' positions.
-    pub positions: Positions,
+    /// The channels' positions, in the order of their names: a slice, not
+    /// the router's map, which would allocate a node of room for eleven on
+    /// every connection just opened.
+    pub positions: Box<[(Arc<str>, Arc<str>, u64)]>,
     /// Whether it opens the connection (`connection.established`), where
     /// a position the client asked to recover from in the same epoch is
     /// left for the replay to move.
@@ -92,7 +94,11 @@ impl Frame {
     }
 
     /// A control message announcing `positions` (see [`Announcement`]).
-    pub fn announce(text: impl Into<Text>, positions: Positions, opening: bool) -> Frame {
+    pub fn announce(text: impl Into<Text>, positions: &Positions, opening: bool) -> Frame {
+        let positions = positions
+            .iter()
+            .map(|(channel, (epoch, sequence))| (channel.clone(), epoch.clone(), *sequence))
+            .collect();
         Frame::Announce(Arc::new(Announcement {
             text: text.into(),
             positions,

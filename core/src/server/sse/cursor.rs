@@ -102,7 +102,7 @@ impl Cursor {
 
     /// Takes the positions `announced`, and the router's names with them.
     fn announced(&mut self, announced: &Announcement) {
-        for (channel, (epoch, sequence)) in &announced.positions {
+        for (channel, epoch, sequence) in &announced.positions {
             match self.find(channel) {
                 // A position in the announced epoch is being recovered
                 // from: the replay moves it, not the announcement.
@@ -169,7 +169,7 @@ mod tests {
             .iter()
             .map(|(channel, epoch, sequence)| ((*channel).clone(), ((*epoch).clone(), *sequence)))
             .collect();
-        Frame::announce("{}", positions, opening)
+        Frame::announce("{}", &positions, opening)
     }
 
     /// A `since` of `alerts:E1:1`.

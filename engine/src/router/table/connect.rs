@@ -55,7 +55,7 @@ impl Table {
             channels: &positions,
         });
         conn.outbox
-            .push_control(Frame::announce(established, positions, true));
+            .push_control(Frame::announce(established, &positions, true));
         self.census.add(&conn);
         self.conns.insert(
             id,
