@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 pub use clock::Clock;
-pub use outbox::{Announcement, Close, Event, Frame, Outbox};
+pub use outbox::{Announcement, ChannelPosition, Close, Event, Frame, Outbox};
 
 /// The router's internal connection number.
 pub type ConnId = u64;

@@ -49,6 +49,9 @@ pub enum Frame {
     Announce(Arc<Announcement>),
 }
 
+/// One channel's position: its name, its epoch and the last sequence.
+pub type ChannelPosition = (Arc<str>, Arc<str>, u64);
+
 /// Positions announced to a connection, beside the message's text, as the
 /// router's own shared channel names and epochs: a transport that keeps
 /// positions (an event stream's cursor) takes them from here without
@@ -60,7 +63,7 @@ pub struct Announcement {
     /// The channels' positions, in the order of their names: a slice, not
     /// the router's map, which would allocate a node of room for eleven on
     /// every connection just opened.
-    pub positions: Box<[(Arc<str>, Arc<str>, u64)]>,
+    pub positions: Box<[ChannelPosition]>,
     /// Whether it opens the connection (`connection.established`), where
     /// a position the client asked to recover from in the same epoch is
     /// left for the replay to move.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::client_message;
-use crate::connection::{Announcement, Frame};
+use crate::connection::{Announcement, ChannelPosition, Frame};
 use crate::protocol::Position;
 
 /// Positions per channel, updated by every message that carries one.
@@ -24,7 +24,7 @@ pub struct Cursor {
 }
 
 /// A channel the stream has seen: its name, epoch and last sequence.
-type Known = (Arc<str>, Arc<str>, u64);
+type Known = ChannelPosition;
 
 /// The fields of a replayed event that move the cursor.
 #[derive(Deserialize)]
