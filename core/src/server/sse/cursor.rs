@@ -172,15 +172,6 @@ mod tests {
         Frame::announce("{}", &positions, opening)
     }
 
-    /// A `since` of `alerts:E1:1`.
-    fn alerts_from_e1_1() -> BTreeMap<String, Position> {
-        let position = Position {
-            epoch: "E1".into(),
-            sequence: 1,
-        };
-        [("alerts".to_owned(), position)].into_iter().collect()
-    }
-
     #[test]
     fn the_cursor_follows_announced_positions_and_every_event_delivered() {
         let [alerts, e1, jobs, j, j2] = ["alerts", "E1", "jobs", "J", "J2"].map(Arc::<str>::from);
@@ -197,29 +188,27 @@ mod tests {
     }
 
     #[test]
-    fn a_recovering_stream_starts_at_its_since_not_at_the_channel_position() {
-        let since = alerts_from_e1_1();
+    fn a_recovering_stream_starts_at_its_since_and_holds_the_routers_names() {
+        let position = Position {
+            epoch: "E1".into(),
+            sequence: 1,
+        };
+        let since = [("alerts".to_owned(), position)].into_iter().collect();
         let [alerts, e1, jobs, j] = ["alerts", "E1", "jobs", "J"].map(Arc::<str>::from);
         let mut cursor = Cursor::starting_at(Some(&since));
         cursor.saw(&announce(true, &[(&alerts, &e1, 3), (&jobs, &j, 0)]));
         assert_eq!(id(&cursor).unwrap(), "alerts:E1:1,jobs:J:0");
-        cursor.saw(&Frame::Replay(
-            r#"{"type":"alert.created","channel":"alerts","sequence":2}"#.into(),
-        ));
-        assert_eq!(id(&cursor).unwrap(), "alerts:E1:2,jobs:J:0");
-    }
-
-    #[test]
-    fn an_announced_stream_holds_the_routers_names_not_copies() {
-        let since = alerts_from_e1_1();
-        let [alerts, e1, jobs, j] = ["alerts", "E1", "jobs", "J"].map(Arc::<str>::from);
-        let mut cursor = Cursor::starting_at(Some(&since));
-        cursor.saw(&announce(true, &[(&alerts, &e1, 3), (&jobs, &j, 0)]));
+        // The names are the router's, not copies, the recovering
+        // channel's too.
         let shared = |(channel, epoch): (&Arc<str>, &Arc<str>), (c, e, _): &Known| {
             Arc::ptr_eq(channel, c) && Arc::ptr_eq(epoch, e)
         };
         assert!(shared((&alerts, &e1), &cursor.positions[0]));
         assert!(shared((&jobs, &j), &cursor.positions[1]));
+        cursor.saw(&Frame::Replay(
+            r#"{"type":"alert.created","channel":"alerts","sequence":2}"#.into(),
+        ));
+        assert_eq!(id(&cursor).unwrap(), "alerts:E1:2,jobs:J:0");
     }
 
     #[test]
