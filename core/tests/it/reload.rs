@@ -11,35 +11,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{alert, mkfifo, start, Router, BASE};
+use support::{alert, mkfifo, start, with_incidents, Router, BASE};
 use switchyard::app::Options;
 use switchyard::plugin_host::PluginHost;
 use switchyard::{reload, runtime};
 
 // ---------------------------------------------------------------- helpers
-
-/// BASE with one more channel, `incidents`, carried by `/ws/events`, and a
-/// type `incident.opened` on it.
-fn with_incidents() -> String {
-    let config = BASE.replace(
-        r#"channels = ["alerts", "jobs"]"#,
-        r#"channels = ["alerts", "jobs", "incidents"]"#,
-    );
-    format!(
-        r#"{config}
-[[channels]]
-name = "incidents"
-history = 10
-
-[[event_types]]
-name = "incident.opened"
-channel = "incidents"
-description = "Incident opened"
-[event_types.payload]
-id = {{ type = "string", required = true }}
-"#
-    )
-}
 
 /// BASE without the `jobs` channel, its endpoint entry and its type.
 fn without_jobs() -> String {

@@ -198,6 +198,33 @@ async fn last_event_id_recovers_every_channel_and_since_wins_over_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_gained_by_a_reload_joins_the_cursor_and_moves_with_its_events() {
+    let router = start(support::BASE).await;
+    let mut sse = Sse::open(&router, "/ws/events", &[]).await;
+    let hello = sse.next_type("connection.established").await;
+    let before = hello.id.unwrap();
+    router
+        .settle_after(|| router.write_config(&support::with_incidents()))
+        .await;
+    let gained = sse.next_type("connection.channels").await;
+    let epoch = gained.data["payload"]["channels"]["incidents"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Channels in the order of their names: alerts, incidents, jobs.
+    let at = |sequence: u64| {
+        let (alerts, jobs) = before.split_once(',').unwrap();
+        format!("{alerts},incidents:{epoch}:{sequence},{jobs}")
+    };
+    assert_eq!(gained.id.as_deref(), Some(at(0).as_str()));
+    router
+        .publish_ok(&json!({"type": "incident.opened", "payload": {"id": "i1"}}))
+        .await;
+    let incident = sse.next_type("incident.opened").await;
+    assert_eq!(incident.id.as_deref(), Some(at(1).as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_ends_with_connection_closed_where_a_websocket_would_close() {
     let router = start(support::BASE).await;
     let mut sse = Sse::open(&router, "/ws/events", &[]).await;

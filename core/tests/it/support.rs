@@ -137,6 +137,29 @@ pub fn with_server(server: &str) -> String {
     config(server, "mode = \"none\"")
 }
 
+/// BASE with one more channel, `incidents`, carried by `/ws/events`, and a
+/// type `incident.opened` on it.
+pub fn with_incidents() -> String {
+    let config = BASE.replace(
+        r#"channels = ["alerts", "jobs"]"#,
+        r#"channels = ["alerts", "jobs", "incidents"]"#,
+    );
+    format!(
+        r#"{config}
+[[channels]]
+name = "incidents"
+history = 10
+
+[[event_types]]
+name = "incident.opened"
+channel = "incidents"
+description = "Incident opened"
+[event_types.payload]
+id = {{ type = "string", required = true }}
+"#
+    )
+}
+
 /// An `alert.created` event with `id`, as published over HTTP.
 pub fn alert(id: &str) -> Value {
     serde_json::json!({"type": "alert.created", "payload": {"id": id, "severity": "low"}})
