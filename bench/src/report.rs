@@ -116,13 +116,14 @@ fn mean(values: &[f64]) -> Option<f64> {
 }
 
 /// The table of issue 14: for each server, CPU µs per delivery in a burst and
-/// at a steady rate (and the kernel's part of the steady figure), the steady p50/p99 (send → receipt by the generator),
-/// the steady p99 to the frame's arrival at the subscriber's socket (the
-/// server's latency without the generator's backlog; `stamped`), KiB per idle
-/// connection at 1,000 and 10,000, each beside the kernel's one-core fan-out
-/// floor (`floors`: `switchyard-bench floor` reports at the same N, taken in
-/// the same run; ratios use their mean) and, for steady CPU, beside the
-/// server named `reference` (uWebSockets.js).
+/// at a steady rate (and the kernel's part of the steady figure), the steady
+/// p50/p99 (send → receipt by the generator), the steady p99 to the frame's
+/// arrival at the subscriber's socket (the server's latency without the
+/// generator's backlog; `stamped`), KiB per idle connection at 1,000 and
+/// 10,000, each beside the kernel's one-core fan-out floor (`floors`:
+/// `switchyard-bench floor` reports at the same N, taken in the same run;
+/// ratios use their mean) and, for steady CPU, beside the server named
+/// `reference` (uWebSockets.js).
 pub fn one_table(floors: &[Value], runs: &[ServerRuns], reference: &str) -> String {
     let floor_frame_us = mean(
         &floors
