@@ -453,8 +453,13 @@ async fn a_configmap_symlink_swap_is_picked_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_reloads_during_continuous_publishing_lose_nothing() {
-    // A queue large enough that a reader on loopback never lags.
-    let base = BASE.replace("[auth]", "send_queue = 100000\n\n[auth]");
+    // A queue large enough that a reader on loopback never lags, and no
+    // rate limit that a fast publisher (a release build) could meet.
+    let base = BASE.replace(
+        "[auth]",
+        "send_queue = 100000\n\
+         publish_rate_limit = { requests_per_s = 1000000, burst = 1000000 }\n\n[auth]",
+    );
     let other = format!(
         "{}\n[[channels]]\nname = \"spare\"\ndescription = \"unrelated\"\n",
         base.replace(
