@@ -41,11 +41,6 @@ impl Table {
             outbox,
         ));
         let positions = self.positions_of(channels.iter());
-        let subs = self.subscription_sets.share(SubscriptionSet::default());
-        let mut sent = SentRecord::default();
-        for (name, (_, seq)) in &positions {
-            sent.open(name, *seq, &subs);
-        }
         let established = protocol::established(&protocol::Established {
             connection_id: &conn.public_id,
             endpoint: &conn.endpoint,
@@ -56,6 +51,11 @@ impl Table {
         });
         conn.outbox
             .push_control(Frame::announce(established, &positions, true));
+        let subs = self.subscription_sets.share(SubscriptionSet::default());
+        let mut sent = SentRecord::default();
+        for (name, (_, seq)) in &positions {
+            sent.open(name, *seq, &subs);
+        }
         self.census.add(&conn);
         self.conns.insert(
             id,

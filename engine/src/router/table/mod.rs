@@ -205,6 +205,12 @@ impl Table {
             .collect()
     }
 
+    /// `connection.channels` announcing `positions`, its text and its
+    /// positions made from the same map.
+    fn channels_announced(positions: &Positions) -> Frame {
+        Frame::announce(protocol::channels(positions), positions, false)
+    }
+
     /// Recomputes which types one connection receives.
     fn reindex(&mut self, id: ConnId) {
         let Some(entry) = self.conns.get(&id) else {

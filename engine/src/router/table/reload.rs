@@ -53,7 +53,7 @@ impl Table {
                 entry.sent.open(name, *seq, &entry.subs);
             }
             if !gained.is_empty() {
-                let announced = Frame::announce(protocol::channels(&positions), &positions, false);
+                let announced = Self::channels_announced(&positions);
                 entry.conn.outbox.push_control(announced);
             }
             self.reindex(id);

@@ -129,7 +129,7 @@ impl Table {
         ch.log.reset(epoch);
         let name = ch.log.name.clone();
         let positions: Positions = [(name.clone(), (ch.log.epoch(), 0))].into_iter().collect();
-        let announced = Frame::announce(protocol::channels(&positions), &positions, false);
+        let announced = Self::channels_announced(&positions);
         for entry in self.conns.values_mut() {
             if !entry.channels.contains(channel) {
                 continue;
