@@ -7,6 +7,13 @@
 //! possible fan-out of one event to N subscribers on one core, so a lower
 //! bound for the p99 latency of a broadcast at that N.
 //!
+//! Each send's return is timed too, from its round's start (`delivery_ms`):
+//! on loopback a frame is in the subscriber's socket when its `send()`
+//! returns, so these are the latencies a server with no cost of its own
+//! would show at arrival. Their p99 is what a server's steady p99 at arrival
+//! (`send_to_arrival`) stands beside, percentile for percentile; the round's
+//! median (`fanout_ms`) is the stricter mark an earlier table used.
+//!
 //! The receiving ends live in a child process (`floor-reader`), which drains
 //! them on one thread and tells the writer when a round has arrived whole.
 //! A child, not a thread, because a process may hold at most 20,000 open
@@ -144,6 +151,20 @@ fn envelope(bytes: usize) -> Vec<u8> {
     let tail = r#""}}"#;
     let pad = bytes.saturating_sub(head.len() + tail.len());
     format!("{head}{}{tail}", "x".repeat(pad)).into_bytes()
+}
+
+/// Median, 99th percentile and maximum (nearest rank); null when there is
+/// nothing to rank.
+fn tail(values: &mut [f64]) -> Value {
+    if values.is_empty() {
+        return Value::Null;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = |q: f64| {
+        let at = (values.len() as f64 * q).ceil() as usize;
+        round3(values[at.clamp(1, values.len()) - 1])
+    };
+    json!({"p50": rank(0.5), "p99": rank(0.99), "max": rank(1.0)})
 }
 
 /// Median, minimum and maximum.
@@ -480,6 +501,12 @@ pub fn floor(args: &FloorArgs) -> Result<Value> {
     let mut fanout_ms = Vec::with_capacity(args.rounds);
     let mut delivered_ms = Vec::with_capacity(args.rounds);
     let mut writer_cpu_us = Vec::with_capacity(args.rounds);
+    // Through io_uring a round's sends complete together, in one
+    // `io_uring_enter`: there is no time of each send's own to take.
+    let mut delivery_ms = Vec::with_capacity(match args.submit {
+        Submit::Send => n * args.rounds,
+        Submit::IoUring => 0,
+    });
     let mut submissions = 0usize;
     let mut start = None;
     for round in 0..total_rounds {
@@ -495,12 +522,16 @@ pub fn floor(args: &FloorArgs) -> Result<Value> {
             ));
             submissions = 0;
         }
+        let timed = round >= args.warmup;
         let cpu0 = proc_stats::own_thread_run_ns();
         let t0 = Instant::now();
         match uring.as_mut() {
             None => {
                 for c in &mut conns {
                     c.write_all(buf).context("write to a connection")?;
+                    if timed {
+                        delivery_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                    }
                 }
                 submissions += n;
             }
@@ -514,7 +545,7 @@ pub fn floor(args: &FloorArgs) -> Result<Value> {
             line == format!("round {}", round + 1),
             "unexpected line from the reader: {line}"
         );
-        if round >= args.warmup {
+        if timed {
             fanout_ms.push(wrote.as_secs_f64() * 1e3);
             delivered_ms.push(received.as_secs_f64() * 1e3);
             if let (Some(a), Some(b)) = (cpu0, cpu1) {
@@ -609,6 +640,7 @@ pub fn floor(args: &FloorArgs) -> Result<Value> {
         },
         "fanout_ms": spread(&mut fanout_ms),
         "delivered_ms": spread(&mut delivered_ms),
+        "delivery_ms": tail(&mut delivery_ms),
         "writer_cpu_s": {
             "total": round6(writer_cpu_s),
             "user": writer_user_s,
@@ -628,9 +660,9 @@ pub fn markdown(r: &Value) -> String {
     let f = |v: &Value| v.as_f64().map_or("–".into(), |x| format!("{x:.2}"));
     format!(
         "| N | frame bytes | K | submit | syscalls/round | per-send µs (wall) | per-send µs (writer CPU) | fan-out ms p50 | fan-out ms max | received ms p50 | received ms max \
-         | reader CPU µs/frame | other CPU s |\n\
-         | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
-         | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+         | send return ms p50 | send return ms p99 | reader CPU µs/frame | other CPU s |\n\
+         | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
+         | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
         r["connections"],
         r["frame_bytes"],
         r["per_send"],
@@ -642,6 +674,8 @@ pub fn markdown(r: &Value) -> String {
         f(&r["fanout_ms"]["max"]),
         f(&r["delivered_ms"]["p50"]),
         f(&r["delivered_ms"]["max"]),
+        f(&r["delivery_ms"]["p50"]),
+        f(&r["delivery_ms"]["p99"]),
         f(&r["reader_cpu_us_per_frame"]),
         f(&r["other_cpu_s"]),
     )
@@ -713,6 +747,20 @@ mod tests {
         assert_eq!(&f[..4], &[0x81, 126, 0, 162]);
         assert_eq!(ws_text_frame(b"hi"), vec![0x81, 2, b'h', b'i']);
         assert_eq!(ws_text_frame(&[b'x'; 70_000]).len(), 70_010);
+    }
+
+    #[test]
+    fn the_tail_ranks_the_nearest_value() {
+        let mut v: Vec<f64> = (1..=200).rev().map(f64::from).collect();
+        assert_eq!(
+            tail(&mut v),
+            json!({"p50": 100.0, "p99": 198.0, "max": 200.0})
+        );
+        assert_eq!(
+            tail(&mut [7.0]),
+            json!({"p50": 7.0, "p99": 7.0, "max": 7.0})
+        );
+        assert_eq!(tail(&mut []), Value::Null);
     }
 
     #[test]
