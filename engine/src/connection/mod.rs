@@ -3,6 +3,7 @@
 //! them, so that the routing index changes in the same step.
 
 pub mod clock;
+pub mod frame;
 pub mod inline;
 pub mod outbox;
 
@@ -13,7 +14,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 pub use clock::Clock;
-pub use outbox::{Announcement, ChannelPosition, Close, Event, Frame, Outbox};
+pub use frame::{Announcement, ChannelPosition, Event, Frame};
+pub use outbox::{Close, Outbox};
 
 /// The router's internal connection number.
 pub type ConnId = u64;
