@@ -1349,6 +1349,16 @@ fn header_of(response: &reqwest::Response, name: &str) -> Option<String> {
         .map(|v| v.to_str().unwrap().to_owned())
 }
 
+/// Every `Vary` value of `response`, each header once as sent.
+fn varies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Browsers get CORS answers from the origins `auth.allowed_origins` lists
 /// (compared case-insensitively in scheme and host), and nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1376,13 +1386,33 @@ async fn cors_answers_allowed_origins_only() {
         header_of(&preflight, "access-control-allow-origin").as_deref(),
         Some(dash)
     );
-    assert_eq!(header_of(&preflight, "vary").as_deref(), Some("Origin"));
+    assert_eq!(varies(&preflight), ["Origin"]);
     let methods = header_of(&preflight, "access-control-allow-methods").unwrap();
     assert!(methods.contains("POST"), "{methods}");
     let headers = header_of(&preflight, "access-control-allow-headers").unwrap();
     for wanted in ["Authorization", "Content-Type", "Last-Event-ID"] {
         assert!(headers.contains(wanted), "{headers}");
     }
+    // An endpoint's path is preflighted too: a `fetch` event stream that
+    // sends `Authorization` asks first.
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, router.url("/ws/events"))
+        .header("Origin", dash)
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(
+        header_of(&preflight, "access-control-allow-origin").as_deref(),
+        Some(dash)
+    );
+    assert_eq!(
+        header_of(&preflight, "access-control-allow-methods").as_deref(),
+        Some("GET, HEAD, OPTIONS")
+    );
+    assert_eq!(varies(&preflight), ["Origin"]);
 
     let shouting = "HTTPS://DASH.example.COM";
     let response = client
@@ -1397,7 +1427,7 @@ async fn cors_answers_allowed_origins_only() {
         header_of(&response, "access-control-allow-origin").as_deref(),
         Some(shouting)
     );
-    assert_eq!(header_of(&response, "vary").as_deref(), Some("Origin"));
+    assert_eq!(varies(&response), ["Origin"]);
     let health = client
         .get(router.url("/health"))
         .header("Origin", dash)
@@ -1461,8 +1491,8 @@ async fn cors_answers_allowed_origins_only() {
     router.shutdown().await;
 }
 
-/// A known route with a wrong method is 405 with `Allow` (and a JSON
-/// body); `HEAD` is answered on every GET route, without a body.
+/// A known route or endpoint path with a wrong method is 405 with `Allow`
+/// (and a JSON body); `HEAD` is answered on every GET route, without a body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_method_is_405_with_allow_and_head_is_answered() {
     let router = start(BASE).await;
@@ -1475,6 +1505,8 @@ async fn wrong_method_is_405_with_allow_and_head_is_answered() {
             "/api/admin/config",
             "GET, HEAD, OPTIONS",
         ),
+        // A configured endpoint's path: not "nothing at /ws/events".
+        (reqwest::Method::POST, "/ws/events", "GET, HEAD, OPTIONS"),
     ] {
         let response = client
             .request(method.clone(), router.url(path))

@@ -79,9 +79,12 @@ const ROUTES: [(&str, &str); 14] = [
     ("/api/admin/disconnect", POST_METHODS),
 ];
 
-/// The methods `path` answers, if it is a route.
-fn methods(path: &str) -> Option<&'static str> {
-    ROUTES.iter().find(|(p, _)| *p == path).map(|(_, m)| *m)
+/// The methods `path` answers, if it is a route or a configured
+/// endpoint (whose `GET` is answered before these routes: an upgrade or an
+/// event stream).
+fn methods(app: &App, path: &str) -> Option<&'static str> {
+    let route = ROUTES.iter().find(|(p, _)| *p == path).map(|(_, m)| *m);
+    route.or_else(|| app.router.snapshot().endpoint(path).map(|_| GET_METHODS))
 }
 
 /// Request headers a browser may send cross-origin (docs/protocol.md,
@@ -90,9 +93,18 @@ const CORS_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
 
 /// Marks `headers` as answering `origin` (docs/protocol.md,
 /// "Browsers (CORS) and methods").
+///
+/// Marking it twice (a preflight answered here, then the response on its
+/// way out) adds `Vary: Origin` once.
 pub(super) fn add_cors(headers: &mut http::HeaderMap, origin: http::HeaderValue) {
     headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.append(http::header::VARY, http::HeaderValue::from_static("Origin"));
+    let varies = headers
+        .get_all(http::header::VARY)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"origin"));
+    if !varies {
+        headers.append(http::header::VARY, http::HeaderValue::from_static("Origin"));
+    }
 }
 
 /// `GET`, and `HEAD` answered alike (hyper leaves the body out).
@@ -129,7 +141,7 @@ fn options(app: &App, allow: &'static str, headers: &http::HeaderMap) -> Reply {
 
 /// What is not a route: 405 with `Allow` for a known path, 404 otherwise.
 fn fallback(app: &App, method: &http::Method, path: &str, headers: &http::HeaderMap) -> Reply {
-    let Some(allow) = methods(path) else {
+    let Some(allow) = methods(app, path) else {
         return error_reply(
             StatusCode::NOT_FOUND,
             "not_found",
