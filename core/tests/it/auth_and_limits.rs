@@ -565,6 +565,27 @@ async fn kid_selects_one_of_several_keys() {
     .await;
 }
 
+/// Out of the box (`optional`, no secret set) the router serves anonymous
+/// clients, and a token it cannot verify is refused saying why: the router
+/// has no key, not that the token lacks one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_without_a_key_refuses_tokens_saying_it_has_none() {
+    let var = "SY_TEST_JWT_NO_KEY";
+    std::env::remove_var(var);
+    let router = start(&config("", &jwt_auth("optional", var, "", ""))).await;
+    let (mut anon, hello) = connect_anonymous(&router).await;
+    assert_eq!(hello["user"], Value::Null, "{hello}");
+    assert_alive(&mut anon).await;
+    let token = hs256("some-other-secret", &claims("alice", 600));
+    assert_token_refused(
+        &router,
+        &format!("/ws/events?token={token}"),
+        "a token, no key",
+        "invalid token: this router has no key to verify tokens",
+    )
+    .await;
+}
+
 // -------------------------------------------------------- channels claim
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,11 @@ pub enum TokenError {
     /// The token has no `kid` and there is no top-level key to use.
     #[error("token has no key id (kid)")]
     MissingKid,
+    /// The router has no key at all (`optional`, no secret set): whatever
+    /// the token, it cannot be verified, and that, not the token, is what
+    /// the client's operator must fix.
+    #[error("this router has no key to verify tokens")]
+    NoKey,
     /// The header's `alg` is not the algorithm configured for the key.
     #[error("token algorithm not allowed")]
     WrongAlgorithm,
@@ -79,6 +84,9 @@ impl Verifier {
 
     /// [`Verifier::verify`] at a given time (Unix seconds).
     fn verify_at(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        if self.default.is_none() && self.by_kid.is_empty() {
+            return Err(TokenError::NoKey);
+        }
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }

@@ -382,6 +382,16 @@ fn channels_claim_forms() {
     }
 }
 
+/// A router without any key (`optional`, no secret set) says so for every
+/// token, valid-looking or not, rather than blaming the token's header.
+#[test]
+fn a_verifier_without_keys_names_that_for_every_token() {
+    let keyless = Verifier::default();
+    for token in [hs(&valid_claims()), "not.a.token".into(), String::new()] {
+        assert_eq!(keyless.verify(&token), Err(TokenError::NoKey), "{token}");
+    }
+}
+
 #[test]
 fn messages_are_short_and_safe() {
     let long_kid = "k".repeat(500);
@@ -392,6 +402,7 @@ fn messages_are_short_and_safe() {
         TokenError::BadSignature,
         TokenError::UnknownKid(shorten(&long_kid)),
         TokenError::MissingKid,
+        TokenError::NoKey,
         TokenError::WrongAlgorithm,
         TokenError::MissingClaim("channels"),
         TokenError::InvalidClaim("channels"),
