@@ -202,10 +202,13 @@ impl std::fmt::Debug for PluginHost {
     }
 }
 
-fn plugin_problem(index: usize, key: &str, value: &str, why: String) -> Problem {
+/// A problem with plugin `index`'s `key`; `value` is what was written
+/// there, when it fits in a line (a `config` table does not: its problem
+/// names the instance instead).
+fn plugin_problem(index: usize, key: &str, value: Option<&str>, why: String) -> Problem {
     Problem {
         key: Some(format!("plugins[{index}].{key}")),
-        value: Some(json!(value)),
+        value: value.map(|v| json!(v)),
         problem: why,
         line: None,
         column: None,
@@ -226,7 +229,12 @@ impl PluginHost {
                 Ok(lib) => lib,
                 Err(e) => {
                     let written = &pc.library_as_written;
-                    problems.push(plugin_problem(index, "library", written, e.to_string()));
+                    problems.push(plugin_problem(
+                        index,
+                        "library",
+                        Some(written),
+                        e.to_string(),
+                    ));
                     continue;
                 }
             };
@@ -266,7 +274,7 @@ impl PluginHost {
                         sink,
                     });
                 }
-                Err(e) => problems.push(plugin_problem(index, "config", &pc.name, e.to_string())),
+                Err(e) => problems.push(plugin_problem(index, "config", None, e.to_string())),
             }
         }
         plan.outgoing = managed

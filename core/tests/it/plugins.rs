@@ -745,10 +745,11 @@ async fn panic_in_create_refuses_reload_and_old_config_keeps_serving() {
         .iter()
         .find(|e| e["key"] == "plugins[0].config")
         .unwrap_or_else(|| panic!("no error keyed plugins[0].config: {body}"));
-    assert!(
-        e["problem"].as_str().unwrap_or_default().contains("panic"),
-        "{e}"
-    );
+    let problem = e["problem"].as_str().unwrap_or_default();
+    assert!(problem.contains("panic"), "{e}");
+    // The instance is named in the problem, not shown as the config's value.
+    assert!(problem.contains("`tk`"), "{e}");
+    assert_eq!(e["value"], Value::Null, "{e}");
 
     let (_, after) = router.get("/health").await;
     assert_eq!(after["config_version"], before["config_version"]);
