@@ -19,6 +19,7 @@ use crate::client_message;
 use crate::cluster::leases;
 use crate::config::{AuthMode, EndpointConfig};
 use crate::connection::ConnRef;
+use crate::names;
 use crate::protocol::Position;
 use crate::router::{ConnectRequest, Snapshot};
 use crate::server::{reply, Peer, Response};
@@ -47,6 +48,32 @@ pub fn refusal(status: StatusCode, code: &'static str, message: &str) -> Refusal
     Refusal {
         reason: Some(code),
         response: reply::error(status, code, message, json!({})),
+    }
+}
+
+/// A WebSocket upgrade or an event stream asked of a path that is no
+/// endpoint: 404 listing the endpoints (and the nearest, if one is close),
+/// counted, and noted for coverage's `unknown_endpoints_requested`.
+pub fn unknown_endpoint(app: &App, snap: &Snapshot, path: &str) -> Refusal {
+    app.router.coverage().unknown_endpoint(path);
+    let endpoints: Vec<&str> = snap
+        .config
+        .endpoints
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
+    let mut extra = json!({ "endpoints": endpoints });
+    if let Some(close) = names::did_you_mean(path, endpoints.iter().copied()) {
+        extra["did_you_mean"] = json!(close);
+    }
+    Refusal {
+        reason: Some("unknown_endpoint"),
+        response: reply::error(
+            StatusCode::NOT_FOUND,
+            "unknown_endpoint",
+            &format!("no endpoint at {path}"),
+            extra,
+        ),
     }
 }
 

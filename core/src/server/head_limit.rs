@@ -48,6 +48,9 @@ pub enum Refused {
     Request,
     /// A WebSocket upgrade (it had `Upgrade: websocket`).
     Upgrade,
+    /// An event stream (its `Accept` named `text/event-stream` within the
+    /// first bytes of the line that are read, as an `EventSource`'s does).
+    Stream,
 }
 
 /// Shared between a connection's [`Limited`] IO and its service.
@@ -77,7 +80,8 @@ impl Gate {
         match self.refused.load(Ordering::Acquire) {
             0 => None,
             1 => Some(Refused::Request),
-            _ => Some(Refused::Upgrade),
+            2 => Some(Refused::Upgrade),
+            _ => Some(Refused::Stream),
         }
     }
 
@@ -85,6 +89,7 @@ impl Gate {
         let code = match what {
             Refused::Request => 1,
             Refused::Upgrade => 2,
+            Refused::Stream => 3,
         };
         self.refused.store(code, Ordering::Release);
     }
@@ -111,6 +116,7 @@ struct HeadScan {
     line_len: usize,
     prefix: [u8; LINE_PREFIX],
     upgrade: bool,
+    stream: bool,
     content_length: Option<u64>,
     /// A `Transfer-Encoding`, or a `Content-Length` that could not be read:
     /// where the body ends is not known here.
@@ -148,6 +154,8 @@ impl HeadScan {
         let line = &self.prefix[..self.line_len.min(LINE_PREFIX)];
         if let Some(value) = line.strip_prefix(b"upgrade:") {
             self.upgrade |= value.windows(9).any(|w| w == b"websocket");
+        } else if let Some(value) = line.strip_prefix(b"accept:") {
+            self.stream |= value.windows(17).any(|w| w == b"text/event-stream");
         } else if let Some(value) = line.strip_prefix(b"content-length:") {
             let length = std::str::from_utf8(value)
                 .ok()
@@ -286,10 +294,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Limited<I> {
                         };
                     }
                     Fed::Over => {
-                        let what = if scan.upgrade {
-                            Refused::Upgrade
-                        } else {
-                            Refused::Request
+                        let what = match (scan.upgrade, scan.stream) {
+                            (true, _) => Refused::Upgrade,
+                            (false, true) => Refused::Stream,
+                            (false, false) => Refused::Request,
                         };
                         self.gate.refuse(what);
                         self.refusal = Some(Box::new(Refusal::new(self.max)));
@@ -427,6 +435,19 @@ mod tests {
         let mut plain = HeadScan::default();
         plain.feed(b"GET / HTTP/1.1\r\nX-Upgrade: websocket\r\n", 1000);
         assert!(!plain.upgrade);
+    }
+
+    #[test]
+    fn an_event_stream_is_told_by_its_accept() {
+        let mut scan = HeadScan::default();
+        scan.feed(
+            b"GET /ws/events HTTP/1.1\r\nAccept: Text/Event-Stream\r\n",
+            1000,
+        );
+        assert!(scan.stream && !scan.upgrade);
+        let mut plain = HeadScan::default();
+        plain.feed(b"GET / HTTP/1.1\r\nAccept: text/html\r\n", 1000);
+        assert!(!plain.stream);
     }
 
     #[test]

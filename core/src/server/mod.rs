@@ -241,7 +241,7 @@ where
     }
     if let Some(what) = gate.refused() {
         tracing::debug!(peer = %peer.0, "request head over server.max_header_bytes: answered 431");
-        if what == head_limit::Refused::Upgrade {
+        if what != head_limit::Refused::Request {
             metrics_app
                 .router
                 .metrics()
@@ -285,8 +285,10 @@ fn is_upgrade(req: &http::Request<Incoming>) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// A `GET` of an endpoint path that is not an upgrade: an event stream, or
-/// 426 naming both ways to connect. `None` for any other request.
+/// A `GET` that is not an upgrade, of an endpoint path or asking for an
+/// event stream: the stream (404 `unknown_endpoint` where there is no
+/// endpoint, as for an upgrade), or 426 naming both ways to connect.
+/// `None` for any other request.
 async fn endpoint_get(
     app: &Arc<App>,
     peer: Peer,
@@ -295,11 +297,12 @@ async fn endpoint_get(
 ) -> Option<Answer> {
     let path = req.uri().path();
     let is_get = method == http::Method::GET || method == http::Method::HEAD;
-    if !is_get || app.router.snapshot().endpoint(path).is_none() {
+    let wants_stream = sse::wants_stream(req.headers());
+    if !is_get || !wants_stream && app.router.snapshot().endpoint(path).is_none() {
         return None;
     }
     let cors = api::cors_origin(app, req.headers());
-    let mut response = if sse::wants_stream(req.headers()) {
+    let mut response = if wants_stream {
         match sse::stream(app.clone(), peer, req).await {
             Ok(stream) => {
                 let mut headers = sse::headers();

@@ -1245,7 +1245,8 @@ async fn wait_for_metric(router: &Router, line: &str) {
 
 /// A request line plus headers over `server.max_header_bytes` is answered
 /// 431 `header_too_large` (JSON) and the connection closed, without
-/// waiting for the head to end; upgrades so refused are counted. The bound
+/// waiting for the head to end; upgrades and event streams so refused are
+/// counted. The bound
 /// is per request: bodies and earlier requests on the connection do not
 /// count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1303,6 +1304,18 @@ async fn a_request_head_over_max_header_bytes_is_431_and_closed() {
     wait_for_metric(
         &router,
         "switchyard_upgrades_refused_total{reason=\"header_too_large\"} 1",
+    )
+    .await;
+    // … and so is an event stream's.
+    let stream = format!(
+        "GET /ws/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{}",
+        padding(200)
+    );
+    let answer = raw_exchange(&router, stream.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    wait_for_metric(
+        &router,
+        "switchyard_upgrades_refused_total{reason=\"header_too_large\"} 2",
     )
     .await;
     let (status, body) = router.get("/health").await;

@@ -115,6 +115,32 @@ async fn a_plain_get_of_an_endpoint_is_426_naming_both_ways() {
     assert!(message.contains("WebSocket") && message.contains("text/event-stream"));
 }
 
+/// A stream asked of a path that is no endpoint is refused as an upgrade
+/// there would be: 404 `unknown_endpoint` naming the nearest endpoint,
+/// counted, and noted in coverage (it used to be the API's plain 404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_asked_of_no_endpoint_is_refused_counted_and_noted_like_an_upgrade() {
+    let router = start(support::BASE).await;
+    let mut refused = Sse::open(&router, "/ws/event", &[]).await;
+    assert_eq!(refused.status, 404);
+    let mut body = String::new();
+    refused.reader.read_to_string(&mut body).await.unwrap();
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "unknown_endpoint", "{body}");
+    assert_eq!(body["error"]["did_you_mean"], "/ws/events", "{body}");
+    let metrics = router.metrics().await;
+    assert!(
+        metrics.contains("switchyard_upgrades_refused_total{reason=\"unknown_endpoint\"} 1"),
+        "{metrics}"
+    );
+    let (_, coverage) = router.get("/api/websocket/coverage").await;
+    assert_eq!(
+        coverage["unknown_endpoints_requested"],
+        json!([{"path": "/ws/event", "requests": 1}]),
+        "{coverage}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_carries_what_a_websocket_would_with_cursors_and_pings() {
     let config = support::with_server("heartbeat_interval_s = 1");

@@ -82,7 +82,7 @@ async fn open(
 ) -> Result<Result<Opened, Response>, Refusal> {
     let snap = app.router.snapshot();
     let Some(endpoint) = snap.endpoint(req.uri().path()) else {
-        return Err(bad_request("unknown_endpoint", "no endpoint at this path"));
+        return Err(admission::unknown_endpoint(app, &snap, req.uri().path()));
     };
     admission::before_opening(app, &snap, req.headers())?;
     let mut admitted = admission::admit(app, &snap, endpoint, peer, req)

@@ -19,15 +19,12 @@ pub(super) use inline::write as write_inline;
 use http::{HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use serde_json::json;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::admission::{self, bad_request, Refusal};
 use super::lanes::Lanes;
-use super::{reply, Peer, Response};
+use super::{Peer, Response};
 use crate::app::App;
-use crate::names;
-use crate::router::Snapshot;
 
 /// Answers an upgrade request: 101 and a connection task on one of
 /// `lanes`, or an HTTP error. Refusals listed in
@@ -49,11 +46,7 @@ fn open(
     let path = req.uri().path().to_owned();
     tracing::debug!(peer = %peer.0, uri = %crate::auth::jwt::redact(&req.uri().to_string()), "upgrade requested");
     let Some(endpoint) = snap.endpoint(&path) else {
-        app.router.coverage().unknown_endpoint(&path);
-        return Err(Refusal {
-            reason: Some("unknown_endpoint"),
-            response: unknown_endpoint(&snap, &path),
-        });
+        return Err(admission::unknown_endpoint(app, &snap, &path));
     };
     let Some(accept) = accept_key(&req) else {
         return Err(bad_request(
@@ -100,23 +93,4 @@ fn switching_protocols(accept: &str, bearer: bool) -> Response {
         headers.insert("sec-websocket-protocol", HeaderValue::from_static("bearer"));
     }
     response
-}
-
-fn unknown_endpoint(snap: &Snapshot, path: &str) -> Response {
-    let endpoints: Vec<&str> = snap
-        .config
-        .endpoints
-        .iter()
-        .map(|e| e.path.as_str())
-        .collect();
-    let mut extra = json!({ "endpoints": endpoints });
-    if let Some(close) = names::did_you_mean(path, endpoints.iter().copied()) {
-        extra["did_you_mean"] = json!(close);
-    }
-    reply::error(
-        StatusCode::NOT_FOUND,
-        "unknown_endpoint",
-        &format!("no WebSocket endpoint at {path}"),
-        extra,
-    )
 }
