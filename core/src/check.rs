@@ -3,9 +3,12 @@
 //! names, and describe the result.
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
 
 use crate::app::Options;
-use crate::config::Config;
+use crate::config::{Config, Problem};
 use crate::plugin_host::PluginHost;
 use crate::reload::{self, ReloadError};
 
@@ -32,7 +35,12 @@ pub fn run(options: &Options) -> Result<String, ReloadError> {
     let credentials = reload::load_credentials(&prepared.config)?;
     let mut out = String::new();
     let config = &prepared.config;
-    let _ = writeln!(out, "configuration {} is valid", config.source.display());
+    // The path as given, as the refusal names it: not the absolute source.
+    let _ = writeln!(
+        out,
+        "configuration {} is valid",
+        options.config_path.display()
+    );
     let _ = writeln!(out, "\nendpoints:");
     for ep in &config.endpoints {
         let _ = writeln!(out, "  {}  channels: {}", ep.path, ep.channels.join(", "));
@@ -63,15 +71,30 @@ pub fn run(options: &Options) -> Result<String, ReloadError> {
     let mut warnings = prepared.warnings.clone();
     warnings.extend(credentials.warnings);
     warnings.extend(fd_warning(config));
-    let _ = writeln!(
-        out,
-        "\nwarnings: {}",
-        if warnings.is_empty() { "none" } else { "" }
-    );
-    for w in &warnings {
+    write_warnings(&mut out, &warnings);
+    Ok(out)
+}
+
+/// The `warnings:` section of a report: `none`, or one `  - ` line each.
+fn write_warnings(out: &mut String, warnings: &[String]) {
+    if warnings.is_empty() {
+        let _ = writeln!(out, "\nwarnings: none");
+        return;
+    }
+    let _ = writeln!(out, "\nwarnings:");
+    for w in warnings {
         let _ = writeln!(out, "  - {w}");
     }
-    Ok(out)
+}
+
+/// The problems of a refused configuration, one `  - ` line each (no
+/// final newline), where in the file first when known.
+pub fn problem_list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Why `switchyard check --against` could not tell what a file would do.
@@ -90,16 +113,39 @@ pub enum AgainstError {
     Unreachable {
         /// The preview URL.
         url: String,
-        /// What the request answered.
+        /// What the request answered, with its causes.
         reason: String,
     },
-    /// The router answered with an error (refused file, no admin access).
-    #[error("the router answered {status}: {body}")]
+    /// The router would refuse the file: its problems, as `check` lists a
+    /// file's own.
+    #[error(
+        "{} would be refused by the router at {url} (nothing was applied):\n{}",
+        .path.display(),
+        problem_list(.problems)
+    )]
+    Invalid {
+        /// The candidate file, as given.
+        path: PathBuf,
+        /// The router's base URL.
+        url: String,
+        /// Every problem the router found.
+        problems: Vec<Problem>,
+    },
+    /// The router wants an admin key: none was sent, or not a valid one.
+    #[error("{message}; give the admin key with --key KEY or the SWITCHYARD_ADMIN_KEY environment variable")]
+    Unauthorized {
+        /// The router's words.
+        message: String,
+    },
+    /// Any other answer than the impact (no admin access from this host, a
+    /// router too old to preview a file).
+    #[error("the router answered {status}: {message}")]
     Refused {
         /// The HTTP status.
         status: u16,
-        /// Its body, for the problems it lists.
-        body: serde_json::Value,
+        /// The router's error code and message, or its whole body when it
+        /// has no error of the usual form.
+        message: String,
     },
 }
 
@@ -107,7 +153,7 @@ pub enum AgainstError {
 /// router what the candidate would change (`POST
 /// /api/admin/reload?dry_run=true`) and renders the answer for a terminal.
 pub async fn against(
-    candidate: &std::path::Path,
+    candidate: &Path,
     base: &str,
     key: Option<&str>,
 ) -> Result<String, AgainstError> {
@@ -128,19 +174,68 @@ pub async fn against(
     }
     let unreachable = |e: reqwest::Error| AgainstError::Unreachable {
         url: url.clone(),
-        reason: e.to_string(),
+        reason: crate::tools::with_causes(&e.without_url()),
     };
     let response = request.send().await.map_err(unreachable)?;
     let status = response.status().as_u16();
-    let body: serde_json::Value = response.json().await.map_err(unreachable)?;
+    let text = response.text().await.map_err(unreachable)?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if status != 200 {
-        return Err(AgainstError::Refused { status, body });
+        return Err(refusal(candidate, base, status, &body));
     }
     Ok(render_impact(&body))
 }
 
-/// A preview's answer, a line per change (nothing for what does not change).
-pub fn render_impact(report: &serde_json::Value) -> String {
+/// What a preview answered other than 200 means, from its `error` body.
+fn refusal(candidate: &Path, base: &str, status: u16, body: &Value) -> AgainstError {
+    let error = &body["error"];
+    let message = error["message"].as_str().map(str::to_owned);
+    let problems: Vec<Problem> = error["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(problem)
+        .collect();
+    match (status, message) {
+        (422, _) if !problems.is_empty() => AgainstError::Invalid {
+            path: candidate.to_path_buf(),
+            url: base.trim_end_matches('/').to_owned(),
+            problems,
+        },
+        (401, Some(message)) => AgainstError::Unauthorized { message },
+        (_, Some(message)) => AgainstError::Refused {
+            status,
+            message: match error["code"].as_str() {
+                Some(code) => format!("{code}: {message}"),
+                None => message,
+            },
+        },
+        (_, None) => AgainstError::Refused {
+            status,
+            message: match body {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            },
+        },
+    }
+}
+
+/// One entry of a refusal's `errors`, as the router serialized it.
+fn problem(entry: &Value) -> Problem {
+    let text = |k: &str| entry[k].as_str().map(str::to_owned);
+    let place = |k: &str| entry[k].as_u64().and_then(|n| usize::try_from(n).ok());
+    Problem {
+        key: text("key"),
+        value: entry.get("value").filter(|v| !v.is_null()).cloned(),
+        problem: text("problem").unwrap_or_default(),
+        line: place("line"),
+        column: place("column"),
+    }
+}
+
+/// A preview's answer, a line per change (nothing for what does not
+/// change), then its warnings as `check` prints a file's own.
+pub fn render_impact(report: &Value) -> String {
     let impact = &report["impact"];
     let mut lines = Vec::new();
     for (label, key) in [
@@ -199,11 +294,12 @@ pub fn render_impact(report: &serde_json::Value) -> String {
     for line in lines {
         out.push_str(&format!("  {line}\n"));
     }
+    write_warnings(&mut out, &strings(&report["warnings"]));
     out
 }
 
 /// The strings of a JSON array (none for anything else).
-fn strings(value: &serde_json::Value) -> Vec<String> {
+fn strings(value: &Value) -> Vec<String> {
     value
         .as_array()
         .into_iter()
@@ -216,5 +312,61 @@ fn strings(value: &serde_json::Value) -> Vec<String> {
 fn listed(lines: &mut Vec<String>, label: &str, items: Vec<String>) {
     if !items.is_empty() {
         lines.push(format!("{label}: {}", items.join(", ")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn refused(status: u16, body: Value) -> String {
+        refusal(Path::new("new.toml"), "http://r/", status, &body).to_string()
+    }
+
+    #[test]
+    fn a_refused_file_lists_its_problems_where_they_are() {
+        let body = json!({"error": {"code": "invalid_config", "message": "refused", "errors": [
+            {"key": "channels[0].slow_consumer", "value": "x", "problem": "must be one of drop_oldest, disconnect", "line": 18, "column": 1},
+            {"key": null, "value": null, "problem": "expected `=`", "line": 3, "column": 7},
+            {"key": "server.listen", "problem": "set by SWITCHYARD_LISTEN: not an address"},
+        ]}});
+        assert_eq!(
+            refused(422, body),
+            "new.toml would be refused by the router at http://r (nothing was applied):\n  \
+             - line 18, column 1: channels[0].slow_consumer = \"x\": must be one of drop_oldest, disconnect\n  \
+             - line 3, column 7: expected `=`\n  \
+             - server.listen: set by SWITCHYARD_LISTEN: not an address"
+        );
+    }
+
+    #[test]
+    fn other_refusals_say_the_routers_message_plainly() {
+        let body = json!({"error": {"code": "unauthorized", "message": "send an API key"}});
+        assert_eq!(
+            refused(401, body),
+            "send an API key; give the admin key with --key KEY or the SWITCHYARD_ADMIN_KEY environment variable"
+        );
+        let body = json!({"error": {"code": "forbidden", "message": "only clients on this host"}});
+        assert_eq!(
+            refused(403, body),
+            "the router answered 403: forbidden: only clients on this host"
+        );
+        assert_eq!(
+            refused(502, Value::String("Bad Gateway".into())),
+            "the router answered 502: Bad Gateway"
+        );
+    }
+
+    #[test]
+    fn an_impact_ends_with_the_warnings_as_check_prints_them() {
+        let report = json!({"config_version": 4, "warnings": ["w1", "w2"]});
+        assert!(
+            render_impact(&report).ends_with("\n\nwarnings:\n  - w1\n  - w2\n"),
+            "{}",
+            render_impact(&report)
+        );
+        let report = json!({"config_version": 4, "warnings": []});
+        assert!(render_impact(&report).ends_with("\n\nwarnings: none\n"));
     }
 }

@@ -23,10 +23,21 @@ pub fn typescript(options: &Options) -> Result<String, ReloadError> {
     ))
 }
 
-/// Writes `text` to `out`, or to stdout without one.
+/// Writes `text` to `out`, creating its missing folders (a client build
+/// points `--out` into a source tree that may not exist yet), or to stdout
+/// without one.
 pub fn emit(text: &str, out: Option<&Path>) -> anyhow::Result<()> {
     match out {
         Some(path) => {
+            if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(folder).with_context(|| {
+                    format!(
+                        "cannot create {} to write {}",
+                        folder.display(),
+                        path.display()
+                    )
+                })?;
+            }
             std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
         }
         None => {

@@ -7,6 +7,7 @@ pub mod publish;
 pub mod tail;
 pub mod token;
 
+use std::error::Error;
 use std::path::Path;
 
 /// Where the tools find the router when no `--url` is given.
@@ -36,4 +37,86 @@ pub fn base_url(url: Option<&str>, config: &Path) -> String {
         }
     }
     DEFAULT_URL.to_owned()
+}
+
+/// A flag (or its environment variable) given an empty value, such as
+/// `--token "$TOKEN"` after the command meant to set `TOKEN` failed. The
+/// router takes an empty token or key for none, so going on would silently
+/// connect without one.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{flag} is empty (did the command that made it fail?); to send none, leave out {flag} and unset {variable}"
+)]
+pub struct EmptyValue {
+    /// The flag, as typed (`--token`).
+    pub flag: &'static str,
+    /// The environment variable the flag falls back to.
+    pub variable: &'static str,
+}
+
+/// Refuses `value` when it was given but is empty; an absent one is fine.
+pub fn refuse_empty(
+    flag: &'static str,
+    variable: &'static str,
+    value: Option<&str>,
+) -> Result<(), EmptyValue> {
+    match value {
+        Some("") => Err(EmptyValue { flag, variable }),
+        _ => Ok(()),
+    }
+}
+
+/// `error`, then each of its causes after `: `. An HTTP client's error says
+/// only that the request failed; the cause a user can act on ("Connection
+/// refused", a certificate problem) is further down the chain. A cause whose
+/// text is already shown (some errors repeat their source's) is skipped.
+pub fn with_causes(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let said = e.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_empty_value_is_refused() {
+        assert!(refuse_empty("--token", "TOKEN", None).is_ok());
+        assert!(refuse_empty("--token", "TOKEN", Some("t")).is_ok());
+        let e = refuse_empty("--token", "TOKEN", Some("")).unwrap_err();
+        assert!(e.to_string().starts_with("--token is empty"), "{e}");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request")]
+    struct Quiet(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    fn refused() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused")
+    }
+
+    #[test]
+    fn causes_follow_the_error_each_once() {
+        assert_eq!(
+            with_causes(&Quiet(refused())),
+            "error sending request: Connection refused"
+        );
+        assert_eq!(
+            with_causes(&Repeats(refused())),
+            "client error: Connection refused"
+        );
+    }
 }

@@ -24,12 +24,22 @@ pub struct Publish {
 
 /// Exit status when the router refused the event or could not be reached.
 const REFUSED: u8 = 1;
-/// Exit status when the command line is wrong (a payload that is not JSON).
+/// Exit status when the command line is wrong (a payload that is not JSON,
+/// an empty `--key`).
 const USAGE: u8 = 2;
 
+/// How to give this tool the key, for a refusal that asks for one.
+const KEY_HINT: &str =
+    "  hint: give the publish key with --key KEY or the SWITCHYARD_API_KEY environment variable";
+
 /// Runs `publish`: 0 when accepted (the stamp on stdout), 1 when refused
-/// or unreachable (why on stderr), 2 when the payload is not JSON.
+/// or unreachable (why on stderr), 2 when the payload is not JSON or
+/// `--key` is empty.
 pub fn run(publish: &Publish) -> ExitCode {
+    if let Err(e) = super::refuse_empty("--key", "SWITCHYARD_API_KEY", publish.key.as_deref()) {
+        eprintln!("switchyard publish: {e}");
+        return ExitCode::from(USAGE);
+    }
     let body = match request_body(publish) {
         Ok(body) => body,
         Err(e) => {
@@ -62,8 +72,9 @@ pub fn run(publish: &Publish) -> ExitCode {
         }
         Err(e) => {
             eprintln!(
-                "switchyard publish: cannot reach {}/api/events: {e}",
-                publish.url
+                "switchyard publish: cannot reach {}/api/events: {}",
+                publish.url,
+                super::with_causes(&e.without_url())
             );
             ExitCode::from(REFUSED)
         }
@@ -92,7 +103,7 @@ async fn post(publish: &Publish, body: &Value) -> reqwest::Result<(u16, Value)> 
         .post(format!("{}/api/events", publish.url))
         .header("Content-Type", "application/json")
         .body(body.to_string());
-    if let Some(key) = publish.key.as_deref().filter(|k| !k.is_empty()) {
+    if let Some(key) = &publish.key {
         request = request.bearer_auth(key);
     }
     let response = request.send().await?;
@@ -121,7 +132,7 @@ pub fn stamps(reply: &Value) -> Vec<String> {
 }
 
 /// The lines that explain a refusal: status, code and message, then
-/// `did_you_mean` and each invalid field.
+/// `did_you_mean` and each invalid field; on a 401, how to give the key.
 pub fn refusal(status: u16, reply: &Value) -> Vec<String> {
     let error = &reply["error"];
     let Some(code) = error["code"].as_str() else {
@@ -144,6 +155,9 @@ pub fn refusal(status: u16, reply: &Value) -> Vec<String> {
             line.push_str(&format!(" (expected {})", field["expected"]));
         }
         lines.push(line);
+    }
+    if status == 401 {
+        lines.push(KEY_HINT.to_owned());
     }
     lines
 }

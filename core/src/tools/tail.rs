@@ -38,15 +38,31 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// First wait after a dropped connection.
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 
+/// Why a `--since` cursor was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SinceError {
+    /// An entry is not of the `channel:epoch:sequence` form.
+    #[error("entry `{0}` is not channel:epoch:sequence")]
+    Malformed(String),
+    /// An entry has an empty epoch: without it, recovery cannot tell a
+    /// channel that started again from one that went on.
+    #[error("entry for `{0}` has no epoch: an entry is channel:epoch:sequence")]
+    NoEpoch(String),
+}
+
 /// Parses the `channel:epoch:seq,…` cursor form (spaces around entries
 /// allowed; every entry needs an epoch).
-pub fn parse_since(text: &str) -> Result<BTreeMap<String, Position>, String> {
-    let entries: Vec<&str> = text.split(',').map(str::trim).collect();
-    let positions = client_message::parse_since_param(&entries.join(","))?;
+pub fn parse_since(text: &str) -> Result<BTreeMap<String, Position>, SinceError> {
+    let mut positions = BTreeMap::new();
+    // One entry at a time, so that the error is this tool's, naming the flag
+    // once, and not the router's, which names its `since` parameter.
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let parsed = client_message::parse_since_param(entry)
+            .map_err(|_| SinceError::Malformed(entry.to_owned()))?;
+        positions.extend(parsed);
+    }
     match positions.iter().find(|(_, p)| p.epoch.is_empty()) {
-        Some((channel, _)) => Err(format!(
-            "`{channel}` has no epoch: an entry is channel:epoch:sequence"
-        )),
+        Some((channel, _)) => Err(SinceError::NoEpoch(channel.clone())),
         None => Ok(positions),
     }
 }
@@ -60,13 +76,21 @@ pub fn cursor(positions: &BTreeMap<String, Position>) -> String {
     )
 }
 
-/// Runs `tail` until Ctrl-C (exit 0); a bad `--since` exits 2.
+/// Exit status when the command line is wrong.
+const USAGE: u8 = 2;
+
+/// Runs `tail` until Ctrl-C (exit 0); a bad `--since` or an empty
+/// `--token` exits 2.
 pub fn run(tail: Tail) -> ExitCode {
+    if let Err(e) = super::refuse_empty("--token", "SWITCHYARD_TOKEN", tail.token.as_deref()) {
+        eprintln!("switchyard tail: {e}");
+        return ExitCode::from(USAGE);
+    }
     let positions = match tail.since.as_deref().map(parse_since).transpose() {
         Ok(p) => p.unwrap_or_default(),
         Err(e) => {
-            eprintln!("switchyard tail: --since {e}");
-            return ExitCode::from(2);
+            eprintln!("switchyard tail: --since: {e}");
+            return ExitCode::from(USAGE);
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -153,9 +177,10 @@ async fn follow(tail: &Tail, mut positions: BTreeMap<String, Position>) -> ExitC
             Err(e) => {
                 attempt += 1;
                 eprintln!(
-                    "switchyard tail: cannot connect to {}{}: {e}; retrying in {:.1}s",
+                    "switchyard tail: cannot connect to {}{}: {}; retrying in {:.1}s",
                     tail.url,
                     tail.endpoint,
+                    super::with_causes(&e),
                     backoff.as_secs_f64()
                 );
             }
@@ -493,8 +518,19 @@ mod tests {
         assert_eq!(p["alerts"].sequence, 41);
         assert_eq!(p["jobs"].epoch, "x-1");
         assert_eq!(cursor(&p), "alerts:k3Jf:41,jobs:x-1:0");
-        assert!(parse_since("alerts:41").is_err());
+        assert_eq!(
+            parse_since("alerts:41"),
+            Err(SinceError::Malformed("alerts:41".into()))
+        );
+        assert_eq!(
+            parse_since("alerts:e:1, bogus"),
+            Err(SinceError::Malformed("bogus".into()))
+        );
         assert!(parse_since("alerts:e:x").is_err());
+        assert_eq!(
+            parse_since("alerts::3"),
+            Err(SinceError::NoEpoch("alerts".into()))
+        );
     }
 
     /// A connection lost while a lag recovery is awaited must reconnect from

@@ -1,6 +1,7 @@
 //! The operator's command-line tools, run as the real binary against a real
 //! router: `switchyard publish`, `switchyard token` and `switchyard tail`
-//! (docs/operations.md, "Command-line tools").
+//! (docs/operations.md, "Command-line tools"); and what `switchyard check`
+//! (with and without `--against`) and `switchyard codegen --out` tell a user.
 
 use crate::support;
 
@@ -8,7 +9,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{alert, config, job, start, Router, BASE, WAIT};
+use support::{alert, config, free_port, job, start, Router, BASE, WAIT};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -25,6 +26,7 @@ fn switchyard() -> Command {
         .env_remove("SWITCHYARD_API_KEY")
         .env_remove("SWITCHYARD_TOKEN")
         .env_remove("SWITCHYARD_CONFIG")
+        .env_remove("SWITCHYARD_ADMIN_KEY")
         .env_remove("NO_COLOR")
         .kill_on_drop(true);
     command
@@ -151,6 +153,72 @@ async fn publish_sends_the_key_as_a_bearer_token() {
         .env("SWITCHYARD_API_KEY", "k-123"))
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_that_cannot_connect_says_why() {
+    let out = run(switchyard()
+        .args([
+            "publish",
+            "alert.created",
+            r#"{"id":"a1","severity":"low"}"#,
+        ])
+        .args(["--url", &format!("http://127.0.0.1:{}", free_port())]))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_refused_for_want_of_a_key_says_how_to_give_one() {
+    let var = "SY_CLI_TOOLS_PUBLISH_HINT";
+    std::env::set_var(var, "ops:k-456");
+    let router = start(&config(
+        "",
+        &format!(
+            "mode = \"optional\"\napi_keys_env = \"{var}\"\n[auth.jwt]\nsecret_env = \"{var}\""
+        ),
+    ))
+    .await;
+    let out = publish(&router, "alert.created", r#"{"id":"a1","severity":"low"}"#).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("(HTTP 401)")
+            && stderr.contains("--key")
+            && stderr.contains("SWITCHYARD_API_KEY"),
+        "{stderr}"
+    );
+}
+
+/// An empty value is most often a failed `$(…)`: sent, the router would take
+/// it for no key at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_refuses_an_empty_key_with_exit_2() {
+    let router = start(BASE).await;
+    let payload = r#"{"id":"a1","severity":"low"}"#;
+    let flag = run(switchyard()
+        .args(["publish", "alert.created", payload, "--key", "", "--url"])
+        .arg(router.url("")))
+    .await;
+    let variable = run(switchyard()
+        .args(["publish", "alert.created", payload, "--url"])
+        .arg(router.url(""))
+        .env("SWITCHYARD_API_KEY", ""))
+    .await;
+    for out in [flag, variable] {
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("--key is empty"), "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    let (code, body) = router.publish(&alert("a2")).await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(
+        body["sequences"][0]["sequence"], 1,
+        "nothing was sent before"
+    );
 }
 
 // -------------------------------------------------------------------- token
@@ -460,7 +528,35 @@ fn tail_refuses_a_malformed_since() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("channel:epoch:sequence"));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--since: entry `alerts:41` is not channel:epoch:sequence"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("since").count(), 1, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_refuses_an_empty_token_with_exit_2() {
+    let router = start(BASE).await;
+    let flag = run(switchyard()
+        .args(["tail", "--token", "", "--url"])
+        .arg(router.url("")))
+    .await;
+    let variable = run(switchyard()
+        .args(["tail", "--url"])
+        .arg(router.url(""))
+        .env("SWITCHYARD_TOKEN", ""))
+    .await;
+    for out in [flag, variable] {
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("--token is empty (did the command that made it fail?)"),
+            "{stderr}"
+        );
+    }
+    assert!(connection_ids(&router).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,4 +699,173 @@ async fn tail_that_lags_asks_for_the_dropped_events_again() {
         stderr.contains("lagged"),
         "the router never dropped: {stderr}"
     );
+}
+
+// -------------------------------------------------------------------- check
+
+/// BASE with `channels[0].slow_consumer` set to what it cannot be.
+fn refused_config() -> String {
+    BASE.replace(
+        "name = \"alerts\"\n",
+        "name = \"alerts\"\nslow_consumer = \"x\"\n",
+    )
+}
+
+/// BASE with a setting that loads, with a warning.
+fn warned_config() -> String {
+    BASE.replace(
+        "name = \"jobs\"\n",
+        "name = \"jobs\"\nrequire_auth = true\n",
+    )
+}
+
+/// `switchyard check` run in `dir` on `config.toml` there, holding `text`;
+/// with `extra` arguments.
+async fn check_in(dir: &std::path::Path, text: &str, extra: &[&str]) -> Output {
+    std::fs::write(dir.join("config.toml"), text).unwrap();
+    run(switchyard()
+        .current_dir(dir)
+        .args(["check", "--config", "config.toml"])
+        .args(extra))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_file_as_given_and_lists_warnings_without_trailing_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = check_in(dir.path(), &warned_config(), &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("configuration config.toml is valid\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\nwarnings:\n  - channels[1] (jobs): require_auth has no effect"),
+        "{stdout}"
+    );
+    assert!(!stdout.lines().any(|l| l.ends_with(' ')), "{stdout:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_against_lists_the_problems_of_a_refused_file_as_check_does() {
+    let router = start(BASE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = check_in(dir.path(), &refused_config(), &[]).await;
+    assert_eq!(local.status.code(), Some(1));
+    let local = text(&local.stderr);
+    let problem = "channels[0].slow_consumer = \"x\": must be one of drop_oldest, disconnect";
+    assert!(local.contains(problem), "{local}");
+
+    let out = check_in(
+        dir.path(),
+        &refused_config(),
+        &["--against", &router.url("")],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("config.toml would be refused by the router at"),
+        "{stderr}"
+    );
+    let line = refused_config()
+        .lines()
+        .position(|l| l.starts_with("slow_consumer"))
+        .unwrap()
+        + 1;
+    assert!(
+        stderr.contains(&format!("\n  - line {line}, column 1: {problem}\n")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('{'), "no raw JSON: {stderr}");
+    assert_eq!(router.config_version().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_against_prints_the_warnings_of_the_candidate() {
+    let router = start(BASE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = check_in(
+        dir.path(),
+        &warned_config(),
+        &["--against", &router.url("")],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("\nwarnings:\n  - channels[1] (jobs): require_auth has no effect"),
+        "{stdout}"
+    );
+    let out = check_in(dir.path(), BASE, &["--against", &router.url("")]).await;
+    assert!(
+        text(&out.stdout).ends_with("\nwarnings: none\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_against_without_the_admin_key_says_how_to_give_it() {
+    let var = "SY_CLI_TOOLS_ADMIN_KEYS";
+    std::env::set_var(var, "ops:a-789");
+    let router = start(&config(
+        "",
+        &format!(
+            "mode = \"optional\"\nadmin_keys_env = \"{var}\"\n[auth.jwt]\nsecret_env = \"{var}\""
+        ),
+    ))
+    .await;
+    let candidate = std::fs::read_to_string(router.config_path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = check_in(dir.path(), &candidate, &["--against", &router.url("")]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("send an API key as `Authorization: Bearer <key>`")
+            && stderr.contains("--key KEY or the SWITCHYARD_ADMIN_KEY environment variable"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('{'), "no raw JSON: {stderr}");
+
+    let out = check_in(
+        dir.path(),
+        &candidate,
+        &["--against", &router.url(""), "--key", "a-789"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+// ------------------------------------------------------------------ codegen
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codegen_out_creates_missing_folders_and_names_a_path_it_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, BASE).unwrap();
+    let file = dir.path().join("client/src/types.ts");
+    let out = run(switchyard()
+        .args(["codegen", "typescript", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&file))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("alert.created"));
+
+    // A folder in the way is a file: the error names where it was writing.
+    let blocked = dir.path().join("config.toml/types.ts");
+    let out = run(switchyard()
+        .args(["codegen", "typescript", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&blocked))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(&blocked.display().to_string()), "{stderr}");
 }
