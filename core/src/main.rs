@@ -303,8 +303,9 @@ fn serve(options: Options) -> anyhow::Result<()> {
 /// reload logs them.
 fn print_refusal(options: &Options, e: &ReloadError) {
     eprintln!("{} is not valid:", options.config_path.display());
-    for p in e.problems() {
-        eprintln!("  - {p}");
+    let problems = e.problems();
+    if !problems.is_empty() {
+        eprintln!("{}", check::problem_list(&problems));
     }
 }
 

@@ -74,16 +74,19 @@ pub struct Problem {
 /// would otherwise print its whole table.
 const MAX_SHOWN_VALUE: usize = 80;
 
+/// Where in the file first, when known, so that a log line, `switchyard
+/// check` and a preview against a router each point at the line to edit.
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => write!(f, "line {line}, column {column}: ")?,
+            (Some(line), None) => write!(f, "line {line}: ")?,
+            (None, _) => {}
+        }
         match (&self.key, &self.value) {
             (Some(key), Some(value)) => write!(f, "{key} = {}: ", shown(value))?,
             (Some(key), None) => write!(f, "{key}: ")?,
-            (None, _) => {
-                if let (Some(line), Some(column)) = (self.line, self.column) {
-                    write!(f, "line {line}, column {column}: ")?;
-                }
-            }
+            (None, _) => {}
         }
         f.write_str(&self.problem)
     }
@@ -113,16 +116,25 @@ mod tests {
     }
 
     #[test]
-    fn display_names_key_value_and_problem() {
+    fn display_names_place_key_value_and_problem() {
         let p = problem(Some("channels[2].slow_consumer"), Some(Value::from("fast")));
         assert_eq!(
             p.to_string(),
-            "channels[2].slow_consumer = \"fast\": must be one of drop_oldest, disconnect"
+            "line 3, column 17: channels[2].slow_consumer = \"fast\": must be one of drop_oldest, disconnect"
         );
         let p = problem(Some("channels[2].name"), None);
-        assert!(p.to_string().starts_with("channels[2].name: must"));
+        assert!(p
+            .to_string()
+            .starts_with("line 3, column 17: channels[2].name: must"));
         let p = problem(None, None);
         assert!(p.to_string().starts_with("line 3, column 17: must"));
+        // Set by an environment variable: no place in the file.
+        let p = Problem {
+            line: None,
+            column: None,
+            ..problem(Some("server.listen"), None)
+        };
+        assert!(p.to_string().starts_with("server.listen: must"), "{p}");
     }
 
     #[test]

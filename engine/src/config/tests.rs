@@ -161,7 +161,7 @@ slow_consumer = "fast"
     );
     assert_eq!(
         on(&ps, "channels[2].slow_consumer").to_string(),
-        "channels[2].slow_consumer = \"fast\": must be one of drop_oldest, disconnect"
+        "line 17, column 1: channels[2].slow_consumer = \"fast\": must be one of drop_oldest, disconnect"
     );
     assert!(on(&ps, "auth.mode")
         .problem
