@@ -16,6 +16,7 @@ const state = {
   paused: false,
   missedWhilePaused: 0,
   arrivals: [], // [ms, type] for the rates, last WINDOW_S seconds
+  emptyConfirmed: null, // the publish form's type and text whose empty required strings were flagged once
 };
 
 /** Builds an element: el("td", {class: "x"}, "text", child…). */
@@ -467,11 +468,25 @@ function example(f) {
   return { string: "", integer: 0, number: 0, boolean: false, object: {}, array: [] }[f.type] ?? null;
 }
 
+/** The type's required fields, each with a value of its type (an enum's first value, else "" or 0…).
+ * Optional fields are left out: a form published unedited must not send made-up values for them. */
 function prefill() {
   const entry = state.caps && state.caps.event_registry[$("#publish-type").value];
   const payload = {};
-  for (const [name, f] of Object.entries((entry && entry.payload_fields) || {})) payload[name] = example(f);
+  for (const [name, f] of Object.entries((entry && entry.payload_fields) || {})) {
+    if (f.required) payload[name] = example(f);
+  }
   $("#publish-payload").value = JSON.stringify(payload, null, 2);
+  state.emptyConfirmed = null;
+}
+
+/** Required string fields (without an enum) left as "": the schema accepts them (it sets no minimum
+ * length), so check() passes them, but they are most likely the prefill left unedited. */
+function emptyRequired(typeName, payload) {
+  const fields = (state.caps.event_registry[typeName] || {}).payload_fields || {};
+  return Object.entries(fields)
+    .filter(([name, f]) => f.required && f.type === "string" && !Array.isArray(f.enum) && payload[name] === "")
+    .map(([name]) => name);
 }
 
 async function publish(ev) {
@@ -488,6 +503,16 @@ async function publish(ev) {
   const problems = check(type, payload).filter((p) => !p.problem.includes("allowed"));
   if (problems.length) {
     out.replaceChildren(el("p", { class: "error", id: "publish-refused" }, `Not sent: the payload does not match ${type}'s schema`), problemList(problems));
+    return;
+  }
+  // Empty required strings are valid, so they are flagged, not refused: a second click sends them.
+  const empty = emptyRequired(type, payload);
+  const asTyped = `${type}\n${$("#publish-payload").value}`;
+  if (empty.length && state.emptyConfirmed !== asTyped) {
+    state.emptyConfirmed = asTyped;
+    out.replaceChildren(el("p", { class: "error", id: "publish-empty" },
+      `Not sent yet: required ${empty.length > 1 ? "fields" : "field"} ${empty.join(", ")} ${empty.length > 1 ? "are" : "is"} empty. ` +
+      "The schema accepts an empty string, so the router would publish it: fill in a value, or click Check and publish again to send it as it is."));
     return;
   }
   const correlation = $("#publish-correlation").value.trim();

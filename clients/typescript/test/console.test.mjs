@@ -76,6 +76,9 @@ test("the console's views in a browser", async (t) => {
   tab.on("pageerror", (e) => pageErrors.push(String(e)));
   await tab.goto(`${router.url}/console`);
   await tab.waitForSelector("body[data-ready=true]");
+  // The page names its own (empty) icon, so a browser does not ask for /favicon.ico, a 404.
+  // (Headless Chromium asks for none either way, so the head is what is checked.)
+  assert.equal(await tab.getAttribute('link[rel="icon"]', "href"), "data:,");
   await tab.waitForFunction(() => document.querySelector("#tail-state").textContent.startsWith("connected"));
 
   await t.test("the live tail shows published events and marks a field outside the schema", async () => {
@@ -178,8 +181,13 @@ test("the console's views in a browser", async (t) => {
     t.after(() => listener.close());
     await tab.click('nav button[data-view="publish"]');
     await tab.selectOption("#publish-type", "alert.created");
+    // Only the required fields are prefilled (not the optional `count`); published unedited, the
+    // empty required `id` is flagged first, and nothing is sent.
     const prefilled = JSON.parse(await tab.inputValue("#publish-payload"));
-    assert.deepEqual(Object.keys(prefilled).sort(), ["count", "id", "severity"]);
+    assert.deepEqual(prefilled, { id: "", severity: "low" });
+    await tab.click("#publish-send");
+    await tab.waitForSelector("#publish-empty");
+    assert.match(await tab.textContent("#publish-result"), /required field id is empty/);
     await tab.fill("#publish-payload", JSON.stringify({ id: "p-1" }));
     await tab.click("#publish-send");
     await tab.waitForSelector("#publish-refused");
