@@ -225,7 +225,8 @@ pub struct Credentials {
 }
 
 /// The credentials a configuration names — API keys, JWT keys, the TLS
-/// certificate — read now from their variables and files. Start, reload and
+/// certificate, the Redis URL and password — read now from their variables
+/// and files. Start, reload and
 /// `switchyard check` all read them here, so `check` refuses exactly what
 /// start would.
 pub fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
@@ -260,14 +261,18 @@ pub fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
         .as_ref()
         .map(crate::tls::acceptor)
         .transpose();
-    match (keys, verifier, tls) {
-        (Ok(keys), Ok(verifier), Ok(tls)) => Ok(Credentials {
+    let cluster = match config.cluster.engine {
+        ClusterEngine::Redis => crate::cluster::check(&config.cluster),
+        ClusterEngine::Memory => Ok(()),
+    };
+    match (keys, verifier, tls, cluster) {
+        (Ok(keys), Ok(verifier), Ok(tls), Ok(())) => Ok(Credentials {
             keys,
             verifier,
             tls,
             warnings,
         }),
-        (keys, verifier, tls) => {
+        (keys, verifier, tls, cluster) => {
             let mut problems = Vec::new();
             if let Err(e) = keys {
                 problems.push(problem(e.key, e.to_string()));
@@ -280,6 +285,9 @@ pub fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
             }
             if let Err(e) = tls {
                 problems.push(problem("server.tls", e.to_string()));
+            }
+            if let Err(e) = cluster {
+                problems.push(e.problem());
             }
             Err(ReloadError::Invalid(problems))
         }

@@ -22,7 +22,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo};
 
-use crate::config::{ClusterConfig, Config};
+use serde_json::json;
+
+use crate::config::{ClusterConfig, Config, Problem};
 use crate::router::fresh_epoch;
 use health::Health;
 use scripts::Keys;
@@ -33,7 +35,8 @@ pub enum ClusterError {
     /// `cluster.redis_url` cannot be read as a Redis URL.
     #[error("cluster.redis_url {url:?} is not a Redis URL: {reason}")]
     BadUrl {
-        /// The URL as written.
+        /// The URL as written, any password in it masked ([`redacted`]):
+        /// this message reaches logs.
         url: String,
         /// What is wrong with it.
         reason: String,
@@ -49,6 +52,33 @@ pub enum ClusterError {
         /// What the connection attempt answered.
         reason: String,
     },
+}
+
+impl ClusterError {
+    /// The error as a problem of the configuration, naming its key and
+    /// the value written there (a URL with its password masked).
+    pub fn problem(&self) -> Problem {
+        let (key, value, why) = match self {
+            ClusterError::BadUrl { url, reason } => (
+                "cluster.redis_url",
+                Some(json!(url)),
+                format!("not a Redis URL: {reason}"),
+            ),
+            ClusterError::MissingPassword(var) => (
+                "cluster.redis_password_env",
+                Some(json!(var)),
+                "names a variable that is not set".to_owned(),
+            ),
+            ClusterError::Unreachable { .. } => ("cluster", None, self.to_string()),
+        };
+        Problem {
+            key: Some(key.to_owned()),
+            value,
+            problem: why,
+            line: None,
+            column: None,
+        }
+    }
 }
 
 /// What the engine's parts share: the connection, the key names and the
@@ -135,10 +165,11 @@ impl Cluster {
     }
 }
 
-/// A client for `url`, with the password from `redis_password_env`.
+/// A client for `url`, with the password from `redis_password_env`. It
+/// does not connect: [`check`] calls it to judge a configuration.
 fn client(cluster: &ClusterConfig, url: &str) -> Result<Client, ClusterError> {
     let bad = |reason: String| ClusterError::BadUrl {
-        url: url.to_owned(),
+        url: redacted(url),
         reason,
     };
     let mut info = url.into_connection_info().map_err(|e| bad(e.to_string()))?;
@@ -155,6 +186,29 @@ fn client(cluster: &ClusterConfig, url: &str) -> Result<Client, ClusterError> {
         info = info.set_redis_settings(settings);
     }
     Client::open(info).map_err(|e| bad(e.to_string()))
+}
+
+/// Whether `cluster` names a Redis URL and password this node could use,
+/// so that `switchyard check`, a reload and start-up refuse the same
+/// files (a reload does not apply `[cluster]`, but the next start would).
+pub fn check(cluster: &ClusterConfig) -> Result<(), ClusterError> {
+    let url = cluster.redis_url.as_deref().unwrap_or_default();
+    client(cluster, url).map(drop)
+}
+
+/// `url` with the password of its user information masked as `***`.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 /// Host name and process id: unique among running nodes, readable in logs.
@@ -191,6 +245,7 @@ mod tests {
             inline.to_string().contains("redis_password_env"),
             "{inline}"
         );
+        assert!(!inline.to_string().contains("secret"), "{inline}");
         let garbled = client(&cluster(None), "redis://127.0.0.1:notaport").unwrap_err();
         assert!(
             garbled.to_string().contains("is not a Redis URL"),
@@ -206,10 +261,32 @@ mod tests {
             "cluster.redis_password_env names SY_TEST_UNSET_REDIS_PASSWORD, which is not set"
         );
         std::env::set_var("SY_TEST_SET_REDIS_PASSWORD", "pw");
+        let mut named = cluster(Some("SY_TEST_SET_REDIS_PASSWORD"));
+        named.redis_url = Some("redis://127.0.0.1:6379/2".into());
+        assert!(check(&named).is_ok());
         assert!(client(
             &cluster(Some("SY_TEST_SET_REDIS_PASSWORD")),
             "redis://127.0.0.1:6379"
         )
         .is_ok());
+    }
+
+    #[test]
+    fn only_a_password_is_masked() {
+        assert_eq!(
+            redacted("redis://:pw@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redacted("rediss://ann:p:w@db.example:6380"),
+            "rediss://ann:***@db.example:6380"
+        );
+        for plain in [
+            "redis://ann@127.0.0.1",
+            "redis://127.0.0.1:6379",
+            "unix:/tmp/r.sock",
+        ] {
+            assert_eq!(redacted(plain), plain);
+        }
     }
 }

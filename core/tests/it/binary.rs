@@ -193,6 +193,37 @@ fn start_and_check_print_every_credential_problem() {
     }
 }
 
+/// A Redis URL with a password in it is refused by `check` as by start-up
+/// (it used to pass `check`, and a reload), and the password is never
+/// printed.
+#[test]
+fn a_redis_url_holding_a_password_is_refused_without_showing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        &format!(
+            "{}\n[cluster]\nengine = \"redis\"\nredis_url = \"redis://:hunter2@127.0.0.1:1\"\n",
+            support::BASE
+        ),
+    );
+    for (i, out) in start_and_check(&config).iter().enumerate() {
+        assert!(
+            !out.success,
+            "run {i} succeeded:\n{}{}",
+            out.stdout, out.stderr
+        );
+        let said = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            said.contains("cluster.redis_url = \"redis://:***@127.0.0.1:1\": not a Redis URL: it holds a password"),
+            "run {i}:\n{said}"
+        );
+        assert!(
+            !said.contains("hunter2"),
+            "run {i} showed the password:\n{said}"
+        );
+    }
+}
+
 #[test]
 fn check_warns_about_credentials_it_sees_missing() {
     let dir = tempfile::tempdir().unwrap();
