@@ -69,11 +69,30 @@ impl Feed {
             .subscribe(&channels)
             .await
             .map_err(|e| self.shared.unreachable(&e))?;
+        self.wake_shared().await?;
         self.catch_up().await?;
         self.beat().await?;
         self.shared.health.up();
         tracing::info!(node = %self.shared.node, redis = %self.shared.url, "in the cluster");
         Ok(pubsub)
+    }
+
+    /// Makes the shared connection a live one. After Redis dropped it, its
+    /// first command answers the old failure (and starts a reconnection)
+    /// even though Redis is back, as the pub/sub connection just showed:
+    /// that is not a new outage, and must not cost a round of backoff (up
+    /// to 5 s more out of the cluster). The second command waits for the
+    /// reconnection.
+    async fn wake_shared(&self) -> Result<(), Broken> {
+        let mut conn = self.shared.conn.clone();
+        let ping = redis::cmd("PING");
+        if ping.query_async::<String>(&mut conn).await.is_ok() {
+            return Ok(());
+        }
+        ping.query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(|e| self.shared.unreachable(&e))
     }
 
     /// Follows pub/sub until the connection breaks, then reconnects with
