@@ -73,8 +73,10 @@ pub struct Options {
     /// The event type to publish.
     #[arg(long = "type", default_value = "alert.created")]
     pub event_type: String,
-    /// Payload JSON; every `{n}` inside a string is replaced by the event's
-    /// number. Default: `{"id":"soak-{n}","severity":"low"}`.
+    /// Payload JSON. In every string value, the placeholder n in curly
+    /// braces is replaced by the event's number, so that each event carries
+    /// its own id. Default: `id` "soak-" followed by that placeholder, and
+    /// `severity` "low" (an `alert.created` payload).
     #[arg(long)]
     pub payload: Option<String>,
     /// Comma-separated patterns the clients subscribe to (default: the type).

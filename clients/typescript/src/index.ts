@@ -159,7 +159,11 @@ export interface ClientOptions {
   positions?: Positions;
   /** Start connecting at once (default true); otherwise call `connect()`. */
   autoConnect?: boolean;
-  /** Backoff: first delay cap and maximum (ms); defaults 500 and 20000. */
+  /**
+   * Reconnect backoff, in ms. Each delay is random (full jitter) below a cap that starts at
+   * `initialMs` (default 500) and doubles per attempt up to `maxMs` (default 20000); the cap
+   * starts again from `initialMs` once a connection has stayed up for `stableMs` (default 10000).
+   */
   backoff?: { initialMs?: number; maxMs?: number; stableMs?: number };
   /** How long before `expires_at` the token is refreshed (ms, default: min(60 s, a third of the remaining time)). */
   refreshBeforeMs?: number;
