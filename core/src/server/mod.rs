@@ -11,6 +11,7 @@
 mod admission;
 mod api;
 mod delivered;
+mod expiry;
 mod head_limit;
 pub mod lanes;
 mod readiness;

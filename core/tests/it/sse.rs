@@ -323,6 +323,35 @@ async fn streams_are_admitted_refused_and_forgotten_like_websockets() {
     }
 }
 
+/// A stream whose token runs out ends with 4001 then, as a WebSocket
+/// does, not at its next ping (30 s on): its clock wakes it for the token
+/// too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_4001_when_its_token_runs_out_not_at_its_next_ping() {
+    let config = support::config(
+        "heartbeat_interval_s = 30",
+        "mode = \"required\"\n[auth.jwt]\nsecret_env = \"SY_TEST_SSE_EXPIRY\"\nleeway_s = 0",
+    );
+    std::env::set_var("SY_TEST_SSE_EXPIRY", "sse-expiry-secret");
+    let router = start(&config).await;
+    // A few seconds of validity, so that a slow start still sees it valid.
+    let exp = chrono::Utc::now().timestamp() + 3;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "ann", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(b"sse-expiry-secret"),
+    )
+    .unwrap();
+    let bearer = format!("Bearer {token}");
+    let mut ann = Sse::open(&router, "/ws/events", &[("Authorization", &bearer)]).await;
+    assert_eq!(ann.next().await.unwrap().data["payload"]["user"], "ann");
+    // Each read waits at most WAIT (10 s): a third of the next ping.
+    let closed = ann.next_type("connection.closed").await;
+    assert_eq!(closed.data["payload"]["code"], 4001, "{:?}", closed);
+    assert_eq!(closed.data["payload"]["reason"], "token expired");
+    assert!(chrono::Utc::now().timestamp() >= exp, "closed before exp");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origins_are_checked_and_allowed_ones_get_cors_headers() {
     let config = support::config(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::inline;
 use crate::app::App;
 use crate::connection::ConnRef;
-use crate::server::admission;
+use crate::server::{admission, expiry};
 
 /// An open event stream, admitted into the router.
 pub struct Stream {
@@ -53,25 +53,40 @@ impl Stream {
     }
 
     /// Whether a ping is due at `now` (the next is then an interval on).
-    /// Its token is looked at with it: a stream cannot be refreshed, so
-    /// once the token has run out (with leeway) the stream ends as a
-    /// WebSocket would, 4001.
     pub fn ping_due(&mut self, now: Instant) -> bool {
         if now < self.next_ping() {
             return false;
         }
         self.pinged = now;
-        if self.expired() {
-            self.conn.close(4001, "token expired");
-        }
         true
     }
 
-    fn expired(&self) -> bool {
-        let now = chrono::Utc::now().timestamp();
-        self.conn
+    /// When the stream's token runs out (with leeway), if it has one and
+    /// the stream is not closing already.
+    pub fn token_runs_out(&self, now: Instant) -> Option<Instant> {
+        let exp = self
+            .conn
             .expires_at()
-            .is_some_and(|exp| now >= exp.saturating_add(self.leeway_s.into()))
+            .filter(|_| !self.conn.outbox.is_closing())?;
+        Some(expiry::runs_out(
+            now,
+            expiry::unix_now_ms(),
+            exp,
+            self.leeway_s,
+        ))
+    }
+
+    /// Ends the stream as a WebSocket would, 4001, once its token has run
+    /// out: a stream cannot be refreshed.
+    pub fn close_if_expired(&self) {
+        let unix_now_ms = expiry::unix_now_ms();
+        let expired = self
+            .conn
+            .expires_at()
+            .is_some_and(|exp| expiry::has_run_out(unix_now_ms, exp, self.leeway_s));
+        if expired {
+            self.conn.close(4001, "token expired");
+        }
     }
 }
 

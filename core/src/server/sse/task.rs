@@ -212,6 +212,7 @@ impl Steps for Served {
         if self.deadline.is_some_and(|d| now >= d) {
             return Some(End::Abandoned);
         }
+        self.stream.close_if_expired();
         // A stream with bytes still under way needs no ping to look alive.
         if self.stream.ping_due(now) {
             self.stream.conn().outbox.shrink();
@@ -251,10 +252,18 @@ impl Steps for Served {
         std::mem::take(&mut self.rearm)
     }
 
-    /// The next ping, or the deadline if it comes first.
-    fn next_wake(&self, _now: Instant) -> Instant {
-        let ping = self.stream.next_ping();
-        self.deadline.map_or(ping, |d| d.min(ping))
+    /// The next ping, or the token's end or the deadline if one comes
+    /// first.
+    fn next_wake(&self, now: Instant) -> Instant {
+        [
+            Some(self.stream.next_ping()),
+            self.stream.token_runs_out(now),
+            self.deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("the next ping is always there")
     }
 }
 

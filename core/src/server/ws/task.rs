@@ -28,6 +28,7 @@ use crate::app::App;
 use crate::connection::outbox::Written;
 use crate::connection::{inline, Clock, Close, ConnRef};
 use crate::server::admission::{self, Admission};
+use crate::server::expiry;
 use crate::server::lanes;
 use crate::server::readiness::poll_read;
 use crate::server::socket::{self, Socket, CLOSE_GRACE};
@@ -315,8 +316,11 @@ impl Steps for Served {
         if self.deadline.is_some_and(|d| now >= d) {
             return Some(End::Abandoned);
         }
-        let unix_now = chrono::Utc::now().timestamp();
-        let (code, reason) = match self.watchdog.check(now, self.conn.expires_at(), unix_now) {
+        let unix_now_ms = expiry::unix_now_ms();
+        let (code, reason) = match self
+            .watchdog
+            .check(now, self.conn.expires_at(), unix_now_ms)
+        {
             Due::Nothing => return None,
             Due::Ping => {
                 self.conn.outbox.request_ping();
@@ -384,9 +388,8 @@ impl Steps for Served {
     /// once the connection is closing, only the deadline.
     fn next_wake(&self, now: Instant) -> Instant {
         self.deadline.unwrap_or_else(|| {
-            let unix_now = chrono::Utc::now().timestamp();
             self.watchdog
-                .next_due(now, self.conn.expires_at(), unix_now)
+                .next_due(now, self.conn.expires_at(), expiry::unix_now_ms())
         })
     }
 }

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use switchyard_engine::moment::Moment;
 
+use crate::server::expiry;
+
 /// What is due when the timer fires.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Due {
@@ -74,14 +76,9 @@ impl Watchdog {
     }
 
     /// When something may next be due. `expires_at` is the token's expiry
-    /// (Unix seconds) and `unix_now` the wall clock matching `now`.
-    pub fn next_due(&self, now: Instant, expires_at: Option<i64>, unix_now: i64) -> Instant {
-        let expiry = expires_at.map(|exp| {
-            let left = exp
-                .saturating_add(self.leeway_s.into())
-                .saturating_sub(unix_now);
-            now + Duration::from_secs(left.max(0) as u64)
-        });
+    /// (Unix seconds) and `unix_now_ms` the wall clock matching `now`.
+    pub fn next_due(&self, now: Instant, expires_at: Option<i64>, unix_now_ms: i64) -> Instant {
+        let expiry = expires_at.map(|exp| expiry::runs_out(now, unix_now_ms, exp, self.leeway_s));
         [Some(self.next_ping()), self.silent_at(), expiry]
             .into_iter()
             .flatten()
@@ -90,11 +87,11 @@ impl Watchdog {
     }
 
     /// What is due at `now`; a due ping moves the next one an interval on.
-    pub fn check(&mut self, now: Instant, expires_at: Option<i64>, unix_now: i64) -> Due {
+    pub fn check(&mut self, now: Instant, expires_at: Option<i64>, unix_now_ms: i64) -> Due {
         if self.silent_at().is_some_and(|at| now >= at) {
             return Due::Silent;
         }
-        if expires_at.is_some_and(|exp| unix_now >= exp.saturating_add(self.leeway_s.into())) {
+        if expires_at.is_some_and(|exp| expiry::has_run_out(unix_now_ms, exp, self.leeway_s)) {
             return Due::Expired;
         }
         if now >= self.next_ping() {
@@ -153,10 +150,10 @@ mod tests {
         let t0 = Instant::now();
         let mut dog = Watchdog::new(BEAT, 2, t0);
         assert_eq!(
-            dog.next_due(t0, Some(1_003), 1_000),
+            dog.next_due(t0, Some(1_003), 1_000_000),
             t0 + Duration::from_secs(5)
         );
-        assert_eq!(dog.check(t0, Some(1_003), 1_004), Due::Nothing);
-        assert_eq!(dog.check(t0, Some(1_003), 1_005), Due::Expired);
+        assert_eq!(dog.check(t0, Some(1_003), 1_004_999), Due::Nothing);
+        assert_eq!(dog.check(t0, Some(1_003), 1_005_000), Due::Expired);
     }
 }
