@@ -44,7 +44,14 @@ pub async fn bind(app: Arc<App>) -> std::io::Result<Running> {
     let watcher = watch_config(app.clone());
     tokio::spawn(supervise(Arc::downgrade(&app)));
     tokio::spawn(ring_clock(Arc::downgrade(&app)));
-    tracing::info!(%addr, config = %app.options.config_path.display(), "switchyard listening");
+    // Which scheme clients must use is the first thing to check when none
+    // can connect: say it.
+    let scheme = if app.tls.load().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, %scheme, config = %app.options.config_path.display(), "switchyard listening");
     Ok(Running {
         addr,
         app,

@@ -372,6 +372,9 @@ fn logs_written_to_a_pipe_carry_no_colour() {
         assert!(!line.contains('\x1b'), "ANSI escape in {line:?}");
         assert!(!line.contains("Some("), "Debug form in {line:?}");
     }
+    // The line names the scheme clients must use (https with server.tls).
+    let listening = seen.last().unwrap();
+    assert!(listening.contains("scheme=http "), "{listening}");
 }
 
 /// What the binary writes to a terminal (a pseudo-terminal made by
