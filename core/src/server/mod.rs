@@ -126,12 +126,22 @@ pub async fn serve(
             match tls.as_ref() {
                 None => serve_io(edge, api, Either::Left(stream), limits).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
+                    let mut stream = stream;
+                    let accepted = tokio::time::timeout(handshake, async {
+                        if refuse_plain_http(&mut stream).await {
+                            return None;
+                        }
+                        Some(acceptor.accept(stream).await)
+                    });
+                    match accepted.await {
+                        Ok(Some(Ok(stream))) => {
                             let socket = Either::Right(Box::new(stream));
                             serve_io(edge, api, socket, limits).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(peer = %peer, "TLS handshake failed: {e}"),
+                        Ok(Some(Err(e))) => {
+                            tracing::debug!(peer = %peer, "TLS handshake failed: {e}")
+                        }
+                        Ok(None) => tracing::debug!(peer = %peer, "plain HTTP on the TLS port"),
                         Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
                     }
                 }
@@ -139,6 +149,31 @@ pub async fn serve(
             drop(guard);
         });
     }
+}
+
+/// Answers a plain HTTP request on the TLS port in plain HTTP, `400
+/// tls_required`, and says whether it did. A TLS client's first byte is
+/// 22 (a handshake record); a request line starts with a letter. Without
+/// this answer curl reports "Received HTTP/0.9" and a browser shows bytes.
+async fn refuse_plain_http(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncWriteExt;
+    let mut first = [0u8; 1];
+    if !matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_alphabetic()) {
+        return false;
+    }
+    let body = serde_json::json!({"error": {
+        "code": "tls_required",
+        "message": "this port speaks TLS: use https:// (wss:// for a WebSocket)",
+    }})
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
+    true
 }
 
 /// What the requests of one accepted connection are served with.

@@ -98,7 +98,7 @@ async fn serves_wss_and_https_with_the_configured_certificate() {
     assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
     assert!(seen.contains("transfer-encoding: chunked\r\n"), "{seen}");
 
-    // Plain HTTP on a TLS port is not served.
+    // Plain HTTP on a TLS port is not served: it is told, in plain HTTP.
     let mut plain = TcpStream::connect(router.addr).await.unwrap();
     plain
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -106,7 +106,12 @@ async fn serves_wss_and_https_with_the_configured_certificate() {
         .unwrap();
     let mut buf = Vec::new();
     let _ = plain.read_to_end(&mut buf).await;
-    assert!(!String::from_utf8_lossy(&buf).contains("\"status\""));
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(!answer.contains("\"status\""), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    let body: serde_json::Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(body["error"]["code"], "tls_required", "{answer}");
     router.shutdown().await;
 }
 
