@@ -104,6 +104,17 @@ impl Sse {
     }
 }
 
+/// An `Authorization` value with an HS256 token for user `ann`.
+fn bearer(secret: &[u8], exp: i64) -> String {
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "ann", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap();
+    format!("Bearer {token}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_get_of_an_endpoint_is_426_naming_both_ways() {
     let router = start(support::BASE).await;
@@ -299,14 +310,7 @@ async fn streams_are_admitted_refused_and_forgotten_like_websockets() {
     );
     assert!(refused.next().await.is_none());
 
-    let exp = chrono::Utc::now().timestamp() + 600;
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"sub": "ann", "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(b"sse-secret"),
-    )
-    .unwrap();
-    let bearer = format!("Bearer {token}");
+    let bearer = bearer(b"sse-secret", chrono::Utc::now().timestamp() + 600);
     let mut ann = Sse::open(&router, "/ws/events", &[("Authorization", &bearer)]).await;
     let hello = ann.next().await.unwrap();
     assert_eq!(hello.data["payload"]["user"], "ann", "{:?}", hello);
@@ -336,13 +340,7 @@ async fn a_stream_ends_4001_when_its_token_runs_out_not_at_its_next_ping() {
     let router = start(&config).await;
     // A few seconds of validity, so that a slow start still sees it valid.
     let exp = chrono::Utc::now().timestamp() + 3;
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"sub": "ann", "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(b"sse-expiry-secret"),
-    )
-    .unwrap();
-    let bearer = format!("Bearer {token}");
+    let bearer = bearer(b"sse-expiry-secret", exp);
     let mut ann = Sse::open(&router, "/ws/events", &[("Authorization", &bearer)]).await;
     assert_eq!(ann.next().await.unwrap().data["payload"]["user"], "ann");
     // Each read waits at most WAIT (10 s): a third of the next ping.
