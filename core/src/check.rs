@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::app::Options;
@@ -194,7 +195,7 @@ fn refusal(candidate: &Path, base: &str, status: u16, body: &Value) -> AgainstEr
         .as_array()
         .into_iter()
         .flatten()
-        .map(problem)
+        .filter_map(|entry| Problem::deserialize(entry).ok())
         .collect();
     match (status, message) {
         (422, _) if !problems.is_empty() => AgainstError::Invalid {
@@ -217,19 +218,6 @@ fn refusal(candidate: &Path, base: &str, status: u16, body: &Value) -> AgainstEr
                 other => other.to_string(),
             },
         },
-    }
-}
-
-/// One entry of a refusal's `errors`, as the router serialized it.
-fn problem(entry: &Value) -> Problem {
-    let text = |k: &str| entry[k].as_str().map(str::to_owned);
-    let place = |k: &str| entry[k].as_u64().and_then(|n| usize::try_from(n).ok());
-    Problem {
-        key: text("key"),
-        value: entry.get("value").filter(|v| !v.is_null()).cloned(),
-        problem: text("problem").unwrap_or_default(),
-        line: place("line"),
-        column: place("column"),
     }
 }
 

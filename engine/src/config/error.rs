@@ -51,8 +51,9 @@ impl ConfigError {
 /// One thing wrong with the configuration.
 ///
 /// Serializes as the `errors` entries of a refused reload:
-/// `{"key","value","problem"}`, plus `line` and `column` when known.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+/// `{"key","value","problem"}`, plus `line` and `column` when known; and
+/// reads back from them (`switchyard check --against`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     /// Dotted path of the key, such as `channels[2].slow_consumer`; `None`
     /// for a TOML syntax error, which has no key yet.
