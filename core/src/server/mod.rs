@@ -333,7 +333,8 @@ async fn endpoint_get(
 ) -> Option<Answer> {
     let path = req.uri().path();
     let is_get = method == http::Method::GET || method == http::Method::HEAD;
-    let wants_stream = sse::wants_stream(req.headers());
+    // A route of the API is served as one whatever its `Accept`.
+    let wants_stream = sse::wants_stream(req.headers()) && !api::is_route(path);
     if !is_get || !wants_stream && app.router.snapshot().endpoint(path).is_none() {
         return None;
     }

@@ -150,6 +150,12 @@ async fn a_stream_asked_of_no_endpoint_is_refused_counted_and_noted_like_an_upgr
         json!([{"path": "/ws/event", "requests": 1}]),
         "{coverage}"
     );
+    // A route of the API asked with the same `Accept` is served as ever.
+    let mut health = Sse::open(&router, "/health", &[]).await;
+    assert_eq!(health.status, 200);
+    let mut body = String::new();
+    health.reader.read_to_string(&mut body).await.unwrap();
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

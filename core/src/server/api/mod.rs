@@ -79,6 +79,11 @@ const ROUTES: [(&str, &str); 14] = [
     ("/api/admin/disconnect", POST_METHODS),
 ];
 
+/// Whether `path` is one of the routes served here (not an endpoint).
+pub(super) fn is_route(path: &str) -> bool {
+    ROUTES.iter().any(|(p, _)| *p == path)
+}
+
 /// The methods `path` answers, if it is a route or a configured
 /// endpoint (whose `GET` is answered before these routes: an upgrade or an
 /// event stream).
