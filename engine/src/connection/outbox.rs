@@ -438,11 +438,13 @@ impl Outbox {
         self.ready.wake();
     }
 
-    /// Events queued now, and events dropped so far.
+    /// Frames not yet written, and events dropped so far. Not yet written
+    /// counts a batch the writer holds until it is written whole, as the
+    /// bounds do: the queue alone reads low while a write is under way.
     pub fn depth(&self) -> (usize, u64) {
         let inner = self.inner.lock();
         let dropped = inner.behind.as_ref().map_or(0, |b| b.dropped_total);
-        (inner.queue.len(), dropped)
+        ((inner.count + inner.replaying) as usize, dropped)
     }
 
     /// The sequences of `channel` above `after` that were dropped, or `None`
@@ -889,6 +891,20 @@ mod tests {
     }
 
     #[test]
+    fn the_depth_counts_a_batch_until_it_is_written() {
+        let q = outbox(100, 1 << 20);
+        for seq in 1..=3 {
+            q.push_event(&event(seq, SlowConsumer::DropOldest));
+        }
+        let batch = q.take_batch().expect("queued");
+        assert_eq!(q.depth().0, 3, "taken, not written");
+        q.push_event(&event(4, SlowConsumer::DropOldest));
+        assert_eq!(q.depth().0, 4);
+        q.release(Written::all(&batch.frames));
+        assert_eq!(q.depth().0, 1);
+    }
+
+    #[test]
     fn a_small_batch_of_events_lends_its_buffer_until_a_heartbeat_finds_the_queue_empty() {
         let q = outbox(100, 1 << 20);
         let capacity = || q.inner.lock().queue.capacity();
@@ -1089,7 +1105,8 @@ mod tests {
             texts(&batch),
             ["{\"sequence\":1}", "{\"sequence\":2}", "{\"sequence\":3}"]
         );
-        assert_eq!(q.depth().0, 0);
+        assert!(q.inner.lock().queue.is_empty(), "nothing left behind");
+        assert_eq!(q.depth().0, 3, "all three still to write");
     }
 
     #[test]
