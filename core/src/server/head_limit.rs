@@ -205,19 +205,14 @@ struct Refusal {
 
 impl Refusal {
     fn new(max: usize) -> Refusal {
-        let body = reply::error_body(
+        let response = reply::error_bytes(
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "header_too_large",
             &format!("the request line and headers are over server.max_header_bytes ({max} bytes)"),
             serde_json::json!({ "max_header_bytes": max }),
-        )
-        .to_string();
-        let response = format!(
-            "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
         );
         Refusal {
-            response: response.into_bytes(),
+            response,
             written: 0,
             shut: false,
             drained: 0,

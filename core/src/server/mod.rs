@@ -161,17 +161,13 @@ async fn refuse_plain_http(stream: &mut tokio::net::TcpStream) -> bool {
     if !matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_alphabetic()) {
         return false;
     }
-    let body = serde_json::json!({"error": {
-        "code": "tls_required",
-        "message": "this port speaks TLS: use https:// (wss:// for a WebSocket)",
-    }})
-    .to_string();
-    let answer = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+    let answer = reply::error_bytes(
+        http::StatusCode::BAD_REQUEST,
+        "tls_required",
+        "this port speaks TLS: use https:// (wss:// for a WebSocket)",
+        serde_json::json!({}),
     );
-    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.write_all(&answer).await;
     let _ = stream.shutdown().await;
     true
 }

@@ -32,6 +32,21 @@ pub fn error_body(code: &str, message: &str, extra: Value) -> Value {
     json!({ "error": error })
 }
 
+/// An error response as the bytes of an HTTP/1.1 response that closes
+/// the connection: for answers written to a socket hyper does not serve
+/// (a head too large to parse, plain HTTP on the TLS port).
+pub fn error_bytes(status: StatusCode, code: &str, message: &str, extra: Value) -> Vec<u8> {
+    let body = error_body(code, message, extra).to_string();
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// An error response.
 pub fn error(status: StatusCode, code: &str, message: &str, extra: Value) -> Response {
     json(status, &error_body(code, message, extra))

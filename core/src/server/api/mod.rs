@@ -79,17 +79,21 @@ const ROUTES: [(&str, &str); 14] = [
     ("/api/admin/disconnect", POST_METHODS),
 ];
 
+/// The methods `path` answers, if it is one of the routes served here.
+fn route_methods(path: &str) -> Option<&'static str> {
+    ROUTES.iter().find(|(p, _)| *p == path).map(|(_, m)| *m)
+}
+
 /// Whether `path` is one of the routes served here (not an endpoint).
 pub(super) fn is_route(path: &str) -> bool {
-    ROUTES.iter().any(|(p, _)| *p == path)
+    route_methods(path).is_some()
 }
 
 /// The methods `path` answers, if it is a route or a configured
 /// endpoint (whose `GET` is answered before these routes: an upgrade or an
 /// event stream).
 fn methods(app: &App, path: &str) -> Option<&'static str> {
-    let route = ROUTES.iter().find(|(p, _)| *p == path).map(|(_, m)| *m);
-    route.or_else(|| app.router.snapshot().endpoint(path).map(|_| GET_METHODS))
+    route_methods(path).or_else(|| app.router.snapshot().endpoint(path).map(|_| GET_METHODS))
 }
 
 /// Request headers a browser may send cross-origin (docs/protocol.md,
