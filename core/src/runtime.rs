@@ -91,12 +91,16 @@ impl Running {
 }
 
 /// Runs until SIGTERM or SIGINT, reloading on SIGHUP.
+///
+/// The signals are taken before the listener is bound: the router serves
+/// from the moment it binds, and a SIGTERM that came before the handler
+/// would kill it on the spot, its connections cut without their 1012.
 pub async fn run(app: Arc<App>) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let running = bind(app.clone()).await?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let running = bind(app.clone()).await?;
     loop {
         tokio::select! {
             _ = hup.recv() => {

@@ -82,12 +82,17 @@ export async function startRouter(opts = {}) {
       }
     }, "the router to listen");
   };
+  // A SIGTERM is a graceful shutdown (clients closed with 1012, exit 0):
+  // anything else, a crash or a hang, fails the test with the router's log.
   const stop = async () => {
     if (child && child.exitCode === null) {
       child.kill("SIGTERM");
       const t = setTimeout(() => child.kill("SIGKILL"), 5000);
       await child.exited;
       clearTimeout(t);
+      if (child.exitCode !== 0) {
+        throw new Error(`the router did not shut down cleanly (exit ${child.exitCode}, signal ${child.signalCode}):\n${log}`);
+      }
     }
   };
   await launch();

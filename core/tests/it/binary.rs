@@ -67,6 +67,47 @@ async fn sighup_reloads_and_sigterm_closes_clients_with_1012() {
         "connection.established"
     );
     signal(&router.0, "TERM");
+    closes_1012_then_exits(&mut ws, &mut router).await;
+}
+
+/// A SIGTERM while plugins still start (the router serves from the moment
+/// it binds) is a graceful shutdown too: it used to kill the router before
+/// its signal handler was installed, cutting clients off without a close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_plugins_start_still_closes_clients_with_1012() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let slow = format!(
+        "{}\n[[plugins]]\nname = \"slow\"\nlibrary = \"{}\"\n[plugins.config]\nstart_delay_ms = 3000\n",
+        support::BASE,
+        support::plugin("switchyard_testkit")
+    );
+    std::fs::write(&config, slow).unwrap();
+    let port = free_port();
+    let mut router = serve(&config, port, Stdio::null());
+    let url = format!("ws://127.0.0.1:{port}/ws/events");
+    let deadline = Instant::now() + support::WAIT;
+    let mut ws = loop {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((ws, _)) => break ws,
+            Err(e) => assert!(Instant::now() < deadline, "never listened: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        matches!(ws.next().await, Some(Ok(Message::Text(_)))),
+        "connection.established"
+    );
+    signal(&router.0, "TERM");
+    closes_1012_then_exits(&mut ws, &mut router).await;
+}
+
+/// After a SIGTERM: `ws` gets a 1012 close and the router exits with
+/// status 0, both within [`support::WAIT`].
+async fn closes_1012_then_exits<S>(ws: &mut S, router: &mut ChildGuard)
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     let close = loop {
         match tokio::time::timeout(support::WAIT, ws.next())
             .await
@@ -80,7 +121,7 @@ async fn sighup_reloads_and_sigterm_closes_clients_with_1012() {
         }
     };
     assert_eq!(close, (1012, "service restart".to_owned()));
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + support::WAIT;
     let status = loop {
         if let Some(status) = router.0.try_wait().unwrap() {
             break status;

@@ -10,6 +10,7 @@
 //! | `panic_in` | `create`, `start`, `emit` (the emitting thread panics), `deliver` or `stop` |
 //! | `panic_once_file` | with `panic_in`: panic only while this file does not exist (it is created first), so a restarted instance works |
 //! | `fail_start` | `start` returns this error |
+//! | `start_delay_ms` (0) | `start` sleeps this long first (a slow start) |
 //! | `stop_delay_ms` (0) | `stop` sleeps this long (to test abandonment) |
 //! | `record_to` | a sink: append each delivered event to this file, one per line |
 //! | `deliver_delay_ms` (0) | a sink: `deliver` sleeps this long first (a slow sink) |
@@ -41,6 +42,8 @@ struct Config {
     panic_in: Option<String>,
     panic_once_file: Option<String>,
     fail_start: Option<String>,
+    #[serde(default)]
+    start_delay_ms: u64,
     #[serde(default)]
     stop_delay_ms: u64,
     record_to: Option<String>,
@@ -142,6 +145,7 @@ impl Plugin for Testkit {
         if self.panics_in("start") {
             panic!("testkit was told to panic in start");
         }
+        std::thread::sleep(Duration::from_millis(self.config.start_delay_ms));
         if let Some(message) = &self.config.fail_start {
             return Err(PluginError::Start(message.clone()));
         }
