@@ -16,6 +16,13 @@ export class SwitchyardError extends Error {
         this.id = err.id;
     }
 }
+/**
+ * After how many attempts in a row that fell back to SSE the client stops
+ * trying WebSocket first. One is not enough: a router restarting refuses
+ * the WebSocket and is up again when the stream is asked for a moment later.
+ * Two in a row means WebSockets are blocked on the way (a proxy).
+ */
+const SSE_AFTER_FALLBACKS = 2;
 const AUTH_1008 = /invalid token|authentication required|requires authentication/i;
 function matches(pattern, type) {
     if (pattern === "*")
@@ -43,7 +50,8 @@ export class SwitchyardClient {
         this.pingTimer = null;
         this.watchdog = null;
         this.heartbeatMs = 30000;
-        this.stickySse = false;
+        /** Attempts in a row whose WebSocket failed to open and whose SSE then worked. */
+        this.sseFallbacks = 0;
         this.lastAuthFailure = null;
         this.expiresAt = null;
         this._state = "disconnected";
@@ -321,7 +329,7 @@ export class SwitchyardClient {
         this.lastToken = token;
         const mode = this.opts.transport ?? "auto";
         const WS = this.opts.WebSocket ?? globalThis.WebSocket;
-        if (mode === "sse" || (mode === "auto" && (this.stickySse || !WS))) {
+        if (mode === "sse" || (mode === "auto" && (this.sseFallbacks >= SSE_AFTER_FALLBACKS || !WS))) {
             this.openSse(token);
         }
         else {
@@ -363,6 +371,7 @@ export class SwitchyardClient {
         this.beginConn(conn);
         ws.onopen = () => {
             conn.opened = true;
+            this.sseFallbacks = 0;
             this.alive();
         };
         ws.onmessage = (ev) => {
@@ -411,7 +420,7 @@ export class SwitchyardClient {
             if (conn.dead)
                 return;
             if (isFallback && !conn.opened)
-                this.stickySse = true;
+                this.sseFallbacks++;
             conn.opened = true;
             this.alive();
             let msg;

@@ -186,6 +186,14 @@ interface Conn {
   opened: boolean;
 }
 
+/**
+ * After how many attempts in a row that fell back to SSE the client stops
+ * trying WebSocket first. One is not enough: a router restarting refuses
+ * the WebSocket and is up again when the stream is asked for a moment later.
+ * Two in a row means WebSockets are blocked on the way (a proxy).
+ */
+const SSE_AFTER_FALLBACKS = 2;
+
 const AUTH_1008 = /invalid token|authentication required|requires authentication/i;
 
 function matches(pattern: string, type: string): boolean {
@@ -213,7 +221,8 @@ export class SwitchyardClient<M = Record<string, unknown>> {
   private pingTimer: ReturnType<typeof setInterval> | null = null;
   private watchdog: ReturnType<typeof setTimeout> | null = null;
   private heartbeatMs = 30_000;
-  private stickySse = false;
+  /** Attempts in a row whose WebSocket failed to open and whose SSE then worked. */
+  private sseFallbacks = 0;
   private lastToken: string | undefined;
   private lastAuthFailure: { token: string | undefined } | null = null;
   private expiresAt: number | null = null;
@@ -494,7 +503,7 @@ export class SwitchyardClient<M = Record<string, unknown>> {
     this.lastToken = token;
     const mode = this.opts.transport ?? "auto";
     const WS = this.opts.WebSocket ?? (globalThis as any).WebSocket;
-    if (mode === "sse" || (mode === "auto" && (this.stickySse || !WS))) {
+    if (mode === "sse" || (mode === "auto" && (this.sseFallbacks >= SSE_AFTER_FALLBACKS || !WS))) {
       this.openSse(token);
     } else {
       this.openWs(WS, token, mode === "auto");
@@ -534,6 +543,7 @@ export class SwitchyardClient<M = Record<string, unknown>> {
     this.beginConn(conn);
     ws.onopen = () => {
       conn.opened = true;
+      this.sseFallbacks = 0;
       this.alive();
     };
     ws.onmessage = (ev) => {
@@ -578,7 +588,7 @@ export class SwitchyardClient<M = Record<string, unknown>> {
     };
     const onData = (data: string) => {
       if (conn.dead) return;
-      if (isFallback && !conn.opened) this.stickySse = true;
+      if (isFallback && !conn.opened) this.sseFallbacks++;
       conn.opened = true;
       this.alive();
       let msg: any;

@@ -2,6 +2,7 @@
 // this test FAILS, naming the missing server feature (it is never skipped).
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import WebSocket from "ws";
 import { SwitchyardClient } from "../dist/index.js";
 import { startRouter, publish, alert, job, disconnect, until, sleep, record, sseAvailable, SSE_MISSING } from "./helpers.mjs";
 
@@ -66,4 +67,33 @@ test("falls back to SSE when the WebSocket cannot be opened: same API, recovery 
   assert.deepEqual(r.gaps, []);
   await sleep(100);
   assert.equal(r.events.length, before + 2, "no duplicate");
+  // Two fallbacks in a row (connect, subscribe): WebSockets are blocked, so
+  // the reconnect after the drop went straight to SSE.
+  assert.equal(RefusedWebSocket.attempts, 2);
+});
+
+test("one refused WebSocket (a router restarting) does not pin the client to SSE", async (t) => {
+  const router = await startRouter();
+  t.after(() => router.stop());
+  let refusals = 1;
+  // `new` on a function that returns an object gives that object.
+  function RefusedOnce(url, protocols) {
+    return refusals-- > 0 ? new RefusedWebSocket() : new WebSocket(url, protocols);
+  }
+  const client = new SwitchyardClient({ url: router.url, WebSocket: RefusedOnce, events: ["alert.*"], backoff: { initialMs: 100, maxMs: 1000 } });
+  t.after(() => client.close());
+  const r = record(client, "alert.*");
+  await until(() => client.state === "connected", "connected over SSE");
+  assert.equal(client.transport, "sse");
+  await publish(router.url, alert("a1"));
+  await until(() => r.events.length === 1, "a1");
+
+  const id = client.connectionId;
+  await disconnect(router.url, id);
+  await publish(router.url, alert("a2"));
+  await until(() => client.state === "connected" && client.connectionId !== id, "reconnected");
+  assert.equal(client.transport, "websocket", "back on WebSocket");
+  await until(() => r.events.length === 2, "a2, recovered");
+  assert.deepEqual(r.events.map((e) => e.sequence), [1, 2]);
+  assert.deepEqual(r.gaps, []);
 });
