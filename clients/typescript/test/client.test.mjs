@@ -87,6 +87,7 @@ test("one gap (epoch_changed) after the router restarts and loses its history", 
   t.after(() => client.close());
   const r = record(client);
   await until(() => client.state === "connected", "connected");
+  assert.equal(client.transport, "websocket", JSON.stringify({ closed: r.closed, errors: r.errors.map(String) }));
   await publish(router.url, [alert("a1"), alert("a2"), job("j1")]);
   await until(() => r.events.length === 3, "3 events");
   const before = client.positions;
@@ -96,7 +97,7 @@ test("one gap (epoch_changed) after the router restarts and loses its history", 
   assert.equal(r.gaps.length, 1, JSON.stringify(r.gaps));
   assert.deepEqual([...r.gaps[0].channels].sort(), ["alerts", "jobs"]);
   assert.equal(r.gaps[0].reason, "epoch_changed");
-  assert.equal(r.closed[0].code, 1012, JSON.stringify(r.closed));
+  assert.equal(r.closed[0].code, 1012, JSON.stringify({ closed: r.closed, errors: r.errors.map(String) }));
   assert.notEqual(client.positions.alerts.epoch, before.alerts.epoch);
   // Live delivery goes on in the new epoch, from sequence 1.
   await publish(router.url, alert("a3"));
