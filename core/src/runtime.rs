@@ -39,9 +39,15 @@ pub async fn bind(app: Arc<App>) -> std::io::Result<Running> {
         let _ = stopped.wait_for(|s| *s).await;
     };
     let server = tokio::spawn(crate::server::serve(app.clone(), listener, lanes, stopped));
+    // Watched before the plugins start, so that an edit saved meanwhile is
+    // not missed; its reload, like one asked of the admin API, waits for
+    // them: a reload planned while they start would not see them and would
+    // start each a second time.
+    let watcher = watch_config(app.clone());
+    let serial = app.reload_lock.lock().await;
     let starter = app.clone();
     let _ = tokio::task::spawn_blocking(move || starter.start_plugins()).await;
-    let watcher = watch_config(app.clone());
+    drop(serial);
     tokio::spawn(supervise(Arc::downgrade(&app)));
     tokio::spawn(ring_clock(Arc::downgrade(&app)));
     // Which scheme clients must use is the first thing to check when none
@@ -105,7 +111,12 @@ pub async fn run(app: Arc<App>) -> std::io::Result<()> {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
-                let _ = reload::reload(&app).await;
+                // Not awaited here: a SIGTERM during a long reload (a
+                // plugin starting, a removed sink draining) is acted on at
+                // once; the shutdown waits for the reload before it stops
+                // the plugins.
+                let app = app.clone();
+                tokio::spawn(async move { reload::reload(&app).await });
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

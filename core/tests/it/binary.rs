@@ -77,12 +77,7 @@ async fn sighup_reloads_and_sigterm_closes_clients_with_1012() {
 async fn sigterm_while_plugins_start_still_closes_clients_with_1012() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    let slow = format!(
-        "{}\n[[plugins]]\nname = \"slow\"\nlibrary = \"{}\"\n[plugins.config]\nstart_delay_ms = 3000\n",
-        support::BASE,
-        support::plugin("switchyard_testkit")
-    );
-    std::fs::write(&config, slow).unwrap();
+    std::fs::write(&config, with_slow_plugin(support::BASE, 3000)).unwrap();
     let port = free_port();
     let mut router = serve(&config, port, Stdio::null());
     let url = format!("ws://127.0.0.1:{port}/ws/events");
@@ -100,6 +95,97 @@ async fn sigterm_while_plugins_start_still_closes_clients_with_1012() {
     );
     signal(&router.0, "TERM");
     closes_1012_then_exits(&mut ws, &mut router).await;
+}
+
+/// `BASE` plus a testkit producer named `slow` whose `start` takes
+/// `start_delay_ms`.
+fn with_slow_plugin(base: &str, start_delay_ms: u64) -> String {
+    format!(
+        "{base}\n[[plugins]]\nname = \"slow\"\nlibrary = \"{}\"\n[plugins.config]\nstart_delay_ms = {start_delay_ms}\n",
+        support::plugin("switchyard_testkit")
+    )
+}
+
+/// Polls `/health/live` until the router on `port` answers (it serves
+/// before its plugins have started).
+async fn until_listening(port: u16) {
+    let deadline = Instant::now() + support::WAIT;
+    let url = format!("http://127.0.0.1:{port}/health/live");
+    while reqwest::get(&url).await.is_err() {
+        assert!(Instant::now() < deadline, "never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A reload asked for while the first plugins start waits for them: it
+/// used to plan without the instance still starting and start it a second
+/// time, the first left running and never stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_plugins_start_waits_and_starts_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, with_slow_plugin(support::BASE, 2000)).unwrap();
+    let port = free_port();
+    let _router = serve(&config, port, Stdio::null());
+    until_listening(port).await;
+    let reply: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/admin/reload"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        reply["impact"]["plugins"]["started"],
+        serde_json::json!([]),
+        "{reply}"
+    );
+    assert_eq!(
+        reply["impact"]["plugins"]["restarted"],
+        serde_json::json!([]),
+        "{reply}"
+    );
+}
+
+/// A SIGTERM during a SIGHUP reload that takes long (a plugin starting)
+/// is acted on at once: `/health` says `shutting_down` within a second,
+/// where it used to say `ok` until the reload was over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_long_sighup_reload_shuts_down_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, support::BASE).unwrap();
+    let port = free_port();
+    let mut router = serve(&config, port, Stdio::null());
+    wait_for_version(port, 1).await;
+    std::fs::write(&config, with_slow_plugin(support::BASE, 6000)).unwrap();
+    signal(&router.0, "HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&router.0, "TERM");
+    let asked = Instant::now();
+    let health = format!("http://127.0.0.1:{port}/health");
+    loop {
+        let status = reqwest::get(&health).await.unwrap().status();
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "/health still {status} 2 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = router.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
 }
 
 /// After a SIGTERM: `ws` gets a 1012 close and the router exits with
