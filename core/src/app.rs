@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use crate::auth::jwt::Verifier;
 use crate::auth::ApiKeys;
 use crate::config::Problem;
+use crate::connection::ConnRef;
 use crate::log_limit::OncePer;
 use crate::plugin_host::{Plan, PluginHost};
 use crate::ratelimit::TokenBucket;
@@ -61,6 +62,9 @@ pub struct App {
     pub tls: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
     /// Set when a graceful shutdown begins: new requests get 503.
     pub shutting_down: AtomicBool,
+    /// New connections past the shutdown check and not yet in the router
+    /// (`server::admission::Opening`): the shutdown waits for them too.
+    pub(crate) opening: AtomicUsize,
     /// Publish rate limits, per API key name (or client IP without auth).
     pub publish_buckets: Mutex<HashMap<String, TokenBucket>>,
     /// The last reload's outcome.
@@ -76,6 +80,12 @@ pub struct App {
     pub(crate) logged_warnings: Mutex<BTreeSet<String>>,
 }
 
+/// Closes `conn` as a graceful shutdown does: 1012, once its queue is
+/// written.
+pub fn close_for_shutdown(conn: &ConnRef) {
+    conn.close(1012, "service restart");
+}
+
 /// Most publish buckets kept; past it, the idle ones are forgotten.
 const MAX_PUBLISH_BUCKETS: usize = 10_000;
 
@@ -83,6 +93,12 @@ impl App {
     /// Whether a graceful shutdown is under way.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Whether a graceful shutdown still has connections to see closed:
+    /// open ones, and new ones on their way in.
+    pub fn has_connections_left(&self) -> bool {
+        self.router.connection_count() > 0 || self.opening.load(Ordering::SeqCst) > 0
     }
 
     /// Takes one publish token for `who`; `Err` holds the seconds to wait.

@@ -366,6 +366,7 @@ pub async fn start(
         verifier: ArcSwap::from_pointee(credentials.verifier),
         tls: arc_swap::ArcSwapOption::from(credentials.tls.map(Arc::new)),
         shutting_down: Default::default(),
+        opening: Default::default(),
         publish_buckets: Default::default(),
         last_reload: Mutex::new(None),
         reload_lock: tokio::sync::Mutex::new(()),

@@ -80,10 +80,10 @@ impl Running {
         let timeout =
             Duration::from_secs(self.app.router.snapshot().config.server.shutdown_timeout_s);
         for (conn, _) in self.app.router.connections() {
-            conn.close(1012, "service restart");
+            crate::app::close_for_shutdown(&conn);
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        while self.app.router.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+        while self.app.has_connections_left() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // Held off: a reload or a restart of a failed instance meeting

@@ -7,12 +7,14 @@
 //! across a cluster.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use http::{HeaderMap, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::app::App;
+use crate::app::{close_for_shutdown, App};
 use crate::auth::client_addr;
 use crate::auth::jwt::{self, ChannelsClaim};
 use crate::client_message;
@@ -85,11 +87,38 @@ pub fn bad_request(code: &str, message: &str) -> Refusal {
     }
 }
 
+/// A new connection on its way in: past the shutdown check, not yet in the
+/// router, counted in [`App::opening`] while it lives. A shutdown that
+/// begins meanwhile cannot see it to close it, so it waits for these to
+/// enter ([`enter`] closes them itself) or give up.
+pub struct Opening(Arc<App>);
+
+impl Opening {
+    fn new(app: &Arc<App>) -> Opening {
+        app.opening.fetch_add(1, Ordering::SeqCst);
+        Opening(app.clone())
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.0.opening.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// What every new connection must pass before it is opened: the router not
 /// shutting down, an allowed `Origin`, room under `server.max_connections`.
+/// What passes is [`Opening`] until [`enter`] takes it.
 // A refusal is answered at once; boxing it would only add an allocation.
 #[allow(clippy::result_large_err)]
-pub fn before_opening(app: &App, snap: &Snapshot, headers: &HeaderMap) -> Result<(), Refusal> {
+pub fn before_opening(
+    app: &Arc<App>,
+    snap: &Snapshot,
+    headers: &HeaderMap,
+) -> Result<Opening, Refusal> {
+    // Counted before the check: a shutdown that sets its flag after the
+    // check then finds this one counted, and waits for it.
+    let opening = Opening::new(app);
     if app.is_shutting_down() {
         return Err(refusal(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -113,22 +142,32 @@ pub fn before_opening(app: &App, snap: &Snapshot, headers: &HeaderMap) -> Result
         refused.response = reply::retry_after(refused.response, 5);
         return Err(refused);
     }
-    Ok(())
+    Ok(opening)
 }
 
 /// Opens an admitted connection, counting the same user's (or address's)
 /// connections on the other nodes of a cluster, and leasing this one
-/// before the client hears `connection.established`.
-pub async fn enter(app: &App, verdict: Result<ConnectRequest, String>) -> Result<ConnRef, String> {
+/// before the client hears `connection.established`. One that enters
+/// after a shutdown began is closed with 1012 at once, as the shutdown
+/// closed the others before it could see this one.
+pub async fn enter(
+    app: &App,
+    verdict: Result<ConnectRequest, String>,
+    opening: Opening,
+) -> Result<ConnRef, String> {
     let mut verdict = verdict;
     if let (Ok(request), Some(cluster)) = (&mut verdict, &app.cluster) {
         request.elsewhere = leases::elsewhere(&cluster.shared, request).await;
     }
     let conn =
         verdict.and_then(|request| app.router.connect(request).map_err(|e| e.to_string()))?;
+    if app.is_shutting_down() {
+        close_for_shutdown(&conn);
+    }
     if let Some(cluster) = &app.cluster {
         leases::change(&cluster.shared, &conn, 1).await;
     }
+    drop(opening);
     Ok(conn)
 }
 

@@ -188,6 +188,179 @@ async fn sigterm_during_a_long_sighup_reload_shuts_down_at_once() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// How one raw upgrade racing a SIGTERM ended.
+#[derive(Debug, PartialEq)]
+enum Raced {
+    /// Refused in HTTP with this status.
+    Refused(u16),
+    /// Upgraded, then closed with this code.
+    Closed(u16),
+    /// Upgraded, then cut off without a close frame: the bug.
+    Cut,
+    /// No answer at all (the listener closed before accepting it).
+    Unanswered,
+}
+
+/// Asks for a WebSocket upgrade, or an event stream (`stream`), on `tcp`
+/// once `go` opens, and reads what comes back until the close or the end.
+async fn race_one(
+    mut tcp: tokio::net::TcpStream,
+    go: std::sync::Arc<tokio::sync::Barrier>,
+    stream: bool,
+) -> Raced {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (request, opened) = if stream {
+        (
+            "GET /ws/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+            200,
+        )
+    } else {
+        ("GET /ws/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", 101)
+    };
+    go.wait().await;
+    if tcp.write_all(request.as_bytes()).await.is_err() {
+        return Raced::Unanswered;
+    }
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Raced::Unanswered,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let status: u16 = String::from_utf8_lossy(&bytes[9..12]).parse().unwrap();
+    if status != opened {
+        return Raced::Refused(status);
+    }
+    let mut body = bytes.split_off(head_end);
+    loop {
+        let close = if stream {
+            last_message_close(&body)
+        } else {
+            close_frame(&mut body)
+        };
+        if let Some(code) = close {
+            return Raced::Closed(code);
+        }
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Raced::Cut,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The code of a stream's last `connection.closed` message, once `body`
+/// holds it whole.
+fn last_message_close(body: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(body);
+    let at = text.find("\"type\":\"connection.closed\"")?;
+    let line = text[at..]
+        .split('\n')
+        .next()
+        .filter(|_| text[at..].contains('\n'))?;
+    let code = line.split("\"code\":").nth(1)?;
+    code.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The code of a close frame, once `frames` holds one whole; the frames
+/// before it are taken off.
+fn close_frame(frames: &mut Vec<u8>) -> Option<u16> {
+    // Server frames are unmasked, each under 64 KiB here.
+    while let Some((opcode, start, end)) = frame_at(frames) {
+        if opcode == 8 {
+            return Some(u16::from_be_bytes([frames[start], frames[start + 1]]));
+        }
+        frames.drain(..end);
+    }
+    None
+}
+
+/// The first whole frame in `bytes`: its opcode and where its payload
+/// starts and ends.
+fn frame_at(bytes: &[u8]) -> Option<(u8, usize, usize)> {
+    let (opcode, len) = (bytes.first()? & 0x0f, usize::from(bytes.get(1)? & 0x7f));
+    let (start, len) = match len {
+        126 => (
+            4,
+            usize::from(u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?])),
+        ),
+        127 => panic!("a frame of 64 KiB or more"),
+        len => (2, len),
+    };
+    (bytes.len() >= start + len).then_some((opcode, start, start + len))
+}
+
+/// Upgrades on their way in when a SIGTERM comes (past the shutdown check,
+/// not yet in the router) are closed with 1012 like the others. They used
+/// to be missed by the shutdown's closing of every connection and cut off
+/// without a close frame when the process exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_racing_a_sigterm_are_refused_or_closed_with_1012_never_cut() {
+    connections_race_a_sigterm(false).await;
+}
+
+/// Event streams racing a SIGTERM: each is refused, or ends with its last
+/// `connection.closed` 1012.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_racing_a_sigterm_are_refused_or_closed_with_1012_never_cut() {
+    connections_race_a_sigterm(true).await;
+}
+
+/// 200 clients ask for a connection (an event stream if `stream`) at once,
+/// 2 ms before a SIGTERM: none may be cut off without its close.
+async fn connections_race_a_sigterm(stream: bool) {
+    const CLIENTS: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let server = "shutdown_timeout_s = 3\nmax_pending_handshakes = 4096";
+    std::fs::write(&config, support::with_server(server)).unwrap();
+    let port = free_port();
+    let mut router = serve(&config, port, Stdio::null());
+    wait_for_version(port, 1).await;
+    let go = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS + 1));
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        clients.push(tokio::spawn(race_one(tcp, go.clone(), stream)));
+    }
+    go.wait().await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    signal(&router.0, "TERM");
+    let mut outcomes = Vec::new();
+    for client in clients {
+        let outcome = tokio::time::timeout(Duration::from_secs(20), client)
+            .await
+            .expect("every client hears how it ended")
+            .unwrap();
+        outcomes.push(outcome);
+    }
+    let wrong: Vec<&Raced> = outcomes
+        .iter()
+        .filter(|o| {
+            !matches!(
+                o,
+                Raced::Refused(503) | Raced::Closed(1012) | Raced::Unanswered
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {CLIENTS} ended wrong: {wrong:?}",
+        wrong.len()
+    );
+    let status = router.0.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
 /// After a SIGTERM: `ws` gets a 1012 close and the router exits with
 /// status 0, both within [`support::WAIT`].
 async fn closes_1012_then_exits<S>(ws: &mut S, router: &mut ChildGuard)

@@ -84,7 +84,7 @@ async fn open(
     let Some(endpoint) = snap.endpoint(req.uri().path()) else {
         return Err(admission::unknown_endpoint(app, &snap, req.uri().path()));
     };
-    admission::before_opening(app, &snap, req.headers())?;
+    let opening = admission::before_opening(app, &snap, req.headers())?;
     let mut admitted = admission::admit(app, &snap, endpoint, peer, req)
         .map_err(|message| bad_request("invalid_query", &message))?;
     if let Ok(request) = &mut admitted.verdict {
@@ -102,21 +102,23 @@ async fn open(
             .ok()
             .and_then(|request| request.since.as_ref()),
     );
-    Ok(match admission::enter(app, admitted.verdict).await {
-        Ok(conn) => Ok(Opened {
-            stream: Stream::new(app.clone(), conn, heartbeat, leeway),
-            cursor,
-        }),
-        Err(reason) => {
-            tracing::debug!("stream refused: {reason}");
-            let mut last = Vec::new();
-            output::message(&mut last, |_| {}, &protocol::closed(1008, &reason));
-            Err(event_stream(
-                headers(),
-                Full::new(Bytes::from(last)).map_err(|e| match e {}).boxed(),
-            ))
-        }
-    })
+    Ok(
+        match admission::enter(app, admitted.verdict, opening).await {
+            Ok(conn) => Ok(Opened {
+                stream: Stream::new(app.clone(), conn, heartbeat, leeway),
+                cursor,
+            }),
+            Err(reason) => {
+                tracing::debug!("stream refused: {reason}");
+                let mut last = Vec::new();
+                output::message(&mut last, |_| {}, &protocol::closed(1008, &reason));
+                Err(event_stream(
+                    headers(),
+                    Full::new(Bytes::from(last)).map_err(|e| match e {}).boxed(),
+                ))
+            }
+        },
+    )
 }
 
 /// The headers of an event stream's response.

@@ -54,12 +54,12 @@ fn open(
             "a WebSocket upgrade needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13",
         ));
     };
-    admission::before_opening(app, &snap, req.headers())?;
+    let opening = admission::before_opening(app, &snap, req.headers())?;
     let admission = admission::admit(app, &snap, endpoint, peer, &req)
         .map_err(|message| bad_request("invalid_query", &message))?;
     let bearer = admission.bearer_subprotocol;
     let on_upgrade = hyper::upgrade::on(&mut req);
-    lanes.spawn(task::run(app.clone(), on_upgrade, admission));
+    lanes.spawn(task::run(app.clone(), on_upgrade, admission, opening));
     Ok(switching_protocols(&accept, bearer))
 }
 

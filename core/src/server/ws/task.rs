@@ -27,7 +27,7 @@ use super::writer::{self, Flushed, Writer};
 use crate::app::App;
 use crate::connection::outbox::Written;
 use crate::connection::{inline, Clock, Close, ConnRef};
-use crate::server::admission::{self, Admission};
+use crate::server::admission::{self, Admission, Opening};
 use crate::server::expiry;
 use crate::server::lanes;
 use crate::server::readiness::poll_read;
@@ -47,8 +47,8 @@ pub(in crate::server) enum End {
 }
 
 /// Serves one upgraded connection until it closes: the connection's task.
-pub fn run(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) -> Task {
-    Task::Admitting(Box::pin(admit(app, on_upgrade, admission)))
+pub fn run(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission, opening: Opening) -> Task {
+    Task::Admitting(Box::pin(admit(app, on_upgrade, admission, opening)))
 }
 
 /// A connection's task, written as a state machine by hand rather than as
@@ -101,7 +101,12 @@ impl Future for Task {
 
 /// Waits for the upgrade, takes the socket back from hyper and asks the
 /// router to take the connection; a refused connection is closed with 1008.
-async fn admit(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) -> Option<Served> {
+async fn admit(
+    app: Arc<App>,
+    on_upgrade: OnUpgrade,
+    admission: Admission,
+    opening: Opening,
+) -> Option<Served> {
     let upgraded = match on_upgrade.await {
         Ok(u) => u,
         Err(e) => {
@@ -120,7 +125,7 @@ async fn admit(app: Arc<App>, on_upgrade: OnUpgrade, admission: Admission) -> Op
             return None;
         }
     };
-    match admission::enter(&app, admission.verdict).await {
+    match admission::enter(&app, admission.verdict, opening).await {
         Ok(conn) => {
             let mut served = Served::new(app, conn, socket);
             served.on_input(&mut early.to_vec());
