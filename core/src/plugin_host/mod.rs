@@ -177,6 +177,24 @@ fn drain_deadline(router: &Router) -> Instant {
     Instant::now() + Duration::from_secs(bound)
 }
 
+/// How long a shutdown waits, once the sinks stopped, for what this node
+/// stamped meanwhile to come back, so that it is counted.
+const LATE_ECHOES: Duration = Duration::from_secs(1);
+
+/// Waits until `deadline` for the events this node has stamped in a
+/// cluster store so far to come back through its feed (nothing to wait
+/// for with the memory engine); how many may not have.
+fn wait_to_come_back(router: &Router, deadline: Instant) -> u64 {
+    let marks = router.stamped_marks();
+    loop {
+        let behind = router.not_back(&marks);
+        if behind == 0 || Instant::now() >= deadline {
+            return behind;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Stops instances side by side, each on a thread of its own, and waits
 /// for all of them.
 fn stop_together(instances: Vec<(Managed, Ending)>) {
@@ -356,8 +374,13 @@ impl PluginHost {
     }
 
     /// Stops every instance (at shutdown): producers first, so that their
-    /// last events still reach the sinks, then the sinks, each drained into
-    /// (within `server.shutdown_timeout_s`) before it stops.
+    /// last events still reach the sinks; in a cluster, waits for what this
+    /// node stamped until then to come back from the store (only then is
+    /// it offered to the sinks); then the sinks, each drained into. Each
+    /// step within `server.shutdown_timeout_s`. What comes back after the
+    /// sinks stopped (from an instance that is both, say) is waited for
+    /// briefly, so that it is counted as `sink_shutdown`, and the total the
+    /// sinks did not get is logged.
     pub fn stop_all(&self, router: &Arc<Router>) {
         let (sinks, producers): (Vec<Managed>, Vec<Managed>) =
             std::mem::take(&mut *self.managed.lock())
@@ -371,8 +394,30 @@ impl PluginHost {
             };
             ms.into_iter().map(|m| (m, ending())).collect::<Vec<_>>()
         };
+        let dropped = router.metrics().dropped_counter("sink_shutdown");
+        let before = dropped.get();
         stop_together(drain(producers));
+        if sinks.is_empty() {
+            return;
+        }
+        let behind = wait_to_come_back(router, drain_deadline(router));
+        if behind > 0 {
+            tracing::warn!(
+                events = behind,
+                "stopping the sinks with up to {behind} events this node stamped not yet back \
+                 from the cluster store: the sinks do not get those"
+            );
+        }
         stop_together(drain(sinks));
+        wait_to_come_back(router, Instant::now() + LATE_ECHOES);
+        let lost = dropped.get() - before;
+        if lost > 0 {
+            tracing::warn!(
+                dropped = lost,
+                "shutdown: {lost} event(s) routed to sinks were not delivered \
+                 (switchyard_dropped_total{{reason=\"sink_shutdown\"}})"
+            );
+        }
     }
 
     /// Each instance's status, by name.

@@ -781,3 +781,63 @@ async fn a_redis_that_stops_answering_makes_the_node_unhealthy_until_it_answers(
     node.wait_for_status("ok").await;
     node.publish_ok(&support::alert("after the pause")).await;
 }
+
+/// At shutdown every event a node stamped in Redis is written by its sink
+/// or counted and logged as `sink_shutdown`. Only what comes back through
+/// the feed is offered to the sinks, and the process used to stop before
+/// the last of it came back: the last ticks of an instance emitting every
+/// millisecond (testkit is a producer and a sink, so it stops with the
+/// sinks) were lost without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_every_event_stamped_is_written_by_the_sink_or_counted() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("ticks.log");
+    let plugins = format!(
+        "\n[[channels]]\nname = \"testkit\"\nhistory = 100000\n\
+         \n[[plugins]]\nname = \"ticker\"\nlibrary = \"{}\"\n[plugins.config]\nemit_every_ms = 1\n\
+         \n[[plugins]]\nname = \"audit\"\nlibrary = \"{}\"\n[plugins.config]\npath = \"{}\"\nfsync = \"never\"\n\
+         \n[[routes]]\nsink = \"audit\"\nevents = [\"testkit.tick\"]\n",
+        support::plugin("switchyard_testkit"),
+        support::plugin("switchyard_audit_log"),
+        log.display()
+    );
+    let mut node = Node::start(&cluster_config(&redis, &plugins)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = node._process.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let (status, node_log) = tokio::task::spawn_blocking(move || {
+        let status = node._process.0.wait().unwrap();
+        (status, node.log())
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "exit {status}: {node_log}");
+    let stamped = match redis
+        .command(&["XLEN", "switchyard:ch:{testkit}:stream"])
+        .await
+    {
+        redis::Value::Int(n) => n as usize,
+        other => panic!("XLEN answered {other:?}"),
+    };
+    let written = std::fs::read_to_string(&log).unwrap().lines().count();
+    let dropped: usize = node_log
+        .lines()
+        .find(|l| l.contains("routed to sinks were not delivered"))
+        .and_then(|l| {
+            l.split("shutdown: ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert!(stamped > 100, "only {stamped} ticks stamped");
+    assert_eq!(
+        written + dropped,
+        stamped,
+        "{written} written and {dropped} counted, of {stamped} stamped: {node_log}"
+    );
+}

@@ -18,6 +18,7 @@ pub mod log;
 mod publish;
 mod publishing;
 mod recovery;
+mod stamped;
 mod table;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ pub use log::{
 };
 pub use publish::{Incoming, Origin, PublishError, Stamp};
 pub use publishing::Publishing;
+pub use stamped::Marks;
 pub use table::impact::{Closed, Impact, Moved};
 
 use crate::config::Config;
@@ -176,6 +178,8 @@ pub struct Router {
     clock: Clock,
     /// The transport's inline writer, once it has registered one.
     inline_writer: OnceLock<inline::Write>,
+    /// What this node stamped in a cluster store (see [`stamped`]).
+    stamped: Arc<stamped::Stamped>,
 }
 
 impl std::fmt::Debug for Router {
@@ -211,6 +215,7 @@ impl Router {
             sequencer,
             clock: Clock::default(),
             inline_writer: OnceLock::new(),
+            stamped: Arc::default(),
         }
     }
 
@@ -351,10 +356,28 @@ impl Router {
         };
         let batch = table.batch(&prepared);
         drop(table);
-        let (publishing, settle) =
-            Publishing::remote(&batch, self.metrics.clone(), self.coverage.clone());
+        let (publishing, settle) = Publishing::remote(
+            &batch,
+            self.metrics.clone(),
+            self.coverage.clone(),
+            self.stamped.clone(),
+        );
         sequencer.sequence(batch, settle);
         publishing
+    }
+
+    /// What this node has stamped in the cluster store so far (nothing
+    /// with the memory engine): only what comes back through the store's
+    /// feed is offered to this node's sinks, so a shutdown waits, with
+    /// [`Router::not_back`], for these marks before it stops them.
+    pub fn stamped_marks(&self) -> Marks {
+        self.stamped.marks()
+    }
+
+    /// How many of the events up to `marks` may not have come back through
+    /// the feed yet (an upper bound).
+    pub fn not_back(&self, marks: &Marks) -> u64 {
+        marks.behind(&self.positions())
     }
 
     /// Takes an event stamped by the cluster engine: delivered if it is its

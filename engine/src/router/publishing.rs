@@ -13,6 +13,7 @@ use futures_channel::oneshot;
 
 use super::coverage::Coverage;
 use super::log::{Appended, Batch, LogError, Placed, Settle};
+use super::stamped::Stamped;
 use super::{PublishError, Stamp};
 use crate::metrics::Metrics;
 
@@ -39,6 +40,7 @@ impl Publishing {
         batch: &Batch,
         metrics: Arc<Metrics>,
         coverage: Arc<Coverage>,
+        stamped: Arc<Stamped>,
     ) -> (Publishing, Settle) {
         let (tx, rx) = oneshot::channel();
         let events: Vec<(Arc<str>, Arc<str>)> = batch
@@ -52,11 +54,12 @@ impl Publishing {
                     .iter()
                     .zip(placed)
                     .map(|((channel, type_name), placed)| {
-                        if let Appended::New(_) = placed.appended {
+                        if let Appended::New(sequence) = placed.appended {
                             // Counted on the node that took it, as the
                             // memory engine counts on stamping.
                             metrics.accept(type_name);
                             coverage.produced(type_name, 0);
+                            stamped.record(channel, &placed.epoch, sequence);
                         }
                         Stamp {
                             channel: channel.clone(),
