@@ -47,15 +47,21 @@ async fn wait_for_version(port: u16, version: u64) {
     wait_for_version_where(port, &format!("reached {version}"), |v| v == version).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reloads_and_sigterm_closes_clients_with_1012() {
+/// The binary serving `BASE` from `config.toml` in a new folder, once it
+/// answers with config version 1: the folder, the port and the process.
+async fn serve_base() -> (tempfile::TempDir, u16, ChildGuard) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, support::BASE).unwrap();
     let port = free_port();
-    let mut router = serve(&config, port, Stdio::null());
+    let router = serve(&config, port, Stdio::null());
     wait_for_version(port, 1).await;
+    (dir, port, router)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_sigterm_closes_clients_with_1012() {
+    let (_dir, port, mut router) = serve_base().await;
     signal(&router.0, "HUP");
     wait_for_version(port, 2).await;
 
@@ -154,12 +160,8 @@ async fn a_reload_while_plugins_start_waits_and_starts_none_twice() {
 /// where it used to say `ok` until the reload was over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_long_sighup_reload_shuts_down_at_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, port, mut router) = serve_base().await;
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, support::BASE).unwrap();
-    let port = free_port();
-    let mut router = serve(&config, port, Stdio::null());
-    wait_for_version(port, 1).await;
     std::fs::write(&config, with_slow_plugin(support::BASE, 6000)).unwrap();
     signal(&router.0, "HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -177,14 +179,7 @@ async fn sigterm_during_a_long_sighup_reload_shuts_down_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = router.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = exited(&mut router).await;
     assert!(status.success(), "exit status {status}");
 }
 
@@ -361,8 +356,8 @@ async fn connections_race_a_sigterm(stream: bool) {
     assert!(status.success(), "exit status {status}");
 }
 
-/// After a SIGTERM: `ws` gets a 1012 close and the router exits with
-/// status 0, both within [`support::WAIT`].
+/// After a SIGTERM: `ws` gets a 1012 close (within [`support::WAIT`]) and
+/// the router exits with status 0.
 async fn closes_1012_then_exits<S>(ws: &mut S, router: &mut ChildGuard)
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
@@ -380,17 +375,7 @@ where
         }
     };
     assert_eq!(close, (1012, "service restart".to_owned()));
-    let deadline = Instant::now() + support::WAIT;
-    let status = loop {
-        if let Some(status) = router.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the router did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = exited(router).await;
     assert!(status.success(), "exit status {status}");
 }
 
