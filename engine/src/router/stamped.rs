@@ -1,7 +1,7 @@
 //! What this node stamped in a cluster store, per channel: its sinks are
 //! offered an event only when it comes back through the store's feed, so
-//! a shutdown that stops the sinks first waits for the store to send back
-//! what it stamped ([`super::Router::stamped_marks`]).
+//! before a shutdown stops them it waits for the store to send back what
+//! was stamped ([`super::Router::stamped_marks`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
