@@ -69,6 +69,8 @@ pub struct App {
     pub publish_buckets: Mutex<HashMap<String, TokenBucket>>,
     /// The last reload's outcome.
     pub last_reload: Mutex<Option<ReloadRecord>>,
+    /// When the first configuration was read (see `runtime`'s watcher).
+    pub(crate) config_read_at: std::time::SystemTime,
     /// Serializes reloads: they never run concurrently.
     pub(crate) reload_lock: tokio::sync::Mutex<()>,
     /// The first configuration's plugin instances, until they are started.

@@ -151,12 +151,17 @@ pub struct Prepared {
     pub overridden_keys: Vec<String>,
     /// `server.listen` as the file (or environment) has it, before `--listen`.
     pub configured_listen: std::net::SocketAddr,
+    /// When the file was read (just before): a change saved after it, and
+    /// before the file is watched, is reloaded once the watch begins.
+    pub read_at: std::time::SystemTime,
 }
 
 /// Loads, validates and plans a configuration; starts nothing. Every
 /// problem is reported at once: the file's, the plugins' and the registry's.
 pub fn prepare(options: &Options, plugins: &PluginHost) -> Result<Prepared, ReloadError> {
-    prepare_loaded(options, plugins, config::load_all(&options.config_path)?)
+    let read_at = std::time::SystemTime::now();
+    let loaded = config::load_all(&options.config_path)?;
+    prepare_loaded(options, plugins, loaded, read_at)
 }
 
 /// [`prepare`] for a candidate's text instead of the file on disk, read as
@@ -167,13 +172,14 @@ pub fn prepare_candidate(
     text: &str,
 ) -> Result<Prepared, ReloadError> {
     let loaded = config::load_candidate(text, &options.config_path)?;
-    prepare_loaded(options, plugins, loaded)
+    prepare_loaded(options, plugins, loaded, std::time::SystemTime::now())
 }
 
 fn prepare_loaded(
     options: &Options,
     plugins: &PluginHost,
     (loaded, mut problems): (Loaded, Vec<Problem>),
+    read_at: std::time::SystemTime,
 ) -> Result<Prepared, ReloadError> {
     let Loaded {
         mut config,
@@ -204,6 +210,7 @@ fn prepare_loaded(
                 plan: plan.unwrap_or_default(),
                 overridden_keys,
                 configured_listen,
+                read_at,
             })
         }
         Some(Err(registry_problems)) => {
@@ -336,6 +343,7 @@ pub async fn start(
         registry,
         warnings,
         plan,
+        read_at,
         ..
     } = prepared;
     let snapshot = Snapshot {
@@ -367,6 +375,7 @@ pub async fn start(
         tls: arc_swap::ArcSwapOption::from(credentials.tls.map(Arc::new)),
         shutting_down: Default::default(),
         opening: Default::default(),
+        config_read_at: read_at,
         publish_buckets: Default::default(),
         last_reload: Mutex::new(None),
         reload_lock: tokio::sync::Mutex::new(()),

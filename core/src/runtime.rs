@@ -166,6 +166,7 @@ fn watch_config(app: Arc<App>) -> Option<notify::RecommendedWatcher> {
     let folder = path.parent()?.to_owned();
     let name = path.file_name()?.to_owned();
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let missed = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
             if is_config_change(&event, &name) {
@@ -183,6 +184,11 @@ fn watch_config(app: Arc<App>) -> Option<notify::RecommendedWatcher> {
             folder.display()
         );
         return None;
+    }
+    // Saved after the first read and before this watch began: no event
+    // told of it, so it is reloaded as if one had.
+    if changed_since(&path, app.config_read_at) {
+        let _ = missed.send(());
     }
     let weak = Arc::downgrade(&app);
     tokio::spawn(async move {
@@ -226,6 +232,13 @@ fn is_config_change(event: &notify::Event, name: &std::ffi::OsStr) -> bool {
         p.file_name()
             .is_some_and(|f| f == name || f.to_string_lossy().starts_with(".."))
     })
+}
+
+/// Whether the file at `path` was modified after `read_at`.
+fn changed_since(path: &Path, read_at: std::time::SystemTime) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|modified| modified > read_at)
 }
 
 fn absolute(path: &Path) -> PathBuf {

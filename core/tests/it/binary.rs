@@ -155,6 +155,52 @@ async fn a_reload_while_plugins_start_waits_and_starts_none_twice() {
     );
 }
 
+/// An edit saved while the router starts, after it read its config and
+/// before it watches the file (here while it creates a slow plugin), is
+/// applied once the watch begins: no file event told of it, and it used to
+/// wait for the next edit or a SIGHUP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_saved_while_the_router_starts_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let slow = format!(
+        "{}\n[[plugins]]\nname = \"slow\"\nlibrary = \"{}\"\n[plugins.config]\ncreate_delay_ms = 3000\n",
+        support::BASE,
+        support::plugin("switchyard_testkit")
+    );
+    std::fs::write(&config, &slow).unwrap();
+    let port = free_port();
+    let _router = serve(&config, port, Stdio::null());
+    // Read at once; the plugin's create then takes 3 s.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let late = "\n[[endpoints]]\npath = \"/ws/late\"\nchannels = [\"alerts\"]\n";
+    std::fs::write(&config, format!("{slow}{late}")).unwrap();
+    until_listening(port).await;
+    let capabilities = format!("http://127.0.0.1:{port}/api/websocket/capabilities");
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        let body: serde_json::Value = reqwest::get(&capabilities)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"] == "/ws/late")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edit was never applied: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A SIGTERM during a SIGHUP reload that takes long (a plugin starting)
 /// is acted on at once: `/health` says `shutting_down` within a second,
 /// where it used to say `ok` until the reload was over.

@@ -10,6 +10,7 @@
 //! | `panic_in` | `create`, `start`, `emit` (the emitting thread panics), `deliver` or `stop` |
 //! | `panic_once_file` | with `panic_in`: panic only while this file does not exist (it is created first), so a restarted instance works |
 //! | `fail_start` | `start` returns this error |
+//! | `create_delay_ms` (0) | `create` sleeps this long first (a slow create, before the router listens) |
 //! | `start_delay_ms` (0) | `start` sleeps this long first (a slow start) |
 //! | `stop_delay_ms` (0) | `stop` sleeps this long (to test abandonment) |
 //! | `record_to` | a sink: append each delivered event to this file, one per line |
@@ -42,6 +43,8 @@ struct Config {
     panic_in: Option<String>,
     panic_once_file: Option<String>,
     fail_start: Option<String>,
+    #[serde(default)]
+    create_delay_ms: u64,
     #[serde(default)]
     start_delay_ms: u64,
     #[serde(default)]
@@ -131,6 +134,7 @@ impl Plugin for Testkit {
         if config.panic_in.as_deref() == Some("create") {
             panic!("testkit was told to panic in create");
         }
+        std::thread::sleep(Duration::from_millis(config.create_delay_ms));
         Ok(Testkit {
             name: config.channel.clone().unwrap_or_else(|| "testkit".into()),
             config,
