@@ -83,7 +83,7 @@ async fn sighup_reloads_and_sigterm_closes_clients_with_1012() {
 async fn sigterm_while_plugins_start_still_closes_clients_with_1012() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, with_slow_plugin(support::BASE, 3000)).unwrap();
+    std::fs::write(&config, with_slow_plugin(support::BASE, "start", 3000)).unwrap();
     let port = free_port();
     let mut router = serve(&config, port, Stdio::null());
     let url = format!("ws://127.0.0.1:{port}/ws/events");
@@ -103,11 +103,11 @@ async fn sigterm_while_plugins_start_still_closes_clients_with_1012() {
     closes_1012_then_exits(&mut ws, &mut router).await;
 }
 
-/// `BASE` plus a testkit producer named `slow` whose `start` takes
-/// `start_delay_ms`.
-fn with_slow_plugin(base: &str, start_delay_ms: u64) -> String {
+/// `base` plus a testkit instance named `slow` whose `step` (`start` or
+/// `create`) takes `delay_ms`.
+fn with_slow_plugin(base: &str, step: &str, delay_ms: u64) -> String {
     format!(
-        "{base}\n[[plugins]]\nname = \"slow\"\nlibrary = \"{}\"\n[plugins.config]\nstart_delay_ms = {start_delay_ms}\n",
+        "{base}\n[[plugins]]\nname = \"slow\"\nlibrary = \"{}\"\n[plugins.config]\n{step}_delay_ms = {delay_ms}\n",
         support::plugin("switchyard_testkit")
     )
 }
@@ -130,7 +130,7 @@ async fn until_listening(port: u16) {
 async fn a_reload_while_plugins_start_waits_and_starts_none_twice() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, with_slow_plugin(support::BASE, 2000)).unwrap();
+    std::fs::write(&config, with_slow_plugin(support::BASE, "start", 2000)).unwrap();
     let port = free_port();
     let _router = serve(&config, port, Stdio::null());
     until_listening(port).await;
@@ -163,11 +163,7 @@ async fn a_reload_while_plugins_start_waits_and_starts_none_twice() {
 async fn an_edit_saved_while_the_router_starts_is_applied() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    let slow = format!(
-        "{}\n[[plugins]]\nname = \"slow\"\nlibrary = \"{}\"\n[plugins.config]\ncreate_delay_ms = 3000\n",
-        support::BASE,
-        support::plugin("switchyard_testkit")
-    );
+    let slow = with_slow_plugin(support::BASE, "create", 3000);
     std::fs::write(&config, &slow).unwrap();
     let port = free_port();
     let _router = serve(&config, port, Stdio::null());
@@ -208,7 +204,7 @@ async fn an_edit_saved_while_the_router_starts_is_applied() {
 async fn sigterm_during_a_long_sighup_reload_shuts_down_at_once() {
     let (dir, port, mut router) = serve_base().await;
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, with_slow_plugin(support::BASE, 6000)).unwrap();
+    std::fs::write(&config, with_slow_plugin(support::BASE, "start", 6000)).unwrap();
     signal(&router.0, "HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(&router.0, "TERM");
