@@ -133,7 +133,11 @@ pub fn before_opening(
             "this Origin is not in auth.allowed_origins",
         ));
     }
-    if app.router.connection_count() >= snap.config.server.max_connections {
+    // Connections past this check but not yet in the router (upgrading, or
+    // waiting for their turn on a lane) count too, or a burst of upgrades
+    // would all pass it before the first of them entered.
+    let entering = app.opening.load(Ordering::SeqCst).saturating_sub(1);
+    if app.router.connection_count() + entering >= snap.config.server.max_connections {
         let mut refused = refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",

@@ -979,6 +979,31 @@ async fn max_connections_refuses_the_upgrade_with_503() {
     assert_alive(&mut c2).await;
 }
 
+/// Upgrades that race each other are counted too: the check before the
+/// upgrade also counts connections upgraded but not yet in the router, so
+/// a burst of clients cannot all pass it before the first of them enters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_holds_for_upgrades_that_race() {
+    let router = start(&config("max_connections = 3", AUTH_NONE)).await;
+    let attempts = (0..60).map(|_| {
+        let url = format!("ws://{}/ws/events", router.addr);
+        tokio::spawn(async move { tokio_tungstenite::connect_async(url).await.ok() })
+    });
+    let mut open = Vec::new();
+    for attempt in attempts.collect::<Vec<_>>() {
+        if let Some((socket, _)) = attempt.await.unwrap() {
+            open.push(socket);
+        }
+    }
+    let upgraded = open.len();
+    tokio::time::sleep(QUIET).await;
+    let held = router.app.router.connection_count();
+    assert!(
+        upgraded <= 3 && held <= 3,
+        "max_connections = 3, yet {upgraded} upgrades were answered 101 and the router holds {held}"
+    );
+}
+
 /// Sends a plain `GET /health` on a fresh TCP connection; returns what came
 /// back before the server closed or `wait` passed.
 async fn raw_health(router: &Router, wait: Duration) -> String {
