@@ -283,7 +283,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Limited<I> {
                     Fed::More => return false,
                     Fed::Done(n) => {
                         data = &data[n..];
+                        // After the head of an upgrade without a body come
+                        // the new protocol's bytes (a client may send its
+                        // first WebSocket frame at once), unless it is
+                        // refused: they are not counted until its response
+                        // says which.
                         self.phase = match scan.body() {
+                            Some(0) if scan.upgrade => {
+                                Phase::Paused(self.gate.responses.load(Ordering::Acquire))
+                            }
                             Some(length) => Phase::Body(length),
                             None => Phase::Paused(self.gate.responses.load(Ordering::Acquire)),
                         };

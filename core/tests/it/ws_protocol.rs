@@ -1801,9 +1801,19 @@ async fn refused_upgrades_are_counted_by_reason() {
 /// A masked client frame, written past tungstenite so that it can break the
 /// protocol on purpose.
 fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() < 126);
     let mask = [0x11, 0x22, 0x33, 0x44];
-    let mut frame = vec![first_byte, 0x80 | payload.len() as u8];
+    let mut frame = vec![first_byte];
+    match payload.len() {
+        n @ 0..=125 => frame.push(0x80 | n as u8),
+        n @ 126..=0xFFFF => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
     frame
@@ -1846,5 +1856,49 @@ async fn protocol_violations_close_with_1002_and_invalid_utf8_with_1007() {
             "{what}"
         );
     }
+    router.shutdown().await;
+}
+
+/// A client may send its first message right behind its upgrade request,
+/// in the same packet: those bytes are WebSocket frames, not the next
+/// request head, and are not counted against `server.max_header_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_with_the_upgrade_request_is_not_a_request_head() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let router = start(&with_server("max_header_bytes = 4096")).await;
+    let mut tcp = tokio::net::TcpStream::connect(router.addr).await.unwrap();
+    let head =
+        "GET /ws/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    // A ping of ~5 KB (more than the head bound, less than a message's).
+    let ping = json!({"action": "ping", "id": "early", "pad": "x".repeat(5000)}).to_string();
+    let mut packet = head.as_bytes().to_vec();
+    packet.extend(client_frame(0x81, ping.as_bytes()));
+    tcp.write_all(&packet).await.unwrap();
+    // The response head, byte by byte so that no frame byte is consumed.
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(support::WAIT, tcp.read(&mut byte))
+            .await
+            .expect("an answer")
+            .unwrap();
+        if read == 0 {
+            break;
+        }
+        response.push(byte[0]);
+    }
+    let response = String::from_utf8_lossy(&response).into_owned();
+    assert!(response.starts_with("HTTP/1.1 101 "), "{response}");
+    let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        Role::Client,
+        None,
+    )
+    .await;
+    let mut client = Client { socket };
+    let pong = client.recv_type("pong").await;
+    assert_eq!(pong["id"], "early", "{pong}");
     router.shutdown().await;
 }
