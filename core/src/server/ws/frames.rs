@@ -103,8 +103,18 @@ impl Decoder {
             .map(|held| std::mem::take(&mut held.partial));
         let fed = match partial.filter(|partial| !partial.is_empty()) {
             Some(mut buffered) => {
+                // Appended to, and kept, rather than copied again whole:
+                // a frame trickled a byte per read would cost its length
+                // squared.
                 buffered.extend_from_slice(input);
-                self.decode_keeping_rest(&mut buffered, max_message, &mut on)
+                self.decode(&mut buffered, max_message, &mut on)
+                    .map(|(used, flow)| {
+                        if flow == Flow::Continue && used < buffered.len() {
+                            buffered.drain(..used);
+                            self.held.get_or_insert_default().partial = buffered;
+                        }
+                        flow
+                    })
             }
             _ => self.decode_keeping_rest(input, max_message, &mut on),
         };
@@ -426,6 +436,41 @@ mod tests {
             Err(1009),
             "fragments adding up past the bound"
         );
+    }
+
+    /// A frame trickled in a byte per read is appended to what is kept, not
+    /// copied whole again for every byte (which made a 64 KB message sent
+    /// a byte at a time cost 2 GB of copying).
+    #[test]
+    fn a_frame_arriving_a_byte_at_a_time_is_not_copied_again_for_every_byte() {
+        const BIG: usize = 65_536;
+        let input = frame(0x81, &[b'x'; 60_000]);
+        let mut decoder = Decoder::default();
+        let mut buffers = 0;
+        let mut last = (std::ptr::null(), 0);
+        for byte in &input[..input.len() - 1] {
+            let fed = decoder.feed(&mut [*byte], BIG, |_| Flow::Continue);
+            assert_eq!(fed, Ok(Flow::Continue));
+            let partial = &decoder.held.as_ref().expect("unfinished").partial;
+            let now = (partial.as_ptr(), partial.capacity());
+            if now != last {
+                buffers += 1;
+                last = now;
+            }
+        }
+        assert!(
+            buffers < 100,
+            "{buffers} buffers for one frame of {} bytes",
+            input.len()
+        );
+        let mut seen = 0;
+        let fed = decoder.feed(&mut [input[input.len() - 1]], BIG, |m| {
+            assert_eq!(m, Message::Text(&"x".repeat(60_000)));
+            seen += 1;
+            Flow::Continue
+        });
+        assert_eq!((fed, seen), (Ok(Flow::Continue), 1));
+        assert!(decoder.held.is_none());
     }
 
     #[test]
