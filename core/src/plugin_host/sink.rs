@@ -82,7 +82,9 @@ impl SinkQueue {
     }
 
     /// Starts a delivery thread for `instance`. `on_error` hears about a
-    /// failed `deliver` (a panic included); the thread carries on.
+    /// failed `deliver` (a panic included); the thread then ends, leaving
+    /// what is queued for the restarted instance (a failed instance would
+    /// fail, and so lose, every event it was fed meanwhile).
     pub fn serve(
         self: &Arc<Self>,
         instance: Arc<Mutex<Option<Instance>>>,
@@ -101,6 +103,7 @@ impl SinkQueue {
                     };
                     if let Err(e) = result {
                         on_error(e);
+                        break;
                     }
                 }
                 Some(rx)

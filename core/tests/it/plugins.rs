@@ -1771,3 +1771,45 @@ async fn a_sink_that_panicked_is_restarted_and_keeps_receiving() {
     assert_eq!(ids, ["a1", "a2"], "the restarted sink takes what follows");
     router.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------
+// Failures that must not go unseen, events that must not be lost
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sink_keeps_what_follows_queued_for_its_restart() {
+    // The sink cannot write (its folder is missing): its first deliver
+    // fails, which marks it failed. What is routed to it while it waits
+    // for its restart must stay queued for the restarted instance (the
+    // folder exists by then), not be fed to the failed one and lost.
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("not-yet");
+    let record = folder.join("record.jsonl");
+    let sink_config = format!("record_to = {:?}", record.display().to_string());
+    let cfg = config(&[
+        &plugin_block("tk", &testkit(), "", &sink_config),
+        &route("tk", &["alert.*"]),
+    ]);
+    let router = start(&cfg).await;
+    let (status, body) = router.publish(&alert("lost-in-the-failure")).await;
+    assert_eq!(status, 202, "{body}");
+    health_with_plugin_state(&router, "tk", "failed").await;
+    let published = ["a1", "a2", "a3", "a4", "a5"];
+    for id in published {
+        let (status, body) = router.publish(&alert(id)).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    std::fs::create_dir(&folder).unwrap();
+    let lines = recorded(&record, published.len()).await;
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|l| l["payload"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids, published,
+        "the restarted sink gets what followed, once, in order"
+    );
+    let health = health_with_plugin_state(&router, "tk", "running").await;
+    assert_eq!(health["plugins"]["tk"]["restarts"], 1, "{health}");
+    router.shutdown().await;
+}
