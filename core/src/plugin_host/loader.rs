@@ -6,7 +6,7 @@
 //! it was loaded is copied to a private path and loaded from there as a new
 //! library, so a rebuilt plugin takes effect on the next reload.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,6 +66,10 @@ struct Stamp {
 #[derive(Debug, Default)]
 pub struct Loader {
     loaded: Mutex<HashMap<PathBuf, (Stamp, Arc<Library>)>>,
+    /// Every path handed to the dynamic loader, refused ones included: a
+    /// library stays mapped even when its descriptor was refused, and the
+    /// dynamic loader answers a second open of that path with it.
+    opened: Mutex<HashSet<PathBuf>>,
     copies: Mutex<u64>,
 }
 
@@ -98,10 +102,10 @@ impl Loader {
                 return Ok(lib.clone());
             }
         }
-        let load_from = if loaded.contains_key(path) {
-            self.private_copy(path)?
-        } else {
+        let load_from = if self.opened.lock().insert(path.to_owned()) {
             path.to_owned()
+        } else {
+            self.private_copy(path)?
         };
         let lib = Arc::new(open(path, &load_from)?);
         loaded.insert(path.to_owned(), (stamp, lib.clone()));

@@ -1813,3 +1813,34 @@ async fn a_failed_sink_keeps_what_follows_queued_for_its_restart() {
     assert_eq!(health["plugins"]["tk"]["restarts"], 1, "{health}");
     router.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_refused_once_loads_when_rebuilt_at_the_same_path() {
+    // An operator points a reload at a plugin built for another ABI; the
+    // reload is refused. They rebuild it in place: the next reload must
+    // load the new file, not the refused one still mapped at that path.
+    let dir = tempfile::tempdir().unwrap();
+    let old_abi = c_library("abi_v2.c", dir.path());
+    let lib = dir.path().join("libinplace.so");
+    std::fs::copy(&old_abi, &lib).unwrap();
+    let lib_text = lib.display().to_string();
+    let router = start(&config(&[])).await;
+    router.write_config(&config(&[&plugin_block(
+        "p",
+        &lib_text,
+        "",
+        "emit_on_start = 1",
+    )]));
+    let (status, body) = router.reload().await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("ABI"), "{body}");
+
+    // "Rebuild": a new file at the same path (as a linker writes it).
+    let fresh = dir.path().join("libinplace.so.new");
+    std::fs::copy(testkit(), &fresh).unwrap();
+    std::fs::rename(&fresh, &lib).unwrap();
+    let (status, body) = router.reload().await;
+    assert_eq!(status, 200, "the rebuilt library loads: {body}");
+    health_with_plugin_state(&router, "p", "running").await;
+    router.shutdown().await;
+}
