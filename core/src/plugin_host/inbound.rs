@@ -74,18 +74,28 @@ impl HostContext {
         let Some(router) = self.router.upgrade() else {
             return abi::EMIT_STOPPED;
         };
+        // Refused before the router sees it: counted and logged here, as
+        // the router does for what it refuses itself.
+        let unreadable = |why: String| {
+            router.metrics().refuse("invalid_json");
+            tracing::warn!(target: LOG_TARGET, plugin = %self.instance, "emit refused: {why}");
+            abi::EMIT_INVALID_PAYLOAD
+        };
         let (Ok(event_type), Ok(correlation_id)) = (
             std::str::from_utf8(event_type),
             std::str::from_utf8(correlation_id),
         ) else {
-            return abi::EMIT_INVALID_PAYLOAD;
+            return unreadable("the event type or correlation id is not UTF-8".into());
         };
         let max_depth = router.snapshot().config.server.max_json_depth;
-        if crate::json_depth::check_depth(payload, max_depth).is_err() {
-            return abi::EMIT_INVALID_PAYLOAD;
+        if let Err(e) = crate::json_depth::check_depth(payload, max_depth) {
+            return unreadable(format!("{event_type}: {e}"));
         }
-        let Ok(payload) = serde_json::from_slice(payload) else {
-            return abi::EMIT_INVALID_PAYLOAD;
+        let payload = match serde_json::from_slice(payload) {
+            Ok(payload) => payload,
+            Err(e) => {
+                return unreadable(format!("{event_type}: the payload is not valid JSON: {e}"))
+            }
         };
         let incoming = Incoming {
             type_name: event_type.to_owned(),

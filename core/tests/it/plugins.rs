@@ -1844,3 +1844,22 @@ async fn a_library_refused_once_loads_when_rebuilt_at_the_same_path() {
     health_with_plugin_state(&router, "p", "running").await;
     router.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emit_that_is_not_json_is_refused_counted_and_logged() {
+    let (router, mut c) = add_testkit_live("emit_json_on_start = \"{not json\"").await;
+    let msg = c.recv().await;
+    assert_eq!(msg["type"], "testkit.status", "{msg}");
+    assert_eq!(
+        msg["payload"],
+        json!({"attempt": "emit_json", "status": "invalid_payload"})
+    );
+    let refused = router
+        .metric(r#"switchyard_events_refused_total{reason="invalid_json"}"#)
+        .await;
+    assert_eq!(
+        refused, 1.0,
+        "a refused emit is counted like a refused publish"
+    );
+    router.shutdown().await;
+}

@@ -7,6 +7,7 @@
 //! | `emit_on_start` (0) | events `testkit.tick` emitted from a plugin thread right after start |
 //! | `emit_every_ms` (0 = off) | keep emitting `testkit.tick` at this interval |
 //! | `probe_undeclared` (false) | try to emit `alert.created` (not declared) and report the status as `testkit.status` |
+//! | `emit_json_on_start` | emit this text as a `testkit.tick` payload (`emit_json`, unchecked) and report the status as `testkit.status` |
 //! | `panic_in` | `create`, `start`, `emit` (the emitting thread panics), `deliver` or `stop` |
 //! | `panic_once_file` | with `panic_in`: panic only while this file does not exist (it is created first), so a restarted instance works |
 //! | `fail_start` | `start` returns this error |
@@ -40,6 +41,7 @@ struct Config {
     emit_every_ms: u64,
     #[serde(default)]
     probe_undeclared: bool,
+    emit_json_on_start: Option<String>,
     panic_in: Option<String>,
     panic_once_file: Option<String>,
     fail_start: Option<String>,
@@ -155,9 +157,18 @@ impl Plugin for Testkit {
         }
         let (burst, every) = (self.config.emit_on_start, self.config.emit_every_ms);
         let (probe, panic_in_emit) = (self.config.probe_undeclared, self.panics_in("emit"));
+        let raw = self.config.emit_json_on_start.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let (stopped, name) = (Arc::clone(&stop), self.name.clone());
         let thread = spawn_thread(&host, "testkit", move || {
+            if let Some(raw) = raw {
+                let result = host.emit_json("testkit.tick", &raw, None);
+                let _ = host.emit(
+                    "testkit.status",
+                    &json!({"attempt": "emit_json", "status": status_name(&result)}),
+                    None,
+                );
+            }
             if probe {
                 let result = host.emit(
                     "alert.created",
