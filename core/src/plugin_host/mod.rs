@@ -310,33 +310,47 @@ impl PluginHost {
     /// Stops the instances a plan replaces or removes (each within its
     /// `stop_timeout_s`, or abandoned), while their types are still
     /// registered. A replaced sink hands its queue to its successor; a
-    /// removed one is drained into first (within `server.shutdown_timeout_s`).
+    /// removed one is drained into first (within `server.shutdown_timeout_s`),
+    /// after the others stopped, so that it still gets the final events
+    /// they emit while they stop (as at shutdown).
     pub fn stop_outgoing(&self, plan: &Plan, router: &Arc<Router>) {
-        let deadline = drain_deadline(router);
-        let outgoing: Vec<(Managed, Ending)> = {
+        let (removed_sinks, others): (Vec<Managed>, Vec<Managed>) = {
             let mut managed = self.managed.lock();
             plan.outgoing
                 .iter()
                 .filter_map(|n| managed.remove(n))
-                .map(|m| {
+                .partition(|m| {
                     let handed_over = m.sink.as_ref().is_some_and(|old| {
                         plan.sinks.get(&m.config.name).is_some_and(|new| {
                             std::ptr::addr_eq(Arc::as_ptr(old), Arc::as_ptr(new))
                         })
                     });
-                    let ending = if handed_over {
-                        Ending::HandOver
-                    } else {
-                        Ending::Drain {
-                            deadline,
-                            router: router.clone(),
-                        }
-                    };
-                    (m, ending)
+                    m.sink.is_some() && !handed_over
                 })
-                .collect()
         };
-        stop_together(outgoing);
+        stop_together(
+            others
+                .into_iter()
+                // A replaced sink keeps its queue; a producer has none.
+                .map(|m| (m, Ending::HandOver))
+                .collect(),
+        );
+        if removed_sinks.is_empty() {
+            return;
+        }
+        // In a cluster, those final events reach the sinks once they come
+        // back from the store.
+        wait_to_come_back(router, drain_deadline(router));
+        let deadline = drain_deadline(router);
+        stop_together(
+            removed_sinks
+                .into_iter()
+                .map(|m| {
+                    let router = router.clone();
+                    (m, Ending::Drain { deadline, router })
+                })
+                .collect(),
+        );
     }
 
     /// Starts the instances a plan created.

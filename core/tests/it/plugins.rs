@@ -1863,3 +1863,72 @@ async fn an_emit_that_is_not_json_is_refused_counted_and_logged() {
     );
     router.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_removing_a_producer_and_its_sink_delivers_the_producers_final_events() {
+    // Detection closes its open batches inside `stop`; those final events
+    // are accepted under the old configuration, whose route sends them to
+    // the audit sink that this same reload removes. As at shutdown, the
+    // sink must get them, not drop them as `sink_shutdown`.
+    let port = free_port();
+    let files = tempfile::tempdir().unwrap();
+    let audit = files.path().join("audit.log");
+    let channels = format!("{}{}", channel("detections"), channel("scene_changes"));
+    let sink = format!(
+        "\n[[plugins]]\nname = \"audit\"\nlibrary = \"{}\"\n[plugins.config]\npath = \"{}\"\n",
+        plugin("switchyard_audit_log"),
+        audit.display()
+    );
+    let cfg = config(&[
+        &channels,
+        &plugin_block(
+            "detection",
+            &detection(),
+            "",
+            &format!("listen = \"127.0.0.1:{port}\"\nbatch_idle_s = 60\nbatch_window_s = 120\nprogress_interval_ms = 60000"),
+        ),
+        &sink,
+        &route("audit", &["detection.*", "batch.*"]),
+    ]);
+    let router = start(&cfg).await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    send_line(&mut tcp, &detection_line("lobby", "person")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&audit)
+        .unwrap_or_default()
+        .contains("detection.new")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the detection never reached the sink"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    router.write_config(&config(&[&channels]));
+    let (status, body) = router.reload().await;
+    assert_eq!(status, 200, "{body}");
+    let dropped = router
+        .metric(r#"switchyard_dropped_total{reason="sink_shutdown"}"#)
+        .await;
+    let text = std::fs::read_to_string(&audit).unwrap_or_default();
+    let types: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["type"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        (types.as_slice(), dropped),
+        (
+            &[
+                "batch.opened",
+                "detection.new",
+                "detection.batch",
+                "batch.closed"
+            ]
+            .map(String::from)[..],
+            0.0
+        ),
+        "the producer's final events reach the sink it fed: {text}"
+    );
+    router.shutdown().await;
+}
