@@ -5,7 +5,8 @@
 //! The queue outlives the thread that serves it: when an instance is
 //! restarted (after a failure) or replaced by a reload that changed its
 //! entry, delivery is halted, the queue keeps filling (up to its bound), and
-//! the next instance's thread takes over where the old one stopped. When a
+//! the next instance's thread takes over where the old one stopped, with
+//! the event the failed instance did not take (offered again first). When a
 //! sink goes away for good (shutdown, or removed by a reload), its queue is
 //! closed and drained into it first, within a bound; whatever is left is
 //! dropped and counted (`sink_shutdown`).
@@ -46,6 +47,9 @@ pub struct SinkQueue {
     overflow: AtomicU64,
     /// Events queued and not yet taken by a delivery thread.
     pending: AtomicU64,
+    /// The event an instance failed on (an `Err` or a panic): offered
+    /// again, first, to the instance that follows. Counted in `pending`.
+    failed: Mutex<Option<Text>>,
 }
 
 /// A running delivery thread; [`Delivery::halt`] ends it and hands the
@@ -68,6 +72,7 @@ impl SinkQueue {
             closed: AtomicBool::new(false),
             overflow: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            failed: Mutex::new(None),
         })
     }
 
@@ -83,8 +88,8 @@ impl SinkQueue {
 
     /// Starts a delivery thread for `instance`. `on_error` hears about a
     /// failed `deliver` (a panic included); the thread then ends, leaving
-    /// what is queued for the restarted instance (a failed instance would
-    /// fail, and so lose, every event it was fed meanwhile).
+    /// that event and what is queued for the restarted instance (a failed
+    /// instance would fail, and so lose, every event it was fed meanwhile).
     pub fn serve(
         self: &Arc<Self>,
         instance: Arc<Mutex<Option<Instance>>>,
@@ -102,6 +107,7 @@ impl SinkQueue {
                         None => break,
                     };
                     if let Err(e) = result {
+                        queue.keep_failed(event);
                         on_error(e);
                         break;
                     }
@@ -130,17 +136,28 @@ impl SinkQueue {
         }
     }
 
+    /// Keeps `event`, which an instance failed on, for the next instance.
+    fn keep_failed(&self, event: Text) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        *self.failed.lock() = Some(event);
+    }
+
     /// The next event for the delivery thread, or `None` when it should
     /// end: halted, or draining and nothing is left.
     fn next(&self, rx: &Receiver<Text>, mode: &AtomicU8) -> Option<Text> {
         loop {
-            let event = match mode.load(Ordering::SeqCst) {
-                HALT => return None,
-                DRAIN => match rx.try_recv() {
+            let mode = mode.load(Ordering::SeqCst);
+            if mode == HALT {
+                return None;
+            }
+            let failed = self.failed.lock().take();
+            let event = match failed {
+                Some(event) => event,
+                None if mode == DRAIN => match rx.try_recv() {
                     Ok(event) => event,
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => return None,
                 },
-                _ => match rx.recv_timeout(POLL) {
+                None => match rx.recv_timeout(POLL) {
                     Ok(event) => event,
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => return None,
@@ -160,6 +177,7 @@ impl SinkQueue {
     /// Throws away what is still queued (the sink is gone) and says how
     /// many events that was.
     pub fn discard(&self) -> u64 {
+        self.failed.lock().take();
         if let Some(rx) = self.rx.lock().as_ref() {
             while rx.try_recv().is_ok() {}
         }

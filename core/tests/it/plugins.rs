@@ -1602,14 +1602,14 @@ async fn a_sink_keeps_its_queue_across_a_restart() {
         &route("tk", &["alert.*"]),
     ]);
     let router = start(&cfg).await;
-    router.publish(&alert("lost-in-the-panic")).await;
+    router.publish(&alert("q0")).await;
     health_with_plugin_state(&router, "tk", "failed").await;
 
     // Publish steadily until the restarted instance runs.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut published = Vec::new();
+    let mut published = vec!["q0".to_owned()];
     loop {
-        let id = format!("q{}", published.len() + 1);
+        let id = format!("q{}", published.len());
         let (status, body) = router.publish(&alert(&id)).await;
         assert_eq!(status, 202, "{body}");
         published.push(id);
@@ -1628,7 +1628,8 @@ async fn a_sink_keeps_its_queue_across_a_restart() {
         .collect();
     assert_eq!(
         ids, published,
-        "every event published around the restart reaches the sink, once, in order"
+        "every event published around the restart reaches the sink, once, in order, \
+         the one the failed instance panicked on first"
     );
     router.shutdown().await;
 }
@@ -1756,19 +1757,23 @@ async fn a_sink_that_panicked_is_restarted_and_keeps_receiving() {
         &route("tk", &["alert.*"]),
     ]);
     let router = start(&cfg).await;
-    router.publish(&alert("lost-in-the-panic")).await;
+    router.publish(&alert("a0")).await;
     health_with_plugin_state(&router, "tk", "failed").await;
     health_with_plugin_state(&router, "tk", "running").await;
     for id in ["a1", "a2"] {
         let (status, body) = router.publish(&alert(id)).await;
         assert_eq!(status, 202, "{body}");
     }
-    let lines = recorded(&record, 2).await;
+    let lines = recorded(&record, 3).await;
     let ids: Vec<&str> = lines
         .iter()
         .map(|l| l["payload"]["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["a1", "a2"], "the restarted sink takes what follows");
+    assert_eq!(
+        ids,
+        ["a0", "a1", "a2"],
+        "the restarted sink is offered the event the failed one panicked on, then what follows"
+    );
     router.shutdown().await;
 }
 
@@ -1777,11 +1782,12 @@ async fn a_sink_that_panicked_is_restarted_and_keeps_receiving() {
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_sink_keeps_what_follows_queued_for_its_restart() {
+async fn a_failed_sink_keeps_the_event_it_failed_on_and_what_follows_for_its_restart() {
     // The sink cannot write (its folder is missing): its first deliver
-    // fails, which marks it failed. What is routed to it while it waits
-    // for its restart must stay queued for the restarted instance (the
-    // folder exists by then), not be fed to the failed one and lost.
+    // fails, which marks it failed. That event, and what is routed to it
+    // while it waits for its restart, must be kept for the restarted
+    // instance (the folder exists by then), not fed to the failed one and
+    // lost.
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("not-yet");
     let record = folder.join("record.jsonl");
@@ -1791,11 +1797,11 @@ async fn a_failed_sink_keeps_what_follows_queued_for_its_restart() {
         &route("tk", &["alert.*"]),
     ]);
     let router = start(&cfg).await;
-    let (status, body) = router.publish(&alert("lost-in-the-failure")).await;
+    let (status, body) = router.publish(&alert("a0")).await;
     assert_eq!(status, 202, "{body}");
     health_with_plugin_state(&router, "tk", "failed").await;
-    let published = ["a1", "a2", "a3", "a4", "a5"];
-    for id in published {
+    let published = ["a0", "a1", "a2", "a3", "a4", "a5"];
+    for id in &published[1..] {
         let (status, body) = router.publish(&alert(id)).await;
         assert_eq!(status, 202, "{body}");
     }
@@ -1807,7 +1813,8 @@ async fn a_failed_sink_keeps_what_follows_queued_for_its_restart() {
         .collect();
     assert_eq!(
         ids, published,
-        "the restarted sink gets what followed, once, in order"
+        "the restarted sink gets the event the failed one could not take, then what followed, \
+         once, in order"
     );
     let health = health_with_plugin_state(&router, "tk", "running").await;
     assert_eq!(health["plugins"]["tk"]["restarts"], 1, "{health}");
