@@ -516,3 +516,30 @@ async fn a_stream_pipelined_behind_responses_the_client_has_not_read_comes_after
     let hello = read_chunk(&mut reader).await.unwrap();
     assert!(hello.contains("\"connection.established\""), "{hello}");
 }
+
+/// `Last-Event-ID` names every channel of the stream, so one reconnect
+/// recovers them all at once: what one channel replays must not make
+/// another, whose history holds everything it missed, answer `too_old`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_channels_replay_does_not_make_another_too_old() {
+    let config = support::BASE.replace("name = \"jobs\"\n", "name = \"jobs\"\nhistory = 10\n");
+    assert_ne!(config, support::BASE);
+    let router = start(&config).await;
+    let mut sse = Sse::open(&router, "/ws/events", &[]).await;
+    let cursor = sse.next_type("connection.established").await.id.unwrap();
+    drop(sse);
+    for n in 0..20 {
+        router.publish_ok(&alert(&format!("a{n}"))).await;
+    }
+    router.publish_ok(&job("j1")).await;
+
+    let mut again = Sse::open(&router, "/ws/events", &[("Last-Event-ID", &cursor)]).await;
+    let reply = again.next_type("subscribed").await;
+    assert_eq!(
+        reply.data["recovery"],
+        json!({"alerts": {"recovered": true, "replayed": 20},
+               "jobs": {"recovered": true, "replayed": 1}}),
+        "{:?}",
+        reply
+    );
+}

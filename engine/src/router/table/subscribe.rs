@@ -115,8 +115,10 @@ impl Table {
         // channel's history of earlier ones is unwritten: a client that asks
         // again at once (a second `connection.lagged` read before the first
         // replay) is answered, and one that never reads holds at most twice
-        // a history.
-        let mut unwritten = entry.conn.outbox.replaying();
+        // a history. Only earlier recoveries count: this one's replays of
+        // other channels (a `Last-Event-ID` names every channel) must not
+        // make a channel whose history holds all it missed `too_old`.
+        let unwritten = entry.conn.outbox.replaying();
         for (name, pos) in since {
             let ch = self
                 .channels
@@ -160,7 +162,6 @@ impl Table {
             );
             match planned {
                 Ok(replay) => {
-                    unwritten += replay.len();
                     entry
                         .conn
                         .outbox
