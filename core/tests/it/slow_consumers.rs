@@ -371,3 +371,49 @@ async fn a_stalled_event_stream_is_disconnected_and_its_socket_let_go() {
     );
     router.shutdown().await;
 }
+
+/// Publishes two bursts of 200 `job.progress` events of about 1 KB (each
+/// burst under the 256 KiB queue of [`start_with_small_buffers`], both well
+/// over it and the 16 KiB send buffer), letting the transport take the
+/// first before the second; the `slow_consumer` drops counted then.
+async fn two_bursts(router: &support::Router) -> f64 {
+    let pad = "x".repeat(1000);
+    for burst in 0..2u64 {
+        let events: Vec<Value> = (0..200)
+            .map(|i| json!({"type": "job.progress", "payload": {"n": burst * 200 + i, "pad": pad}}))
+            .collect();
+        let (status, body) = router.publish(&Value::Array(events)).await;
+        assert_eq!(status, 202, "{body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    router
+        .metric("switchyard_dropped_total{reason=\"slow_consumer\"}")
+        .await
+}
+
+/// What a stalled WebSocket client has not read counts against its queue's
+/// bounds until it is written, so 440 KB for it meets the policy (4008 on
+/// this `disconnect` channel).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_websocket_meets_the_policy_within_its_bounds() {
+    let router = start_with_small_buffers().await;
+    let _slow = router.stalled("/ws/events?events=job.*").await;
+    let dropped = two_bursts(&router).await;
+    assert!(dropped >= 1.0, "the policy was met ({dropped} dropped)");
+    router.shutdown().await;
+}
+
+/// An event stream's unwritten bytes count against the same bounds: a
+/// batch rendered but not yet taken by the socket is still the client's
+/// backlog, so a stalled stream meets the policy where a WebSocket does,
+/// not after twice `send_queue_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_event_stream_meets_the_policy_within_its_bounds() {
+    let router = start_with_small_buffers().await;
+    let _slow = router
+        .event_stream("/ws/events?events=job.*", Some(4096))
+        .await;
+    let dropped = two_bursts(&router).await;
+    assert!(dropped >= 1.0, "the policy was met ({dropped} dropped)");
+    router.shutdown().await;
+}

@@ -59,6 +59,9 @@ pub struct Output {
     chunked: bool,
     /// The last message (and chunk) is in `out`.
     ended: bool,
+    /// The frames rendered in `out`: they count against the outbox's
+    /// bounds until `out` is written, as a WebSocket's batch does.
+    unreleased: Written,
 }
 
 impl Output {
@@ -71,6 +74,7 @@ impl Output {
             written: 0,
             chunked,
             ended: false,
+            unreleased: Written::default(),
         }
     }
 
@@ -93,8 +97,9 @@ impl Output {
     /// Renders a batch taken from `outbox` as one chunk of messages, under
     /// the cursor each moves, and, when it closes the stream, a last
     /// `connection.closed` message and the body's end; the batch leaves
-    /// the outbox's bounds. Its events count as delivered in `metrics`
-    /// here, as they become the stream's bytes, which are written at once.
+    /// the outbox's bounds once it is written. Its events count as
+    /// delivered in `metrics` here, as they become the stream's bytes,
+    /// which are written at once.
     pub fn load(&mut self, outbox: &Outbox, batch: Batch, metrics: &Metrics) {
         let cursor = &mut self.cursor;
         let mut now = None;
@@ -111,7 +116,12 @@ impl Output {
             message(out, |out| cursor.write_id(out), &closed);
             true
         });
-        outbox.finish(Written::all(&batch.frames), batch.frames);
+        let written = Written::all(&batch.frames);
+        self.unreleased.frames += written.frames;
+        self.unreleased.bytes += written.bytes;
+        self.unreleased.replays += written.replays;
+        // Only the buffer goes back now: what is rendered counts until written.
+        outbox.finish(Written::default(), batch.frames);
         if ended {
             self.ended = true;
             if self.chunked {
@@ -129,14 +139,16 @@ impl Output {
     }
 
     /// Writes and flushes what is loaded, then lets its buffer go, so
-    /// that an idle stream holds none; on `Pending` the rest stays, for
-    /// whoever writes next.
+    /// that an idle stream holds none, and its frames leave `outbox`'s
+    /// bounds; on `Pending` the rest stays, for whoever writes next.
     pub fn poll_write<W: AsyncWrite + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
         io: &mut W,
+        outbox: &Outbox,
     ) -> Poll<io::Result<()>> {
         ready!(self.poll_write_all(cx, io))?;
+        outbox.release(std::mem::take(&mut self.unreleased));
         self.out = Vec::new();
         Poll::Ready(Ok(()))
     }
@@ -160,6 +172,7 @@ impl Output {
         let mut cx = Context::from_waker(Waker::noop());
         let wrote = self.poll_write_all(&mut cx, io);
         if let Poll::Ready(Ok(())) = wrote {
+            outbox.release(std::mem::take(&mut self.unreleased));
             std::mem::swap(&mut self.out, scratch);
         }
         wrote
@@ -263,7 +276,9 @@ mod tests {
     fn written(output: &mut Output) -> String {
         let mut socket = Trickle::new(usize::MAX, usize::MAX);
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(output.poll_write(&mut cx, &mut socket).is_ready());
+        assert!(output
+            .poll_write(&mut cx, &mut socket, &outbox())
+            .is_ready());
         String::from_utf8(socket.out).unwrap()
     }
 
@@ -346,10 +361,14 @@ mod tests {
         output.load(&outbox(), batch(&[1, 2, 3], None), &Metrics::new());
         let mut socket = Trickle::new(usize::MAX, 7);
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(output.poll_write(&mut cx, &mut socket).is_pending());
+        assert!(output
+            .poll_write(&mut cx, &mut socket, &outbox())
+            .is_pending());
         assert!(output.has_bytes() && !output.takes_more());
         socket.room = usize::MAX;
-        assert!(output.poll_write(&mut cx, &mut socket).is_ready());
+        assert!(output
+            .poll_write(&mut cx, &mut socket, &outbox())
+            .is_ready());
         assert_eq!(String::from_utf8(socket.out).unwrap(), expected);
         assert!(output.takes_more());
     }
@@ -387,7 +406,7 @@ mod tests {
         assert_eq!(scratch.capacity(), 0, "the stream keeps what is left");
         full.room = usize::MAX;
         let mut cx = Context::from_waker(Waker::noop());
-        assert!(output.poll_write(&mut cx, &mut full).is_ready());
+        assert!(output.poll_write(&mut cx, &mut full, &outbox).is_ready());
         let text = String::from_utf8(full.out).unwrap();
         assert!(text.ends_with("\"sequence\":2}\n\n\r\n"), "{text}");
         assert_eq!(
@@ -397,28 +416,33 @@ mod tests {
         );
     }
 
-    /// Once rendered, a batch no longer counts against the queue's
-    /// bounds: the bytes under way are the socket's.
+    /// A rendered batch counts against the queue's bounds until it is
+    /// written, as a WebSocket's does: what the client has not read is
+    /// bounded wherever it waits (docs/protocol.md, "Slow consumers").
     #[test]
-    fn a_loaded_batch_leaves_the_outboxs_bounds() {
-        let full = |load: bool| {
+    fn a_loaded_batch_leaves_the_outboxs_bounds_once_written() {
+        let full = |write: bool| {
             let outbox = outbox();
             for n in 1..=10 {
                 outbox.push_control(Frame::control(format!(r#"{{"n":{n}}}"#)));
             }
             let batch = outbox.take_batch().unwrap();
-            if load {
-                Output::new(Vec::new(), true, cursor()).load(&outbox, batch, &Metrics::new());
+            let mut output = Output::new(Vec::new(), true, cursor());
+            output.load(&outbox, batch, &Metrics::new());
+            if write {
+                let mut socket = Trickle::new(usize::MAX, usize::MAX);
+                let mut cx = Context::from_waker(Waker::noop());
+                assert!(output.poll_write(&mut cx, &mut socket, &outbox).is_ready());
             }
             outbox.push_control(Frame::control("{}"))
         };
         assert!(
             matches!(full(false), Pushed::Disconnected),
-            "taken, it counts"
+            "rendered, it counts"
         );
         assert!(
             matches!(full(true), Pushed::Queued(0)),
-            "rendered, it does not"
+            "written, it does not"
         );
     }
 }

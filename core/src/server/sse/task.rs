@@ -180,7 +180,11 @@ impl Served {
             return None;
         }
         let ended = output.ended();
-        Some(output.poll_write(cx, &mut self.socket).map_ok(|()| ended))
+        Some(
+            output
+                .poll_write(cx, &mut self.socket, outbox)
+                .map_ok(|()| ended),
+        )
     }
 
     /// The socket is full and the stream was closed meanwhile (4008: the
