@@ -543,3 +543,44 @@ async fn one_channels_replay_does_not_make_another_too_old() {
         reply
     );
 }
+
+/// A channel that could not be recovered was announced to the client as a
+/// gap, and the stream goes on from the channel's announced position: the
+/// cursor moves there, so that a reconnect with `Last-Event-ID` does not
+/// report the same gap again (nothing was missed since).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_not_recovered_moves_the_cursor_to_its_announced_position() {
+    let router = start(support::BASE).await;
+    let events: Vec<Value> = (0..105).map(|n| alert(&format!("a{n}"))).collect();
+    let (status, body) = router.publish(&Value::Array(events)).await;
+    assert_eq!(status, 202, "{body}");
+    let hello = Sse::open(&router, "/ws/events", &[])
+        .await
+        .next_type("connection.established")
+        .await;
+    let epoch = hello.data["payload"]["channels"]["alerts"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for since in [format!("alerts:{epoch}:1"), format!("alerts:{epoch}:500")] {
+        let mut sse = Sse::open(&router, &format!("/ws/events?since={since}"), &[]).await;
+        let reply = sse.next_type("subscribed").await;
+        assert_eq!(
+            reply.data["recovery"]["alerts"]["recovered"], false,
+            "{reply:?}"
+        );
+        let cursor = reply.id.unwrap();
+        assert!(
+            cursor.starts_with(&format!("alerts:{epoch}:105,")),
+            "{cursor}"
+        );
+        drop(sse);
+        let mut again = Sse::open(&router, "/ws/events", &[("Last-Event-ID", &cursor)]).await;
+        let reply = again.next_type("subscribed").await;
+        assert_eq!(
+            reply.data["recovery"]["alerts"],
+            json!({"recovered": true, "replayed": 0}),
+            "{reply:?}"
+        );
+    }
+}

@@ -21,7 +21,14 @@ pub struct Cursor {
     /// `BTreeMap`'s first node (~450 bytes) on every idle stream. A slice,
     /// not a `Vec`, saves every stream a word: a channel is added rarely.
     positions: Box<[Known]>,
+    /// While the recovery the stream opened with is answered: each
+    /// recovering channel and the sequence `connection.established`
+    /// announced for it (empty otherwise).
+    recovering: Box<[Announced]>,
 }
+
+/// A recovering channel and the sequence announced for it.
+type Announced = (Arc<str>, u64);
 
 /// A channel the stream has seen: its name, epoch and last sequence.
 type Known = ChannelPosition;
@@ -31,6 +38,20 @@ type Known = ChannelPosition;
 struct Replayed {
     channel: String,
     sequence: u64,
+}
+
+/// The fields of a `subscribed` reply that move the cursor.
+#[derive(Deserialize)]
+struct Subscribed {
+    #[serde(rename = "type")]
+    kind: String,
+    recovery: Option<BTreeMap<String, Recovered>>,
+}
+
+/// One channel's answer in a `subscribed` reply's `recovery`.
+#[derive(Deserialize)]
+struct Recovered {
+    recovered: bool,
 }
 
 impl Cursor {
@@ -44,7 +65,10 @@ impl Cursor {
             .flatten()
             .map(|(channel, p)| (channel.as_str().into(), p.epoch.as_str().into(), p.sequence))
             .collect();
-        Cursor { positions }
+        Cursor {
+            positions,
+            recovering: Box::default(),
+        }
     }
 
     /// Where `channel` is in `positions`, or where it would go.
@@ -97,6 +121,36 @@ impl Cursor {
                     self.positions[i].2 = replayed.sequence;
                 }
             }
+        } else if let Frame::Control(text) = frame {
+            if !self.recovering.is_empty() {
+                self.answered(text);
+            }
+        }
+    }
+
+    /// Once the recovery the stream opened with is answered (its
+    /// `subscribed` reply), every event of a recovering channel up to its
+    /// announced position has been replayed or reported as a gap: a
+    /// channel not recovered goes on from there, so that a reconnect does
+    /// not report the same gap again, and a recovered one from there at
+    /// least (what it did not replay there did not match).
+    fn answered(&mut self, text: &str) {
+        let Ok(reply) = serde_json::from_str::<Subscribed>(text) else {
+            return;
+        };
+        let (true, Some(recovery)) = (reply.kind == "subscribed", reply.recovery) else {
+            return;
+        };
+        for (channel, announced) in std::mem::take(&mut self.recovering).into_vec() {
+            let (Some(answer), Ok(i)) = (recovery.get(&*channel), self.find(&channel)) else {
+                continue;
+            };
+            let at = &mut self.positions[i].2;
+            *at = if answer.recovered {
+                (*at).max(announced)
+            } else {
+                announced
+            };
         }
     }
 
@@ -110,6 +164,9 @@ impl Cursor {
                     let (known_channel, known_epoch, _) = &mut self.positions[i];
                     adopt(known_channel, channel);
                     adopt(known_epoch, epoch);
+                    let mut recovering = std::mem::take(&mut self.recovering).into_vec();
+                    recovering.push((channel.clone(), *sequence));
+                    self.recovering = recovering.into_boxed_slice();
                 }
                 _ => self.set(channel, epoch, *sequence),
             }
