@@ -342,9 +342,6 @@ async fn endpoint_get(
                 if let Some(origin) = cors {
                     api::add_cors(&mut headers, origin);
                 }
-                if method == http::Method::HEAD {
-                    return Some(Answer::Response(sse::head_only(headers)));
-                }
                 return Some(Answer::Stream(sse::hand_off(
                     req.version(),
                     &headers,

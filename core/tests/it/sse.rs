@@ -584,3 +584,32 @@ async fn a_channel_not_recovered_moves_the_cursor_to_its_announced_position() {
         );
     }
 }
+
+/// A `HEAD` of a stream is answered with the stream's headers and opens
+/// nothing: it does not enter the router, so it cannot replace the user's
+/// open stream (`on_user_limit = "evict_oldest"`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_of_a_stream_opens_no_connection() {
+    let config = support::config(
+        "",
+        "mode = \"required\"\nmax_connections_per_user = 1\non_user_limit = \"evict_oldest\"\n\
+         [auth.jwt]\nsecret_env = \"SY_TEST_SSE_HEAD\"",
+    );
+    std::env::set_var("SY_TEST_SSE_HEAD", "sse-head-secret");
+    let router = start(&config).await;
+    let bearer = bearer(b"sse-head-secret", chrono::Utc::now().timestamp() + 600);
+    let mut ann = Sse::open(&router, "/ws/events", &[("Authorization", &bearer)]).await;
+    assert_eq!(ann.next().await.unwrap().data["payload"]["user"], "ann");
+
+    let mut reader = BufReader::new(TcpStream::connect(router.addr).await.unwrap());
+    let request = format!(
+        "HEAD /ws/events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\
+         Authorization: {bearer}\r\n\r\n",
+        router.addr
+    );
+    let (status, _) = ask(&mut reader, &request).await;
+    assert_eq!(status, 200);
+    router.publish_ok(&alert("a1")).await;
+    let next = ann.next().await.unwrap();
+    assert_eq!(next.data["type"], "alert.created", "{next:?}");
+}

@@ -9,7 +9,8 @@
 //! last `connection.closed` message. The cursor ([`cursor`]) lets a
 //! browser's `EventSource` recover every channel with `Last-Event-ID`.
 //!
-//! hyper reads the request and answers refusals (and `HEAD`); an admitted
+//! hyper reads the request and answers refusals (and a `HEAD`, checked as
+//! a `GET` is and then answered with the headers alone); an admitted
 //! `GET`'s response is written by a task of its own ([`task`]), on the
 //! socket taken back from hyper (`serve_io` in the parent module), and an
 //! idle stream's events by its lane's mailbox drainer ([`inline`]).
@@ -93,6 +94,11 @@ async fn open(
                 .map_err(|message| bad_request("invalid_last_event_id", &message))?;
         }
     }
+    if req.method() == http::Method::HEAD {
+        // Checked as a `GET` is, but nothing is opened: a `HEAD` must not
+        // enter the router (and so replace a user's stream, or replay).
+        return Ok(Err(head_only(headers())));
+    }
     let heartbeat = std::time::Duration::from_secs(snap.config.server.heartbeat_interval_s);
     let leeway = snap.config.auth.jwt.leeway_s;
     let cursor = Cursor::starting_at(
@@ -147,9 +153,8 @@ fn event_stream(
     response
 }
 
-/// The answer to a `HEAD` of a stream: its headers and no body (the
-/// stream is left at once).
-pub fn head_only(headers: HeaderMap) -> Response {
+/// The answer to a `HEAD` of a stream: its headers and no body.
+fn head_only(headers: HeaderMap) -> Response {
     event_stream(headers, Empty::new().map_err(|e| match e {}).boxed())
 }
 
