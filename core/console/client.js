@@ -439,6 +439,7 @@ export class SwitchyardClient {
         if (ES) {
             const es = new ES(url);
             conn.close = () => es.close();
+            conn.pingsHidden = true;
             es.onmessage = (ev) => onData(ev.data);
             // The browser's own retry would skip our backoff and positions: we reconnect ourselves.
             es.onerror = () => onFail();
@@ -500,6 +501,9 @@ export class SwitchyardClient {
             clearTimeout(this.watchdog);
         this.timers.delete(this.watchdog);
         const conn = this.conn;
+        // An idle EventSource stream is silent to us however alive it is: no watchdog.
+        if (conn?.pingsHidden)
+            return;
         this.watchdog = this.timer(() => {
             if (this.conn !== conn || !conn || conn.dead)
                 return;
@@ -517,8 +521,8 @@ export class SwitchyardClient {
         this.recovering = null;
         // Held events were received: deliver them rather than lose them.
         this.flushHeld();
-        for (const [ch, evs] of this.lagHeld)
-            this.deliverSorted(ch, evs);
+        // Live events held behind a lag's hole are not delivered: that would move the channel's
+        // position past the hole. The reconnect asks again from the lag's position.
         this.lagHeld.clear();
         for (const p of this.pending.values())
             p.reject(new Error(`connection closed (${closed.code} ${closed.reason})`));

@@ -184,6 +184,8 @@ interface Conn {
   /** Set when the connection ended; further input is ignored. */
   dead: boolean;
   opened: boolean;
+  /** An EventSource: the router's `: ping` comments never reach us, so silence says nothing. */
+  pingsHidden?: boolean;
 }
 
 /**
@@ -606,6 +608,7 @@ export class SwitchyardClient<M = Record<string, unknown>> {
     if (ES) {
       const es: EventSourceLike = new ES(url);
       conn.close = () => es.close();
+      conn.pingsHidden = true;
       es.onmessage = (ev) => onData(ev.data);
       // The browser's own retry would skip our backoff and positions: we reconnect ourselves.
       es.onerror = () => onFail();
@@ -662,6 +665,8 @@ export class SwitchyardClient<M = Record<string, unknown>> {
     if (this.watchdog) clearTimeout(this.watchdog);
     this.timers.delete(this.watchdog!);
     const conn = this.conn;
+    // An idle EventSource stream is silent to us however alive it is: no watchdog.
+    if (conn?.pingsHidden) return;
     this.watchdog = this.timer(() => {
       if (this.conn !== conn || !conn || conn.dead) return;
       // Silent for 2 × heartbeat: dead.
@@ -679,7 +684,8 @@ export class SwitchyardClient<M = Record<string, unknown>> {
     this.recovering = null;
     // Held events were received: deliver them rather than lose them.
     this.flushHeld();
-    for (const [ch, evs] of this.lagHeld) this.deliverSorted(ch, evs);
+    // Live events held behind a lag's hole are not delivered: that would move the channel's
+    // position past the hole. The reconnect asks again from the lag's position.
     this.lagHeld.clear();
     for (const p of this.pending.values()) p.reject(new Error(`connection closed (${closed.code} ${closed.reason})`));
     this.pending.clear();

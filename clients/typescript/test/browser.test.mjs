@@ -32,7 +32,7 @@ const client = new SwitchyardClient({
   WebSocket: q.get("ws") === "refuse" ? RefusedWebSocket : undefined,
   backoff: { initialMs: 100, maxMs: 1000 },
 });
-const seen = (window.seen = { alerts: [], jobs: [], gaps: [] });
+const seen = (window.seen = { alerts: [], jobs: [], gaps: [], closed: [] });
 const show = () => {
   document.getElementById("state").textContent = client.state;
   document.getElementById("transport").textContent = client.transport ?? "-";
@@ -43,6 +43,7 @@ const show = () => {
 client.on("alert.*", (e) => { seen.alerts.push(e.sequence); show(); });
 client.on("job.progress", (e) => { seen.jobs.push(e.payload.percent); show(); });
 client.on("gap", (g) => { seen.gaps.push(g); show(); });
+client.on("closed", (c) => { seen.closed.push(c.code); });
 client.on("state", show);
 window.client = client;
 </script></body></html>`;
@@ -69,10 +70,10 @@ async function servePage() {
   return { origin: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(r)) };
 }
 
-async function setup(t) {
+async function setup(t, server = "") {
   const page = await servePage();
   t.after(() => page.close());
-  const router = await startRouter({ auth: `mode = "none"\nallowed_origins = ["${page.origin}"]` });
+  const router = await startRouter({ auth: `mode = "none"\nallowed_origins = ["${page.origin}"]`, server });
   t.after(() => router.stop());
   const browser = await launchChromium(t);
   const tab = await browser.newPage({ viewport: { width: 800, height: 400 } });
@@ -122,5 +123,19 @@ test("browser: falls back to SSE when WebSockets are refused (needs the server's
   await tab.goto(`${page.origin}/?ws=refuse&router=${encodeURIComponent(router.url)}`);
   await dropAndRecover(router, tab, "sse");
   await screenshot(tab, "browser-sse.png");
+  assert.deepEqual(errors, []);
+});
+
+test("browser: an idle SSE stream is not taken for dead: EventSource hides its `: ping` comments", async (t) => {
+  const { page, router, tab, errors } = await setup(t, "heartbeat_interval_s = 1");
+  await tab.goto(`${page.origin}/?ws=refuse&router=${encodeURIComponent(router.url)}`);
+  await tab.waitForFunction(() => window.client?.state === "connected", null, { timeout: 10_000 });
+  assert.equal(await tab.evaluate(() => window.client.transport), "sse");
+  const id = await tab.evaluate(() => window.client.connectionId);
+  // Nothing published for over 3 heartbeat intervals: the router writes `: ping` every second.
+  await sleep(3500);
+  const after = await tab.evaluate(() => ({ id: window.client.connectionId, closed: window.seen.closed }));
+  assert.deepEqual(after.closed, [], "the stream was not closed");
+  assert.equal(after.id, id, "the same stream");
   assert.deepEqual(errors, []);
 });

@@ -62,3 +62,37 @@ test("connection.lagged beyond history: one gap naming the channel", async (t) =
   assert.deepEqual(r.gaps[0].channels, ["alerts"]);
   assert.equal(r.gaps[0].reason, "too_old");
 });
+
+test("connection.lagged: a connection lost before the recovery reply recovers from the lag's position", async (t) => {
+  const wss = new WebSocketServer({ port: 0, host: "127.0.0.1" });
+  await new Promise((r) => wss.once("listening", r));
+  t.after(() => {
+    for (const c of wss.clients) c.terminate();
+    return new Promise((r) => wss.close(r));
+  });
+  const urls = [];
+  wss.on("connection", (ws, req) => {
+    urls.push(new URL(req.url, "http://x"));
+    ws.send(JSON.stringify({ type: "connection.established", payload: { connection_id: `c${urls.length}`, endpoint: "/ws/events", protocol_version: 1, heartbeat_interval_s: 30, user: null, expires_at: null, channels: { alerts: { epoch: "E", sequence: urls.length === 1 ? 0 : 5 } } } }));
+    if (urls.length === 1) {
+      ws.send(JSON.stringify({ type: "subscribed", action: "subscribed", events: ["alert.*"], warnings: [] }));
+      ws.send(ev(1));
+      ws.send(ev(2));
+      ws.send(JSON.stringify({ type: "connection.lagged", payload: { dropped: 2, channels: { alerts: { epoch: "E", sequence: 2 } } } }));
+      ws.send(ev(5));
+      // The recovery is asked for; the connection is lost before its reply.
+      ws.on("message", () => ws.terminate());
+      return;
+    }
+    for (const seq of [3, 4, 5]) ws.send(ev(seq));
+    ws.send(JSON.stringify({ type: "subscribed", action: "subscribed", events: ["alert.*"], warnings: [], recovery: { alerts: { recovered: true, replayed: 3 } } }));
+  });
+  const client = new SwitchyardClient({ url: `http://127.0.0.1:${wss.address().port}`, WebSocket, events: ["alert.*"], backoff: { initialMs: 50, maxMs: 100 } });
+  t.after(() => client.close());
+  const r = record(client, "alert.*");
+  await until(() => urls.length === 2 && client.state === "connected", "reconnected");
+  assert.equal(urls[1].searchParams.get("since"), "alerts:E:2", "recovers the dropped 3 and 4");
+  await until(() => r.events.length >= 5, "5 events");
+  assert.deepEqual(r.events.map((e) => e.sequence), [1, 2, 3, 4, 5]);
+  assert.deepEqual(r.gaps, []);
+});
