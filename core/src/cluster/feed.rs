@@ -14,8 +14,8 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::PubSub;
+use futures_util::{FutureExt, StreamExt};
+use redis::aio::{PubSubSink, PubSubStream};
 use redis::streams::StreamRangeReply;
 
 use super::ask;
@@ -31,10 +31,13 @@ use crate::text::Text;
 /// first catch-up is done (or failed: the node then starts unhealthy and
 /// keeps trying), leaving the rest to a task of its own.
 pub async fn start(shared: Arc<Shared>, router: &Arc<Router>) {
+    let keys = &shared.keys;
+    let names = [keys.events(), keys.nodes(), keys.commands()];
     let mut feed = Feed {
         shared,
         router: Arc::downgrade(router),
         positions: scripts::positions(),
+        names,
     };
     let first = feed.join().await;
     tokio::spawn(async move { feed.run(first).await });
@@ -44,14 +47,19 @@ struct Feed {
     shared: Arc<Shared>,
     router: Weak<Router>,
     positions: redis::Script,
+    /// The pub/sub channels of events, heartbeats and questions.
+    names: [String; 3],
 }
 
 /// Why following stopped.
 type Broken = String;
 
+/// The pub/sub connection: commands (`PING`) one way, messages the other.
+type Subscription = (PubSubSink, PubSubStream);
+
 impl Feed {
     /// Subscribes and catches every channel up; the node is healthy after.
-    async fn join(&mut self) -> Result<PubSub, Broken> {
+    async fn join(&mut self) -> Result<Subscription, Broken> {
         let keys = &self.shared.keys;
         let mut pubsub = self
             .shared
@@ -69,12 +77,13 @@ impl Feed {
             .subscribe(&channels)
             .await
             .map_err(|e| self.shared.unreachable(&e))?;
+        let mut subscription = pubsub.split();
         self.wake_shared().await?;
-        self.catch_up().await?;
+        self.catch_up(&mut subscription).await?;
         self.beat().await?;
         self.shared.health.up();
         tracing::info!(node = %self.shared.node, redis = %self.shared.url, "in the cluster");
-        Ok(pubsub)
+        Ok(subscription)
     }
 
     /// Makes the shared connection a live one. After Redis dropped it, its
@@ -97,13 +106,13 @@ impl Feed {
 
     /// Follows pub/sub until the connection breaks, then reconnects with
     /// backoff, for as long as the router lives.
-    async fn run(mut self, mut joined: Result<PubSub, Broken>) {
+    async fn run(mut self, mut joined: Result<Subscription, Broken>) {
         let mut backoff = Duration::from_millis(100);
         loop {
             let broken = match joined {
-                Ok(pubsub) => {
+                Ok(subscription) => {
                     backoff = Duration::from_millis(100);
-                    match self.follow(pubsub).await {
+                    match self.follow(subscription).await {
                         Some(broken) => broken,
                         None => return,
                     }
@@ -123,33 +132,16 @@ impl Feed {
 
     /// Hands in events and heartbeats as they come; beats and checks
     /// positions every heartbeat interval. `None` once the router is gone.
-    async fn follow(&mut self, mut pubsub: PubSub) -> Option<Broken> {
-        let keys = &self.shared.keys;
-        let (events, nodes, commands) = (keys.events(), keys.nodes(), keys.commands());
+    async fn follow(&mut self, mut subscription: Subscription) -> Option<Broken> {
         let mut tick = tokio::time::interval(self.shared.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stream = pubsub.on_message();
         loop {
             tokio::select! {
-                message = stream.next() => {
+                message = subscription.1.next() => {
                     let Some(message) = message else {
-                        return Some(format!("the pub/sub connection to Redis at {} closed", self.shared.url));
+                        return Some(self.closed());
                     };
-                    let payload = message.get_payload_bytes();
-                    let channel = message.get_channel_name();
-                    let outcome = if channel == events {
-                        self.on_event(payload).await
-                    } else {
-                        if channel == nodes {
-                            self.on_beat(payload);
-                        } else if channel == commands {
-                            self.on_question(payload);
-                        } else {
-                            self.on_answer(payload);
-                        }
-                        Ok(())
-                    };
-                    if let Err(broken) = outcome {
+                    if let Err(broken) = self.on_message(&message).await {
                         return Some(broken);
                     }
                 }
@@ -157,10 +149,54 @@ impl Feed {
                     if self.router.strong_count() == 0 {
                         return None;
                     }
-                    if let Err(broken) = self.catch_up().await.and(self.beat().await) {
+                    if let Err(broken) =
+                        self.catch_up(&mut subscription).await.and(self.beat().await)
+                    {
                         return Some(broken);
                     }
                 }
+            }
+        }
+    }
+
+    fn closed(&self) -> Broken {
+        format!(
+            "the pub/sub connection to Redis at {} closed",
+            self.shared.url
+        )
+    }
+
+    /// Hands in one pub/sub message, whatever its channel.
+    async fn on_message(&self, message: &redis::Msg) -> Result<(), Broken> {
+        let [events, nodes, commands] = &self.names;
+        let payload = message.get_payload_bytes();
+        let channel = message.get_channel_name();
+        if channel == events {
+            return self.on_event(payload).await;
+        }
+        if channel == nodes {
+            self.on_beat(payload);
+        } else if channel == commands {
+            self.on_question(payload);
+        } else {
+            self.on_answer(payload);
+        }
+        Ok(())
+    }
+
+    /// Hands in every message pub/sub brought before Redis answers a `PING`
+    /// on it now: whatever Redis published before this call.
+    async fn read_to_now(&self, (sink, stream): &mut Subscription) -> Result<(), Broken> {
+        sink.ping::<redis::Value>()
+            .await
+            .map_err(|e| self.shared.unreachable(&e))?;
+        loop {
+            // Unconstrained: tokio's cooperative budget would answer
+            // "pending" after a hundred or so messages, though more wait.
+            match tokio::task::unconstrained(stream.next()).now_or_never() {
+                Some(Some(message)) => self.on_message(&message).await?,
+                Some(None) => return Err(self.closed()),
+                None => return Ok(()),
             }
         }
     }
@@ -245,6 +281,17 @@ impl Feed {
         let Some(router) = self.router.upgrade() else {
             return Ok(());
         };
+        // An epoch this channel has not had is Redis's current one, or one
+        // Redis has already left (the message was read late, after this
+        // node's position check took the next one): epochs are not
+        // ordered, so ask Redis. Taking a left epoch would put the channel
+        // behind Redis's, and skip every later event as stale; the next
+        // position check takes Redis's.
+        if router.is_new_epoch(&event.channel, &event.epoch)
+            && self.epoch_in_redis(&event.channel).await? != event.epoch
+        {
+            return Ok(());
+        }
         if let Received::Missing { after } = router.receive(&event) {
             self.fill(
                 &router,
@@ -259,9 +306,30 @@ impl Feed {
         Ok(())
     }
 
+    /// The epoch of `channel` in Redis now (started there if it has none).
+    async fn epoch_in_redis(&self, channel: &str) -> Result<String, Broken> {
+        let keys = &self.shared.keys;
+        let mut call = self.positions.prepare_invoke();
+        call.key(keys.meta(channel))
+            .key(keys.stream(channel))
+            .arg(fresh_epoch());
+        let mut conn = self.shared.conn.clone();
+        let answer: Vec<redis::Value> = call
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.shared.unreachable(&e))?;
+        answer
+            .first()
+            .and_then(|epoch| redis::from_redis_value_ref::<String>(epoch).ok())
+            .ok_or_else(|| format!("Redis answered a position oddly: {answer:?}"))
+    }
+
     /// Compares every channel's position in Redis with this node's, starting
     /// the epochs Redis started and filling what this node is behind by.
-    async fn catch_up(&self) -> Result<(), Broken> {
+    /// What pub/sub brought up to then is handed in first: a burst still
+    /// being read is not missing, and the history stream may no longer
+    /// hold its start, which would be declared lost.
+    async fn catch_up(&self, subscription: &mut Subscription) -> Result<(), Broken> {
         let Some(router) = self.router.upgrade() else {
             return Ok(());
         };
@@ -278,6 +346,8 @@ impl Feed {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.shared.unreachable(&e))?;
+        self.read_to_now(subscription).await?;
+        let now = router.positions();
         for ((name, (epoch, sequence)), theirs) in ours.iter().zip(answer.chunks(2)) {
             let (Ok(their_epoch), Ok(their_sequence)) = (
                 redis::from_redis_value_ref::<String>(&theirs[0]),
@@ -285,8 +355,29 @@ impl Feed {
             ) else {
                 return Err(format!("Redis answered positions oddly: {theirs:?}"));
             };
-            let after = if their_epoch == *epoch {
-                *sequence
+            let (their_epoch, their_sequence) =
+                if their_epoch == *epoch && their_sequence < *sequence {
+                    // Only Redis stamps, so a node is never ahead of it:
+                    // Redis went back, and its positions cannot be trusted.
+                    tracing::error!(
+                        channel = %name,
+                        "Redis holds sequence {their_sequence} of channel `{name}`'s epoch \
+                         {epoch}, behind the {sequence} this node delivered: its state went \
+                         back (keys restored from an older copy?); starting a new epoch"
+                    );
+                    self.restart_epoch(name, epoch, *sequence).await?
+                } else {
+                    (their_epoch, their_sequence)
+                };
+            let Some((epoch_now, sequence_now)) = now.get(name) else {
+                continue;
+            };
+            let after = if their_epoch == *epoch_now {
+                *sequence_now
+            } else if epoch_now != epoch {
+                // Pub/sub brought an epoch Redis started after it answered:
+                // already later than `their_epoch`.
+                continue;
             } else {
                 router.start_epoch(name, &their_epoch);
                 0
@@ -297,6 +388,38 @@ impl Feed {
             }
         }
         Ok(())
+    }
+
+    /// Starts a new epoch of `channel` in Redis if its sequence there is
+    /// still behind `sequence` of `epoch` (see `scripts::restart`); answers
+    /// its epoch and sequence there.
+    async fn restart_epoch(
+        &self,
+        channel: &str,
+        epoch: &str,
+        sequence: u64,
+    ) -> Result<(String, u64), Broken> {
+        let keys = &self.shared.keys;
+        let mut conn = self.shared.conn.clone();
+        let answer: Vec<redis::Value> = scripts::restart()
+            .key(keys.meta(channel))
+            .key(keys.stream(channel))
+            .arg(epoch)
+            .arg(sequence)
+            .arg(fresh_epoch())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.shared.unreachable(&e))?;
+        match answer.as_slice() {
+            [epoch, sequence] => match (
+                redis::from_redis_value_ref::<String>(epoch),
+                redis::from_redis_value_ref::<u64>(sequence),
+            ) {
+                (Ok(epoch), Ok(sequence)) => Ok((epoch, sequence)),
+                _ => Err(format!("Redis answered a position oddly: {answer:?}")),
+            },
+            _ => Err(format!("Redis answered a position oddly: {answer:?}")),
+        }
     }
 
     /// Hands in the events of `channel` in (after, until] from its history
@@ -318,6 +441,13 @@ impl Feed {
             .await
             .map_err(|e| self.shared.unreachable(&e))?;
         let now = unix_millis();
+        let (mut lost, mut told) = (0, 0);
+        let mut lose = |until: u64| {
+            let (events, connections) = router.lose(channel, until);
+            lost += events;
+            told = told.max(connections);
+        };
+        let mut to_the_end = true;
         for entry in &range.ids {
             let Some(event) = from_entry(channel, entry, now, &self.shared.origin) else {
                 continue;
@@ -325,12 +455,24 @@ impl Feed {
             if event.epoch != epoch {
                 // The channel started another epoch since: the next check
                 // takes it from there.
-                return Ok(());
+                to_the_end = false;
+                break;
             }
-            router.lose(channel, event.sequence - 1);
+            lose(event.sequence - 1);
             router.receive(&event);
         }
-        router.lose(channel, until);
+        if to_the_end {
+            lose(until);
+        }
+        if lost > 0 && told > 0 {
+            tracing::warn!(
+                channel,
+                lost,
+                "{lost} event(s) of channel `{channel}` lost: pub/sub did not bring them and \
+                 its history stream in Redis no longer holds them; {told} connection(s) told \
+                 with connection.lagged (raise the channel's history if this recurs)"
+            );
+        }
         Ok(())
     }
 }

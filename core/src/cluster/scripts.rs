@@ -156,6 +156,24 @@ end
 return out
 "#;
 
+/// Starts a new epoch of a channel whose sequence in Redis went back
+/// under the epoch a node holds (its keys restored from an older copy
+/// into the running server, which keeps its `run_id`): positions of that
+/// epoch would name two events. Only if it is still so, as another node
+/// may have started one already. KEYS: meta, stream. ARGV: the epoch, the
+/// sequence the node delivered, a candidate epoch. Answers the channel's
+/// epoch and sequence.
+const RESTART: &str = r#"
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+if m[1] == ARGV[1] and tonumber(m[2]) < tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[3], 'seq', 0, 'run', run_id)
+  return {ARGV[3], 0}
+end
+local epoch, seq = ensure(KEYS[1], KEYS[2], ARGV[3])
+return {epoch, seq}
+"#;
+
 /// The append script (see `APPEND`).
 pub fn append() -> Script {
     Script::new(&format!("{ENSURE_EPOCH}{APPEND}"))
@@ -164,4 +182,9 @@ pub fn append() -> Script {
 /// The positions script (see `POSITIONS`).
 pub fn positions() -> Script {
     Script::new(&format!("{ENSURE_EPOCH}{POSITIONS}"))
+}
+
+/// The restart script (see `RESTART`).
+pub fn restart() -> Script {
+    Script::new(&format!("{ENSURE_EPOCH}{RESTART}"))
 }

@@ -403,6 +403,14 @@ impl Router {
             .unwrap_or(Received::Stale)
     }
 
+    /// Whether `epoch` is one `channel` has not had (neither its current
+    /// epoch nor one before): an event of it would start it, in
+    /// [`Router::receive`]. Epochs are not ordered, so only the cluster
+    /// store can tell a new epoch from one it has already left.
+    pub fn is_new_epoch(&self, channel: &str, epoch: &str) -> bool {
+        self.table.read().is_new_epoch(channel, epoch)
+    }
+
     /// Starts `epoch` on `channel` (the cluster store lost the channel's
     /// state, or started it): its connections are told their new position
     /// with `connection.channels`.
@@ -413,9 +421,10 @@ impl Router {
     /// Declares the events of `channel` after its last delivered one up to
     /// `until` lost (the cluster's history no longer holds them): its
     /// connections get `connection.lagged`, and recovery from before
-    /// `until` answers `too_old`.
-    pub fn lose(&self, channel: &str, until: u64) {
-        self.table.read().lose(channel, until);
+    /// `until` answers `too_old`. Says how many events were declared lost,
+    /// and to how many connections.
+    pub fn lose(&self, channel: &str, until: u64) -> (u64, usize) {
+        self.table.read().lose(channel, until)
     }
 }
 

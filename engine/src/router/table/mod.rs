@@ -268,6 +268,12 @@ impl Table {
         self.conns.len()
     }
 
+    pub(super) fn is_new_epoch(&self, channel: &str, epoch: &str) -> bool {
+        self.channels
+            .get(channel)
+            .is_some_and(|ch| ch.log.is_new_epoch(epoch))
+    }
+
     pub(super) fn positions(&self) -> BTreeMap<String, (String, u64)> {
         self.channels
             .iter()

@@ -142,22 +142,26 @@ impl Table {
     }
 
     /// Declares events of `channel` lost up to `until`: every connection
-    /// that receives the channel is told with `connection.lagged`.
-    pub(in crate::router) fn lose(&self, channel: &str, until: u64) {
+    /// that receives the channel is told with `connection.lagged`. Says
+    /// how many events that was, and to how many connections.
+    pub(in crate::router) fn lose(&self, channel: &str, until: u64) -> (u64, usize) {
         let Some(ch) = self.channels.get(channel) else {
-            return;
+            return (0, 0);
         };
         let after = ch.log.sequence();
         if until <= after {
-            return;
+            return (0, 0);
         }
         ch.log.lose(until);
         let epoch = ch.log.epoch();
+        let mut told = 0;
         for entry in self.conns.values() {
             if entry.channels.contains(channel) {
                 entry.conn.outbox.lost(&ch.log.name, &epoch, after, until);
+                told += 1;
             }
         }
+        (until - after, told)
     }
 
     /// Queues a stamped event for every connection that takes its type
