@@ -487,6 +487,9 @@ fn apply(app: &App, trigger: Trigger) -> Result<Report, ReloadError> {
 /// `candidate`'s text read as if it were that file. Refuses what a reload
 /// would refuse, with the same problems.
 pub async fn preview(app: &Arc<App>, candidate: Option<String>) -> Result<Report, ReloadError> {
+    // Not in the middle of a reload: it would compare against instances
+    // half stopped, half started.
+    let _serial = app.reload_lock.lock().await;
     let worker = app.clone();
     tokio::task::spawn_blocking(move || {
         let app = &worker;

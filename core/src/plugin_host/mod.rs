@@ -233,10 +233,38 @@ fn plugin_problem(index: usize, key: &str, value: Option<&str>, why: String) -> 
     }
 }
 
+/// What [`PluginHost::plan`] needs of a running instance.
+struct Running {
+    config: PluginConfig,
+    library: Arc<Library>,
+    types: Vec<switchyard_plugin_api::EventTypeDecl>,
+    sink: Option<Arc<SinkQueue>>,
+}
+
+impl Running {
+    fn of(m: &Managed) -> Running {
+        Running {
+            config: m.config.clone(),
+            library: m.library.clone(),
+            types: m.types.clone(),
+            sink: m.sink.clone(),
+        }
+    }
+}
+
 impl PluginHost {
     /// Loads and creates (never starts) what `config` needs beyond what runs.
+    /// Works from a copy of what runs: `create` may take its time, and the
+    /// table stays free meanwhile for `/health` ([`PluginHost::statuses`]).
+    /// Reloads, previews and restarts are serialized by the caller
+    /// (`App::reload_lock`), so nothing changes it meanwhile.
     pub fn plan(&self, config: &Config) -> Result<Plan, Vec<Problem>> {
-        let managed = self.managed.lock();
+        let running: BTreeMap<String, Running> = self
+            .managed
+            .lock()
+            .iter()
+            .map(|(name, m)| (name.clone(), Running::of(m)))
+            .collect();
         let mut plan = Plan::default();
         let mut problems = Vec::new();
         for (index, pc) in config.plugins.iter().enumerate() {
@@ -256,7 +284,7 @@ impl PluginHost {
                     continue;
                 }
             };
-            let unchanged = managed
+            let unchanged = running
                 .get(&pc.name)
                 .filter(|m| m.config == *pc && Arc::ptr_eq(&m.library, &library));
             if let Some(m) = unchanged {
@@ -280,7 +308,7 @@ impl PluginHost {
                     });
                     // A changed instance takes over its predecessor's queue,
                     // so what was accepted for it is delivered by the new one.
-                    let predecessor = managed.get(&pc.name).and_then(|m| m.sink.clone());
+                    let predecessor = running.get(&pc.name).and_then(|m| m.sink.clone());
                     let sink = is_sink(&library)
                         .then(|| predecessor.unwrap_or_else(|| SinkQueue::new(&pc.name)));
                     if let Some(sink) = &sink {
@@ -295,7 +323,7 @@ impl PluginHost {
                 Err(e) => problems.push(plugin_problem(index, "config", None, e.to_string())),
             }
         }
-        plan.outgoing = managed
+        plan.outgoing = running
             .keys()
             .filter(|name| !plan.kept.contains(name))
             .cloned()

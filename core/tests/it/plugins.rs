@@ -1939,3 +1939,31 @@ async fn a_reload_removing_a_producer_and_its_sink_delivers_the_producers_final_
     );
     router.shutdown().await;
 }
+
+/// `/health` answers while a reload creates a slow instance: the host does
+/// not hold its table of instances across `create`, so an orchestrator's
+/// probe does not take the router for dead during a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_while_a_reload_creates_a_slow_instance() {
+    let router = start(&config(&[])).await;
+    router.write_config(&config(&[&plugin_block(
+        "slow",
+        &testkit(),
+        "",
+        "create_delay_ms = 3000",
+    )]));
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let asked = Instant::now();
+        let (status, body) = router.get("/health").await;
+        (status, body, asked.elapsed())
+    };
+    let ((reloaded, reply), (status, body, took)) = tokio::join!(router.reload(), probe);
+    assert_eq!(reloaded, 200, "{reply}");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "/health took {took:?} while the reload's create ran"
+    );
+    router.shutdown().await;
+}
