@@ -367,7 +367,6 @@ impl Steps for Served {
                 }
             }
         }
-        self.conn.outbox.set_writing(self.writer.is_some());
         if self.reading {
             match poll_read(&self.conn, &mut self.socket) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Some(End::Gone)),
@@ -378,6 +377,11 @@ impl Steps for Served {
                 Poll::Pending => {}
             }
         }
+        // After the read, which may have given the writer a Pong: should
+        // the task yield before writing it, an inline write must not put a
+        // batch on the socket under it (a frame it left half written would
+        // then have the Pong in its middle).
+        self.conn.outbox.set_writing(self.writer.is_some());
         if progressed {
             Poll::Ready(None)
         } else {
