@@ -318,10 +318,7 @@ impl Feed {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.shared.unreachable(&e))?;
-        answer
-            .first()
-            .and_then(|epoch| redis::from_redis_value_ref::<String>(epoch).ok())
-            .ok_or_else(|| format!("Redis answered a position oddly: {answer:?}"))
+        Ok(position(&answer)?.0)
     }
 
     /// Compares every channel's position in Redis with this node's, starting
@@ -349,12 +346,7 @@ impl Feed {
         self.read_to_now(subscription).await?;
         let now = router.positions();
         for ((name, (epoch, sequence)), theirs) in ours.iter().zip(answer.chunks(2)) {
-            let (Ok(their_epoch), Ok(their_sequence)) = (
-                redis::from_redis_value_ref::<String>(&theirs[0]),
-                redis::from_redis_value_ref::<u64>(&theirs[1]),
-            ) else {
-                return Err(format!("Redis answered positions oddly: {theirs:?}"));
-            };
+            let (their_epoch, their_sequence) = position(theirs)?;
             let (their_epoch, their_sequence) =
                 if their_epoch == *epoch && their_sequence < *sequence {
                     // Only Redis stamps, so a node is never ahead of it:
@@ -410,16 +402,7 @@ impl Feed {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.shared.unreachable(&e))?;
-        match answer.as_slice() {
-            [epoch, sequence] => match (
-                redis::from_redis_value_ref::<String>(epoch),
-                redis::from_redis_value_ref::<u64>(sequence),
-            ) {
-                (Ok(epoch), Ok(sequence)) => Ok((epoch, sequence)),
-                _ => Err(format!("Redis answered a position oddly: {answer:?}")),
-            },
-            _ => Err(format!("Redis answered a position oddly: {answer:?}")),
-        }
+        position(&answer)
     }
 
     /// Hands in the events of `channel` in (after, until] from its history
@@ -505,6 +488,20 @@ fn parse(payload: &[u8], origin: &str) -> Option<Sequenced> {
 
 /// Reads a history entry (id `<sequence>-1`; fields as the append script
 /// writes them).
+/// A channel's epoch and sequence, as the position scripts answer them.
+fn position(answer: &[redis::Value]) -> Result<(String, u64), Broken> {
+    match answer {
+        [epoch, sequence] => match (
+            redis::from_redis_value_ref::<String>(epoch),
+            redis::from_redis_value_ref::<u64>(sequence),
+        ) {
+            (Ok(epoch), Ok(sequence)) => Ok((epoch, sequence)),
+            _ => Err(format!("Redis answered a position oddly: {answer:?}")),
+        },
+        _ => Err(format!("Redis answered a position oddly: {answer:?}")),
+    }
+}
+
 fn from_entry(
     channel: &str,
     entry: &redis::streams::StreamId,

@@ -116,11 +116,10 @@ impl Output {
             message(out, |out| cursor.write_id(out), &closed);
             true
         });
-        let written = Written::all(&batch.frames);
-        self.unreleased.frames += written.frames;
-        self.unreleased.bytes += written.bytes;
-        self.unreleased.replays += written.replays;
         // Only the buffer goes back now: what is rendered counts until written.
+        for frame in &batch.frames {
+            self.unreleased.add(frame);
+        }
         outbox.finish(Written::default(), batch.frames);
         if ended {
             self.ended = true;
