@@ -308,17 +308,26 @@ impl Feed {
 
     /// The epoch of `channel` in Redis now (started there if it has none).
     async fn epoch_in_redis(&self, channel: &str) -> Result<String, Broken> {
+        Ok(position(&self.positions_in_redis([channel]).await?)?.0)
+    }
+
+    /// The epoch and sequence of each of `channels` in Redis now, two
+    /// values a channel (each started there if it has no epoch).
+    async fn positions_in_redis<'a>(
+        &self,
+        channels: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<redis::Value>, Broken> {
         let keys = &self.shared.keys;
         let mut call = self.positions.prepare_invoke();
-        call.key(keys.meta(channel))
-            .key(keys.stream(channel))
-            .arg(fresh_epoch());
+        for name in channels {
+            call.key(keys.meta(name))
+                .key(keys.stream(name))
+                .arg(fresh_epoch());
+        }
         let mut conn = self.shared.conn.clone();
-        let answer: Vec<redis::Value> = call
-            .invoke_async(&mut conn)
+        call.invoke_async(&mut conn)
             .await
-            .map_err(|e| self.shared.unreachable(&e))?;
-        Ok(position(&answer)?.0)
+            .map_err(|e| self.shared.unreachable(&e))
     }
 
     /// Compares every channel's position in Redis with this node's, starting
@@ -331,18 +340,9 @@ impl Feed {
             return Ok(());
         };
         let ours = router.positions();
-        let keys = &self.shared.keys;
-        let mut call = self.positions.prepare_invoke();
-        for name in ours.keys() {
-            call.key(keys.meta(name))
-                .key(keys.stream(name))
-                .arg(fresh_epoch());
-        }
-        let mut conn = self.shared.conn.clone();
-        let answer: Vec<redis::Value> = call
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.shared.unreachable(&e))?;
+        let answer = self
+            .positions_in_redis(ours.keys().map(String::as_str))
+            .await?;
         self.read_to_now(subscription).await?;
         let now = router.positions();
         for ((name, (epoch, sequence)), theirs) in ours.iter().zip(answer.chunks(2)) {

@@ -919,9 +919,10 @@ async fn a_gap_history_cannot_fill_is_logged_for_operators() {
 
 /// Redis's sequence of a channel going back under the same epoch and the
 /// same server (a backup of its keys restored into the running Redis):
-/// its state cannot be trusted, so a new epoch is started and announced. Before, every node kept its later position and
-/// skipped each newly stamped event as a repeat, without a word, until
-/// Redis's sequence passed it again.
+/// its state cannot be trusted, so a new epoch is started and announced.
+/// Before, every node kept its later position and skipped each newly
+/// stamped event as a repeat, without a word, until Redis's sequence
+/// passed it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sequence_that_went_back_in_redis_starts_a_new_epoch() {
     let redis = Redis::start();
