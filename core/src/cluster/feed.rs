@@ -260,6 +260,11 @@ impl Feed {
             .await
             .map_err(|e| self.shared.unreachable(&e))?;
         let mut conn = self.shared.conn.clone();
+        self.shared
+            .clock
+            .measure(&mut conn)
+            .await
+            .map_err(|e| self.shared.unreachable(&e))?;
         redis::cmd("PUBLISH")
             .arg(self.shared.keys.nodes())
             .arg(text)

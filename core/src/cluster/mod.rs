@@ -10,6 +10,7 @@
 //! ([`ask`]).
 
 pub mod ask;
+pub mod clock;
 pub mod feed;
 pub mod health;
 pub mod leases;
@@ -26,6 +27,7 @@ use serde_json::json;
 
 use crate::config::{ClusterConfig, Config, Problem};
 use crate::router::fresh_epoch;
+use clock::RedisClock;
 use health::Health;
 use scripts::Keys;
 
@@ -106,6 +108,8 @@ pub struct Shared {
     pub heartbeat: Duration,
     /// Questions asked of the other nodes, waiting for answers.
     pub pending: ask::Pending,
+    /// Redis's clock, for the deadline a publish carries.
+    pub clock: RedisClock,
 }
 
 impl Shared {
@@ -148,6 +152,8 @@ impl Cluster {
             .query_async(&mut conn)
             .await
             .map_err(unreachable)?;
+        let clock = RedisClock::new(cluster.unhealthy_after);
+        clock.measure(&mut conn).await.map_err(unreachable)?;
         let node = cluster.node_id.clone().unwrap_or_else(default_node_id);
         Ok(Cluster {
             shared: Arc::new(Shared {
@@ -160,6 +166,7 @@ impl Cluster {
                 client,
                 heartbeat: cluster.heartbeat_interval,
                 pending: ask::Pending::default(),
+                clock,
             }),
         })
     }

@@ -103,17 +103,24 @@ local function ensure(meta, stream, candidate)
 end
 "#;
 
-/// Stamps a publish's events in order, all in one step. KEYS, per event:
-/// meta, stream, idempotency key (the meta key again when it has none).
-/// ARGV: the events channel, this node, the time in ms, then per event:
-/// channel, type, head, tail, emitter, has-key, window ms, history, a
-/// candidate epoch. Answers per event: epoch, sequence, repeated (0/1).
+/// Stamps a publish's events in order, all in one step, unless it comes
+/// past its deadline (the node has given up on it, or is about to: see
+/// `super::clock`), which is refused with an `EXPIRED` error and stamps
+/// nothing. KEYS, per event: meta, stream, idempotency key (the meta key
+/// again when it has none). ARGV: the events channel, this node, the time
+/// in ms, the deadline in Redis's ms, then per event: channel, type, head,
+/// tail, emitter, has-key, window ms, history, a candidate epoch. Answers
+/// per event: epoch, sequence, repeated (0/1).
 const APPEND: &str = r#"
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[4]) then
+  return redis.error_reply('EXPIRED the publish reached Redis after its node gave up on it; nothing was stamped')
+end
 local out = {}
-local n = (#ARGV - 3) / 9
+local n = (#ARGV - 4) / 9
 for i = 0, n - 1 do
   local meta, stream, idem = KEYS[3*i+1], KEYS[3*i+2], KEYS[3*i+3]
-  local a = 3 + 9*i
+  local a = 4 + 9*i
   local channel, etype, head, tail = ARGV[a+1], ARGV[a+2], ARGV[a+3], ARGV[a+4]
   local emitter, has_key, window = ARGV[a+5], ARGV[a+6], ARGV[a+7]
   local history, candidate = ARGV[a+8], ARGV[a+9]

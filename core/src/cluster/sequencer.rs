@@ -67,7 +67,8 @@ async fn append(
     let mut call = script.prepare_invoke();
     call.arg(keys.events())
         .arg(&shared.origin)
-        .arg(unix_millis());
+        .arg(unix_millis())
+        .arg(shared.clock.deadline_ms());
     let window = batch.idempotency_window.as_millis().max(1) as u64;
     for e in &batch.events {
         let meta = keys.meta(&e.channel);

@@ -1011,3 +1011,33 @@ async fn a_burst_longer_than_history_is_not_declared_lost_while_on_its_way() {
         }
     }
 }
+
+/// A publish answered `503 cluster_unavailable` because Redis answered
+/// too late (paused here) is not stamped afterwards, when Redis gets to
+/// it: the append script refuses what reaches it past its deadline, so
+/// "nothing was stamped" holds and a producer's retry is not a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_refused_while_redis_is_slow_is_not_delivered_later() {
+    let redis = Redis::start();
+    let node = Node::start(&cluster_config(&redis, "")).await;
+    let (mut client, _) = listener(&node, "").await;
+    node.publish_ok(&support::alert("first")).await;
+    assert_eq!(alert_sequences(&mut client, 1).await, [1]);
+    redis.command(&["CLIENT", "PAUSE", "2000", "WRITE"]).await;
+    let (code, body) = node.publish(&support::alert("refused")).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"]["accepted"], 0, "{body}");
+    node.wait_for_status("ok").await;
+    node.publish_ok(&support::alert("second")).await;
+    let next = loop {
+        let msg = client.recv().await;
+        if msg["type"] == "alert.created" {
+            break msg;
+        }
+    };
+    assert_eq!(
+        next["payload"]["id"], "second",
+        "the refused publish was delivered after all: {next}"
+    );
+    assert_eq!(next["sequence"], 2, "{next}");
+}
