@@ -211,6 +211,8 @@ pub fn write_since<'a>(
 }
 
 /// Parses the URL form of `since`: `alerts:EPOCH:41,cameras:EPOCH:7`.
+/// Names are written back to the client (an event stream's `id:`), so a
+/// control character in one (a decoded CR or LF) is refused.
 pub fn parse_since_param(text: &str) -> Result<BTreeMap<String, Position>, String> {
     text.split(',')
         .filter(|s| !s.is_empty())
@@ -221,15 +223,20 @@ pub fn parse_since_param(text: &str) -> Result<BTreeMap<String, Position>, Strin
                 parts.next(),
                 parts.next().map(str::parse::<u64>),
             ) {
-                (Some(ch), Some(epoch), Some(Ok(sequence))) if !ch.is_empty() => Ok((
-                    ch.to_owned(),
-                    Position {
-                        epoch: epoch.to_owned(),
-                        sequence,
-                    },
-                )),
+                (Some(ch), Some(epoch), Some(Ok(sequence)))
+                    if !ch.is_empty() && !item.contains(char::is_control) =>
+                {
+                    Ok((
+                        ch.to_owned(),
+                        Position {
+                            epoch: epoch.to_owned(),
+                            sequence,
+                        },
+                    ))
+                }
                 _ => Err(format!(
-                    "`since` entry `{item}` is not channel:epoch:sequence"
+                    "`since` entry `{}` is not channel:epoch:sequence",
+                    item.escape_debug()
                 )),
             }
         })
@@ -350,5 +357,8 @@ mod tests {
         );
         assert!(parse_since_param("alerts:E1").is_err());
         assert!(parse_since_param("alerts:E1:x").is_err());
+        assert!(parse_since_param("alerts\r\nid: forged:E1:1").is_err());
+        assert!(parse_since_param("alerts:E\n1:1").is_err());
+        assert!(parse_since_param("").unwrap().is_empty());
     }
 }

@@ -218,7 +218,12 @@ fn parse_query(query: Option<&str>) -> Result<Query, String> {
                         .collect(),
                 )
             }
-            "since" => out.since = Some(client_message::parse_since_param(&value)?),
+            // An empty `since=` asks for nothing: it leaves an event
+            // stream's `Last-Event-ID` to recover from.
+            "since" => {
+                out.since = Some(client_message::parse_since_param(&value)?)
+                    .filter(|since| !since.is_empty())
+            }
             "token" => out.token = Some(value.into_owned()),
             _ => {}
         }

@@ -613,3 +613,38 @@ async fn a_head_of_a_stream_opens_no_connection() {
     let next = ann.next().await.unwrap();
     assert_eq!(next.data["type"], "alert.created", "{next:?}");
 }
+
+/// An empty `since=` (a page that builds `?since=` + a position it does not
+/// have) asks for nothing: the stream still recovers from `Last-Event-ID`,
+/// as `EventSource` sends it on reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_since_leaves_last_event_id_to_recover_from() {
+    let router = start(support::BASE).await;
+    let mut sse = Sse::open(&router, "/ws/events", &[]).await;
+    let cursor = sse.next_type("connection.established").await.id.unwrap();
+    drop(sse);
+    router.publish_ok(&alert("missed")).await;
+    let mut again = Sse::open(&router, "/ws/events?since=", &[("Last-Event-ID", &cursor)]).await;
+    let reply = again.next_type("subscribed").await;
+    assert_eq!(
+        reply.data["recovery"]["alerts"],
+        json!({"recovered": true, "replayed": 1}),
+        "{reply:?}"
+    );
+}
+
+/// A `since` whose names hold a control character (a decoded CR or LF,
+/// which would end the stream's `id:` line early) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_since_with_a_line_break_is_refused() {
+    let router = start(support::BASE).await;
+    let response = reqwest::Client::new()
+        .get(router.url("/ws/events?since=alerts%0D%0Adata%3Dforged:E:1"))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_query", "{body}");
+}
