@@ -1902,3 +1902,30 @@ async fn a_message_sent_with_the_upgrade_request_is_not_a_request_head() {
     assert_eq!(pong["id"], "early", "{pong}");
     router.shutdown().await;
 }
+
+/// Only a whole frame shows a client alive: one that trickles a frame in a
+/// byte at a time and never finishes it, answering no Ping meanwhile, is
+/// closed as silent (4000) like any other (docs/protocol.md, "Keep-alive").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_trickled_and_never_finished_does_not_keep_a_connection_alive() {
+    use tokio::io::AsyncWriteExt;
+    let router = start(&with_server("heartbeat_interval_s = 1")).await;
+    let mut c = router.ws("/ws/events").await;
+    c.recv_type("connection.established").await;
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = c.socket.get_mut() else {
+        panic!("plain TCP expected");
+    };
+    // A text frame announcing 1,000 bytes, then a byte every 400 ms for 6 s.
+    let frame = client_frame(0x81, &[b' '; 1000]);
+    for byte in &frame[..15] {
+        if tcp.write_all(&[*byte]).await.is_err() {
+            break; // closed meanwhile
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(
+        c.close_frame().await,
+        (4000, "heartbeat timeout".to_owned())
+    );
+    router.shutdown().await;
+}

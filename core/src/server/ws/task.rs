@@ -232,7 +232,6 @@ impl Served {
         if bytes.is_empty() {
             return;
         }
-        self.watchdog.heard(Instant::now());
         let max_message = self.app.router.snapshot().config.server.max_message_bytes;
         let mut decoder = std::mem::take(&mut self.decoder);
         let fed = decoder.feed(bytes, max_message, |message| self.on_message(message));
@@ -245,8 +244,11 @@ impl Served {
         }
     }
 
-    /// Handles one client message.
+    /// Handles one client message. Only a whole one shows the client
+    /// alive: a frame trickled in a byte at a time, never finished, does not
+    /// hold its connection (and its partial frame) open.
     fn on_message(&mut self, message: Message<'_>) -> Flow {
+        self.watchdog.heard(Instant::now());
         let outcome = match message {
             Message::Text(text) => {
                 let verifier = self.app.verifier.load();
