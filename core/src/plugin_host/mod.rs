@@ -233,17 +233,18 @@ fn plugin_problem(index: usize, key: &str, value: Option<&str>, why: String) -> 
     }
 }
 
-/// What [`PluginHost::plan`] needs of a running instance.
-struct Running {
+/// What [`PluginHost::plan`] needs of an instance that runs now: a copy
+/// of its entry.
+struct Current {
     config: PluginConfig,
     library: Arc<Library>,
     types: Vec<switchyard_plugin_api::EventTypeDecl>,
     sink: Option<Arc<SinkQueue>>,
 }
 
-impl Running {
-    fn of(m: &Managed) -> Running {
-        Running {
+impl Current {
+    fn of(m: &Managed) -> Current {
+        Current {
             config: m.config.clone(),
             library: m.library.clone(),
             types: m.types.clone(),
@@ -259,11 +260,11 @@ impl PluginHost {
     /// Reloads, previews and restarts are serialized by the caller
     /// (`App::reload_lock`), so nothing changes it meanwhile.
     pub fn plan(&self, config: &Config) -> Result<Plan, Vec<Problem>> {
-        let running: BTreeMap<String, Running> = self
+        let running: BTreeMap<String, Current> = self
             .managed
             .lock()
             .iter()
-            .map(|(name, m)| (name.clone(), Running::of(m)))
+            .map(|(name, m)| (name.clone(), Current::of(m)))
             .collect();
         let mut plan = Plan::default();
         let mut problems = Vec::new();
