@@ -525,23 +525,29 @@ async fn one_channels_replay_does_not_make_another_too_old() {
     let config = support::BASE.replace("name = \"jobs\"\n", "name = \"jobs\"\nhistory = 10\n");
     assert_ne!(config, support::BASE);
     let router = start(&config).await;
-    let mut sse = Sse::open(&router, "/ws/events", &[]).await;
-    let cursor = sse.next_type("connection.established").await.id.unwrap();
-    drop(sse);
+    let cursor = cursor_of_a_new_stream(&router).await;
     for n in 0..20 {
         router.publish_ok(&alert(&format!("a{n}"))).await;
     }
     router.publish_ok(&job("j1")).await;
-
-    let mut again = Sse::open(&router, "/ws/events", &[("Last-Event-ID", &cursor)]).await;
-    let reply = again.next_type("subscribed").await;
     assert_eq!(
-        reply.data["recovery"],
+        recovery_from(&router, "/ws/events", &cursor).await,
         json!({"alerts": {"recovered": true, "replayed": 20},
-               "jobs": {"recovered": true, "replayed": 1}}),
-        "{:?}",
-        reply
+               "jobs": {"recovered": true, "replayed": 1}})
     );
+}
+
+/// The cursor a stream opened now starts at; the stream is closed again.
+async fn cursor_of_a_new_stream(router: &support::Router) -> String {
+    let mut sse = Sse::open(router, "/ws/events", &[]).await;
+    sse.next_type("connection.established").await.id.unwrap()
+}
+
+/// The `recovery` answered to a stream opened on `path` with
+/// `Last-Event-ID: cursor`.
+async fn recovery_from(router: &support::Router, path: &str, cursor: &str) -> Value {
+    let mut stream = Sse::open(router, path, &[("Last-Event-ID", cursor)]).await;
+    stream.next_type("subscribed").await.data["recovery"].clone()
 }
 
 /// A channel that could not be recovered was announced to the client as a
@@ -575,12 +581,9 @@ async fn a_channel_not_recovered_moves_the_cursor_to_its_announced_position() {
             "{cursor}"
         );
         drop(sse);
-        let mut again = Sse::open(&router, "/ws/events", &[("Last-Event-ID", &cursor)]).await;
-        let reply = again.next_type("subscribed").await;
         assert_eq!(
-            reply.data["recovery"]["alerts"],
-            json!({"recovered": true, "replayed": 0}),
-            "{reply:?}"
+            recovery_from(&router, "/ws/events", &cursor).await["alerts"],
+            json!({"recovered": true, "replayed": 0})
         );
     }
 }
@@ -620,16 +623,11 @@ async fn a_head_of_a_stream_opens_no_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_since_leaves_last_event_id_to_recover_from() {
     let router = start(support::BASE).await;
-    let mut sse = Sse::open(&router, "/ws/events", &[]).await;
-    let cursor = sse.next_type("connection.established").await.id.unwrap();
-    drop(sse);
+    let cursor = cursor_of_a_new_stream(&router).await;
     router.publish_ok(&alert("missed")).await;
-    let mut again = Sse::open(&router, "/ws/events?since=", &[("Last-Event-ID", &cursor)]).await;
-    let reply = again.next_type("subscribed").await;
     assert_eq!(
-        reply.data["recovery"]["alerts"],
-        json!({"recovered": true, "replayed": 1}),
-        "{reply:?}"
+        recovery_from(&router, "/ws/events?since=", &cursor).await["alerts"],
+        json!({"recovered": true, "replayed": 1})
     );
 }
 
