@@ -38,13 +38,14 @@ pub async fn bind(app: Arc<App>) -> std::io::Result<Running> {
     let stopped = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
+    // Held before the first request is served: a reload (the admin API, a
+    // file change) planned while the plugins start would not see them and
+    // would start each a second time, so it waits for them.
+    let serial = app.reload_lock.lock().await;
     let server = tokio::spawn(crate::server::serve(app.clone(), listener, lanes, stopped));
     // Watched before the plugins start, so that an edit saved meanwhile is
-    // not missed; its reload, like one asked of the admin API, waits for
-    // them: a reload planned while they start would not see them and would
-    // start each a second time.
+    // not missed.
     let watcher = watch_config(app.clone());
-    let serial = app.reload_lock.lock().await;
     let starter = app.clone();
     let _ = tokio::task::spawn_blocking(move || starter.start_plugins()).await;
     drop(serial);

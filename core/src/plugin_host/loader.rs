@@ -101,6 +101,12 @@ impl Loader {
             if *seen == stamp {
                 return Ok(lib.clone());
             }
+            tracing::info!(
+                library = %path.display(),
+                was = ?seen,
+                now = ?stamp,
+                "the library file changed since it was loaded: loading it anew"
+            );
         }
         let load_from = if self.opened.lock().insert(path.to_owned()) {
             path.to_owned()

@@ -251,6 +251,23 @@ impl Current {
             sink: m.sink.clone(),
         }
     }
+
+    /// Whether the instance runs on under `entry`, loaded as `library`:
+    /// the same entry and the same file. Says at debug level why not, for
+    /// an operator asking why a reload restarted it.
+    fn is_kept_for(&self, entry: &PluginConfig, library: &Arc<Library>) -> bool {
+        let entry_changed = self.config != *entry;
+        let library_changed = !Arc::ptr_eq(&self.library, library);
+        if entry_changed || library_changed {
+            tracing::debug!(
+                plugin = %entry.name,
+                entry_changed,
+                library_changed,
+                "the instance is replaced"
+            );
+        }
+        !entry_changed && !library_changed
+    }
 }
 
 impl PluginHost {
@@ -287,7 +304,7 @@ impl PluginHost {
             };
             let unchanged = running
                 .get(&pc.name)
-                .filter(|m| m.config == *pc && Arc::ptr_eq(&m.library, &library));
+                .filter(|m| m.is_kept_for(pc, &library));
             if let Some(m) = unchanged {
                 plan.kept.push(pc.name.clone());
                 if let Some(sink) = &m.sink {
