@@ -87,9 +87,10 @@ impl SinkQueue {
     }
 
     /// Starts a delivery thread for `instance`. `on_error` hears about a
-    /// failed `deliver` (a panic included); the thread then ends, leaving
-    /// that event and what is queued for the restarted instance (a failed
-    /// instance would fail, and so lose, every event it was fed meanwhile).
+    /// failed `deliver` (a panic included) unless the thread was halted
+    /// meanwhile; the thread then ends, leaving that event and what is
+    /// queued for the restarted instance (a failed instance would fail, and
+    /// so lose, every event it was fed meanwhile).
     pub fn serve(
         self: &Arc<Self>,
         instance: Arc<Mutex<Option<Instance>>>,
@@ -108,7 +109,14 @@ impl SinkQueue {
                     };
                     if let Err(e) = result {
                         queue.keep_failed(event);
-                        on_error(e);
+                        if told.load(Ordering::SeqCst) == HALT {
+                            // Halted in the middle of this deliver (its
+                            // instance abandoned, another serving now): the
+                            // failure is not the running instance's.
+                            tracing::warn!(plugin = %queue.name, "an abandoned sink instance failed the event it was stuck on: {e}; it is offered to the next instance");
+                        } else {
+                            on_error(e);
+                        }
                         break;
                     }
                 }

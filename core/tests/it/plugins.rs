@@ -1822,6 +1822,37 @@ async fn a_failed_sink_keeps_the_event_it_failed_on_and_what_follows_for_its_res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_abandoned_mid_deliver_that_fails_later_does_not_fail_its_successor() {
+    // The first instance fails while stuck in `deliver`; its restart gives
+    // up waiting for it (stop_timeout_s = 1) and starts a second one. When
+    // the stuck call finally fails, that failure is the abandoned
+    // instance's: it used to mark the running successor failed too, which
+    // cost it a needless restart.
+    let dir = tempfile::tempdir().unwrap();
+    let lib = c_library("stuck_sink.c", dir.path());
+    let record = dir.path().join("record.jsonl");
+    let cfg = config(&[
+        &plugin_block(
+            "stuck",
+            &lib.display().to_string(),
+            "stop_timeout_s = 1",
+            &format!("path = {:?}", record.display().to_string()),
+        ),
+        &route("stuck", &["alert.*"]),
+    ]);
+    let router = start(&cfg).await;
+    let (status, body) = router.publish(&alert("a0")).await;
+    assert_eq!(status, 202, "{body}");
+    let lines = recorded(&record, 1).await;
+    assert_eq!(lines[0]["payload"]["id"], "a0", "the successor got it");
+    // A failure of the successor would be restarted after 2 s of backoff.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let health = health_with_plugin_state(&router, "stuck", "running").await;
+    assert_eq!(health["plugins"]["stuck"]["restarts"], 1, "{health}");
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_library_refused_once_loads_when_rebuilt_at_the_same_path() {
     // An operator points a reload at a plugin built for another ABI; the
     // reload is refused. They rebuild it in place: the next reload must
