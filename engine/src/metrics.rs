@@ -70,7 +70,7 @@ pub struct Metrics {
     /// refused before a socket is opened.
     pub upgrades_refused: Family<ReasonLabel, Counter>,
     /// `switchyard_dropped_total{reason}`: `slow_consumer`, `sink_overflow`,
-    /// `sink_shutdown`.
+    /// `sink_shutdown`, `cluster_lost`.
     pub dropped: Family<ReasonLabel, Counter>,
     /// `switchyard_delivery_latency_seconds`: accept → written to the
     /// socket. Sharded: every lane observes it once per delivery.

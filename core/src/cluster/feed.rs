@@ -24,7 +24,7 @@ use super::leases;
 use super::scripts;
 use super::sequencer::unix_millis;
 use super::{Shared, MAX_BACKOFF};
-use crate::router::{fresh_epoch, Received, Router, Sequenced};
+use crate::router::{fresh_epoch, Loss, Received, Router, Sequenced};
 use crate::text::Text;
 
 /// Runs the feed: subscribes, catches up, then follows. Returns once the
@@ -429,11 +429,12 @@ impl Feed {
             .await
             .map_err(|e| self.shared.unreachable(&e))?;
         let now = unix_millis();
-        let (mut lost, mut told) = (0, 0);
+        let mut lost = Loss::default();
         let mut lose = |until: u64| {
-            let (events, connections) = router.lose(channel, until);
-            lost += events;
-            told = told.max(connections);
+            let loss = router.lose(channel, until);
+            lost.events += loss.events;
+            lost.connections = lost.connections.max(loss.connections);
+            lost.sinks += loss.sinks;
         };
         let mut to_the_end = true;
         for entry in &range.ids {
@@ -452,16 +453,41 @@ impl Feed {
         if to_the_end {
             lose(until);
         }
-        if lost > 0 && told > 0 {
-            tracing::warn!(
-                channel,
-                lost,
-                "{lost} event(s) of channel `{channel}` lost: pub/sub did not bring them and \
-                 its history stream in Redis no longer holds them; {told} connection(s) told \
-                 with connection.lagged (raise the channel's history if this recurs)"
-            );
-        }
+        report_loss(channel, &lost);
         Ok(())
+    }
+}
+
+/// Tells operators what the cluster lost of `channel`: an error when this
+/// node's sinks lost events it had accepted, a warning when connections
+/// were told with `connection.lagged`. Nothing otherwise: a node that
+/// joins behind a channel's history "loses" what came before it, which
+/// nobody here was waiting for.
+fn report_loss(channel: &str, lost: &Loss) {
+    let Loss {
+        events,
+        connections,
+        sinks,
+    } = *lost;
+    let what = format!(
+        "{events} event(s) of channel `{channel}` lost: pub/sub did not bring them and its \
+         history stream in Redis no longer holds them; {connections} connection(s) told with \
+         connection.lagged"
+    );
+    if sinks > 0 {
+        tracing::error!(
+            channel,
+            events,
+            sinks,
+            "{what}; {sinks} of them were accepted by this node, and its sinks will never get \
+             them (raise the channel's history if this recurs)"
+        );
+    } else if connections > 0 {
+        tracing::warn!(
+            channel,
+            events,
+            "{what} (raise the channel's history if this recurs)"
+        );
     }
 }
 

@@ -114,6 +114,7 @@ fn promtool_accepts_the_alert_rules() {
         "rate(switchyard_dropped_total[5m])",
         "switchyard_cluster_connected == 0",
         "reason=\"cluster_unavailable\"",
+        "increase(switchyard_dropped_total{reason=\"cluster_lost\"}[10m]) > 0",
         "increase(switchyard_config_reloads_total{result=\"refused\"}[10m]) > 0",
         "up{",
     ] {

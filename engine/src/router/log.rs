@@ -125,6 +125,18 @@ pub struct Sequenced {
     pub emitter: Option<String>,
 }
 
+/// What [`super::Router::lose`] declared lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Loss {
+    /// How many of the channel's events.
+    pub events: u64,
+    /// How many connections were told (`connection.lagged`).
+    pub connections: usize,
+    /// How many of them this node had accepted: its sinks never get those
+    /// (counted as `switchyard_dropped_total{reason="cluster_lost"}`).
+    pub sinks: usize,
+}
+
 /// What became of an event handed to [`super::Router::receive`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Received {

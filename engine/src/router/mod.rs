@@ -35,7 +35,7 @@ use serde_json::Value;
 pub use census::Counts;
 pub use channel::{fresh_epoch, Recoverable, Stored};
 pub use log::{
-    Appended, Batch, LogError, Placed, Received, Sequenced, Sequencer, Sequencing, Settle,
+    Appended, Batch, LogError, Loss, Placed, Received, Sequenced, Sequencer, Sequencing, Settle,
 };
 pub use publish::{Incoming, Origin, PublishError, Stamp};
 pub use publishing::Publishing;
@@ -385,6 +385,15 @@ impl Router {
     /// and its connections told with `connection.channels`); see
     /// [`Received`] for the rest.
     pub fn receive(&self, event: &Sequenced) -> Received {
+        let received = self.receive_once(event);
+        if received == Received::Delivered && event.to_sinks {
+            self.stamped
+                .came_back(&event.channel, &event.epoch, event.sequence);
+        }
+        received
+    }
+
+    fn receive_once(&self, event: &Sequenced) -> Received {
         // As in `publish`: closed after the table is unlocked.
         let _deliveries = inline::Scope::open();
         let received = self
@@ -394,13 +403,21 @@ impl Router {
         let Err(NewEpoch) = received else {
             return received.unwrap_or(Received::Stale);
         };
-        self.table.write().reset(&event.channel, &event.epoch);
+        self.reset(&event.channel, &event.epoch);
         // Only a reset to yet another epoch in between makes this one new
         // again: it is then older than the channel's, so stale.
         self.table
             .read()
             .receive(event, &self.metrics, &self.coverage)
             .unwrap_or(Received::Stale)
+    }
+
+    /// Moves `channel` to `epoch`; this node's stamps of the epochs it
+    /// leaves that have not come back never reach its sinks: counted.
+    fn reset(&self, channel: &str, epoch: &str) {
+        self.table.write().reset(channel, epoch);
+        let gone = self.stamped.left_for(channel, epoch);
+        self.metrics.drop_events("cluster_lost", gone as u64);
     }
 
     /// Whether `epoch` is one `channel` has not had (neither its current
@@ -415,16 +432,25 @@ impl Router {
     /// state, or started it): its connections are told their new position
     /// with `connection.channels`.
     pub fn start_epoch(&self, channel: &str, epoch: &str) {
-        self.table.write().reset(channel, epoch);
+        self.reset(channel, epoch);
     }
 
     /// Declares the events of `channel` after its last delivered one up to
     /// `until` lost (the cluster's history no longer holds them): its
     /// connections get `connection.lagged`, and recovery from before
-    /// `until` answers `too_old`. Says how many events were declared lost,
-    /// and to how many connections.
-    pub fn lose(&self, channel: &str, until: u64) -> (u64, usize) {
-        self.table.read().lose(channel, until)
+    /// `until` answers `too_old`; those this node accepted never reach its
+    /// sinks, and are counted as `cluster_lost`.
+    pub fn lose(&self, channel: &str, until: u64) -> Loss {
+        let Some((epoch, events, connections)) = self.table.read().lose(channel, until) else {
+            return Loss::default();
+        };
+        let sinks = self.stamped.lost(channel, &epoch, until);
+        self.metrics.drop_events("cluster_lost", sinks as u64);
+        Loss {
+            events,
+            connections,
+            sinks,
+        }
     }
 }
 
@@ -564,6 +590,57 @@ mod tests {
             .encode()
             .contains("switchyard_events_accepted_total{node=\"n1\",type=\"alert.created\"} 1"));
         assert_eq!(router.positions()["alerts"].1, 0, "delivery is receive's");
+    }
+
+    /// Publishes one event through `held`, settled as stamped at
+    /// `sequence` of epoch E1.
+    fn publish_stamped(router: &Router, held: &Held, sequence: u64) {
+        let publishing = router.publish(vec![alert()], &Origin::Http);
+        let (_, settle) = held.0.lock().pop().unwrap();
+        settle(Ok(vec![Placed {
+            appended: Appended::New(sequence),
+            epoch: "E1".into(),
+        }]));
+        publishing.wait().unwrap();
+    }
+
+    fn own(sequence: u64) -> Sequenced {
+        Sequenced {
+            to_sinks: true,
+            ..stamped("E1", sequence)
+        }
+    }
+
+    /// An event this node accepted that the store then lost never reaches
+    /// its sinks: a loss of the channel counts it (and only it, not the
+    /// other nodes' events nor this node's that came back), and so does a
+    /// move to another epoch with some of its events still on their way.
+    #[test]
+    fn what_this_node_accepted_and_the_store_lost_is_counted_as_its_sinks_loss() {
+        let held = Arc::new(Held::default());
+        let router = Router::with_sequencer(snapshot(), Arc::new(held.clone()));
+        router.receive(&stamped("E1", 0));
+        for sequence in [1, 3, 4] {
+            publish_stamped(&router, &held, sequence);
+        }
+        assert_eq!(router.receive(&own(1)), Received::Delivered);
+        // 2 (another node's), 3 and 4 (this node's) were lost.
+        let loss = router.lose("alerts", 4);
+        assert_eq!((loss.events, loss.sinks), (3, 2), "{loss:?}");
+        assert_eq!(router.lose("alerts", 4), Loss::default(), "once");
+        // Back before its publish was answered: not lost later.
+        assert_eq!(router.receive(&own(5)), Received::Delivered);
+        publish_stamped(&router, &held, 5);
+        publish_stamped(&router, &held, 6);
+        router.start_epoch("alerts", "E2");
+        assert!(
+            router
+                .metrics()
+                .encode()
+                .contains("switchyard_dropped_total{node=\"n1\",reason=\"cluster_lost\"} 3"),
+            "2 lost, then 6 left behind in E1: {}",
+            router.metrics().encode()
+        );
     }
 
     fn stamped(epoch: &str, sequence: u64) -> Sequenced {

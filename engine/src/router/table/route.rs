@@ -143,14 +143,17 @@ impl Table {
 
     /// Declares events of `channel` lost up to `until`: every connection
     /// that receives the channel is told with `connection.lagged`. Says
-    /// how many events that was, and to how many connections.
-    pub(in crate::router) fn lose(&self, channel: &str, until: u64) -> (u64, usize) {
-        let Some(ch) = self.channels.get(channel) else {
-            return (0, 0);
-        };
+    /// in which epoch, how many events that was, and to how many
+    /// connections (`None`: nothing was behind `until`).
+    pub(in crate::router) fn lose(
+        &self,
+        channel: &str,
+        until: u64,
+    ) -> Option<(Arc<str>, u64, usize)> {
+        let ch = self.channels.get(channel)?;
         let after = ch.log.sequence();
         if until <= after {
-            return (0, 0);
+            return None;
         }
         ch.log.lose(until);
         let epoch = ch.log.epoch();
@@ -161,7 +164,7 @@ impl Table {
                 told += 1;
             }
         }
-        (until - after, told)
+        Some((epoch, until - after, told))
     }
 
     /// Queues a stamped event for every connection that takes its type
