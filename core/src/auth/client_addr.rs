@@ -30,6 +30,10 @@ fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
 
 /// Works out the client address from the TCP peer and the headers.
 pub fn client_addr(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> ClientAddr {
+    // A dual-stack listener (`[::]:PORT`) sees IPv4 clients as IPv4-mapped
+    // IPv6 (`::ffff:127.0.0.1`), which is neither loopback to `is_loopback`
+    // nor inside an IPv4 CIDR of `trusted_proxies`: read them as IPv4.
+    let peer = peer.to_canonical();
     let xff = forwarded_for(headers);
     let forwarded = forwarded_nodes(headers);
     if !trusted(peer, proxies) {
@@ -119,7 +123,8 @@ fn element_for(element: &str) -> Hop {
 /// address.
 fn node_ip(text: &str) -> Hop {
     let text = text.trim();
-    text.parse::<IpAddr>()
+    let ip = text
+        .parse::<IpAddr>()
         .ok()
         .or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
         .or_else(|| {
@@ -128,7 +133,10 @@ fn node_ip(text: &str) -> Hop {
                 .parse::<std::net::Ipv6Addr>()
                 .ok()
                 .map(IpAddr::V6)
-        })
+        })?;
+    // A dual-stack proxy writes its IPv4 clients IPv4-mapped, as the
+    // router's own listener sees them (see `client_addr`).
+    Some(ip.to_canonical())
 }
 
 #[cfg(test)]
@@ -241,6 +249,38 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(client_addr(peer, &h, &proxies).ip, ip("2001:db8:cafe::17"));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_read_as_ipv4() {
+        // What a dual-stack listener (`[::]:PORT`) sees of an IPv4 client.
+        let peer = ip("::ffff:127.0.0.1");
+        assert_eq!(
+            client_addr(peer, &HeaderMap::new(), &[]),
+            ClientAddr {
+                ip: ip("127.0.0.1"),
+                loopback: true
+            }
+        );
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let a = client_addr(
+            ip("::ffff:10.1.1.1"),
+            &headers("203.0.113.9, ::ffff:10.2.2.2"),
+            &proxies,
+        );
+        assert_eq!(a.ip, ip("203.0.113.9"));
+        let a = client_addr(
+            ip("::ffff:10.1.1.1"),
+            &headers("::ffff:127.0.0.1"),
+            &proxies,
+        );
+        assert_eq!(
+            a,
+            ClientAddr {
+                ip: ip("127.0.0.1"),
+                loopback: true
+            }
+        );
     }
 
     #[test]

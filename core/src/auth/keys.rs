@@ -118,10 +118,7 @@ impl ApiKeys {
 
     /// Checks a bearer token against admin keys (and publish keys if `publish`).
     pub fn check(&self, authorization: Option<&str>, publish: bool) -> KeyCheck {
-        let Some(token) = authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-        else {
+        let Some(token) = authorization.and_then(super::jwt::bearer_token) else {
             return KeyCheck::Missing;
         };
         let candidates = self
@@ -168,6 +165,16 @@ mod tests {
         assert_eq!(keys.check(Some("Bearer nope"), true), KeyCheck::Wrong);
         assert_eq!(keys.check(None, true), KeyCheck::Missing);
         assert_eq!(keys.check(Some("Basic p1"), true), KeyCheck::Missing);
+        // The scheme is case-insensitive (RFC 9110 §11.1), as for client tokens.
+        for header in ["bearer p1", "BEARER p1", "Bearer\tp1", " Bearer  p1 "] {
+            assert_eq!(
+                keys.check(Some(header), true),
+                KeyCheck::Valid("pub".into()),
+                "{header:?}"
+            );
+        }
+        assert_eq!(keys.check(Some("Bearer "), true), KeyCheck::Missing);
+        assert_eq!(keys.check(Some("Bearerp1"), true), KeyCheck::Missing);
     }
 
     #[test]

@@ -931,6 +931,78 @@ async fn mode_none_admin_routes_answer_only_loopback() {
     router.shutdown().await;
 }
 
+/// On a dual-stack listener (`listen = "[::]:PORT"`, the documented IPv6
+/// form) an IPv4 client's peer address is IPv4-mapped
+/// (`::ffff:127.0.0.1`): it is still a loopback client, and still the
+/// `127.0.0.1/32` of `trusted_proxies`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_clients_of_a_dual_stack_listener_keep_their_ipv4_address() {
+    let router = support::try_start_on(
+        &config(
+            "trusted_proxies = [\"127.0.0.1/32\"]",
+            "mode = \"optional\"\napi_keys_env = \"SY_TEST_KEYS_never_set_dual_stack\"",
+        ),
+        "[::]:0".parse().unwrap(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("router did not start: {:?}", e.problems()));
+    let v4 = format!("http://127.0.0.1:{}", router.addr.port());
+    let client = reqwest::Client::new();
+    let (status, body) = send(client.get(format!("{v4}/api/admin/config"))).await;
+    assert_eq!(status, 200, "a client on this host over IPv4: {body}");
+    // Through the trusted proxy (127.0.0.1), the forwarded client counts.
+    let (status, body) = send(
+        client
+            .post(format!("{v4}/api/events"))
+            .header("X-Forwarded-For", "127.0.0.1")
+            .json(&alert("a")),
+    )
+    .await;
+    assert_eq!(status, 202, "forwarded by a trusted proxy: {body}");
+    router.shutdown().await;
+}
+
+/// A disconnect body that is not JSON is `400 invalid_json` with the
+/// `line` and `column` of the fault, as every HTTP `invalid_json` is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_bad_json_is_400_with_position() {
+    let router = start(BASE).await;
+    let (status, body) = post_raw(
+        &router,
+        "/api/admin/disconnect",
+        "{\n  \"user\": ",
+        Some("application/json"),
+    )
+    .await;
+    assert_error(status, &body, 400, "invalid_json");
+    assert_eq!(body["error"]["line"], 2, "{body}");
+    assert!(body["error"]["column"].is_u64(), "{body}");
+    router.shutdown().await;
+}
+
+/// The `Authorization` scheme is case-insensitive (RFC 9110 §11.1), as it
+/// is for client tokens: `bearer <key>` is the key, not a missing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_scheme_is_case_insensitive() {
+    std::env::set_var("SY_TEST_KEYS_scheme_case", "ci:s3cret");
+    let router = start(&config(
+        "",
+        "mode = \"optional\"\napi_keys_env = \"SY_TEST_KEYS_scheme_case\"",
+    ))
+    .await;
+    for header in ["bearer s3cret", "BEARER s3cret", "Bearer\ts3cret"] {
+        let (status, body) = post_with(
+            &router,
+            "/api/events",
+            &alert("a"),
+            &[("Authorization", header)],
+        )
+        .await;
+        assert_eq!(status, 202, "{header:?}: {body}");
+    }
+    router.shutdown().await;
+}
+
 // ----------------------------------------------------------------- Origin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -148,6 +148,39 @@ async fn a_refused_candidate_names_its_problems_and_the_file_on_disk_is_the_defa
     );
 }
 
+/// Asking for a preview never applies: `dry_run` spelled as other clients
+/// write it (`True` from Python's `params={"dry_run": True}`, a bare flag)
+/// is a preview, and a value that is neither true nor false is refused,
+/// not taken for "apply".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_in_any_spelling_applies_nothing() {
+    let router = start(support::BASE).await;
+    for query in ["dry_run=True", "dry_run=TRUE", "dry_run", "dry_run="] {
+        let (status, body) = router
+            .post(&format!("/api/admin/reload?{query}"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(body["applied"], false, "{query}: {body}");
+        assert_eq!(router.config_version().await, 1, "{query} applied a reload");
+    }
+    let (status, body) = router
+        .post("/api/admin/reload?dry_run=maybe", &json!({}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    assert_eq!(
+        router.config_version().await,
+        1,
+        "dry_run=maybe applied a reload"
+    );
+    // An explicit no is a reload.
+    let (status, body) = router
+        .post("/api/admin/reload?dry_run=false", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["applied"], true, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_against_a_running_router_prints_the_impact() {
     let config = two_endpoints("mode = \"none\"");

@@ -28,8 +28,10 @@ pub fn token_from(
         .map(|t| (t.to_owned(), true))
 }
 
-/// The credentials of an `Authorization: Bearer …` header value.
-fn bearer_token(header: &str) -> Option<&str> {
+/// The credentials of an `Authorization: Bearer …` header value: the
+/// scheme in any case (RFC 9110 §11.1), then white space, then a non-empty
+/// token. Client tokens and API keys are both read with it.
+pub(crate) fn bearer_token(header: &str) -> Option<&str> {
     let header = header.trim();
     let (scheme, rest) = header.split_once(|c: char| c.is_ascii_whitespace())?;
     let token = rest.trim();

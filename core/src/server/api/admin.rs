@@ -31,7 +31,10 @@ where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
     B: bytes::Buf,
 {
-    let dry_run = q.get("dry_run").is_some_and(|v| v == "true" || v == "1");
+    // `None`: no `dry_run`; `Some(None)`: a value that is neither yes nor
+    // no, refused once the caller is known to be allowed.
+    let asked = q.get("dry_run").map(String::as_str).map(dry_run_value);
+    let dry_run = matches!(asked, Some(Some(true) | None));
     let toml = dry_run && access::content_type_is(&headers, "application/toml");
     let checked = if toml {
         access::check_origin(&app, &headers)
@@ -45,6 +48,14 @@ where
         Ok(key) => key,
         Err(denied) => return denied.reply,
     };
+    if asked == Some(None) {
+        return error_reply(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "dry_run must be true or false; nothing was applied",
+            json!({}),
+        );
+    }
     let outcome = if dry_run {
         let mut server = app.router.snapshot().config.server.clone();
         server.max_publish_bytes = CANDIDATE_BYTES;
@@ -88,6 +99,18 @@ where
             &format!("the configuration was refused ({e}); the previous one keeps serving"),
             json!({"errors": e.problems()}),
         ),
+    }
+}
+
+/// The `dry_run` query value: `true`, `1`, `yes` or a bare `?dry_run`
+/// ask for a preview, `false`, `0` or `no` for a reload (any case, as
+/// clients write booleans: Python sends `True`); `None` for anything else,
+/// which is refused rather than taken for "apply".
+fn dry_run_value(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" | "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
     }
 }
 
@@ -203,7 +226,18 @@ where
         Ok(body) => body,
         Err(denied) => return denied.reply,
     };
-    let target: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let target: Value = match serde_json::from_slice(&body) {
+        Ok(target) => target,
+        // Where it broke, as every HTTP `invalid_json` says.
+        Err(e) => {
+            return error_reply(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                &format!("the body is not valid JSON: {e}"),
+                json!({"line": e.line(), "column": e.column()}),
+            )
+        }
+    };
     let (id, user) = (target["connection_id"].as_str(), target["user"].as_str());
     if id.is_none() == user.is_none() {
         return error_reply(
