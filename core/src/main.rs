@@ -72,7 +72,8 @@ enum Command {
     /// reconnects (waiting up to 5 s between attempts) with `since`, so
     /// nothing the router still holds is missed. Lags, gaps that could not
     /// be recovered and reconnects are reported on stderr. Ctrl-C exits 0;
-    /// a connection the router refuses (no token, a bad one) exits 1.
+    /// a connection the router refuses (no token, a bad one, an unknown
+    /// endpoint) exits 1.
     Tail {
         /// The router's URL [default: server.listen of --config if the file
         /// exists, else http://127.0.0.1:8080].
@@ -133,7 +134,9 @@ enum Command {
     /// its variable is unset.
     Token {
         /// The user (`sub` claim).
-        #[arg(long)]
+        // Not empty: the router refuses a token whose `sub` is empty, so an
+        // unset `--sub "$USER"` must fail here, not at the first connection.
+        #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
         sub: String,
         /// How long the token lives: 30s, 15m, 1h, 2d.
         #[arg(long, default_value = "1h", value_parser = token::parse_ttl)]

@@ -86,6 +86,10 @@ pub fn run(tail: Tail) -> ExitCode {
         eprintln!("switchyard tail: {e}");
         return ExitCode::from(USAGE);
     }
+    if let Err(e) = check_url(&tail.url) {
+        eprintln!("switchyard tail: --url: {e}");
+        return ExitCode::from(USAGE);
+    }
     let positions = match tail.since.as_deref().map(parse_since).transpose() {
         Ok(p) => p.unwrap_or_default(),
         Err(e) => {
@@ -111,6 +115,29 @@ pub fn run(tail: Tail) -> ExitCode {
     })
 }
 
+/// Refuses a router URL that no attempt could ever connect to (no scheme,
+/// as in `127.0.0.1:8080`, or another one): retrying it would only repeat
+/// an error that does not say what is wrong.
+fn check_url(url: &str) -> Result<(), String> {
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("http" | "https" | "ws" | "wss") => Ok(()),
+        _ => Err(format!(
+            "`{url}` has no http:// or https://; give the router's URL, e.g. http://127.0.0.1:8080"
+        )),
+    }
+}
+
+/// The patterns of `--events`, without the spaces around them
+/// (`alert.*, job.progress`): the router takes a space for part of a name.
+fn patterns(events: &str) -> Vec<&str> {
+    events
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 /// The WebSocket URL of one attempt.
 fn ws_url(tail: &Tail, positions: &BTreeMap<String, Position>) -> String {
     let base = if let Some(rest) = tail.url.strip_prefix("https://") {
@@ -122,7 +149,7 @@ fn ws_url(tail: &Tail, positions: &BTreeMap<String, Position>) -> String {
     };
     let mut query = form_urlencoded::Serializer::new(String::new());
     if let Some(events) = &tail.events {
-        query.append_pair("events", events);
+        query.append_pair("events", &patterns(events).join(","));
     }
     if !positions.is_empty() {
         query.append_pair("since", &cursor(positions));
@@ -174,6 +201,17 @@ async fn follow(tail: &Tail, mut positions: BTreeMap<String, Position>) -> ExitC
                     outcome.why
                 );
             }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response))
+                if refused_for_good(response.status().as_u16()) =>
+            {
+                eprintln!(
+                    "switchyard tail: the router refused the connection to {}{} ({})",
+                    tail.url,
+                    tail.endpoint,
+                    http_refusal(response.status().as_u16(), response.body().as_deref())
+                );
+                return ExitCode::FAILURE;
+            }
             Err(e) => {
                 attempt += 1;
                 eprintln!(
@@ -188,6 +226,44 @@ async fn follow(tail: &Tail, mut positions: BTreeMap<String, Position>) -> ExitC
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Whether an HTTP status refusing the upgrade will be the same on every
+/// attempt: a client error (an unknown endpoint, a foreign origin, a
+/// malformed query), but not a request timeout or a rate limit. Server
+/// errors (503 `too_many_connections`, `shutting_down`) pass.
+fn refused_for_good(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
+}
+
+/// The router's reason for refusing an upgrade, from its JSON error body:
+/// `HTTP 404 unknown_endpoint: no endpoint at /ws/x`, then the endpoint it
+/// suggests and those it has.
+fn http_refusal(status: u16, body: Option<&[u8]>) -> String {
+    let body: Value = body
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or(Value::Null);
+    let error = &body["error"];
+    let Some(code) = error["code"].as_str() else {
+        return format!("HTTP {status}");
+    };
+    let mut text = format!(
+        "HTTP {status} {code}: {}",
+        error["message"].as_str().unwrap_or("")
+    );
+    if let Some(name) = error["did_you_mean"].as_str() {
+        text.push_str(&format!("; did_you_mean: {name}"));
+    }
+    let endpoints: Vec<&str> = error["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !endpoints.is_empty() {
+        text.push_str(&format!("; endpoints: {}", endpoints.join(", ")));
+    }
+    text
 }
 
 /// How one connection ended.
@@ -280,7 +356,7 @@ async fn session(
                     .map(|(c, p)| (c.clone(), json!({"epoch": p.epoch, "sequence": p.sequence})))
                     .collect();
                 let patterns: Vec<&str> = match &tail.events {
-                    Some(events) => events.split(',').map(str::trim).collect(),
+                    Some(events) => patterns(events),
                     None => vec!["*"],
                 };
                 let request = json!({"action": "subscribe", "events": patterns, "since": since});
@@ -447,6 +523,13 @@ fn report_recovery(
                 "switchyard tail: GAP on {channel}: events{from} could not be recovered ({reason}) and may have been missed; live events follow"
             );
             match (positions.get_mut(channel), announced.get(channel)) {
+                // Past the channel's last sequence (a cursor from another
+                // router, a typo): its live events are numbered from the
+                // announced position on, so staying up there would take
+                // them all for events already printed.
+                (Some(_), Some(p)) if reason == "invalid_position" => {
+                    positions.insert(channel.clone(), p.clone());
+                }
                 // Same epoch: never back to the connection's start, which
                 // would print again what came since.
                 (Some(mine), Some(p)) if mine.epoch == p.epoch => {
@@ -583,6 +666,17 @@ mod tests {
         report_recovery(&failed, &mut positions, &announced);
         assert_eq!(positions["alerts"].sequence, 33, "not back to the start");
         assert_eq!(cursor(&positions), "alerts:E:33,jobs:F:3");
+    }
+
+    /// A position past the channel's last sequence would hide every live
+    /// event up to it: the announced position replaces it.
+    #[test]
+    fn an_invalid_position_falls_back_to_the_announced_one() {
+        let announced = parse_since("alerts:E:1").unwrap();
+        let mut positions = parse_since("alerts:E:50").unwrap();
+        let failed = json!({"alerts": {"recovered": false, "reason": "invalid_position"}});
+        report_recovery(&failed, &mut positions, &announced);
+        assert_eq!(cursor(&positions), "alerts:E:1");
     }
 
     #[test]

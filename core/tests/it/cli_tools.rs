@@ -278,6 +278,32 @@ async fn token_signs_with_the_kid_of_a_listed_key() {
     assert_eq!(client.established().await["payload"]["user"], "bob");
 }
 
+/// `--sub ""` (say `--sub "$USER"` with `USER` unset) would mint a token
+/// that every router refuses (`sub` must not be empty): a usage error,
+/// like an empty `--token` for `tail`.
+#[test]
+fn token_refuses_an_empty_sub() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let var = "SY_CLI_TOOLS_EMPTY_SUB";
+    std::fs::write(&path, config("", &jwt_required(var))).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["token", "--sub", "", "--config"])
+        .arg(&path)
+        .env(var, "a-secret-for-the-empty-sub-test")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {} stderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("--sub"), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+}
+
 #[test]
 fn token_without_a_secret_fails_naming_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
@@ -513,6 +539,138 @@ async fn tail_reports_a_gap_it_cannot_recover() {
         stderr.contains("GAP on alerts") && stderr.contains("epoch_changed"),
         "{stderr}"
     );
+}
+
+/// A `--since` past the channel's last sequence (a stamp from another
+/// router, a typo) is `invalid_position`: the router sends live events from
+/// its own position on, and tail must print them, not hold them back as
+/// already seen until the channel catches up with the bad cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_from_a_since_past_the_channel_prints_the_live_events() {
+    let router = start(BASE).await;
+    let mut client = router.ws("/ws/events").await;
+    let epoch = client.established().await["payload"]["channels"]["alerts"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mine = connection_ids(&router).await;
+    router.publish_ok(&alert("a1")).await;
+
+    let since = format!("alerts:{epoch}:50");
+    let mut tail = spawn_tail(&router, &["--since", &since]);
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    wait_for_connection(&router, &mine).await;
+    router.publish_ok(&alert("a2")).await;
+    let next = tokio::time::timeout(Duration::from_secs(3), lines.next_line()).await;
+    tail.start_kill().unwrap();
+    let _ = tail.wait().await;
+    let mut stderr = String::new();
+    tail.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(stderr.contains("invalid_position"), "{stderr}");
+    let line = next
+        .unwrap_or_else(|_| panic!("alerts:2 was never printed; stderr: {stderr}"))
+        .unwrap()
+        .expect("tail's stdout ended");
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["payload"]["id"], "a2", "{line}");
+}
+
+/// Runs `tail` with `args` for at most `limit`: its exit status (`None`
+/// when it was still running) and its stderr.
+async fn tail_for(router: &Router, args: &[&str], limit: Duration) -> (Option<i32>, String) {
+    let mut tail = switchyard()
+        .args(["tail", "--url"])
+        .arg(router.url(""))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchyard tail");
+    let mut stderr = tail.stderr.take().unwrap();
+    let status = match tokio::time::timeout(limit, tail.wait()).await {
+        Ok(status) => status.unwrap().code(),
+        Err(_) => {
+            tail.start_kill().unwrap();
+            let _ = tail.wait().await;
+            None
+        }
+    };
+    let mut text = String::new();
+    stderr.read_to_string(&mut text).await.unwrap();
+    (status, text)
+}
+
+/// A mistyped `--endpoint` is refused by the router with 404
+/// `unknown_endpoint` and the endpoints it has: tail must say so and exit 1,
+/// not retry a path that will never be there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_on_an_unknown_endpoint_exits_1_naming_the_right_one() {
+    let router = start(BASE).await;
+    let (status, stderr) = tail_for(
+        &router,
+        &["--endpoint", "/ws/evnts"],
+        Duration::from_secs(4),
+    )
+    .await;
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unknown_endpoint") && stderr.contains("did_you_mean: /ws/events"),
+        "{stderr}"
+    );
+}
+
+/// `--events 'alert.*, job.progress'`: spaces after the commas are not part
+/// of the patterns, as in `--since` (and in tail's own resubscribe on a lag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_events_may_have_spaces_after_the_commas() {
+    let router = start(BASE).await;
+    let mut tail = spawn_tail(&router, &["--events", "alert.*, job.progress"]);
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    wait_for_connection(&router, &[]).await;
+    router.publish_ok(&job("j1")).await;
+    router.publish_ok(&alert("a1")).await;
+    let first = next_event(&mut lines).await;
+    tail.start_kill().unwrap();
+    let _ = tail.wait().await;
+    let mut stderr = String::new();
+    tail.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(!stderr.contains("invalid_pattern"), "{stderr}");
+    assert_eq!(first["type"], "job.progress", "{first}; {stderr}");
+}
+
+/// `--url 127.0.0.1:8080` (no scheme) can never connect: a usage error
+/// that says what is wrong, not a retry loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_with_a_url_without_a_scheme_exits_2_saying_so() {
+    let mut tail = switchyard()
+        .args(["tail", "--url", "127.0.0.1:9"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchyard tail");
+    let mut stderr = tail.stderr.take().unwrap();
+    let status = match tokio::time::timeout(Duration::from_secs(3), tail.wait()).await {
+        Ok(status) => status.unwrap().code(),
+        Err(_) => {
+            tail.start_kill().unwrap();
+            let _ = tail.wait().await;
+            None
+        }
+    };
+    let mut text = String::new();
+    stderr.read_to_string(&mut text).await.unwrap();
+    assert_eq!(status, Some(2), "{text}");
+    assert!(text.contains("http://"), "{text}");
 }
 
 #[test]
