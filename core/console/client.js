@@ -23,6 +23,8 @@ export class SwitchyardError extends Error {
  * Two in a row means WebSockets are blocked on the way (a proxy).
  */
 const SSE_AFTER_FALLBACKS = 2;
+/** The longest delay `setTimeout` honours (2^31 - 1 ms); a longer one fires at once. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 const AUTH_1008 = /invalid token|authentication required|requires authentication/i;
 function matches(pattern, type) {
     if (pattern === "*")
@@ -65,6 +67,8 @@ export class SwitchyardClient {
         this.lagHeld = new Map();
         /** Resolvers waiting for the next connect-time `subscribed` (SSE subscribe). */
         this.connectWaiters = [];
+        /** The checks of {@link ready} calls still waiting, run by `close()` too. */
+        this.readyChecks = new Set();
         this.opening = false;
         this.refreshAfterReply = false;
         this.opts = { endpoint: "/ws/events", transport: "auto", autoConnect: true, ...options };
@@ -132,6 +136,10 @@ export class SwitchyardClient {
         this._connectionId = null;
         this._transport = null;
         this.setState("disconnected");
+        // Closed before it ever connected (`autoConnect: false`), the state was already
+        // `disconnected` and no state event woke the requests waiting to be sent.
+        for (const check of [...this.readyChecks])
+            check();
     }
     /**
      * Adds patterns. Resolves with the `subscribed` reply (all patterns now held, warnings),
@@ -222,21 +230,25 @@ export class SwitchyardClient {
         if (this.conn && this._state === "connected" && !this.recovering)
             return Promise.resolve(this.conn);
         return new Promise((resolve, reject) => {
+            const done = () => {
+                off();
+                offGap();
+                this.readyChecks.delete(check);
+            };
             const check = () => {
                 if (this.closedByUser) {
-                    off();
-                    offGap();
+                    done();
                     reject(new Error("client closed"));
                 }
                 else if (this.conn && this._state === "connected" && !this.recovering) {
-                    off();
-                    offGap();
+                    done();
                     resolve(this.conn);
                 }
             };
             const off = this.on("state", () => queueMicrotask(check));
             // `recovering` ends with the connect-time reply, after the state change.
             const offGap = this.on("control", () => queueMicrotask(check));
+            this.readyChecks.add(check);
         });
     }
     request(msg, kind) {
@@ -651,7 +663,7 @@ export class SwitchyardClient {
         const conn = this.conn;
         if (conn?.transport !== "websocket")
             return; // SSE: 4001 → reconnect with a new token
-        this.refreshTimer = this.timer(async () => {
+        const refresh = async () => {
             if (this.conn !== conn || conn.dead)
                 return;
             let token;
@@ -673,7 +685,13 @@ export class SwitchyardClient {
             catch (e) {
                 this.emit("error", e instanceof Error ? e : new Error(String(e)));
             }
-        }, Math.max(0, remaining - before));
+        };
+        // Timers fire at once for a delay past MAX_TIMEOUT_MS (about 24.8 days), which
+        // would refresh a long-lived token right after connecting: wait in steps.
+        const wait = (left) => {
+            this.refreshTimer = left > MAX_TIMEOUT_MS ? this.timer(() => wait(left - MAX_TIMEOUT_MS), MAX_TIMEOUT_MS) : this.timer(refresh, left);
+        };
+        wait(Math.max(0, remaining - before));
     }
     onChannels(channels, msg) {
         const gap = {};

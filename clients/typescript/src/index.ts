@@ -196,6 +196,9 @@ interface Conn {
  */
 const SSE_AFTER_FALLBACKS = 2;
 
+/** The longest delay `setTimeout` honours (2^31 - 1 ms); a longer one fires at once. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
 const AUTH_1008 = /invalid token|authentication required|requires authentication/i;
 
 function matches(pattern: string, type: string): boolean {
@@ -242,6 +245,8 @@ export class SwitchyardClient<M = Record<string, unknown>> {
   private lagHeld = new Map<string, Envelope[]>();
   /** Resolvers waiting for the next connect-time `subscribed` (SSE subscribe). */
   private connectWaiters: Pending[] = [];
+  /** The checks of {@link ready} calls still waiting, run by `close()` too. */
+  private readyChecks = new Set<() => void>();
 
   constructor(options: ClientOptions) {
     this.opts = { endpoint: "/ws/events", transport: "auto", autoConnect: true, ...options };
@@ -316,6 +321,9 @@ export class SwitchyardClient<M = Record<string, unknown>> {
     this._connectionId = null;
     this._transport = null;
     this.setState("disconnected");
+    // Closed before it ever connected (`autoConnect: false`), the state was already
+    // `disconnected` and no state event woke the requests waiting to be sent.
+    for (const check of [...this.readyChecks]) check();
   }
 
   /**
@@ -402,20 +410,24 @@ export class SwitchyardClient<M = Record<string, unknown>> {
     if (this.closedByUser) return Promise.reject(new Error("client closed"));
     if (this.conn && this._state === "connected" && !this.recovering) return Promise.resolve(this.conn);
     return new Promise((resolve, reject) => {
+      const done = () => {
+        off();
+        offGap();
+        this.readyChecks.delete(check);
+      };
       const check = () => {
         if (this.closedByUser) {
-          off();
-          offGap();
+          done();
           reject(new Error("client closed"));
         } else if (this.conn && this._state === "connected" && !this.recovering) {
-          off();
-          offGap();
+          done();
           resolve(this.conn);
         }
       };
       const off = this.on("state", () => queueMicrotask(check));
       // `recovering` ends with the connect-time reply, after the state change.
       const offGap = this.on("control", () => queueMicrotask(check));
+      this.readyChecks.add(check);
     });
   }
 
@@ -803,7 +815,7 @@ export class SwitchyardClient<M = Record<string, unknown>> {
     const before = this.opts.refreshBeforeMs ?? Math.min(60_000, remaining / 3);
     const conn = this.conn;
     if (conn?.transport !== "websocket") return; // SSE: 4001 → reconnect with a new token
-    this.refreshTimer = this.timer(async () => {
+    const refresh = async () => {
       if (this.conn !== conn || conn.dead) return;
       let token: string | undefined;
       try {
@@ -821,7 +833,13 @@ export class SwitchyardClient<M = Record<string, unknown>> {
       } catch (e) {
         this.emit("error", e instanceof Error ? e : new Error(String(e)));
       }
-    }, Math.max(0, remaining - before));
+    };
+    // Timers fire at once for a delay past MAX_TIMEOUT_MS (about 24.8 days), which
+    // would refresh a long-lived token right after connecting: wait in steps.
+    const wait = (left: number): void => {
+      this.refreshTimer = left > MAX_TIMEOUT_MS ? this.timer(() => wait(left - MAX_TIMEOUT_MS), MAX_TIMEOUT_MS) : this.timer(refresh, left);
+    };
+    wait(Math.max(0, remaining - before));
   }
   private refreshAfterReply = false;
 
