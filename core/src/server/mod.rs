@@ -311,10 +311,14 @@ impl Drop for PendingGuard {
 }
 
 fn is_upgrade(req: &http::Request<Incoming>) -> bool {
-    req.headers()
-        .get(http::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+    // RFC 6455 upgrades a GET only; another method with these headers is
+    // a wrong method on the endpoint's path (405), as without them.
+    req.method() == http::Method::GET
+        && req
+            .headers()
+            .get(http::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 /// A `GET` that is not an upgrade, of an endpoint path or asking for an

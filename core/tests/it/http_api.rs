@@ -1557,6 +1557,28 @@ async fn cors_answers_allowed_origins_only() {
 
 /// A known route or endpoint path with a wrong method is 405 with `Allow`
 /// (and a JSON body); `HEAD` is answered on every GET route, without a body.
+/// RFC 6455 upgrades a `GET` only: a `POST` carrying the upgrade headers
+/// is a wrong method on an endpoint path, as without them (it was
+/// upgraded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_asked_with_another_method_than_get_is_405() {
+    let router = start(BASE).await;
+    let response = reqwest::Client::new()
+        .post(router.url("/ws/events"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(
+        header_of(&response, "allow").as_deref(),
+        Some("GET, HEAD, OPTIONS")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_method_is_405_with_allow_and_head_is_answered() {
     let router = start(BASE).await;
