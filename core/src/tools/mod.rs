@@ -3,12 +3,30 @@
 //! minter that reads the secret the way the router does (SPEC §11,
 //! "Operator tools"; docs/operations.md, "Command-line tools").
 
+/// Tells the operator something on stderr, as `eprintln!` does; when
+/// stderr is gone (a closed pipe: `switchyard tail 2>&1 | head`), nobody
+/// is left to tell, and the tool ends with 0, as it does when stdout is
+/// gone (where `eprintln!` would panic).
+macro_rules! note {
+    ($($arg:tt)*) => {
+        $crate::tools::note_line(format_args!($($arg)*))
+    };
+}
+
 pub mod publish;
 pub mod tail;
 pub mod token;
 
 use std::error::Error;
 use std::path::Path;
+
+/// What [`note!`] writes.
+pub(crate) fn note_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if writeln!(std::io::stderr().lock(), "{line}").is_err() {
+        std::process::exit(0);
+    }
+}
 
 /// Where the tools find the router when no `--url` is given.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";

@@ -83,17 +83,17 @@ const USAGE: u8 = 2;
 /// `--token` exits 2.
 pub fn run(tail: Tail) -> ExitCode {
     if let Err(e) = super::refuse_empty("--token", "SWITCHYARD_TOKEN", tail.token.as_deref()) {
-        eprintln!("switchyard tail: {e}");
+        note!("switchyard tail: {e}");
         return ExitCode::from(USAGE);
     }
     if let Err(e) = check_url(&tail.url) {
-        eprintln!("switchyard tail: --url: {e}");
+        note!("switchyard tail: --url: {e}");
         return ExitCode::from(USAGE);
     }
     let positions = match tail.since.as_deref().map(parse_since).transpose() {
         Ok(p) => p.unwrap_or_default(),
         Err(e) => {
-            eprintln!("switchyard tail: --since: {e}");
+            note!("switchyard tail: --since: {e}");
             return ExitCode::from(USAGE);
         }
     };
@@ -103,7 +103,7 @@ pub fn run(tail: Tail) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("switchyard tail: cannot start the async runtime: {e}");
+            note!("switchyard tail: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -190,13 +190,13 @@ async fn follow(tail: &Tail, mut positions: BTreeMap<String, Position>) -> ExitC
                 if outcome.established {
                     backoff = MIN_BACKOFF;
                 } else if outcome.code == Some(1008) {
-                    eprintln!(
+                    note!(
                         "switchyard tail: the router refused the connection ({})",
                         outcome.why
                     );
                     return ExitCode::FAILURE;
                 }
-                eprintln!(
+                note!(
                     "switchyard tail: connection lost ({}); reconnecting",
                     outcome.why
                 );
@@ -204,7 +204,7 @@ async fn follow(tail: &Tail, mut positions: BTreeMap<String, Position>) -> ExitC
             Err(tokio_tungstenite::tungstenite::Error::Http(response))
                 if refused_for_good(response.status().as_u16()) =>
             {
-                eprintln!(
+                note!(
                     "switchyard tail: the router refused the connection to {}{} ({})",
                     tail.url,
                     tail.endpoint,
@@ -214,7 +214,7 @@ async fn follow(tail: &Tail, mut positions: BTreeMap<String, Position>) -> ExitC
             }
             Err(e) => {
                 attempt += 1;
-                eprintln!(
+                note!(
                     "switchyard tail: cannot connect to {}{}: {}; retrying in {:.1}s",
                     tail.url,
                     tail.endpoint,
@@ -327,17 +327,19 @@ async fn session(
                         .or_insert_with(|| position.clone());
                 }
                 if reconnect {
-                    eprintln!(
+                    note!(
                         "switchyard tail: reconnected to {}{}",
-                        tail.url, tail.endpoint
+                        tail.url,
+                        tail.endpoint
                     );
                 }
             }
             "connection.channels" => {
                 for (channel, position) in channel_positions(&msg["payload"]["channels"]) {
-                    eprintln!(
+                    note!(
                         "switchyard tail: channel {channel} now at epoch {} sequence {}",
-                        position.epoch, position.sequence
+                        position.epoch,
+                        position.sequence
                     );
                     lags.forget(&channel);
                     positions.insert(channel, position);
@@ -346,7 +348,7 @@ async fn session(
             "connection.lagged" => {
                 let lagged = channel_positions(&msg["payload"]["channels"]);
                 lags.lagged(positions, &lagged);
-                eprintln!(
+                note!(
                     "switchyard tail: lagged: the router dropped {} event(s) for this client ({}); recovering them",
                     msg["payload"]["dropped"],
                     cursor(&lagged)
@@ -372,7 +374,7 @@ async fn session(
                 report_recovery(&msg["recovery"], positions, &announced);
                 lags.answered(positions, &msg["recovery"]);
             }
-            "error" => eprintln!(
+            "error" => note!(
                 "switchyard tail: error from the router: {} {}",
                 msg["payload"]["code"].as_str().unwrap_or("?"),
                 msg["payload"]["message"].as_str().unwrap_or("")
@@ -511,7 +513,7 @@ fn report_recovery(
         if outcome["recovered"].as_bool() == Some(true) {
             let replayed = outcome["replayed"].as_u64().unwrap_or(0);
             if replayed > 0 {
-                eprintln!("switchyard tail: recovered {replayed} missed event(s) of {channel}");
+                note!("switchyard tail: recovered {replayed} missed event(s) of {channel}");
             }
         } else {
             let reason = outcome["reason"].as_str().unwrap_or("unknown");
@@ -519,7 +521,7 @@ fn report_recovery(
                 .get(channel)
                 .map(|p| format!(" after {channel}:{}:{}", p.epoch, p.sequence))
                 .unwrap_or_default();
-            eprintln!(
+            note!(
                 "switchyard tail: GAP on {channel}: events{from} could not be recovered ({reason}) and may have been missed; live events follow"
             );
             match (positions.get_mut(channel), announced.get(channel)) {

@@ -673,6 +673,33 @@ async fn tail_with_a_url_without_a_scheme_exits_2_saying_so() {
     assert!(text.contains("http://"), "{text}");
 }
 
+/// `switchyard tail … 2>&1 | head -1`: once the reader of its messages is
+/// gone, tail ends as it does when the reader of its events is gone, with
+/// 0; it used to panic (101) on its next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_ends_quietly_when_its_stderr_is_closed() {
+    let mut tail = switchyard()
+        .args(["tail", "--url", "http://127.0.0.1:9"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchyard tail");
+    let mut stderr = BufReader::new(tail.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).await.unwrap();
+    assert!(first.contains("retrying"), "{first}");
+    drop(stderr);
+    let status = match tokio::time::timeout(Duration::from_secs(5), tail.wait()).await {
+        Ok(status) => status.unwrap().code(),
+        Err(_) => {
+            tail.start_kill().unwrap();
+            let _ = tail.wait().await;
+            None
+        }
+    };
+    assert_eq!(status, Some(0));
+}
+
 #[test]
 fn tail_refuses_a_malformed_since() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
