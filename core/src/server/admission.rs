@@ -190,7 +190,7 @@ pub struct Admission {
     /// The connection to open, or the reason the socket is closed (1008)
     /// right after the handshake.
     pub verdict: Result<ConnectRequest, String>,
-    /// The token came in the subprotocol header: answer with `bearer`.
+    /// The client offered the `bearer` subprotocol: answer with it.
     pub bearer_subprotocol: bool,
 }
 
@@ -265,14 +265,14 @@ pub fn admit(
         header(req, "sec-websocket-protocol"),
     );
     let mode = snap.config.auth.mode;
-    let bearer_subprotocol = mode != AuthMode::None && found.as_ref().is_some_and(|(_, sub)| *sub);
+    let bearer_subprotocol = jwt::offers_bearer(header(req, "sec-websocket-protocol"));
     let refuse = |reason: String| Admission {
         verdict: Err(reason),
         bearer_subprotocol,
     };
     match (mode, found) {
         (AuthMode::None, _) => {}
-        (_, Some((token, _))) => match app.verifier.load().verify(&token) {
+        (_, Some(token)) => match app.verifier.load().verify(&token) {
             Ok(claims) => {
                 request.user = Some(claims.sub);
                 request.expires_at = Some(claims.exp);

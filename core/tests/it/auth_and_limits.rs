@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use support::{alert, assert_error, config, job, start, Client, Router, WAIT};
+use support::{alert, assert_error, config, job, start, Client, Router, BASE, WAIT};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Response as WsResponse;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -306,6 +306,33 @@ async fn required_mode_token_from_query_header_and_subprotocol() {
     assert_eq!(hello["user"], "alice", "{hello}");
     assert_time(&hello["expires_at"], exp);
     assert_alive(&mut c).await;
+}
+
+/// A client that offers the `bearer` subprotocol gets it answered whatever
+/// the mode and wherever its token was read from: a browser (and the
+/// TypeScript client, which offers it whenever it has a token) fails a
+/// connection whose offered subprotocol is not answered. In mode `none`, or
+/// with a `?token=` beside it, it was not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offered_bearer_subprotocol_is_always_answered() {
+    let router = start(BASE).await;
+    for path in ["/ws/events", "/ws/events?token=from-the-query"] {
+        let (mut c, response) = connect_with(
+            &router,
+            path,
+            &[("sec-websocket-protocol", "bearer, any-token")],
+        )
+        .await;
+        assert_eq!(
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some("bearer"),
+            "mode none, {path}"
+        );
+        established(&mut c).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

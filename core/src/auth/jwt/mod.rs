@@ -34,7 +34,7 @@ mod fixtures;
 pub use keys::JwtConfigError;
 pub(crate) use keys::{secret_from_env, secret_from_file};
 pub(crate) use token::bearer_token;
-pub use token::{redact, token_from};
+pub use token::{offers_bearer, redact, token_from};
 pub use verify::TokenError;
 
 /// The claims a verified token carries that the router uses.

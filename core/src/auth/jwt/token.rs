@@ -6,26 +6,35 @@ const REDACTED: &str = "REDACTED";
 
 /// Reads a token from the three sources, in this order: the `?token=` query
 /// value, `Authorization: Bearer …`, `Sec-WebSocket-Protocol: bearer, <token>`.
-/// Returns the token and whether it came from the subprotocol (then the
-/// server must answer with subprotocol `bearer`). Empty values count as
-/// absent; an `Authorization` header with another scheme is ignored.
+/// Empty values count as absent; an `Authorization` header with another
+/// scheme is ignored. (An offered `bearer` subprotocol is answered whichever
+/// source the token came from: [`offers_bearer`].)
 pub fn token_from(
     query_token: Option<&str>,
     authorization: Option<&str>,
     subprotocol: Option<&str>,
-) -> Option<(String, bool)> {
+) -> Option<String> {
     if let Some(token) = query_token.map(str::trim).filter(|t| !t.is_empty()) {
-        return Some((token.to_owned(), false));
+        return Some(token.to_owned());
     }
     if let Some(token) = authorization.and_then(bearer_token) {
-        return Some((token.to_owned(), false));
+        return Some(token.to_owned());
     }
     let mut entries = subprotocol?.split(',').map(str::trim);
     entries.find(|e| e.eq_ignore_ascii_case("bearer"))?;
-    entries
-        .next()
-        .filter(|t| !t.is_empty())
-        .map(|t| (t.to_owned(), true))
+    entries.next().filter(|t| !t.is_empty()).map(str::to_owned)
+}
+
+/// Whether a `Sec-WebSocket-Protocol` value offers the `bearer`
+/// subprotocol, which the server must then answer: a browser fails a
+/// connection whose offered subprotocol is not answered, whatever the
+/// auth mode and wherever the token was read from.
+pub fn offers_bearer(subprotocol: Option<&str>) -> bool {
+    subprotocol.is_some_and(|value| {
+        value
+            .split(',')
+            .any(|entry| entry.trim().eq_ignore_ascii_case("bearer"))
+    })
 }
 
 /// The credentials of an `Authorization: Bearer …` header value: the
@@ -157,27 +166,35 @@ mod tests {
         let sub = Some("bearer, from-sub");
         assert_eq!(
             token_from(Some("from-query"), Some("Bearer from-auth"), sub),
-            Some(("from-query".into(), false))
+            Some("from-query".into())
         );
         assert_eq!(
             token_from(None, Some("Bearer from-auth"), sub),
-            Some(("from-auth".into(), false))
+            Some("from-auth".into())
         );
         assert_eq!(
             token_from(Some(""), Some("bearer   from-auth "), sub),
-            Some(("from-auth".into(), false))
+            Some("from-auth".into())
         );
         assert_eq!(
             token_from(None, Some("Basic dXNlcjpwdw=="), sub),
-            Some(("from-sub".into(), true))
+            Some("from-sub".into())
         );
         assert_eq!(
             token_from(None, None, Some("chat, Bearer,from-sub")),
-            Some(("from-sub".into(), true))
+            Some("from-sub".into())
         );
         assert_eq!(token_from(None, None, Some("bearer")), None);
         assert_eq!(token_from(None, None, Some("chat")), None);
         assert_eq!(token_from(None, Some("Bearer "), None), None);
         assert_eq!(token_from(None, None, None), None);
+    }
+
+    #[test]
+    fn an_offered_bearer_subprotocol_is_seen_with_or_without_a_token() {
+        assert!(offers_bearer(Some("chat, Bearer, tok")));
+        assert!(offers_bearer(Some("bearer")));
+        assert!(!offers_bearer(Some("chat, bearer-ish")));
+        assert!(!offers_bearer(None));
     }
 }
