@@ -57,7 +57,10 @@ pub struct KeyFileError {
     pub source: FileError,
 }
 
-fn parse(text: &str) -> Vec<Key> {
+/// The entries of `text`; an unnamed one is `<unnamed>-N` (`key-N` for
+/// publish keys, `admin-key-N` for admin keys, so that the first of each
+/// list are two names: a key's name is its publish rate-limit bucket).
+fn parse(text: &str, unnamed: &str) -> Vec<Key> {
     text.split([',', '\n'])
         .map(str::trim)
         .filter(|e| !e.is_empty() && !e.starts_with('#'))
@@ -68,7 +71,7 @@ fn parse(text: &str) -> Vec<Key> {
                 secret: secret.trim().to_owned(),
             },
             None => Key {
-                name: format!("key-{}", i + 1),
+                name: format!("{unnamed}-{}", i + 1),
                 secret: entry.to_owned(),
             },
         })
@@ -79,6 +82,7 @@ fn read(
     env_var: Option<&str>,
     file: Option<&Path>,
     key: &'static str,
+    unnamed: &str,
 ) -> Result<Vec<Key>, KeyFileError> {
     if let Some(path) = file {
         let text =
@@ -87,11 +91,11 @@ fn read(
                 path: path.display().to_string(),
                 source,
             })?;
-        return Ok(parse(&text));
+        return Ok(parse(&text, unnamed));
     }
     Ok(env_var
         .and_then(|var| std::env::var(var).ok())
-        .map(|v| parse(&v))
+        .map(|v| parse(&v, unnamed))
         .unwrap_or_default())
 }
 
@@ -102,6 +106,7 @@ impl ApiKeys {
             auth.api_keys_env.as_deref(),
             auth.api_keys_file.as_deref(),
             "auth.api_keys_file",
+            "key",
         )?;
         let admin_set = auth.admin_keys_env.is_some() || auth.admin_keys_file.is_some();
         let admin = if admin_set {
@@ -109,6 +114,7 @@ impl ApiKeys {
                 auth.admin_keys_env.as_deref(),
                 auth.admin_keys_file.as_deref(),
                 "auth.admin_keys_file",
+                "admin-key",
             )?
         } else {
             publish.clone()
@@ -141,7 +147,7 @@ mod tests {
 
     #[test]
     fn entries_with_and_without_names() {
-        let keys = parse(" ci:s3cret , plain ,\n\nops:other");
+        let keys = parse(" ci:s3cret , plain ,\n\nops:other", "key");
         let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names, ["ci", "key-2", "ops"]);
         assert_eq!(keys[1].secret, "plain");
@@ -150,8 +156,8 @@ mod tests {
     #[test]
     fn checks_bearer_keys() {
         let keys = ApiKeys {
-            publish: parse("pub:p1"),
-            admin: parse("adm:a1"),
+            publish: parse("pub:p1", "key"),
+            admin: parse("adm:a1", "admin-key"),
         };
         assert_eq!(
             keys.check(Some("Bearer p1"), true),
@@ -180,7 +186,7 @@ mod tests {
     #[test]
     fn debug_never_shows_secrets() {
         let keys = ApiKeys {
-            publish: parse("pub:topsecret"),
+            publish: parse("pub:topsecret", "key"),
             admin: Vec::new(),
         };
         assert!(!format!("{keys:?}").contains("topsecret"));

@@ -1311,6 +1311,31 @@ async fn publish_rate_limit_is_per_key() {
     assert_eq!(status, 202, "another key still gets through: {body}");
 }
 
+/// Unnamed keys are numbered in each list: the first publish key and the
+/// first admin key, two different secrets, were both `key-1`, and so
+/// shared one publish bucket (and one name in the logs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_publish_and_admin_keys_do_not_share_a_rate_limit() {
+    std::env::set_var("SY_TEST_KEYS_UNNAMED", "publish-secret");
+    std::env::set_var("SY_TEST_ADMIN_UNNAMED", "admin-secret");
+    let (router, _) = start_jwt(
+        "optional",
+        "SY_TEST_JWT_UNNAMED_RATE",
+        "publish_rate_limit = { requests_per_s = 1, burst = 2 }",
+        "api_keys_env = \"SY_TEST_KEYS_UNNAMED\"\nadmin_keys_env = \"SY_TEST_ADMIN_UNNAMED\"",
+        "",
+    )
+    .await;
+    let publisher = [("authorization", "Bearer publish-secret")];
+    let operator = [("authorization", "Bearer admin-secret")];
+    for i in 0..2 {
+        let (status, _, body) = post_raw(&router, "/api/events", &alert("x"), &publisher).await;
+        assert_eq!(status, 202, "request {i}: {body}");
+    }
+    let (status, _, body) = post_raw(&router, "/api/events", &alert("x"), &operator).await;
+    assert_eq!(status, 202, "the admin key has a bucket of its own: {body}");
+}
+
 // ------------------------------------------------------ operator disconnect
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
