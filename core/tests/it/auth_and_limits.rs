@@ -1286,6 +1286,14 @@ async fn publish_rate_limit_per_ip_without_auth() {
     assert_retry_after(&retry);
 }
 
+/// Publishes twice with `headers`, each accepted: a burst of two spent.
+async fn spend_a_burst_of_two(router: &Router, headers: &[(&str, &str)]) {
+    for i in 0..2 {
+        let (status, _, body) = post_raw(router, "/api/events", &alert("x"), headers).await;
+        assert_eq!(status, 202, "request {i}: {body}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_rate_limit_is_per_key() {
     std::env::set_var("SY_TEST_KEYS_RATE", "one:secret-one,two:secret-two");
@@ -1299,10 +1307,7 @@ async fn publish_rate_limit_is_per_key() {
     .await;
     let one = [("authorization", "Bearer secret-one")];
     let two = [("authorization", "Bearer secret-two")];
-    for i in 0..2 {
-        let (status, _, body) = post_raw(&router, "/api/events", &alert("x"), &one).await;
-        assert_eq!(status, 202, "request {i}: {body}");
-    }
+    spend_a_burst_of_two(&router, &one).await;
     let (status, retry, body) = post_raw(&router, "/api/events", &alert("x"), &one).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
@@ -1328,10 +1333,7 @@ async fn unnamed_publish_and_admin_keys_do_not_share_a_rate_limit() {
     .await;
     let publisher = [("authorization", "Bearer publish-secret")];
     let operator = [("authorization", "Bearer admin-secret")];
-    for i in 0..2 {
-        let (status, _, body) = post_raw(&router, "/api/events", &alert("x"), &publisher).await;
-        assert_eq!(status, 202, "request {i}: {body}");
-    }
+    spend_a_burst_of_two(&router, &publisher).await;
     let (status, _, body) = post_raw(&router, "/api/events", &alert("x"), &operator).await;
     assert_eq!(status, 202, "the admin key has a bucket of its own: {body}");
 }

@@ -526,15 +526,7 @@ async fn tail_reports_a_gap_it_cannot_recover() {
     wait_for_connection(&router, &[]).await;
     router.publish_ok(&alert("a1")).await;
     assert_eq!(next_event(&mut lines).await["payload"]["id"], "a1");
-    tail.start_kill().unwrap();
-    let _ = tail.wait().await;
-    let mut stderr = String::new();
-    tail.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
+    let stderr = stop_and_read_stderr(&mut tail).await;
     assert!(
         stderr.contains("GAP on alerts") && stderr.contains("epoch_changed"),
         "{stderr}"
@@ -562,15 +554,7 @@ async fn tail_from_a_since_past_the_channel_prints_the_live_events() {
     wait_for_connection(&router, &mine).await;
     router.publish_ok(&alert("a2")).await;
     let next = tokio::time::timeout(Duration::from_secs(3), lines.next_line()).await;
-    tail.start_kill().unwrap();
-    let _ = tail.wait().await;
-    let mut stderr = String::new();
-    tail.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
+    let stderr = stop_and_read_stderr(&mut tail).await;
     assert!(stderr.contains("invalid_position"), "{stderr}");
     let line = next
         .unwrap_or_else(|_| panic!("alerts:2 was never printed; stderr: {stderr}"))
@@ -583,26 +567,54 @@ async fn tail_from_a_since_past_the_channel_prints_the_live_events() {
 /// Runs `tail` with `args` for at most `limit`: its exit status (`None`
 /// when it was still running) and its stderr.
 async fn tail_for(router: &Router, args: &[&str], limit: Duration) -> (Option<i32>, String) {
+    let url = router.url("");
+    let mut all = vec!["--url", url.as_str()];
+    all.extend_from_slice(args);
+    run_tail(&all, limit).await
+}
+
+/// Runs `switchyard tail args` for at most `limit`: its exit code (`None`
+/// when it was still running and was killed) and its stderr.
+async fn run_tail(args: &[&str], limit: Duration) -> (Option<i32>, String) {
     let mut tail = switchyard()
-        .args(["tail", "--url"])
-        .arg(router.url(""))
+        .arg("tail")
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start switchyard tail");
     let mut stderr = tail.stderr.take().unwrap();
-    let status = match tokio::time::timeout(limit, tail.wait()).await {
-        Ok(status) => status.unwrap().code(),
-        Err(_) => {
-            tail.start_kill().unwrap();
-            let _ = tail.wait().await;
-            None
-        }
-    };
+    let status = exit_code_within(&mut tail, limit).await;
     let mut text = String::new();
     stderr.read_to_string(&mut text).await.unwrap();
     (status, text)
+}
+
+/// The exit code of `child` if it ends within `limit`; `None` (and killed)
+/// if it does not.
+async fn exit_code_within(child: &mut Child, limit: Duration) -> Option<i32> {
+    match tokio::time::timeout(limit, child.wait()).await {
+        Ok(status) => status.unwrap().code(),
+        Err(_) => {
+            child.start_kill().unwrap();
+            let _ = child.wait().await;
+            None
+        }
+    }
+}
+
+/// Stops a running tail and returns what it wrote on stderr.
+async fn stop_and_read_stderr(tail: &mut Child) -> String {
+    tail.start_kill().unwrap();
+    let _ = tail.wait().await;
+    let mut stderr = String::new();
+    tail.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    stderr
 }
 
 /// A mistyped `--endpoint` is refused by the router with 404
@@ -635,15 +647,7 @@ async fn tail_events_may_have_spaces_after_the_commas() {
     router.publish_ok(&job("j1")).await;
     router.publish_ok(&alert("a1")).await;
     let first = next_event(&mut lines).await;
-    tail.start_kill().unwrap();
-    let _ = tail.wait().await;
-    let mut stderr = String::new();
-    tail.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
+    let stderr = stop_and_read_stderr(&mut tail).await;
     assert!(!stderr.contains("invalid_pattern"), "{stderr}");
     assert_eq!(first["type"], "job.progress", "{first}; {stderr}");
 }
@@ -652,23 +656,7 @@ async fn tail_events_may_have_spaces_after_the_commas() {
 /// that says what is wrong, not a retry loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_with_a_url_without_a_scheme_exits_2_saying_so() {
-    let mut tail = switchyard()
-        .args(["tail", "--url", "127.0.0.1:9"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start switchyard tail");
-    let mut stderr = tail.stderr.take().unwrap();
-    let status = match tokio::time::timeout(Duration::from_secs(3), tail.wait()).await {
-        Ok(status) => status.unwrap().code(),
-        Err(_) => {
-            tail.start_kill().unwrap();
-            let _ = tail.wait().await;
-            None
-        }
-    };
-    let mut text = String::new();
-    stderr.read_to_string(&mut text).await.unwrap();
+    let (status, text) = run_tail(&["--url", "127.0.0.1:9"], Duration::from_secs(3)).await;
     assert_eq!(status, Some(2), "{text}");
     assert!(text.contains("http://"), "{text}");
 }
@@ -689,15 +677,10 @@ async fn tail_ends_quietly_when_its_stderr_is_closed() {
     stderr.read_line(&mut first).await.unwrap();
     assert!(first.contains("retrying"), "{first}");
     drop(stderr);
-    let status = match tokio::time::timeout(Duration::from_secs(5), tail.wait()).await {
-        Ok(status) => status.unwrap().code(),
-        Err(_) => {
-            tail.start_kill().unwrap();
-            let _ = tail.wait().await;
-            None
-        }
-    };
-    assert_eq!(status, Some(0));
+    assert_eq!(
+        exit_code_within(&mut tail, Duration::from_secs(5)).await,
+        Some(0)
+    );
 }
 
 #[test]
@@ -866,15 +849,7 @@ async fn tail_that_lags_asks_for_the_dropped_events_again() {
     while seen.len() < total {
         seen.push(next_event(&mut lines).await["sequence"].as_u64().unwrap());
     }
-    tail.start_kill().unwrap();
-    let _ = tail.wait().await;
-    let mut stderr = String::new();
-    tail.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
+    let stderr = stop_and_read_stderr(&mut tail).await;
     let mut sorted = seen.clone();
     sorted.sort_unstable();
     sorted.dedup();
