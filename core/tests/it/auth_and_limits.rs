@@ -1286,6 +1286,20 @@ async fn publish_rate_limit_per_ip_without_auth() {
     assert_retry_after(&retry);
 }
 
+/// A router in mode `optional` (its JWT secret in `jwt_var`) with `keys`
+/// (`[auth]` lines) whose publishers each get a burst of two requests.
+async fn with_a_publish_burst_of_two(jwt_var: &str, keys: &str) -> Router {
+    start_jwt(
+        "optional",
+        jwt_var,
+        "publish_rate_limit = { requests_per_s = 1, burst = 2 }",
+        keys,
+        "",
+    )
+    .await
+    .0
+}
+
 /// Publishes twice with `headers`, each accepted: a burst of two spent.
 async fn spend_a_burst_of_two(router: &Router, headers: &[(&str, &str)]) {
     for i in 0..2 {
@@ -1297,12 +1311,9 @@ async fn spend_a_burst_of_two(router: &Router, headers: &[(&str, &str)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_rate_limit_is_per_key() {
     std::env::set_var("SY_TEST_KEYS_RATE", "one:secret-one,two:secret-two");
-    let (router, _) = start_jwt(
-        "optional",
+    let router = with_a_publish_burst_of_two(
         "SY_TEST_JWT_PUBLISH_RATE",
-        "publish_rate_limit = { requests_per_s = 1, burst = 2 }",
         "api_keys_env = \"SY_TEST_KEYS_RATE\"",
-        "",
     )
     .await;
     let one = [("authorization", "Bearer secret-one")];
@@ -1323,12 +1334,9 @@ async fn publish_rate_limit_is_per_key() {
 async fn unnamed_publish_and_admin_keys_do_not_share_a_rate_limit() {
     std::env::set_var("SY_TEST_KEYS_UNNAMED", "publish-secret");
     std::env::set_var("SY_TEST_ADMIN_UNNAMED", "admin-secret");
-    let (router, _) = start_jwt(
-        "optional",
+    let router = with_a_publish_burst_of_two(
         "SY_TEST_JWT_UNNAMED_RATE",
-        "publish_rate_limit = { requests_per_s = 1, burst = 2 }",
         "api_keys_env = \"SY_TEST_KEYS_UNNAMED\"\nadmin_keys_env = \"SY_TEST_ADMIN_UNNAMED\"",
-        "",
     )
     .await;
     let publisher = [("authorization", "Bearer publish-secret")];

@@ -9,7 +9,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{alert, config, free_port, job, start, Router, BASE, WAIT};
+use support::{alert, config, free_port, job, start, Client, Router, BASE, WAIT};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -352,6 +352,18 @@ fn token_without_a_secret_fails_naming_what_is_missing() {
 // --------------------------------------------------------------------- tail
 
 /// The ids of the connections the router holds.
+/// A connected client (kept open by the caller), the epoch of `alerts`
+/// it was told, and the connections open so far (to tell tail's apart).
+async fn a_client_and_its_alerts_epoch(router: &Router) -> (Client, String, Vec<String>) {
+    let mut client = router.ws("/ws/events").await;
+    let epoch = client.established().await["payload"]["channels"]["alerts"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mine = connection_ids(router).await;
+    (client, epoch, mine)
+}
+
 async fn connection_ids(router: &Router) -> Vec<String> {
     let (code, body) = router.get("/api/websocket/connections").await;
     assert_eq!(code, 200, "{body}");
@@ -490,12 +502,7 @@ async fn tail_json_recovers_what_was_published_while_it_reconnected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_starts_from_a_since_cursor_and_filters_by_pattern() {
     let router = start(BASE).await;
-    let mut client = router.ws("/ws/events").await;
-    let epoch = client.established().await["payload"]["channels"]["alerts"]["epoch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mine = connection_ids(&router).await;
+    let (_client, epoch, mine) = a_client_and_its_alerts_epoch(&router).await;
     for id in ["a1", "a2", "a3"] {
         router.publish_ok(&alert(id)).await;
     }
@@ -540,12 +547,7 @@ async fn tail_reports_a_gap_it_cannot_recover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_from_a_since_past_the_channel_prints_the_live_events() {
     let router = start(BASE).await;
-    let mut client = router.ws("/ws/events").await;
-    let epoch = client.established().await["payload"]["channels"]["alerts"]["epoch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mine = connection_ids(&router).await;
+    let (_client, epoch, mine) = a_client_and_its_alerts_epoch(&router).await;
     router.publish_ok(&alert("a1")).await;
 
     let since = format!("alerts:{epoch}:50");
