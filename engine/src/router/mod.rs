@@ -412,12 +412,14 @@ impl Router {
             .unwrap_or(Received::Stale)
     }
 
-    /// Moves `channel` to `epoch`; this node's stamps of the epochs it
-    /// leaves that have not come back never reach its sinks: counted.
+    /// Moves `channel` to `epoch` if it is a new one; this node's stamps of
+    /// the epochs it leaves that have not come back never reach its sinks:
+    /// counted.
     fn reset(&self, channel: &str, epoch: &str) {
-        self.table.write().reset(channel, epoch);
-        let gone = self.stamped.left_for(channel, epoch);
-        self.metrics.drop_events("cluster_lost", gone as u64);
+        if self.table.write().reset(channel, epoch) {
+            let gone = self.stamped.left_for(channel, epoch);
+            self.metrics.drop_events("cluster_lost", gone as u64);
+        }
     }
 
     /// Whether `epoch` is one `channel` has not had (neither its current
@@ -593,13 +595,13 @@ mod tests {
     }
 
     /// Publishes one event through `held`, settled as stamped at
-    /// `sequence` of epoch E1.
-    fn publish_stamped(router: &Router, held: &Held, sequence: u64) {
+    /// `sequence` of `epoch`.
+    fn publish_stamped(router: &Router, held: &Held, epoch: &str, sequence: u64) {
         let publishing = router.publish(vec![alert()], &Origin::Http);
         let (_, settle) = held.0.lock().pop().unwrap();
         settle(Ok(vec![Placed {
             appended: Appended::New(sequence),
-            epoch: "E1".into(),
+            epoch: epoch.into(),
         }]));
         publishing.wait().unwrap();
     }
@@ -621,7 +623,7 @@ mod tests {
         let router = Router::with_sequencer(snapshot(), Arc::new(held.clone()));
         router.receive(&stamped("E1", 0));
         for sequence in [1, 3, 4] {
-            publish_stamped(&router, &held, sequence);
+            publish_stamped(&router, &held, "E1", sequence);
         }
         assert_eq!(router.receive(&own(1)), Received::Delivered);
         // 2 (another node's), 3 and 4 (this node's) were lost.
@@ -630,15 +632,19 @@ mod tests {
         assert_eq!(router.lose("alerts", 4), Loss::default(), "once");
         // Back before its publish was answered: not lost later.
         assert_eq!(router.receive(&own(5)), Received::Delivered);
-        publish_stamped(&router, &held, 5);
-        publish_stamped(&router, &held, 6);
+        publish_stamped(&router, &held, "E1", 5);
+        publish_stamped(&router, &held, "E1", 6);
         router.start_epoch("alerts", "E2");
+        // A stamp of E2 on its way is not lost by a call to go back to E1,
+        // an epoch the channel has had: the channel stays on E2.
+        publish_stamped(&router, &held, "E2", 1);
+        router.start_epoch("alerts", "E1");
         assert!(
             router
                 .metrics()
                 .encode()
                 .contains("switchyard_dropped_total{node=\"n1\",reason=\"cluster_lost\"} 3"),
-            "2 lost, then 6 left behind in E1: {}",
+            "2 lost, then 6 left behind in E1, and nothing more: {}",
             router.metrics().encode()
         );
     }

@@ -118,13 +118,14 @@ impl Table {
 
     /// Starts a new epoch of `channel` (the cluster store lost its state):
     /// every connection that receives it is told its new position, and
-    /// what was sent under the old epoch is forgotten.
-    pub(in crate::router) fn reset(&mut self, channel: &str, epoch: &str) {
+    /// what was sent under the old epoch is forgotten. Says whether it did
+    /// (not for an unknown channel, nor for an epoch it has had).
+    pub(in crate::router) fn reset(&mut self, channel: &str, epoch: &str) -> bool {
         let Some(ch) = self.channels.get(channel) else {
-            return;
+            return false;
         };
         if !ch.log.is_new_epoch(epoch) {
-            return;
+            return false;
         }
         ch.log.reset(epoch);
         let name = ch.log.name.clone();
@@ -139,6 +140,7 @@ impl Table {
             entry.conn.outbox.forget_channel(channel);
             entry.conn.outbox.push_control(announced.clone());
         }
+        true
     }
 
     /// Declares events of `channel` lost up to `until`: every connection
