@@ -53,6 +53,7 @@ pub fn document(config: &Config, registry: &Registry, server: &Server<'_>) -> Va
         if let Some(obj) = schema.as_object_mut() {
             obj.remove("$schema");
         }
+        hide_ref_property(&mut schema);
         schemas.insert(id.clone(), schema);
         messages.insert(id.clone(), event_message(id, t));
     }
@@ -122,6 +123,24 @@ fn channel_ids(config: &Config) -> Vec<String> {
             key
         })
         .collect()
+}
+
+/// Moves a payload field named `$ref` from `properties` to an anchored
+/// `patternProperties`. To JSON Schema it is a property like any other, but
+/// AsyncAPI tools resolve every `$ref` key as a reference (the official
+/// parser fails on the whole document); the pattern declares the same field
+/// without that key, and `required` still names it.
+fn hide_ref_property(schema: &mut Value) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    let field = obj
+        .get_mut("properties")
+        .and_then(Value::as_object_mut)
+        .and_then(|properties| properties.remove("$ref"));
+    if let Some(field) = field {
+        obj.insert("patternProperties".into(), json!({ "^\\$ref$": field }));
+    }
 }
 
 fn message_ref(id: &str) -> Value {
@@ -339,6 +358,40 @@ mod tests {
         };
         let d = document(&config, &registry, &server);
         assert_eq!(d["servers"]["router"]["protocol"], "wss");
+    }
+
+    #[test]
+    fn a_field_named_ref_is_not_read_as_a_reference() {
+        let toml = format!(
+            "{}[[event_types]]\nname = \"doc.linked\"\nchannel = \"jobs\"\n\
+             [event_types.payload]\n\"$ref\" = {{ type = \"string\", required = true }}\n",
+            fixture::TOML
+        );
+        let (config, registry) = fixture::load(&toml);
+        let server = Server {
+            host: "localhost:8080",
+            config_version: 1,
+        };
+        let d = document(&config, &registry, &server);
+        // AsyncAPI tools resolve every `$ref` key; one whose value is not a
+        // reference makes the official parser fail on the whole document.
+        fn refs_are_references(v: &Value) -> bool {
+            match v {
+                Value::Object(o) => o
+                    .iter()
+                    .all(|(k, v)| (k != "$ref" || v.is_string()) && refs_are_references(v)),
+                Value::Array(a) => a.iter().all(refs_are_references),
+                _ => true,
+            }
+        }
+        assert!(
+            refs_are_references(&d),
+            "{:#}",
+            d["components"]["schemas"]["DocLinked"]
+        );
+        let schema = &d["components"]["schemas"]["DocLinked"];
+        assert_eq!(schema["required"], json!(["$ref"]));
+        assert_eq!(schema["patternProperties"]["^\\$ref$"]["type"], "string");
     }
 
     #[test]

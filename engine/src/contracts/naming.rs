@@ -11,7 +11,7 @@ use crate::registry::Registry;
 
 /// Identifiers the generated code declares itself; an event type never
 /// takes one of them.
-pub(super) const RESERVED: [&str; 24] = [
+pub(super) const RESERVED: [&str; 25] = [
     "EventMap",
     "EventName",
     "Envelope",
@@ -29,6 +29,7 @@ pub(super) const RESERVED: [&str; 24] = [
     "ConnectionEstablished",
     "ConnectionChannels",
     "ConnectionLagged",
+    "ConnectionClosed",
     "Subscribed",
     "Unsubscribed",
     "ErrorMessage",
@@ -124,6 +125,25 @@ channel = "c"
         assert_eq!(
             ids["event.map"], "EventMap2",
             "generated names are never taken"
+        );
+    }
+
+    #[test]
+    fn protocol_message_names_are_never_taken() {
+        // `connection_` is not the reserved `connection` domain, so this is
+        // a valid type whose PascalCase is the SSE close message's.
+        let toml = r#"
+[[channels]]
+name = "c"
+[[event_types]]
+name = "connection_.closed"
+channel = "c"
+[event_types.payload]
+"#;
+        let (_, registry) = fixture::load(toml);
+        assert_eq!(
+            identifiers(&registry)["connection_.closed"],
+            "ConnectionClosed2"
         );
     }
 }

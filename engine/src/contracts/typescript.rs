@@ -388,6 +388,25 @@ mod tests {
     }
 
     #[test]
+    fn every_identifier_the_protocol_declares_is_reserved() {
+        use crate::contracts::naming::{RESERVED, RESERVED_CLIENT};
+        let text = text();
+        let declared = text.lines().filter_map(|line| {
+            let rest = line
+                .strip_prefix("export interface ")
+                .or_else(|| line.strip_prefix("export type "))?;
+            rest.split([' ', '<']).next()
+        });
+        let generated = ["AlertCreated", "AlertResolved", "JobProgress"];
+        for id in declared.filter(|id| !generated.contains(id)) {
+            assert!(
+                RESERVED.contains(&id) || RESERVED_CLIENT.contains(&id),
+                "`{id}` is declared but an event type may take it"
+            );
+        }
+    }
+
+    #[test]
     fn comments_cannot_be_closed_early() {
         let mut out = String::new();
         doc_comment(&mut out, "", "a */ b");
