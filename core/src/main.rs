@@ -142,7 +142,7 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = token::parse_ttl)]
         ttl: u64,
         /// Only these channels may be received (`channels` claim), comma-separated.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', value_parser = token::parse_channel)]
         channels: Option<Vec<String>>,
         /// Sign with this auth.jwt.keys entry.
         #[arg(long)]

@@ -27,6 +27,17 @@ pub struct Mint {
     pub kid: Option<String>,
 }
 
+/// Reads one name of `--channels`: trimmed (`alerts, jobs`), since a space
+/// is not part of a channel's name, and not empty, since a token naming
+/// no channel, or one called "", is not what anybody asks for.
+pub fn parse_channel(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if name.is_empty() {
+        return Err("a channel name is empty: name each channel, separated by commas".into());
+    }
+    Ok(name.to_owned())
+}
+
 /// Parses a lifetime: a number with an optional unit `s`, `m`, `h` or `d`
 /// (`30s`, `15m`, `1h`, `2d`; a bare number is seconds).
 pub fn parse_ttl(text: &str) -> Result<u64, String> {

@@ -256,6 +256,51 @@ async fn token_mints_a_token_the_router_accepts() {
     assert!((800..=900).contains(&left), "expires in {left}s");
 }
 
+/// `--channels "alerts, jobs"`: the space is not part of a channel's
+/// name (the token allowed `alerts` and a channel " jobs" that does not
+/// exist), and an empty name is a usage error, not a token for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_channels_may_have_spaces_after_the_commas() {
+    let var = "SY_CLI_TOOLS_JWT_CHANNELS";
+    std::env::set_var(var, "a-secret-for-the-channels-test");
+    let router = start(&config("", &jwt_required(var))).await;
+    let mint = |channels: &str| {
+        let mut command = switchyard();
+        command
+            .args([
+                "token",
+                "--sub",
+                "alice",
+                "--channels",
+                channels,
+                "--config",
+            ])
+            .arg(router.config_path());
+        command
+    };
+    let out = run(&mut mint("alerts, jobs")).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    let mut client = router.ws(&format!("/ws/events?token={token}")).await;
+    let hello = client.established().await;
+    let channels = hello["payload"]["channels"].as_object().unwrap();
+    assert_eq!(
+        channels.keys().collect::<Vec<_>>(),
+        ["alerts", "jobs"],
+        "{hello}"
+    );
+    for empty in ["", "alerts,"] {
+        let out = run(&mut mint(empty)).await;
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{empty:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{empty:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_signs_with_the_kid_of_a_listed_key() {
     let var = "SY_CLI_TOOLS_JWT_KID";
