@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::app::{App, Options, ReloadRecord};
-use crate::auth::jwt::{JwtConfigError, Verifier};
+use crate::auth::jwt::Verifier;
 use crate::auth::ApiKeys;
 use crate::cluster::sequencer::RedisSequencer;
 use crate::cluster::Cluster;
@@ -249,15 +249,16 @@ pub fn load_credentials(config: &Config) -> Result<Credentials, ReloadError> {
     let verifier = match Verifier::load(&config.auth) {
         // Out of the box (`optional`, no secret set) the router still serves
         // anonymous clients; a presented token is then refused, never trusted.
-        Err(JwtConfigError::MissingVariable { key, var })
-            if key == "auth.jwt" && config.auth.mode == AuthMode::Optional =>
-        {
-            warnings.push(format!(
-                "{var} is not set: no JWT key, so only anonymous connections are possible"
-            ));
-            Ok(Verifier::default())
-        }
-        other => other,
+        Err(e) => match (config.auth.mode, e.unset_default_secret()) {
+            (AuthMode::Optional, Some(unset)) => {
+                warnings.push(format!(
+                    "{unset}: no JWT key, so only anonymous connections are possible"
+                ));
+                Ok(Verifier::default())
+            }
+            _ => Err(e),
+        },
+        loaded => loaded,
     };
     if let Ok(keys) = &keys {
         warnings.extend(keyless_warning(&config.auth, keys));

@@ -572,6 +572,33 @@ fn a_redis_url_holding_a_password_is_refused_without_showing_it() {
     }
 }
 
+/// `SWITCHYARD_JWT_SECRET: ${JWT_SECRET}` in a compose file with the host
+/// variable unset sets it to "": in mode `optional` that is no JWT key, as
+/// an unset variable is (a warning, anonymous clients only). It stopped the
+/// router instead.
+#[test]
+fn an_empty_jwt_secret_variable_in_optional_mode_warns_as_an_unset_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        &support::BASE.replace(
+            "mode = \"none\"",
+            "mode = \"optional\"\n[auth.jwt]\nsecret_env = \"SWITCHYARD_TEST_EMPTY_JWT\"",
+        ),
+    );
+    let out = run_with(
+        &["check".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &[("SWITCHYARD_TEST_EMPTY_JWT", "  ")],
+    );
+    assert!(out.success, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("SWITCHYARD_TEST_EMPTY_JWT is empty: no JWT key, so only anonymous"),
+        "{}",
+        out.stdout
+    );
+}
+
 #[test]
 fn check_warns_about_credentials_it_sees_missing() {
     let dir = tempfile::tempdir().unwrap();

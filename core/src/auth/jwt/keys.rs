@@ -23,6 +23,15 @@ pub enum JwtConfigError {
         /// The variable.
         var: String,
     },
+    /// The environment variable holding a secret is set but empty (once
+    /// trimmed), as a compose file's `${VAR}` of an unset variable makes it.
+    #[error("{key}: environment variable {var} is empty")]
+    EmptyVariable {
+        /// Which key: `auth.jwt` or `auth.jwt.keys[kid="…"]`.
+        key: String,
+        /// The variable.
+        var: String,
+    },
     /// The environment variable holding a secret is not valid UTF-8.
     #[error("{key}: environment variable {var} is not valid UTF-8")]
     NotUnicode {
@@ -41,13 +50,13 @@ pub enum JwtConfigError {
         /// Why it could not be read.
         source: FileError,
     },
-    /// A secret is empty once trimmed.
-    #[error("{key}: the secret in {from} is empty")]
+    /// A secret file is empty once trimmed.
+    #[error("{key}: the secret in file {path} is empty")]
     EmptySecret {
         /// Which key: `auth.jwt` or `auth.jwt.keys[kid="…"]`.
         key: String,
-        /// `variable NAME` or `file PATH`.
-        from: String,
+        /// The file.
+        path: String,
     },
     /// A public key file is not a PEM public key for the algorithm.
     #[error("{key}: {path} is not a PEM {algorithm} public key: {reason}")]
@@ -107,7 +116,7 @@ impl Verifier {
                         Ok(secret) => Some(secret_key(&secret)),
                         Err(
                             JwtConfigError::MissingVariable { .. }
-                            | JwtConfigError::EmptySecret { .. },
+                            | JwtConfigError::EmptyVariable { .. },
                         ) if listed => None,
                         Err(e) => return Err(e),
                     }
@@ -171,6 +180,23 @@ fn secret_key(secret: &str) -> Key {
     }
 }
 
+impl JwtConfigError {
+    /// `VAR is not set` or `VAR is empty` when this is the default key's
+    /// (`auth.jwt.secret_env`) variable giving no secret: a compose file's
+    /// `${VAR}` of an unset variable sets it empty, so the two are alike.
+    pub fn unset_default_secret(&self) -> Option<String> {
+        match self {
+            JwtConfigError::MissingVariable { key, var } if key == "auth.jwt" => {
+                Some(format!("{var} is not set"))
+            }
+            JwtConfigError::EmptyVariable { key, var } if key == "auth.jwt" => {
+                Some(format!("{var} is empty"))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The HS256 secret in variable `var` (trimmed, not empty); `label` names
 /// the key that points at it in messages.
 pub(crate) fn secret_from_env(label: &str, var: &str) -> Result<String, JwtConfigError> {
@@ -191,9 +217,9 @@ pub(crate) fn secret_from_env(label: &str, var: &str) -> Result<String, JwtConfi
     };
     let secret = value.trim();
     if secret.is_empty() {
-        return Err(JwtConfigError::EmptySecret {
+        return Err(JwtConfigError::EmptyVariable {
             key: label.to_owned(),
-            from: format!("variable {var}"),
+            var: var.to_owned(),
         });
     }
     Ok(secret.to_owned())
@@ -214,7 +240,7 @@ pub(crate) fn secret_from_file(label: &str, path: &Path) -> Result<String, JwtCo
     if secret.is_empty() {
         return Err(JwtConfigError::EmptySecret {
             key: label.to_owned(),
-            from: format!("file {}", path.display()),
+            path: path.display().to_string(),
         });
     }
     Ok(secret.to_owned())
