@@ -22,8 +22,13 @@ use std::path::Path;
 
 /// What [`note!`] writes.
 pub(crate) fn note_line(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    if writeln!(std::io::stderr().lock(), "{line}").is_err() {
+    write_or_end(std::io::stderr().lock(), line);
+}
+
+/// Writes `line` to `out` at once; when `out` is gone (a closed pipe), the
+/// tool has nobody left to tell and ends with 0.
+pub(crate) fn write_or_end(mut out: impl std::io::Write, line: std::fmt::Arguments<'_>) {
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
         std::process::exit(0);
     }
 }

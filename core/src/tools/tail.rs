@@ -5,7 +5,7 @@
 //! cannot recover (a lag, a gap) is said on stderr.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -394,11 +394,7 @@ async fn session(
                 } else {
                     readable(&msg, colour)
                 };
-                let mut out = std::io::stdout().lock();
-                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                    // stdout is gone (a closed pipe): nothing left to do.
-                    std::process::exit(0);
-                }
+                super::write_or_end(std::io::stdout().lock(), format_args!("{line}"));
             }
         }
     }
